@@ -1,0 +1,29 @@
+//! Generates servers and clients for every .proto under the repository's proto/.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "containerd/types/descriptor.proto",
+        "containerd/types/platform.proto",
+        "containerd/types/mount.proto",
+        "google/rpc/status.proto",
+        "containerd/services/content/v1/content.proto",
+        "containerd/services/images/v1/images.proto",
+        "containerd/services/leases/v1/leases.proto",
+        "containerd/services/namespaces/v1/namespace.proto",
+        "containerd/services/version/v1/version.proto",
+        "containerd/services/introspection/v1/introspection.proto",
+        "molde/gc/v1/gc.proto",
+    ];
+    let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
+    for p in &paths {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(&paths, &[root])?;
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Generated gRPC code: containerd's wire-compatible APIs and molde's own.
+//!
+//! Module paths follow the protobuf packages, so `containerd::services::content::v1`
+//! is `containerd.services.content.v1` on the wire.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod google {
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+pub mod containerd {
+    pub mod types {
+        tonic::include_proto!("containerd.types");
+    }
+    pub mod services {
+        pub mod content {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.content.v1");
+            }
+        }
+        pub mod images {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.images.v1");
+            }
+        }
+        pub mod leases {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.leases.v1");
+            }
+        }
+        pub mod namespaces {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.namespaces.v1");
+            }
+        }
+        pub mod version {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.version.v1");
+            }
+        }
+        pub mod introspection {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.introspection.v1");
+            }
+        }
+    }
+}
+
+pub mod molde {
+    pub mod gc {
+        pub mod v1 {
+            tonic::include_proto!("molde.services.gc.v1");
+        }
+    }
+}
+
+/// gRPC metadata key that selects the namespace, as containerd clients send it.
+pub const NAMESPACE_HEADER: &str = "containerd-namespace";
+/// gRPC metadata key that names the lease a request's new resources belong to.
+pub const LEASE_HEADER: &str = "containerd-lease";
+/// Namespace used when a request names none.
+pub const DEFAULT_NAMESPACE: &str = "default";

@@ -1,0 +1,76 @@
+//! What a request says about where it acts: its namespace and its lease.
+
+use molde_api::{DEFAULT_NAMESPACE, LEASE_HEADER, NAMESPACE_HEADER};
+use tonic::Request;
+
+use crate::error::{ContentError, Result};
+
+/// The namespace and lease a request carries in its gRPC metadata.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub namespace: String,
+    pub lease: Option<String>,
+}
+
+impl RequestContext {
+    pub fn of<T>(req: &Request<T>) -> Result<Self> {
+        let md = req.metadata();
+        let namespace = match md.get(NAMESPACE_HEADER) {
+            Some(v) => v
+                .to_str()
+                .map_err(|_| ContentError::InvalidArgument("namespace header is not text".into()))?
+                .to_string(),
+            None => DEFAULT_NAMESPACE.to_string(),
+        };
+        validate_namespace(&namespace)?;
+        let lease = md
+            .get(LEASE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        Ok(Self { namespace, lease })
+    }
+}
+
+/// containerd's namespace rule: alphanumeric words joined by single `.`, `_` or `-`,
+/// at most 76 characters.
+pub fn validate_namespace(ns: &str) -> Result<()> {
+    let bad = || {
+        ContentError::InvalidArgument(format!(
+            "namespace {ns:?}: must be alphanumeric words joined by '.', '_' or '-', at most 76 characters"
+        ))
+    };
+    if ns.is_empty() || ns.len() > 76 {
+        return Err(bad());
+    }
+    let mut prev_sep = true;
+    for c in ns.chars() {
+        let sep = matches!(c, '.' | '_' | '-');
+        if sep && prev_sep {
+            return Err(bad());
+        }
+        if !sep && !c.is_ascii_alphanumeric() {
+            return Err(bad());
+        }
+        prev_sep = sep;
+    }
+    if prev_sep {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_names() {
+        for ok in ["default", "k8s.io", "a-b_c.d", "x1"] {
+            assert!(validate_namespace(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a..b", "a/b", "A b", &"x".repeat(77)] {
+            assert!(validate_namespace(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Metadata records and where they live in the metadata store.
+//!
+//! Key layout (one namespace's records share a prefix, so a namespace is empty
+//! exactly when its prefix is):
+//!
+//! ```text
+//! /v1/namespaces/<ns>                     NamespaceRecord
+//! /v1/ns/<ns>/content/<digest>            ContentRecord
+//! /v1/ns/<ns>/images/<name>               ImageRecord
+//! /v1/ns/<ns>/leases/<id>                 LeaseRecord
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use molde_meta::{Entry, Store};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::error::{ContentError, Result};
+
+pub type Labels = BTreeMap<String, String>;
+
+/// Label that makes content a garbage-collection root.
+pub const GC_ROOT: &str = "containerd.io/gc.root";
+/// Labels with this prefix name content (by digest) that the labelled object holds.
+pub const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
+/// Lease label: RFC 3339 time after which the lease is removed.
+pub const GC_EXPIRE: &str = "containerd.io/gc.expire";
+
+pub fn namespace_key(ns: &str) -> String {
+    format!("/v1/namespaces/{ns}")
+}
+pub const NAMESPACES_PREFIX: &str = "/v1/namespaces/";
+
+pub fn ns_prefix(ns: &str) -> String {
+    format!("/v1/ns/{ns}/")
+}
+pub fn content_prefix(ns: &str) -> String {
+    format!("/v1/ns/{ns}/content/")
+}
+pub fn content_key(ns: &str, digest: &str) -> String {
+    format!("/v1/ns/{ns}/content/{digest}")
+}
+pub fn images_prefix(ns: &str) -> String {
+    format!("/v1/ns/{ns}/images/")
+}
+pub fn image_key(ns: &str, name: &str) -> String {
+    format!("/v1/ns/{ns}/images/{name}")
+}
+pub fn leases_prefix(ns: &str) -> String {
+    format!("/v1/ns/{ns}/leases/")
+}
+pub fn lease_key(ns: &str, id: &str) -> String {
+    format!("/v1/ns/{ns}/leases/{id}")
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+pub fn timestamp(nanos: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: nanos.div_euclid(1_000_000_000),
+        nanos: nanos.rem_euclid(1_000_000_000) as i32,
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContentRecord {
+    pub size: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DescriptorRecord {
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+    #[serde(default)]
+    pub annotations: Labels,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub target: DescriptorRecord,
+    #[serde(default)]
+    pub labels: Labels,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A resource a lease holds: (type, id), e.g. ("content", "sha256:…").
+pub type LeaseResource = (String, String);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub created_at: i64,
+    #[serde(default)]
+    pub labels: Labels,
+    #[serde(default)]
+    pub resources: BTreeSet<LeaseResource>,
+}
+
+impl LeaseRecord {
+    /// Whether the lease's `containerd.io/gc.expire` time has passed.
+    pub fn expired(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.labels
+            .get(GC_EXPIRE)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t < now)
+    }
+}
+
+pub fn encode<T: Serialize>(rec: &T) -> Vec<u8> {
+    serde_json::to_vec(rec).expect("records always serialise")
+}
+
+pub fn decode<T: DeserializeOwned>(e: &Entry) -> Result<T> {
+    serde_json::from_slice(&e.value).map_err(|err| ContentError::Corrupt {
+        key: e.key.clone(),
+        message: err.to_string(),
+    })
+}
+
+/// Reads and decodes one record with its revision.
+pub fn load<T: DeserializeOwned>(store: &dyn Store, key: &str) -> Result<Option<(T, u64)>> {
+    match store.get(key)? {
+        Some(e) => Ok(Some((decode(&e)?, e.mod_revision))),
+        None => Ok(None),
+    }
+}
+
+/// Every namespace that has a record.
+pub fn namespaces(store: &dyn Store) -> Result<Vec<String>> {
+    Ok(store
+        .range(NAMESPACES_PREFIX)?
+        .into_iter()
+        .map(|e| e.key[NAMESPACES_PREFIX.len()..].to_string())
+        .collect())
+}
+
+/// Applies a field mask to labels: `labels` replaces them all, `labels.<key>`
+/// sets or (when absent from `new`) removes one key.
+pub fn apply_label_mask(old: &mut Labels, new: &Labels, paths: &[String]) -> Result<bool> {
+    let mut touched = false;
+    for p in paths {
+        if p == "labels" {
+            *old = new.clone();
+            touched = true;
+        } else if let Some(k) = p.strip_prefix("labels.") {
+            match new.get(k) {
+                Some(v) => old.insert(k.to_string(), v.clone()),
+                None => old.remove(k),
+            };
+            touched = true;
+        }
+    }
+    Ok(touched)
+}
+
+/// Checks a label set against containerd's limit on one key and value together.
+pub fn validate_labels(labels: &Labels) -> Result<()> {
+    for (k, v) in labels {
+        if k.is_empty() {
+            return Err(ContentError::InvalidArgument("label key must not be empty".into()));
+        }
+        if k.len() + v.len() > 4096 {
+            return Err(ContentError::InvalidArgument(format!(
+                "label {k:?}: key and value exceed 4096 bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_mask_sets_and_removes_keys() {
+        let mut old = Labels::from([("a".into(), "1".into()), ("b".into(), "2".into())]);
+        let new = Labels::from([("a".into(), "9".into())]);
+        apply_label_mask(&mut old, &new, &["labels.a".into(), "labels.b".into()]).unwrap();
+        assert_eq!(old, Labels::from([("a".into(), "9".into())]));
+        apply_label_mask(&mut old, &Labels::new(), &["labels".into()]).unwrap();
+        assert!(old.is_empty());
+    }
+
+    #[test]
+    fn lease_expiry_reads_rfc3339() {
+        let now = chrono::Utc::now();
+        let mut l = LeaseRecord {
+            created_at: 0,
+            labels: Labels::new(),
+            resources: Default::default(),
+        };
+        assert!(!l.expired(now));
+        l.labels.insert(GC_EXPIRE.into(), "2000-01-01T00:00:00Z".into());
+        assert!(l.expired(now));
+        l.labels.insert(GC_EXPIRE.into(), "2999-01-01T00:00:00+02:00".into());
+        assert!(!l.expired(now));
+    }
+}
