@@ -63,3 +63,5 @@ pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 pub const LEASE_HEADER: &str = "containerd-lease";
 /// Namespace used when a request names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
+
+pub mod client;

@@ -62,8 +62,10 @@ impl Digest {
 
     /// Parses a digest from a request, naming the field on error.
     pub fn parse_field(s: &str, field: &str) -> Result<Digest, ContentError> {
-        s.parse()
-            .map_err(|e: ContentError| ContentError::InvalidArgument(format!("{field}: {e}")))
+        s.parse().map_err(|e: ContentError| match e {
+            ContentError::InvalidArgument(m) => ContentError::InvalidArgument(format!("{field}: {m}")),
+            other => other,
+        })
     }
 }
 

@@ -1,1 +1,215 @@
-fn main(){}
+//! molded: hosts molde's services on a unix socket.
+//!
+//! With no configuration it hosts every service on `/run/molde/molde.sock`, with
+//! metadata and blobs under `/var/lib/molde`. `--service` narrows what this
+//! process hosts; `--remote SERVICE=ADDRESS` (or `[remote]` in the config)
+//! forwards a service to another molded (split mode).
+
+mod config;
+mod info;
+mod listener;
+mod proxy;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use molde_api::client::Address;
+use molde_api::containerd::services::{
+    introspection::v1::introspection_server::IntrospectionServer, version::v1::version_server::VersionServer,
+};
+use molde_content::{ContentConfig, Shared};
+use molde_meta::{RedbStore, Store};
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+
+use crate::config::Config;
+use crate::info::{IntrospectionService, PluginInfo, VersionService};
+use crate::proxy::{ContentName, Forward, GcName, ImagesName, LeasesName, NamespacesName};
+
+#[derive(Debug, Parser)]
+#[command(name = "molded", version = info::VERSION, about = "The molde daemon")]
+struct Args {
+    /// Configuration file [default: /etc/molde/config.toml, if present]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for persistent state (metadata, blobs)
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Directory for runtime state
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Unix socket to serve on
+    #[arg(long)]
+    address: Option<String>,
+    /// Host only this service (repeatable); the default hosts all of them
+    #[arg(long = "service", value_name = "NAME")]
+    services: Vec<String>,
+    /// Reach SERVICE at ADDRESS instead of hosting it (split mode), e.g. content=/run/molde/content.sock
+    #[arg(long = "remote", value_name = "SERVICE=ADDRESS")]
+    remotes: Vec<String>,
+}
+
+fn config(args: Args) -> anyhow::Result<Config> {
+    let mut c = Config::load(args.config.as_deref())?;
+    if let Some(r) = args.root {
+        c.root = r;
+    }
+    if let Some(s) = args.state {
+        c.state = s;
+    }
+    if let Some(a) = args.address {
+        c.address = a;
+    }
+    if !args.services.is_empty() {
+        c.services = args.services;
+    }
+    for r in args.remotes {
+        let (svc, addr) = r
+            .split_once('=')
+            .with_context(|| format!("--remote {r:?}: expected SERVICE=ADDRESS"))?;
+        c.remote.insert(svc.to_string(), addr.to_string());
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cfg = config(Args::parse())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let res = rt.block_on(run(cfg));
+    if let Err(e) = &res {
+        tracing::error!("{e:#}");
+    }
+    // Don't wait for blocking threads still reading a stream from a gone client.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    res
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    for d in [&cfg.root, &cfg.state] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let address = Address::parse(&cfg.address).map_err(anyhow::Error::msg)?;
+    let Address::Unix(sock_path) = &address;
+    let (listener, socket) = listener::bind(sock_path)?;
+    let uuid = info::load_uuid(&cfg.root)?;
+
+    let mut router = Server::builder().add_routes(Default::default());
+    let mut plugins = vec![
+        plugin("io.containerd.grpc.v1", "version", &[]),
+        plugin("io.containerd.grpc.v1", "introspection", &[]),
+    ];
+    let mut hosted = Vec::new();
+
+    if cfg.hosts("content") {
+        let meta_path = cfg.root.join("meta.redb");
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&meta_path).with_context(|| {
+            format!(
+                "opening metadata {} (is another molded using root {}?)",
+                meta_path.display(),
+                cfg.root.display()
+            )
+        })?);
+        let mut cc = ContentConfig::new(cfg.root.join("content"));
+        cc.gc_interval = cfg.gc.interval();
+        cc.ingest_expiry = cfg.gc.ingest_expiry();
+        cc.gc_delay = cfg.gc.delay();
+        let shared = Shared::new(store, cc)?;
+        tokio::spawn(molde_content::gc::run_scheduler(shared.clone()));
+        let s = molde_content::servers(shared);
+        router = router
+            .add_service(s.content)
+            .add_service(s.images)
+            .add_service(s.leases)
+            .add_service(s.namespaces)
+            .add_service(s.gc);
+        let root = cfg.root.join("content").display().to_string();
+        plugins.push(plugin("io.containerd.content.v1", "content", &[("root", &root)]));
+        for id in ["content", "images", "leases", "namespaces"] {
+            plugins.push(plugin("io.containerd.grpc.v1", id, &[]));
+        }
+        plugins.push(plugin("io.molde.grpc.v1", "gc", &[]));
+        hosted.push("content".to_string());
+    } else if let Some(remote) = cfg.remote.get("content") {
+        let addr = Address::parse(remote).map_err(|e| anyhow::anyhow!("remote content: {e}"))?;
+        router = router
+            .add_service(Forward::<ContentName>::new(&addr))
+            .add_service(Forward::<ImagesName>::new(&addr))
+            .add_service(Forward::<LeasesName>::new(&addr))
+            .add_service(Forward::<NamespacesName>::new(&addr))
+            .add_service(Forward::<GcName>::new(&addr));
+        for id in ["content", "images", "leases", "namespaces"] {
+            plugins.push(plugin("io.containerd.grpc.v1", id, &[("remote", remote)]));
+        }
+        hosted.push(format!("content (remote {remote})"));
+    }
+    if hosted.is_empty() {
+        bail!("nothing to serve: no service is hosted here or configured as remote");
+    }
+
+    router = router
+        .add_service(VersionServer::new(VersionService))
+        .add_service(IntrospectionServer::new(IntrospectionService { uuid, plugins }));
+
+    tracing::info!(
+        address = %address,
+        root = %cfg.root.display(),
+        services = %hosted.join(", "),
+        version = info::VERSION,
+        "molded serving"
+    );
+    let incoming = UnixListenerStream::new(listener);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    }));
+
+    let signal = shutdown_signal().await?;
+    tracing::info!(signal, "shutting down");
+    let _ = stop_tx.send(());
+    // Streams still open get a grace period; then the process ends regardless.
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("open streams did not finish within 5s; closing them"),
+    }
+    drop(socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn plugin(kind: &'static str, id: &'static str, exports: &[(&str, &str)]) -> PluginInfo {
+    PluginInfo {
+        kind,
+        id,
+        exports: exports
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,103 @@
+//! The connection to molded, and the commands about the daemon itself.
+
+use anyhow::{Context, Result, anyhow};
+use molde_api::client::Address;
+use molde_api::containerd::services::introspection::v1::{PluginsRequest, introspection_client::IntrospectionClient};
+use molde_api::containerd::services::version::v1::version_client::VersionClient;
+use molde_api::molde::gc::v1::{CollectRequest, gc_client::GcClient};
+use tonic::transport::Channel;
+
+/// A connected daemon and the namespace requests act in.
+pub struct Daemon {
+    pub channel: Channel,
+    pub namespace: String,
+    pub address: String,
+}
+
+impl Daemon {
+    pub async fn connect(address: &str, namespace: &str) -> Result<Daemon> {
+        let addr = Address::parse(address).map_err(|e| anyhow!("--address: {e}"))?;
+        let channel = molde_api::client::connect(&addr).await.map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+            anyhow!(
+                "cannot connect to molded at {addr}: {cause}\n\
+                 is molded running? start it with `molded` (as root), \
+                 or point --address / MOLDE_ADDRESS at its socket"
+            )
+        })?;
+        Ok(Daemon {
+            channel,
+            namespace: namespace.to_string(),
+            address: addr.to_string(),
+        })
+    }
+
+    /// Wraps a message with the namespace header.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Ok(v) = self.namespace.parse() {
+            r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
+        }
+        r
+    }
+}
+
+/// Turns a gRPC status into an error that reads like the daemon's message.
+pub fn status(context: impl std::fmt::Display) -> impl FnOnce(tonic::Status) -> anyhow::Error {
+    move |s| anyhow!("{context}: {}", s.message())
+}
+
+pub async fn version(d: &Daemon) -> Result<()> {
+    println!("Client:\n  Version:  {}", env!("CARGO_PKG_VERSION"));
+    let v = VersionClient::new(d.channel.clone())
+        .version(d.request(()))
+        .await
+        .map_err(status("asking molded for its version"))?
+        .into_inner();
+    println!("Server:\n  Version:  {}\n  Revision: {}", v.version, v.revision);
+    Ok(())
+}
+
+pub async fn info(d: &Daemon) -> Result<()> {
+    let mut c = IntrospectionClient::new(d.channel.clone());
+    let server = c
+        .server(d.request(()))
+        .await
+        .map_err(status("asking molded about itself"))?
+        .into_inner();
+    let plugins = c
+        .plugins(d.request(PluginsRequest::default()))
+        .await
+        .map_err(status("listing molded's services"))?
+        .into_inner()
+        .plugins;
+    println!("Address:   {}", d.address);
+    println!("Namespace: {}", d.namespace);
+    println!("UUID:      {}", server.uuid);
+    println!("PID:       {}", server.pid);
+    println!("Services:");
+    for p in plugins {
+        let mut exports: Vec<_> = p.exports.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        exports.sort();
+        println!("  {}.{}  {}", p.r#type, p.id, exports.join(" "));
+    }
+    Ok(())
+}
+
+pub async fn gc(d: &Daemon) -> Result<()> {
+    let r = GcClient::new(d.channel.clone())
+        .collect(d.request(CollectRequest {}))
+        .await
+        .map_err(status("garbage collection"))
+        .context("molde gc")?
+        .into_inner();
+    println!(
+        "removed {} content records, {} blobs, {} ingests, {} leases in {} ms",
+        r.content_records,
+        r.blobs,
+        r.ingests,
+        r.leases,
+        r.duration_us / 1000
+    );
+    Ok(())
+}

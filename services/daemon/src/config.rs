@@ -1,0 +1,143 @@
+//! molded's configuration: built-in defaults, then `/etc/molde/config.toml` (or
+//! `--config`), then command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Services `molded` can host. `all` in the config means every one of them.
+pub const SERVICES: &[&str] = &["content"];
+
+pub const DEFAULT_CONFIG: &str = "/etc/molde/config.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Persistent state: metadata and blobs.
+    pub root: PathBuf,
+    /// Runtime state that does not survive a reboot.
+    pub state: PathBuf,
+    /// Unix socket the daemon serves on.
+    pub address: String,
+    /// Services this process hosts; empty means all that are not remote.
+    pub services: Vec<String>,
+    /// Services reached at another address (split mode): name → address.
+    pub remote: BTreeMap<String, String>,
+    pub gc: GcConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Seconds between scheduled collections.
+    pub interval_secs: u64,
+    /// Seconds an ingest may sit idle before a collection removes it.
+    pub ingest_expiry_secs: u64,
+    /// Milliseconds between a delete and the collection it triggers.
+    pub delay_ms: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 3600,
+            ingest_expiry_secs: 24 * 3600,
+            delay_ms: 100,
+        }
+    }
+}
+
+impl GcConfig {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs.max(1))
+    }
+    pub fn ingest_expiry(&self) -> Duration {
+        Duration::from_secs(self.ingest_expiry_secs)
+    }
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/var/lib/molde"),
+            state: PathBuf::from("/run/molde"),
+            address: "/run/molde/molde.sock".into(),
+            services: Vec::new(),
+            remote: BTreeMap::new(),
+            gc: GcConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing default config file is not an error, a missing
+    /// explicitly named one is.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
+        };
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    /// Whether this process serves `service` itself.
+    pub fn hosts(&self, service: &str) -> bool {
+        !self.remote.contains_key(service) && (self.services.is_empty() || self.services.iter().any(|s| s == service))
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for s in self.services.iter().chain(self.remote.keys()) {
+            if !SERVICES.contains(&s.as_str()) {
+                bail!("unknown service {s:?}: molded hosts {}", SERVICES.join(", "));
+            }
+        }
+        for s in &self.services {
+            if self.remote.contains_key(s) {
+                bail!("service {s:?} is both hosted here and configured as remote");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_split_mode_config() {
+        let c: Config = toml::from_str(
+            r#"
+            root = "/tmp/r"
+            address = "/tmp/r/m.sock"
+            [remote]
+            content = "unix:///tmp/c.sock"
+            [gc]
+            interval_secs = 5
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(!c.hosts("content"));
+        assert_eq!(c.gc.interval(), Duration::from_secs(5));
+        assert_eq!(c.gc.delay_ms, 100);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_services() {
+        assert!(toml::from_str::<Config>("roots = 1").is_err());
+        let c: Config = toml::from_str(r#"services = ["nope"]"#).unwrap();
+        assert!(c.validate().is_err());
+    }
+}
