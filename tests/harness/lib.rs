@@ -1,1 +1,410 @@
+//! One harness for molde's end-to-end tests: a real `molded` in a temp root,
+//! the real `molde` and `ctr` binaries against its socket, and readable
+//! failures that carry the daemon's log.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use molde_api::client::Address;
+use tonic::transport::Channel;
+
+/// A binary built by this workspace (`cargo build --workspace` puts it beside the test's deps dir).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        p.display()
+    );
+    p
+}
+
+/// Whether an external tool is installed; tests that need it fail loudly when it is not.
+pub fn require(tool: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .expect("sh");
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!p.is_empty(), "{tool} is not installed: run deploy/install-deps.sh");
+    PathBuf::from(p)
+}
+
+/// A running molded with its own root, state and socket.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+    starts: u32,
+}
+
+impl Daemon {
+    /// Starts molded with every service embedded.
+    pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    /// Starts molded with extra arguments (e.g. `--service content`).
+    pub fn start_with(extra: &[&str]) -> Daemon {
+        let mut d = Self::prepare(extra);
+        d.spawn();
+        d
+    }
+
+    /// Starts molded with a config file (TOML) written into its temp dir.
+    pub fn start_with_config(toml: &str) -> Daemon {
+        let mut d = Self::prepare(&[]);
+        let path = d.dir.path().join("config.toml");
+        std::fs::write(&path, toml).expect("write config");
+        d.extra = vec!["--config".into(), path.display().to_string()];
+        d.spawn();
+        d
+    }
+
+    fn prepare(extra: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new().prefix("molde-test-").tempdir().expect("temp dir");
+        Daemon {
+            sock: dir.path().join("molde.sock"),
+            root: dir.path().join("root"),
+            state: dir.path().join("state"),
+            log: dir.path().join("molded.log"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    /// The molded command line this daemon runs with.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(bin("molded"));
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--address")
+            .arg(&self.sock)
+            .args(&self.extra)
+            .env("RUST_LOG", "info,molde_content=debug");
+        c
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("daemon log");
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn molded");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.sock).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("molded exited with {status} before serving\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "molded did not serve within 20s\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Kills molded with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = c.try_wait().expect("wait") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("molded did not stop within 15s of SIGTERM\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts molded again on the same root and socket.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn address(&self) -> Address {
+        Address::Unix(self.sock.clone())
+    }
+
+    /// A gRPC channel to this daemon.
+    pub async fn channel(&self) -> Channel {
+        molde_api::client::connect(&self.address()).await.expect("connect to molded")
+    }
+
+    /// Runs the `molde` CLI against this daemon.
+    pub fn molde(&self, args: &[&str]) -> Run {
+        self.molde_stdin(args, &[])
+    }
+
+    pub fn molde_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut c = Command::new(bin("molde"));
+        c.env("MOLDE_ADDRESS", &self.sock).args(args);
+        Run::exec(c, stdin, self)
+    }
+
+    /// Runs containerd's `ctr` against this daemon.
+    pub fn ctr(&self, args: &[&str]) -> Run {
+        self.ctr_stdin(args, &[])
+    }
+
+    pub fn ctr_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut c = Command::new(require("ctr"));
+        c.arg("--address").arg(&self.sock).args(args);
+        Run::exec(c, stdin, self)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- molded log ({} start(s)) ----\n{}",
+                self.starts,
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// A finished command with assertions that print everything on failure.
+pub struct Run {
+    pub cmdline: String,
+    pub out: Output,
+    daemon_log: String,
+}
+
+impl Run {
+    fn exec(mut c: Command, stdin: &[u8], d: &Daemon) -> Run {
+        let cmdline = format!("{c:?}");
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap_or_else(|e| panic!("spawn {cmdline}: {e}"));
+        {
+            use std::io::Write;
+            let mut si = child.stdin.take().unwrap();
+            let data = stdin.to_vec();
+            std::thread::spawn(move || {
+                let _ = si.write_all(&data);
+            });
+        }
+        let out = child.wait_with_output().expect("wait");
+        Run {
+            cmdline,
+            out,
+            daemon_log: d.log_text(),
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "command: {}\nstatus: {}\nstdout:\n{}\nstderr:\n{}\n---- molded log ----\n{}",
+            self.cmdline,
+            self.out.status,
+            self.stdout(),
+            self.stderr(),
+            self.daemon_log
+        )
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> String {
+        assert!(self.out.status.success(), "command failed\n{}", self.describe());
+        self.stdout()
+    }
+
+    /// Asserts failure and returns stderr.
+    #[track_caller]
+    pub fn fails(&self) -> String {
+        assert!(!self.out.status.success(), "command should have failed\n{}", self.describe());
+        self.stderr()
+    }
+}
+
+/// sha256 digest string of `data`.
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// Attaches the namespace (and optional lease) headers to a request.
+pub fn req<T>(ns: &str, lease: Option<&str>, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert(molde_api::NAMESPACE_HEADER, ns.parse().expect("namespace header"));
+    if let Some(l) = lease {
+        r.metadata_mut()
+            .insert(molde_api::LEASE_HEADER, l.parse().expect("lease header"));
+    }
+    r
+}
+
+/// Waits until `f` holds, or panics with `what` after `secs`.
+pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Driving containerd's content Write stream message by message.
+pub mod write {
+    use molde_api::containerd::services::content::v1::{
+        WriteAction, WriteContentRequest, WriteContentResponse, content_client::ContentClient,
+    };
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::transport::Channel;
+    use tonic::{Status, Streaming};
+
+    /// An open Write stream holding the ref's writer lock until dropped.
+    pub struct Session {
+        tx: mpsc::Sender<WriteContentRequest>,
+        rx: Streaming<WriteContentResponse>,
+    }
+
+    impl Session {
+        /// Opens the stream with a STAT and returns the session and the STAT reply.
+        pub async fn open(
+            ch: &Channel,
+            ns: &str,
+            lease: Option<&str>,
+            reference: &str,
+            total: i64,
+            expected: &str,
+        ) -> Result<(Session, WriteContentResponse), Status> {
+            let (tx, rx) = mpsc::channel(16);
+            tx.send(WriteContentRequest {
+                action: WriteAction::Stat as i32,
+                r#ref: reference.into(),
+                total,
+                expected: expected.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let mut c = ContentClient::new(ch.clone()).max_encoding_message_size(64 << 20);
+            let mut rx = c.write(crate::req(ns, lease, ReceiverStream::new(rx))).await?.into_inner();
+            let stat = rx.message().await?.expect("STAT reply");
+            Ok((Session { tx, rx }, stat))
+        }
+
+        /// Sends one message and waits for its reply.
+        pub async fn send(&mut self, m: WriteContentRequest) -> Result<WriteContentResponse, Status> {
+            self.tx.send(m).await.map_err(|_| Status::cancelled("stream closed"))?;
+            self.rx
+                .message()
+                .await?
+                .ok_or_else(|| Status::cancelled("stream ended"))
+        }
+
+        pub async fn write(&mut self, offset: i64, data: &[u8]) -> Result<WriteContentResponse, Status> {
+            self.send(WriteContentRequest {
+                action: WriteAction::Write as i32,
+                offset,
+                data: data.to_vec(),
+                ..Default::default()
+            })
+            .await
+        }
+
+        pub async fn commit(&mut self, offset: i64, total: i64, expected: &str) -> Result<WriteContentResponse, Status> {
+            self.send(WriteContentRequest {
+                action: WriteAction::Commit as i32,
+                offset,
+                total,
+                expected: expected.into(),
+                ..Default::default()
+            })
+            .await
+        }
+    }
+
+    /// Writes and commits `data` under `reference` in one stream.
+    pub async fn put(ch: &Channel, ns: &str, lease: Option<&str>, reference: &str, data: &[u8]) -> Result<String, Status> {
+        let digest = crate::sha256(data);
+        let (mut s, _) = Session::open(ch, ns, lease, reference, data.len() as i64, &digest).await?;
+        s.write(0, data).await?;
+        let done = s.commit(data.len() as i64, data.len() as i64, &digest).await?;
+        Ok(done.digest)
+    }
+}
+
+/// Every file under `dir`, recursively (for checks that nothing partial is visible).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

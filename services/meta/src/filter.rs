@@ -45,7 +45,7 @@ pub struct Filter {
 
 /// A filter that could not be parsed, naming the filter and what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid filter {filter:?}: {reason} at position {pos}")]
+#[error("invalid filter `{filter}`: {reason} at position {pos}")]
 pub struct FilterError {
     pub filter: String,
     pub pos: usize,

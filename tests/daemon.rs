@@ -1,0 +1,139 @@
+//! molded as a process: socket, signals, config, split mode, and the CLI's
+//! message when no daemon runs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use molde_tests::{Daemon, bin, files_under, sha256};
+
+#[test]
+fn socket_is_0660_and_a_second_daemon_is_refused() {
+    let d = Daemon::start();
+    let mode = std::fs::metadata(&d.sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("molded"))
+        .args(["--root", other.path().join("r").to_str().unwrap()])
+        .args(["--state", other.path().join("s").to_str().unwrap()])
+        .args(["--address", d.sock.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another molded") && err.contains(d.sock.to_str().unwrap()), "{err}");
+    // The first daemon is unharmed.
+    d.molde(&["version"]).ok();
+}
+
+#[test]
+fn a_second_daemon_on_the_same_root_is_refused() {
+    let d = Daemon::start();
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("molded"))
+        .args(["--root", d.root.to_str().unwrap()])
+        .args(["--state", other.path().join("s").to_str().unwrap()])
+        .args(["--address", other.path().join("m.sock").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another molded using root"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_restart_keeps_content() {
+    let mut d = Daemon::start();
+    let digest = d.molde_stdin(&["content", "ingest", "r", "-l", "containerd.io/gc.root=1"], b"kept").ok();
+    let status = d.terminate();
+    assert!(status.success(), "exit status {status}\n{}", d.log_text());
+    assert!(!d.sock.exists(), "the socket is removed on shutdown");
+    assert!(d.log_text().contains("SIGTERM"));
+    let err = d.molde(&["version"]).fails();
+    assert!(err.contains("is molded running?") && err.contains("start it with `molded`"), "{err}");
+    d.restart();
+    assert_eq!(d.molde(&["content", "get", digest.trim()]).out.stdout, b"kept");
+}
+
+#[test]
+fn stale_socket_after_kill9_is_replaced() {
+    let mut d = Daemon::start();
+    d.kill9();
+    assert!(d.sock.exists(), "a killed daemon leaves its socket behind");
+    d.restart();
+    d.molde(&["version"]).ok();
+}
+
+#[test]
+fn cli_says_when_molded_is_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    let out = Command::new(bin("molde"))
+        .env("MOLDE_ADDRESS", &sock)
+        .args(["content", "ls"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(sock.to_str().unwrap()) && err.contains("is molded running?"), "{err}");
+}
+
+#[test]
+fn config_file_sets_root_and_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("from-config.sock");
+    let root = dir.path().join("from-config-root");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "root = {:?}\nstate = {:?}\naddress = {:?}\n",
+            root,
+            dir.path().join("state"),
+            sock
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(bin("molded")).arg("--config").arg(&cfg).spawn().unwrap();
+    molde_tests::eventually(20, "molded to serve the configured socket", || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let out = Command::new(bin("molde"))
+        .env("MOLDE_ADDRESS", &sock)
+        .arg("info")
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(info.contains(&format!("root={}", root.join("content").display())), "{info}");
+    assert!(root.join("meta.redb").is_file());
+
+    std::fs::write(&cfg, "no_such_key = 1\n").unwrap();
+    let out = Command::new(bin("molded")).arg("--config").arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
+}
+
+#[test]
+fn split_mode_content_service_reached_by_address() {
+    let content = Daemon::start_with(&["--service", "content"]);
+    let front = Daemon::start_with(&["--remote", &format!("content=unix://{}", content.sock.display())]);
+    let data = b"stored through the front daemon";
+    let digest = front.molde_stdin(&["content", "ingest", "split"], data).ok();
+    assert_eq!(digest.trim(), sha256(data));
+    // The bytes live in the content daemon's root; the front daemon stores nothing.
+    assert!(files_under(&content.root.join("content/blobs")).iter().any(|p| p.ends_with(&digest.trim()[7..])));
+    assert!(!front.root.join("meta.redb").exists());
+    // Streams, unary calls and containerd's client all pass through.
+    assert_eq!(front.molde(&["content", "get", digest.trim()]).out.stdout, data);
+    assert!(front.ctr(&["content", "ls"]).ok().contains(digest.trim()));
+    front.ctr(&["leases", "create", "--id", "l1"]).ok();
+    assert!(content.ctr(&["leases", "ls", "-q"]).ok().contains("l1"));
+    let info = front.molde(&["info"]).ok();
+    assert!(info.contains("remote=unix://"), "{info}");
+
+    // With the content daemon gone, the front says which service is unreachable.
+    drop(content);
+    let err = front.molde(&["content", "ls"]).fails();
+    assert!(err.contains("containerd.services.content.v1.Content") && err.contains("unreachable"), "{err}");
+}
