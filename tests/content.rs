@@ -10,18 +10,38 @@ use molde_tests::{Daemon, files_under, req, sha256};
 use tonic::Code;
 
 fn blob(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u32).wrapping_mul(2654435761).wrapping_add(seed as u32) as u8).collect()
+    (0..n)
+        .map(|i| (i as u32).wrapping_mul(2654435761).wrapping_add(seed as u32) as u8)
+        .collect()
 }
 
-async fn read_all(ch: &tonic::transport::Channel, ns: &str, digest: &str, offset: i64, size: i64) -> Result<Vec<u8>, tonic::Status> {
+async fn read_all(
+    ch: &tonic::transport::Channel,
+    ns: &str,
+    digest: &str,
+    offset: i64,
+    size: i64,
+) -> Result<Vec<u8>, tonic::Status> {
     let mut s = ContentClient::new(ch.clone())
-        .read(req(ns, None, api::ReadContentRequest { digest: digest.into(), offset, size }))
+        .read(req(
+            ns,
+            None,
+            api::ReadContentRequest {
+                digest: digest.into(),
+                offset,
+                size,
+            },
+        ))
         .await?
         .into_inner();
     let mut out = Vec::new();
     while let Some(m) = s.next().await {
         let m = m?;
-        assert_eq!(m.offset as usize, offset as usize + out.len(), "chunks arrive in order with their offsets");
+        assert_eq!(
+            m.offset as usize,
+            offset as usize + out.len(),
+            "chunks arrive in order with their offsets"
+        );
         out.extend(m.data);
     }
     Ok(out)
@@ -29,7 +49,13 @@ async fn read_all(ch: &tonic::transport::Channel, ns: &str, digest: &str, offset
 
 async fn info(ch: &tonic::transport::Channel, ns: &str, digest: &str) -> Result<api::Info, tonic::Status> {
     Ok(ContentClient::new(ch.clone())
-        .info(req(ns, None, api::InfoRequest { digest: digest.into() }))
+        .info(req(
+            ns,
+            None,
+            api::InfoRequest {
+                digest: digest.into(),
+            },
+        ))
         .await?
         .into_inner()
         .info
@@ -49,11 +75,19 @@ async fn ingest_then_read_whole_and_ranges() {
     let digest = put(&ch, "default", None, "r1", &data).await.unwrap();
     assert_eq!(digest, sha256(&data));
     assert_eq!(read_all(&ch, "default", &digest, 0, 0).await.unwrap(), data);
-    assert_eq!(read_all(&ch, "default", &digest, 1000, 10).await.unwrap(), &data[1000..1010]);
-    assert_eq!(read_all(&ch, "default", &digest, (3 << 20) - 5, 0).await.unwrap(), &data[(3 << 20) - 5..]);
+    assert_eq!(
+        read_all(&ch, "default", &digest, 1000, 10).await.unwrap(),
+        &data[1000..1010]
+    );
+    assert_eq!(
+        read_all(&ch, "default", &digest, (3 << 20) - 5, 0).await.unwrap(),
+        &data[(3 << 20) - 5..]
+    );
     let i = info(&ch, "default", &digest).await.unwrap();
     assert_eq!(i.size, data.len() as i64);
-    let past = read_all(&ch, "default", &digest, (4 << 20) as i64, 0).await.unwrap_err();
+    let past = read_all(&ch, "default", &digest, (4 << 20) as i64, 0)
+        .await
+        .unwrap_err();
     assert_eq!(past.code(), Code::OutOfRange);
 }
 
@@ -63,13 +97,26 @@ async fn digest_mismatch_at_commit_stores_nothing() {
     let ch = d.channel().await;
     let data = b"the real bytes";
     let wrong = sha256(b"other bytes");
-    let (mut s, _) = Session::open(&ch, "default", None, "mismatch", 0, "").await.unwrap();
+    let (mut s, _) = Session::open(&ch, "default", None, "mismatch", 0, "")
+        .await
+        .unwrap();
     s.write(0, data).await.unwrap();
     let err = s.commit(data.len() as i64, 0, &wrong).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("digest") && err.message().contains(&wrong), "{}", err.message());
-    assert_eq!(info(&ch, "default", &sha256(data)).await.unwrap_err().code(), Code::NotFound);
-    assert!(blob_files(&d).is_empty(), "no blob may be visible: {:?}", blob_files(&d));
+    assert!(
+        err.message().contains("digest") && err.message().contains(&wrong),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        info(&ch, "default", &sha256(data)).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert!(
+        blob_files(&d).is_empty(),
+        "no blob may be visible: {:?}",
+        blob_files(&d)
+    );
 }
 
 #[tokio::test]
@@ -82,7 +129,10 @@ async fn size_mismatch_at_commit_stores_nothing() {
     let err = s.commit(data.len() as i64, 99, "").await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("size"), "{}", err.message());
-    assert_eq!(info(&ch, "default", &sha256(data)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        info(&ch, "default", &sha256(data)).await.unwrap_err().code(),
+        Code::NotFound
+    );
     assert!(blob_files(&d).is_empty());
 
     // Writing past the announced total is refused too.
@@ -95,7 +145,9 @@ async fn size_mismatch_at_commit_stores_nothing() {
 async fn second_writer_on_a_busy_ref_gets_an_error_naming_it() {
     let d = Daemon::start();
     let ch = d.channel().await;
-    let (mut first, _) = Session::open(&ch, "default", None, "busy-ref", 0, "").await.unwrap();
+    let (mut first, _) = Session::open(&ch, "default", None, "busy-ref", 0, "")
+        .await
+        .unwrap();
     first.write(0, b"held").await.unwrap();
     let err = match Session::open(&ch, "default", None, "busy-ref", 0, "").await {
         Ok(_) => panic!("a second writer must be refused"),
@@ -104,8 +156,12 @@ async fn second_writer_on_a_busy_ref_gets_an_error_naming_it() {
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("busy-ref"), "{}", err.message());
     // Another ref, or the same ref in another namespace, is independent.
-    Session::open(&ch, "default", None, "other-ref", 0, "").await.unwrap();
-    Session::open(&ch, "elsewhere", None, "busy-ref", 0, "").await.unwrap();
+    Session::open(&ch, "default", None, "other-ref", 0, "")
+        .await
+        .unwrap();
+    Session::open(&ch, "elsewhere", None, "busy-ref", 0, "")
+        .await
+        .unwrap();
     drop(first);
     // Once the first stream is gone the ref is free again and resumes at its offset.
     let mut stat = None;
@@ -115,7 +171,9 @@ async fn second_writer_on_a_busy_ref_gets_an_error_naming_it() {
                 stat = Some(st);
                 break;
             }
-            Err(e) if e.code() == Code::Unavailable => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            Err(e) if e.code() == Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
             Err(e) => panic!("{e:?}"),
         }
     }
@@ -128,16 +186,34 @@ async fn missing_content_is_not_found() {
     let ch = d.channel().await;
     let missing = sha256(b"never stored");
     let mut c = ContentClient::new(ch.clone());
-    assert_eq!(info(&ch, "default", &missing).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(read_all(&ch, "default", &missing, 0, 0).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        info(&ch, "default", &missing).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        read_all(&ch, "default", &missing, 0, 0).await.unwrap_err().code(),
+        Code::NotFound
+    );
     let e = c
-        .delete(req("default", None, api::DeleteContentRequest { digest: missing.clone() }))
+        .delete(req(
+            "default",
+            None,
+            api::DeleteContentRequest {
+                digest: missing.clone(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains(&missing));
     let e = c
-        .status(req("default", None, api::StatusRequest { r#ref: "no-such-ref".into() }))
+        .status(req(
+            "default",
+            None,
+            api::StatusRequest {
+                r#ref: "no-such-ref".into(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
@@ -150,15 +226,30 @@ async fn malformed_digests_and_filters_are_invalid_argument() {
     let d = Daemon::start();
     let ch = d.channel().await;
     let mut c = ContentClient::new(ch.clone());
-    for bad in ["", "sha256", "sha256:xyz", "md5:d41d8cd98f00b204e9800998ecf8427e", "SHA256:abc"] {
+    for bad in [
+        "",
+        "sha256",
+        "sha256:xyz",
+        "md5:d41d8cd98f00b204e9800998ecf8427e",
+        "SHA256:abc",
+    ] {
         let e = info(&ch, "default", bad).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}: {e:?}");
     }
-    let e = Session::open(&ch, "default", None, "r", 0, "sha256:nothex").await.err().unwrap();
+    let e = Session::open(&ch, "default", None, "r", 0, "sha256:nothex")
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::InvalidArgument);
     for bad in ["name==", "labels.\"open", "==x", "digest~=("] {
         let mut s = c
-            .list(req("default", None, api::ListContentRequest { filters: vec![bad.into()] }))
+            .list(req(
+                "default",
+                None,
+                api::ListContentRequest {
+                    filters: vec![bad.into()],
+                },
+            ))
             .await;
         let code = match &mut s {
             Err(e) => e.code(),
@@ -166,11 +257,21 @@ async fn malformed_digests_and_filters_are_invalid_argument() {
         };
         assert_eq!(code, Code::InvalidArgument, "filter {bad:?}");
         let e = ImagesClient::new(ch.clone())
-            .list(req("default", None, images::ListImagesRequest { filters: vec![bad.into()] }))
+            .list(req(
+                "default",
+                None,
+                images::ListImagesRequest {
+                    filters: vec![bad.into()],
+                },
+            ))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
-        assert!(e.message().contains(bad), "the error names the filter: {}", e.message());
+        assert!(
+            e.message().contains(bad),
+            "the error names the filter: {}",
+            e.message()
+        );
     }
     let e = info(&ch, "bad/namespace", &sha256(b"x")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -185,7 +286,9 @@ async fn ingest_resumes_from_the_reported_offset() {
     let data = blob(2 << 20, 7);
     let digest = sha256(&data);
     {
-        let (mut s, st) = Session::open(&ch, "default", None, "resume", data.len() as i64, &digest).await.unwrap();
+        let (mut s, st) = Session::open(&ch, "default", None, "resume", data.len() as i64, &digest)
+            .await
+            .unwrap();
         assert_eq!(st.offset, 0);
         let r = s.write(0, &data[..1 << 20]).await.unwrap();
         assert_eq!(r.offset, 1 << 20);
@@ -198,25 +301,36 @@ async fn ingest_resumes_from_the_reported_offset() {
         .into_inner()
         .statuses;
     assert_eq!(statuses.len(), 1);
-    assert_eq!((statuses[0].r#ref.as_str(), statuses[0].offset, statuses[0].total), ("resume", 1 << 20, 2 << 20));
+    assert_eq!(
+        (statuses[0].r#ref.as_str(), statuses[0].offset, statuses[0].total),
+        ("resume", 1 << 20, 2 << 20)
+    );
     assert_eq!(statuses[0].expected, digest);
     // …and a new stream continues where it stopped.
     let (mut s, st) = loop {
         match Session::open(&ch, "default", None, "resume", 0, "").await {
             Ok(x) => break x,
-            Err(e) if e.code() == Code::Unavailable => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            Err(e) if e.code() == Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
             Err(e) => panic!("{e:?}"),
         }
     };
     assert_eq!(st.offset, 1 << 20);
     assert_eq!(st.total, 2 << 20);
     let e = s.write(5, b"x").await.unwrap_err();
-    assert_eq!(e.code(), Code::OutOfRange, "a write away from the current offset is refused");
+    assert_eq!(
+        e.code(),
+        Code::OutOfRange,
+        "a write away from the current offset is refused"
+    );
     drop(s);
     let (mut s, _) = loop {
         match Session::open(&ch, "default", None, "resume", 0, "").await {
             Ok(x) => break x,
-            Err(e) if e.code() == Code::Unavailable => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            Err(e) if e.code() == Code::Unavailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
             Err(e) => panic!("{e:?}"),
         }
     };
@@ -235,7 +349,8 @@ async fn many_refs_ingest_at_once() {
         let ch = ch.clone();
         tasks.push(tokio::spawn(async move {
             let data = blob(300_000 + i as usize * 1000, i);
-            let (mut s, _) = Session::open(&ch, "default", None, &format!("par-{i}"), data.len() as i64, "").await?;
+            let (mut s, _) =
+                Session::open(&ch, "default", None, &format!("par-{i}"), data.len() as i64, "").await?;
             let mut off = 0;
             for chunk in data.chunks(64 << 10) {
                 s.write(off, chunk).await?;
@@ -258,10 +373,24 @@ async fn namespaces_are_isolated() {
     let ch = d.channel().await;
     let digest = put(&ch, "ns-a", None, "r", b"only in a").await.unwrap();
     assert!(info(&ch, "ns-a", &digest).await.is_ok());
-    assert_eq!(info(&ch, "ns-b", &digest).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(read_all(&ch, "ns-b", &digest, 0, 0).await.unwrap_err().code(), Code::NotFound);
-    assert!(d.molde(&["-n", "ns-b", "content", "ls", "-q"]).ok().trim().is_empty());
-    assert_eq!(d.molde(&["-n", "ns-a", "content", "ls", "-q"]).ok().trim(), digest);
+    assert_eq!(
+        info(&ch, "ns-b", &digest).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        read_all(&ch, "ns-b", &digest, 0, 0).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert!(
+        d.molde(&["-n", "ns-b", "content", "ls", "-q"])
+            .ok()
+            .trim()
+            .is_empty()
+    );
+    assert_eq!(
+        d.molde(&["-n", "ns-a", "content", "ls", "-q"]).ok().trim(),
+        digest
+    );
     // The same bytes committed in b become visible there too, stored once on disk.
     let again = put(&ch, "ns-b", None, "r", b"only in a").await.unwrap();
     assert_eq!(again, digest);
@@ -277,7 +406,9 @@ async fn kill9_mid_ingest_then_resume_after_restart() {
     let ch = d.channel().await;
     let data = blob(5 << 20, 3);
     let digest = sha256(&data);
-    let (mut s, _) = Session::open(&ch, "default", None, "crash", data.len() as i64, &digest).await.unwrap();
+    let (mut s, _) = Session::open(&ch, "default", None, "crash", data.len() as i64, &digest)
+        .await
+        .unwrap();
     s.write(0, &data[..3 << 20]).await.unwrap();
     d.kill9();
     drop(s);
@@ -285,14 +416,23 @@ async fn kill9_mid_ingest_then_resume_after_restart() {
     d.restart();
     let ch = d.channel().await;
     let st = ContentClient::new(ch.clone())
-        .status(req("default", None, api::StatusRequest { r#ref: "crash".into() }))
+        .status(req(
+            "default",
+            None,
+            api::StatusRequest {
+                r#ref: "crash".into(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
         .status
         .unwrap();
     assert_eq!(st.offset, 3 << 20);
-    assert_eq!(info(&ch, "default", &digest).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        info(&ch, "default", &digest).await.unwrap_err().code(),
+        Code::NotFound
+    );
     let (mut s, stat) = Session::open(&ch, "default", None, "crash", 0, "").await.unwrap();
     assert_eq!(stat.offset, 3 << 20);
     s.write(3 << 20, &data[3 << 20..]).await.unwrap();
@@ -305,7 +445,9 @@ async fn kill9_mid_ingest_then_resume_after_restart() {
 async fn kill9_mid_ingest_then_abort_after_restart() {
     let mut d = Daemon::start();
     let ch = d.channel().await;
-    let (mut s, _) = Session::open(&ch, "default", None, "doomed", 0, "").await.unwrap();
+    let (mut s, _) = Session::open(&ch, "default", None, "doomed", 0, "")
+        .await
+        .unwrap();
     s.write(0, &blob(1 << 20, 9)).await.unwrap();
     d.kill9();
     drop(s);
@@ -326,30 +468,64 @@ fn cli_ingest_resumes_a_file_and_labels_filter() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let ch = d.channel().await;
-        let (mut s, _) = Session::open(&ch, "default", None, "cli-ref", 0, "").await.unwrap();
+        let (mut s, _) = Session::open(&ch, "default", None, "cli-ref", 0, "")
+            .await
+            .unwrap();
         s.write(0, &data[..1 << 20]).await.unwrap();
     });
-    let mut run = d.molde(&["content", "ingest", "cli-ref", "--file", file.to_str().unwrap(), "-l", "team=a"]);
+    let mut run = d.molde(&[
+        "content",
+        "ingest",
+        "cli-ref",
+        "--file",
+        file.to_str().unwrap(),
+        "-l",
+        "team=a",
+    ]);
     for _ in 0..50 {
         if run.out.status.success() || !run.stderr().contains("locked") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
-        run = d.molde(&["content", "ingest", "cli-ref", "--file", file.to_str().unwrap(), "-l", "team=a"]);
+        run = d.molde(&[
+            "content",
+            "ingest",
+            "cli-ref",
+            "--file",
+            file.to_str().unwrap(),
+            "-l",
+            "team=a",
+        ]);
     }
     let out = run.ok();
     assert_eq!(out.trim(), sha256(&data));
-    assert!(run.stderr().contains("resuming at byte 1048576"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("resuming at byte 1048576"),
+        "{}",
+        run.stderr()
+    );
     assert_eq!(d.molde(&["content", "get", &sha256(&data)]).out.stdout, data);
 
     let small = d.molde_stdin(&["content", "ingest", "small"], b"small").ok();
     let small = small.trim();
-    assert_eq!(d.molde(&["content", "ls", "-q", "labels.team==a"]).ok().trim(), sha256(&data));
+    assert_eq!(
+        d.molde(&["content", "ls", "-q", "labels.team==a"]).ok().trim(),
+        sha256(&data)
+    );
     d.molde(&["content", "label", small, "team=b", "tier=1"]).ok();
-    assert_eq!(d.molde(&["content", "ls", "-q", "labels.team==b"]).ok().trim(), small);
+    assert_eq!(
+        d.molde(&["content", "ls", "-q", "labels.team==b"]).ok().trim(),
+        small
+    );
     d.molde(&["content", "label", small, "team="]).ok();
-    assert!(d.molde(&["content", "ls", "-q", "labels.team==b"]).ok().trim().is_empty());
-    let json: serde_json::Value = serde_json::from_str(&d.molde(&["content", "ls", "--format", "json"]).ok()).unwrap();
+    assert!(
+        d.molde(&["content", "ls", "-q", "labels.team==b"])
+            .ok()
+            .trim()
+            .is_empty()
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&d.molde(&["content", "ls", "--format", "json"]).ok()).unwrap();
     let entry = json
         .as_array()
         .unwrap()
@@ -385,19 +561,43 @@ async fn image_records_create_update_list_delete() {
     let mut c = ImagesClient::new(ch.clone());
     let d1 = sha256(b"one");
     let d2 = sha256(b"two");
-    c.create(req("default", None, images::CreateImageRequest { image: Some(image("example.com/a:1", &d1)) }))
-        .await
-        .unwrap();
-    c.create(req("default", None, images::CreateImageRequest { image: Some(image("example.com/b:1", &d2)) }))
-        .await
-        .unwrap();
+    c.create(req(
+        "default",
+        None,
+        images::CreateImageRequest {
+            image: Some(image("example.com/a:1", &d1)),
+        },
+    ))
+    .await
+    .unwrap();
+    c.create(req(
+        "default",
+        None,
+        images::CreateImageRequest {
+            image: Some(image("example.com/b:1", &d2)),
+        },
+    ))
+    .await
+    .unwrap();
     let e = c
-        .create(req("default", None, images::CreateImageRequest { image: Some(image("example.com/a:1", &d2)) }))
+        .create(req(
+            "default",
+            None,
+            images::CreateImageRequest {
+                image: Some(image("example.com/a:1", &d2)),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
     let e = c
-        .create(req("default", None, images::CreateImageRequest { image: Some(image("x:1", "sha256:bad")) }))
+        .create(req(
+            "default",
+            None,
+            images::CreateImageRequest {
+                image: Some(image("x:1", "sha256:bad")),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -410,7 +610,9 @@ async fn image_records_create_update_list_delete() {
             None,
             images::UpdateImageRequest {
                 image: Some(upd),
-                update_mask: Some(prost_types::FieldMask { paths: vec!["labels.stage".into()] }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["labels.stage".into()],
+                }),
             },
         ))
         .await
@@ -419,7 +621,11 @@ async fn image_records_create_update_list_delete() {
         .image
         .unwrap();
     assert_eq!(got.labels["stage"], "prod");
-    assert_eq!(got.target.unwrap().digest, d1, "the mask limits the update to the label");
+    assert_eq!(
+        got.target.unwrap().digest,
+        d1,
+        "the mask limits the update to the label"
+    );
 
     let list = |filters: Vec<&str>| {
         let mut c = c.clone();
@@ -436,28 +642,58 @@ async fn image_records_create_update_list_delete() {
         }
     };
     assert_eq!(list(vec!["labels.stage==prod"]).await, vec!["example.com/a:1"]);
-    assert_eq!(list(vec![&format!("target.digest=={d2}")]).await, vec!["example.com/b:1"]);
+    assert_eq!(
+        list(vec![&format!("target.digest=={d2}")]).await,
+        vec!["example.com/b:1"]
+    );
     assert_eq!(list(vec!["name~=^example.com/"]).await.len(), 2);
     assert!(list(vec![]).await.len() == 2);
 
-    assert_eq!(d.molde(&["images", "ls", "-q"]).ok(), "example.com/a:1\nexample.com/b:1\n");
+    assert_eq!(
+        d.molde(&["images", "ls", "-q"]).ok(),
+        "example.com/a:1\nexample.com/b:1\n"
+    );
     let table = d.molde(&["images", "ls"]).ok();
-    assert!(table.starts_with("NAME") && table.contains(&d2) && table.contains("oci manifest"), "{table}");
-    let json: serde_json::Value = serde_json::from_str(&d.molde(&["images", "ls", "--format", "json"]).ok()).unwrap();
+    assert!(
+        table.starts_with("NAME") && table.contains(&d2) && table.contains("oci manifest"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&d.molde(&["images", "ls", "--format", "json"]).ok()).unwrap();
     assert_eq!(json[0]["name"], "example.com/a:1");
     assert_eq!(json[0]["target"]["digest"], d1);
     assert!(d.molde(&["-n", "other", "images", "ls", "-q"]).ok().is_empty());
 
-    c.delete(req("default", None, images::DeleteImageRequest { name: "example.com/a:1".into(), sync: false }))
-        .await
-        .unwrap();
+    c.delete(req(
+        "default",
+        None,
+        images::DeleteImageRequest {
+            name: "example.com/a:1".into(),
+            sync: false,
+        },
+    ))
+    .await
+    .unwrap();
     let e = c
-        .get(req("default", None, images::GetImageRequest { name: "example.com/a:1".into() }))
+        .get(req(
+            "default",
+            None,
+            images::GetImageRequest {
+                name: "example.com/a:1".into(),
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     let e = c
-        .delete(req("default", None, images::DeleteImageRequest { name: "example.com/a:1".into(), sync: false }))
+        .delete(req(
+            "default",
+            None,
+            images::DeleteImageRequest {
+                name: "example.com/a:1".into(),
+                sync: false,
+            },
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);

@@ -44,14 +44,25 @@ fn ctr_content_ingest_with_expected_digest_checks_it() {
     let data = b"checked by digest";
     let wrong = sha256(b"something else");
     let err = d
-        .ctr_stdin(&["content", "ingest", "--expected-digest", &wrong, "r-wrong"], data)
+        .ctr_stdin(
+            &["content", "ingest", "--expected-digest", &wrong, "r-wrong"],
+            data,
+        )
         .fails();
     assert!(err.contains("digest"), "{err}");
     assert!(!d.ctr(&["content", "ls"]).ok().contains(&sha256(data)));
 
     let right = sha256(data);
     d.ctr_stdin(
-        &["content", "ingest", "--expected-digest", &right, "--expected-size", &data.len().to_string(), "r-right"],
+        &[
+            "content",
+            "ingest",
+            "--expected-digest",
+            &right,
+            "--expected-size",
+            &data.len().to_string(),
+            "r-right",
+        ],
         data,
     )
     .ok();
@@ -61,7 +72,9 @@ fn ctr_content_ingest_with_expected_digest_checks_it() {
 #[test]
 fn ctr_leases_create_ls_rm() {
     let d = Daemon::start();
-    let id = d.ctr(&["leases", "create", "--id", "build-42", "owner=test"]).ok();
+    let id = d
+        .ctr(&["leases", "create", "--id", "build-42", "owner=test"])
+        .ok();
     assert_eq!(id.trim(), "build-42");
     let generated = d.ctr(&["leases", "create"]).ok().trim().to_string();
     assert!(!generated.is_empty());
@@ -86,12 +99,25 @@ fn ctr_leases_create_ls_rm() {
 fn ctr_namespaces_ls_create_and_isolation() {
     let d = Daemon::start();
     d.ctr(&["namespaces", "create", "team-a", "tier=gold"]).ok();
-    d.ctr_stdin(&["-n", "team-b", "content", "ingest", "r"], b"team b's blob").ok();
+    d.ctr_stdin(&["-n", "team-b", "content", "ingest", "r"], b"team b's blob")
+        .ok();
     let ls = d.ctr(&["namespaces", "ls"]).ok();
     assert!(ls.contains("team-a") && ls.contains("tier=gold"), "{ls}");
-    assert!(ls.contains("team-b"), "a namespace is created on first use:\n{ls}");
-    assert!(d.ctr(&["-n", "team-b", "content", "ls", "-q"]).ok().contains(&sha256(b"team b's blob")));
-    assert!(d.ctr(&["-n", "team-a", "content", "ls", "-q"]).ok().trim().is_empty());
+    assert!(
+        ls.contains("team-b"),
+        "a namespace is created on first use:\n{ls}"
+    );
+    assert!(
+        d.ctr(&["-n", "team-b", "content", "ls", "-q"])
+            .ok()
+            .contains(&sha256(b"team b's blob"))
+    );
+    assert!(
+        d.ctr(&["-n", "team-a", "content", "ls", "-q"])
+            .ok()
+            .trim()
+            .is_empty()
+    );
     let err = d.ctr(&["namespaces", "rm", "team-b"]).fails();
     assert!(err.contains("must be empty"), "{err}");
     d.ctr(&["namespaces", "rm", "team-a"]).ok();

@@ -20,7 +20,10 @@ fn socket_is_0660_and_a_second_daemon_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another molded") && err.contains(d.sock.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("another molded") && err.contains(d.sock.to_str().unwrap()),
+        "{err}"
+    );
     // The first daemon is unharmed.
     d.molde(&["version"]).ok();
 }
@@ -43,13 +46,21 @@ fn a_second_daemon_on_the_same_root_is_refused() {
 #[test]
 fn sigterm_stops_cleanly_and_restart_keeps_content() {
     let mut d = Daemon::start();
-    let digest = d.molde_stdin(&["content", "ingest", "r", "-l", "containerd.io/gc.root=1"], b"kept").ok();
+    let digest = d
+        .molde_stdin(
+            &["content", "ingest", "r", "-l", "containerd.io/gc.root=1"],
+            b"kept",
+        )
+        .ok();
     let status = d.terminate();
     assert!(status.success(), "exit status {status}\n{}", d.log_text());
     assert!(!d.sock.exists(), "the socket is removed on shutdown");
     assert!(d.log_text().contains("SIGTERM"));
     let err = d.molde(&["version"]).fails();
-    assert!(err.contains("is molded running?") && err.contains("start it with `molded`"), "{err}");
+    assert!(
+        err.contains("is molded running?") && err.contains("start it with `molded`"),
+        "{err}"
+    );
     d.restart();
     assert_eq!(d.molde(&["content", "get", digest.trim()]).out.stdout, b"kept");
 }
@@ -74,7 +85,10 @@ fn cli_says_when_molded_is_not_running() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(sock.to_str().unwrap()) && err.contains("is molded running?"), "{err}");
+    assert!(
+        err.contains(sock.to_str().unwrap()) && err.contains("is molded running?"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -93,7 +107,11 @@ fn config_file_sets_root_and_address() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(bin("molded")).arg("--config").arg(&cfg).spawn().unwrap();
+    let mut child = Command::new(bin("molded"))
+        .arg("--config")
+        .arg(&cfg)
+        .spawn()
+        .unwrap();
     molde_tests::eventually(20, "molded to serve the configured socket", || {
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
     });
@@ -105,11 +123,18 @@ fn config_file_sets_root_and_address() {
     let _ = child.kill();
     let _ = child.wait();
     let info = String::from_utf8_lossy(&out.stdout);
-    assert!(info.contains(&format!("root={}", root.join("content").display())), "{info}");
+    assert!(
+        info.contains(&format!("root={}", root.join("content").display())),
+        "{info}"
+    );
     assert!(root.join("meta.redb").is_file());
 
     std::fs::write(&cfg, "no_such_key = 1\n").unwrap();
-    let out = Command::new(bin("molded")).arg("--config").arg(&cfg).output().unwrap();
+    let out = Command::new(bin("molded"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"));
 }
@@ -122,7 +147,11 @@ fn split_mode_content_service_reached_by_address() {
     let digest = front.molde_stdin(&["content", "ingest", "split"], data).ok();
     assert_eq!(digest.trim(), sha256(data));
     // The bytes live in the content daemon's root; the front daemon stores nothing.
-    assert!(files_under(&content.root.join("content/blobs")).iter().any(|p| p.ends_with(&digest.trim()[7..])));
+    assert!(
+        files_under(&content.root.join("content/blobs"))
+            .iter()
+            .any(|p| p.ends_with(&digest.trim()[7..]))
+    );
     assert!(!front.root.join("meta.redb").exists());
     // Streams, unary calls and containerd's client all pass through.
     assert_eq!(front.molde(&["content", "get", digest.trim()]).out.stdout, data);
@@ -135,5 +164,8 @@ fn split_mode_content_service_reached_by_address() {
     // With the content daemon gone, the front says which service is unreachable.
     drop(content);
     let err = front.molde(&["content", "ls"]).fails();
-    assert!(err.contains("containerd.services.content.v1.Content") && err.contains("unreachable"), "{err}");
+    assert!(
+        err.contains("containerd.services.content.v1.Content") && err.contains("unreachable"),
+        "{err}"
+    );
 }

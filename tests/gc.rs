@@ -11,7 +11,13 @@ use tonic::Code;
 
 async fn exists(ch: &tonic::transport::Channel, digest: &str) -> bool {
     match ContentClient::new(ch.clone())
-        .info(req("default", None, api::InfoRequest { digest: digest.into() }))
+        .info(req(
+            "default",
+            None,
+            api::InfoRequest {
+                digest: digest.into(),
+            },
+        ))
         .await
     {
         Ok(_) => true,
@@ -21,7 +27,9 @@ async fn exists(ch: &tonic::transport::Channel, digest: &str) -> bool {
 }
 
 fn blob_file(d: &Daemon, digest: &str) -> std::path::PathBuf {
-    d.root.join("content/blobs/sha256").join(digest.trim_start_matches("sha256:"))
+    d.root
+        .join("content/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
 }
 
 async fn label(ch: &tonic::transport::Channel, digest: &str, key: &str, value: &str) {
@@ -35,7 +43,9 @@ async fn label(ch: &tonic::transport::Channel, digest: &str, key: &str, value: &
                     labels: [(key.to_string(), value.to_string())].into(),
                     ..Default::default()
                 }),
-                update_mask: Some(prost_types::FieldMask { paths: vec![format!("labels.{key}")] }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec![format!("labels.{key}")],
+                }),
             },
         ))
         .await
@@ -48,19 +58,32 @@ async fn roots_and_references_survive_collection_and_orphans_do_not() {
     let ch = d.channel().await;
     let mut leases_c = LeasesClient::new(ch.clone());
     leases_c
-        .create(req("default", None, leases::CreateRequest { id: "pull-1".into(), labels: Default::default() }))
+        .create(req(
+            "default",
+            None,
+            leases::CreateRequest {
+                id: "pull-1".into(),
+                labels: Default::default(),
+            },
+        ))
         .await
         .unwrap();
 
-    let leased = put(&ch, "default", Some("pull-1"), "leased", b"held by a lease").await.unwrap();
+    let leased = put(&ch, "default", Some("pull-1"), "leased", b"held by a lease")
+        .await
+        .unwrap();
     let layer = put(&ch, "default", None, "layer", b"a layer").await.unwrap();
     let config = put(&ch, "default", None, "config", b"a config").await.unwrap();
-    let manifest = put(&ch, "default", None, "manifest", b"a manifest").await.unwrap();
+    let manifest = put(&ch, "default", None, "manifest", b"a manifest")
+        .await
+        .unwrap();
     label(&ch, &manifest, "containerd.io/gc.ref.content.l.0", &layer).await;
     label(&ch, &manifest, "containerd.io/gc.ref.content.config", &config).await;
     let pinned = put(&ch, "default", None, "pinned", b"a gc root").await.unwrap();
     label(&ch, &pinned, "containerd.io/gc.root", "2026-01-01T00:00:00Z").await;
-    let orphan = put(&ch, "default", None, "orphan", b"nothing holds me").await.unwrap();
+    let orphan = put(&ch, "default", None, "orphan", b"nothing holds me")
+        .await
+        .unwrap();
 
     ImagesClient::new(ch.clone())
         .create(req(
@@ -83,12 +106,19 @@ async fn roots_and_references_survive_collection_and_orphans_do_not() {
         .unwrap();
 
     let res = leases_c
-        .list_resources(req("default", None, leases::ListResourcesRequest { id: "pull-1".into() }))
+        .list_resources(req(
+            "default",
+            None,
+            leases::ListResourcesRequest { id: "pull-1".into() },
+        ))
         .await
         .unwrap()
         .into_inner()
         .resources;
-    assert!(res.iter().any(|r| r.r#type == "content" && r.id == leased), "{res:?}");
+    assert!(
+        res.iter().any(|r| r.r#type == "content" && r.id == leased),
+        "{res:?}"
+    );
 
     let out = d.molde(&["gc"]).ok();
     assert!(out.contains("removed 1 content records, 1 blobs"), "{out}");
@@ -101,7 +131,14 @@ async fn roots_and_references_survive_collection_and_orphans_do_not() {
 
     // Dropping the image releases its whole graph; deleting the lease (sync) its content.
     ImagesClient::new(ch.clone())
-        .delete(req("default", None, images::DeleteImageRequest { name: "example.com/app:1".into(), sync: true }))
+        .delete(req(
+            "default",
+            None,
+            images::DeleteImageRequest {
+                name: "example.com/app:1".into(),
+                sync: true,
+            },
+        ))
         .await
         .unwrap();
     for gone in [&layer, &config, &manifest] {
@@ -110,7 +147,14 @@ async fn roots_and_references_survive_collection_and_orphans_do_not() {
     }
     assert!(exists(&ch, &leased).await);
     leases_c
-        .delete(req("default", None, leases::DeleteRequest { id: "pull-1".into(), sync: true }))
+        .delete(req(
+            "default",
+            None,
+            leases::DeleteRequest {
+                id: "pull-1".into(),
+                sync: true,
+            },
+        ))
         .await
         .unwrap();
     assert!(!exists(&ch, &leased).await);
@@ -133,26 +177,43 @@ async fn content_shared_by_namespaces_stays_until_the_last_lets_go() {
                     labels: [("containerd.io/gc.root".to_string(), "x".to_string())].into(),
                     ..Default::default()
                 }),
-                update_mask: Some(prost_types::FieldMask { paths: vec!["labels".into()] }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["labels".into()],
+                }),
             },
         ))
         .await
         .unwrap();
     d.molde(&["gc"]).ok();
     // Namespace a lost its record; b still holds the blob.
-    assert!(d.molde(&["-n", "a", "content", "ls", "-q"]).ok().trim().is_empty());
-    assert_eq!(d.molde(&["-n", "b", "content", "get", &digest]).out.stdout, b"shared");
+    assert!(
+        d.molde(&["-n", "a", "content", "ls", "-q"])
+            .ok()
+            .trim()
+            .is_empty()
+    );
+    assert_eq!(
+        d.molde(&["-n", "b", "content", "get", &digest]).out.stdout,
+        b"shared"
+    );
 }
 
 #[test]
 fn delete_triggers_a_collection_on_its_own() {
     let d = Daemon::start();
-    let digest = d.molde_stdin(&["content", "ingest", "r", "-l", "containerd.io/gc.root=1"], b"soon gone").ok();
+    let digest = d
+        .molde_stdin(
+            &["content", "ingest", "r", "-l", "containerd.io/gc.root=1"],
+            b"soon gone",
+        )
+        .ok();
     let digest = digest.trim().to_string();
     let file = blob_file(&d, &digest);
     assert!(file.is_file());
     d.molde(&["content", "rm", &digest]).ok();
-    eventually(20, "the scheduled collection to remove the blob file", || !file.exists());
+    eventually(20, "the scheduled collection to remove the blob file", || {
+        !file.exists()
+    });
 }
 
 #[tokio::test]
@@ -161,7 +222,14 @@ async fn expired_ingests_and_leases_are_collected_held_ones_are_not() {
     let ch = d.channel().await;
     let mut leases_c = LeasesClient::new(ch.clone());
     leases_c
-        .create(req("default", None, leases::CreateRequest { id: "keep".into(), labels: Default::default() }))
+        .create(req(
+            "default",
+            None,
+            leases::CreateRequest {
+                id: "keep".into(),
+                labels: Default::default(),
+            },
+        ))
         .await
         .unwrap();
     leases_c
@@ -170,15 +238,23 @@ async fn expired_ingests_and_leases_are_collected_held_ones_are_not() {
             None,
             leases::CreateRequest {
                 id: "expired".into(),
-                labels: [("containerd.io/gc.expire".to_string(), "2001-01-01T00:00:00Z".to_string())].into(),
+                labels: [(
+                    "containerd.io/gc.expire".to_string(),
+                    "2001-01-01T00:00:00Z".to_string(),
+                )]
+                .into(),
             },
         ))
         .await
         .unwrap();
     {
-        let (mut s, _) = Session::open(&ch, "default", None, "abandoned", 0, "").await.unwrap();
+        let (mut s, _) = Session::open(&ch, "default", None, "abandoned", 0, "")
+            .await
+            .unwrap();
         s.write(0, b"partial").await.unwrap();
-        let (mut s, _) = Session::open(&ch, "default", Some("keep"), "leased-ingest", 0, "").await.unwrap();
+        let (mut s, _) = Session::open(&ch, "default", Some("keep"), "leased-ingest", 0, "")
+            .await
+            .unwrap();
         s.write(0, b"partial too").await.unwrap();
     }
     // Let the ingests pass the 1 s expiry.
@@ -191,7 +267,9 @@ async fn expired_ingests_and_leases_are_collected_held_ones_are_not() {
     let ids = d.ctr(&["leases", "ls", "-q"]).ok();
     assert_eq!(ids.trim(), "keep");
 
-    let e = put(&ch, "default", Some("no-such-lease"), "r", b"x").await.unwrap_err();
+    let e = put(&ch, "default", Some("no-such-lease"), "r", b"x")
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("no-such-lease"));
 }

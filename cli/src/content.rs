@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use futures::StreamExt;
-use molde_api::containerd::services::content::v1::{
-    self as api, WriteAction, content_client::ContentClient,
-};
+use molde_api::containerd::services::content::v1::{self as api, WriteAction, content_client::ContentClient};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -75,7 +73,11 @@ pub async fn run(d: &Daemon, cmd: ContentCmd) -> Result<()> {
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     match cmd {
-        ContentCmd::Ls { filters, quiet, format } => {
+        ContentCmd::Ls {
+            filters,
+            quiet,
+            format,
+        } => {
             let mut stream = c
                 .list(d.request(api::ListContentRequest { filters }))
                 .await
@@ -148,15 +150,26 @@ pub async fn run(d: &Daemon, cmd: ContentCmd) -> Result<()> {
             labels,
         } => {
             let labels = parse_labels(&labels)?;
-            let (digest, size) = ingest(d, &mut c, &reference, file, expected_size, expected_digest, labels).await?;
+            let (digest, size) = ingest(
+                d,
+                &mut c,
+                &reference,
+                file,
+                expected_size,
+                expected_digest,
+                labels,
+            )
+            .await?;
             eprintln!("stored {size} bytes");
             println!("{digest}");
         }
         ContentCmd::Rm { digests } => {
             for digest in digests {
-                c.delete(d.request(api::DeleteContentRequest { digest: digest.clone() }))
-                    .await
-                    .map_err(status(format!("removing {digest}")))?;
+                c.delete(d.request(api::DeleteContentRequest {
+                    digest: digest.clone(),
+                }))
+                .await
+                .map_err(status(format!("removing {digest}")))?;
                 println!("{digest}");
             }
         }
@@ -193,7 +206,11 @@ pub async fn run(d: &Daemon, cmd: ContentCmd) -> Result<()> {
                     vec![
                         s.r#ref.clone(),
                         s.offset.to_string(),
-                        if s.total > 0 { s.total.to_string() } else { "-".into() },
+                        if s.total > 0 {
+                            s.total.to_string()
+                        } else {
+                            "-".into()
+                        },
                         output::age(s.updated_at.as_ref()),
                     ]
                 })
@@ -201,9 +218,11 @@ pub async fn run(d: &Daemon, cmd: ContentCmd) -> Result<()> {
             output::table(&["REF", "OFFSET", "TOTAL", "UPDATED"], &rows);
         }
         ContentCmd::Abort { reference } => {
-            c.abort(d.request(api::AbortRequest { r#ref: reference.clone() }))
-                .await
-                .map_err(status(format!("aborting ingest {reference:?}")))?;
+            c.abort(d.request(api::AbortRequest {
+                r#ref: reference.clone(),
+            }))
+            .await
+            .map_err(status(format!("aborting ingest {reference:?}")))?;
         }
     }
     Ok(())
@@ -286,16 +305,18 @@ async fn ingest(
 
     // Reading happens on a blocking thread so the upload stays pipelined.
     let producer = tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut buf = vec![0u8; CHUNK];
         loop {
+            // A fresh buffer per chunk becomes the message's bytes without a copy.
+            let mut buf = vec![0u8; CHUNK];
             let n = read_full(&mut source, &mut buf)?;
             if n == 0 {
                 break;
             }
+            buf.truncate(n);
             let msg = api::WriteContentRequest {
                 action: WriteAction::Write as i32,
                 offset,
-                data: buf[..n].to_vec(),
+                data: buf.into(),
                 ..Default::default()
             };
             offset += n as i64;

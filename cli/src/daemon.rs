@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result, anyhow};
 use molde_api::client::Address;
-use molde_api::containerd::services::introspection::v1::{PluginsRequest, introspection_client::IntrospectionClient};
+use molde_api::containerd::services::introspection::v1::{
+    PluginsRequest, introspection_client::IntrospectionClient,
+};
 use molde_api::containerd::services::version::v1::version_client::VersionClient;
 use molde_api::molde::gc::v1::{CollectRequest, gc_client::GcClient};
 use tonic::transport::Channel;
@@ -18,7 +20,9 @@ impl Daemon {
     pub async fn connect(address: &str, namespace: &str) -> Result<Daemon> {
         let addr = Address::parse(address).map_err(|e| anyhow!("--address: {e}"))?;
         let channel = molde_api::client::connect(&addr).await.map_err(|e| {
-            let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+            let cause = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string());
             anyhow!(
                 "cannot connect to molded at {addr}: {cause}\n\
                  is molded running? start it with `molded` (as root), \

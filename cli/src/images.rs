@@ -36,7 +36,11 @@ fn short_type(mt: &str) -> &str {
 pub async fn run(d: &Daemon, cmd: ImagesCmd) -> Result<()> {
     let mut c = ImagesClient::new(d.channel.clone());
     match cmd {
-        ImagesCmd::Ls { filters, quiet, format } => {
+        ImagesCmd::Ls {
+            filters,
+            quiet,
+            format,
+        } => {
             let images = c
                 .list(d.request(api::ListImagesRequest { filters }))
                 .await

@@ -13,10 +13,21 @@ use clap::{Parser, Subcommand};
 #[command(name = "molde", version, about = "Build and run containers with molde")]
 struct Cli {
     /// molded's socket
-    #[arg(long, global = true, env = "MOLDE_ADDRESS", default_value = "/run/molde/molde.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "MOLDE_ADDRESS",
+        default_value = "/run/molde/molde.sock"
+    )]
     address: String,
     /// Namespace to work in
-    #[arg(long, short = 'n', global = true, env = "MOLDE_NAMESPACE", default_value = "default")]
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "MOLDE_NAMESPACE",
+        default_value = "default"
+    )]
     namespace: String,
     #[command(subcommand)]
     command: Command,

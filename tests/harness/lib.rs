@@ -30,7 +30,10 @@ pub fn require(tool: &str) -> PathBuf {
         .output()
         .expect("sh");
     let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(!p.is_empty(), "{tool} is not installed: run deploy/install-deps.sh");
+    assert!(
+        !p.is_empty(),
+        "{tool} is not installed: run deploy/install-deps.sh"
+    );
     PathBuf::from(p)
 }
 
@@ -70,7 +73,10 @@ impl Daemon {
     }
 
     fn prepare(extra: &[&str]) -> Daemon {
-        let dir = tempfile::Builder::new().prefix("molde-test-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("molde-test-")
+            .tempdir()
+            .expect("temp dir");
         Daemon {
             sock: dir.path().join("molde.sock"),
             root: dir.path().join("root"),
@@ -124,7 +130,11 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("molded exited with {status} before serving\n{}", self.log_text());
             }
-            assert!(Instant::now() < deadline, "molded did not serve within 20s\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "molded did not serve within 20s\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -180,7 +190,9 @@ impl Daemon {
 
     /// A gRPC channel to this daemon.
     pub async fn channel(&self) -> Channel {
-        molde_api::client::connect(&self.address()).await.expect("connect to molded")
+        molde_api::client::connect(&self.address())
+            .await
+            .expect("connect to molded")
     }
 
     /// Runs the `molde` CLI against this daemon.
@@ -232,7 +244,9 @@ pub struct Run {
 impl Run {
     fn exec(mut c: Command, stdin: &[u8], d: &Daemon) -> Run {
         let cmdline = format!("{c:?}");
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap_or_else(|e| panic!("spawn {cmdline}: {e}"));
         {
             use std::io::Write;
@@ -279,7 +293,11 @@ impl Run {
     /// Asserts failure and returns stderr.
     #[track_caller]
     pub fn fails(&self) -> String {
-        assert!(!self.out.status.success(), "command should have failed\n{}", self.describe());
+        assert!(
+            !self.out.status.success(),
+            "command should have failed\n{}",
+            self.describe()
+        );
         self.stderr()
     }
 }
@@ -348,14 +366,20 @@ pub mod write {
             .await
             .unwrap();
             let mut c = ContentClient::new(ch.clone()).max_encoding_message_size(64 << 20);
-            let mut rx = c.write(crate::req(ns, lease, ReceiverStream::new(rx))).await?.into_inner();
+            let mut rx = c
+                .write(crate::req(ns, lease, ReceiverStream::new(rx)))
+                .await?
+                .into_inner();
             let stat = rx.message().await?.expect("STAT reply");
             Ok((Session { tx, rx }, stat))
         }
 
         /// Sends one message and waits for its reply.
         pub async fn send(&mut self, m: WriteContentRequest) -> Result<WriteContentResponse, Status> {
-            self.tx.send(m).await.map_err(|_| Status::cancelled("stream closed"))?;
+            self.tx
+                .send(m)
+                .await
+                .map_err(|_| Status::cancelled("stream closed"))?;
             self.rx
                 .message()
                 .await?
@@ -366,13 +390,18 @@ pub mod write {
             self.send(WriteContentRequest {
                 action: WriteAction::Write as i32,
                 offset,
-                data: data.to_vec(),
+                data: bytes::Bytes::copy_from_slice(data),
                 ..Default::default()
             })
             .await
         }
 
-        pub async fn commit(&mut self, offset: i64, total: i64, expected: &str) -> Result<WriteContentResponse, Status> {
+        pub async fn commit(
+            &mut self,
+            offset: i64,
+            total: i64,
+            expected: &str,
+        ) -> Result<WriteContentResponse, Status> {
             self.send(WriteContentRequest {
                 action: WriteAction::Commit as i32,
                 offset,
@@ -385,7 +414,13 @@ pub mod write {
     }
 
     /// Writes and commits `data` under `reference` in one stream.
-    pub async fn put(ch: &Channel, ns: &str, lease: Option<&str>, reference: &str, data: &[u8]) -> Result<String, Status> {
+    pub async fn put(
+        ch: &Channel,
+        ns: &str,
+        lease: Option<&str>,
+        reference: &str,
+        data: &[u8],
+    ) -> Result<String, Status> {
         let digest = crate::sha256(data);
         let (mut s, _) = Session::open(ch, ns, lease, reference, data.len() as i64, &digest).await?;
         s.write(0, data).await?;
@@ -397,7 +432,9 @@ pub mod write {
 /// Every file under `dir`, recursively (for checks that nothing partial is visible).
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {

@@ -61,7 +61,9 @@ impl BlobStore {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(ContentError::io(format!("creating {}", p.display())))?;
         }
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -120,7 +122,8 @@ impl BlobStore {
 
     fn read_status(dir: &Path) -> Result<IngestStatus> {
         let meta_path = dir.join("meta.json");
-        let raw = fs::read(&meta_path).map_err(ContentError::io(format!("reading {}", meta_path.display())))?;
+        let raw =
+            fs::read(&meta_path).map_err(ContentError::io(format!("reading {}", meta_path.display())))?;
         let meta: IngestMeta = serde_json::from_slice(&raw).map_err(|e| ContentError::Corrupt {
             key: meta_path.display().to_string(),
             message: e.to_string(),
@@ -167,7 +170,13 @@ impl BlobStore {
     }
 
     /// Opens an ingest, resuming one left by an earlier writer (or an earlier molded).
-    pub fn open_ingest(&self, ns: &str, reference: &str, total: i64, expected: Option<&Digest>) -> Result<Ingest> {
+    pub fn open_ingest(
+        &self,
+        ns: &str,
+        reference: &str,
+        total: i64,
+        expected: Option<&Digest>,
+    ) -> Result<Ingest> {
         let dir = self.ingest_dir(ns, reference);
         let data_path = dir.join("data");
         let meta_path = dir.join("meta.json");
@@ -228,6 +237,39 @@ fn remove_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Chunks at least this large are hashed while another thread writes them.
+const PARALLEL_HASH_MIN: usize = 256 << 10;
+/// Writeback is started after every this many bytes.
+const WRITEBACK_STEP: u64 = 16 << 20;
+
+/// Streams the ingest to disk while it is written: the window that just filled,
+/// `[upto - STEP, upto)`, starts writeback now, and the window before it is waited
+/// for. The disk stays busy during the transfer, dirty pages stay bounded, and
+/// the fsync at commit only has the last window or two left.
+fn stream_to_disk(file: &File, upto: u64) {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let range = |start: u64, flags: libc::c_uint| {
+        // SAFETY: sync_file_range only uses the descriptor, which `file` keeps
+        // open for the duration of the call; no memory is passed.
+        let rc = unsafe {
+            libc::sync_file_range(fd, start as libc::off64_t, WRITEBACK_STEP as libc::off64_t, flags)
+        };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "sync_file_range");
+        }
+    };
+    range(upto - WRITEBACK_STEP, libc::SYNC_FILE_RANGE_WRITE);
+    if upto >= 2 * WRITEBACK_STEP {
+        range(
+            upto - 2 * WRITEBACK_STEP,
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                | libc::SYNC_FILE_RANGE_WRITE
+                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+        );
+    }
+}
+
 /// An open ingest: the only writer of its data file while it lives.
 pub struct Ingest {
     dir: PathBuf,
@@ -252,7 +294,10 @@ impl Ingest {
     }
 
     pub fn updated_at(&self) -> i64 {
-        self.file.metadata().map(|m| mtime_nanos(&m)).unwrap_or(self.meta.started_at)
+        self.file
+            .metadata()
+            .map(|m| mtime_nanos(&m))
+            .unwrap_or(self.meta.started_at)
     }
 
     fn wanted_algorithm(&self) -> Algorithm {
@@ -269,7 +314,10 @@ impl Ingest {
         let tmp = self.dir.join("meta.json.tmp");
         fs::write(&tmp, serde_json::to_vec(&self.meta).expect("meta serialises"))
             .and_then(|_| fs::rename(&tmp, &p))
-            .map_err(ContentError::io(format!("saving ingest {:?}", self.meta.reference)))
+            .map_err(ContentError::io(format!(
+                "saving ingest {:?}",
+                self.meta.reference
+            )))
     }
 
     /// Re-reads the data file to rebuild the running hash (on resume, or when the
@@ -282,7 +330,10 @@ impl Ingest {
         let mut buf = vec![0u8; 1 << 20];
         let mut n_total = 0u64;
         loop {
-            let n = self.file.read(&mut buf).map_err(ContentError::io("rehashing ingest"))?;
+            let n = self
+                .file
+                .read(&mut buf)
+                .map_err(ContentError::io("rehashing ingest"))?;
             if n == 0 {
                 break;
             }
@@ -319,14 +370,20 @@ impl Ingest {
 
     /// Drops everything written and starts again from offset 0.
     pub fn reset(&mut self) -> Result<()> {
-        self.file.set_len(0).map_err(ContentError::io("truncating ingest"))?;
-        self.file.seek(SeekFrom::Start(0)).map_err(ContentError::io("truncating ingest"))?;
+        self.file
+            .set_len(0)
+            .map_err(ContentError::io("truncating ingest"))?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(ContentError::io("truncating ingest"))?;
         self.hasher = self.wanted_algorithm().hasher();
         self.offset = 0;
         Ok(())
     }
 
-    /// Appends at the current offset.
+    /// Appends at the current offset. Large chunks are written on a scoped thread
+    /// while this one hashes them, and every finished 16 MiB goes to disk right
+    /// away (see `stream_to_disk`), so the fsync at commit has little left to do.
     pub fn append(&mut self, data: &[u8]) -> Result<()> {
         if self.meta.total > 0 && self.offset + data.len() as u64 > self.meta.total as u64 {
             return Err(ContentError::FailedPrecondition(format!(
@@ -337,12 +394,34 @@ impl Ingest {
                 self.meta.total
             )));
         }
-        self.file
-            .seek(SeekFrom::Start(self.offset))
-            .and_then(|_| self.file.write_all(data))
-            .map_err(ContentError::io(format!("writing ingest {:?}", self.meta.reference)))?;
-        self.hasher.update(data);
-        self.offset += data.len() as u64;
+        let file = &mut self.file;
+        let offset = self.offset;
+        let mut write = move || {
+            file.seek(SeekFrom::Start(offset))
+                .and_then(|_| file.write_all(data))
+        };
+        let written = if data.len() >= PARALLEL_HASH_MIN {
+            let hasher = &mut self.hasher;
+            std::thread::scope(|s| {
+                let w = s.spawn(write);
+                hasher.update(data);
+                w.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("ingest writer panicked")))
+            })
+        } else {
+            let r = write();
+            self.hasher.update(data);
+            r
+        };
+        written.map_err(ContentError::io(format!(
+            "writing ingest {:?}",
+            self.meta.reference
+        )))?;
+        let end = self.offset + data.len() as u64;
+        if end / WRITEBACK_STEP > self.offset / WRITEBACK_STEP {
+            stream_to_disk(&self.file, end - end % WRITEBACK_STEP);
+        }
+        self.offset = end;
         Ok(())
     }
 
@@ -351,7 +430,12 @@ impl Ingest {
     /// `size` and `expected` (when set) must match the data; the ingest's own
     /// expectations are checked too. On a mismatch nothing is stored and the
     /// ingest is left for the client to retry or abort.
-    pub fn commit(mut self, store: &BlobStore, size: i64, expected: Option<&Digest>) -> Result<(Digest, i64)> {
+    pub fn commit(
+        mut self,
+        store: &BlobStore,
+        size: i64,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, i64)> {
         self.set_expectations(size, expected)?;
         let actual_size = self.offset as i64;
         if self.meta.total > 0 && actual_size != self.meta.total {
@@ -369,9 +453,10 @@ impl Ingest {
                 self.meta.reference
             )));
         }
-        self.file
-            .sync_all()
-            .map_err(ContentError::io(format!("syncing ingest {:?}", self.meta.reference)))?;
+        self.file.sync_all().map_err(ContentError::io(format!(
+            "syncing ingest {:?}",
+            self.meta.reference
+        )))?;
         let target = store.blob_path(&digest);
         if !target.exists() {
             fs::rename(self.dir.join("data"), &target)

@@ -71,8 +71,11 @@ impl ContentService {
 
     /// The content record of `digest` in `ns`, or NotFound.
     pub(crate) fn record(&self, ns: &str, digest: &Digest) -> Result<(ContentRecord, u64)> {
-        records::load(&*self.shared.store, &records::content_key(ns, &digest.to_string()))?
-            .ok_or_else(|| ContentError::NotFound(format!("content {digest}")))
+        records::load(
+            &*self.shared.store,
+            &records::content_key(ns, &digest.to_string()),
+        )?
+        .ok_or_else(|| ContentError::NotFound(format!("content {digest}")))
     }
 
     fn update_labels(&self, ctx: &RequestContext, req: api::UpdateRequest) -> Result<api::Info> {
@@ -115,7 +118,10 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + 
 
 #[tonic::async_trait]
 impl api::content_server::Content for ContentService {
-    async fn info(&self, req: Request<api::InfoRequest>) -> std::result::Result<Response<api::InfoResponse>, Status> {
+    async fn info(
+        &self,
+        req: Request<api::InfoRequest>,
+    ) -> std::result::Result<Response<api::InfoResponse>, Status> {
         let ctx = RequestContext::of(&req)?;
         let digest = Digest::parse_field(&req.get_ref().digest, "digest")?;
         let (rec, _) = self.record(&ctx.namespace, &digest)?;
@@ -135,7 +141,10 @@ impl api::content_server::Content for ContentService {
 
     type ListStream = BoxStream<api::ListContentResponse>;
 
-    async fn list(&self, req: Request<api::ListContentRequest>) -> std::result::Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        req: Request<api::ListContentRequest>,
+    ) -> std::result::Result<Response<Self::ListStream>, Status> {
         let ctx = RequestContext::of(&req)?;
         let filter = Filter::parse_all(&req.get_ref().filters).map_err(ContentError::from)?;
         let prefix = records::content_prefix(&ctx.namespace);
@@ -154,7 +163,10 @@ impl api::content_server::Content for ContentService {
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
 
-    async fn delete(&self, req: Request<api::DeleteContentRequest>) -> std::result::Result<Response<()>, Status> {
+    async fn delete(
+        &self,
+        req: Request<api::DeleteContentRequest>,
+    ) -> std::result::Result<Response<()>, Status> {
         let ctx = RequestContext::of(&req)?;
         let digest = Digest::parse_field(&req.get_ref().digest, "digest")?;
         let key = records::content_key(&ctx.namespace, &digest.to_string());
@@ -162,10 +174,16 @@ impl api::content_server::Content for ContentService {
         let out = self
             .shared
             .store
-            .txn(Txn::new().when(Compare::ModRevision(key.clone(), rev)).delete(key))
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision(key.clone(), rev))
+                    .delete(key),
+            )
             .map_err(ContentError::from)?;
         if out == TxnOutcome::CompareFailed {
-            return Err(Status::aborted(format!("content {digest} changed during delete; retry")));
+            return Err(Status::aborted(format!(
+                "content {digest} changed during delete; retry"
+            )));
         }
         tracing::debug!(namespace = %ctx.namespace, %digest, "content deleted");
         self.shared.schedule_gc();
@@ -174,7 +192,10 @@ impl api::content_server::Content for ContentService {
 
     type ReadStream = ReceiverStream<std::result::Result<api::ReadContentResponse, Status>>;
 
-    async fn read(&self, req: Request<api::ReadContentRequest>) -> std::result::Result<Response<Self::ReadStream>, Status> {
+    async fn read(
+        &self,
+        req: Request<api::ReadContentRequest>,
+    ) -> std::result::Result<Response<Self::ReadStream>, Status> {
         let ctx = RequestContext::of(&req)?;
         let r = req.into_inner();
         let digest = Digest::parse_field(&r.digest, "digest")?;
@@ -187,7 +208,11 @@ impl api::content_server::Content for ContentService {
             ))
             .into());
         }
-        let end = if r.size > 0 { (offset + r.size).min(rec.size) } else { rec.size };
+        let end = if r.size > 0 {
+            (offset + r.size).min(rec.size)
+        } else {
+            rec.size
+        };
         let mut file = self.shared.blobs.open_blob(&digest)?;
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
@@ -201,10 +226,15 @@ impl api::content_server::Content for ContentService {
                 let n = ((end - pos) as usize).min(READ_CHUNK);
                 let mut buf = vec![0u8; n];
                 if let Err(e) = file.read_exact(&mut buf) {
-                    send(Err(Status::data_loss(format!("reading content {digest} at {pos}: {e}"))));
+                    send(Err(Status::data_loss(format!(
+                        "reading content {digest} at {pos}: {e}"
+                    ))));
                     return;
                 }
-                if !send(Ok(api::ReadContentResponse { offset: pos, data: buf })) {
+                if !send(Ok(api::ReadContentResponse {
+                    offset: pos,
+                    data: buf.into(),
+                })) {
                     return;
                 }
                 pos += n as i64;
@@ -213,9 +243,15 @@ impl api::content_server::Content for ContentService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn status(&self, req: Request<api::StatusRequest>) -> std::result::Result<Response<api::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<api::StatusRequest>,
+    ) -> std::result::Result<Response<api::StatusResponse>, Status> {
         let ctx = RequestContext::of(&req)?;
-        let st = self.shared.blobs.ingest_status(&ctx.namespace, &req.get_ref().r#ref)?;
+        let st = self
+            .shared
+            .blobs
+            .ingest_status(&ctx.namespace, &req.get_ref().r#ref)?;
         Ok(Response::new(api::StatusResponse {
             status: Some(ingest_status(&st)),
         }))

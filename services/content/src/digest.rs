@@ -82,7 +82,10 @@ impl FromStr for Digest {
             _ => return Err(bad("unsupported algorithm (sha256 and sha512 are)")),
         };
         if hex.len() != algorithm.hex_len() {
-            return Err(bad(&format!("{alg} needs {} hex characters", algorithm.hex_len())));
+            return Err(bad(&format!(
+                "{alg} needs {} hex characters",
+                algorithm.hex_len()
+            )));
         }
         if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(bad("hex part must be lowercase hexadecimal"));
@@ -156,7 +159,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "sha256", "sha256:", "md5:abcd", "sha256:XYZ", &EMPTY.to_uppercase(), &EMPTY[..20]] {
+        for bad in [
+            "",
+            "sha256",
+            "sha256:",
+            "md5:abcd",
+            "sha256:XYZ",
+            &EMPTY.to_uppercase(),
+            &EMPTY[..20],
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad} must not parse");
         }
     }

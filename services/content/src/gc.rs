@@ -39,7 +39,7 @@ pub struct GcStats {
     pub duration: Duration,
 }
 
-fn label_refs<'a>(labels: &'a records::Labels) -> impl Iterator<Item = &'a String> {
+fn label_refs(labels: &records::Labels) -> impl Iterator<Item = &String> {
     labels
         .iter()
         .filter(|(k, _)| k.starts_with(GC_REF_CONTENT))
@@ -157,7 +157,12 @@ pub fn collect(shared: &Shared) -> Result<GcStats> {
     }
 
     stats.duration = start.elapsed();
-    if stats != (GcStats { duration: stats.duration, ..Default::default() }) {
+    if stats
+        != (GcStats {
+            duration: stats.duration,
+            ..Default::default()
+        })
+    {
         tracing::info!(
             content_records = stats.content_records,
             blobs = stats.blobs,
@@ -207,7 +212,10 @@ impl GcService {
 
 #[tonic::async_trait]
 impl api::gc_server::Gc for GcService {
-    async fn collect(&self, _req: Request<api::CollectRequest>) -> std::result::Result<Response<api::CollectResponse>, Status> {
+    async fn collect(
+        &self,
+        _req: Request<api::CollectRequest>,
+    ) -> std::result::Result<Response<api::CollectResponse>, Status> {
         let s = collect_blocking(self.shared.clone()).await?;
         Ok(Response::new(api::CollectResponse {
             content_records: s.content_records,
@@ -264,7 +272,11 @@ mod tests {
             b"manifest",
             Labels::from([(format!("{GC_REF_CONTENT}.l.0"), layer.clone())]),
         );
-        let pinned = put_blob(&shared, b"pinned", Labels::from([(GC_ROOT.to_string(), "x".to_string())]));
+        let pinned = put_blob(
+            &shared,
+            b"pinned",
+            Labels::from([(GC_ROOT.to_string(), "x".to_string())]),
+        );
         let orphan = put_blob(&shared, b"orphan", Labels::new());
         let img = ImageRecord {
             target: records::DescriptorRecord {
@@ -284,7 +296,10 @@ mod tests {
         let s = collect(&shared).unwrap();
         assert_eq!((s.content_records, s.blobs), (1, 1));
         for live in [&layer, &manifest, &pinned] {
-            assert!(shared.blobs.blob_exists(&live.parse().unwrap()), "{live} must survive");
+            assert!(
+                shared.blobs.blob_exists(&live.parse().unwrap()),
+                "{live} must survive"
+            );
         }
         assert!(!shared.blobs.blob_exists(&orphan.parse().unwrap()));
     }

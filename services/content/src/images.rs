@@ -56,7 +56,9 @@ fn target(d: Option<Descriptor>, name: &str) -> Result<DescriptorRecord> {
     let d = d.ok_or_else(|| ContentError::InvalidArgument(format!("image {name:?}: target is required")))?;
     Digest::parse_field(&d.digest, "image.target.digest")?;
     if d.media_type.is_empty() {
-        return Err(ContentError::InvalidArgument(format!("image {name:?}: target media type is required")));
+        return Err(ContentError::InvalidArgument(format!(
+            "image {name:?}: target media type is required"
+        )));
     }
     Ok(DescriptorRecord {
         media_type: d.media_type,
@@ -127,7 +129,10 @@ impl ImagesService {
 
 #[tonic::async_trait]
 impl api::images_server::Images for ImagesService {
-    async fn get(&self, req: Request<api::GetImageRequest>) -> std::result::Result<Response<api::GetImageResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<api::GetImageRequest>,
+    ) -> std::result::Result<Response<api::GetImageResponse>, Status> {
         let ctx = RequestContext::of(&req)?;
         let name = &req.get_ref().name;
         let (rec, _) = self.load(&ctx.namespace, name)?;
@@ -178,7 +183,11 @@ impl api::images_server::Images for ImagesService {
         let out = self
             .shared
             .store
-            .txn(Txn::new().when(Compare::absent(key.clone())).put(key, records::encode(&rec)))
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(key.clone()))
+                    .put(key, records::encode(&rec)),
+            )
             .map_err(ContentError::from)?;
         if out == TxnOutcome::CompareFailed {
             return Err(ContentError::AlreadyExists(format!("image {:?}", img.name)).into());
@@ -203,14 +212,21 @@ impl api::images_server::Images for ImagesService {
         Ok(Response::new(api::UpdateImageResponse { image: Some(image) }))
     }
 
-    async fn delete(&self, req: Request<api::DeleteImageRequest>) -> std::result::Result<Response<()>, Status> {
+    async fn delete(
+        &self,
+        req: Request<api::DeleteImageRequest>,
+    ) -> std::result::Result<Response<()>, Status> {
         let ctx = RequestContext::of(&req)?;
         let r = req.get_ref();
         let key = records::image_key(&ctx.namespace, &r.name);
         let (_, rev) = self.load(&ctx.namespace, &r.name)?;
         self.shared
             .store
-            .txn(Txn::new().when(Compare::ModRevision(key.clone(), rev)).delete(key))
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision(key.clone(), rev))
+                    .delete(key),
+            )
             .map_err(ContentError::from)?;
         tracing::info!(namespace = %ctx.namespace, image = %r.name, "image deleted");
         if r.sync {

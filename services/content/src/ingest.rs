@@ -21,21 +21,26 @@ use crate::error::{ContentError, Result};
 use crate::records::{self, ContentRecord, timestamp};
 use crate::state::{Shared, WriterGuard};
 
+/// Messages decoded ahead of the session thread.
+const READ_AHEAD: usize = 4;
+
 type Tx = mpsc::Sender<std::result::Result<api::WriteContentResponse, Status>>;
 
 pub(crate) async fn write(
     shared: Arc<Shared>,
     req: Request<Streaming<api::WriteContentRequest>>,
-) -> std::result::Result<Response<ReceiverStream<std::result::Result<api::WriteContentResponse, Status>>>, Status> {
+) -> std::result::Result<
+    Response<ReceiverStream<std::result::Result<api::WriteContentResponse, Status>>>,
+    Status,
+> {
     let ctx = RequestContext::of(&req)?;
     if let Some(lease) = &ctx.lease {
         shared.check_lease(&ctx.namespace, lease)?;
     }
     let mut inbound = req.into_inner();
-    let first = inbound
-        .message()
-        .await?
-        .ok_or_else(|| ContentError::InvalidArgument("write stream closed before its first message".into()))?;
+    let first = inbound.message().await?.ok_or_else(|| {
+        ContentError::InvalidArgument("write stream closed before its first message".into())
+    })?;
     if first.r#ref.is_empty() {
         return Err(ContentError::InvalidArgument("first write message must name a ref".into()).into());
     }
@@ -63,8 +68,24 @@ pub(crate) async fn write(
     };
     tracing::debug!(namespace = %ctx.namespace, reference, offset = ingest.offset(), "ingest opened");
 
+    // Messages are decoded on the runtime while the session thread writes and
+    // hashes the previous ones: a few chunks of read-ahead keep both busy.
+    let (in_tx, in_rx) = mpsc::channel(READ_AHEAD);
+    tokio::spawn(async move {
+        loop {
+            let next = inbound.message().await.transpose();
+            let end = !matches!(next, Some(Ok(_)));
+            if let Some(m) = next
+                && in_tx.send(m).await.is_err()
+            {
+                return;
+            }
+            if end {
+                return;
+            }
+        }
+    });
     let (tx, rx) = mpsc::channel(4);
-    let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut s = Session {
             shared,
@@ -72,7 +93,7 @@ pub(crate) async fn write(
             ingest: Some(ingest),
             _guard: guard,
         };
-        if let Err(st) = s.run(&handle, first, inbound, &tx) {
+        if let Err(st) = s.run(first, in_rx, &tx) {
             let _ = tx.blocking_send(Err(st));
         }
     });
@@ -88,7 +109,11 @@ fn parse_expected(s: &str) -> Result<Option<Digest>> {
 
 /// AlreadyExists if the namespace already has this content.
 fn exists_in_namespace(shared: &Shared, ns: &str, d: &Digest) -> Result<()> {
-    if shared.store.get(&records::content_key(ns, &d.to_string()))?.is_some() {
+    if shared
+        .store
+        .get(&records::content_key(ns, &d.to_string()))?
+        .is_some()
+    {
         return Err(ContentError::AlreadyExists(format!("content {d}")));
     }
     Ok(())
@@ -104,9 +129,8 @@ struct Session {
 impl Session {
     fn run(
         &mut self,
-        handle: &tokio::runtime::Handle,
         first: api::WriteContentRequest,
-        mut inbound: Streaming<api::WriteContentRequest>,
+        mut inbound: mpsc::Receiver<std::result::Result<api::WriteContentRequest, Status>>,
         tx: &Tx,
     ) -> std::result::Result<(), Status> {
         let mut msg = first;
@@ -116,8 +140,8 @@ impl Session {
             if tx.blocking_send(Ok(resp)).is_err() || commit {
                 return Ok(());
             }
-            msg = match handle.block_on(inbound.message())? {
-                Some(m) => m,
+            msg = match inbound.blocking_recv() {
+                Some(m) => m?,
                 None => return Ok(()),
             };
         }
@@ -200,9 +224,11 @@ impl Session {
             updated_at: now,
             labels,
         };
-        let out = shared
-            .store
-            .txn(Txn::new().when(Compare::absent(key.clone())).put(key, records::encode(&rec)))?;
+        let out = shared.store.txn(
+            Txn::new()
+                .when(Compare::absent(key.clone()))
+                .put(key, records::encode(&rec)),
+        )?;
         if let Some(lease) = &self.ctx.lease {
             let d = digest.to_string();
             shared.modify_lease(ns, lease, |l| {

@@ -63,7 +63,9 @@ fn check_resource(r: &api::Resource) -> Result<(String, String)> {
         }
     }
     if r.id.is_empty() {
-        return Err(ContentError::InvalidArgument("lease resource id is required".into()));
+        return Err(ContentError::InvalidArgument(
+            "lease resource id is required".into(),
+        ));
     }
     Ok((r.r#type.clone(), r.id.clone()))
 }
@@ -88,7 +90,10 @@ impl LeasesService {
 
 #[tonic::async_trait]
 impl api::leases_server::Leases for LeasesService {
-    async fn create(&self, req: Request<api::CreateRequest>) -> std::result::Result<Response<api::CreateResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<api::CreateRequest>,
+    ) -> std::result::Result<Response<api::CreateResponse>, Status> {
         let ctx = RequestContext::of(&req)?;
         let r = req.into_inner();
         let id = if r.id.is_empty() { generate_id() } else { r.id };
@@ -105,7 +110,11 @@ impl api::leases_server::Leases for LeasesService {
         let out = self
             .shared
             .store
-            .txn(Txn::new().when(Compare::absent(key.clone())).put(key, records::encode(&rec)))
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(key.clone()))
+                    .put(key, records::encode(&rec)),
+            )
             .map_err(ContentError::from)?;
         if out == TxnOutcome::CompareFailed {
             return Err(ContentError::AlreadyExists(format!("lease {id:?}")).into());
@@ -123,7 +132,11 @@ impl api::leases_server::Leases for LeasesService {
         let (_, rev) = self.load(&ctx.namespace, &r.id)?;
         self.shared
             .store
-            .txn(Txn::new().when(Compare::ModRevision(key.clone(), rev)).delete(key))
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision(key.clone(), rev))
+                    .delete(key),
+            )
             .map_err(ContentError::from)?;
         tracing::debug!(namespace = %ctx.namespace, lease = %r.id, "lease deleted");
         if r.sync {
@@ -134,7 +147,10 @@ impl api::leases_server::Leases for LeasesService {
         Ok(Response::new(()))
     }
 
-    async fn list(&self, req: Request<api::ListRequest>) -> std::result::Result<Response<api::ListResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<api::ListRequest>,
+    ) -> std::result::Result<Response<api::ListResponse>, Status> {
         let ctx = RequestContext::of(&req)?;
         let filter = Filter::parse_all(&req.get_ref().filters).map_err(ContentError::from)?;
         let prefix = records::leases_prefix(&ctx.namespace);
@@ -149,17 +165,19 @@ impl api::leases_server::Leases for LeasesService {
         Ok(Response::new(api::ListResponse { leases }))
     }
 
-    async fn add_resource(&self, req: Request<api::AddResourceRequest>) -> std::result::Result<Response<()>, Status> {
+    async fn add_resource(
+        &self,
+        req: Request<api::AddResourceRequest>,
+    ) -> std::result::Result<Response<()>, Status> {
         let ctx = RequestContext::of(&req)?;
         let r = req.into_inner();
         let res = check_resource(
             &r.resource
                 .ok_or_else(|| ContentError::InvalidArgument("resource is required".into()))?,
         )?;
-        self.shared
-            .modify_lease(&ctx.namespace, &r.id, |l| {
-                l.resources.insert(res.clone());
-            })?;
+        self.shared.modify_lease(&ctx.namespace, &r.id, |l| {
+            l.resources.insert(res.clone());
+        })?;
         Ok(Response::new(()))
     }
 

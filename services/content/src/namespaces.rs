@@ -98,7 +98,11 @@ impl api::namespaces_server::Namespaces for NamespacesService {
         let out = self
             .shared
             .store
-            .txn(Txn::new().when(Compare::absent(key.clone())).put(key, records::encode(&rec)))
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(key.clone()))
+                    .put(key, records::encode(&rec)),
+            )
             .map_err(ContentError::from)?;
         if out == TxnOutcome::CompareFailed {
             return Err(ContentError::AlreadyExists(format!("namespace {:?}", ns.name)).into());
@@ -153,7 +157,10 @@ impl api::namespaces_server::Namespaces for NamespacesService {
         }
     }
 
-    async fn delete(&self, req: Request<api::DeleteNamespaceRequest>) -> std::result::Result<Response<()>, Status> {
+    async fn delete(
+        &self,
+        req: Request<api::DeleteNamespaceRequest>,
+    ) -> std::result::Result<Response<()>, Status> {
         let name = &req.get_ref().name;
         let (_, rev) = self.load(name)?;
         if !self
@@ -171,7 +178,11 @@ impl api::namespaces_server::Namespaces for NamespacesService {
         let key = records::namespace_key(name);
         self.shared
             .store
-            .txn(Txn::new().when(Compare::ModRevision(key.clone(), rev)).delete(key))
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision(key.clone(), rev))
+                    .delete(key),
+            )
             .map_err(ContentError::from)?;
         Ok(Response::new(()))
     }

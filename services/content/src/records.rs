@@ -174,7 +174,9 @@ pub fn apply_label_mask(old: &mut Labels, new: &Labels, paths: &[String]) -> Res
 pub fn validate_labels(labels: &Labels) -> Result<()> {
     for (k, v) in labels {
         if k.is_empty() {
-            return Err(ContentError::InvalidArgument("label key must not be empty".into()));
+            return Err(ContentError::InvalidArgument(
+                "label key must not be empty".into(),
+            ));
         }
         if k.len() + v.len() > 4096 {
             return Err(ContentError::InvalidArgument(format!(
@@ -210,7 +212,8 @@ mod tests {
         assert!(!l.expired(now));
         l.labels.insert(GC_EXPIRE.into(), "2000-01-01T00:00:00Z".into());
         assert!(l.expired(now));
-        l.labels.insert(GC_EXPIRE.into(), "2999-01-01T00:00:00+02:00".into());
+        l.labels
+            .insert(GC_EXPIRE.into(), "2999-01-01T00:00:00+02:00".into());
         assert!(!l.expired(now));
     }
 }

@@ -93,7 +93,8 @@ impl Config {
 
     /// Whether this process serves `service` itself.
     pub fn hosts(&self, service: &str) -> bool {
-        !self.remote.contains_key(service) && (self.services.is_empty() || self.services.iter().any(|s| s == service))
+        !self.remote.contains_key(service)
+            && (self.services.is_empty() || self.services.iter().any(|s| s == service))
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {

@@ -55,8 +55,12 @@ impl Fields for PluginFields<'_> {
 
 #[tonic::async_trait]
 impl intro::introspection_server::Introspection for IntrospectionService {
-    async fn plugins(&self, req: Request<intro::PluginsRequest>) -> Result<Response<intro::PluginsResponse>, Status> {
-        let filter = Filter::parse_all(&req.get_ref().filters).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    async fn plugins(
+        &self,
+        req: Request<intro::PluginsRequest>,
+    ) -> Result<Response<intro::PluginsResponse>, Status> {
+        let filter =
+            Filter::parse_all(&req.get_ref().filters).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let plugins = self
             .plugins
             .iter()
@@ -72,7 +76,9 @@ impl intro::introspection_server::Introspection for IntrospectionService {
     }
 
     async fn server(&self, _req: Request<()>) -> Result<Response<intro::ServerResponse>, Status> {
-        let pidns = std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino()).unwrap_or(0);
+        let pidns = std::fs::metadata("/proc/self/ns/pid")
+            .map(|m| m.ino())
+            .unwrap_or(0);
         Ok(Response::new(intro::ServerResponse {
             uuid: self.uuid.clone(),
             pid: std::process::id() as u64,

@@ -108,7 +108,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let (listener, socket) = listener::bind(sock_path)?;
     let uuid = info::load_uuid(&cfg.root)?;
 
-    let mut router = Server::builder().add_routes(Default::default());
+    let mut router = Server::builder()
+        .initial_stream_window_size(molde_api::client::STREAM_WINDOW)
+        .initial_connection_window_size(molde_api::client::CONNECTION_WINDOW)
+        .max_frame_size(molde_api::client::MAX_FRAME)
+        .add_routes(Default::default());
     let mut plugins = vec![
         plugin("io.containerd.grpc.v1", "version", &[]),
         plugin("io.containerd.grpc.v1", "introspection", &[]),

@@ -97,7 +97,10 @@ pub fn label_field<'a>(
     }
     // A dotted key may arrive as several unquoted path elements.
     let key = path[1..].join(".");
-    labels.into_iter().find(|(k, _)| **k == key).map(|(_, v)| v.clone())
+    labels
+        .into_iter()
+        .find(|(k, _)| **k == key)
+        .map(|(_, v)| v.clone())
 }
 
 struct Parser<'a> {
@@ -155,8 +158,15 @@ impl<'a> Parser<'a> {
             (Some('='), Some('=')) => "==",
             (Some('!'), Some('=')) => "!=",
             (Some('~'), Some('=')) => "~=",
-            (None | Some(','), _) => return Ok(Selector { path, op: Op::Present }),
-            (Some(c), _) => return Err(self.err(format!("unexpected {c:?}, expected an operator (==, !=, ~=)"))),
+            (None | Some(','), _) => {
+                return Ok(Selector {
+                    path,
+                    op: Op::Present,
+                });
+            }
+            (Some(c), _) => {
+                return Err(self.err(format!("unexpected {c:?}, expected an operator (==, !=, ~=)")));
+            }
         };
         self.pos += 2;
         self.skip_ws();
@@ -164,7 +174,9 @@ impl<'a> Parser<'a> {
         let op = match op {
             "==" => Op::Equal(value),
             "!=" => Op::NotEqual(value),
-            _ => Op::Matches(Regex::new(&value).map_err(|e| self.err(format!("bad regular expression: {e}")))?),
+            _ => {
+                Op::Matches(Regex::new(&value).map_err(|e| self.err(format!("bad regular expression: {e}")))?)
+            }
         };
         Ok(Selector { path, op })
     }
@@ -309,7 +321,14 @@ mod tests {
 
     #[test]
     fn malformed_filters_name_the_problem() {
-        for bad in ["==x", "name==", "name=x", r#"labels."open"#, "name~=(", "name==a b"] {
+        for bad in [
+            "==x",
+            "name==",
+            "name=x",
+            r#"labels."open"#,
+            "name~=(",
+            "name==a b",
+        ] {
             let e = Filter::parse_all(&[bad]).unwrap_err();
             assert_eq!(e.filter, bad);
             assert!(!e.reason.is_empty());

@@ -104,13 +104,22 @@ impl Store for RedbStore {
             let mut kv = w.open_table(KV).map_err(backend)?;
             for c in &txn.compares {
                 let Compare::ModRevision(key, want) = c;
-                let have = kv.get(key.as_str()).map_err(backend)?.map(|v| v.value().0).unwrap_or(0);
+                let have = kv
+                    .get(key.as_str())
+                    .map_err(backend)?
+                    .map(|v| v.value().0)
+                    .unwrap_or(0);
                 if have != *want {
                     return Ok(TxnOutcome::CompareFailed);
                 }
             }
             let mut rev_t = w.open_table(REV).map_err(backend)?;
-            revision = rev_t.get("revision").map_err(backend)?.map(|v| v.value()).unwrap_or(0) + 1;
+            revision = rev_t
+                .get("revision")
+                .map_err(backend)?
+                .map(|v| v.value())
+                .unwrap_or(0)
+                + 1;
             for op in &txn.ops {
                 match op {
                     Op::Put(k, v) => {
@@ -123,7 +132,10 @@ impl Store for RedbStore {
                     }
                     Op::Delete(k) => {
                         if kv.remove(k.as_str()).map_err(backend)?.is_some() {
-                            events.push(Event::Delete { key: k.clone(), revision });
+                            events.push(Event::Delete {
+                                key: k.clone(),
+                                revision,
+                            });
                         }
                     }
                     Op::DeletePrefix(p) => {
@@ -173,8 +185,13 @@ mod tests {
     #[test]
     fn put_get_range_delete_prefix() {
         let (_d, s) = store();
-        s.txn(Txn::new().put("/a/1", b"x".to_vec()).put("/a/2", b"y".to_vec()).put("/b/1", b"z".to_vec()))
-            .unwrap();
+        s.txn(
+            Txn::new()
+                .put("/a/1", b"x".to_vec())
+                .put("/a/2", b"y".to_vec())
+                .put("/b/1", b"z".to_vec()),
+        )
+        .unwrap();
         assert_eq!(s.get("/a/1").unwrap().unwrap().value, b"x");
         let keys: Vec<_> = s.range("/a/").unwrap().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, vec!["/a/1", "/a/2"]);
@@ -186,13 +203,23 @@ mod tests {
     #[test]
     fn compare_guards_writes() {
         let (_d, s) = store();
-        let ok = s.txn(Txn::new().when(Compare::absent("/k")).put("/k", b"1".to_vec())).unwrap();
-        let TxnOutcome::Committed { revision } = ok else { panic!("first create must commit") };
-        let again = s.txn(Txn::new().when(Compare::absent("/k")).put("/k", b"2".to_vec())).unwrap();
+        let ok = s
+            .txn(Txn::new().when(Compare::absent("/k")).put("/k", b"1".to_vec()))
+            .unwrap();
+        let TxnOutcome::Committed { revision } = ok else {
+            panic!("first create must commit")
+        };
+        let again = s
+            .txn(Txn::new().when(Compare::absent("/k")).put("/k", b"2".to_vec()))
+            .unwrap();
         assert_eq!(again, TxnOutcome::CompareFailed);
         assert_eq!(s.get("/k").unwrap().unwrap().value, b"1");
         let cas = s
-            .txn(Txn::new().when(Compare::ModRevision("/k".into(), revision)).put("/k", b"3".to_vec()))
+            .txn(
+                Txn::new()
+                    .when(Compare::ModRevision("/k".into(), revision))
+                    .put("/k", b"3".to_vec()),
+            )
             .unwrap();
         assert!(matches!(cas, TxnOutcome::Committed { .. }));
         assert_eq!(s.get("/k").unwrap().unwrap().value, b"3");
@@ -202,7 +229,8 @@ mod tests {
     fn watch_sees_changes_under_prefix_only() {
         let (_d, s) = store();
         let mut rx = s.watch("/w/");
-        s.txn(Txn::new().put("/w/a", b"1".to_vec()).put("/x/a", b"2".to_vec())).unwrap();
+        s.txn(Txn::new().put("/w/a", b"1".to_vec()).put("/x/a", b"2".to_vec()))
+            .unwrap();
         s.txn(Txn::new().delete("/w/a")).unwrap();
         assert!(matches!(rx.try_recv().unwrap(), Event::Put(e) if e.key == "/w/a"));
         assert!(matches!(rx.try_recv().unwrap(), Event::Delete { key, .. } if key == "/w/a"));
