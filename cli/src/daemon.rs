@@ -6,7 +6,7 @@ use molde_api::containerd::services::introspection::v1::{
     PluginsRequest, introspection_client::IntrospectionClient,
 };
 use molde_api::containerd::services::version::v1::version_client::VersionClient;
-use molde_api::molde::gc::v1::{CollectRequest, gc_client::GcClient};
+use molde_api::molde::services::gc::v1::{CollectRequest, gc_client::GcClient};
 use tonic::transport::Channel;
 
 /// A connected daemon and the namespace requests act in.

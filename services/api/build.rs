@@ -15,7 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "containerd/services/namespaces/v1/namespace.proto",
         "containerd/services/version/v1/version.proto",
         "containerd/services/introspection/v1/introspection.proto",
+        "containerd/services/snapshots/v1/snapshots.proto",
+        "containerd/services/diff/v1/diff.proto",
         "molde/gc/v1/gc.proto",
+        "molde/transfer/v1/transfer.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

@@ -41,6 +41,16 @@ pub mod containerd {
                 tonic::include_proto!("containerd.services.version.v1");
             }
         }
+        pub mod snapshots {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.snapshots.v1");
+            }
+        }
+        pub mod diff {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.diff.v1");
+            }
+        }
         pub mod introspection {
             pub mod v1 {
                 tonic::include_proto!("containerd.services.introspection.v1");
@@ -50,9 +60,16 @@ pub mod containerd {
 }
 
 pub mod molde {
-    pub mod gc {
-        pub mod v1 {
-            tonic::include_proto!("molde.services.gc.v1");
+    pub mod services {
+        pub mod transfer {
+            pub mod v1 {
+                tonic::include_proto!("molde.services.transfer.v1");
+            }
+        }
+        pub mod gc {
+            pub mod v1 {
+                tonic::include_proto!("molde.services.gc.v1");
+            }
         }
     }
 }

@@ -18,9 +18,9 @@ use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{ContentError, Result};
-use crate::records::now_nanos;
+use molde_common::digest::{Algorithm, Digest, Hasher};
+use molde_common::now_nanos;
 
 /// The on-disk half of the content service.
 #[derive(Debug, Clone)]

@@ -13,11 +13,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::context::RequestContext;
-use crate::digest::Digest;
 use crate::error::{ContentError, Result};
 use crate::records::{self, ContentRecord, timestamp};
 use crate::state::Shared;
+use molde_common::context::RequestContext;
+use molde_common::digest::Digest;
 
 /// Largest data chunk in one Read response.
 const READ_CHUNK: usize = 1 << 20;
@@ -85,7 +85,7 @@ impl ContentService {
         let digest = Digest::parse_field(&new.digest, "info.digest")?;
         let key = records::content_key(&ctx.namespace, &digest.to_string());
         let new_labels: records::Labels = new.labels.into_iter().collect();
-        records::validate_labels(&new_labels)?;
+        molde_common::labels::validate(&new_labels)?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         for p in &paths {
             if p != "labels" && !p.starts_with("labels.") {
@@ -99,7 +99,7 @@ impl ContentService {
             if paths.is_empty() {
                 rec.labels = new_labels.clone();
             } else {
-                records::apply_label_mask(&mut rec.labels, &new_labels, &paths)?;
+                molde_common::labels::apply_mask(&mut rec.labels, &new_labels, &paths);
             }
             rec.updated_at = records::now_nanos();
             let out = self.shared.store.txn(

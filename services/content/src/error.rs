@@ -53,6 +53,12 @@ impl ContentError {
     }
 }
 
+impl From<molde_common::InvalidArgument> for ContentError {
+    fn from(e: molde_common::InvalidArgument) -> Self {
+        ContentError::InvalidArgument(e.0)
+    }
+}
+
 impl From<ContentError> for Status {
     fn from(e: ContentError) -> Status {
         Status::new(e.code(), e.to_string())

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use molde_api::molde::gc::v1 as api;
+use molde_api::molde::services::gc::v1 as api;
 use molde_meta::Txn;
 use tonic::{Request, Response, Status};
 

@@ -9,11 +9,11 @@ use molde_meta::filter::{Fields, Filter, label_field};
 use molde_meta::{Compare, Txn, TxnOutcome};
 use tonic::{Request, Response, Status};
 
-use crate::context::RequestContext;
-use crate::digest::Digest;
 use crate::error::{ContentError, Result};
 use crate::records::{self, DescriptorRecord, ImageRecord, Labels, timestamp};
 use crate::state::Shared;
+use molde_common::context::RequestContext;
+use molde_common::digest::Digest;
 
 #[derive(Clone)]
 pub struct ImagesService {
@@ -89,7 +89,7 @@ impl ImagesService {
         check_name(&img.name)?;
         let key = records::image_key(ns, &img.name);
         let labels: Labels = img.labels.into_iter().collect();
-        records::validate_labels(&labels)?;
+        molde_common::labels::validate(&labels)?;
         let new_target = img.target;
         loop {
             let (mut rec, rev) = self.load(ns, &img.name)?;
@@ -102,7 +102,7 @@ impl ImagesService {
                         "target" => rec.target = target(new_target.clone(), &img.name)?,
                         "labels" => rec.labels = labels.clone(),
                         p if p.starts_with("labels.") => {
-                            records::apply_label_mask(&mut rec.labels, &labels, &[p.to_string()])?;
+                            molde_common::labels::apply_mask(&mut rec.labels, &labels, &[p.to_string()]);
                         }
                         "annotations" => {}
                         other => {
@@ -170,7 +170,7 @@ impl api::images_server::Images for ImagesService {
             .ok_or_else(|| ContentError::InvalidArgument("create needs an image".into()))?;
         check_name(&img.name)?;
         let labels: Labels = img.labels.into_iter().collect();
-        records::validate_labels(&labels)?;
+        molde_common::labels::validate(&labels)?;
         let now = records::now_nanos();
         let rec = ImageRecord {
             target: target(img.target, &img.name)?,

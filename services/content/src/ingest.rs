@@ -15,11 +15,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::blobs::Ingest;
-use crate::context::RequestContext;
-use crate::digest::Digest;
 use crate::error::{ContentError, Result};
 use crate::records::{self, ContentRecord, timestamp};
 use crate::state::{Shared, WriterGuard};
+use molde_common::context::RequestContext;
+use molde_common::digest::Digest;
 
 /// Messages decoded ahead of the session thread.
 const READ_AHEAD: usize = 4;
@@ -104,7 +104,7 @@ fn parse_expected(s: &str) -> Result<Option<Digest>> {
     if s.is_empty() {
         return Ok(None);
     }
-    Digest::parse_field(s, "expected").map(Some)
+    Ok(Some(Digest::parse_field(s, "expected")?))
 }
 
 /// AlreadyExists if the namespace already has this content.
@@ -192,7 +192,7 @@ impl Session {
                 resp.offset = ingest.offset() as i64;
                 if action == WriteAction::Commit {
                     let labels: records::Labels = msg.labels.into_iter().collect();
-                    records::validate_labels(&labels)?;
+                    molde_common::labels::validate(&labels)?;
                     let digest = self.commit(msg.total, expected.as_ref(), labels)?;
                     resp.digest = digest.to_string();
                     resp.total = resp.offset;

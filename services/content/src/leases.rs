@@ -8,11 +8,11 @@ use molde_meta::filter::{Fields, Filter, label_field};
 use molde_meta::{Compare, Txn, TxnOutcome};
 use tonic::{Request, Response, Status};
 
-use crate::context::RequestContext;
-use crate::digest::Digest;
 use crate::error::{ContentError, Result};
 use crate::records::{self, Labels, LeaseRecord, timestamp};
 use crate::state::Shared;
+use molde_common::context::RequestContext;
+use molde_common::digest::Digest;
 
 #[derive(Clone)]
 pub struct LeasesService {
@@ -99,7 +99,7 @@ impl api::leases_server::Leases for LeasesService {
         let id = if r.id.is_empty() { generate_id() } else { r.id };
         check_id(&id)?;
         let labels: Labels = r.labels.into_iter().collect();
-        records::validate_labels(&labels)?;
+        molde_common::labels::validate(&labels)?;
         let rec = LeaseRecord {
             created_at: records::now_nanos(),
             labels,

@@ -11,8 +11,6 @@
 
 mod blobs;
 pub mod content;
-pub mod context;
-pub mod digest;
 pub mod error;
 pub mod gc;
 pub mod images;
@@ -28,7 +26,7 @@ use molde_api::containerd::services::{
     content::v1::content_server::ContentServer, images::v1::images_server::ImagesServer,
     leases::v1::leases_server::LeasesServer, namespaces::v1::namespaces_server::NamespacesServer,
 };
-use molde_api::molde::gc::v1::gc_server::GcServer;
+use molde_api::molde::services::gc::v1::gc_server::GcServer;
 
 pub use error::ContentError;
 pub use state::{ContentConfig, Shared};

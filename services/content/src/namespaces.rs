@@ -8,10 +8,10 @@ use molde_meta::filter::{Fields, Filter, label_field};
 use molde_meta::{Compare, Txn, TxnOutcome};
 use tonic::{Request, Response, Status};
 
-use crate::context::validate_namespace;
 use crate::error::{ContentError, Result};
 use crate::records::{self, Labels, NamespaceRecord};
 use crate::state::Shared;
+use molde_common::context::validate_namespace;
 
 #[derive(Clone)]
 pub struct NamespacesService {
@@ -92,7 +92,7 @@ impl api::namespaces_server::Namespaces for NamespacesService {
             .ok_or_else(|| ContentError::InvalidArgument("create needs a namespace".into()))?;
         validate_namespace(&ns.name)?;
         let labels: Labels = ns.labels.into_iter().collect();
-        records::validate_labels(&labels)?;
+        molde_common::labels::validate(&labels)?;
         let rec = NamespaceRecord { labels };
         let key = records::namespace_key(&ns.name);
         let out = self
@@ -122,7 +122,7 @@ impl api::namespaces_server::Namespaces for NamespacesService {
             .ok_or_else(|| ContentError::InvalidArgument("update needs a namespace".into()))?;
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let labels: Labels = ns.labels.into_iter().collect();
-        records::validate_labels(&labels)?;
+        molde_common::labels::validate(&labels)?;
         let key = records::namespace_key(&ns.name);
         loop {
             let (mut rec, rev) = self.load(&ns.name)?;
@@ -138,7 +138,7 @@ impl api::namespaces_server::Namespaces for NamespacesService {
                         .into());
                     }
                 }
-                records::apply_label_mask(&mut rec.labels, &labels, &paths)?;
+                molde_common::labels::apply_mask(&mut rec.labels, &labels, &paths);
             }
             let out = self
                 .shared

@@ -10,15 +10,15 @@
 //! /v1/ns/<ns>/leases/<id>                 LeaseRecord
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::BTreeSet;
 
 use molde_meta::{Entry, Store};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::error::{ContentError, Result};
 
-pub type Labels = BTreeMap<String, String>;
+pub use molde_common::labels::Labels;
+pub use molde_common::{now_nanos, timestamp};
 
 /// Label that makes content a garbage-collection root.
 pub const GC_ROOT: &str = "containerd.io/gc.root";
@@ -52,21 +52,6 @@ pub fn leases_prefix(ns: &str) -> String {
 }
 pub fn lease_key(ns: &str, id: &str) -> String {
     format!("/v1/ns/{ns}/leases/{id}")
-}
-
-/// Nanoseconds since the Unix epoch.
-pub fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-pub fn timestamp(nanos: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: nanos.div_euclid(1_000_000_000),
-        nanos: nanos.rem_euclid(1_000_000_000) as i32,
-    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -151,55 +136,9 @@ pub fn namespaces(store: &dyn Store) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Applies a field mask to labels: `labels` replaces them all, `labels.<key>`
-/// sets or (when absent from `new`) removes one key.
-pub fn apply_label_mask(old: &mut Labels, new: &Labels, paths: &[String]) -> Result<bool> {
-    let mut touched = false;
-    for p in paths {
-        if p == "labels" {
-            *old = new.clone();
-            touched = true;
-        } else if let Some(k) = p.strip_prefix("labels.") {
-            match new.get(k) {
-                Some(v) => old.insert(k.to_string(), v.clone()),
-                None => old.remove(k),
-            };
-            touched = true;
-        }
-    }
-    Ok(touched)
-}
-
-/// Checks a label set against containerd's limit on one key and value together.
-pub fn validate_labels(labels: &Labels) -> Result<()> {
-    for (k, v) in labels {
-        if k.is_empty() {
-            return Err(ContentError::InvalidArgument(
-                "label key must not be empty".into(),
-            ));
-        }
-        if k.len() + v.len() > 4096 {
-            return Err(ContentError::InvalidArgument(format!(
-                "label {k:?}: key and value exceed 4096 bytes"
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn label_mask_sets_and_removes_keys() {
-        let mut old = Labels::from([("a".into(), "1".into()), ("b".into(), "2".into())]);
-        let new = Labels::from([("a".into(), "9".into())]);
-        apply_label_mask(&mut old, &new, &["labels.a".into(), "labels.b".into()]).unwrap();
-        assert_eq!(old, Labels::from([("a".into(), "9".into())]));
-        apply_label_mask(&mut old, &Labels::new(), &["labels".into()]).unwrap();
-        assert!(old.is_empty());
-    }
 
     #[test]
     fn lease_expiry_reads_rfc3339() {

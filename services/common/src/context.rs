@@ -3,7 +3,9 @@
 use molde_api::{DEFAULT_NAMESPACE, LEASE_HEADER, NAMESPACE_HEADER};
 use tonic::Request;
 
-use crate::error::{ContentError, Result};
+use crate::InvalidArgument;
+
+type Result<T> = std::result::Result<T, InvalidArgument>;
 
 /// The namespace and lease a request carries in its gRPC metadata.
 #[derive(Debug, Clone)]
@@ -18,7 +20,7 @@ impl RequestContext {
         let namespace = match md.get(NAMESPACE_HEADER) {
             Some(v) => v
                 .to_str()
-                .map_err(|_| ContentError::InvalidArgument("namespace header is not text".into()))?
+                .map_err(|_| InvalidArgument("namespace header is not text".into()))?
                 .to_string(),
             None => DEFAULT_NAMESPACE.to_string(),
         };
@@ -36,7 +38,7 @@ impl RequestContext {
 /// at most 76 characters.
 pub fn validate_namespace(ns: &str) -> Result<()> {
     let bad = || {
-        ContentError::InvalidArgument(format!(
+        InvalidArgument(format!(
             "namespace {ns:?}: must be alphanumeric words joined by '.', '_' or '-', at most 76 characters"
         ))
     };

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use sha2::Digest as _;
 
-use crate::error::ContentError;
+use crate::InvalidArgument;
 
 /// A hash algorithm molde stores content under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,19 +61,17 @@ impl Digest {
     }
 
     /// Parses a digest from a request, naming the field on error.
-    pub fn parse_field(s: &str, field: &str) -> Result<Digest, ContentError> {
-        s.parse().map_err(|e: ContentError| match e {
-            ContentError::InvalidArgument(m) => ContentError::InvalidArgument(format!("{field}: {m}")),
-            other => other,
-        })
+    pub fn parse_field(s: &str, field: &str) -> Result<Digest, InvalidArgument> {
+        s.parse()
+            .map_err(|InvalidArgument(m)| InvalidArgument(format!("{field}: {m}")))
     }
 }
 
 impl FromStr for Digest {
-    type Err = ContentError;
+    type Err = InvalidArgument;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why: &str| ContentError::InvalidArgument(format!("digest {s:?}: {why}"));
+        let bad = |why: &str| InvalidArgument(format!("digest {s:?}: {why}"));
         let (alg, hex) = s.split_once(':').ok_or_else(|| bad("expected algorithm:hex"))?;
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
