@@ -2,6 +2,9 @@
 //! the real `molde` and `ctr` binaries against its socket, and readable
 //! failures that carry the daemon's log.
 
+pub mod image;
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

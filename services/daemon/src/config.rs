@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// Services `molded` can host. `all` in the config means every one of them.
-pub const SERVICES: &[&str] = &["content"];
+pub const SERVICES: &[&str] = &["content", "snapshotter"];
 
 pub const DEFAULT_CONFIG: &str = "/etc/molde/config.toml";
 
@@ -27,6 +27,23 @@ pub struct Config {
     /// Services reached at another address (split mode): name → address.
     pub remote: BTreeMap<String, String>,
     pub gc: GcConfig,
+    pub snapshotter: SnapshotterConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotterConfig {
+    /// Read layer blobs straight from the content store's files when content
+    /// runs in the same process (otherwise they stream over content.v1 Read).
+    pub content_fast_path: bool,
+}
+
+impl Default for SnapshotterConfig {
+    fn default() -> Self {
+        Self {
+            content_fast_path: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +88,7 @@ impl Default for Config {
             services: Vec::new(),
             remote: BTreeMap::new(),
             gc: GcConfig::default(),
+            snapshotter: SnapshotterConfig::default(),
         }
     }
 }

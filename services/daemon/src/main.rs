@@ -28,7 +28,9 @@ use tonic::transport::Server;
 
 use crate::config::Config;
 use crate::info::{IntrospectionService, PluginInfo, VersionService};
-use crate::proxy::{ContentName, Forward, GcName, ImagesName, LeasesName, NamespacesName};
+use crate::proxy::{
+    ContentName, DiffName, Forward, GcName, ImagesName, LeasesName, NamespacesName, SnapshotsName,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "molded", version = info::VERSION, about = "The molde daemon")]
@@ -119,7 +121,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     ];
     let mut hosted = Vec::new();
 
-    if cfg.hosts("content") {
+    let store = if cfg.hosts("content") || cfg.hosts("snapshotter") {
         let meta_path = cfg.root.join("meta.redb");
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&meta_path).with_context(|| {
             format!(
@@ -128,7 +130,22 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 cfg.root.display()
             )
         })?);
-        let mut cc = ContentConfig::new(cfg.root.join("content"));
+        Some(store)
+    } else {
+        None
+    };
+    // How this process reaches each service: itself, or a remote molded.
+    let own = address.clone();
+    let reach = |service: &str| -> anyhow::Result<Address> {
+        match cfg.remote.get(service) {
+            Some(r) => Address::parse(r).map_err(|e| anyhow::anyhow!("remote {service}: {e}")),
+            None => Ok(own.clone()),
+        }
+    };
+    let content_root = cfg.root.join("content");
+
+    if let Some(store) = store.clone().filter(|_| cfg.hosts("content")) {
+        let mut cc = ContentConfig::new(content_root.clone());
         cc.gc_interval = cfg.gc.interval();
         cc.ingest_expiry = cfg.gc.ingest_expiry();
         cc.gc_delay = cfg.gc.delay();
@@ -141,7 +158,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .add_service(s.leases)
             .add_service(s.namespaces)
             .add_service(s.gc);
-        let root = cfg.root.join("content").display().to_string();
+        let root = content_root.display().to_string();
         plugins.push(plugin("io.containerd.content.v1", "content", &[("root", &root)]));
         for id in ["content", "images", "leases", "namespaces"] {
             plugins.push(plugin("io.containerd.grpc.v1", id, &[]));
@@ -149,7 +166,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         plugins.push(plugin("io.molde.grpc.v1", "gc", &[]));
         hosted.push("content".to_string());
     } else if let Some(remote) = cfg.remote.get("content") {
-        let addr = Address::parse(remote).map_err(|e| anyhow::anyhow!("remote content: {e}"))?;
+        let addr = reach("content")?;
         router = router
             .add_service(Forward::<ContentName>::new(&addr))
             .add_service(Forward::<ImagesName>::new(&addr))
@@ -160,6 +177,34 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             plugins.push(plugin("io.containerd.grpc.v1", id, &[("remote", remote)]));
         }
         hosted.push(format!("content (remote {remote})"));
+    }
+
+    if let Some(store) = store.clone().filter(|_| cfg.hosts("snapshotter")) {
+        let snap_root = cfg.root.join("snapshots");
+        let snapshotter = molde_snapshotter::Snapshotter::new(store, &snap_root)?;
+        // The named fast path: with content in this process, layers are read
+        // from the blob files instead of through content.v1 Read.
+        let local = (cfg.hosts("content") && cfg.snapshotter.content_fast_path).then(|| content_root.clone());
+        let content =
+            molde_snapshotter::ContentAccess::new(molde_api::client::channel(&reach("content")?), local);
+        let s = molde_snapshotter::servers(snapshotter, content);
+        router = router.add_service(s.snapshots).add_service(s.diff);
+        for d in ["overlayfs", "native"] {
+            let root = snap_root.join(d).display().to_string();
+            plugins.push(plugin("io.containerd.snapshotter.v1", d, &[("root", &root)]));
+        }
+        plugins.push(plugin("io.containerd.grpc.v1", "snapshots", &[]));
+        plugins.push(plugin("io.containerd.grpc.v1", "diff", &[]));
+        hosted.push("snapshotter".to_string());
+    } else if let Some(remote) = cfg.remote.get("snapshotter") {
+        let addr = reach("snapshotter")?;
+        router = router
+            .add_service(Forward::<SnapshotsName>::new(&addr))
+            .add_service(Forward::<DiffName>::new(&addr));
+        for id in ["snapshots", "diff"] {
+            plugins.push(plugin("io.containerd.grpc.v1", id, &[("remote", remote)]));
+        }
+        hosted.push(format!("snapshotter (remote {remote})"));
     }
     if hosted.is_empty() {
         bail!("nothing to serve: no service is hosted here or configured as remote");

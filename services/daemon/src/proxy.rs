@@ -85,4 +85,7 @@ service_names! {
     LeasesName => "containerd.services.leases.v1.Leases",
     NamespacesName => "containerd.services.namespaces.v1.Namespaces",
     GcName => "molde.services.gc.v1.GC",
+    SnapshotsName => "containerd.services.snapshots.v1.Snapshots",
+    DiffName => "containerd.services.diff.v1.Diff",
+    TransferName => "molde.services.transfer.v1.Transfer",
 }

@@ -1,0 +1,552 @@
+//! containerd.services.snapshots.v1.Snapshots for the overlayfs and native
+//! snapshotters.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use molde_api::containerd::services::snapshots::v1 as api;
+use molde_common::labels::{self, Labels};
+use molde_common::{RequestContext, now_nanos, timestamp};
+use molde_meta::filter::{Fields, Filter, label_field};
+use molde_meta::{Compare, Store, Txn, TxnOutcome};
+use tonic::{Request, Response, Status};
+
+use crate::error::{Result, SnapshotError};
+use crate::store::{self, DEFERRED_PARENT, Dirs, Driver, Kind, SnapshotRecord};
+
+/// State shared by the snapshots and diff services.
+pub struct Snapshotter {
+    pub(crate) store: Arc<dyn Store>,
+    overlay: Dirs,
+    native: Dirs,
+}
+
+impl Snapshotter {
+    pub fn new(store: Arc<dyn Store>, root: &std::path::Path) -> Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            store,
+            overlay: Dirs::new(root, Driver::Overlay)?,
+            native: Dirs::new(root, Driver::Native)?,
+        }))
+    }
+
+    pub fn dirs(&self, d: Driver) -> &Dirs {
+        match d {
+            Driver::Overlay => &self.overlay,
+            Driver::Native => &self.native,
+        }
+    }
+
+    /// Every directory a snapshot may live in: Apply refuses targets elsewhere.
+    pub fn roots(&self) -> [&std::path::Path; 2] {
+        [&self.overlay.root, &self.native.root]
+    }
+
+    fn get(&self, ns: &str, d: Driver, key: &str) -> Result<(SnapshotRecord, u64)> {
+        store::load(&*self.store, ns, d, key)?
+            .ok_or_else(|| SnapshotError::NotFound(format!("snapshot {key:?}")))
+    }
+
+    /// The fs directories of `parent` and its ancestors, top first.
+    fn lowers(&self, ns: &str, d: Driver, parent: &str) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let mut next = parent.to_string();
+        while !next.is_empty() {
+            let (rec, _) = self.get(ns, d, &next)?;
+            out.push(self.dirs(d).fs(&rec.id));
+            next = rec.parent;
+            if out.len() > 500 {
+                return Err(SnapshotError::FailedPrecondition(format!(
+                    "snapshot {parent:?}: parent chain too deep"
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    fn mounts_of(
+        &self,
+        ns: &str,
+        d: Driver,
+        rec: &SnapshotRecord,
+    ) -> Result<Vec<molde_api::containerd::types::Mount>> {
+        let lowers = self.lowers(ns, d, &rec.parent)?;
+        Ok(store::mounts(d, self.dirs(d), rec, &lowers))
+    }
+
+    fn create(
+        &self,
+        ns: &str,
+        d: Driver,
+        key: &str,
+        parent: &str,
+        kind: Kind,
+        labels: Labels,
+    ) -> Result<Vec<molde_api::containerd::types::Mount>> {
+        if key.is_empty() {
+            return Err(SnapshotError::InvalidArgument("snapshot key is required".into()));
+        }
+        labels::validate(&labels)?;
+        if !parent.is_empty() {
+            let (p, _) = store::load(&*self.store, ns, d, parent)?
+                .ok_or_else(|| SnapshotError::NotFound(format!("parent snapshot {parent:?}")))?;
+            if p.kind != Kind::Committed {
+                return Err(SnapshotError::FailedPrecondition(format!(
+                    "parent snapshot {parent:?} is not committed"
+                )));
+            }
+        }
+        if store::load(&*self.store, ns, d, key)?.is_some() {
+            return Err(SnapshotError::AlreadyExists(format!("snapshot {key:?}")));
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_string();
+        let dirs = self.dirs(d);
+        let fs = dirs.fs(&id);
+        std::fs::create_dir_all(&fs).map_err(SnapshotError::io(format!("creating {}", fs.display())))?;
+        if d == Driver::Overlay {
+            std::fs::create_dir_all(dirs.work(&id))
+                .map_err(SnapshotError::io("creating overlay work dir"))?;
+        }
+        if d == Driver::Native && !parent.is_empty() {
+            let (p, _) = self.get(ns, d, parent)?;
+            copy_tree(&dirs.fs(&p.id), &fs)?;
+        }
+        let now = now_nanos();
+        let rec = SnapshotRecord {
+            id,
+            kind,
+            parent: parent.to_string(),
+            labels,
+            created_at: now,
+            updated_at: now,
+        };
+        let k = store::key(ns, d, key);
+        let out = self.store.txn(
+            Txn::new()
+                .when(Compare::absent(k.clone()))
+                .put(k, store::encode(&rec)),
+        )?;
+        if out == TxnOutcome::CompareFailed {
+            let _ = std::fs::remove_dir_all(dirs.snapshot_dir(&rec.id));
+            return Err(SnapshotError::AlreadyExists(format!("snapshot {key:?}")));
+        }
+        tracing::debug!(
+            namespace = ns,
+            snapshotter = d.name(),
+            key,
+            parent,
+            "snapshot prepared"
+        );
+        self.mounts_of(ns, d, &rec)
+    }
+
+    fn commit(&self, ns: &str, d: Driver, name: &str, key: &str, labels: Labels) -> Result<()> {
+        if name.is_empty() {
+            return Err(SnapshotError::InvalidArgument("commit needs a name".into()));
+        }
+        labels::validate(&labels)?;
+        let (mut rec, rev) = self.get(ns, d, key)?;
+        if rec.kind != Kind::Active {
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "snapshot {key:?} is not active"
+            )));
+        }
+        if let Some(parent) = rec.labels.remove(DEFERRED_PARENT) {
+            if !parent.is_empty() {
+                let (p, _) = store::load(&*self.store, ns, d, &parent)?.ok_or_else(|| {
+                    SnapshotError::FailedPrecondition(format!(
+                        "deferred parent {parent:?} of {key:?} does not exist yet"
+                    ))
+                })?;
+                if p.kind != Kind::Committed {
+                    return Err(SnapshotError::FailedPrecondition(format!(
+                        "deferred parent {parent:?} of {key:?} is not committed"
+                    )));
+                }
+            }
+            rec.parent = parent;
+        }
+        rec.kind = Kind::Committed;
+        rec.labels.extend(labels);
+        rec.updated_at = now_nanos();
+        let old = store::key(ns, d, key);
+        let new = store::key(ns, d, name);
+        let out = self.store.txn(
+            Txn::new()
+                .when(Compare::ModRevision(old.clone(), rev))
+                .when(Compare::absent(new.clone()))
+                .delete(old)
+                .put(new, store::encode(&rec)),
+        )?;
+        if out == TxnOutcome::CompareFailed {
+            if store::load(&*self.store, ns, d, name)?.is_some() {
+                return Err(SnapshotError::AlreadyExists(format!("snapshot {name:?}")));
+            }
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "snapshot {key:?} changed during commit"
+            )));
+        }
+        if d == Driver::Overlay {
+            let _ = std::fs::remove_dir_all(self.dirs(d).work(&rec.id));
+        }
+        tracing::debug!(
+            namespace = ns,
+            snapshotter = d.name(),
+            key,
+            name,
+            "snapshot committed"
+        );
+        Ok(())
+    }
+
+    fn remove(&self, ns: &str, d: Driver, key: &str) -> Result<()> {
+        let (rec, rev) = self.get(ns, d, key)?;
+        for e in self.store.range(&store::prefix(ns, d))? {
+            let other = store::decode(&e)?;
+            if other.parent == key || other.labels.get(DEFERRED_PARENT).is_some_and(|p| p == key) {
+                return Err(SnapshotError::FailedPrecondition(format!(
+                    "snapshot {key:?} has children: remove them first"
+                )));
+            }
+        }
+        let k = store::key(ns, d, key);
+        let out = self
+            .store
+            .txn(Txn::new().when(Compare::ModRevision(k.clone(), rev)).delete(k))?;
+        if out == TxnOutcome::CompareFailed {
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "snapshot {key:?} changed during remove"
+            )));
+        }
+        let dir = self.dirs(d).snapshot_dir(&rec.id);
+        std::fs::remove_dir_all(&dir).map_err(SnapshotError::io(format!("removing {}", dir.display())))?;
+        tracing::debug!(namespace = ns, snapshotter = d.name(), key, "snapshot removed");
+        Ok(())
+    }
+
+    /// Removes directories no record of any namespace points at.
+    fn cleanup(&self, d: Driver) -> Result<u64> {
+        let mut used = std::collections::HashSet::new();
+        for e in self.store.range("/v1/ns/")? {
+            if e.key.contains(&format!("/snapshots/{}/", d.name())) {
+                used.insert(store::decode(&e)?.id);
+            }
+        }
+        let mut removed = 0;
+        let root = &self.dirs(d).root;
+        for e in std::fs::read_dir(root)
+            .map_err(SnapshotError::io(format!("listing {}", root.display())))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name != "empty" && !used.contains(&name) {
+                let _ = std::fs::remove_dir_all(e.path());
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .output()
+        .map_err(SnapshotError::io("running cp"))?;
+    if !out.status.success() {
+        return Err(SnapshotError::Io {
+            context: format!("copying {} to {}", from.display(), to.display()),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        });
+    }
+    Ok(())
+}
+
+fn kind_api(k: Kind) -> api::Kind {
+    match k {
+        Kind::View => api::Kind::View,
+        Kind::Active => api::Kind::Active,
+        Kind::Committed => api::Kind::Committed,
+    }
+}
+
+fn info(name: &str, r: &SnapshotRecord) -> api::Info {
+    api::Info {
+        name: name.to_string(),
+        parent: r.parent.clone(),
+        kind: kind_api(r.kind) as i32,
+        created_at: Some(timestamp(r.created_at)),
+        updated_at: Some(timestamp(r.updated_at)),
+        labels: r.labels.clone().into_iter().collect(),
+    }
+}
+
+struct InfoFields<'a>(&'a str, &'a SnapshotRecord);
+
+impl Fields for InfoFields<'_> {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first()?.as_str() {
+            "name" => Some(self.0.to_string()),
+            "parent" => Some(self.1.parent.clone()),
+            "kind" => Some(
+                match self.1.kind {
+                    Kind::View => "view",
+                    Kind::Active => "active",
+                    Kind::Committed => "committed",
+                }
+                .into(),
+            ),
+            "labels" => label_field(&self.1.labels, path),
+            _ => None,
+        }
+    }
+}
+
+/// The snapshots.v1 gRPC service.
+#[derive(Clone)]
+pub struct SnapshotsService {
+    pub(crate) s: Arc<Snapshotter>,
+}
+
+/// Runs blocking snapshot work (directory creation, copies) off the runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> std::result::Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("snapshot task failed: {e}")))?
+        .map_err(Status::from)
+}
+
+fn ns<T>(req: &Request<T>) -> std::result::Result<String, Status> {
+    Ok(RequestContext::of(req).map_err(SnapshotError::from)?.namespace)
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl api::snapshots_server::Snapshots for SnapshotsService {
+    async fn prepare(
+        &self,
+        req: Request<api::PrepareSnapshotRequest>,
+    ) -> std::result::Result<Response<api::PrepareSnapshotResponse>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        let d = Driver::parse(&r.snapshotter)?;
+        let s = self.s.clone();
+        let mounts = blocking(move || {
+            s.create(
+                &ns,
+                d,
+                &r.key,
+                &r.parent,
+                Kind::Active,
+                r.labels.into_iter().collect(),
+            )
+        })
+        .await?;
+        Ok(Response::new(api::PrepareSnapshotResponse { mounts }))
+    }
+
+    async fn view(
+        &self,
+        req: Request<api::ViewSnapshotRequest>,
+    ) -> std::result::Result<Response<api::ViewSnapshotResponse>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        let d = Driver::parse(&r.snapshotter)?;
+        let s = self.s.clone();
+        let mounts = blocking(move || {
+            s.create(
+                &ns,
+                d,
+                &r.key,
+                &r.parent,
+                Kind::View,
+                r.labels.into_iter().collect(),
+            )
+        })
+        .await?;
+        Ok(Response::new(api::ViewSnapshotResponse { mounts }))
+    }
+
+    async fn mounts(
+        &self,
+        req: Request<api::MountsRequest>,
+    ) -> std::result::Result<Response<api::MountsResponse>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        let d = Driver::parse(&r.snapshotter)?;
+        let (rec, _) = self.s.get(&ns, d, &r.key)?;
+        if rec.kind == Kind::Committed {
+            return Err(SnapshotError::FailedPrecondition(format!(
+                "snapshot {:?} is committed: it has no mounts",
+                r.key
+            ))
+            .into());
+        }
+        Ok(Response::new(api::MountsResponse {
+            mounts: self.s.mounts_of(&ns, d, &rec)?,
+        }))
+    }
+
+    async fn commit(
+        &self,
+        req: Request<api::CommitSnapshotRequest>,
+    ) -> std::result::Result<Response<()>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        let d = Driver::parse(&r.snapshotter)?;
+        let s = self.s.clone();
+        blocking(move || s.commit(&ns, d, &r.name, &r.key, r.labels.into_iter().collect())).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<api::RemoveSnapshotRequest>,
+    ) -> std::result::Result<Response<()>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        let d = Driver::parse(&r.snapshotter)?;
+        let s = self.s.clone();
+        blocking(move || s.remove(&ns, d, &r.key)).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn stat(
+        &self,
+        req: Request<api::StatSnapshotRequest>,
+    ) -> std::result::Result<Response<api::StatSnapshotResponse>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        let d = Driver::parse(&r.snapshotter)?;
+        let (rec, _) = self.s.get(&ns, d, &r.key)?;
+        Ok(Response::new(api::StatSnapshotResponse {
+            info: Some(info(&r.key, &rec)),
+        }))
+    }
+
+    async fn update(
+        &self,
+        req: Request<api::UpdateSnapshotRequest>,
+    ) -> std::result::Result<Response<api::UpdateSnapshotResponse>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        let d = Driver::parse(&r.snapshotter)?;
+        let new = r
+            .info
+            .ok_or_else(|| SnapshotError::InvalidArgument("update needs info".into()))?;
+        let new_labels: Labels = new.labels.into_iter().collect();
+        labels::validate(&new_labels).map_err(SnapshotError::from)?;
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        for p in &paths {
+            if p != "labels" && !p.starts_with("labels.") {
+                return Err(SnapshotError::InvalidArgument(format!(
+                    "cannot update field {p:?} of snapshot {:?}",
+                    new.name
+                ))
+                .into());
+            }
+        }
+        let k = store::key(&ns, d, &new.name);
+        loop {
+            let (mut rec, rev) = self.s.get(&ns, d, &new.name)?;
+            if paths.is_empty() {
+                rec.labels = new_labels.clone();
+            } else {
+                labels::apply_mask(&mut rec.labels, &new_labels, &paths);
+            }
+            rec.updated_at = now_nanos();
+            let out = self
+                .s
+                .store
+                .txn(
+                    Txn::new()
+                        .when(Compare::ModRevision(k.clone(), rev))
+                        .put(k.clone(), store::encode(&rec)),
+                )
+                .map_err(SnapshotError::from)?;
+            if let TxnOutcome::Committed { .. } = out {
+                return Ok(Response::new(api::UpdateSnapshotResponse {
+                    info: Some(info(&new.name, &rec)),
+                }));
+            }
+        }
+    }
+
+    type ListStream = BoxStream<api::ListSnapshotsResponse>;
+
+    async fn list(
+        &self,
+        req: Request<api::ListSnapshotsRequest>,
+    ) -> std::result::Result<Response<Self::ListStream>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        let d = Driver::parse(&r.snapshotter)?;
+        let filter = Filter::parse_all(&r.filters).map_err(SnapshotError::from)?;
+        let prefix = store::prefix(&ns, d);
+        let mut infos = Vec::new();
+        for e in self.s.store.range(&prefix).map_err(SnapshotError::from)? {
+            let name = &e.key[prefix.len()..];
+            let rec = store::decode(&e)?;
+            if filter.matches(&InfoFields(name, &rec)) {
+                infos.push(info(name, &rec));
+            }
+        }
+        let batches: Vec<_> = infos
+            .chunks(100)
+            .map(|c| Ok(api::ListSnapshotsResponse { info: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
+    }
+
+    async fn usage(
+        &self,
+        req: Request<api::UsageRequest>,
+    ) -> std::result::Result<Response<api::UsageResponse>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        let d = Driver::parse(&r.snapshotter)?;
+        let (rec, _) = self.s.get(&ns, d, &r.key)?;
+        let fs = self.s.dirs(d).fs(&rec.id);
+        let (size, inodes) = blocking(move || Ok(disk_usage(&fs))).await?;
+        Ok(Response::new(api::UsageResponse { size, inodes }))
+    }
+
+    async fn cleanup(&self, req: Request<api::CleanupRequest>) -> std::result::Result<Response<()>, Status> {
+        let d = Driver::parse(&req.get_ref().snapshotter)?;
+        let s = self.s.clone();
+        let removed = blocking(move || s.cleanup(d)).await?;
+        tracing::info!(snapshotter = d.name(), removed, "snapshot cleanup");
+        Ok(Response::new(()))
+    }
+}
+
+/// Bytes (in 512-byte blocks, as du counts) and inodes under `dir`, counting hardlinks once.
+fn disk_usage(dir: &std::path::Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut size = 0i64;
+    let mut inodes = 0i64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if seen.insert((md.dev(), md.ino())) {
+            inodes += 1;
+            size += md.blocks() as i64 * 512;
+        }
+        if md.is_dir()
+            && let Ok(rd) = std::fs::read_dir(&p)
+        {
+            stack.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    (size, inodes)
+}
