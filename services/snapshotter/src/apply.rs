@@ -185,6 +185,13 @@ impl Extractor<'_> {
             if hidden.starts_with(".wh.") || hidden.is_empty() {
                 return Ok(()); // aufs metadata, not a file
             }
+            if hidden == "." || hidden == ".." {
+                // `.wh..` would name the directory itself or its parent.
+                return Err(ApplyError::Corrupt(format!(
+                    "whiteout {path_key:?} names no entry",
+                    path_key = comps.join("/")
+                )));
+            }
             return self.whiteout(pfd, hidden).map_err(entry_err(&comps));
         }
 
