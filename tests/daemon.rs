@@ -152,7 +152,10 @@ fn split_mode_content_service_reached_by_address() {
             .iter()
             .any(|p| p.ends_with(&digest.trim()[7..]))
     );
-    assert!(!front.root.join("content").exists(), "the front daemon keeps no blobs");
+    assert!(
+        !front.root.join("content").exists(),
+        "the front daemon keeps no blobs"
+    );
     // Streams, unary calls and containerd's client all pass through.
     assert_eq!(front.molde(&["content", "get", digest.trim()]).out.stdout, data);
     assert!(front.ctr(&["content", "ls"]).ok().contains(digest.trim()));

@@ -87,3 +87,119 @@ fn ctr_pulls_and_unpacks_through_molded() {
         );
     });
 }
+
+/// Requests molde made to the registry, from the registry's access log.
+fn molde_requests(reg: &Registry) -> Vec<String> {
+    reg.log()
+        .lines()
+        .filter(|l| l.contains("HTTP/1.1\"") && l.contains("\"molde/"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn multi_layer_layout(dir: &std::path::Path, compression: Compression) -> image::Layout {
+    let layers = vec![
+        tar(&busybox_rootfs()),
+        tar(&[
+            Entry::Dir("etc", 0o755),
+            Entry::File("etc/motd".into(), b"two\n".to_vec(), 0o644),
+            Entry::Dir("data", 0o750),
+            Entry::File(
+                "data/big".into(),
+                (0..3_000_000u32).map(|i| (i % 251) as u8).collect(),
+                0o600,
+            ),
+            Entry::Hardlink("data/big-link".into(), "data/big".into()),
+        ]),
+        tar(&[
+            Entry::Dir("etc", 0o755),
+            Entry::File("etc/.wh.motd".into(), Vec::new(), 0o644),
+            Entry::Dir("data", 0o750),
+            Entry::File("data/.wh..wh..opq".into(), Vec::new(), 0o644),
+            Entry::File("data/fresh".into(), b"fresh".to_vec(), 0o644),
+            Entry::Hardlink("bin/sh-again".into(), "bin/busybox".into()),
+        ]),
+    ];
+    image::layout(dir, &layers, compression, host_arch())
+}
+
+#[test]
+fn molde_pull_unpacks_every_layer_and_a_repull_costs_one_request() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let l = multi_layer_layout(&tmp.path().join("oci"), Compression::Gzip);
+    reg.push_layout(&l.dir, "test/multi:1");
+    let d = Daemon::start();
+    let reference = format!("{}/test/multi:1", reg.host);
+    let out = d.molde(&["pull", &reference]).ok();
+    assert!(out.contains(&l.manifest_digest), "{out}");
+    assert!(d.molde(&["images", "-q"]).ok().contains(&reference));
+
+    let diff_ids: Vec<String> = l.layers.iter().map(|(_, id)| id.clone()).collect();
+    let chain = chain_ids(&diff_ids);
+    let snaps = d.ctr(&["snapshots", "ls"]).ok();
+    for c in &chain {
+        assert!(snaps.contains(c), "{c} missing:\n{snaps}");
+    }
+    with_view(&d, &chain[2], |root| {
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            !root.join("etc/motd").exists(),
+            "whiteout of layer 3 hides layer 2's file"
+        );
+        assert!(root.join("etc/passwd").is_file());
+        assert!(
+            !root.join("data/big").exists(),
+            "opaque dir hides the layer below"
+        );
+        assert_eq!(std::fs::read(root.join("data/fresh")).unwrap(), b"fresh");
+        assert_eq!(
+            std::fs::metadata(root.join("data")).unwrap().mode() & 0o777,
+            0o750
+        );
+        assert_eq!(
+            std::fs::read(root.join("bin/sh-again")).unwrap(),
+            std::fs::read("/bin/busybox").unwrap()
+        );
+    });
+    with_view(&d, &chain[1], |root| {
+        use std::os::unix::fs::MetadataExt;
+        let big = std::fs::metadata(root.join("data/big")).unwrap();
+        assert_eq!(big.len(), 3_000_000);
+        assert_eq!(big.mode() & 0o777, 0o600);
+        assert_eq!(
+            big.ino(),
+            std::fs::metadata(root.join("data/big-link")).unwrap().ino()
+        );
+        assert_eq!(std::fs::read(root.join("etc/motd")).unwrap(), b"two\n");
+    });
+
+    // Inspect reads the config and manifest back.
+    let inspect: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", &reference]).ok()).unwrap();
+    assert_eq!(inspect["Id"], l.config_digest);
+    assert_eq!(inspect["RootFS"]["diff_ids"].as_array().unwrap().len(), 3);
+
+    let before = molde_requests(&reg).len();
+    d.molde(&["pull", &reference]).ok();
+    let after = molde_requests(&reg);
+    let repull = &after[before..];
+    assert_eq!(repull.len(), 1, "a re-pull is one request: {repull:#?}");
+    assert!(repull[0].contains("/manifests/1"), "{repull:#?}");
+}
+
+#[test]
+fn molde_pull_handles_zstd_and_uncompressed_layers() {
+    for compression in [Compression::Zstd, Compression::None] {
+        let reg = Registry::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let l = multi_layer_layout(&tmp.path().join("oci"), compression);
+        reg.push_layout(&l.dir, "test/c:1");
+        let d = Daemon::start();
+        d.molde(&["pull", "-q", &format!("{}/test/c:1", reg.host)]).ok();
+        let diff_ids: Vec<String> = l.layers.iter().map(|(_, id)| id.clone()).collect();
+        let top = chain_ids(&diff_ids).pop().unwrap();
+        with_view(&d, &top, |root| {
+            assert_eq!(std::fs::read(root.join("data/fresh")).unwrap(), b"fresh")
+        });
+    }
+}

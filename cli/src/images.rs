@@ -11,15 +11,18 @@ use crate::output::{self, Format};
 pub enum ImagesCmd {
     /// List images
     #[command(alias = "list")]
-    Ls {
-        /// Filters, e.g. 'name~=busybox' (any may match)
-        filters: Vec<String>,
-        /// Print names only
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    Ls(ListArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    /// Filters, e.g. 'name~=busybox' (any may match)
+    filters: Vec<String>,
+    /// Print names only
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
 }
 
 /// The last part of a media type, as a column shows it.
@@ -36,11 +39,11 @@ fn short_type(mt: &str) -> &str {
 pub async fn run(d: &Daemon, cmd: ImagesCmd) -> Result<()> {
     let mut c = ImagesClient::new(d.channel.clone());
     match cmd {
-        ImagesCmd::Ls {
+        ImagesCmd::Ls(ListArgs {
             filters,
             quiet,
             format,
-        } => {
+        }) => {
             let images = c
                 .list(d.request(api::ListImagesRequest { filters }))
                 .await
@@ -89,4 +92,94 @@ pub async fn run(d: &Daemon, cmd: ImagesCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `molde rmi NAME…`
+pub async fn rmi(d: &Daemon, names: Vec<String>) -> Result<()> {
+    let mut c = ImagesClient::new(d.channel.clone());
+    for name in names {
+        let full = normalize(&name);
+        c.delete(d.request(api::DeleteImageRequest {
+            name: full.clone(),
+            sync: false,
+        }))
+        .await
+        .map_err(status(format!("removing image {name}")))?;
+        println!("Untagged: {full}");
+    }
+    Ok(())
+}
+
+/// `molde tag SOURCE TARGET`
+pub async fn tag(d: &Daemon, source: &str, target: &str) -> Result<()> {
+    let mut c = ImagesClient::new(d.channel.clone());
+    let img = c
+        .get(d.request(api::GetImageRequest {
+            name: normalize(source),
+        }))
+        .await
+        .map_err(status(format!("image {source}")))?
+        .into_inner()
+        .image
+        .unwrap_or_default();
+    let new = api::Image {
+        name: normalize(target),
+        target: img.target,
+        labels: img.labels,
+        ..Default::default()
+    };
+    match c
+        .create(d.request(api::CreateImageRequest {
+            image: Some(new.clone()),
+        }))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {
+            c.update(d.request(api::UpdateImageRequest {
+                image: Some(new),
+                update_mask: None,
+            }))
+            .await
+            .map_err(status(format!("tagging {target}")))?;
+            Ok(())
+        }
+        Err(s) => Err(status(format!("tagging {target}"))(s)),
+    }
+}
+
+/// Docker-style names: `busybox` is `docker.io/library/busybox:latest`.
+pub fn normalize(name: &str) -> String {
+    let (repo, tag) = match name.rsplit_once('@') {
+        Some((r, d)) => (r.to_string(), format!("@{d}")),
+        None => match name.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r.to_string(), format!(":{t}")),
+            _ => (name.to_string(), ":latest".to_string()),
+        },
+    };
+    let first = repo.split('/').next().unwrap_or("");
+    let has_registry =
+        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let repo = if has_registry {
+        repo
+    } else if repo.contains('/') {
+        format!("docker.io/{repo}")
+    } else {
+        format!("docker.io/library/{repo}")
+    };
+    format!("{repo}{tag}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn names_normalise_like_docker() {
+        assert_eq!(normalize("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(normalize("user/app:1"), "docker.io/user/app:1");
+        assert_eq!(normalize("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
+        assert_eq!(normalize("localhost/app:2"), "localhost/app:2");
+        assert_eq!(normalize("ghcr.io/o/a@sha256:ab"), "ghcr.io/o/a@sha256:ab");
+    }
 }

@@ -1,10 +1,13 @@
 //! molde: the command-line client. A thin client: every command is one or a few
 //! gRPC calls to molded; the daemon owns the logic.
 
+mod auth;
 mod content;
 mod daemon;
 mod images;
+mod inspect;
 mod output;
+mod transfer;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -42,9 +45,45 @@ enum Command {
     /// Manage blobs in the content store
     #[command(subcommand)]
     Content(content::ContentCmd),
-    /// Manage images
-    #[command(subcommand)]
-    Images(images::ImagesCmd),
+    /// List images (`molde images ls` is the same)
+    #[command(args_conflicts_with_subcommands = true)]
+    Images {
+        #[command(subcommand)]
+        cmd: Option<images::ImagesCmd>,
+        #[command(flatten)]
+        list: images::ListArgs,
+    },
+    /// Pull an image from a registry and unpack it
+    Pull {
+        reference: String,
+        /// os/arch[/variant]; the host's by default
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove image names (content goes with the next garbage collection)
+    Rmi {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Give an image another name
+    Tag { source: String, target: String },
+    /// Show an image's record, manifest and config as JSON
+    Inspect { name: String },
+    /// Store credentials for a registry in ~/.docker/config.json
+    Login {
+        registry: String,
+        #[arg(short, long)]
+        username: String,
+        /// Read the password from stdin
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(short, long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+    },
+    /// Remove stored credentials for a registry
+    Logout { registry: String },
     /// Run a garbage collection now and show what it removed
     Gc,
 }
@@ -62,12 +101,52 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // Commands that need no daemon.
+    match &cli.command {
+        Command::Login {
+            registry,
+            username,
+            password_stdin,
+            password,
+        } => {
+            let password = match (password, password_stdin) {
+                (Some(p), _) => p.clone(),
+                (None, true) => {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                    s.trim_end_matches(['\n', '\r']).to_string()
+                }
+                (None, false) => anyhow::bail!("give the password with --password-stdin (or --password)"),
+            };
+            let path = auth::store(registry, username, &password)?;
+            println!("Login Succeeded (credentials stored in {})", path.display());
+            return Ok(());
+        }
+        Command::Logout { registry } => {
+            if auth::remove(registry)? {
+                println!("Removed login credentials for {registry}");
+            } else {
+                println!("Not logged in to {registry}");
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let d = daemon::Daemon::connect(&cli.address, &cli.namespace).await?;
     match cli.command {
         Command::Version => daemon::version(&d).await,
         Command::Info => daemon::info(&d).await,
         Command::Content(c) => content::run(&d, c).await,
-        Command::Images(c) => images::run(&d, c).await,
+        Command::Images { cmd, list } => images::run(&d, cmd.unwrap_or(images::ImagesCmd::Ls(list))).await,
+        Command::Pull {
+            reference,
+            platform,
+            quiet,
+        } => transfer::pull(&d, &reference, platform, quiet).await,
+        Command::Rmi { names } => images::rmi(&d, names).await,
+        Command::Tag { source, target } => images::tag(&d, &source, &target).await,
+        Command::Inspect { name } => inspect::image(&d, &name).await,
         Command::Gc => daemon::gc(&d).await,
+        Command::Login { .. } | Command::Logout { .. } => unreachable!("handled above"),
     }
 }

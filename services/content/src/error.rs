@@ -30,6 +30,9 @@ pub enum ContentError {
     Filter(#[from] molde_meta::filter::FilterError),
     #[error("corrupt record {key}: {message}")]
     Corrupt { key: String, message: String },
+    /// An error from another service or a registry, with the code to report.
+    #[error("{message}")]
+    Remote { code: Code, message: String },
 }
 
 pub type Result<T> = std::result::Result<T, ContentError>;
@@ -49,6 +52,7 @@ impl ContentError {
             ContentError::Locked(_) => Code::Unavailable,
             ContentError::OutOfRange(_) => Code::OutOfRange,
             ContentError::Io { .. } | ContentError::Meta(_) | ContentError::Corrupt { .. } => Code::Internal,
+            ContentError::Remote { code, .. } => *code,
         }
     }
 }

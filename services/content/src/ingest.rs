@@ -9,14 +9,13 @@
 use std::sync::Arc;
 
 use molde_api::containerd::services::content::v1::{self as api, WriteAction};
-use molde_meta::{Compare, Txn};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::blobs::Ingest;
 use crate::error::{ContentError, Result};
-use crate::records::{self, ContentRecord, timestamp};
+use crate::records::{self, timestamp};
 use crate::state::{Shared, WriterGuard};
 use molde_common::context::RequestContext;
 use molde_common::digest::Digest;
@@ -206,39 +205,15 @@ impl Session {
         Ok(resp)
     }
 
-    /// Verifies and moves the ingest into place, then records it in the namespace
-    /// (and in the request's lease). Holds the GC lock shared throughout so a
-    /// collection cannot sweep the blob between its rename and its record.
     fn commit(&mut self, size: i64, expected: Option<&Digest>, labels: records::Labels) -> Result<Digest> {
-        let shared = self.shared.clone();
-        let _gc = shared.gc_lock.read().unwrap_or_else(|p| p.into_inner());
-        let ns = &self.ctx.namespace;
         let ingest = self.ingest.take().expect("ingest is open until commit");
-        // A failed check leaves the ingest on disk so the client can resume or abort.
-        let (digest, size) = ingest.commit(&shared.blobs, size, expected)?;
-        let key = records::content_key(ns, &digest.to_string());
-        let now = records::now_nanos();
-        let rec = ContentRecord {
+        self.shared.commit(
+            &self.ctx.namespace,
+            self.ctx.lease.as_deref(),
+            ingest,
             size,
-            created_at: now,
-            updated_at: now,
+            expected,
             labels,
-        };
-        let out = shared.store.txn(
-            Txn::new()
-                .when(Compare::absent(key.clone()))
-                .put(key, records::encode(&rec)),
-        )?;
-        if let Some(lease) = &self.ctx.lease {
-            let d = digest.to_string();
-            shared.modify_lease(ns, lease, |l| {
-                l.resources.insert(("content".into(), d.clone()));
-            })?;
-        }
-        if out == molde_meta::TxnOutcome::CompareFailed {
-            return Err(ContentError::AlreadyExists(format!("content {digest}")));
-        }
-        tracing::info!(namespace = %ns, %digest, size, "content committed");
-        Ok(digest)
+        )
     }
 }

@@ -9,7 +9,7 @@
 //! Wire protocol: containerd's content.v1, images.v1, leases.v1 and
 //! namespaces.v1, plus molde's gc.v1.
 
-mod blobs;
+pub mod blobs;
 pub mod content;
 pub mod error;
 pub mod gc;
@@ -19,6 +19,7 @@ pub mod leases;
 pub mod namespaces;
 pub mod records;
 mod state;
+pub mod transfer;
 
 use std::sync::Arc;
 

@@ -90,6 +90,14 @@ impl Shared {
         })
     }
 
+    /// Fails if a writer holds the ref (for short writes done without taking it).
+    pub fn ensure_no_writer(&self, ns: &str, reference: &str) -> Result<()> {
+        if self.writer_active(ns, reference) {
+            return Err(ContentError::Locked(reference.to_string()));
+        }
+        Ok(())
+    }
+
     pub fn writer_active(&self, ns: &str, reference: &str) -> bool {
         self.writers
             .lock()
@@ -128,6 +136,120 @@ impl Shared {
                     .put(key.clone(), records::encode(&rec)),
             )?;
             if let TxnOutcome::Committed { .. } = out {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Verifies and moves an ingest into place, then records it in the namespace
+    /// (and in `lease`). Holds the GC lock shared throughout so a collection
+    /// cannot sweep the blob between its rename and its record. Content the
+    /// namespace already has is `AlreadyExists` (after the lease holds it too).
+    pub fn commit(
+        &self,
+        ns: &str,
+        lease: Option<&str>,
+        ingest: crate::blobs::Ingest,
+        size: i64,
+        expected: Option<&molde_common::Digest>,
+        labels: records::Labels,
+    ) -> Result<molde_common::Digest> {
+        let _gc = self.gc_lock.read().unwrap_or_else(|p| p.into_inner());
+        // A failed check leaves the ingest on disk so the client can resume or abort.
+        let (digest, size) = ingest.commit(&self.blobs, size, expected)?;
+        let created = self.record_content(ns, lease, &digest, size, labels)?;
+        if !created {
+            return Err(ContentError::AlreadyExists(format!("content {digest}")));
+        }
+        tracing::info!(namespace = %ns, %digest, size, "content committed");
+        Ok(digest)
+    }
+
+    /// Gives `ns` a record of a blob that is on disk; false if it had one.
+    /// The caller holds the GC lock.
+    pub(crate) fn record_content(
+        &self,
+        ns: &str,
+        lease: Option<&str>,
+        digest: &molde_common::Digest,
+        size: i64,
+        labels: records::Labels,
+    ) -> Result<bool> {
+        self.ensure_namespace(ns)?;
+        let key = records::content_key(ns, &digest.to_string());
+        let now = molde_common::now_nanos();
+        let rec = records::ContentRecord {
+            size,
+            created_at: now,
+            updated_at: now,
+            labels,
+        };
+        let out = self.store.txn(
+            Txn::new()
+                .when(Compare::absent(key.clone()))
+                .put(key, records::encode(&rec)),
+        )?;
+        if let Some(lease) = lease {
+            let d = digest.to_string();
+            self.modify_lease(ns, lease, |l| {
+                l.resources.insert(("content".into(), d.clone()));
+            })?;
+        }
+        Ok(out != TxnOutcome::CompareFailed)
+    }
+
+    /// Adds labels to content the namespace holds.
+    pub fn set_labels(
+        &self,
+        ns: &str,
+        digest: &str,
+        labels: std::collections::HashMap<String, String>,
+    ) -> Result<()> {
+        let key = records::content_key(ns, digest);
+        loop {
+            let (mut rec, rev): (records::ContentRecord, u64) = records::load(&*self.store, &key)?
+                .ok_or_else(|| ContentError::NotFound(format!("content {digest}")))?;
+            rec.labels.extend(labels.clone());
+            rec.updated_at = molde_common::now_nanos();
+            let out = self.store.txn(
+                Txn::new()
+                    .when(Compare::ModRevision(key.clone(), rev))
+                    .put(key.clone(), records::encode(&rec)),
+            )?;
+            if out != TxnOutcome::CompareFailed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Points image `name` at `target`, creating or updating its record.
+    pub fn put_image(&self, ns: &str, name: &str, target: records::DescriptorRecord) -> Result<()> {
+        self.ensure_namespace(ns)?;
+        let key = records::image_key(ns, name);
+        let now = molde_common::now_nanos();
+        loop {
+            let existing: Option<(records::ImageRecord, u64)> = records::load(&*self.store, &key)?;
+            let (rec, cmp) = match existing {
+                Some((mut r, rev)) => {
+                    r.target = target.clone();
+                    r.updated_at = now;
+                    (r, Compare::ModRevision(key.clone(), rev))
+                }
+                None => (
+                    records::ImageRecord {
+                        target: target.clone(),
+                        labels: Default::default(),
+                        created_at: now,
+                        updated_at: now,
+                    },
+                    Compare::absent(key.clone()),
+                ),
+            };
+            if self
+                .store
+                .txn(Txn::new().when(cmp).put(key.clone(), records::encode(&rec)))?
+                != TxnOutcome::CompareFailed
+            {
                 return Ok(());
             }
         }

@@ -28,6 +28,25 @@ pub struct Config {
     pub remote: BTreeMap<String, String>,
     pub gc: GcConfig,
     pub snapshotter: SnapshotterConfig,
+    pub transfer: TransferConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferConfig {
+    /// Per-registry settings: `<hosts_dir>/<registry host>/hosts.toml`.
+    pub hosts_dir: PathBuf,
+    /// Blobs a pull fetches at once.
+    pub parallel: usize,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            hosts_dir: PathBuf::from("/etc/molde/certs.d"),
+            parallel: 8,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +108,7 @@ impl Default for Config {
             remote: BTreeMap::new(),
             gc: GcConfig::default(),
             snapshotter: SnapshotterConfig::default(),
+            transfer: TransferConfig::default(),
         }
     }
 }

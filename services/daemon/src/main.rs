@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::info::{IntrospectionService, PluginInfo, VersionService};
 use crate::proxy::{
     ContentName, DiffName, Forward, GcName, ImagesName, LeasesName, NamespacesName, SnapshotsName,
+    TransferName,
 };
 
 #[derive(Debug, Parser)]
@@ -151,8 +152,19 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         cc.gc_delay = cfg.gc.delay();
         let shared = Shared::new(store, cc)?;
         tokio::spawn(molde_content::gc::run_scheduler(shared.clone()));
+        let transfer = molde_content::transfer::TransferService::new(
+            shared.clone(),
+            molde_api::client::channel(&reach("snapshotter")?),
+            molde_content::transfer::TransferConfig {
+                hosts_dir: cfg.transfer.hosts_dir.clone(),
+                parallel: cfg.transfer.parallel,
+            },
+        );
         let s = molde_content::servers(shared);
         router = router
+            .add_service(
+                molde_api::molde::services::transfer::v1::transfer_server::TransferServer::new(transfer),
+            )
             .add_service(s.content)
             .add_service(s.images)
             .add_service(s.leases)
@@ -164,6 +176,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             plugins.push(plugin("io.containerd.grpc.v1", id, &[]));
         }
         plugins.push(plugin("io.molde.grpc.v1", "gc", &[]));
+        plugins.push(plugin("io.molde.grpc.v1", "transfer", &[]));
         hosted.push("content".to_string());
     } else if let Some(remote) = cfg.remote.get("content") {
         let addr = reach("content")?;
@@ -172,7 +185,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .add_service(Forward::<ImagesName>::new(&addr))
             .add_service(Forward::<LeasesName>::new(&addr))
             .add_service(Forward::<NamespacesName>::new(&addr))
-            .add_service(Forward::<GcName>::new(&addr));
+            .add_service(Forward::<GcName>::new(&addr))
+            .add_service(Forward::<TransferName>::new(&addr));
         for id in ["content", "images", "leases", "namespaces"] {
             plugins.push(plugin("io.containerd.grpc.v1", id, &[("remote", remote)]));
         }

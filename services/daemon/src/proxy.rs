@@ -87,4 +87,5 @@ service_names! {
     GcName => "molde.services.gc.v1.GC",
     SnapshotsName => "containerd.services.snapshots.v1.Snapshots",
     DiffName => "containerd.services.diff.v1.Diff",
+    TransferName => "molde.services.transfer.v1.Transfer",
 }

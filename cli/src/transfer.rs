@@ -1,0 +1,111 @@
+//! `molde pull` / `molde push`: the daemon transfers, the CLI shows progress
+//! (bars on a terminal, plain lines otherwise).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+use anyhow::{Result, anyhow};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use molde_api::molde::services::transfer::v1::{
+    self as api, progress::Event, transfer_client::TransferClient,
+};
+use tonic::Streaming;
+
+use crate::auth;
+use crate::daemon::{Daemon, status};
+
+fn short(d: &str) -> &str {
+    let hex = d.split_once(':').map_or(d, |(_, h)| h);
+    &hex[..hex.len().min(12)]
+}
+
+/// Credentials for the registry of `reference`, from ~/.docker/config.json.
+pub fn auth_for(reference: &str) -> Result<Option<api::RegistryAuth>> {
+    Ok(auth::credentials(&auth::registry_of(reference))?
+        .map(|(username, password)| api::RegistryAuth { username, password }))
+}
+
+pub async fn pull(d: &Daemon, reference: &str, platform: Option<String>, quiet: bool) -> Result<()> {
+    let req = api::PullRequest {
+        reference: reference.to_string(),
+        platform: platform.unwrap_or_default(),
+        auth: auth_for(reference)?,
+        ..Default::default()
+    };
+    let stream = TransferClient::new(d.channel.clone())
+        .pull(d.request(req))
+        .await
+        .map_err(status(format!("pulling {reference}")))?
+        .into_inner();
+    let done = show(stream, quiet, reference).await?;
+    let target = done.target.unwrap_or_default();
+    if quiet {
+        println!("{}", done.name);
+    } else {
+        println!("{}: {}", done.name, target.digest);
+    }
+    Ok(())
+}
+
+/// Renders progress events until Done; returns it.
+pub async fn show(mut stream: Streaming<api::Progress>, quiet: bool, what: &str) -> Result<api::Done> {
+    let tty = std::io::stderr().is_terminal() && !quiet;
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:.bold} {msg:12} [{bar:30}] {bytes}/{total_bytes}")
+        .expect("template")
+        .progress_chars("=> ");
+    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    loop {
+        let ev = match stream.message().await {
+            Ok(Some(p)) => p.event,
+            Ok(None) => {
+                return Err(anyhow!(
+                    "{what}: the daemon ended the transfer without finishing it"
+                ));
+            }
+            Err(s) => {
+                multi.clear().ok();
+                return Err(anyhow!("{}", s.message()));
+            }
+        };
+        match ev {
+            Some(Event::Resolved(r)) => {
+                if tty {
+                    for l in &r.layers {
+                        let b = multi.add(ProgressBar::new(l.size as u64));
+                        b.set_style(style.clone());
+                        b.set_prefix(short(&l.digest).to_string());
+                        b.set_message("waiting");
+                        bars.insert(l.digest.clone(), b);
+                    }
+                } else if !quiet {
+                    let t = r.target.unwrap_or_default();
+                    eprintln!("resolved {} to {} ({} layers)", r.name, t.digest, r.layers.len());
+                }
+            }
+            Some(Event::Blob(b)) => {
+                if let Some(bar) = bars.get(&b.digest) {
+                    bar.set_position(b.offset as u64);
+                    bar.set_message(b.status.clone());
+                } else if !tty && !quiet && b.status != "downloading" {
+                    eprintln!("{} {} {}", short(&b.digest), b.status, b.total);
+                }
+            }
+            Some(Event::Applied(a)) => {
+                if let Some(bar) = bars.get(&a.digest) {
+                    bar.set_message("applied");
+                    bar.finish();
+                } else if !quiet {
+                    eprintln!("{} applied", short(&a.digest));
+                }
+            }
+            Some(Event::Done(d)) => {
+                for b in bars.values() {
+                    b.finish();
+                }
+                return Ok(d);
+            }
+            None => {}
+        }
+    }
+}

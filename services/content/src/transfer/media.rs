@@ -1,0 +1,239 @@
+//! Manifests, indexes and configs as a pull reads them, and platform choice.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ContentError, Result};
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// What a pull asks a registry for when it resolves a reference.
+pub const ACCEPTED: &[&str] = &[OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+
+/// Manifests, indexes and configs larger than this are refused.
+pub const MAX_METADATA: usize = 4 << 20;
+
+pub fn is_index(mt: &str) -> bool {
+    mt == OCI_INDEX || mt == DOCKER_LIST
+}
+
+pub fn is_manifest(mt: &str) -> bool {
+    mt == OCI_MANIFEST || mt == DOCKER_MANIFEST
+}
+
+pub fn is_layer(mt: &str) -> bool {
+    mt.starts_with("application/vnd.oci.image.layer.v1.tar")
+        || mt.starts_with("application/vnd.oci.image.layer.nondistributable.v1.tar")
+        || mt == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        || mt == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub variant: String,
+}
+
+impl Platform {
+    /// The platform this daemon runs containers for.
+    pub fn host() -> Platform {
+        let (architecture, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", ""),
+            "aarch64" => ("arm64", "v8"),
+            "arm" => ("arm", "v7"),
+            other => (other, ""),
+        };
+        Platform {
+            architecture: architecture.into(),
+            os: "linux".into(),
+            variant: variant.into(),
+        }
+    }
+
+    /// Parses `os/arch[/variant]`; empty means the host's.
+    pub fn parse(s: &str) -> Result<Platform> {
+        if s.is_empty() {
+            return Ok(Platform::host());
+        }
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: String::new(),
+            }),
+            [os, arch, v] => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: v.to_string(),
+            }),
+            _ => Err(ContentError::InvalidArgument(format!(
+                "platform {s:?}: expected os/arch[/variant]"
+            ))),
+        }
+    }
+
+    /// Whether an index entry for `other` runs here. A variant is only compared
+    /// when both sides name one.
+    pub fn matches(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.architecture == other.architecture
+            && (self.variant.is_empty() || other.variant.is_empty() || self.variant == other.variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if !self.variant.is_empty() {
+            write!(f, "/{}", self.variant)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    #[serde(default)]
+    pub schema_version: i64,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    pub config: Descriptor,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Index {
+    #[serde(default)]
+    pub schema_version: i64,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    pub manifests: Vec<Descriptor>,
+}
+
+/// The parts of an image config a pull needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    pub rootfs: RootFs,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RootFs {
+    #[serde(default)]
+    pub diff_ids: Vec<String>,
+}
+
+/// The media type of a manifest or index body: its `mediaType` field, or what
+/// its shape says when the field is absent (allowed for OCI documents).
+pub fn sniff(body: &[u8], what: &str) -> Result<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+        config: Option<serde_json::Value>,
+    }
+    let p: Probe = serde_json::from_slice(body)
+        .map_err(|e| ContentError::InvalidArgument(format!("{what}: not a JSON manifest: {e}")))?;
+    let mt = match (p.media_type, p.manifests, p.config) {
+        (Some(mt), _, _) => mt,
+        (None, Some(_), _) => OCI_INDEX.into(),
+        (None, None, Some(_)) => OCI_MANIFEST.into(),
+        _ => {
+            return Err(ContentError::InvalidArgument(format!(
+                "{what}: neither a manifest nor an index"
+            )));
+        }
+    };
+    if !is_index(&mt) && !is_manifest(&mt) {
+        return Err(ContentError::InvalidArgument(format!(
+            "{what}: media type {mt:?} is not an image manifest or index"
+        )));
+    }
+    Ok(mt)
+}
+
+/// containerd's chain IDs: the first is the first diff ID, each next one is
+/// `sha256(previous + " " + diff ID)`.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => {
+                molde_common::Digest::of(molde_common::Algorithm::Sha256, format!("{prev} {d}").as_bytes())
+                    .to_string()
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_media_types_and_refuses_others() {
+        assert_eq!(sniff(br#"{"manifests":[]}"#, "m").unwrap(), OCI_INDEX);
+        assert_eq!(sniff(br#"{"config":{}}"#, "m").unwrap(), OCI_MANIFEST);
+        assert_eq!(
+            sniff(
+                format!(r#"{{"mediaType":"{DOCKER_MANIFEST}","config":{{}}}}"#).as_bytes(),
+                "m"
+            )
+            .unwrap(),
+            DOCKER_MANIFEST
+        );
+        assert!(sniff(br#"{"mediaType":"text/html"}"#, "m").is_err());
+        assert!(sniff(b"<html>", "m").is_err());
+    }
+
+    #[test]
+    fn platforms_match_with_optional_variant() {
+        let host = Platform::parse("linux/arm64").unwrap();
+        assert!(host.matches(&Platform::parse("linux/arm64/v8").unwrap()));
+        assert!(!host.matches(&Platform::parse("linux/amd64").unwrap()));
+        assert!(Platform::parse("linux").is_err());
+    }
+
+    #[test]
+    fn chain_ids_follow_containerd() {
+        let a = "sha256:aaaa".to_string();
+        let b = "sha256:bbbb".to_string();
+        let c = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(c[0], a);
+        assert_eq!(
+            c[1],
+            molde_common::Digest::of(molde_common::Algorithm::Sha256, b"sha256:aaaa sha256:bbbb").to_string()
+        );
+    }
+}
