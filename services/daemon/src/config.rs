@@ -44,7 +44,7 @@ impl Default for TransferConfig {
     fn default() -> Self {
         Self {
             hosts_dir: PathBuf::from("/etc/molde/certs.d"),
-            parallel: 8,
+            parallel: 3,
         }
     }
 }

@@ -60,8 +60,9 @@ impl ContentAccess {
         Ok(info.size)
     }
 
-    /// A blocking reader of the blob's bytes.
-    pub async fn open(&self, ns: &str, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+    /// The blob's bytes: the committed file itself on the fast path, else a
+    /// blocking reader of a content.v1 Read stream.
+    pub async fn open(&self, ns: &str, digest: &Digest) -> Result<Blob> {
         self.size(ns, digest).await?;
         if let Some(root) = &self.local_root {
             let p = root
@@ -69,7 +70,7 @@ impl ContentAccess {
                 .join(digest.algorithm().name())
                 .join(digest.hex());
             if let Ok(f) = std::fs::File::open(&p) {
-                return Ok(Box::new(f));
+                return Ok(Blob::File(f));
             }
         }
         let mut stream = ContentClient::new(self.channel.clone())
@@ -97,11 +98,17 @@ impl ContentAccess {
                 }
             }
         });
-        Ok(Box::new(ChannelReader {
+        Ok(Blob::Stream(Box::new(ChannelReader {
             rx,
             cur: Bytes::new(),
-        }))
+        })))
     }
+}
+
+/// A layer blob to apply.
+pub enum Blob {
+    File(std::fs::File),
+    Stream(Box<dyn Read + Send>),
 }
 
 /// Reads the chunks a task receives from a Read stream.

@@ -25,6 +25,8 @@ pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub struct DiffService {
     pub(crate) s: Arc<Snapshotter>,
     pub(crate) content: ContentAccess,
+    /// Bounds layers applied at once (their buffers, and CPU contention).
+    applying: Arc<tokio::sync::Semaphore>,
 }
 
 fn option<'a>(m: &'a Mount, key: &str) -> Option<&'a str> {
@@ -79,7 +81,12 @@ pub fn target(mounts: &[Mount], empty_lowers: &[&Path]) -> Result<Target> {
 
 impl DiffService {
     pub fn new(s: Arc<Snapshotter>, content: ContentAccess) -> Self {
-        Self { s, content }
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self {
+            s,
+            content,
+            applying: Arc::new(tokio::sync::Semaphore::new(cpus * 2)),
+        }
     }
 
     pub(crate) fn content_channel(&self) -> tonic::transport::Channel {
@@ -105,18 +112,37 @@ impl DiffService {
                 dir.display()
             )));
         }
-        let reader = self.content.open(ns, &digest).await?;
-        let started = std::time::Instant::now();
-        let applied = tokio::task::spawn_blocking(move || apply::apply(&target, reader))
+        let blob = self.content.open(ns, &digest).await?;
+        let _permit = self
+            .applying
+            .acquire()
             .await
-            .map_err(|e| SnapshotError::Io {
-                context: format!("applying {digest}"),
-                source: std::io::Error::other(e.to_string()),
-            })?
-            .map_err(|source| SnapshotError::Apply {
-                digest: digest.to_string(),
-                source,
-            })?;
+            .map_err(|_| SnapshotError::FailedPrecondition("shutting down".into()))?;
+        let started = std::time::Instant::now();
+        let applied = tokio::task::spawn_blocking(move || match blob {
+            crate::content::Blob::File(mut f) => {
+                // A whole local gzip blob decompresses faster in one call.
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut data).map_err(apply::ApplyError::Io)?;
+                match apply::gunzip_whole(&data) {
+                    Some(plain) => {
+                        drop(data);
+                        apply::apply_plain(&target, &plain)
+                    }
+                    None => apply::apply(&target, data.as_slice()),
+                }
+            }
+            crate::content::Blob::Stream(r) => apply::apply(&target, r),
+        })
+        .await
+        .map_err(|e| SnapshotError::Io {
+            context: format!("applying {digest}"),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map_err(|source| SnapshotError::Apply {
+            digest: digest.to_string(),
+            source,
+        })?;
         tracing::info!(
             namespace = ns,
             layer = %digest,

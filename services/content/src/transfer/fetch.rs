@@ -152,7 +152,7 @@ pub async fn download(
         };
         if offset > 0 && !partial {
             ingest.as_mut().expect("open").reset()?;
-        } else if offset > 0 {
+        } else if offset > 0 && partial {
             tracing::info!(%digest, offset, "resuming download");
         }
         // Chunks are gathered to ~1 MiB and written on a blocking thread.

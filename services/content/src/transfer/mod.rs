@@ -34,7 +34,7 @@ impl Default for TransferConfig {
     fn default() -> Self {
         Self {
             hosts_dir: "/etc/molde/certs.d".into(),
-            parallel: 8,
+            parallel: 3,
         }
     }
 }

@@ -429,7 +429,11 @@ impl Puller {
         let sem = Arc::new(tokio::sync::Semaphore::new(self.parallel.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         let stats = Arc::new(std::sync::Mutex::new((0u64, 0u32, 0u32)));
-        for (i, layer) in manifest.layers.iter().cloned().enumerate() {
+        // Largest first: the layers that take longest to unpack start earliest.
+        let mut order: Vec<usize> = (0..manifest.layers.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(manifest.layers[i].size));
+        for i in order {
+            let layer = manifest.layers[i].clone();
             let ctx = LayerTask {
                 shared: self.shared.clone(),
                 snapshotter_ch: self.snapshotter.clone(),

@@ -211,16 +211,11 @@ impl Registry {
         client
             .store_auth_if_needed(reference.resolve_registry(), auth)
             .await;
-        let r = if offset > 0 {
-            client
-                .pull_blob_stream_partial(reference, &digest, offset, None)
-                .await
-        } else {
-            client
-                .pull_blob_stream(reference, &digest)
-                .await
-                .map(BlobResponse::Full)
-        };
+        // Always a range request: a 206 answer is streamed without oci-client
+        // hashing it too; the ingest verifies the digest at commit either way.
+        let r = client
+            .pull_blob_stream_partial(reference, &digest, offset, None)
+            .await;
         match r.map_err(|e| remote(&what, e))? {
             BlobResponse::Full(s) => Ok((s.stream, false)),
             BlobResponse::Partial(s) => Ok((s.stream, true)),
