@@ -203,3 +203,69 @@ fn molde_pull_handles_zstd_and_uncompressed_layers() {
         });
     }
 }
+
+#[test]
+fn molde_push_is_read_by_skopeo_and_mounts_across_repositories() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let l = multi_layer_layout(&tmp.path().join("oci"), Compression::Gzip);
+    reg.push_layout(&l.dir, "src/app:1");
+    let d = Daemon::start();
+    let src = format!("{}/src/app:1", reg.host);
+    d.molde(&["pull", "-q", &src]).ok();
+
+    // Same registry, another repository: every blob is mounted, none uploaded.
+    let dst = format!("{}/dst/app:2", reg.host);
+    let run = d.molde(&["push", &src, &dst]);
+    let out = run.ok();
+    assert!(out.contains(&l.manifest_digest), "{out}");
+    let progress = run.stderr();
+    assert_eq!(
+        progress.matches("mounted").count(),
+        4,
+        "config and 3 layers are mounted:\n{progress}"
+    );
+    assert!(!progress.contains("pushed"), "{progress}");
+
+    // skopeo, an independent client, reads what molde pushed.
+    let inspect = reg.skopeo(&["inspect", "--tls-verify=false", &format!("docker://{dst}")]);
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Digest"], l.manifest_digest);
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 3);
+    let copied = tmp.path().join("copied");
+    let copy = reg.skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{dst}"),
+        &format!("oci:{}:x", copied.display()),
+    ]);
+    assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
+    for (layer, _) in &l.layers {
+        assert!(
+            copied.join("blobs/sha256").join(&layer[7..]).is_file(),
+            "skopeo copied {layer}"
+        );
+    }
+
+    // A push to another registry uploads; a second push finds everything there.
+    let other = Registry::start();
+    let third = format!("{}/copy/app:3", other.host);
+    let run = d.molde(&["push", &src, &third]);
+    run.ok();
+    assert_eq!(run.stderr().matches("pushed").count(), 4, "{}", run.stderr());
+    let again = d.molde(&["push", &src, &third]);
+    again.ok();
+    assert_eq!(again.stderr().matches("exists").count(), 4, "{}", again.stderr());
+    let inspect = other.skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{third}"),
+    ]);
+    assert_eq!(sha256(&inspect.stdout), l.manifest_digest);
+}

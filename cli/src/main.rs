@@ -62,6 +62,14 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Push an image to a registry (uploads only what the registry lacks)
+    Push {
+        name: String,
+        /// Where to push; the image's own name by default
+        destination: Option<String>,
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Remove image names (content goes with the next garbage collection)
     Rmi {
         #[arg(required = true)]
@@ -143,6 +151,11 @@ async fn run(cli: Cli) -> Result<()> {
             platform,
             quiet,
         } => transfer::pull(&d, &reference, platform, quiet).await,
+        Command::Push {
+            name,
+            destination,
+            quiet,
+        } => transfer::push(&d, &name, destination, quiet).await,
         Command::Rmi { names } => images::rmi(&d, names).await,
         Command::Tag { source, target } => images::tag(&d, &source, &target).await,
         Command::Inspect { name } => inspect::image(&d, &name).await,

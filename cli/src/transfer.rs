@@ -109,3 +109,40 @@ pub async fn show(mut stream: Streaming<api::Progress>, quiet: bool, what: &str)
         }
     }
 }
+
+pub async fn push(d: &Daemon, name: &str, destination: Option<String>, quiet: bool) -> Result<()> {
+    let local = crate::images::normalize(name);
+    let dest = destination
+        .map(|d| crate::images::normalize(&d))
+        .unwrap_or_else(|| local.clone());
+    let req = api::PushRequest {
+        reference: local.clone(),
+        destination: dest.clone(),
+        auth: auth_for(&dest)?,
+        ..Default::default()
+    };
+    let mut stream = TransferClient::new(d.channel.clone())
+        .push(d.request(req))
+        .await
+        .map_err(status(format!("pushing {name}")))?
+        .into_inner();
+    loop {
+        match stream.message().await {
+            Ok(Some(p)) => match p.event {
+                Some(Event::Blob(b)) if !quiet => eprintln!("{} {}", short(&b.digest), b.status),
+                Some(Event::Done(done)) => {
+                    let t = done.target.unwrap_or_default();
+                    println!("{}: {}", done.name, t.digest);
+                    return Ok(());
+                }
+                _ => {}
+            },
+            Ok(None) => {
+                return Err(anyhow!(
+                    "pushing {name}: the daemon ended the transfer without finishing it"
+                ));
+            }
+            Err(s) => return Err(anyhow!("{}", s.message())),
+        }
+    }
+}

@@ -7,6 +7,7 @@
 pub mod fetch;
 pub mod media;
 pub mod pull;
+pub mod push;
 pub mod registry;
 
 use std::sync::Arc;
@@ -102,8 +103,32 @@ impl api::transfer_server::Transfer for TransferService {
 
     async fn push(
         &self,
-        _req: Request<api::PushRequest>,
+        req: Request<api::PushRequest>,
     ) -> std::result::Result<Response<Self::PushStream>, Status> {
-        Err(Status::unimplemented("push is not implemented yet"))
+        let ns = RequestContext::of(&req).map_err(ContentError::from)?.namespace;
+        let r = req.into_inner();
+        if r.reference.is_empty() {
+            return Err(Status::invalid_argument("push needs an image name"));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let puller = self.puller.clone();
+        tokio::spawn(async move {
+            let what = if r.destination.is_empty() {
+                r.reference.clone()
+            } else {
+                r.destination.clone()
+            };
+            if let Err(e) = puller.push(&ns, r, &tx).await {
+                tracing::warn!(namespace = %ns, reference = %what, error = %e, "push failed");
+                let st: Status = e.into();
+                let _ = tx
+                    .send(Err(Status::new(
+                        st.code(),
+                        format!("pushing {what}: {}", st.message()),
+                    )))
+                    .await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

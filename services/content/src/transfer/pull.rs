@@ -122,7 +122,11 @@ impl Drop for PullLease<'_> {
 }
 
 impl Puller {
-    fn registry(&self, reference: &Reference, auth: Option<&api::RegistryAuth>) -> Result<Arc<Registry>> {
+    pub(crate) fn registry(
+        &self,
+        reference: &Reference,
+        auth: Option<&api::RegistryAuth>,
+    ) -> Result<Arc<Registry>> {
         let (user, pass) = auth
             .map(|a| (a.username.clone(), a.password.clone()))
             .unwrap_or_default();
@@ -491,6 +495,19 @@ impl Puller {
                 .into(),
             )?;
         }
+        let source = (
+            format!("{}{}", super::push::SOURCE_LABEL, reference.registry()),
+            reference.repository().to_string(),
+        );
+        for d in manifest
+            .layers
+            .iter()
+            .map(|l| &l.digest)
+            .chain([&manifest.config.digest, &digest])
+        {
+            self.shared.set_labels(ns, d, [source.clone()].into())?;
+        }
+        m_labels.insert(source.0.clone(), source.1.clone());
         self.shared.set_labels(ns, &manifest_desc.digest, m_labels)?;
         if let Some(idx) = &index {
             let pos = idx
