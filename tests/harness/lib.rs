@@ -2,6 +2,7 @@
 //! the real `molde` and `ctr` binaries against its socket, and readable
 //! failures that carry the daemon's log.
 
+pub mod faults;
 pub mod image;
 pub mod registry;
 

@@ -183,25 +183,21 @@ impl Puller {
         let body = if media::is_manifest(&d.media_type) || media::is_index(&d.media_type) {
             reg.manifest(&by_digest).await?.0.to_vec()
         } else {
-            let mut out = Vec::with_capacity(d.size as usize);
-            let mut s = reg
-                .client(reference)
-                .await
-                .pull_blob_stream(&by_digest, &d.digest.as_str())
-                .await
-                .map_err(|e| super::registry::remote(&format!("fetching {} of {reference}", d.digest), e))?;
-            use futures::StreamExt;
-            while let Some(c) = s.next().await {
-                let c = c.map_err(ContentError::io(format!("fetching {} of {reference}", d.digest)))?;
-                if out.len() + c.len() > media::MAX_METADATA {
-                    return Err(ContentError::InvalidArgument(format!(
-                        "{} of {reference} is over the size limit",
-                        d.digest
-                    )));
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self.fetch_small(reg, reference, &d.digest).await {
+                    Ok(b) => break b,
+                    Err(ContentError::Remote {
+                        code: tonic::Code::Unavailable,
+                        message,
+                    }) if attempt < super::registry::ATTEMPTS => {
+                        tracing::warn!(digest = %d.digest, attempt, error = %message, "blob request failed; retrying");
+                        tokio::time::sleep(super::registry::backoff(attempt)).await;
+                    }
+                    Err(e) => return Err(e),
                 }
-                out.extend_from_slice(&c);
             }
-            out
         };
         let got = Digest::of(digest.algorithm(), &body);
         if got != digest || body.len() as i64 != d.size {
@@ -216,6 +212,26 @@ impl Puller {
         }
         fetch::put_bytes(&self.shared, ns, lease, &digest, &body)?;
         Ok(body)
+    }
+
+    /// One attempt at a small blob, refused past the metadata size limit.
+    async fn fetch_small(&self, reg: &Registry, reference: &Reference, digest: &str) -> Result<Vec<u8>> {
+        use futures::StreamExt;
+        let (mut s, _) = reg.blob(reference, digest, 0).await?;
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            let c = c.map_err(|e| ContentError::Remote {
+                code: tonic::Code::Unavailable,
+                message: format!("fetching {digest} of {reference}: {e}"),
+            })?;
+            if out.len() + c.len() > media::MAX_METADATA {
+                return Err(ContentError::InvalidArgument(format!(
+                    "{digest} of {reference} is over the size limit"
+                )));
+            }
+            out.extend_from_slice(&c);
+        }
+        Ok(out)
     }
 
     async fn snapshot_exists(&self, ns: &str, snapshotter: &str, key: &str) -> Result<bool> {
