@@ -269,3 +269,61 @@ fn molde_push_is_read_by_skopeo_and_mounts_across_repositories() {
     ]);
     assert_eq!(sha256(&inspect.stdout), l.manifest_digest);
 }
+
+#[test]
+fn save_then_load_round_trips_and_skopeo_reads_the_archive() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let l = multi_layer_layout(&tmp.path().join("oci"), Compression::Gzip);
+    reg.push_layout(&l.dir, "save/app:1");
+    let a = Daemon::start();
+    let reference = format!("{}/save/app:1", reg.host);
+    a.molde(&["pull", "-q", &reference]).ok();
+    let archive = tmp.path().join("app.tar");
+    a.molde(&["save", "-o", archive.to_str().unwrap(), &reference])
+        .ok();
+
+    let inspect = reg.skopeo(&["inspect", &format!("oci-archive:{}", archive.display())]);
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Digest"], l.manifest_digest);
+
+    let b = Daemon::start();
+    let out = b.molde(&["load", "-i", archive.to_str().unwrap()]).ok();
+    assert!(out.contains(&format!("Loaded image: {reference}")), "{out}");
+    let diff_ids: Vec<String> = l.layers.iter().map(|(_, id)| id.clone()).collect();
+    let top = chain_ids(&diff_ids).pop().unwrap();
+    with_view(&b, &top, |root| {
+        assert_eq!(std::fs::read(root.join("data/fresh")).unwrap(), b"fresh")
+    });
+}
+
+#[test]
+fn load_reads_a_docker_archive() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let l = multi_layer_layout(&tmp.path().join("oci"), Compression::Gzip);
+    let archive = tmp.path().join("docker.tar");
+    let out = reg.skopeo(&[
+        "copy",
+        &format!("oci:{}:latest", l.dir.display()),
+        &format!("docker-archive:{}:example/app:7", archive.display()),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = Daemon::start();
+    let bytes = std::fs::read(&archive).unwrap();
+    let out = d.molde_stdin(&["load", "-q"], &bytes).ok();
+    assert_eq!(out.trim(), "docker.io/example/app:7");
+    let diff_ids: Vec<String> = l.layers.iter().map(|(_, id)| id.clone()).collect();
+    let top = chain_ids(&diff_ids).pop().unwrap();
+    with_view(&d, &top, |root| {
+        assert_eq!(std::fs::read(root.join("data/fresh")).unwrap(), b"fresh");
+        assert!(root.join("bin/busybox").is_file());
+    });
+    let err = d.molde_stdin(&["load"], b"not a tar at all").fails();
+    assert!(err.contains("archive"), "{err}");
+}

@@ -70,6 +70,22 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Write images to an OCI image layout tar
+    Save {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Write to this file instead of stdout
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Load images from a tar (OCI image layout or docker-archive)
+    Load {
+        /// Read from this file instead of stdin
+        #[arg(short, long)]
+        input: Option<std::path::PathBuf>,
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Remove image names (content goes with the next garbage collection)
     Rmi {
         #[arg(required = true)]
@@ -156,6 +172,8 @@ async fn run(cli: Cli) -> Result<()> {
             destination,
             quiet,
         } => transfer::push(&d, &name, destination, quiet).await,
+        Command::Save { names, output } => transfer::save(&d, names, output).await,
+        Command::Load { input, quiet } => transfer::load(&d, input, quiet).await,
         Command::Rmi { names } => images::rmi(&d, names).await,
         Command::Tag { source, target } => images::tag(&d, &source, &target).await,
         Command::Inspect { name } => inspect::image(&d, &name).await,

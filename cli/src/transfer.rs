@@ -146,3 +146,78 @@ pub async fn push(d: &Daemon, name: &str, destination: Option<String>, quiet: bo
         }
     }
 }
+
+/// `molde save`: the daemon writes the archive, the CLI copies it to a file or stdout.
+pub async fn save(d: &Daemon, names: Vec<String>, output: Option<std::path::PathBuf>) -> Result<()> {
+    use std::io::Write;
+    let names: Vec<String> = names.iter().map(|n| crate::images::normalize(n)).collect();
+    let mut stream = TransferClient::new(d.channel.clone())
+        .export(d.request(api::ExportRequest { names: names.clone() }))
+        .await
+        .map_err(status(format!("saving {}", names.join(", "))))?
+        .into_inner();
+    let mut out: Box<dyn Write> = match &output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| anyhow!("creating {}: {e}", p.display()))?,
+        )),
+        None => {
+            if std::io::stdout().is_terminal() {
+                anyhow::bail!("refusing to write an archive to a terminal: use -o FILE or redirect stdout");
+            }
+            Box::new(std::io::stdout().lock())
+        }
+    };
+    while let Some(chunk) = stream.message().await.map_err(|s| anyhow!("{}", s.message()))? {
+        out.write_all(&chunk.data)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `molde load`: streams an archive (OCI layout or docker-archive) to the daemon.
+pub async fn load(d: &Daemon, input: Option<std::path::PathBuf>, quiet: bool) -> Result<()> {
+    let mut reader: Box<dyn std::io::Read + Send> = match &input {
+        Some(p) => Box::new(std::fs::File::open(p).map_err(|e| anyhow!("opening {}: {e}", p.display()))?),
+        None => Box::new(std::io::stdin()),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let producer = tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut first = true;
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = std::io::Read::read(&mut reader, &mut buf)?;
+            if n == 0 && !first {
+                return Ok(());
+            }
+            buf.truncate(n);
+            if tx
+                .blocking_send(api::ImportRequest {
+                    data: buf.into(),
+                    ..Default::default()
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            first = false;
+        }
+    });
+    let resp = TransferClient::new(d.channel.clone())
+        .max_encoding_message_size(64 << 20)
+        .import(d.request(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await
+        .map_err(|s| anyhow!("{}", s.message()))?
+        .into_inner();
+    producer.await??;
+    for n in resp.names {
+        if quiet {
+            println!("{n}");
+        } else {
+            println!("Loaded image: {n}");
+        }
+    }
+    Ok(())
+}

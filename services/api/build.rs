@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Blob bytes stay reference-counted slices of the receive buffer: no copy per chunk.
         .bytes(".containerd.services.content.v1.WriteContentRequest.data")
         .bytes(".containerd.services.content.v1.ReadContentResponse.data")
+        .bytes(".molde.services.transfer.v1.ArchiveChunk.data")
+        .bytes(".molde.services.transfer.v1.ImportRequest.data")
         .compile_protos(&paths, &[root])?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! `registry.rs` talks to registries, `media.rs` reads what they send,
 //! `fetch.rs` stores blobs, `pull.rs` is the pull flow.
 
+pub mod archive;
 pub mod fetch;
 pub mod media;
 pub mod pull;
@@ -65,8 +66,136 @@ impl TransferService {
 
 type ProgressStream = ReceiverStream<std::result::Result<api::Progress, Status>>;
 
+/// A blocking reader over the data chunks of an Import stream.
+struct ImportReader {
+    rx: std::sync::mpsc::Receiver<std::result::Result<bytes::Bytes, Status>>,
+    cur: bytes::Bytes,
+}
+
+impl std::io::Read for ImportReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => self.cur = b,
+                Ok(Err(s)) => return Err(std::io::Error::other(s.message().to_string())),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// A blocking writer that sends what it is given as Export chunks.
+struct ExportWriter {
+    tx: mpsc::Sender<std::result::Result<api::ArchiveChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ExportWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 1 << 20 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::take(&mut self.buf);
+        self.tx
+            .blocking_send(Ok(api::ArchiveChunk { data: chunk.into() }))
+            .map_err(|_| std::io::Error::other("the client went away"))
+    }
+}
+
 #[tonic::async_trait]
 impl api::transfer_server::Transfer for TransferService {
+    type ExportStream = ReceiverStream<std::result::Result<api::ArchiveChunk, Status>>;
+
+    async fn export(
+        &self,
+        req: Request<api::ExportRequest>,
+    ) -> std::result::Result<Response<Self::ExportStream>, Status> {
+        let ns = RequestContext::of(&req).map_err(ContentError::from)?.namespace;
+        let names = req.into_inner().names;
+        if names.is_empty() {
+            return Err(Status::invalid_argument("export needs at least one image name"));
+        }
+        let (tx, rx) = mpsc::channel(8);
+        let puller = self.puller.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = ExportWriter {
+                tx: tx.clone(),
+                buf: Vec::new(),
+            };
+            let r = puller
+                .export(&ns, &names, &mut w)
+                .and_then(|_| std::io::Write::flush(&mut w).map_err(ContentError::io("sending the archive")));
+            if let Err(e) = r {
+                let st: Status = e.into();
+                let _ = tx.blocking_send(Err(Status::new(
+                    st.code(),
+                    format!("saving {}: {}", names.join(", "), st.message()),
+                )));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn import(
+        &self,
+        req: Request<tonic::Streaming<api::ImportRequest>>,
+    ) -> std::result::Result<Response<api::ImportResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(ContentError::from)?.namespace;
+        let mut inbound = req.into_inner();
+        let first = inbound.message().await?.unwrap_or_default();
+        let unpack = !first.skip_unpack;
+        let snapshotter = if first.snapshotter.is_empty() {
+            "overlayfs".to_string()
+        } else {
+            first.snapshotter.clone()
+        };
+        let (dtx, drx) = std::sync::mpsc::sync_channel(8);
+        let _ = dtx.send(Ok(first.data));
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(m)) => {
+                        if dtx.send(Ok(m.data)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(s) => {
+                        let _ = dtx.send(Err(s));
+                        return;
+                    }
+                }
+            }
+        });
+        let (ptx, mut prx) = mpsc::channel(64);
+        tokio::spawn(async move { while prx.recv().await.is_some() {} });
+        let reader = Box::new(ImportReader {
+            rx: drx,
+            cur: bytes::Bytes::new(),
+        });
+        let names = self
+            .puller
+            .import(&ns, reader, unpack, &snapshotter, &ptx)
+            .await
+            .map_err(|e| {
+                let st: Status = e.into();
+                Status::new(st.code(), format!("loading the archive: {}", st.message()))
+            })?;
+        Ok(Response::new(api::ImportResponse { names }))
+    }
+
     type PullStream = ProgressStream;
 
     async fn pull(

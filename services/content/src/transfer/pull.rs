@@ -83,14 +83,14 @@ async fn send(tx: &ProgressTx, ev: api::progress::Event) {
 }
 
 /// A lease that holds what a pull stores until the image record holds it.
-struct PullLease<'a> {
+pub(crate) struct PullLease<'a> {
     shared: &'a Shared,
     ns: String,
-    id: String,
+    pub id: String,
 }
 
 impl<'a> PullLease<'a> {
-    fn new(shared: &'a Shared, ns: &str) -> Result<Self> {
+    pub(crate) fn new(shared: &'a Shared, ns: &str) -> Result<Self> {
         let id = format!("pull-{}", uuid::Uuid::new_v4().simple());
         let expire = (chrono::Utc::now() + chrono::Duration::hours(1))
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -318,6 +318,150 @@ impl Puller {
         }
     }
 
+    /// Unpacks an image whose manifest and config are stored (fetching layers
+    /// the store lacks when it came from a registry), labels its graph for GC,
+    /// and records it under its name. Returns (bytes fetched, blobs fetched,
+    /// layers applied).
+    pub(crate) async fn complete_image(&self, job: ImageJob<'_>) -> Result<(u64, u32, u32)> {
+        let ns = job.ns;
+        let snapshotter = job.snapshotter;
+        let unpack = job.unpack;
+        let manifest = job.manifest;
+        let manifest_desc = job.manifest_desc;
+        let index = job.index;
+        let digest = job.target.digest.clone();
+        let chain = chain_ids(job.diff_ids);
+        // Layers already unpacked: the highest chain ID present means all below are too.
+        let mut present = 0;
+        if unpack {
+            for (i, c) in chain.iter().enumerate().rev() {
+                if self.snapshot_exists(ns, snapshotter, c).await? {
+                    present = i + 1;
+                    break;
+                }
+            }
+        }
+        let (committed_tx, committed_rx) = watch::channel(present);
+        let committed_tx = Arc::new(committed_tx);
+        let sem = Arc::new(tokio::sync::Semaphore::new(self.parallel.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        let stats = Arc::new(std::sync::Mutex::new((0u64, 0u32, 0u32)));
+        // Largest first: the layers that take longest to unpack start earliest.
+        let mut order: Vec<usize> = (0..manifest.layers.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(manifest.layers[i].size));
+        for i in order {
+            let layer = manifest.layers[i].clone();
+            let ctx = LayerTask {
+                shared: self.shared.clone(),
+                snapshotter_ch: self.snapshotter.clone(),
+                inflight: self.inflight.clone(),
+                reg: job.source.as_ref().map(|(_, r)| r.clone()),
+                remote: job.source.as_ref().map(|(r, _)| (*r).clone()),
+                reference: job.name.to_string(),
+                ns: job.ns.to_string(),
+                lease: job.lease.to_string(),
+                snapshotter: job.snapshotter.to_string(),
+                layer,
+                index: i,
+                diff_id: job.diff_ids[i].clone(),
+                chain: chain[..=i].to_vec(),
+                unpack: unpack && i >= present,
+                committed_tx: committed_tx.clone(),
+                committed_rx: committed_rx.clone(),
+                tx: job.tx.clone(),
+                sem: sem.clone(),
+                stats: stats.clone(),
+            };
+            tasks.spawn(ctx.run());
+        }
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tasks.abort_all();
+                    return Err(e);
+                }
+                Err(e) => {
+                    tasks.abort_all();
+                    return Err(ContentError::Io {
+                        context: format!("unpacking {}", job.name),
+                        source: std::io::Error::other(e.to_string()),
+                    });
+                }
+            }
+        }
+
+        // Labels that make the image's graph visible to GC and to containerd clients.
+        let mut m_labels = HashMap::new();
+        m_labels.insert(
+            format!("{}.config", records::GC_REF_CONTENT),
+            manifest.config.digest.clone(),
+        );
+        for (i, l) in manifest.layers.iter().enumerate() {
+            m_labels.insert(format!("{}.l.{i}", records::GC_REF_CONTENT), l.digest.clone());
+            self.shared.set_labels(
+                ns,
+                &l.digest,
+                [("containerd.io/uncompressed".to_string(), job.diff_ids[i].clone())].into(),
+            )?;
+        }
+        if let Some((reference, _)) = &job.source {
+            let source = (
+                format!("{}{}", super::push::SOURCE_LABEL, reference.registry()),
+                reference.repository().to_string(),
+            );
+            for d in manifest
+                .layers
+                .iter()
+                .map(|l| &l.digest)
+                .chain([&manifest.config.digest, &digest])
+            {
+                self.shared.set_labels(ns, d, [source.clone()].into())?;
+            }
+            m_labels.insert(source.0.clone(), source.1.clone());
+        }
+        self.shared.set_labels(ns, &manifest_desc.digest, m_labels)?;
+        if let Some(idx) = index {
+            let pos = idx
+                .manifests
+                .iter()
+                .position(|m| m.digest == manifest_desc.digest)
+                .unwrap_or(0);
+            self.shared.set_labels(
+                ns,
+                &digest,
+                [(
+                    format!("{}.m.{pos}", records::GC_REF_CONTENT),
+                    manifest_desc.digest.clone(),
+                )]
+                .into(),
+            )?;
+        }
+        if unpack && let Some(top) = chain.last() {
+            self.shared.set_labels(
+                ns,
+                &manifest.config.digest,
+                [(
+                    format!("containerd.io/gc.ref.snapshot.{snapshotter}"),
+                    top.clone(),
+                )]
+                .into(),
+            )?;
+        }
+        self.shared.put_image(
+            ns,
+            job.name,
+            DescriptorRecord {
+                media_type: job.target.media_type.clone(),
+                digest: digest.clone(),
+                size: job.target.size,
+                annotations: Default::default(),
+            },
+        )?;
+        let stats = *stats.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(stats)
+    }
+
     pub async fn pull(&self, ns: &str, req: api::PullRequest, tx: &ProgressTx) -> Result<()> {
         let reference: Reference = req
             .reference
@@ -421,7 +565,6 @@ impl Puller {
                 manifest.layers.len()
             )));
         }
-        let chain = chain_ids(&config.rootfs.diff_ids);
         send(
             tx,
             api::progress::Event::Resolved(api::Resolved {
@@ -434,136 +577,23 @@ impl Puller {
         )
         .await;
 
-        // Layers already unpacked: the highest chain ID present means all below are too.
-        let mut present = 0;
-        if unpack {
-            for (i, c) in chain.iter().enumerate().rev() {
-                if self.snapshot_exists(ns, &snapshotter, c).await? {
-                    present = i + 1;
-                    break;
-                }
-            }
-        }
-        let (committed_tx, committed_rx) = watch::channel(present);
-        let committed_tx = Arc::new(committed_tx);
-        let sem = Arc::new(tokio::sync::Semaphore::new(self.parallel.max(1)));
-        let mut tasks = tokio::task::JoinSet::new();
-        let stats = Arc::new(std::sync::Mutex::new((0u64, 0u32, 0u32)));
-        // Largest first: the layers that take longest to unpack start earliest.
-        let mut order: Vec<usize> = (0..manifest.layers.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(manifest.layers[i].size));
-        for i in order {
-            let layer = manifest.layers[i].clone();
-            let ctx = LayerTask {
-                shared: self.shared.clone(),
-                snapshotter_ch: self.snapshotter.clone(),
-                inflight: self.inflight.clone(),
-                reg: reg.clone(),
-                reference: reference.clone(),
-                ns: ns.to_string(),
-                lease: lease.id.clone(),
-                snapshotter: snapshotter.clone(),
-                layer,
-                index: i,
-                diff_id: config.rootfs.diff_ids[i].clone(),
-                chain: chain[..=i].to_vec(),
-                unpack: unpack && i >= present,
-                committed_tx: committed_tx.clone(),
-                committed_rx: committed_rx.clone(),
-                tx: tx.clone(),
-                sem: sem.clone(),
-                stats: stats.clone(),
-            };
-            tasks.spawn(ctx.run());
-        }
-        while let Some(r) = tasks.join_next().await {
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tasks.abort_all();
-                    return Err(e);
-                }
-                Err(e) => {
-                    tasks.abort_all();
-                    return Err(ContentError::Io {
-                        context: format!("pulling {name}"),
-                        source: std::io::Error::other(e.to_string()),
-                    });
-                }
-            }
-        }
-
-        // Labels that make the image's graph visible to GC and to containerd clients.
-        let mut m_labels = HashMap::new();
-        m_labels.insert(
-            format!("{}.config", records::GC_REF_CONTENT),
-            manifest.config.digest.clone(),
-        );
-        for (i, l) in manifest.layers.iter().enumerate() {
-            m_labels.insert(format!("{}.l.{i}", records::GC_REF_CONTENT), l.digest.clone());
-            self.shared.set_labels(
+        let (bytes, blobs, layers) = self
+            .complete_image(ImageJob {
                 ns,
-                &l.digest,
-                [(
-                    "containerd.io/uncompressed".to_string(),
-                    config.rootfs.diff_ids[i].clone(),
-                )]
-                .into(),
-            )?;
-        }
-        let source = (
-            format!("{}{}", super::push::SOURCE_LABEL, reference.registry()),
-            reference.repository().to_string(),
-        );
-        for d in manifest
-            .layers
-            .iter()
-            .map(|l| &l.digest)
-            .chain([&manifest.config.digest, &digest])
-        {
-            self.shared.set_labels(ns, d, [source.clone()].into())?;
-        }
-        m_labels.insert(source.0.clone(), source.1.clone());
-        self.shared.set_labels(ns, &manifest_desc.digest, m_labels)?;
-        if let Some(idx) = &index {
-            let pos = idx
-                .manifests
-                .iter()
-                .position(|m| m.digest == manifest_desc.digest)
-                .unwrap_or(0);
-            self.shared.set_labels(
-                ns,
-                &digest,
-                [(
-                    format!("{}.m.{pos}", records::GC_REF_CONTENT),
-                    manifest_desc.digest.clone(),
-                )]
-                .into(),
-            )?;
-        }
-        if unpack && let Some(top) = chain.last() {
-            self.shared.set_labels(
-                ns,
-                &manifest.config.digest,
-                [(
-                    format!("containerd.io/gc.ref.snapshot.{snapshotter}"),
-                    top.clone(),
-                )]
-                .into(),
-            )?;
-        }
-        self.shared.put_image(
-            ns,
-            &name,
-            DescriptorRecord {
-                media_type: top_type,
-                digest: digest.clone(),
-                size: body.len() as i64,
-                annotations: Default::default(),
-            },
-        )?;
+                lease: &lease.id,
+                name: &name,
+                target: &target,
+                index: index.as_ref(),
+                manifest_desc: &manifest_desc,
+                manifest: &manifest,
+                diff_ids: &config.rootfs.diff_ids,
+                snapshotter: &snapshotter,
+                unpack,
+                source: Some((&reference, reg.clone())),
+                tx,
+            })
+            .await?;
         drop(lease);
-        let (bytes, blobs, layers) = *stats.lock().unwrap_or_else(|p| p.into_inner());
         tracing::info!(namespace = ns, image = %name, %digest, bytes, blobs, layers, "image pulled");
         send(
             tx,
@@ -580,13 +610,32 @@ impl Puller {
     }
 }
 
+/// An image to unpack and record (see `Puller::complete_image`).
+pub(crate) struct ImageJob<'a> {
+    pub ns: &'a str,
+    pub lease: &'a str,
+    pub name: &'a str,
+    pub target: &'a Descriptor,
+    pub index: Option<&'a Index>,
+    pub manifest_desc: &'a Descriptor,
+    pub manifest: &'a Manifest,
+    pub diff_ids: &'a [String],
+    pub snapshotter: &'a str,
+    pub unpack: bool,
+    /// The registry reference it came from, and the client to fetch missing blobs with.
+    pub source: Option<(&'a Reference, Arc<Registry>)>,
+    pub tx: &'a ProgressTx,
+}
+
 /// Fetching and unpacking one layer.
 struct LayerTask {
     shared: Arc<Shared>,
     snapshotter_ch: Channel,
     inflight: Arc<Inflight>,
-    reg: Arc<Registry>,
-    reference: Reference,
+    reg: Option<Arc<Registry>>,
+    remote: Option<Reference>,
+    /// The image, for messages.
+    reference: String,
     ns: String,
     lease: String,
     snapshotter: String,
@@ -617,6 +666,12 @@ impl LayerTask {
                 match fetch::adopt_existing(&self.shared, &self.ns, &self.lease, &digest, self.layer.size)? {
                     Some(Fetched::Present) | Some(Fetched::Shared) => "exists",
                     _ => {
+                        let (Some(reg), Some(remote)) = (&self.reg, &self.remote) else {
+                            return Err(ContentError::NotFound(format!(
+                                "layer {} of {}",
+                                self.layer.digest, self.reference
+                            )));
+                        };
                         let tx = self.tx.clone();
                         let d = self.layer.digest.clone();
                         let total = self.layer.size;
@@ -627,8 +682,8 @@ impl LayerTask {
                                 ns: &self.ns,
                                 lease: &self.lease,
                             },
-                            &self.reg,
-                            &self.reference,
+                            reg,
+                            remote,
                             &digest,
                             self.layer.size,
                             |n| {
