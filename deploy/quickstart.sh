@@ -29,6 +29,22 @@ echo "stored $digest"
 got=$(molde content get "$digest")
 [ "$got" = "$payload" ] || { echo "read back different bytes: $got" >&2; exit 1; }
 echo "read back: $got"
-molde content ls
+
+echo
+echo "== a base image, built offline from busybox-static, loaded, pushed and pulled"
+work=$(mktemp -d)
+trap 'kill ${registry:-0} 2>/dev/null; rm -rf "$work"' EXIT
+python3 deploy/make-base-image.py "$work/busybox.tar" localhost/molde/busybox:latest >/dev/null
+molde load -i "$work/busybox.tar"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s}\n' \
+  "$work/registry" "$port" > "$work/registry.yml"
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+registry=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.05; done
+remote=127.0.0.1:$port/molde/busybox:latest
+molde push localhost/molde/busybox:latest "$remote"
+molde pull "$remote"
+molde images
 echo
 echo "molded keeps running; stop it with: pkill -TERM molded"

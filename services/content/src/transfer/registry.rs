@@ -6,11 +6,9 @@
 //! registry under `/etc/molde/certs.d/<host>/hosts.toml`:
 //!
 //! ```toml
-//! server = "https://registry.example.com"   # optional
 //! plain_http = false                        # talk HTTP instead of HTTPS
 //! skip_verify = false                       # accept any TLS certificate
 //! ca = ["/etc/molde/certs.d/registry.example.com/ca.crt"]
-//! mirrors = ["http://127.0.0.1:5001"]       # tried first, in order, for pulls
 //! ```
 //!
 //! As Docker does, registries on `localhost` and `127.0.0.0/8` are reached over
@@ -36,13 +34,11 @@ use super::media::{ACCEPTED, MAX_METADATA};
 pub const ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HostConfig {
-    pub server: Option<String>,
     pub plain_http: bool,
     pub skip_verify: bool,
     pub ca: Vec<PathBuf>,
-    pub mirrors: Vec<String>,
 }
 
 /// Reads per-registry settings from a certs.d-style directory.
@@ -323,12 +319,16 @@ mod tests {
     #[test]
     fn hosts_toml_parses() {
         let c = parse_hosts(
-            "plain_http = true\nmirrors = [\"http://127.0.0.1:5001\"]\nca = [\"/x.pem\"]\n",
+            "plain_http = true\nskip_verify = true\nca = [\"/x.pem\"]\n",
             Path::new("h"),
         )
         .unwrap();
-        assert!(c.plain_http);
-        assert_eq!(c.mirrors, ["http://127.0.0.1:5001"]);
+        assert!(c.plain_http && c.skip_verify);
+        assert_eq!(c.ca, [PathBuf::from("/x.pem")]);
+        assert!(
+            parse_hosts("mirrors = []", Path::new("h")).is_err(),
+            "unknown keys are refused"
+        );
         assert!(parse_hosts("plain_http = 3", Path::new("h")).is_err());
     }
 }
