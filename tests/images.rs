@@ -327,3 +327,57 @@ fn load_reads_a_docker_archive() {
     let err = d.molde_stdin(&["load"], b"not a tar at all").fails();
     assert!(err.contains("archive"), "{err}");
 }
+
+#[test]
+fn pull_through_split_content_and_snapshotter_daemons() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let l = multi_layer_layout(&tmp.path().join("oci"), Compression::Gzip);
+    reg.push_layout(&l.dir, "split/app:1");
+    // Each daemon hosts one service and reaches the other by address: layers
+    // reach the snapshotter over content.v1 Read, not the local fast path.
+    let mut content = Daemon::prepare(&["--service", "content"]);
+    let mut snap = Daemon::prepare(&["--service", "snapshotter"]);
+    content.args(&[
+        "--remote".into(),
+        format!("snapshotter=unix://{}", snap.sock.display()),
+    ]);
+    snap.args(&[
+        "--remote".into(),
+        format!("content=unix://{}", content.sock.display()),
+    ]);
+    content.spawn();
+    snap.spawn();
+    let reference = format!("{}/split/app:1", reg.host);
+    content.molde(&["pull", "-q", &reference]).ok();
+    let diff_ids: Vec<String> = l.layers.iter().map(|(_, id)| id.clone()).collect();
+    let top = chain_ids(&diff_ids).pop().unwrap();
+    assert!(snap.root.join("snapshots/overlayfs").is_dir());
+    assert!(
+        !content.root.join("snapshots/overlayfs").exists(),
+        "the content daemon holds no snapshots"
+    );
+    // ctr against the content daemon reaches the snapshotter through its forwarder.
+    with_view(&content, &top, |root| {
+        assert_eq!(std::fs::read(root.join("data/fresh")).unwrap(), b"fresh")
+    });
+}
+
+#[test]
+fn pull_without_the_content_fast_path() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let l = multi_layer_layout(&tmp.path().join("oci"), Compression::Gzip);
+    reg.push_layout(&l.dir, "slow/app:1");
+    let d = Daemon::start_with_config("[snapshotter]\ncontent_fast_path = false\n");
+    d.molde(&["pull", "-q", &format!("{}/slow/app:1", reg.host)]).ok();
+    let diff_ids: Vec<String> = l.layers.iter().map(|(_, id)| id.clone()).collect();
+    let top = chain_ids(&diff_ids).pop().unwrap();
+    with_view(&d, &top, |root| {
+        assert_eq!(std::fs::read(root.join("data/fresh")).unwrap(), b"fresh");
+        assert_eq!(
+            std::fs::read(root.join("bin/sh-again")).unwrap(),
+            std::fs::read("/bin/busybox").unwrap()
+        );
+    });
+}

@@ -76,7 +76,8 @@ impl Daemon {
         d
     }
 
-    fn prepare(extra: &[&str]) -> Daemon {
+    /// A daemon set up (temp dir, socket path) but not started: see `spawn`.
+    pub fn prepare(extra: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("molde-test-")
             .tempdir()
@@ -93,6 +94,11 @@ impl Daemon {
         }
     }
 
+    /// Adds arguments before the daemon is spawned.
+    pub fn args(&mut self, extra: &[String]) {
+        self.extra.extend(extra.iter().cloned());
+    }
+
     /// The molded command line this daemon runs with.
     pub fn command(&self) -> Command {
         let mut c = Command::new(bin("molded"));
@@ -107,7 +113,8 @@ impl Daemon {
         c
     }
 
-    fn spawn(&mut self) {
+    /// Starts a prepared daemon and waits until it serves.
+    pub fn spawn(&mut self) {
         self.starts += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
