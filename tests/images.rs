@@ -381,3 +381,93 @@ fn pull_without_the_content_fast_path() {
         );
     });
 }
+
+#[test]
+fn tag_and_rmi_and_ctr_pull_into_the_native_snapshotter() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let l = multi_layer_layout(&tmp.path().join("oci"), Compression::Gzip);
+    reg.push_layout(&l.dir, "tag/app:1");
+    let d = Daemon::start();
+    let reference = format!("{}/tag/app:1", reg.host);
+    d.ctr(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "native",
+        &reference,
+    ])
+    .ok();
+    let diff_ids: Vec<String> = l.layers.iter().map(|(_, id)| id.clone()).collect();
+    let chain = chain_ids(&diff_ids);
+    let snaps = d.ctr(&["snapshots", "--snapshotter", "native", "ls"]).ok();
+    assert!(snaps.contains(&chain[2]), "{snaps}");
+    // A native snapshot is a full tree: whiteouts were carried out, nothing hidden.
+    let (dir, _) = molde_tests::files_under(&d.root.join("snapshots/native"))
+        .into_iter()
+        .filter_map(|p| p.to_str().map(|s| (p.clone(), s.to_string())))
+        .find(|(_, s)| s.ends_with("/fs/data/fresh"))
+        .expect("the top native snapshot has data/fresh");
+    let top = dir.parent().unwrap().parent().unwrap();
+    assert!(!top.join("etc/motd").exists() && !top.join("data/big").exists());
+    assert!(top.join("bin/busybox").is_file());
+
+    d.molde(&["tag", &reference, "example.com/copy:2"]).ok();
+    let names = d.molde(&["images", "-q"]).ok();
+    assert!(
+        names.contains("example.com/copy:2") && names.contains(&reference),
+        "{names}"
+    );
+    d.molde(&["rmi", &reference]).ok();
+    let names = d.molde(&["images", "-q"]).ok();
+    assert_eq!(names.trim(), "example.com/copy:2");
+    let err = d.molde(&["rmi", "no/such:image"]).fails();
+    assert!(
+        err.contains("no/such:image") && err.contains("not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn concurrent_pulls_share_one_download() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let l = multi_layer_layout(&tmp.path().join("oci"), Compression::Gzip);
+    reg.push_layout(&l.dir, "share/app:1");
+    reg.push_layout(&l.dir, "share/other:1");
+    let proxy = molde_tests::faults::FaultProxy::start(&reg.host);
+    proxy.set(molde_tests::faults::Faults {
+        slow: Some(std::time::Duration::from_millis(5)),
+        ..Default::default()
+    });
+    let d = Daemon::start();
+    let refs = [
+        format!("{}/share/app:1", proxy.host),
+        format!("{}/share/other:1", proxy.host),
+    ];
+    let children: Vec<_> = refs
+        .iter()
+        .map(|r| {
+            std::process::Command::new(molde_tests::bin("molde"))
+                .env("MOLDE_ADDRESS", &d.sock)
+                .args(["pull", "-q", r])
+                .output()
+        })
+        .collect();
+    for c in children {
+        assert!(c.unwrap().status.success());
+    }
+    let big = &l.layers[1].0;
+    let fetches = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET") && r.contains(&big[7..]))
+        .count();
+    assert_eq!(
+        fetches,
+        1,
+        "one download of the shared layer: {:#?}",
+        proxy.requests()
+    );
+}
