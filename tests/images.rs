@@ -471,3 +471,44 @@ fn concurrent_pulls_share_one_download() {
         proxy.requests()
     );
 }
+
+#[test]
+fn removing_an_image_lets_gc_remove_its_blobs_and_snapshots() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let l = multi_layer_layout(&tmp.path().join("oci"), Compression::Gzip);
+    reg.push_layout(&l.dir, "gc/app:1");
+    let d = Daemon::start();
+    let reference = format!("{}/gc/app:1", reg.host);
+    d.molde(&["pull", "-q", &reference]).ok();
+    let diff_ids: Vec<String> = l.layers.iter().map(|(_, id)| id.clone()).collect();
+    let chain = chain_ids(&diff_ids);
+    // While the image exists, a collection keeps everything.
+    d.molde(&["gc"]).ok();
+    let snaps = d.ctr(&["snapshots", "ls"]).ok();
+    assert!(chain.iter().all(|c| snaps.contains(c)), "{snaps}");
+    assert!(d.molde(&["content", "ls", "-q"]).ok().contains(&l.layers[1].0));
+    // A snapshot a container would use stays too.
+    d.ctr(&["snapshots", "prepare", "keep-me", &chain[0]]).ok();
+
+    d.molde(&["rmi", &reference]).ok();
+    d.molde(&["gc"]).ok();
+    assert!(d.molde(&["content", "ls", "-q"]).ok().trim().is_empty());
+    let snaps = d.ctr(&["snapshots", "ls"]).ok();
+    assert!(
+        snaps.contains("keep-me") && snaps.contains(&chain[0]),
+        "the active snapshot holds its parent:\n{snaps}"
+    );
+    assert!(
+        !snaps.contains(&chain[2]) && !snaps.contains(&chain[1]),
+        "{snaps}"
+    );
+    d.ctr(&["snapshots", "rm", "keep-me"]).ok();
+    d.molde(&["gc"]).ok();
+    assert!(!d.ctr(&["snapshots", "ls"]).ok().contains(&chain[0]));
+    let dirs: Vec<_> = std::fs::read_dir(d.root.join("snapshots/overlayfs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(dirs, ["empty"], "no snapshot directory is left");
+}

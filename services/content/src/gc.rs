@@ -175,12 +175,30 @@ pub fn collect(shared: &Shared) -> Result<GcStats> {
     Ok(stats)
 }
 
-/// Runs a collection on a blocking thread.
+/// Runs a collection on a blocking thread, then asks the snapshotter to
+/// collect what the removed content held (snapshots.v1 Cleanup).
 pub async fn collect_blocking(shared: Arc<Shared>) -> std::result::Result<GcStats, Status> {
-    tokio::task::spawn_blocking(move || collect(&shared))
+    let s = shared.clone();
+    let stats = tokio::task::spawn_blocking(move || collect(&s))
         .await
         .map_err(|e| Status::internal(format!("garbage collection panicked: {e}")))?
-        .map_err(Status::from)
+        .map_err(Status::from)?;
+    if let Some(ch) = &shared.config.snapshotter {
+        use molde_api::containerd::services::snapshots::v1::{
+            CleanupRequest, snapshots_client::SnapshotsClient,
+        };
+        for name in ["overlayfs", "native"] {
+            if let Err(e) = SnapshotsClient::new(ch.clone())
+                .cleanup(CleanupRequest {
+                    snapshotter: name.into(),
+                })
+                .await
+            {
+                tracing::warn!(snapshotter = name, error = %e.message(), "snapshot collection failed");
+            }
+        }
+    }
+    Ok(stats)
 }
 
 /// Collects after each kick (debounced by `gc_delay`) and every `gc_interval`.

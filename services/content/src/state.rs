@@ -23,6 +23,8 @@ pub struct ContentConfig {
     pub gc_interval: Duration,
     /// Delay between a delete and the collection it triggers, so bursts share one.
     pub gc_delay: Duration,
+    /// The snapshotter, asked to collect its snapshots after each content collection.
+    pub snapshotter: Option<tonic::transport::Channel>,
 }
 
 impl ContentConfig {
@@ -32,6 +34,7 @@ impl ContentConfig {
             ingest_expiry: Duration::from_secs(24 * 3600),
             gc_interval: Duration::from_secs(3600),
             gc_delay: Duration::from_millis(100),
+            snapshotter: None,
         }
     }
 }

@@ -150,6 +150,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         cc.gc_interval = cfg.gc.interval();
         cc.ingest_expiry = cfg.gc.ingest_expiry();
         cc.gc_delay = cfg.gc.delay();
+        cc.snapshotter = Some(molde_api::client::channel(&reach("snapshotter")?));
         let shared = Shared::new(store, cc)?;
         tokio::spawn(molde_content::gc::run_scheduler(shared.clone()));
         let transfer = molde_content::transfer::TransferService::new(

@@ -14,6 +14,7 @@ pub mod content;
 pub mod diff;
 pub mod error;
 mod fsutil;
+pub mod gc;
 pub mod snapshots;
 pub mod store;
 
@@ -33,7 +34,10 @@ pub struct Servers {
 
 pub fn servers(s: Arc<Snapshotter>, content: ContentAccess) -> Servers {
     Servers {
-        snapshots: SnapshotsServer::new(snapshots::SnapshotsService { s: s.clone() }),
+        snapshots: SnapshotsServer::new(snapshots::SnapshotsService {
+            s: s.clone(),
+            content: content.channel(),
+        }),
         diff: DiffServer::new(diff::DiffService::new(s, content)),
     }
 }
