@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "containerd/services/introspection/v1/introspection.proto",
         "containerd/services/snapshots/v1/snapshots.proto",
         "containerd/services/diff/v1/diff.proto",
+        "containerd/services/containers/v1/containers.proto",
         "molde/gc/v1/gc.proto",
         "molde/transfer/v1/transfer.proto",
     ];

@@ -51,6 +51,11 @@ pub mod containerd {
                 tonic::include_proto!("containerd.services.diff.v1");
             }
         }
+        pub mod containers {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.containers.v1");
+            }
+        }
         pub mod introspection {
             pub mod v1 {
                 tonic::include_proto!("containerd.services.introspection.v1");

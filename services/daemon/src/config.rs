@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// Services `molded` can host. `all` in the config means every one of them.
-pub const SERVICES: &[&str] = &["content", "snapshotter"];
+pub const SERVICES: &[&str] = &["content", "snapshotter", "runtime"];
 
 pub const DEFAULT_CONFIG: &str = "/etc/molde/config.toml";
 

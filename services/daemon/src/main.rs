@@ -29,8 +29,8 @@ use tonic::transport::Server;
 use crate::config::Config;
 use crate::info::{IntrospectionService, PluginInfo, VersionService};
 use crate::proxy::{
-    ContentName, DiffName, Forward, GcName, ImagesName, LeasesName, NamespacesName, SnapshotsName,
-    TransferName,
+    ContainersName, ContentName, DiffName, Forward, GcName, ImagesName, LeasesName, NamespacesName,
+    SnapshotsName, TransferName,
 };
 
 #[derive(Debug, Parser)]
@@ -122,7 +122,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     ];
     let mut hosted = Vec::new();
 
-    let store = if cfg.hosts("content") || cfg.hosts("snapshotter") {
+    let store = if cfg.hosts("content") || cfg.hosts("snapshotter") || cfg.hosts("runtime") {
         let meta_path = cfg.root.join("meta.redb");
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&meta_path).with_context(|| {
             format!(
@@ -220,6 +220,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             plugins.push(plugin("io.containerd.grpc.v1", id, &[("remote", remote)]));
         }
         hosted.push(format!("snapshotter (remote {remote})"));
+    }
+    if let Some(store) = store.clone().filter(|_| cfg.hosts("runtime")) {
+        let s = molde_runtime::servers(store);
+        router = router.add_service(s.containers);
+        plugins.push(plugin("io.containerd.grpc.v1", "containers", &[]));
+        hosted.push("runtime".to_string());
+    } else if let Some(remote) = cfg.remote.get("runtime") {
+        router = router.add_service(Forward::<ContainersName>::new(&reach("runtime")?));
+        plugins.push(plugin(
+            "io.containerd.grpc.v1",
+            "containers",
+            &[("remote", remote)],
+        ));
+        hosted.push(format!("runtime (remote {remote})"));
     }
     if hosted.is_empty() {
         bail!("nothing to serve: no service is hosted here or configured as remote");

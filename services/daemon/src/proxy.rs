@@ -88,4 +88,5 @@ service_names! {
     SnapshotsName => "containerd.services.snapshots.v1.Snapshots",
     DiffName => "containerd.services.diff.v1.Diff",
     TransferName => "molde.services.transfer.v1.Transfer",
+    ContainersName => "containerd.services.containers.v1.Containers",
 }

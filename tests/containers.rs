@@ -1,0 +1,70 @@
+//! containers.v1 through containerd's ctr: records with client-generated specs
+//! and rootfs snapshots prepared by molded's snapshotter.
+
+use molde_tests::Daemon;
+use molde_tests::image::{self, Compression, busybox_rootfs, host_arch, tar};
+use molde_tests::registry::Registry;
+
+#[test]
+fn ctr_containers_create_ls_info_label_rm() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let l = image::layout(
+        &tmp.path().join("oci"),
+        &[tar(&busybox_rootfs())],
+        Compression::Gzip,
+        host_arch(),
+    );
+    reg.push_layout(&l.dir, "ctr/busybox:1");
+    let d = Daemon::start();
+    let reference = format!("{}/ctr/busybox:1", reg.host);
+    d.ctr(&["images", "pull", "--plain-http", &reference]).ok();
+    d.ctr(&[
+        "containers",
+        "create",
+        "--label",
+        "team=a",
+        &reference,
+        "web1",
+        "sleep",
+        "10",
+    ])
+    .ok();
+
+    let ls = d.ctr(&["containers", "ls"]).ok();
+    assert!(ls.contains("web1") && ls.contains(&reference), "{ls}");
+    let info: serde_json::Value = serde_json::from_str(&d.ctr(&["containers", "info", "web1"]).ok()).unwrap();
+    assert_eq!(info["ID"], "web1");
+    assert_eq!(info["Image"], reference.as_str());
+    assert_eq!(info["Labels"]["team"], "a");
+    assert_eq!(
+        info["Spec"]["process"]["args"][1], "10",
+        "the spec ctr generated round-trips"
+    );
+    let key = info["SnapshotKey"].as_str().unwrap().to_string();
+    assert!(
+        d.ctr(&["snapshots", "ls"]).ok().contains(&key),
+        "ctr prepared the rootfs snapshot in molded"
+    );
+
+    d.ctr(&["containers", "label", "web1", "tier=1"]).ok();
+    let info: serde_json::Value = serde_json::from_str(&d.ctr(&["containers", "info", "web1"]).ok()).unwrap();
+    assert_eq!(info["Labels"]["tier"], "1");
+    let err = d.ctr(&["containers", "create", &reference, "web1"]).fails();
+    assert!(err.contains("already exists"), "{err}");
+    assert!(
+        d.ctr(&["containers", "ls", "-q", "labels.team==b"])
+            .ok()
+            .trim()
+            .is_empty()
+    );
+
+    d.ctr(&["containers", "rm", "web1"]).ok();
+    assert!(!d.ctr(&["containers", "ls", "-q"]).ok().contains("web1"));
+    assert!(
+        !d.ctr(&["snapshots", "ls"]).ok().contains(&key),
+        "ctr removes the container's snapshot"
+    );
+    let err = d.ctr(&["containers", "info", "web1"]).fails();
+    assert!(err.contains("not found"), "{err}");
+}
