@@ -7,6 +7,7 @@ mod daemon;
 mod images;
 mod inspect;
 mod output;
+mod run;
 mod transfer;
 
 use anyhow::Result;
@@ -53,6 +54,8 @@ enum Command {
         #[command(flatten)]
         list: images::ListArgs,
     },
+    /// Run a command in a new container
+    Run(run::RunArgs),
     /// Pull an image from a registry and unpack it
     Pull {
         reference: String,
@@ -162,6 +165,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Info => daemon::info(&d).await,
         Command::Content(c) => content::run(&d, c).await,
         Command::Images { cmd, list } => images::run(&d, cmd.unwrap_or(images::ImagesCmd::Ls(list))).await,
+        Command::Run(a) => {
+            let code = run::run(&d, a).await?;
+            std::process::exit(code);
+        }
         Command::Pull {
             reference,
             platform,

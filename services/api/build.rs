@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "containerd/services/containers/v1/containers.proto",
         "molde/gc/v1/gc.proto",
         "molde/transfer/v1/transfer.proto",
+        "molde/runtime/v1/runtime.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

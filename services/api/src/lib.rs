@@ -76,6 +76,11 @@ pub mod molde {
                 tonic::include_proto!("molde.services.gc.v1");
             }
         }
+        pub mod runtime {
+            pub mod v1 {
+                tonic::include_proto!("molde.services.runtime.v1");
+            }
+        }
     }
 }
 

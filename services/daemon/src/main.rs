@@ -222,8 +222,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         hosted.push(format!("snapshotter (remote {remote})"));
     }
     if let Some(store) = store.clone().filter(|_| cfg.hosts("runtime")) {
-        let s = molde_runtime::servers(store);
-        router = router.add_service(s.containers);
+        let shim = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("molde-shim")))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("molde-shim"));
+        let s = molde_runtime::servers(
+            store,
+            molde_runtime::RuntimeConfig {
+                state: cfg.state.join("runtime"),
+                shim,
+                content: molde_api::client::channel(&reach("content")?),
+                snapshotter: molde_api::client::channel(&reach("snapshotter")?),
+            },
+        );
+        router = router.add_service(s.containers).add_service(s.runtime);
         plugins.push(plugin("io.containerd.grpc.v1", "containers", &[]));
         hosted.push("runtime".to_string());
     } else if let Some(remote) = cfg.remote.get("runtime") {

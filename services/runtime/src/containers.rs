@@ -15,7 +15,7 @@ use molde_meta::{Compare, Store, Txn, TxnOutcome};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-fn key(ns: &str, id: &str) -> String {
+pub(crate) fn key(ns: &str, id: &str) -> String {
     format!("/v1/ns/{ns}/containers/{id}")
 }
 
@@ -33,7 +33,7 @@ fn ns<T>(req: &Request<T>) -> Result<String, Status> {
 
 /// Container ids follow containerd's identifier rule: letters, digits, `.`,
 /// `_` and `-`, starting with a letter or digit, at most 76 characters.
-fn check_id(id: &str) -> Result<(), Status> {
+pub(crate) fn check_id(id: &str) -> Result<(), Status> {
     let ok = !id.is_empty()
         && id.len() <= 76
         && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())

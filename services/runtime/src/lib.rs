@@ -5,20 +5,54 @@
 //! store. Tasks and the per-container shims come next.
 
 pub mod containers;
+mod image;
+pub mod run;
+mod spec;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use molde_api::containerd::services::containers::v1::containers_server::ContainersServer;
+use molde_api::molde::services::runtime::v1::runtime_server::RuntimeServer;
 use molde_meta::Store;
+use tonic::transport::Channel;
 
 /// The runtime service's gRPC servers.
 pub struct Servers {
     pub containers: ContainersServer<containers::ContainersService>,
+    pub runtime: RuntimeServer<run::RuntimeService>,
 }
 
-pub fn servers(store: Arc<dyn Store>) -> Servers {
+/// Where the runtime keeps bundles, and how it reaches what it needs.
+pub struct RuntimeConfig {
+    /// `<state>/runtime`: one bundle directory per container.
+    pub state: PathBuf,
+    /// The `molde-shim` binary.
+    pub shim: PathBuf,
+    /// Reaches images.v1 and content.v1.
+    pub content: Channel,
+    pub snapshotter: Channel,
+}
+
+pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
     Servers {
-        containers: ContainersServer::new(containers::ContainersService { store })
+        containers: ContainersServer::new(containers::ContainersService { store: store.clone() })
             .max_decoding_message_size(16 << 20),
+        runtime: RuntimeServer::new(run::RuntimeService {
+            store,
+            content: cfg.content,
+            snapshotter: cfg.snapshotter,
+            state: cfg.state,
+            shim: cfg.shim,
+        }),
     }
+}
+
+/// A request carrying the namespace header.
+pub(crate) fn with_ns<T>(ns: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Ok(v) = ns.parse() {
+        r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
+    }
+    r
 }

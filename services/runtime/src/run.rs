@@ -1,0 +1,299 @@
+//! molde.services.runtime.v1 Run: image → container record → rootfs snapshot
+//! → bundle → `molde-shim` → output streamed from the shim's log until exit.
+//!
+//! **Architecture invariant:** molded never forks containers itself: each
+//! container is created by its own `molde-shim` process, started in its own
+//! process group so it outlives molded.
+//!
+//! Bundle layout, `<state>/runtime/<ns>/<id>/`: `config.json` (the OCI spec),
+//! `mounts.json` (the rootfs mounts from the snapshotter), and what the shim
+//! writes: `init.pid`, `log.json`, `exit.json`, or `error` if it failed.
+
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use molde_api::containerd::services::containers::v1::Container;
+use molde_api::containerd::services::containers::v1::container::Runtime;
+use molde_api::containerd::services::snapshots::v1::{
+    PrepareSnapshotRequest, RemoveSnapshotRequest, snapshots_client::SnapshotsClient,
+};
+use molde_api::molde::services::runtime::v1::{self as api, run_event::Event};
+use molde_common::{RequestContext, now_nanos, timestamp};
+use molde_meta::{Compare, Store, Txn, TxnOutcome};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::{containers, image, spec, with_ns};
+
+/// The runtime name container records carry.
+pub const RUNTIME_NAME: &str = "io.molde.shim.v1";
+/// containerd's type URL for a JSON runtime spec in an Any.
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+#[derive(Clone)]
+pub struct RuntimeService {
+    pub(crate) store: Arc<dyn Store>,
+    /// Reaches images.v1 and content.v1.
+    pub(crate) content: Channel,
+    pub(crate) snapshotter: Channel,
+    /// `<state>/runtime`
+    pub(crate) state: PathBuf,
+    pub(crate) shim: PathBuf,
+}
+
+type Tx = mpsc::Sender<Result<api::RunEvent, Status>>;
+
+async fn send(tx: &Tx, e: Event) -> bool {
+    tx.send(Ok(api::RunEvent { event: Some(e) })).await.is_ok()
+}
+
+impl RuntimeService {
+    fn bundle(&self, ns: &str, id: &str) -> PathBuf {
+        self.state.join(ns).join(id)
+    }
+
+    /// Everything up to a running shim. On failure, what was made is undone.
+    async fn start(&self, ns: &str, req: &api::RunRequest) -> Result<(String, PathBuf), Status> {
+        let id = if req.name.is_empty() {
+            uuid::Uuid::new_v4().simple().to_string()
+        } else {
+            req.name.clone()
+        };
+        containers::check_id(&id)?;
+        let key = containers::key(ns, &id);
+        if self
+            .store
+            .get(&key)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .is_some()
+        {
+            return Err(Status::already_exists(format!(
+                "container name {id:?} is already in use"
+            )));
+        }
+        let img = image::resolve(&self.content, ns, &req.image).await?;
+        let spec = spec::build(&id, &img.process, req)?;
+        let mounts = SnapshotsClient::new(self.snapshotter.clone())
+            .prepare(with_ns(
+                ns,
+                PrepareSnapshotRequest {
+                    snapshotter: "overlayfs".into(),
+                    key: id.clone(),
+                    parent: img.top.clone(),
+                    labels: Default::default(),
+                },
+            ))
+            .await
+            .map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!("container {id}: preparing its rootfs: {}", s.message()),
+                )
+            })?
+            .into_inner()
+            .mounts;
+        let undo_snapshot = || async {
+            let _ = SnapshotsClient::new(self.snapshotter.clone())
+                .remove(with_ns(
+                    ns,
+                    RemoveSnapshotRequest {
+                        snapshotter: "overlayfs".into(),
+                        key: id.clone(),
+                    },
+                ))
+                .await;
+        };
+        let bundle = self.bundle(ns, &id);
+        let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Status::internal(e.to_string()))?;
+        let written = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(bundle.join("rootfs"))?;
+            std::fs::write(bundle.join("config.json"), &spec_json)?;
+            let m: Vec<serde_json::Value> = mounts
+                .iter()
+                .map(|m| serde_json::json!({"type": m.r#type, "source": m.source, "options": m.options}))
+                .collect();
+            std::fs::write(bundle.join("mounts.json"), serde_json::to_vec(&m)?)
+        })();
+        if let Err(e) = written {
+            undo_snapshot().await;
+            let _ = std::fs::remove_dir_all(&bundle);
+            return Err(Status::internal(format!(
+                "container {id}: writing its bundle: {e}"
+            )));
+        }
+        let now = timestamp(now_nanos());
+        let record = Container {
+            id: id.clone(),
+            image: req.image.clone(),
+            runtime: Some(Runtime {
+                name: RUNTIME_NAME.into(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE.into(),
+                value: spec_json,
+            }),
+            snapshotter: "overlayfs".into(),
+            snapshot_key: id.clone(),
+            created_at: Some(now),
+            updated_at: Some(now),
+            ..Default::default()
+        };
+        let out = self
+            .store
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(key.clone()))
+                    .put(key, record.encode_to_vec()),
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if out == TxnOutcome::CompareFailed {
+            undo_snapshot().await;
+            let _ = std::fs::remove_dir_all(&bundle);
+            return Err(Status::already_exists(format!(
+                "container name {id:?} is already in use"
+            )));
+        }
+        if let Err(e) = self.spawn_shim(ns, &id, &bundle) {
+            self.remove(ns, &id).await;
+            return Err(e);
+        }
+        tracing::info!(namespace = ns, container = %id, image = %req.image, "container started");
+        Ok((id, bundle))
+    }
+
+    fn spawn_shim(&self, ns: &str, id: &str, bundle: &Path) -> Result<(), Status> {
+        use std::os::unix::process::CommandExt;
+        let log =
+            std::fs::File::create(bundle.join("shim.log")).map_err(|e| Status::internal(e.to_string()))?;
+        let mut child = std::process::Command::new(&self.shim)
+            .arg("start")
+            .args(["--id", &format!("{ns}-{id}")])
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--state")
+            .arg(self.state.join(".libcontainer"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(|e| Status::internal(e.to_string()))?)
+            .stderr(log)
+            // Its own process group: signals meant for molded do not reach it.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                Status::internal(format!("container {id}: starting {}: {e}", self.shim.display()))
+            })?;
+        // Reap the shim when it ends; it reports through its files.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(())
+    }
+
+    /// Removes a container's snapshot, record and bundle.
+    async fn remove(&self, ns: &str, id: &str) {
+        let _ = SnapshotsClient::new(self.snapshotter.clone())
+            .remove(with_ns(
+                ns,
+                RemoveSnapshotRequest {
+                    snapshotter: "overlayfs".into(),
+                    key: id.into(),
+                },
+            ))
+            .await;
+        let _ = self.store.txn(Txn::new().delete(containers::key(ns, id)));
+        let _ = std::fs::remove_dir_all(self.bundle(ns, id));
+    }
+
+    /// Streams the container's log to `tx` until the shim reports its exit.
+    async fn follow(&self, bundle: &Path, tx: &Tx) -> Result<i32, Status> {
+        let log = bundle.join("log.json");
+        let mut offset = 0u64;
+        let mut carry = String::new();
+        loop {
+            let exited = bundle.join("exit.json").exists();
+            if let Ok(mut f) = std::fs::File::open(&log) {
+                f.seek(SeekFrom::Start(offset))
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                let mut r = BufReader::new(f);
+                let mut line = String::new();
+                while r
+                    .read_line(&mut line)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    > 0
+                {
+                    offset += line.len() as u64;
+                    if !line.ends_with('\n') {
+                        carry.push_str(&line);
+                        line.clear();
+                        continue;
+                    }
+                    let full = std::mem::take(&mut carry) + &line;
+                    line.clear();
+                    if let Ok(rec) = serde_json::from_str::<serde_json::Value>(&full) {
+                        let stream = if rec["stream"] == "stderr" { 2 } else { 1 };
+                        let data = rec["log"].as_str().unwrap_or_default().as_bytes().to_vec();
+                        if !send(tx, Event::Output(api::Output { stream, data })).await {
+                            return Ok(0);
+                        }
+                    }
+                }
+            }
+            if exited {
+                let exit: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(bundle.join("exit.json")).unwrap_or_default())
+                        .unwrap_or_default();
+                return Ok(exit["status"].as_i64().unwrap_or(255) as i32);
+            }
+            if let Ok(msg) = std::fs::read_to_string(bundle.join("error")) {
+                return Err(Status::failed_precondition(msg.trim().to_string()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl api::runtime_server::Runtime for RuntimeService {
+    type RunStream = ReceiverStream<Result<api::RunEvent, Status>>;
+
+    async fn run(&self, req: Request<api::RunRequest>) -> Result<Response<Self::RunStream>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let r = req.into_inner();
+        if r.image.is_empty() {
+            return Err(Status::invalid_argument("run needs an image"));
+        }
+        let (id, bundle) = self.start(&ns, &r).await?;
+        let (tx, rx) = mpsc::channel(64);
+        let me = self.clone();
+        tokio::spawn(async move {
+            send(&tx, Event::Started(api::Started { id: id.clone() })).await;
+            if r.detach {
+                return;
+            }
+            let result = me.follow(&bundle, &tx).await;
+            if r.rm {
+                me.remove(&ns, &id).await;
+            }
+            match result {
+                Ok(status) => {
+                    tracing::info!(namespace = %ns, container = %id, status, "container exited");
+                    send(&tx, Event::Exited(api::Exited { status })).await;
+                }
+                Err(s) => {
+                    let _ = tx
+                        .send(Err(Status::new(
+                            s.code(),
+                            format!("container {id}: {}", s.message()),
+                        )))
+                        .await;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

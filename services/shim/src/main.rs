@@ -1,0 +1,224 @@
+//! molde-shim: one small process per container.
+//!
+//! `molde-shim start --id ID --bundle DIR --state DIR` mounts the rootfs the
+//! bundle's `mounts.json` describes at `DIR/rootfs`, creates and starts the
+//! container from `DIR/config.json` with youki's libcontainer, copies the
+//! container's stdout and stderr into `DIR/log.json` (docker's json-file
+//! format: one `{"log","stream","time"}` object per line), reaps it, writes
+//! `DIR/exit.json`, tears the container down and exits with its status.
+//!
+//! The shim is single-threaded while libcontainer clones: the log readers are
+//! started only after the container runs. The container's init is created with
+//! `CLONE_PARENT` by libcontainer's intermediate process, so it is this
+//! process's child and its exit status is ours to collect.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use nix::sys::wait::{WaitStatus, waitpid};
+use serde::{Deserialize, Serialize};
+
+/// A rootfs mount, as the snapshotter describes it.
+#[derive(Debug, Deserialize)]
+struct Mount {
+    #[serde(rename = "type")]
+    kind: String,
+    source: String,
+    #[serde(default)]
+    options: Vec<String>,
+}
+
+/// What the shim leaves for molded when the container is gone.
+#[derive(Debug, Serialize)]
+struct Exit {
+    status: i32,
+    signal: Option<i32>,
+    exited_at: String,
+}
+
+struct Args {
+    id: String,
+    bundle: PathBuf,
+    state: PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let cmd = it.next().unwrap_or_default();
+    if cmd != "start" {
+        bail!("usage: molde-shim start --id ID --bundle DIR --state DIR");
+    }
+    let (mut id, mut bundle, mut state) = (None, None, None);
+    while let Some(a) = it.next() {
+        let v = it.next().with_context(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--id" => id = Some(v),
+            "--bundle" => bundle = Some(PathBuf::from(v)),
+            "--state" => state = Some(PathBuf::from(v)),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(Args {
+        id: id.context("--id is required")?,
+        bundle: bundle.context("--bundle is required")?,
+        state: state.context("--state is required")?,
+    })
+}
+
+fn mount_rootfs(bundle: &Path) -> Result<PathBuf> {
+    let target = bundle.join("rootfs");
+    fs::create_dir_all(&target)?;
+    let mounts: Vec<Mount> =
+        serde_json::from_slice(&fs::read(bundle.join("mounts.json")).context("reading mounts.json")?)
+            .context("parsing mounts.json")?;
+    for m in &mounts {
+        let (fstype, flags, data) = match m.kind.as_str() {
+            "bind" | "rbind" => {
+                let mut f = rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::REC;
+                if m.options.iter().any(|o| o == "ro") {
+                    f |= rustix::mount::MountFlags::RDONLY;
+                }
+                (None, f, String::new())
+            }
+            "overlay" => (
+                Some("overlay"),
+                rustix::mount::MountFlags::empty(),
+                m.options
+                    .iter()
+                    .filter(|o| o.contains('='))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            other => bail!("rootfs mount type {other:?} is not supported"),
+        };
+        let data = std::ffi::CString::new(data)?;
+        rustix::mount::mount(
+            m.source.as_str(),
+            &target,
+            fstype.unwrap_or(""),
+            flags,
+            data.as_c_str(),
+        )
+        .with_context(|| format!("mounting {} rootfs at {}", m.kind, target.display()))?;
+    }
+    Ok(target)
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Copies one output stream of the container into the log, record by record.
+fn pump(mut from: File, stream: &'static str, log: Arc<Mutex<File>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let rec = serde_json::json!({
+                "log": String::from_utf8_lossy(&buf[..n]),
+                "stream": stream,
+                "time": now(),
+            });
+            let mut line = serde_json::to_vec(&rec).expect("json");
+            line.push(b'\n');
+            let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = f.write_all(&line);
+        }
+    })
+}
+
+fn run(args: &Args) -> Result<i32> {
+    let rootfs = mount_rootfs(&args.bundle)?;
+    let (out_r, out_w) = nix::unistd::pipe().context("creating the stdout pipe")?;
+    let (err_r, err_w) = nix::unistd::pipe().context("creating the stderr pipe")?;
+    let devnull: OwnedFd = File::open("/dev/null")?.into();
+    fs::create_dir_all(&args.state)?;
+    let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&args.state)
+        .context("libcontainer state root")?
+        .with_executor(DefaultExecutor {})
+        .with_stdin(devnull)
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .as_init(&args.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .with_context(|| format!("creating container {}", args.id))?;
+    container
+        .start()
+        .with_context(|| format!("starting container {}", args.id))?;
+    let pid = nix::unistd::Pid::from_raw(
+        container
+            .pid()
+            .context("the started container has no pid")?
+            .as_raw(),
+    );
+    fs::write(args.bundle.join("init.pid"), pid.to_string())?;
+
+    let log = Arc::new(Mutex::new(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(args.bundle.join("log.json"))?,
+    ));
+    let readers = [
+        pump(File::from(out_r), "stdout", log.clone()),
+        pump(File::from(err_r), "stderr", log.clone()),
+    ];
+    let (status, signal) = loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => break (code, None),
+            Ok(WaitStatus::Signaled(_, sig, _)) => break (128 + sig as i32, Some(sig as i32)),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => bail!("waiting for container {}: {e}", args.id),
+        }
+    };
+    for r in readers {
+        let _ = r.join();
+    }
+    let _ = container.delete(true);
+    let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
+    let exit = Exit {
+        status,
+        signal,
+        exited_at: now(),
+    };
+    let tmp = args.bundle.join("exit.json.tmp");
+    fs::write(&tmp, serde_json::to_vec(&exit)?)?;
+    fs::rename(&tmp, args.bundle.join("exit.json"))?;
+    Ok(status)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("molde-shim: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    match run(&args) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // molded reads this to report why the container did not run.
+            let msg = format!("{e:#}");
+            eprintln!("molde-shim: {msg}");
+            let _ = fs::write(args.bundle.join("error"), msg);
+            let _ = rustix::mount::unmount(&args.bundle.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
+            std::process::exit(125);
+        }
+    }
+}
