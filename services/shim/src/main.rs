@@ -217,7 +217,7 @@ fn main() {
             let msg = format!("{e:#}");
             eprintln!("molde-shim: {msg}");
             let _ = fs::write(args.bundle.join("error"), msg);
-            let _ = rustix::mount::unmount(&args.bundle.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
+            let _ = rustix::mount::unmount(args.bundle.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
             std::process::exit(125);
         }
     }
