@@ -2,7 +2,8 @@
 # The main job, end to end on the embedded default: installs what is missing,
 # builds molde, starts molded on /run/molde/molde.sock with state under
 # /var/lib/molde (unless one already runs there), then stores a blob through the
-# CLI and reads it back. Offline: needs no registry.
+# CLI and reads it back, builds a busybox base image offline, loads, pushes and
+# pulls it, and runs a container from it. Offline: needs no outside registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
@@ -46,5 +47,9 @@ remote=127.0.0.1:$port/molde/busybox:latest
 molde push localhost/molde/busybox:latest "$remote"
 molde pull "$remote"
 molde images
+
+echo
+echo "== a container from that image"
+molde run --rm "$remote" sh -c 'echo "hello from a molde container: $(uname -s) $(id -u) $(hostname)"'
 echo
 echo "molded keeps running; stop it with: pkill -TERM molded"
