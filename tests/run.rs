@@ -103,3 +103,328 @@ fn bad_runs_fail_clearly_and_leave_nothing_behind() {
     let err = d.molde(&["run", "-e", "NOEQUALS", IMAGE, "true"]).fails();
     assert!(err.contains("NOEQUALS"), "{err}");
 }
+
+/// A cgroup file of a running container, in v1 (per controller) or v2 layout.
+fn cgroup_file(controller: &str, id: &str, v1: &str, v2: &str) -> Option<String> {
+    let rel = format!("molde/default-{id}");
+    [
+        format!("/sys/fs/cgroup/{controller}/{rel}/{v1}"),
+        format!("/sys/fs/cgroup/{rel}/{v2}"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .map(|s| s.trim().to_string())
+}
+
+#[test]
+fn users_volumes_and_read_only_rootfs() {
+    let d = daemon_with_busybox();
+    assert_eq!(
+        d.molde(&["run", "--rm", "-u", "nobody", IMAGE, "id", "-u"])
+            .ok()
+            .trim(),
+        "65534"
+    );
+    assert_eq!(
+        d.molde(&[
+            "run",
+            "--rm",
+            "-u",
+            "1234:5678",
+            IMAGE,
+            "sh",
+            "-c",
+            "id -u; id -g"
+        ])
+        .ok(),
+        "1234\n5678\n"
+    );
+    let err = d.molde(&["run", "--rm", "-u", "ghost", IMAGE, "true"]).fails();
+    assert!(err.contains("ghost") && err.contains("/etc/passwd"), "{err}");
+
+    let host = d.dir.path().join("shared");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("in"), b"from the host").unwrap();
+    let vol = format!("{}:/data", host.display());
+    let out = d
+        .molde(&[
+            "run",
+            "--rm",
+            "-v",
+            &vol,
+            IMAGE,
+            "sh",
+            "-c",
+            "cat /data/in; echo back > /data/out",
+        ])
+        .ok();
+    assert_eq!(out, "from the host");
+    assert_eq!(std::fs::read_to_string(host.join("out")).unwrap(), "back\n");
+    let ro = format!("{}:/data:ro", host.display());
+    assert_ne!(
+        d.molde(&["run", "--rm", "-v", &ro, IMAGE, "sh", "-c", "echo x > /data/nope"])
+            .out
+            .status
+            .code(),
+        Some(0)
+    );
+
+    // A named volume outlives the container that wrote it.
+    d.molde(&[
+        "run",
+        "--rm",
+        "-v",
+        "cache:/cache",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo kept > /cache/f",
+    ])
+    .ok();
+    assert_eq!(
+        d.molde(&["run", "--rm", "-v", "cache:/cache", IMAGE, "cat", "/cache/f"])
+            .ok(),
+        "kept\n"
+    );
+
+    let r = d.molde(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/scratch",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo ok > /scratch/f && cat /scratch/f; touch /etc/x",
+    ]);
+    assert_ne!(r.out.status.code(), Some(0), "the rootfs is read-only");
+    assert_eq!(r.stdout(), "ok\n", "a tmpfs is writable");
+    assert!(r.stderr().contains("Read-only"), "{}", r.stderr());
+    let err = d
+        .molde(&["run", "--rm", "-v", "/no/such/dir:/x", IMAGE, "true"])
+        .fails();
+    assert!(err.contains("/no/such/dir"), "{err}");
+}
+
+#[test]
+fn limits_memory_oom_pids_and_cpus() {
+    let d = daemon_with_busybox();
+    let r = d.molde(&[
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "32m",
+        IMAGE,
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=100M",
+        "count=1",
+    ]);
+    assert_eq!(
+        r.out.status.code(),
+        Some(137),
+        "killed by the OOM killer: {}",
+        r.stderr()
+    );
+    let ps: serde_json::Value =
+        serde_json::from_str(&d.molde(&["ps", "-a", "--format", "json"]).ok()).unwrap();
+    let hog = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "hog")
+        .unwrap()
+        .clone();
+    assert_eq!(hog["oomKilled"], true);
+    assert_eq!(hog["exitCode"], 137);
+    assert!(d.molde(&["ps", "-a"]).ok().contains("OOMKilled"));
+    assert_eq!(d.molde(&["wait", "hog"]).stdout().trim(), "137");
+
+    let err = d.molde(&["run", "--memory", "lots", IMAGE, "true"]).fails();
+    assert!(err.contains("invalid memory value"), "{err}");
+
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "limited",
+        "--pids-limit",
+        "5",
+        "--cpus",
+        "0.5",
+        IMAGE,
+        "sleep",
+        "30",
+    ])
+    .ok();
+    assert_eq!(
+        cgroup_file("pids", "limited", "pids.max", "pids.max").as_deref(),
+        Some("5")
+    );
+    assert_eq!(
+        cgroup_file("cpu", "limited", "cpu.cfs_quota_us", "cpu.max")
+            .map(|s| s.split(' ').next().unwrap().to_string())
+            .as_deref(),
+        Some("50000")
+    );
+    let r = d.molde(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "3",
+        IMAGE,
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6; do sleep 2 & done; wait",
+    ]);
+    assert!(
+        r.stderr().contains("fork"),
+        "forks past the limit fail: {}",
+        r.stderr()
+    );
+    d.molde(&["rm", "-f", "limited"]).ok();
+}
+
+#[test]
+fn detached_containers_ps_logs_stop_kill_wait_rm() {
+    let d = daemon_with_busybox();
+    let id = d
+        .molde(&[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 3' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+        ])
+        .ok();
+    assert_eq!(id.trim(), "ticker");
+    molde_tests::eventually(10, "a few log lines", || {
+        d.molde(&["logs", "ticker"]).stdout().lines().count() >= 3
+    });
+    let ps = d.molde(&["ps"]).ok();
+    assert!(ps.contains("ticker") && ps.contains("Up"), "{ps}");
+    assert_eq!(
+        d.molde(&["logs", "--tail", "1", "ticker"]).ok().lines().count(),
+        1
+    );
+    assert!(
+        d.molde(&["logs", "-t", "ticker"])
+            .ok()
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("20"),
+        "timestamps"
+    );
+    let err = d.molde(&["rm", "ticker"]).fails();
+    assert!(err.contains("running"), "{err}");
+    d.molde(&["stop", "-t", "5", "ticker"]).ok();
+    assert_eq!(
+        d.molde(&["wait", "ticker"]).stdout().trim(),
+        "3",
+        "SIGTERM ran the trap"
+    );
+    assert!(d.molde(&["logs", "ticker"]).ok().ends_with("bye\n"));
+    assert!(!d.molde(&["ps"]).ok().contains("ticker"));
+    assert!(d.molde(&["ps", "-a"]).ok().contains("Exited (3)"));
+
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap '' TERM; sleep 60",
+    ])
+    .ok();
+    d.molde(&["stop", "-t", "1", "stubborn"]).ok();
+    assert_eq!(
+        d.molde(&["wait", "stubborn"]).stdout().trim(),
+        "137",
+        "SIGKILL after the grace period"
+    );
+    // As in any PID namespace, the container's init only sees signals it handles.
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "target",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 42' USR1; while true; do sleep 0.1; done",
+    ])
+    .ok();
+    d.molde(&["kill", "-s", "USR1", "target"]).ok();
+    assert_eq!(d.molde(&["wait", "target"]).stdout().trim(), "42");
+    for id in ["ticker", "stubborn", "target"] {
+        d.molde(&["rm", id]).ok();
+    }
+    assert!(d.molde(&["ps", "-a", "-q"]).ok().trim().is_empty());
+    let err = d.molde(&["kill", "nothing-here"]).fails();
+    assert!(err.contains("nothing-here") && err.contains("not found"), "{err}");
+}
+
+#[test]
+fn containers_outlive_a_killed_daemon_and_are_found_again() {
+    let mut d = daemon_with_busybox();
+    d.molde(&["run", "-d", "--name", "sleeper", IMAGE, "sleep", "60"])
+        .ok();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "writer",
+        IMAGE,
+        "sh",
+        "-c",
+        "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done",
+    ])
+    .ok();
+    molde_tests::eventually(10, "the writer's first lines", || {
+        d.molde(&["logs", "writer"]).stdout().lines().count() >= 2
+    });
+    d.kill9();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    d.restart();
+    let ps = d.molde(&["ps"]).ok();
+    assert!(
+        ps.contains("sleeper") && ps.contains("writer"),
+        "both keep running:\n{ps}"
+    );
+    // The log has no gap: line numbers continue one by one across the restart.
+    molde_tests::eventually(10, "more lines after the restart", || {
+        d.molde(&["logs", "writer"]).stdout().lines().count() >= 20
+    });
+    let lines: Vec<u64> = d
+        .molde(&["logs", "writer"])
+        .ok()
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ").and_then(|n| n.parse().ok()))
+        .collect();
+    assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "no gap: {lines:?}");
+    d.molde(&["stop", "-t", "1", "sleeper", "writer"]).ok();
+    d.molde(&["rm", "sleeper", "writer"]).ok();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(d.state.to_str().unwrap()),
+        "no mount is left behind"
+    );
+    assert!(
+        std::process::Command::new("pgrep")
+            .args(["-f", "molde-shim start --id default-sleeper"])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty(),
+        "no shim is left"
+    );
+}

@@ -2,6 +2,7 @@
 //! gRPC calls to molded; the daemon owns the logic.
 
 mod auth;
+mod containers;
 mod content;
 mod daemon;
 mod images;
@@ -55,7 +56,59 @@ enum Command {
         list: images::ListArgs,
     },
     /// Run a command in a new container
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
+    /// List containers
+    Ps {
+        /// Show all containers, not only running ones
+        #[arg(short, long)]
+        all: bool,
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: output::Format,
+    },
+    /// Show a container's output
+    Logs {
+        id: String,
+        /// Keep following the output until the container exits
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N records
+        #[arg(long)]
+        tail: Option<i64>,
+        /// Prefix each record with its time
+        #[arg(short, long)]
+        timestamps: bool,
+    },
+    /// Send a signal to containers
+    Kill {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Signal name or number
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after the grace period
+    Stop {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Seconds to wait before SIGKILL
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u32,
+    },
+    /// Wait for containers to exit and print their exit codes
+    Wait {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove containers
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Kill running containers first
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Pull an image from a registry and unpack it
     Pull {
         reference: String,
@@ -166,9 +219,23 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Content(c) => content::run(&d, c).await,
         Command::Images { cmd, list } => images::run(&d, cmd.unwrap_or(images::ImagesCmd::Ls(list))).await,
         Command::Run(a) => {
-            let code = run::run(&d, a).await?;
+            let code = run::run(&d, *a).await?;
             std::process::exit(code);
         }
+        Command::Ps { all, quiet, format } => containers::ps(&d, all, quiet, format).await,
+        Command::Logs {
+            id,
+            follow,
+            tail,
+            timestamps,
+        } => containers::logs(&d, &id, follow, tail, timestamps).await,
+        Command::Kill { ids, signal } => containers::kill(&d, ids, &signal).await,
+        Command::Stop { ids, time } => containers::stop(&d, ids, time).await,
+        Command::Wait { ids } => {
+            let code = containers::wait(&d, ids).await?;
+            std::process::exit(code);
+        }
+        Command::Rm { ids, force } => containers::rm(&d, ids, force).await,
         Command::Pull {
             reference,
             platform,

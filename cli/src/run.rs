@@ -34,6 +34,30 @@ pub struct RunArgs {
     /// Container host name
     #[arg(long)]
     hostname: Option<String>,
+    /// Run as user[:group] (names from the image's /etc/passwd and /etc/group)
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Memory limit, e.g. 32m, 1g
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// CPUs, e.g. 0.5
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Maximum number of processes
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Mount the root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
+    /// Bind mount or named volume, SOURCE:DEST[:ro] (repeatable)
+    #[arg(short, long = "volume")]
+    volumes: Vec<String>,
+    /// Mount a tmpfs at this path (repeatable)
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// none (an isolated network namespace) or host
+    #[arg(long, default_value = "none")]
+    network: String,
     image: String,
     /// Command and arguments (replace the image's Cmd)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -69,6 +93,21 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
         entrypoint_set: a.entrypoint.is_some(),
         entrypoint: a.entrypoint.into_iter().filter(|e| !e.is_empty()).collect(),
         hostname: a.hostname.unwrap_or_default(),
+        user: a.user.unwrap_or_default(),
+        memory_bytes: match &a.memory {
+            Some(m) => parse_bytes(m)?,
+            None => 0,
+        },
+        cpus: match a.cpus {
+            Some(c) if c <= 0.0 || !c.is_finite() => anyhow::bail!("--cpus {c}: must be a positive number"),
+            Some(c) => c,
+            None => 0.0,
+        },
+        pids_limit: a.pids_limit.unwrap_or(0),
+        read_only: a.read_only,
+        volumes: a.volumes,
+        tmpfs: a.tmpfs,
+        network: a.network,
     };
     let mut stream = RuntimeClient::new(d.channel.clone())
         .run(d.request(req))
@@ -106,5 +145,38 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
                 ));
             }
         }
+    }
+}
+
+/// `32m`, `1g`, `512k`, `1048576` → bytes.
+pub fn parse_bytes(s: &str) -> Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = match t.trim_end_matches('b').chars().last() {
+        Some('k') => (&t[..t.trim_end_matches('b').len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.trim_end_matches('b').len() - 1], 1 << 20),
+        Some('g') => (&t[..t.trim_end_matches('b').len() - 1], 1 << 30),
+        _ => (t.trim_end_matches('b'), 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow!("invalid memory value {s:?}: use a number with k, m or g, e.g. 32m"))?;
+    let bytes = (n * mult as f64) as i64;
+    if bytes < 4 << 20 {
+        anyhow::bail!("invalid memory value {s:?}: the minimum is 4m");
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn memory_values() {
+        assert_eq!(parse_bytes("32m").unwrap(), 32 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("64MB").unwrap(), 64 << 20);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("1k").is_err(), "below the minimum");
     }
 }

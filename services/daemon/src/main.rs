@@ -232,6 +232,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             molde_runtime::RuntimeConfig {
                 state: cfg.state.join("runtime"),
                 shim,
+                volumes: cfg.root.join("volumes"),
                 content: molde_api::client::channel(&reach("content")?),
                 snapshotter: molde_api::client::channel(&reach("snapshotter")?),
             },

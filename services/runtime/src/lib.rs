@@ -6,8 +6,10 @@
 
 pub mod containers;
 mod image;
+mod lifecycle;
 pub mod run;
 mod spec;
+mod user;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +31,8 @@ pub struct RuntimeConfig {
     pub state: PathBuf,
     /// The `molde-shim` binary.
     pub shim: PathBuf,
+    /// Named volumes live in `<volumes>/<name>/_data`.
+    pub volumes: PathBuf,
     /// Reaches images.v1 and content.v1.
     pub content: Channel,
     pub snapshotter: Channel,
@@ -44,6 +48,7 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
             snapshotter: cfg.snapshotter,
             state: cfg.state,
             shim: cfg.shim,
+            volumes: cfg.volumes,
         }),
     }
 }

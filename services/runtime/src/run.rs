@@ -44,6 +44,7 @@ pub struct RuntimeService {
     /// `<state>/runtime`
     pub(crate) state: PathBuf,
     pub(crate) shim: PathBuf,
+    pub(crate) volumes: PathBuf,
 }
 
 type Tx = mpsc::Sender<Result<api::RunEvent, Status>>;
@@ -53,6 +54,10 @@ async fn send(tx: &Tx, e: Event) -> bool {
 }
 
 impl RuntimeService {
+    pub(crate) fn bundle_dir(&self, ns: &str, id: &str) -> PathBuf {
+        self.bundle(ns, id)
+    }
+
     fn bundle(&self, ns: &str, id: &str) -> PathBuf {
         self.state.join(ns).join(id)
     }
@@ -77,7 +82,6 @@ impl RuntimeService {
             )));
         }
         let img = image::resolve(&self.content, ns, &req.image).await?;
-        let spec = spec::build(&id, &img.process, req)?;
         let mounts = SnapshotsClient::new(self.snapshotter.clone())
             .prepare(with_ns(
                 ns,
@@ -107,6 +111,32 @@ impl RuntimeService {
                     },
                 ))
                 .await;
+        };
+        // The image's layers, top first, as the snapshotter presents them.
+        let layers: Vec<PathBuf> = mounts
+            .iter()
+            .flat_map(|m| {
+                m.options
+                    .iter()
+                    .filter_map(|o| o.strip_prefix("lowerdir="))
+                    .flat_map(|l| l.split(':').map(PathBuf::from).collect::<Vec<_>>())
+                    .chain((m.r#type == "bind").then(|| PathBuf::from(&m.source)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let user = if req.user.is_empty() {
+            img.process.user.clone()
+        } else {
+            req.user.clone()
+        };
+        let spec = match crate::user::resolve(&user, &layers)
+            .and_then(|who| spec::build(ns, &id, &img.process, req, &who, &self.volumes))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                undo_snapshot().await;
+                return Err(Status::new(e.code(), format!("container {id}: {}", e.message())));
+            }
         };
         let bundle = self.bundle(ns, &id);
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Status::internal(e.to_string()))?;
@@ -195,7 +225,7 @@ impl RuntimeService {
     }
 
     /// Removes a container's snapshot, record and bundle.
-    async fn remove(&self, ns: &str, id: &str) {
+    pub(crate) async fn remove(&self, ns: &str, id: &str) {
         let _ = SnapshotsClient::new(self.snapshotter.clone())
             .remove(with_ns(
                 ns,
@@ -210,7 +240,7 @@ impl RuntimeService {
     }
 
     /// Streams the container's log to `tx` until the shim reports its exit.
-    async fn follow(&self, bundle: &Path, tx: &Tx) -> Result<i32, Status> {
+    async fn follow(&self, bundle: &Path, tx: &Tx) -> Result<(i32, bool), Status> {
         let log = bundle.join("log.json");
         let mut offset = 0u64;
         let mut carry = String::new();
@@ -238,7 +268,7 @@ impl RuntimeService {
                         let stream = if rec["stream"] == "stderr" { 2 } else { 1 };
                         let data = rec["log"].as_str().unwrap_or_default().as_bytes().to_vec();
                         if !send(tx, Event::Output(api::Output { stream, data })).await {
-                            return Ok(0);
+                            return Ok((0, false));
                         }
                     }
                 }
@@ -247,7 +277,10 @@ impl RuntimeService {
                 let exit: serde_json::Value =
                     serde_json::from_slice(&std::fs::read(bundle.join("exit.json")).unwrap_or_default())
                         .unwrap_or_default();
-                return Ok(exit["status"].as_i64().unwrap_or(255) as i32);
+                return Ok((
+                    exit["status"].as_i64().unwrap_or(255) as i32,
+                    exit["oom_killed"].as_bool().unwrap_or(false),
+                ));
             }
             if let Ok(msg) = std::fs::read_to_string(bundle.join("error")) {
                 return Err(Status::failed_precondition(msg.trim().to_string()));
@@ -268,6 +301,28 @@ impl api::runtime_server::Runtime for RuntimeService {
             return Err(Status::invalid_argument("run needs an image"));
         }
         let (id, bundle) = self.start(&ns, &r).await?;
+        // Report back once the shim started the container, or why it could not.
+        let started = tokio::time::Instant::now();
+        loop {
+            if bundle.join("init.pid").exists() || bundle.join("exit.json").exists() {
+                break;
+            }
+            if let Ok(msg) = std::fs::read_to_string(bundle.join("error")) {
+                if r.rm {
+                    self.remove(&ns, &id).await;
+                }
+                return Err(Status::failed_precondition(format!(
+                    "container {id}: {}",
+                    msg.trim()
+                )));
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(Status::deadline_exceeded(format!(
+                    "container {id}: its shim did not start it within 60s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let (tx, rx) = mpsc::channel(64);
         let me = self.clone();
         tokio::spawn(async move {
@@ -280,9 +335,9 @@ impl api::runtime_server::Runtime for RuntimeService {
                 me.remove(&ns, &id).await;
             }
             match result {
-                Ok(status) => {
-                    tracing::info!(namespace = %ns, container = %id, status, "container exited");
-                    send(&tx, Event::Exited(api::Exited { status })).await;
+                Ok((status, oom_killed)) => {
+                    tracing::info!(namespace = %ns, container = %id, status, oom_killed, "container exited");
+                    send(&tx, Event::Exited(api::Exited { status, oom_killed })).await;
                 }
                 Err(s) => {
                     let _ = tx
@@ -295,5 +350,87 @@ impl api::runtime_server::Runtime for RuntimeService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list(&self, req: Request<api::ListRequest>) -> Result<Response<api::ListResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let containers = self.list(&ns, req.get_ref().all)?;
+        Ok(Response::new(api::ListResponse { containers }))
+    }
+
+    type LogsStream = ReceiverStream<Result<api::LogRecord, Status>>;
+
+    async fn logs(&self, req: Request<api::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let r = req.into_inner();
+        self.record(&ns, &r.id)?;
+        let (tx, rx) = mpsc::channel(64);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let (mut records, mut offset) = me.read_log(&ns, &r.id, 0);
+            if r.tail > 0 && records.len() > r.tail as usize {
+                records.drain(..records.len() - r.tail as usize);
+            }
+            loop {
+                for rec in records.drain(..) {
+                    if tx.send(Ok(rec)).await.is_err() {
+                        return;
+                    }
+                }
+                if !r.follow || me.observe(&ns, &r.id).state == "exited" {
+                    // One last read: what was written before the exit.
+                    let (rest, _) = me.read_log(&ns, &r.id, offset);
+                    for rec in rest {
+                        if tx.send(Ok(rec)).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let (more, next) = me.read_log(&ns, &r.id, offset);
+                records = more;
+                offset = next;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn kill(&self, req: Request<api::KillRequest>) -> Result<Response<api::KillResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let r = req.get_ref();
+        let sig = crate::lifecycle::parse_signal(&r.signal)?;
+        RuntimeService::kill(self, &ns, &r.id, sig)?;
+        Ok(Response::new(api::KillResponse {}))
+    }
+
+    async fn stop(&self, req: Request<api::StopRequest>) -> Result<Response<api::StopResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let r = req.get_ref();
+        let o = RuntimeService::stop(self, &ns, &r.id, Duration::from_secs(r.timeout as u64)).await?;
+        Ok(Response::new(api::StopResponse {
+            exit_code: o.exit_code,
+        }))
+    }
+
+    async fn wait(&self, req: Request<api::WaitRequest>) -> Result<Response<api::Exited>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let o = RuntimeService::wait(self, &ns, &req.get_ref().id, None)
+            .await?
+            .unwrap_or_default();
+        Ok(Response::new(api::Exited {
+            status: o.exit_code,
+            oom_killed: o.oom_killed,
+        }))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<api::RemoveRequest>,
+    ) -> Result<Response<api::RemoveResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let r = req.get_ref();
+        self.remove_container(&ns, &r.id, r.force).await?;
+        Ok(Response::new(api::RemoveResponse {}))
     }
 }

@@ -2,14 +2,70 @@
 //! capabilities, masked and read-only paths, /proc /dev /sys mounts) with the
 //! process taken from the image config and the run options.
 
-use oci_spec::runtime::{ProcessBuilder, RootBuilder, Spec, UserBuilder};
+use std::path::Path;
+
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+};
 use tonic::Status;
 
 use crate::image::ProcessConfig;
+use crate::user::Identity;
 use molde_api::molde::services::runtime::v1::RunRequest;
 
 fn bad(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("building the runtime spec: {e}"))
+}
+
+/// `-v SOURCE:DEST[:ro]`: an absolute SOURCE is a host path, anything else a
+/// named volume kept under `volumes` (created on first use).
+pub fn volume_mount(v: &str, volumes: &Path) -> Result<Mount, Status> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, ro) = match parts.as_slice() {
+        [s, d] => (*s, *d, false),
+        [s, d, "ro"] => (*s, *d, true),
+        [s, d, "rw"] => (*s, *d, false),
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "volume {v:?}: expected SOURCE:DEST[:ro]"
+            )));
+        }
+    };
+    if !dst.starts_with('/') {
+        return Err(Status::invalid_argument(format!(
+            "volume {v:?}: the container path must be absolute"
+        )));
+    }
+    let source = if src.starts_with('/') {
+        if !Path::new(src).exists() {
+            return Err(Status::invalid_argument(format!(
+                "volume {v:?}: {src} does not exist on the host"
+            )));
+        }
+        src.to_string()
+    } else {
+        if src.is_empty()
+            || !src
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(Status::invalid_argument(format!(
+                "volume {v:?}: {src:?} is neither an absolute path nor a volume name"
+            )));
+        }
+        let data = volumes.join(src).join("_data");
+        std::fs::create_dir_all(&data)
+            .map_err(|e| Status::internal(format!("creating volume {src}: {e}")))?;
+        data.display().to_string()
+    };
+    MountBuilder::default()
+        .destination(dst)
+        .typ("bind")
+        .source(source)
+        .options(vec!["rbind".into(), if ro { "ro" } else { "rw" }.into()])
+        .build()
+        .map_err(bad)
 }
 
 /// `KEY=VALUE` lists merged: later keys replace earlier ones.
@@ -23,7 +79,19 @@ pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
     out
 }
 
-pub fn build(id: &str, img: &ProcessConfig, req: &RunRequest) -> Result<Spec, Status> {
+/// The cgroup a container runs in.
+pub fn cgroup_path(ns: &str, id: &str) -> String {
+    format!("/molde/{ns}-{id}")
+}
+
+pub fn build(
+    ns: &str,
+    id: &str,
+    img: &ProcessConfig,
+    req: &RunRequest,
+    who: &Identity,
+    volumes: &Path,
+) -> Result<Spec, Status> {
     let entrypoint = if req.entrypoint_set {
         req.entrypoint.clone()
     } else {
@@ -62,10 +130,6 @@ pub fn build(id: &str, img: &ProcessConfig, req: &RunRequest) -> Result<Spec, St
     } else {
         "/".into()
     };
-    let (uid, gid): (u32, u32) = match img.user.split_once(':') {
-        Some((u, g)) => (u.parse().unwrap_or(0), g.parse().unwrap_or(0)),
-        None => (img.user.parse().unwrap_or(0), 0),
-    };
     let mut spec = Spec::default();
     let mut process = spec.process().clone().unwrap_or_default();
     process = ProcessBuilder::default()
@@ -73,7 +137,14 @@ pub fn build(id: &str, img: &ProcessConfig, req: &RunRequest) -> Result<Spec, St
         .args(args)
         .env(env)
         .cwd(cwd)
-        .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(bad)?)
+        .user(
+            UserBuilder::default()
+                .uid(who.uid)
+                .gid(who.gid)
+                .additional_gids(who.additional_gids.clone())
+                .build()
+                .map_err(bad)?,
+        )
         .capabilities(process.capabilities().clone().unwrap_or_default())
         .rlimits(process.rlimits().clone().unwrap_or_default())
         .no_new_privileges(true)
@@ -83,13 +154,76 @@ pub fn build(id: &str, img: &ProcessConfig, req: &RunRequest) -> Result<Spec, St
     spec.set_root(Some(
         RootBuilder::default()
             .path("rootfs")
-            .readonly(false)
+            .readonly(req.read_only)
             .build()
             .map_err(bad)?,
     ));
     spec.set_hostname(Some(hostname));
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for v in &req.volumes {
+        mounts.push(volume_mount(v, volumes)?);
+    }
+    for t in &req.tmpfs {
+        if !t.starts_with('/') {
+            return Err(Status::invalid_argument(format!(
+                "--tmpfs {t:?}: the path must be absolute"
+            )));
+        }
+        mounts.push(
+            MountBuilder::default()
+                .destination(t)
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(vec!["nosuid".into(), "nodev".into(), "mode=1777".into()])
+                .build()
+                .map_err(bad)?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
     if let Some(linux) = spec.linux_mut() {
-        linux.set_cgroups_path(Some(format!("/molde/{id}").into()));
+        linux.set_cgroups_path(Some(cgroup_path(ns, id).into()));
+        let mut res = LinuxResourcesBuilder::default();
+        if req.memory_bytes > 0 {
+            res = res.memory(
+                LinuxMemoryBuilder::default()
+                    .limit(req.memory_bytes)
+                    .swap(req.memory_bytes)
+                    .build()
+                    .map_err(bad)?,
+            );
+        }
+        if req.cpus > 0.0 {
+            let period = 100_000u64;
+            res = res.cpu(
+                LinuxCpuBuilder::default()
+                    .period(period)
+                    .quota((req.cpus * period as f64) as i64)
+                    .build()
+                    .map_err(bad)?,
+            );
+        }
+        if req.pids_limit > 0 {
+            res = res.pids(
+                LinuxPidsBuilder::default()
+                    .limit(req.pids_limit)
+                    .build()
+                    .map_err(bad)?,
+            );
+        }
+        linux.set_resources(Some(res.build().map_err(bad)?));
+        match req.network.as_str() {
+            "" | "none" => {}
+            "host" => {
+                if let Some(ns) = linux.namespaces_mut() {
+                    ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
+                }
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "--network {other:?}: molde has none and host"
+                )));
+            }
+        }
     }
     Ok(spec)
 }
@@ -119,16 +253,31 @@ mod tests {
             env: vec!["X=2".into()],
             ..Default::default()
         };
-        let s = build("abcdef0123456789", &img, &req).unwrap();
+        let s = build(
+            "default",
+            "abcdef0123456789",
+            &img,
+            &req,
+            &Identity::default(),
+            Path::new("/tmp"),
+        )
+        .unwrap();
         let p = s.process().as_ref().unwrap();
         assert_eq!(p.args().as_ref().unwrap(), &["/bin/sh", "-c", "echo hi"]);
         assert!(p.env().as_ref().unwrap().contains(&"X=2".to_string()));
         assert_eq!(p.cwd().to_str().unwrap(), "/srv");
-        assert_eq!(p.user().uid(), 1000);
         assert_eq!(s.hostname().as_deref(), Some("abcdef012345"));
         let empty = ProcessConfig::default();
         assert!(
-            build("x", &empty, &RunRequest::default()).is_err(),
+            build(
+                "default",
+                "x",
+                &empty,
+                &RunRequest::default(),
+                &Identity::default(),
+                Path::new("/tmp")
+            )
+            .is_err(),
             "no command at all is refused"
         );
     }

@@ -40,7 +40,29 @@ struct Mount {
 struct Exit {
     status: i32,
     signal: Option<i32>,
+    oom_killed: bool,
     exited_at: String,
+}
+
+/// OOM kills the kernel counted in the container's cgroup (v1 memory
+/// controller or v2 unified hierarchy), read before the cgroup goes away.
+fn oom_kills(cgroups_path: &str) -> u64 {
+    let rel = cgroups_path.trim_start_matches('/');
+    let candidates = [
+        (
+            format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"),
+            "oom_kill ",
+        ),
+        (format!("/sys/fs/cgroup/{rel}/memory.events"), "oom_kill "),
+    ];
+    for (path, key) in candidates {
+        if let Ok(text) = fs::read_to_string(&path)
+            && let Some(n) = text.lines().find_map(|l| l.strip_prefix(key))
+        {
+            return n.trim().parse().unwrap_or(0);
+        }
+    }
+    0
 }
 
 struct Args {
@@ -139,6 +161,8 @@ fn pump(mut from: File, stream: &'static str, log: Arc<Mutex<File>>) -> std::thr
 }
 
 fn run(args: &Args) -> Result<i32> {
+    // molded tells "the container is exiting" from "the shim is gone" by this.
+    fs::write(args.bundle.join("shim.pid"), std::process::id().to_string())?;
     let rootfs = mount_rootfs(&args.bundle)?;
     let (out_r, out_w) = nix::unistd::pipe().context("creating the stdout pipe")?;
     let (err_r, err_w) = nix::unistd::pipe().context("creating the stderr pipe")?;
@@ -189,11 +213,20 @@ fn run(args: &Args) -> Result<i32> {
     for r in readers {
         let _ = r.join();
     }
+    let spec = oci_spec::runtime::Spec::load(args.bundle.join("config.json")).ok();
+    let cgroups_path = spec
+        .as_ref()
+        .and_then(|s| s.linux().as_ref())
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let oom_killed = !cgroups_path.is_empty() && oom_kills(&cgroups_path) > 0;
     let _ = container.delete(true);
     let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
     let exit = Exit {
         status,
         signal,
+        oom_killed,
         exited_at: now(),
     };
     let tmp = args.bundle.join("exit.json.tmp");

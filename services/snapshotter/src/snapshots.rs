@@ -21,6 +21,9 @@ pub struct Snapshotter {
     pub(crate) store: Arc<dyn Store>,
     overlay: Dirs,
     native: Dirs,
+    /// Held while a snapshot's directory exists without its record (create),
+    /// and while cleanup looks for directories without records.
+    dirs_lock: std::sync::Mutex<()>,
 }
 
 impl Snapshotter {
@@ -29,6 +32,7 @@ impl Snapshotter {
             store,
             overlay: Dirs::new(root, Driver::Overlay)?,
             native: Dirs::new(root, Driver::Native)?,
+            dirs_lock: std::sync::Mutex::new(()),
         }))
     }
 
@@ -102,6 +106,7 @@ impl Snapshotter {
             return Err(SnapshotError::AlreadyExists(format!("snapshot {key:?}")));
         }
         let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_string();
+        let _dirs = self.dirs_lock.lock().unwrap_or_else(|p| p.into_inner());
         let dirs = self.dirs(d);
         let fs = dirs.fs(&id);
         std::fs::create_dir_all(&fs).map_err(SnapshotError::io(format!("creating {}", fs.display())))?;
@@ -228,6 +233,7 @@ impl Snapshotter {
 
     /// Removes directories no record of any namespace points at.
     pub(crate) fn cleanup(&self, d: Driver) -> Result<u64> {
+        let _dirs = self.dirs_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut used = std::collections::HashSet::new();
         for e in self.store.range("/v1/ns/")? {
             if e.key.contains(&format!("/snapshots/{}/", d.name())) {

@@ -1,0 +1,154 @@
+//! `molde ps | logs | kill | stop | wait | rm`: containers the daemon's shims run.
+
+use std::io::Write;
+
+use anyhow::{Result, anyhow};
+use molde_api::molde::services::runtime::v1::{self as api, runtime_client::RuntimeClient};
+
+use crate::daemon::{Daemon, status};
+use crate::output::{self, Format};
+
+fn client(d: &Daemon) -> RuntimeClient<tonic::transport::Channel> {
+    RuntimeClient::new(d.channel.clone())
+}
+
+fn state(c: &api::ContainerStatus) -> String {
+    match c.state.as_str() {
+        "running" => "Up".into(),
+        "exited" if c.oom_killed => format!("Exited ({}) OOMKilled", c.exit_code),
+        "exited" => format!("Exited ({})", c.exit_code),
+        other => other.to_string(),
+    }
+}
+
+pub async fn ps(d: &Daemon, all: bool, quiet: bool, format: Format) -> Result<()> {
+    let list = client(d)
+        .list(d.request(api::ListRequest { all }))
+        .await
+        .map_err(status("listing containers"))?
+        .into_inner()
+        .containers;
+    if quiet {
+        for c in &list {
+            println!("{}", c.id);
+        }
+        return Ok(());
+    }
+    match format {
+        Format::Json => {
+            let v: Vec<_> = list
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "id": c.id, "image": c.image, "command": c.command, "created": c.created_unix,
+                        "state": c.state, "exitCode": c.exit_code, "oomKilled": c.oom_killed, "pid": c.pid,
+                        "finishedAt": c.finished_at, "error": c.error,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Table => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|c| {
+                    let mut cmd = c.command.join(" ");
+                    if cmd.chars().count() > 30 {
+                        cmd = cmd.chars().take(29).collect::<String>() + "…";
+                    }
+                    vec![
+                        c.id.chars().take(12).collect(),
+                        c.image.clone(),
+                        format!("\"{cmd}\""),
+                        output::age(Some(&prost_types::Timestamp {
+                            seconds: c.created_unix,
+                            nanos: 0,
+                        })),
+                        state(c),
+                    ]
+                })
+                .collect();
+            output::table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"], &rows);
+        }
+    }
+    Ok(())
+}
+
+pub async fn logs(d: &Daemon, id: &str, follow: bool, tail: Option<i64>, timestamps: bool) -> Result<()> {
+    let mut s = client(d)
+        .logs(d.request(api::LogsRequest {
+            id: id.into(),
+            follow,
+            tail: tail.unwrap_or(0),
+        }))
+        .await
+        .map_err(status(format!("logs of {id}")))?
+        .into_inner();
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    while let Some(r) = s.message().await.map_err(|s| anyhow!("{}", s.message()))? {
+        let w: &mut dyn Write = if r.stream == 2 { &mut err } else { &mut out };
+        if timestamps {
+            w.write_all(format!("{} ", r.time).as_bytes())?;
+        }
+        w.write_all(&r.data)?;
+        w.flush()?;
+    }
+    Ok(())
+}
+
+pub async fn kill(d: &Daemon, ids: Vec<String>, signal: &str) -> Result<()> {
+    for id in ids {
+        client(d)
+            .kill(d.request(api::KillRequest {
+                id: id.clone(),
+                signal: signal.into(),
+            }))
+            .await
+            .map_err(status(format!("killing {id}")))?;
+        println!("{id}");
+    }
+    Ok(())
+}
+
+pub async fn stop(d: &Daemon, ids: Vec<String>, timeout: u32) -> Result<()> {
+    for id in ids {
+        client(d)
+            .stop(d.request(api::StopRequest {
+                id: id.clone(),
+                timeout,
+            }))
+            .await
+            .map_err(status(format!("stopping {id}")))?;
+        println!("{id}");
+    }
+    Ok(())
+}
+
+pub async fn wait(d: &Daemon, ids: Vec<String>) -> Result<i32> {
+    let mut last = 0;
+    for id in ids {
+        let x = client(d)
+            .wait(d.request(api::WaitRequest { id: id.clone() }))
+            .await
+            .map_err(status(format!("waiting for {id}")))?
+            .into_inner();
+        println!("{}", x.status);
+        last = x.status;
+    }
+    Ok(last)
+}
+
+pub async fn rm(d: &Daemon, ids: Vec<String>, force: bool) -> Result<()> {
+    for id in ids {
+        client(d)
+            .remove(d.request(api::RemoveRequest {
+                id: id.clone(),
+                force,
+            }))
+            .await
+            .map_err(status(format!("removing {id}")))?;
+        println!("{id}");
+    }
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! A container's state as its shim left it on disk, and acting on it: list,
+//! logs, kill, stop, wait, remove.
+//!
+//! molded keeps no in-memory table of containers: a bundle directory, the
+//! shim's `init.pid`, `exit.json` and `error` files say everything. That is
+//! what lets containers outlive molded: a restarted molded reads the same
+//! files and finds every container where its shim left it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use molde_api::containerd::services::containers::v1::Container;
+use molde_api::molde::services::runtime::v1 as api;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use prost::Message;
+use tonic::Status;
+
+use crate::containers;
+use crate::run::RuntimeService;
+
+/// What the files of a bundle say.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub state: &'static str,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    pub pid: i32,
+    pub finished_at: String,
+    pub error: String,
+}
+
+/// Whether `pid` is alive and is the init of the container with cgroup `cg`.
+fn alive(pid: i32, cg: &str) -> bool {
+    if pid <= 0 || nix::sys::signal::kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    // Guard against a recycled pid: the process must be in the container's cgroup.
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(cg))
+}
+
+/// Whether the bundle's shim process still runs.
+fn shim_alive(bundle: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(bundle.join("shim.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("molde-shim"))
+}
+
+pub fn observe(bundle: &Path, cgroup: &str) -> Observed {
+    if let Ok(raw) = std::fs::read(bundle.join("exit.json")) {
+        let v: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+        return Observed {
+            state: "exited",
+            exit_code: v["status"].as_i64().unwrap_or(255) as i32,
+            oom_killed: v["oom_killed"].as_bool().unwrap_or(false),
+            finished_at: v["exited_at"].as_str().unwrap_or_default().to_string(),
+            ..Default::default()
+        };
+    }
+    if let Ok(e) = std::fs::read_to_string(bundle.join("error")) {
+        return Observed {
+            state: "exited",
+            exit_code: 125,
+            error: e.trim().to_string(),
+            ..Default::default()
+        };
+    }
+    match std::fs::read_to_string(bundle.join("init.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        Some(pid) if alive(pid, cgroup) => Observed {
+            state: "running",
+            pid,
+            ..Default::default()
+        },
+        // The init is gone; its shim is still recording the exit.
+        Some(_) if shim_alive(bundle) => Observed {
+            state: "running",
+            ..Default::default()
+        },
+        // The shim is gone without reporting: it was killed.
+        Some(_) => Observed {
+            state: "exited",
+            exit_code: 255,
+            error: "the container's shim ended without recording an exit status".into(),
+            ..Default::default()
+        },
+        None => Observed {
+            state: "created",
+            ..Default::default()
+        },
+    }
+}
+
+/// Parses `TERM`, `SIGTERM` or `15`.
+pub fn parse_signal(s: &str) -> Result<Signal, Status> {
+    if s.is_empty() {
+        return Ok(Signal::SIGKILL);
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n)
+            .map_err(|_| Status::invalid_argument(format!("signal {s:?}: unknown number")));
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse()
+        .map_err(|_| Status::invalid_argument(format!("signal {s:?}: unknown name")))
+}
+
+impl RuntimeService {
+    pub(crate) fn record(&self, ns: &str, id: &str) -> Result<Container, Status> {
+        let e = self
+            .store
+            .get(&containers::key(ns, id))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("container {id:?}: not found")))?;
+        Container::decode(e.value.as_slice()).map_err(|e| Status::internal(format!("container {id:?}: {e}")))
+    }
+
+    pub(crate) fn observe(&self, ns: &str, id: &str) -> Observed {
+        observe(&self.bundle_dir(ns, id), &crate::spec::cgroup_path(ns, id))
+    }
+
+    pub(crate) fn status(&self, ns: &str, c: &Container) -> api::ContainerStatus {
+        let o = self.observe(ns, &c.id);
+        let command = c
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s.value).ok())
+            .and_then(|v| v["process"]["args"].as_array().cloned())
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        api::ContainerStatus {
+            id: c.id.clone(),
+            image: c.image.clone(),
+            command,
+            created_unix: c.created_at.as_ref().map(|t| t.seconds).unwrap_or(0),
+            state: o.state.to_string(),
+            exit_code: o.exit_code,
+            oom_killed: o.oom_killed,
+            pid: o.pid,
+            finished_at: o.finished_at,
+            error: o.error,
+        }
+    }
+
+    pub(crate) fn list(&self, ns: &str, all: bool) -> Result<Vec<api::ContainerStatus>, Status> {
+        let mut out = Vec::new();
+        for e in self
+            .store
+            .range(&format!("/v1/ns/{ns}/containers/"))
+            .map_err(|e| Status::internal(e.to_string()))?
+        {
+            let Ok(c) = Container::decode(e.value.as_slice()) else {
+                continue;
+            };
+            if c.runtime
+                .as_ref()
+                .is_none_or(|r| r.name != crate::run::RUNTIME_NAME)
+            {
+                continue; // records containerd clients made for other runtimes
+            }
+            let st = self.status(ns, &c);
+            if all || st.state == "running" {
+                out.push(st);
+            }
+        }
+        out.sort_by_key(|s| std::cmp::Reverse(s.created_unix));
+        Ok(out)
+    }
+
+    pub(crate) fn kill(&self, ns: &str, id: &str, sig: Signal) -> Result<(), Status> {
+        self.record(ns, id)?;
+        let o = self.observe(ns, id);
+        if o.state != "running" {
+            return Err(Status::failed_precondition(format!(
+                "container {id:?} is not running"
+            )));
+        }
+        nix::sys::signal::kill(Pid::from_raw(o.pid), sig)
+            .map_err(|e| Status::internal(format!("signalling container {id:?}: {e}")))?;
+        tracing::info!(namespace = ns, container = id, signal = %sig, "container signalled");
+        Ok(())
+    }
+
+    /// Waits until the container exited (bounded by `limit` when given).
+    pub(crate) async fn wait(
+        &self,
+        ns: &str,
+        id: &str,
+        limit: Option<Duration>,
+    ) -> Result<Option<Observed>, Status> {
+        self.record(ns, id)?;
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        loop {
+            let o = self.observe(ns, id);
+            if o.state == "exited" {
+                return Ok(Some(o));
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub(crate) async fn stop(&self, ns: &str, id: &str, timeout: Duration) -> Result<Observed, Status> {
+        self.record(ns, id)?;
+        if self.observe(ns, id).state == "running" {
+            let _ = self.kill(ns, id, Signal::SIGTERM);
+            if let Some(o) = self.wait(ns, id, Some(timeout)).await? {
+                return Ok(o);
+            }
+            let _ = self.kill(ns, id, Signal::SIGKILL);
+        }
+        Ok(self
+            .wait(ns, id, Some(Duration::from_secs(30)))
+            .await?
+            .unwrap_or_else(|| self.observe(ns, id)))
+    }
+
+    pub(crate) async fn remove_container(&self, ns: &str, id: &str, force: bool) -> Result<(), Status> {
+        self.record(ns, id)?;
+        if self.observe(ns, id).state == "running" {
+            if !force {
+                return Err(Status::failed_precondition(format!(
+                    "container {id:?} is running: stop it first, or remove it with --force"
+                )));
+            }
+            let _ = self.kill(ns, id, Signal::SIGKILL);
+            self.wait(ns, id, Some(Duration::from_secs(30))).await?;
+        }
+        self.remove(ns, id).await;
+        tracing::info!(namespace = ns, container = id, "container removed");
+        Ok(())
+    }
+
+    /// The log records of a container, the last `tail` of them when not 0.
+    pub(crate) fn read_log(&self, ns: &str, id: &str, from: u64) -> (Vec<api::LogRecord>, u64) {
+        let path = self.bundle_dir(ns, id).join("log.json");
+        let Ok(data) = std::fs::read(&path) else {
+            return (Vec::new(), from);
+        };
+        let mut out = Vec::new();
+        let mut pos = from as usize;
+        while let Some(nl) = data.get(pos..).and_then(|d| d.iter().position(|b| *b == b'\n')) {
+            let line = &data[pos..pos + nl];
+            pos += nl + 1;
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
+                out.push(api::LogRecord {
+                    stream: if v["stream"] == "stderr" { 2 } else { 1 },
+                    data: v["log"].as_str().unwrap_or_default().as_bytes().to_vec(),
+                    time: v["time"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        (out, pos as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("sigint").unwrap(), Signal::SIGINT);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn exited_and_created_states_come_from_files() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(observe(d.path(), "/molde/x").state, "created");
+        std::fs::write(d.path().join("init.pid"), "999999999").unwrap();
+        assert_eq!(
+            observe(d.path(), "/molde/x").state,
+            "exited",
+            "a dead shim means exited"
+        );
+        std::fs::write(
+            d.path().join("exit.json"),
+            r#"{"status":137,"oom_killed":true,"exited_at":"t"}"#,
+        )
+        .unwrap();
+        let o = observe(d.path(), "/molde/x");
+        assert_eq!((o.state, o.exit_code, o.oom_killed), ("exited", 137, true));
+    }
+}
