@@ -428,3 +428,49 @@ fn containers_outlive_a_killed_daemon_and_are_found_again() {
         "no shim is left"
     );
 }
+
+#[test]
+fn exec_runs_in_a_running_container() {
+    let d = daemon_with_busybox();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "host",
+        "-e",
+        "BASE=1",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo made > /tmp/marker; sleep 60",
+    ])
+    .ok();
+    molde_tests::eventually(10, "the marker file", || {
+        d.molde(&["exec", "host", "cat", "/tmp/marker"]).stdout() == "made\n"
+    });
+    let r = d.molde(&[
+        "exec",
+        "-e",
+        "EXTRA=2",
+        "-w",
+        "/tmp",
+        "host",
+        "sh",
+        "-c",
+        "echo $BASE $EXTRA $(pwd); echo oops >&2; exit 4",
+    ]);
+    assert_eq!(r.out.status.code(), Some(4));
+    assert_eq!(r.stdout(), "1 2 /tmp\n");
+    assert_eq!(r.stderr(), "oops\n");
+    assert_eq!(
+        d.molde(&["exec", "-u", "nobody", "host", "id", "-u"]).ok().trim(),
+        "65534"
+    );
+    let r = d.molde(&["exec", "host", "/not/there"]);
+    assert_ne!(r.out.status.code(), Some(0));
+    assert!(r.stderr().contains("/not/there"), "{}", r.stderr());
+    d.molde(&["stop", "-t", "1", "host"]).ok();
+    let err = d.molde(&["exec", "host", "true"]).fails();
+    assert!(err.contains("not running"), "{err}");
+    d.molde(&["rm", "host"]).ok();
+}

@@ -57,6 +57,8 @@ enum Command {
     },
     /// Run a command in a new container
     Run(Box<run::RunArgs>),
+    /// Run a command in a running container
+    Exec(run::ExecArgs),
     /// List containers
     Ps {
         /// Show all containers, not only running ones
@@ -220,6 +222,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Images { cmd, list } => images::run(&d, cmd.unwrap_or(images::ImagesCmd::Ls(list))).await,
         Command::Run(a) => {
             let code = run::run(&d, *a).await?;
+            std::process::exit(code);
+        }
+        Command::Exec(a) => {
+            let code = run::exec(&d, a).await?;
             std::process::exit(code);
         }
         Command::Ps { all, quiet, format } => containers::ps(&d, all, quiet, format).await,

@@ -180,3 +180,53 @@ mod tests {
         assert!(parse_bytes("1k").is_err(), "below the minimum");
     }
 }
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Set an environment variable, KEY=VALUE (repeatable)
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Run as user[:group]
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    workdir: Option<String>,
+    id: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Runs a process in a running container; returns its exit status.
+pub async fn exec(d: &Daemon, a: ExecArgs) -> Result<i32> {
+    let req = api::ExecRequest {
+        id: a.id.clone(),
+        args: a.command,
+        env: a.env,
+        user: a.user.unwrap_or_default(),
+        workdir: a.workdir.unwrap_or_default(),
+    };
+    let mut stream = RuntimeClient::new(d.channel.clone())
+        .exec(d.request(req))
+        .await
+        .map_err(status(format!("exec in {}", a.id)))?
+        .into_inner();
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    loop {
+        match stream.message().await.map_err(|s| anyhow!("{}", s.message()))? {
+            Some(api::RunEvent {
+                event: Some(Event::Output(o)),
+            }) => {
+                let w: &mut dyn Write = if o.stream == 2 { &mut err } else { &mut out };
+                w.write_all(&o.data)?;
+                w.flush()?;
+            }
+            Some(api::RunEvent {
+                event: Some(Event::Exited(x)),
+            }) => return Ok(x.status),
+            Some(_) => {}
+            None => return Err(anyhow!("the daemon ended the exec without its exit status")),
+        }
+    }
+}

@@ -49,6 +49,26 @@ pub struct RuntimeService {
 
 type Tx = mpsc::Sender<Result<api::RunEvent, Status>>;
 
+/// Forwards one output stream of an exec'd process as Output events.
+async fn pump(mut from: Box<dyn tokio::io::AsyncRead + Send + Unpin>, stream: i32, tx: Tx) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 32 << 10];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0
+            || !send(
+                &tx,
+                Event::Output(api::Output {
+                    stream,
+                    data: buf[..n].to_vec(),
+                }),
+            )
+            .await
+        {
+            return;
+        }
+    }
+}
+
 async fn send(tx: &Tx, e: Event) -> bool {
     tx.send(Ok(api::RunEvent { event: Some(e) })).await.is_ok()
 }
@@ -422,6 +442,97 @@ impl api::runtime_server::Runtime for RuntimeService {
             status: o.exit_code,
             oom_killed: o.oom_killed,
         }))
+    }
+
+    type ExecStream = ReceiverStream<Result<api::RunEvent, Status>>;
+
+    async fn exec(&self, req: Request<api::ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let r = req.into_inner();
+        if r.args.is_empty() {
+            return Err(Status::invalid_argument("exec needs a command"));
+        }
+        let c = self.record(&ns, &r.id)?;
+        if self.observe(&ns, &r.id).state != "running" {
+            return Err(Status::failed_precondition(format!(
+                "container {:?} is not running",
+                r.id
+            )));
+        }
+        let spec: serde_json::Value = c
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok())
+            .unwrap_or_default();
+        let base_env: Vec<String> = spec["process"]["env"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let bundle = self.bundle_dir(&ns, &r.id);
+        let (uid, gid, gids) = if r.user.is_empty() {
+            (
+                spec["process"]["user"]["uid"].as_u64().unwrap_or(0) as u32,
+                spec["process"]["user"]["gid"].as_u64().unwrap_or(0) as u32,
+                Vec::new(),
+            )
+        } else {
+            let who = crate::user::resolve(&r.user, &[bundle.join("rootfs")])
+                .map_err(|e| Status::new(e.code(), format!("container {}: {}", r.id, e.message())))?;
+            (who.uid, who.gid, who.additional_gids)
+        };
+        let cwd = if r.workdir.is_empty() {
+            spec["process"]["cwd"].as_str().unwrap_or("/").to_string()
+        } else {
+            r.workdir.clone()
+        };
+        let process = serde_json::json!({
+            "args": r.args,
+            "env": spec::merge_env(&base_env, &r.env),
+            "cwd": cwd,
+            "uid": uid,
+            "gid": gid,
+            "additional_gids": gids,
+        });
+        let exec_dir = bundle.join("exec");
+        std::fs::create_dir_all(&exec_dir).map_err(|e| Status::internal(e.to_string()))?;
+        let pfile = exec_dir.join(format!("{}.json", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&pfile, serde_json::to_vec(&process).unwrap_or_default())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut child = tokio::process::Command::new(&self.shim)
+            .arg("exec")
+            .args(["--id", &format!("{ns}-{}", r.id)])
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--state")
+            .arg(self.state.join(".libcontainer"))
+            .arg("--process")
+            .arg(&pfile)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Status::internal(format!("starting {}: {e}", self.shim.display())))?;
+        let (tx, rx) = mpsc::channel(64);
+        let out = child.stdout.take().expect("piped");
+        let err = child.stderr.take().expect("piped");
+        let a = tokio::spawn(pump(Box::new(out), 1, tx.clone()));
+        let b = tokio::spawn(pump(Box::new(err), 2, tx.clone()));
+        tokio::spawn(async move {
+            let status = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(255);
+            let _ = a.await;
+            let _ = b.await;
+            let _ = std::fs::remove_file(&pfile);
+            send(
+                &tx,
+                Event::Exited(api::Exited {
+                    status,
+                    oom_killed: false,
+                }),
+            )
+            .await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn remove(

@@ -14,7 +14,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -66,32 +66,99 @@ fn oom_kills(cgroups_path: &str) -> u64 {
 }
 
 struct Args {
+    exec: bool,
     id: String,
     bundle: PathBuf,
     state: PathBuf,
+    /// For exec: a JSON file with the process to run.
+    process: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
     let mut it = std::env::args().skip(1);
     let cmd = it.next().unwrap_or_default();
-    if cmd != "start" {
-        bail!("usage: molde-shim start --id ID --bundle DIR --state DIR");
+    if cmd != "start" && cmd != "exec" {
+        bail!("usage: molde-shim start|exec --id ID --bundle DIR --state DIR [--process FILE]");
     }
-    let (mut id, mut bundle, mut state) = (None, None, None);
+    let (mut id, mut bundle, mut state, mut process) = (None, None, None, None);
     while let Some(a) = it.next() {
         let v = it.next().with_context(|| format!("{a} needs a value"))?;
         match a.as_str() {
             "--id" => id = Some(v),
             "--bundle" => bundle = Some(PathBuf::from(v)),
             "--state" => state = Some(PathBuf::from(v)),
+            "--process" => process = Some(PathBuf::from(v)),
             other => bail!("unknown argument {other}"),
         }
     }
     Ok(Args {
+        exec: cmd == "exec",
         id: id.context("--id is required")?,
         bundle: bundle.context("--bundle is required")?,
         state: state.context("--state is required")?,
+        process,
     })
+}
+
+/// A process to run in a running container.
+#[derive(Debug, Deserialize)]
+struct ExecProcess {
+    args: Vec<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
+    uid: Option<u32>,
+    #[serde(default)]
+    gid: Option<u32>,
+    #[serde(default)]
+    additional_gids: Vec<u32>,
+}
+
+/// `exec`: joins the container's namespaces and cgroup with libcontainer's
+/// tenant builder; the process inherits this one's stdout and stderr, and its
+/// exit status becomes this one's. Short-lived, one per exec.
+fn exec(args: &Args) -> Result<i32> {
+    let p: ExecProcess = serde_json::from_slice(&fs::read(
+        args.process.as_ref().context("--process is required")?,
+    )?)
+    .context("parsing the exec process")?;
+    let env = p
+        .env
+        .iter()
+        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let stdout: OwnedFd = std::io::stdout().as_fd().try_clone_to_owned()?;
+    let stderr: OwnedFd = std::io::stderr().as_fd().try_clone_to_owned()?;
+    let devnull: OwnedFd = File::open("/dev/null")?.into();
+    let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&args.state)
+        .context("libcontainer state root")?
+        .with_executor(DefaultExecutor {})
+        .with_stdin(devnull)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .as_tenant()
+        .with_container_args(p.args.clone())
+        .with_env(env)
+        .with_cwd(p.cwd.clone())
+        .with_user(p.uid)
+        .with_group(p.gid)
+        .with_additional_gids(p.additional_gids.clone())
+        .with_detach(true)
+        .build()
+        .with_context(|| format!("running {:?} in container {}", p.args, args.id))?;
+    let pid = nix::unistd::Pid::from_raw(pid.as_raw());
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => bail!("waiting for the exec'd process: {e}"),
+        }
+    }
 }
 
 fn mount_rootfs(bundle: &Path) -> Result<PathBuf> {
@@ -243,6 +310,15 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.exec {
+        match exec(&args) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("molde-shim: {e:#}");
+                std::process::exit(126);
+            }
+        }
+    }
     match run(&args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
