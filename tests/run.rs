@@ -474,3 +474,70 @@ fn exec_runs_in_a_running_container() {
     assert!(err.contains("not running"), "{err}");
     d.molde(&["rm", "host"]).ok();
 }
+
+#[test]
+fn bridge_network_published_ports_and_teardown() {
+    let d = daemon_with_busybox();
+    let out = d
+        .molde(&["run", "--rm", IMAGE, "ip", "-4", "-o", "addr", "show", "eth0"])
+        .ok();
+    assert!(out.contains("inet 10.89."), "a bridge address from CNI: {out}");
+    let none = d
+        .molde(&["run", "--rm", "--network", "none", IMAGE, "ip", "-o", "link"])
+        .ok();
+    assert!(!none.contains("eth0") && none.contains("lo"), "{none}");
+    let host = d
+        .molde(&["run", "--rm", "--network", "host", IMAGE, "ip", "-o", "link"])
+        .ok();
+    let host_links = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        host.lines().count(),
+        String::from_utf8_lossy(&host_links.stdout).lines().count(),
+        "{host}"
+    );
+
+    let port = molde_tests::registry::free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &publish,
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello-from-molde > /www/index.html && exec httpd -f -p 80 -h /www",
+    ])
+    .ok();
+    let mut body = String::new();
+    molde_tests::eventually(10, "the published port to answer", || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+        body.clear();
+        let _ = s.read_to_string(&mut body);
+        body.contains("hello-from-molde")
+    });
+    let pin = d.state.join("netns/default-web");
+    assert!(pin.exists());
+    d.molde(&["rm", "-f", "web"]).ok();
+    assert!(!pin.exists(), "the network namespace is released");
+    let rules = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains(&port.to_string()),
+        "the port mapping is removed"
+    );
+    let err = d.molde(&["run", "--rm", "-p", "nonsense", IMAGE, "true"]).fails();
+    assert!(err.contains("nonsense"), "{err}");
+}

@@ -55,9 +55,12 @@ pub struct RunArgs {
     /// Mount a tmpfs at this path (repeatable)
     #[arg(long)]
     tmpfs: Vec<String>,
-    /// none (an isolated network namespace) or host
-    #[arg(long, default_value = "none")]
+    /// bridge (CNI, the default), none (an isolated namespace) or host
+    #[arg(long, default_value = "bridge")]
     network: String,
+    /// Publish a port, [IP:]HOST:CONTAINER[/tcp|udp] (repeatable)
+    #[arg(short = 'p', long = "publish")]
+    ports: Vec<String>,
     image: String,
     /// Command and arguments (replace the image's Cmd)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -108,6 +111,7 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
         volumes: a.volumes,
         tmpfs: a.tmpfs,
         network: a.network,
+        ports: a.ports,
     };
     let mut stream = RuntimeClient::new(d.channel.clone())
         .run(d.request(req))

@@ -233,6 +233,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 state: cfg.state.join("runtime"),
                 shim,
                 volumes: cfg.root.join("volumes"),
+                cni_bin_dir: PathBuf::from("/usr/lib/cni"),
+                netns_dir: cfg.state.join("netns"),
                 content: molde_api::client::channel(&reach("content")?),
                 snapshotter: molde_api::client::channel(&reach("snapshotter")?),
             },

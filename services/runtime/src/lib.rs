@@ -7,6 +7,7 @@
 pub mod containers;
 mod image;
 mod lifecycle;
+pub mod network;
 pub mod run;
 mod spec;
 mod user;
@@ -33,6 +34,10 @@ pub struct RuntimeConfig {
     pub shim: PathBuf,
     /// Named volumes live in `<volumes>/<name>/_data`.
     pub volumes: PathBuf,
+    /// CNI plugin binaries (containernetworking-plugins).
+    pub cni_bin_dir: PathBuf,
+    /// Where network namespaces are pinned.
+    pub netns_dir: PathBuf,
     /// Reaches images.v1 and content.v1.
     pub content: Channel,
     pub snapshotter: Channel,
@@ -46,6 +51,10 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
             store,
             content: cfg.content,
             snapshotter: cfg.snapshotter,
+            cni: Arc::new(network::Cni {
+                bin_dir: cfg.cni_bin_dir,
+                netns_dir: cfg.netns_dir,
+            }),
             state: cfg.state,
             shim: cfg.shim,
             volumes: cfg.volumes,

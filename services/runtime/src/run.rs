@@ -45,6 +45,7 @@ pub struct RuntimeService {
     pub(crate) state: PathBuf,
     pub(crate) shim: PathBuf,
     pub(crate) volumes: PathBuf,
+    pub(crate) cni: Arc<crate::network::Cni>,
 }
 
 type Tx = mpsc::Sender<Result<api::RunEvent, Status>>;
@@ -159,6 +160,54 @@ impl RuntimeService {
             }
         };
         let bundle = self.bundle(ns, &id);
+        let mut spec = spec;
+        if req.network.is_empty() || req.network == "bridge" {
+            let ports = match req
+                .ports
+                .iter()
+                .map(|p| crate::network::parse_port(p))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    undo_snapshot().await;
+                    return Err(e);
+                }
+            };
+            let key = format!("{ns}-{id}");
+            let (netns, saved) = match self.cni.setup(&key, &ports).await {
+                Ok(x) => x,
+                Err(e) => {
+                    undo_snapshot().await;
+                    return Err(Status::new(
+                        e.code(),
+                        format!("container {id}: network: {}", e.message()),
+                    ));
+                }
+            };
+            let _ = std::fs::create_dir_all(&bundle);
+            let _ = std::fs::write(
+                bundle.join("network.json"),
+                serde_json::to_vec(&saved).unwrap_or_default(),
+            );
+            if let Some(nss) = spec
+                .linux_mut()
+                .as_mut()
+                .and_then(|l| l.namespaces_mut().as_mut())
+            {
+                for n in nss.iter_mut() {
+                    if n.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
+                        n.set_path(Some(netns.clone()));
+                    }
+                }
+            }
+            tracing::info!(container = %id, address = ?crate::network::address(&saved), "network attached");
+        } else if !req.ports.is_empty() {
+            undo_snapshot().await;
+            return Err(Status::invalid_argument(format!(
+                "container {id}: -p needs the bridge network"
+            )));
+        }
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Status::internal(e.to_string()))?;
         let written = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
@@ -246,6 +295,10 @@ impl RuntimeService {
 
     /// Removes a container's snapshot, record and bundle.
     pub(crate) async fn remove(&self, ns: &str, id: &str) {
+        if let Ok(raw) = std::fs::read(self.bundle(ns, id).join("network.json")) {
+            let saved: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+            self.cni.teardown(&format!("{ns}-{id}"), &saved).await;
+        }
         let _ = SnapshotsClient::new(self.snapshotter.clone())
             .remove(with_ns(
                 ns,

@@ -212,7 +212,8 @@ pub fn build(
         }
         linux.set_resources(Some(res.build().map_err(bad)?));
         match req.network.as_str() {
-            "" | "none" => {}
+            // bridge: the runtime points the namespace at the one CNI set up.
+            "" | "none" | "bridge" => {}
             "host" => {
                 if let Some(ns) = linux.namespaces_mut() {
                     ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
