@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Container start, end to end: `molde run --rm busybox true` vs containerd's
+# Container start, end to end: `molde run --rm --network none busybox true`
+# (like ctr run and runc run, no CNI network; a second row adds molde's default
+# bridge network) vs containerd's
 # `ctr run --rm` (containerd + runc) and raw `runc run` on a prepared bundle, in
 # the same run; plus molde-shim RSS, molded idle RSS and containerd's runc shim
 # RSS. Rewrites the table in docs/benchmarks.md.
@@ -18,13 +20,14 @@ bin=${CARGO_TARGET_DIR:-$here/target}/release
 pkill -f "molded --root $dir/molde-root" 2>/dev/null || true
 pkill -f "containerd --config $dir/containerd.toml" 2>/dev/null || true
 sleep 0.3
-umount -R "$dir" 2>/dev/null || true
+# Mounts an earlier run left (a container's rootfs, a netns pin), deepest first.
+awk -v d="$dir" '$2 ~ "^"d {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 rm -rf "$dir"
 mkdir -p "$dir"
 python3 "$here/deploy/make-base-image.py" "$dir/busybox.tar" localhost/molde/busybox:latest >/dev/null
 
 # molde
-"$bin/molded" --root "$dir/molde-root" --state "$dir/molde-state" --address "$dir/molde.sock" 2>"$dir/molded.log" &
+"$bin/molded" --root "$dir/molde-root" --state "$dir/molde-state" --address "$dir/molde.sock" >/dev/null 2>"$dir/molded.log" &
 for _ in $(seq 100); do [ -S "$dir/molde.sock" ] && break; sleep 0.05; done
 molde() { "$bin/molde" --address "$dir/molde.sock" "$@"; }
 molde load -q -i "$dir/busybox.tar" >/dev/null
@@ -38,7 +41,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "$dir/ctrd.sock"
 TOML
-containerd --config "$dir/containerd.toml" 2>"$dir/containerd.log" &
+containerd --config "$dir/containerd.toml" >/dev/null 2>"$dir/containerd.log" &
 for _ in $(seq 100); do [ -S "$dir/ctrd.sock" ] && break; sleep 0.05; done
 sleep 0.3
 ctr --address "$dir/ctrd.sock" images import "$dir/busybox.tar" >/dev/null
@@ -61,22 +64,27 @@ PY
 )
 i=0
 hyperfine --runs "$runs" --warmup 2 --export-json "$dir/result.json" --style basic \
-  -n molde "$bin/molde --address $dir/molde.sock run --rm localhost/molde/busybox true" \
+  -n molde "$bin/molde --address $dir/molde.sock run --rm --network none localhost/molde/busybox true" \
+  -n "molde, bridge network (CNI)" "$bin/molde --address $dir/molde.sock run --rm localhost/molde/busybox true" \
   -n "containerd (ctr run --rm, runc)" "ctr --address $dir/ctrd.sock run --rm localhost/molde/busybox:latest c\$RANDOM\$RANDOM true" \
   -n "runc run (raw)" "runc --root $dir/runc-state run --bundle $dir/bundle r\$RANDOM\$RANDOM >/dev/null" >&2
 
 # Memory: a sleeping container under each shim, and the idle daemons.
-molde run -d --name sleeper localhost/molde/busybox sleep 30 >/dev/null
+molde run -d --network none --name sleeper localhost/molde/busybox sleep 30 >/dev/null
 sleep 0.5
 shim_pid=$(pgrep -f "molde-shim start --id default-sleeper" | head -1)
 shim_rss=$(awk '/VmRSS/ {print $2}' /proc/$shim_pid/status)
-ctr --address "$dir/ctrd.sock" run -d localhost/molde/busybox:latest sleeper sleep 30 >/dev/null
+sleeper=sleeper-$$
+ctr --address "$dir/ctrd.sock" run -d localhost/molde/busybox:latest "$sleeper" sleep 30 >/dev/null
 sleep 0.5
-ctr_shim_pid=$(pgrep -f "containerd-shim-runc-v2 -namespace default -id sleeper" | head -1)
+ctr_shim_pid=$(pgrep -f "containerd-shim-runc-v2 -namespace default -id $sleeper" | head -1)
 ctr_shim_rss=$(awk '/VmRSS/ {print $2}' /proc/$ctr_shim_pid/status)
 molded_rss=$(awk '/VmRSS/ {print $2}' /proc/$(pgrep -f "molded --root $dir/molde-root")/status)
 ctrd_rss=$(awk '/VmRSS/ {print $2}' /proc/$(pgrep -f "containerd --config $dir/containerd.toml")/status)
-ctr --address "$dir/ctrd.sock" task kill -s 9 sleeper >/dev/null 2>&1 || true
+ctr --address "$dir/ctrd.sock" task kill -s 9 "$sleeper" >/dev/null 2>&1 || true
+sleep 0.3
+ctr --address "$dir/ctrd.sock" task rm "$sleeper" >/dev/null 2>&1 || true
+molde rm -f sleeper >/dev/null 2>&1 || true
 
 table=$(python3 - "$dir/result.json" "$shim_rss" "$ctr_shim_rss" "$molded_rss" "$ctrd_rss" "$(nproc)" <<'PY'
 import json, sys, statistics, datetime
@@ -91,6 +99,7 @@ for k, v in r.items():
     print(f"| {k} | {v*1000:.1f} ms | {v/m:.2f}x |")
 print()
 print(f"molde is **{m/raw:.2f}x** the raw runtime (goal ≤ 1.5x) and **{c/m:.1f}x** faster than ctr (goal ≥ 2.5x).")
+print("The bridge row adds molde's default CNI network (bridge, host-local, portmap, loopback plugins run per container); ctr and runc rows have no network.")
 print()
 print("| memory (RSS) | molde | containerd |")
 print("|---|---|---|")
