@@ -231,6 +231,13 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Containers outlive molded by design: remove what the test left.
+        if self.child.is_some() {
+            let ids = self.molde(&["ps", "-a", "-q"]).stdout();
+            for id in ids.lines().filter(|l| !l.is_empty()) {
+                let _ = self.molde(&["rm", "-f", id]);
+            }
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -174,8 +174,10 @@ impl RuntimeService {
                     return Err(e);
                 }
             };
-            let key = format!("{ns}-{id}");
-            let (netns, saved) = match self.cni.setup(&key, &ports).await {
+            // Unique per container instance: addresses an earlier container of the
+            // same name left allocated (a crash) can never clash with this one.
+            let key = format!("{ns}-{id}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            let (netns, mut saved) = match self.cni.setup(&key, &ports).await {
                 Ok(x) => x,
                 Err(e) => {
                     undo_snapshot().await;
@@ -185,6 +187,7 @@ impl RuntimeService {
                     ));
                 }
             };
+            saved["key"] = serde_json::json!(key);
             let _ = std::fs::create_dir_all(&bundle);
             let _ = std::fs::write(
                 bundle.join("network.json"),
@@ -297,7 +300,11 @@ impl RuntimeService {
     pub(crate) async fn remove(&self, ns: &str, id: &str) {
         if let Ok(raw) = std::fs::read(self.bundle(ns, id).join("network.json")) {
             let saved: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
-            self.cni.teardown(&format!("{ns}-{id}"), &saved).await;
+            let key = saved["key"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{ns}-{id}"));
+            self.cni.teardown(&key, &saved).await;
         }
         let _ = SnapshotsClient::new(self.snapshotter.clone())
             .remove(with_ns(
