@@ -545,3 +545,89 @@ fn bridge_network_published_ports_and_teardown() {
     let err = d.molde(&["run", "--rm", "-p", "nonsense", IMAGE, "true"]).fails();
     assert!(err.contains("nonsense"), "{err}");
 }
+
+#[test]
+fn seccomp_etc_files_inspect_top_stats_and_signal_forwarding() {
+    let d = daemon_with_busybox();
+    let out = d
+        .molde(&[
+            "run",
+            "--rm",
+            "--hostname",
+            "boxy",
+            IMAGE,
+            "sh",
+            "-c",
+            "grep Seccomp: /proc/self/status; cat /etc/hostname; grep boxy /etc/hosts",
+        ])
+        .ok();
+    assert!(
+        out.contains("Seccomp:\t2"),
+        "the default seccomp profile filters: {out}"
+    );
+    assert!(out.contains("boxy\n10.89."), "{out}");
+    let r = d.molde(&["run", "--rm", IMAGE, "unshare", "-n", "true"]);
+    assert!(r.stderr().contains("Operation not permitted"), "{}", r.stderr());
+
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "watched",
+        "--memory",
+        "64m",
+        IMAGE,
+        "sh",
+        "-c",
+        "sleep 60 & sleep 61 & wait",
+    ])
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", "watched"]).ok()).unwrap();
+    assert_eq!(v["State"]["Status"], "running");
+    assert!(
+        v["NetworkSettings"]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.89.")
+    );
+    assert_eq!(v["HostConfig"]["Resources"]["memory"]["limit"], 64 << 20);
+    let top = d.molde(&["top", "watched"]).ok();
+    assert!(top.contains("sleep 60") && top.contains("sleep 61"), "{top}");
+    let stats = d.molde(&["stats", "watched"]).ok();
+    assert!(
+        stats.contains("watched") && stats.contains("67.1 MB"),
+        "the limit shows: {stats}"
+    );
+    d.molde(&["rm", "-f", "watched"]).ok();
+    // Images are still inspected by name.
+    let img: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", IMAGE]).ok()).unwrap();
+    assert_eq!(img["Name"], "localhost/molde/busybox:latest");
+
+    // SIGTERM to `molde run` reaches the container, whose trap decides the status.
+    let child = std::process::Command::new(molde_tests::bin("molde"))
+        .env("MOLDE_ADDRESS", &d.sock)
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            "fg",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 9' TERM; while true; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    molde_tests::eventually(10, "the foreground container to run", || {
+        d.molde(&["ps", "-q"]).stdout().contains("fg")
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(9));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got-term\n");
+}

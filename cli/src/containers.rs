@@ -152,3 +152,58 @@ pub async fn rm(d: &Daemon, ids: Vec<String>, force: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// The container's inspect JSON, or `None` when no container has that name.
+pub async fn inspect(d: &Daemon, id: &str) -> Result<Option<String>> {
+    match client(d)
+        .inspect(d.request(api::InspectRequest { id: id.into() }))
+        .await
+    {
+        Ok(r) => Ok(Some(r.into_inner().json)),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(anyhow!("inspecting {id}: {}", s.message())),
+    }
+}
+
+pub async fn top(d: &Daemon, id: &str) -> Result<()> {
+    let ps = client(d)
+        .top(d.request(api::TopRequest { id: id.into() }))
+        .await
+        .map_err(status(format!("processes of {id}")))?
+        .into_inner()
+        .processes;
+    let rows: Vec<Vec<String>> = ps
+        .iter()
+        .map(|p| vec![p.pid.to_string(), p.user.clone(), p.command.clone()])
+        .collect();
+    output::table(&["PID", "UID", "CMD"], &rows);
+    Ok(())
+}
+
+pub async fn stats(d: &Daemon, ids: Vec<String>) -> Result<()> {
+    let mut rows = Vec::new();
+    for id in ids {
+        let s = client(d)
+            .stats(d.request(api::StatsRequest { id: id.clone() }))
+            .await
+            .map_err(status(format!("stats of {id}")))?
+            .into_inner();
+        let limit = if s.memory_limit_bytes == 0 {
+            "-".to_string()
+        } else {
+            output::human_size(s.memory_limit_bytes as i64)
+        };
+        rows.push(vec![
+            id,
+            output::human_size(s.memory_bytes as i64),
+            limit,
+            format!("{:.2}s", s.cpu_usage_ns as f64 / 1e9),
+            s.pids.to_string(),
+        ]);
+    }
+    output::table(
+        &["CONTAINER", "MEM USAGE", "MEM LIMIT", "CPU TIME", "PIDS"],
+        &rows,
+    );
+    Ok(())
+}

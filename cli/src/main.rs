@@ -151,8 +151,15 @@ enum Command {
     },
     /// Give an image another name
     Tag { source: String, target: String },
-    /// Show an image's record, manifest and config as JSON
+    /// Show a container's or an image's details as JSON
     Inspect { name: String },
+    /// List a container's processes
+    Top { id: String },
+    /// Show containers' resource usage
+    Stats {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
     /// Store credentials for a registry in ~/.docker/config.json
     Login {
         registry: String,
@@ -256,7 +263,15 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Load { input, quiet } => transfer::load(&d, input, quiet).await,
         Command::Rmi { names } => images::rmi(&d, names).await,
         Command::Tag { source, target } => images::tag(&d, &source, &target).await,
-        Command::Inspect { name } => inspect::image(&d, &name).await,
+        Command::Inspect { name } => match containers::inspect(&d, &name).await? {
+            Some(json) => {
+                println!("{json}");
+                Ok(())
+            }
+            None => inspect::image(&d, &name).await,
+        },
+        Command::Top { id } => containers::top(&d, &id).await,
+        Command::Stats { ids } => containers::stats(&d, ids).await,
         Command::Gc => daemon::gc(&d).await,
         Command::Login { .. } | Command::Logout { .. } => unreachable!("handled above"),
     }

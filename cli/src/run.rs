@@ -120,14 +120,32 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
         .into_inner();
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
+    let mut id = String::new();
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        match stream.message().await.map_err(|s| anyhow!("{}", s.message()))? {
+        // Signals to `molde run` go to the container, as with docker.
+        let msg = tokio::select! {
+            m = stream.message() => m.map_err(|s| anyhow!("{}", s.message()))?,
+            _ = sigint.recv() => {
+                forward(d, &id, "INT").await;
+                continue;
+            }
+            _ = sigterm.recv() => {
+                forward(d, &id, "TERM").await;
+                continue;
+            }
+        };
+        match msg {
             Some(api::RunEvent {
                 event: Some(Event::Started(s)),
             }) if a.detach => {
                 println!("{}", s.id);
                 return Ok(0);
             }
+            Some(api::RunEvent {
+                event: Some(Event::Started(s)),
+            }) => id = s.id,
             Some(api::RunEvent {
                 event: Some(Event::Output(o)),
             }) => {
@@ -150,6 +168,18 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
             }
         }
     }
+}
+
+async fn forward(d: &Daemon, id: &str, signal: &str) {
+    if id.is_empty() {
+        return;
+    }
+    let _ = RuntimeClient::new(d.channel.clone())
+        .kill(d.request(api::KillRequest {
+            id: id.into(),
+            signal: signal.into(),
+        }))
+        .await;
 }
 
 /// `32m`, `1g`, `512k`, `1048576` → bytes.

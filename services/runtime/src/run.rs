@@ -211,6 +211,15 @@ impl RuntimeService {
                 "container {id}: -p needs the bridge network"
             )));
         }
+        // /etc/hosts, /etc/hostname and /etc/resolv.conf, written per container.
+        let address = std::fs::read(bundle.join("network.json"))
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+            .and_then(|v| crate::network::address(&v));
+        if let Err(e) = spec::add_etc_files(&mut spec, &bundle, address.as_deref(), req.network == "host") {
+            self.remove(ns, &id).await;
+            return Err(Status::internal(format!("container {id}: {e}")));
+        }
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Status::internal(e.to_string()))?;
         let written = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
@@ -501,6 +510,114 @@ impl api::runtime_server::Runtime for RuntimeService {
         Ok(Response::new(api::Exited {
             status: o.exit_code,
             oom_killed: o.oom_killed,
+        }))
+    }
+
+    async fn inspect(
+        &self,
+        req: Request<api::InspectRequest>,
+    ) -> Result<Response<api::InspectResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let id = &req.get_ref().id;
+        let c = self.record(&ns, id)?;
+        let st = self.status(&ns, &c);
+        let bundle = self.bundle_dir(&ns, id);
+        let spec: serde_json::Value = c
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok())
+            .unwrap_or_default();
+        let network: serde_json::Value = std::fs::read(bundle.join("network.json"))
+            .ok()
+            .and_then(|r| serde_json::from_slice(&r).ok())
+            .unwrap_or_default();
+        let v = serde_json::json!({
+            "Id": c.id,
+            "Image": c.image,
+            "Created": st.created_unix,
+            "State": {
+                "Status": st.state,
+                "Running": st.state == "running",
+                "Pid": st.pid,
+                "ExitCode": st.exit_code,
+                "OOMKilled": st.oom_killed,
+                "FinishedAt": st.finished_at,
+                "Error": st.error,
+            },
+            "Path": st.command.first(),
+            "Args": st.command.iter().skip(1).collect::<Vec<_>>(),
+            "Config": {
+                "Env": spec["process"]["env"],
+                "WorkingDir": spec["process"]["cwd"],
+                "User": spec["process"]["user"],
+                "Hostname": spec["hostname"],
+            },
+            "HostConfig": {"Resources": spec["linux"]["resources"], "ReadonlyRootfs": spec["root"]["readonly"]},
+            "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|x| x["type"] == "bind" && !x["destination"].as_str().unwrap_or("").starts_with("/etc/")).cloned().collect::<Vec<_>>()),
+            "NetworkSettings": {
+                "IPAddress": crate::network::address(&network),
+                "Ports": network["ports"],
+            },
+            "SnapshotKey": c.snapshot_key,
+            "BundlePath": bundle,
+        });
+        Ok(Response::new(api::InspectResponse {
+            json: serde_json::to_string_pretty(&v).unwrap_or_default(),
+        }))
+    }
+
+    async fn top(&self, req: Request<api::TopRequest>) -> Result<Response<api::TopResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let id = &req.get_ref().id;
+        self.record(&ns, id)?;
+        if self.observe(&ns, id).state != "running" {
+            return Err(Status::failed_precondition(format!(
+                "container {id:?} is not running"
+            )));
+        }
+        let mut processes = Vec::new();
+        for pid in crate::lifecycle::cgroup_pids(&crate::spec::cgroup_path(&ns, id)) {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let command = cmd
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines().find_map(|l| {
+                        l.strip_prefix("Uid:")
+                            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+                    })
+                })
+                .unwrap_or_default();
+            processes.push(api::Process {
+                pid,
+                user: uid,
+                command,
+            });
+        }
+        Ok(Response::new(api::TopResponse { processes }))
+    }
+
+    async fn stats(&self, req: Request<api::StatsRequest>) -> Result<Response<api::StatsResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let id = &req.get_ref().id;
+        self.record(&ns, id)?;
+        if self.observe(&ns, id).state != "running" {
+            return Err(Status::failed_precondition(format!(
+                "container {id:?} is not running"
+            )));
+        }
+        let (memory_bytes, memory_limit_bytes, cpu_usage_ns, pids) =
+            crate::lifecycle::cgroup_stats(&crate::spec::cgroup_path(&ns, id));
+        Ok(Response::new(api::StatsResponse {
+            memory_bytes,
+            memory_limit_bytes,
+            cpu_usage_ns,
+            pids,
         }))
     }
 

@@ -211,6 +211,7 @@ pub fn build(
             );
         }
         linux.set_resources(Some(res.build().map_err(bad)?));
+        linux.set_seccomp(Some(default_seccomp()?));
         match req.network.as_str() {
             // bridge: the runtime points the namespace at the one CNI set up.
             "" | "none" | "bridge" => {}
@@ -282,4 +283,142 @@ mod tests {
             "no command at all is refused"
         );
     }
+}
+
+/// Writes the container's /etc/hosts, /etc/hostname and /etc/resolv.conf into
+/// the bundle and bind-mounts them, as docker does. With the host network the
+/// host's own files are used.
+pub fn add_etc_files(
+    spec: &mut Spec,
+    bundle: &Path,
+    address: Option<&str>,
+    host_network: bool,
+) -> std::io::Result<()> {
+    let hostname = spec.hostname().clone().unwrap_or_default();
+    let etc = bundle.join("etc");
+    std::fs::create_dir_all(&etc)?;
+    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if let Some(a) = address {
+        hosts.push_str(&format!("{a}\t{hostname}\n"));
+    } else {
+        hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    // systemd-resolved's stub (127.0.0.53) is not reachable from a container.
+    let resolv = ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
+        .iter()
+        .find_map(|p| {
+            std::fs::read_to_string(p)
+                .ok()
+                .filter(|c| !c.contains("127.0.0.53"))
+        })
+        .unwrap_or_default();
+    let files: Vec<(&str, String)> = if host_network {
+        vec![
+            ("hosts", std::fs::read_to_string("/etc/hosts").unwrap_or(hosts)),
+            (
+                "resolv.conf",
+                std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
+            ("hostname", format!("{hostname}\n")),
+        ]
+    } else {
+        vec![
+            ("hosts", hosts),
+            ("resolv.conf", resolv),
+            ("hostname", format!("{hostname}\n")),
+        ]
+    };
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for (name, content) in files {
+        let path = etc.join(name);
+        std::fs::write(&path, content)?;
+        mounts.push(
+            MountBuilder::default()
+                .destination(format!("/etc/{name}"))
+                .typ("bind")
+                .source(path)
+                .options(vec!["rbind".into(), "rw".into()])
+                .build()
+                .map_err(std::io::Error::other)?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
+/// A default seccomp profile: everything is allowed except syscalls a
+/// container has no business making (loading kernel code, rebooting, swap,
+/// clock changes, kernel keyrings, bpf, perf, namespaces and mounts of its
+/// own), which fail with EPERM.
+pub fn default_seccomp() -> Result<oci_spec::runtime::LinuxSeccomp, Status> {
+    use oci_spec::runtime::{Arch, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder};
+    const DENIED: &[&str] = &[
+        "acct",
+        "add_key",
+        "bpf",
+        "clock_adjtime",
+        "clock_settime",
+        "create_module",
+        "delete_module",
+        "finit_module",
+        "get_kernel_syms",
+        "get_mempolicy",
+        "init_module",
+        "ioperm",
+        "iopl",
+        "kcmp",
+        "kexec_file_load",
+        "kexec_load",
+        "keyctl",
+        "lookup_dcookie",
+        "mbind",
+        "mount",
+        "move_pages",
+        "name_to_handle_at",
+        "nfsservctl",
+        "open_by_handle_at",
+        "perf_event_open",
+        "pivot_root",
+        "process_vm_readv",
+        "process_vm_writev",
+        "quotactl",
+        "reboot",
+        "request_key",
+        "set_mempolicy",
+        "setns",
+        "settimeofday",
+        "swapoff",
+        "swapon",
+        "sysfs",
+        "umount",
+        "umount2",
+        "unshare",
+        "uselib",
+        "userfaultfd",
+        "ustat",
+        "vm86",
+        "vm86old",
+    ];
+    let arches = match std::env::consts::ARCH {
+        "x86_64" => vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32],
+        "aarch64" => vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm],
+        _ => vec![],
+    };
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(arches)
+        .syscalls(vec![
+            LinuxSyscallBuilder::default()
+                .names(DENIED.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(libc_eperm())
+                .build()
+                .map_err(bad)?,
+        ])
+        .build()
+        .map_err(bad)
+}
+
+fn libc_eperm() -> u32 {
+    1
 }
