@@ -267,39 +267,6 @@ impl RuntimeService {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_parse_by_name_and_number() {
-        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("sigint").unwrap(), Signal::SIGINT);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_signal("").unwrap(), Signal::SIGKILL);
-        assert!(parse_signal("NOPE").is_err());
-    }
-
-    #[test]
-    fn exited_and_created_states_come_from_files() {
-        let d = tempfile::tempdir().unwrap();
-        assert_eq!(observe(d.path(), "/molde/x").state, "created");
-        std::fs::write(d.path().join("init.pid"), "999999999").unwrap();
-        assert_eq!(
-            observe(d.path(), "/molde/x").state,
-            "exited",
-            "a dead shim means exited"
-        );
-        std::fs::write(
-            d.path().join("exit.json"),
-            r#"{"status":137,"oom_killed":true,"exited_at":"t"}"#,
-        )
-        .unwrap();
-        let o = observe(d.path(), "/molde/x");
-        assert_eq!((o.state, o.exit_code, o.oom_killed), ("exited", 137, true));
-    }
-}
-
 /// Reads the first of several cgroup files (v1 controller layout, then v2).
 fn cgroup_read(cg: &str, candidates: &[(&str, &str)]) -> Option<String> {
     let rel = cg.trim_start_matches('/');
@@ -355,4 +322,37 @@ pub fn cgroup_stats(cg: &str) -> (u64, u64, u64, u64) {
     };
     let pids = num(cgroup_read(cg, &[("pids", "pids.current"), ("", "pids.current")]));
     (mem, limit, cpu, pids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("sigint").unwrap(), Signal::SIGINT);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn exited_and_created_states_come_from_files() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(observe(d.path(), "/molde/x").state, "created");
+        std::fs::write(d.path().join("init.pid"), "999999999").unwrap();
+        assert_eq!(
+            observe(d.path(), "/molde/x").state,
+            "exited",
+            "a dead shim means exited"
+        );
+        std::fs::write(
+            d.path().join("exit.json"),
+            r#"{"status":137,"oom_killed":true,"exited_at":"t"}"#,
+        )
+        .unwrap();
+        let o = observe(d.path(), "/molde/x");
+        assert_eq!((o.state, o.exit_code, o.oom_killed), ("exited", 137, true));
+    }
 }

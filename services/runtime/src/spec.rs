@@ -230,61 +230,6 @@ pub fn build(
     Ok(spec)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_merges_by_key() {
-        let out = merge_env(&["PATH=/bin".into(), "A=1".into()], &["A=2".into(), "B=3".into()]);
-        assert_eq!(out, ["PATH=/bin", "A=2", "B=3"]);
-    }
-
-    #[test]
-    fn process_comes_from_image_and_overrides() {
-        let img = ProcessConfig {
-            env: Some(vec!["PATH=/bin".into(), "X=1".into()]),
-            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
-            cmd: Some(vec!["echo default".into()]),
-            working_dir: "/srv".into(),
-            user: "1000:1000".into(),
-        };
-        let req = RunRequest {
-            image: "i".into(),
-            args: vec!["echo hi".into()],
-            env: vec!["X=2".into()],
-            ..Default::default()
-        };
-        let s = build(
-            "default",
-            "abcdef0123456789",
-            &img,
-            &req,
-            &Identity::default(),
-            Path::new("/tmp"),
-        )
-        .unwrap();
-        let p = s.process().as_ref().unwrap();
-        assert_eq!(p.args().as_ref().unwrap(), &["/bin/sh", "-c", "echo hi"]);
-        assert!(p.env().as_ref().unwrap().contains(&"X=2".to_string()));
-        assert_eq!(p.cwd().to_str().unwrap(), "/srv");
-        assert_eq!(s.hostname().as_deref(), Some("abcdef012345"));
-        let empty = ProcessConfig::default();
-        assert!(
-            build(
-                "default",
-                "x",
-                &empty,
-                &RunRequest::default(),
-                &Identity::default(),
-                Path::new("/tmp")
-            )
-            .is_err(),
-            "no command at all is refused"
-        );
-    }
-}
-
 /// Writes the container's /etc/hosts, /etc/hostname and /etc/resolv.conf into
 /// the bundle and bind-mounts them, as docker does. With the host network the
 /// host's own files are used.
@@ -421,4 +366,59 @@ pub fn default_seccomp() -> Result<oci_spec::runtime::LinuxSeccomp, Status> {
 
 fn libc_eperm() -> u32 {
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_merges_by_key() {
+        let out = merge_env(&["PATH=/bin".into(), "A=1".into()], &["A=2".into(), "B=3".into()]);
+        assert_eq!(out, ["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn process_comes_from_image_and_overrides() {
+        let img = ProcessConfig {
+            env: Some(vec!["PATH=/bin".into(), "X=1".into()]),
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            cmd: Some(vec!["echo default".into()]),
+            working_dir: "/srv".into(),
+            user: "1000:1000".into(),
+        };
+        let req = RunRequest {
+            image: "i".into(),
+            args: vec!["echo hi".into()],
+            env: vec!["X=2".into()],
+            ..Default::default()
+        };
+        let s = build(
+            "default",
+            "abcdef0123456789",
+            &img,
+            &req,
+            &Identity::default(),
+            Path::new("/tmp"),
+        )
+        .unwrap();
+        let p = s.process().as_ref().unwrap();
+        assert_eq!(p.args().as_ref().unwrap(), &["/bin/sh", "-c", "echo hi"]);
+        assert!(p.env().as_ref().unwrap().contains(&"X=2".to_string()));
+        assert_eq!(p.cwd().to_str().unwrap(), "/srv");
+        assert_eq!(s.hostname().as_deref(), Some("abcdef012345"));
+        let empty = ProcessConfig::default();
+        assert!(
+            build(
+                "default",
+                "x",
+                &empty,
+                &RunRequest::default(),
+                &Identity::default(),
+                Path::new("/tmp")
+            )
+            .is_err(),
+            "no command at all is refused"
+        );
+    }
 }
