@@ -68,3 +68,60 @@ fn ctr_containers_create_ls_info_label_rm() {
     let err = d.ctr(&["containers", "info", "web1"]).fails();
     assert!(err.contains("not found"), "{err}");
 }
+
+#[test]
+fn ctr_run_and_task_commands_run_containers_in_molde_shims() {
+    let d = Daemon::start();
+    let tar = d.dir.path().join("busybox.tar");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-base-image.py");
+    assert!(
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(&tar)
+            .status()
+            .unwrap()
+            .success()
+    );
+    d.molde(&["load", "-q", "-i", tar.to_str().unwrap()]).ok();
+    let image = "localhost/molde/busybox:latest";
+
+    assert_eq!(d.ctr(&["run", "--rm", image, "hello", "echo", "hi"]).ok(), "hi\n");
+    let r = d.ctr(&[
+        "run",
+        "--rm",
+        image,
+        "failing",
+        "sh",
+        "-c",
+        "echo to-stderr >&2; exit 3",
+    ]);
+    assert_eq!(r.out.status.code(), Some(3));
+    assert_eq!(r.stderr(), "to-stderr\n");
+    assert!(
+        d.ctr(&["containers", "ls", "-q"]).ok().trim().is_empty(),
+        "--rm removed both"
+    );
+
+    d.ctr(&["run", "-d", image, "bg", "sleep", "60"]).ok();
+    let tasks = d.ctr(&["task", "ls"]).ok();
+    assert!(tasks.contains("bg") && tasks.contains("RUNNING"), "{tasks}");
+    let pid: u32 = tasks
+        .lines()
+        .find(|l| l.starts_with("bg"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(d.ctr(&["task", "ps", "bg"]).ok().contains(&pid.to_string()));
+    let err = d.ctr(&["task", "rm", "bg"]).fails();
+    assert!(err.contains("running"), "{err}");
+    d.ctr(&["task", "kill", "-s", "SIGKILL", "bg"]).ok();
+    molde_tests::eventually(10, "the task to stop", || {
+        d.ctr(&["task", "ls"]).stdout().contains("STOPPED")
+    });
+    d.ctr(&["task", "rm", "bg"]).ok();
+    d.ctr(&["containers", "rm", "bg"]).ok();
+    assert!(d.ctr(&["task", "ls", "-q"]).ok().trim().is_empty());
+}

@@ -15,6 +15,12 @@ pub mod containerd {
     pub mod types {
         tonic::include_proto!("containerd.types");
     }
+    /// containerd's `containerd.v1.types` package (task processes).
+    pub mod v1 {
+        pub mod types {
+            tonic::include_proto!("containerd.v1.types");
+        }
+    }
     pub mod services {
         pub mod content {
             pub mod v1 {
@@ -54,6 +60,11 @@ pub mod containerd {
         pub mod containers {
             pub mod v1 {
                 tonic::include_proto!("containerd.services.containers.v1");
+            }
+        }
+        pub mod tasks {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.tasks.v1");
             }
         }
         pub mod introspection {

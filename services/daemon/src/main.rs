@@ -239,8 +239,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 snapshotter: molde_api::client::channel(&reach("snapshotter")?),
             },
         );
-        router = router.add_service(s.containers).add_service(s.runtime);
+        router = router
+            .add_service(s.containers)
+            .add_service(s.runtime)
+            .add_service(s.tasks);
         plugins.push(plugin("io.containerd.grpc.v1", "containers", &[]));
+        plugins.push(plugin("io.containerd.grpc.v1", "tasks", &[]));
+        plugins.push(plugin("io.molde.grpc.v1", "runtime", &[]));
         hosted.push("runtime".to_string());
     } else if let Some(remote) = cfg.remote.get("runtime") {
         router = router.add_service(Forward::<ContainersName>::new(&reach("runtime")?));

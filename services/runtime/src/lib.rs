@@ -10,6 +10,7 @@ mod lifecycle;
 pub mod network;
 pub mod run;
 mod spec;
+mod tasks;
 mod user;
 
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use tonic::transport::Channel;
 pub struct Servers {
     pub containers: ContainersServer<containers::ContainersService>,
     pub runtime: RuntimeServer<run::RuntimeService>,
+    pub tasks: molde_api::containerd::services::tasks::v1::tasks_server::TasksServer<run::RuntimeService>,
 }
 
 /// Where the runtime keeps bundles, and how it reaches what it needs.
@@ -44,21 +46,23 @@ pub struct RuntimeConfig {
 }
 
 pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
-    Servers {
-        containers: ContainersServer::new(containers::ContainersService { store: store.clone() })
-            .max_decoding_message_size(16 << 20),
-        runtime: RuntimeServer::new(run::RuntimeService {
-            store,
-            content: cfg.content,
-            snapshotter: cfg.snapshotter,
-            cni: Arc::new(network::Cni {
-                bin_dir: cfg.cni_bin_dir,
-                netns_dir: cfg.netns_dir,
-            }),
-            state: cfg.state,
-            shim: cfg.shim,
-            volumes: cfg.volumes,
+    let rt = run::RuntimeService {
+        store: store.clone(),
+        content: cfg.content,
+        snapshotter: cfg.snapshotter,
+        cni: Arc::new(network::Cni {
+            bin_dir: cfg.cni_bin_dir,
+            netns_dir: cfg.netns_dir,
         }),
+        state: cfg.state,
+        shim: cfg.shim,
+        volumes: cfg.volumes,
+    };
+    Servers {
+        containers: ContainersServer::new(containers::ContainersService { store })
+            .max_decoding_message_size(16 << 20),
+        tasks: molde_api::containerd::services::tasks::v1::tasks_server::TasksServer::new(rt.clone()),
+        runtime: RuntimeServer::new(rt),
     }
 }
 

@@ -127,7 +127,9 @@ impl RuntimeService {
     }
 
     pub(crate) fn observe(&self, ns: &str, id: &str) -> Observed {
-        observe(&self.bundle_dir(ns, id), &crate::spec::cgroup_path(ns, id))
+        let bundle = self.bundle_dir(ns, id);
+        let cg = cgroup_of(&bundle).unwrap_or_else(|| crate::spec::cgroup_path(ns, id));
+        observe(&bundle, &cg)
     }
 
     pub(crate) fn status(&self, ns: &str, c: &Container) -> api::ContainerStatus {
@@ -278,6 +280,13 @@ fn cgroup_read(cg: &str, candidates: &[(&str, &str)]) -> Option<String> {
         };
         std::fs::read_to_string(p).ok()
     })
+}
+
+/// The cgroup a bundle's spec names (molde's or a containerd client's).
+pub fn cgroup_of(bundle: &Path) -> Option<String> {
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
+    spec["linux"]["cgroupsPath"].as_str().map(str::to_string)
 }
 
 /// Pids in a container's cgroup.

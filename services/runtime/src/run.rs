@@ -278,6 +278,10 @@ impl RuntimeService {
         Ok((id, bundle))
     }
 
+    pub(crate) fn spawn_task_shim(&self, ns: &str, id: &str, bundle: &Path) -> Result<(), Status> {
+        self.spawn_shim(ns, id, bundle)
+    }
+
     fn spawn_shim(&self, ns: &str, id: &str, bundle: &Path) -> Result<(), Status> {
         use std::os::unix::process::CommandExt;
         let log =

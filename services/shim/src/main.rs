@@ -35,6 +35,32 @@ struct Mount {
     options: Vec<String>,
 }
 
+/// FIFO paths a containerd client gave for the task's stdio.
+#[derive(Debug, Deserialize)]
+struct Stdio {
+    #[serde(default)]
+    stdin: String,
+    #[serde(default)]
+    stdout: String,
+    #[serde(default)]
+    stderr: String,
+}
+
+/// Opens one stdio FIFO (or /dev/null for an empty path). Opened read-write,
+/// a FIFO never blocks the open; the container holds the only copies once it
+/// runs, so the reader sees EOF when it exits.
+fn open_fifo(path: &str, write: bool) -> Result<OwnedFd> {
+    if path.is_empty() {
+        return Ok(File::options().read(true).write(write).open("/dev/null")?.into());
+    }
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {path}"))?;
+    Ok(f.into())
+}
+
 /// What the shim leaves for molded when the container is gone.
 #[derive(Debug, Serialize)]
 struct Exit {
@@ -267,17 +293,40 @@ fn run(args: &Args) -> Result<i32> {
     // molded tells "the container is exiting" from "the shim is gone" by this.
     fs::write(args.bundle.join("shim.pid"), std::process::id().to_string())?;
     let rootfs = mount_rootfs(&args.bundle)?;
-    let (out_r, out_w) = nix::unistd::pipe().context("creating the stdout pipe")?;
-    let (err_r, err_w) = nix::unistd::pipe().context("creating the stderr pipe")?;
-    let devnull: OwnedFd = File::open("/dev/null")?.into();
+    // A containerd client (ctr) hands FIFOs to write into; molde's own runs
+    // get pipes that this shim copies into log.json.
+    let fifos: Option<Stdio> = fs::read(args.bundle.join("stdio.json"))
+        .ok()
+        .map(|raw| serde_json::from_slice(&raw))
+        .transpose()
+        .context("parsing stdio.json")?;
+    let (stdin, stdout, stderr, pipes): (OwnedFd, OwnedFd, OwnedFd, Option<(OwnedFd, OwnedFd)>) = match &fifos
+    {
+        Some(io) => (
+            open_fifo(&io.stdin, false)?,
+            open_fifo(&io.stdout, true)?,
+            open_fifo(&io.stderr, true)?,
+            None,
+        ),
+        None => {
+            let (out_r, out_w) = nix::unistd::pipe().context("creating the stdout pipe")?;
+            let (err_r, err_w) = nix::unistd::pipe().context("creating the stderr pipe")?;
+            (
+                File::open("/dev/null")?.into(),
+                out_w,
+                err_w,
+                Some((out_r, err_r)),
+            )
+        }
+    };
     fs::create_dir_all(&args.state)?;
     let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.state)
         .context("libcontainer state root")?
         .with_executor(DefaultExecutor {})
-        .with_stdin(devnull)
-        .with_stdout(out_w)
-        .with_stderr(err_w)
+        .with_stdin(stdin)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
         .as_init(&args.bundle)
         .with_systemd(false)
         .with_detach(true)
@@ -294,16 +343,17 @@ fn run(args: &Args) -> Result<i32> {
     );
     fs::write(args.bundle.join("init.pid"), pid.to_string())?;
 
-    let log = Arc::new(Mutex::new(
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(args.bundle.join("log.json"))?,
-    ));
-    let readers = [
-        pump(File::from(out_r), "stdout", log.clone()),
-        pump(File::from(err_r), "stderr", log.clone()),
-    ];
+    let mut readers = Vec::new();
+    if let Some((out_r, err_r)) = pipes {
+        let log = Arc::new(Mutex::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(args.bundle.join("log.json"))?,
+        ));
+        readers.push(pump(File::from(out_r), "stdout", log.clone()));
+        readers.push(pump(File::from(err_r), "stderr", log));
+    }
     // A container that runs on is watched by a small process; one that exits
     // at once is not slowed down by pages faulting back in.
     let _ = std::thread::Builder::new().stack_size(64 << 10).spawn(|| {

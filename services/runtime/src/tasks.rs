@@ -1,0 +1,324 @@
+//! containerd.services.tasks.v1: running containers that containerd clients
+//! (ctr, the Go and Rust clients) created through containers.v1.
+//!
+//! Create writes the bundle (the container record's spec, the rootfs mounts the
+//! client resolved, the client's stdio FIFOs); Start hands it to a
+//! `molde-shim`, the same one `molde run` uses; Wait, Kill, Get, List and
+//! Delete read and act on what the shim leaves on disk.
+
+use std::time::Duration;
+
+use molde_api::containerd::services::tasks::v1 as api;
+use molde_api::containerd::v1::types::{Process, Status as TaskStatus};
+use molde_common::RequestContext;
+use tonic::{Request, Response, Status};
+
+use crate::run::RuntimeService;
+
+fn ns<T>(req: &Request<T>) -> Result<String, Status> {
+    Ok(RequestContext::of(req).map_err(Status::from)?.namespace)
+}
+
+fn unsupported(what: &str) -> Status {
+    Status::unimplemented(format!("tasks.v1 {what} is not supported by molde yet"))
+}
+
+fn ts(rfc3339: &str) -> Option<prost_types::Timestamp> {
+    let t = chrono_like(rfc3339)?;
+    Some(prost_types::Timestamp {
+        seconds: t.0,
+        nanos: t.1,
+    })
+}
+
+/// Seconds and nanoseconds of an RFC 3339 UTC time as the shim writes it.
+fn chrono_like(s: &str) -> Option<(i64, i32)> {
+    // 2026-11-27T04:25:40.906669622Z
+    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
+    // Days from civil (proleptic Gregorian), as in Howard Hinnant's algorithm.
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut ns = frac.to_string();
+    ns.truncate(9);
+    while ns.len() < 9 {
+        ns.push('0');
+    }
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec, ns.parse().unwrap_or(0)))
+}
+
+impl RuntimeService {
+    fn process(&self, ns: &str, id: &str) -> Result<Process, Status> {
+        self.record(ns, id)?;
+        let bundle = self.bundle_dir(ns, id);
+        if !bundle.join("config.json").exists() {
+            return Err(Status::not_found(format!("task {id:?}: not found")));
+        }
+        let o = self.observe(ns, id);
+        let status = match o.state {
+            "running" => TaskStatus::Running,
+            "exited" => TaskStatus::Stopped,
+            _ => TaskStatus::Created,
+        };
+        let stdio: serde_json::Value = std::fs::read(bundle.join("stdio.json"))
+            .ok()
+            .and_then(|r| serde_json::from_slice(&r).ok())
+            .unwrap_or_default();
+        Ok(Process {
+            container_id: id.to_string(),
+            id: id.to_string(),
+            pid: o.pid.max(0) as u32,
+            status: status as i32,
+            stdin: stdio["stdin"].as_str().unwrap_or_default().to_string(),
+            stdout: stdio["stdout"].as_str().unwrap_or_default().to_string(),
+            stderr: stdio["stderr"].as_str().unwrap_or_default().to_string(),
+            terminal: false,
+            exit_status: o.exit_code.max(0) as u32,
+            exited_at: ts(&o.finished_at),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl api::tasks_server::Tasks for RuntimeService {
+    async fn create(
+        &self,
+        req: Request<api::CreateTaskRequest>,
+    ) -> Result<Response<api::CreateTaskResponse>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        let c = self.record(&ns, &r.container_id)?;
+        if r.terminal {
+            return Err(unsupported("a terminal (-t)"));
+        }
+        let bundle = self.bundle_dir(&ns, &r.container_id);
+        if bundle.join("config.json").exists() {
+            return Err(Status::already_exists(format!(
+                "task {:?}: already exists",
+                r.container_id
+            )));
+        }
+        let spec = c.spec.as_ref().ok_or_else(|| {
+            Status::failed_precondition(format!("container {:?} has no spec", r.container_id))
+        })?;
+        let mounts: Vec<serde_json::Value> = r
+            .rootfs
+            .iter()
+            .map(|m| serde_json::json!({"type": m.r#type, "source": m.source, "options": m.options}))
+            .collect();
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(bundle.join("rootfs"))?;
+            std::fs::write(bundle.join("config.json"), &spec.value)?;
+            std::fs::write(bundle.join("mounts.json"), serde_json::to_vec(&mounts)?)?;
+            std::fs::write(
+                bundle.join("stdio.json"),
+                serde_json::to_vec(
+                    &serde_json::json!({"stdin": r.stdin, "stdout": r.stdout, "stderr": r.stderr}),
+                )?,
+            )
+        };
+        write().map_err(|e| Status::internal(format!("task {}: writing its bundle: {e}", r.container_id)))?;
+        tracing::info!(namespace = %ns, container = %r.container_id, "task created");
+        Ok(Response::new(api::CreateTaskResponse {
+            container_id: r.container_id,
+            pid: 0,
+        }))
+    }
+
+    async fn start(&self, req: Request<api::StartRequest>) -> Result<Response<api::StartResponse>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        if !r.exec_id.is_empty() {
+            return Err(unsupported("exec processes"));
+        }
+        let p = self.process(&ns, &r.container_id)?;
+        if p.status != TaskStatus::Created as i32 {
+            return Err(Status::failed_precondition(format!(
+                "task {:?} was already started",
+                r.container_id
+            )));
+        }
+        let bundle = self.bundle_dir(&ns, &r.container_id);
+        self.spawn_task_shim(&ns, &r.container_id, &bundle)?;
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Ok(pid) = std::fs::read_to_string(bundle.join("init.pid")) {
+                return Ok(Response::new(api::StartResponse {
+                    pid: pid.trim().parse().unwrap_or(0),
+                }));
+            }
+            if let Ok(msg) = std::fs::read_to_string(bundle.join("error")) {
+                return Err(Status::failed_precondition(format!(
+                    "task {}: {}",
+                    r.container_id,
+                    msg.trim()
+                )));
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(Status::deadline_exceeded(format!(
+                    "task {}: not started within 60s",
+                    r.container_id
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn delete(
+        &self,
+        req: Request<api::DeleteTaskRequest>,
+    ) -> Result<Response<api::DeleteResponse>, Status> {
+        let ns = ns(&req)?;
+        let id = req.into_inner().container_id;
+        let p = self.process(&ns, &id)?;
+        if p.status == TaskStatus::Running as i32 {
+            return Err(Status::failed_precondition(format!(
+                "task {id:?} is running: kill it first"
+            )));
+        }
+        let _ = std::fs::remove_dir_all(self.bundle_dir(&ns, &id));
+        Ok(Response::new(api::DeleteResponse {
+            id,
+            pid: p.pid,
+            exit_status: p.exit_status,
+            exited_at: p.exited_at,
+        }))
+    }
+
+    async fn delete_process(
+        &self,
+        _req: Request<api::DeleteProcessRequest>,
+    ) -> Result<Response<api::DeleteResponse>, Status> {
+        Err(unsupported("exec processes"))
+    }
+
+    async fn get(&self, req: Request<api::GetRequest>) -> Result<Response<api::GetResponse>, Status> {
+        let ns = ns(&req)?;
+        let process = self.process(&ns, &req.get_ref().container_id)?;
+        Ok(Response::new(api::GetResponse {
+            process: Some(process),
+        }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<api::ListTasksRequest>,
+    ) -> Result<Response<api::ListTasksResponse>, Status> {
+        let ns = ns(&req)?;
+        let mut tasks = Vec::new();
+        for e in self
+            .store
+            .range(&format!("/v1/ns/{ns}/containers/"))
+            .map_err(|e| Status::internal(e.to_string()))?
+        {
+            let id = e.key.rsplit('/').next().unwrap_or_default().to_string();
+            if let Ok(p) = self.process(&ns, &id) {
+                tasks.push(p);
+            }
+        }
+        Ok(Response::new(api::ListTasksResponse { tasks }))
+    }
+
+    async fn kill(&self, req: Request<api::KillRequest>) -> Result<Response<()>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        let sig = nix::sys::signal::Signal::try_from(r.signal as i32)
+            .map_err(|_| Status::invalid_argument(format!("signal {}", r.signal)))?;
+        RuntimeService::kill(self, &ns, &r.container_id, sig)?;
+        Ok(Response::new(()))
+    }
+
+    async fn exec(&self, _req: Request<api::ExecProcessRequest>) -> Result<Response<()>, Status> {
+        Err(unsupported("exec (use molde exec)"))
+    }
+
+    async fn resize_pty(&self, _req: Request<api::ResizePtyRequest>) -> Result<Response<()>, Status> {
+        Err(unsupported("terminals"))
+    }
+
+    async fn close_io(&self, _req: Request<api::CloseIoRequest>) -> Result<Response<()>, Status> {
+        Ok(Response::new(()))
+    }
+
+    async fn pause(&self, _req: Request<api::PauseTaskRequest>) -> Result<Response<()>, Status> {
+        Err(unsupported("pause"))
+    }
+
+    async fn resume(&self, _req: Request<api::ResumeTaskRequest>) -> Result<Response<()>, Status> {
+        Err(unsupported("resume"))
+    }
+
+    async fn list_pids(
+        &self,
+        req: Request<api::ListPidsRequest>,
+    ) -> Result<Response<api::ListPidsResponse>, Status> {
+        let ns = ns(&req)?;
+        let id = &req.get_ref().container_id;
+        let cg = crate::lifecycle::cgroup_of(&self.bundle_dir(&ns, id)).unwrap_or_default();
+        let processes = crate::lifecycle::cgroup_pids(&cg)
+            .into_iter()
+            .map(|pid| molde_api::containerd::v1::types::ProcessInfo {
+                pid: pid as u32,
+                info: None,
+            })
+            .collect();
+        Ok(Response::new(api::ListPidsResponse { processes }))
+    }
+
+    async fn checkpoint(
+        &self,
+        _req: Request<api::CheckpointTaskRequest>,
+    ) -> Result<Response<api::CheckpointTaskResponse>, Status> {
+        Err(unsupported("checkpoint"))
+    }
+
+    async fn update(&self, _req: Request<api::UpdateTaskRequest>) -> Result<Response<()>, Status> {
+        Err(unsupported("update"))
+    }
+
+    async fn metrics(
+        &self,
+        _req: Request<api::MetricsRequest>,
+    ) -> Result<Response<api::MetricsResponse>, Status> {
+        Ok(Response::new(api::MetricsResponse { metrics: Vec::new() }))
+    }
+
+    async fn wait(&self, req: Request<api::WaitRequest>) -> Result<Response<api::WaitResponse>, Status> {
+        let ns = ns(&req)?;
+        let id = req.into_inner().container_id;
+        self.process(&ns, &id)?;
+        loop {
+            let o = self.observe(&ns, &id);
+            if o.state == "exited" {
+                return Ok(Response::new(api::WaitResponse {
+                    exit_status: o.exit_code.max(0) as u32,
+                    exited_at: ts(&o.finished_at),
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shim_times_convert() {
+        assert_eq!(
+            super::chrono_like("1970-01-01T00:00:01.5Z"),
+            Some((1, 500_000_000))
+        );
+        assert_eq!(
+            super::chrono_like("2000-03-01T00:00:00Z").map(|t| t.0),
+            Some(951_868_800)
+        );
+    }
+}
