@@ -631,3 +631,98 @@ fn seccomp_etc_files_inspect_top_stats_and_signal_forwarding() {
     assert_eq!(out.status.code(), Some(9));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got-term\n");
 }
+
+/// Drives `molde run -it` through a real pty: types commands, reads the
+/// shell's answers, resizes the terminal, exits with a status.
+const PTY_DRIVER: &str = r#"
+import os, pty, time, select, sys, fcntl, termios, struct, signal
+molde, sock = sys.argv[1], sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(molde, ["molde", "--address", sock, "run", "-it", "--rm", "--network", "none", "localhost/molde/busybox", "sh"])
+def read_until(marker, t=10):
+    out = b""; end = time.time() + t
+    while time.time() < end and marker not in out:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try: out += os.read(fd, 4096)
+            except OSError: break
+    return out
+time.sleep(0.5)
+os.write(fd, b"echo hello-$((40+2))\n")
+sys.stdout.write(read_until(b"hello-42").decode(errors="replace"))
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+os.kill(pid, signal.SIGWINCH)
+time.sleep(0.5)
+os.write(fd, b"stty size; tty\n")
+sys.stdout.write(read_until(b"/dev/pts").decode(errors="replace"))
+os.write(fd, b"exit 7\n")
+read_until(b"\x00", 3)
+_, st = os.waitpid(pid, 0)
+print("\nexit", os.waitstatus_to_exitcode(st))
+"#;
+
+#[test]
+fn interactive_terminal_and_stdin() {
+    let d = daemon_with_busybox();
+    let script = d.dir.path().join("drive_tty.py");
+    std::fs::write(&script, PTY_DRIVER).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(molde_tests::bin("molde"))
+        .arg(&d.sock)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("hello-42"),
+        "the shell ran the typed command:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("33 111"),
+        "the resize reached the container's terminal:\n{text}"
+    );
+    assert!(text.contains("/dev/pts/0"), "{text}");
+    assert!(text.trim_end().ends_with("exit 7"), "{text}");
+    assert!(
+        d.molde(&["ps", "-a", "-q"]).ok().trim().is_empty(),
+        "--rm removed it"
+    );
+
+    // -i without a terminal: stdin is piped through to the container.
+    let out = d
+        .molde_stdin(
+            &[
+                "run",
+                "-i",
+                "--rm",
+                "--network",
+                "none",
+                IMAGE,
+                "sh",
+                "-c",
+                "cat; echo done",
+            ],
+            b"line1\nline2\n",
+        )
+        .ok();
+    assert_eq!(out, "line1\nline2\ndone\n");
+
+    // attach to a detached container: its output flows until it exits.
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "sleep 0.5; for i in 1 2 3; do echo n$i; sleep 0.1; done",
+    ])
+    .ok();
+    let attached = d.molde(&["attach", "--no-stdin", "talker"]).ok();
+    assert!(attached.contains("n3"), "{attached}");
+}

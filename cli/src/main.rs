@@ -1,6 +1,7 @@
 //! molde: the command-line client. A thin client: every command is one or a few
 //! gRPC calls to molded; the daemon owns the logic.
 
+mod attach;
 mod auth;
 mod containers;
 mod content;
@@ -59,6 +60,13 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Run a command in a running container
     Exec(run::ExecArgs),
+    /// Attach the terminal to a running container's input and output
+    Attach {
+        id: String,
+        /// Do not send stdin
+        #[arg(long)]
+        no_stdin: bool,
+    },
     /// List containers
     Ps {
         /// Show all containers, not only running ones
@@ -235,6 +243,7 @@ async fn run(cli: Cli) -> Result<()> {
             let code = run::exec(&d, a).await?;
             std::process::exit(code);
         }
+        Command::Attach { id, no_stdin } => attach::attach(&d, &id, !no_stdin).await,
         Command::Ps { all, quiet, format } => containers::ps(&d, all, quiet, format).await,
         Command::Logs {
             id,

@@ -16,6 +16,12 @@ pub struct RunArgs {
     /// Start the container and print its id
     #[arg(short, long)]
     detach: bool,
+    /// Keep stdin open and send it to the container
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the container a terminal
+    #[arg(short, long)]
+    tty: bool,
     /// Container name (id)
     #[arg(long)]
     name: Option<String>,
@@ -112,7 +118,12 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
         tmpfs: a.tmpfs,
         network: a.network,
         ports: a.ports,
+        tty: a.tty,
+        interactive: a.interactive,
     };
+    if a.interactive || a.tty {
+        return run_attached(d, req, a.detach).await;
+    }
     let mut stream = RuntimeClient::new(d.channel.clone())
         .run(d.request(req))
         .await
@@ -168,6 +179,46 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
             }
         }
     }
+}
+
+/// `-i` / `-t`: start detached, attach, then collect the exit status.
+async fn run_attached(d: &Daemon, mut req: api::RunRequest, detach: bool) -> Result<i32> {
+    let rm = req.rm && !detach;
+    req.detach = true;
+    req.rm = false;
+    let image = req.image.clone();
+    let interactive = req.interactive;
+    let mut stream = RuntimeClient::new(d.channel.clone())
+        .run(d.request(req))
+        .await
+        .map_err(status(format!("running {image}")))?
+        .into_inner();
+    let id = loop {
+        match stream.message().await.map_err(|s| anyhow!("{}", s.message()))? {
+            Some(api::RunEvent {
+                event: Some(Event::Started(s)),
+            }) => break s.id,
+            Some(_) => {}
+            None => return Err(anyhow!("the daemon did not start the container")),
+        }
+    };
+    if detach {
+        println!("{id}");
+        return Ok(0);
+    }
+    crate::attach::attach(d, &id, interactive).await?;
+    let code = RuntimeClient::new(d.channel.clone())
+        .wait(d.request(api::WaitRequest { id: id.clone() }))
+        .await
+        .map_err(status(format!("waiting for {id}")))?
+        .into_inner()
+        .status;
+    if rm {
+        let _ = RuntimeClient::new(d.channel.clone())
+            .remove(d.request(api::RemoveRequest { id, force: true }))
+            .await;
+    }
+    Ok(code)
 }
 
 async fn forward(d: &Daemon, id: &str, signal: &str) {

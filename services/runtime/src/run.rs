@@ -220,6 +220,15 @@ impl RuntimeService {
             self.remove(ns, &id).await;
             return Err(Status::internal(format!("container {id}: {e}")));
         }
+        if req.tty
+            && let Some(p) = spec.process_mut()
+        {
+            p.set_terminal(Some(true));
+        }
+        if req.interactive {
+            let _ = std::fs::create_dir_all(&bundle);
+            let _ = std::fs::write(bundle.join("interactive"), b"");
+        }
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Status::internal(e.to_string()))?;
         let written = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
@@ -623,6 +632,80 @@ impl api::runtime_server::Runtime for RuntimeService {
             cpu_usage_ns,
             pids,
         }))
+    }
+
+    type AttachStream = ReceiverStream<Result<api::AttachOutput, Status>>;
+
+    async fn attach(
+        &self,
+        req: Request<tonic::Streaming<api::AttachInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("attach needs a first message naming the container"))?;
+        let id = first.id.clone();
+        self.record(&ns, &id)?;
+        if self.observe(&ns, &id).state != "running" {
+            return Err(Status::failed_precondition(format!(
+                "container {id:?} is not running"
+            )));
+        }
+        let sock = self.bundle_dir(&ns, &id).join("attach.sock");
+        let conn = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
+            Status::unavailable(format!(
+                "container {id}: its shim does not answer on {}: {e}",
+                sock.display()
+            ))
+        })?;
+        let (mut rd, mut wr) = conn.into_split();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 << 10];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx
+                            .send(Ok(api::AttachOutput {
+                                data: buf[..n].to_vec(),
+                            }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut msg = Some(first);
+            while let Some(m) = msg.take() {
+                let mut frame = Vec::new();
+                if m.rows > 0 && m.cols > 0 {
+                    frame.push(1u8);
+                    frame.extend_from_slice(&(m.rows as u16).to_be_bytes());
+                    frame.extend_from_slice(&(m.cols as u16).to_be_bytes());
+                }
+                if !m.data.is_empty() {
+                    frame.push(0u8);
+                    frame.extend_from_slice(&(m.data.len() as u32).to_be_bytes());
+                    frame.extend_from_slice(&m.data);
+                }
+                if m.close_stdin {
+                    frame.push(2u8);
+                }
+                if !frame.is_empty() && wr.write_all(&frame).await.is_err() {
+                    break;
+                }
+                msg = inbound.message().await.ok().flatten();
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     type ExecStream = ReceiverStream<Result<api::RunEvent, Status>>;

@@ -12,6 +12,8 @@
 //! `CLONE_PARENT` by libcontainer's intermediate process, so it is this
 //! process's child and its exit status is ours to collect.
 
+mod attach;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -232,7 +234,12 @@ fn now() -> String {
 }
 
 /// Copies one output stream of the container into the log, record by record.
-fn pump(mut from: File, stream: &'static str, log: Arc<Mutex<File>>) -> std::thread::JoinHandle<()> {
+fn pump(
+    mut from: File,
+    stream: &'static str,
+    log: Arc<Mutex<File>>,
+    attach: attach::Attach,
+) -> std::thread::JoinHandle<()> {
     // A small stack: the shim stays small for every container it runs.
     std::thread::Builder::new()
         .stack_size(64 << 10)
@@ -243,6 +250,7 @@ fn pump(mut from: File, stream: &'static str, log: Arc<Mutex<File>>) -> std::thr
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
+                attach.broadcast(&buf[..n]);
                 let rec = serde_json::json!({
                     "log": String::from_utf8_lossy(&buf[..n]),
                     "stream": stream,
@@ -300,6 +308,16 @@ fn run(args: &Args) -> Result<i32> {
         .map(|raw| serde_json::from_slice(&raw))
         .transpose()
         .context("parsing stdio.json")?;
+    let spec =
+        oci_spec::runtime::Spec::load(args.bundle.join("config.json")).context("reading config.json")?;
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    // molde run -i: molded keeps the container's stdin open for attach clients.
+    let interactive = args.bundle.join("interactive").exists();
+    let mut stdin_w: Option<File> = None;
     let (stdin, stdout, stderr, pipes): (OwnedFd, OwnedFd, OwnedFd, Option<(OwnedFd, OwnedFd)>) = match &fifos
     {
         Some(io) => (
@@ -311,13 +329,22 @@ fn run(args: &Args) -> Result<i32> {
         None => {
             let (out_r, out_w) = nix::unistd::pipe().context("creating the stdout pipe")?;
             let (err_r, err_w) = nix::unistd::pipe().context("creating the stderr pipe")?;
-            (
-                File::open("/dev/null")?.into(),
-                out_w,
-                err_w,
-                Some((out_r, err_r)),
-            )
+            let stdin: OwnedFd = if interactive && !terminal {
+                let (r, w) = nix::unistd::pipe().context("creating the stdin pipe")?;
+                stdin_w = Some(File::from(w));
+                r
+            } else {
+                File::open("/dev/null")?.into()
+            };
+            (stdin, out_w, err_w, Some((out_r, err_r)))
         }
+    };
+    let console = if terminal {
+        let path = args.bundle.join("console.sock");
+        let _ = fs::remove_file(&path);
+        Some((std::os::unix::net::UnixListener::bind(&path)?, path))
+    } else {
+        None
     };
     fs::create_dir_all(&args.state)?;
     let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
@@ -327,6 +354,7 @@ fn run(args: &Args) -> Result<i32> {
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
+        .with_console_socket(console.as_ref().map(|(_, p)| p.clone()))
         .as_init(&args.bundle)
         .with_systemd(false)
         .with_detach(true)
@@ -344,16 +372,28 @@ fn run(args: &Args) -> Result<i32> {
     fs::write(args.bundle.join("init.pid"), pid.to_string())?;
 
     let mut readers = Vec::new();
+    let log = Arc::new(Mutex::new(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(args.bundle.join("log.json"))?,
+    ));
+    let attach = match &console {
+        Some((listener, _)) => {
+            let master = attach::receive_master(listener).context("receiving the container's terminal")?;
+            let reader = File::from(master.try_clone()?);
+            let input = File::from(master.try_clone()?);
+            let a = attach::Attach::new(Some(input), Some(master));
+            readers.push(pump(reader, "stdout", log.clone(), a.clone()));
+            a
+        }
+        None => attach::Attach::new(stdin_w, None),
+    };
     if let Some((out_r, err_r)) = pipes {
-        let log = Arc::new(Mutex::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(args.bundle.join("log.json"))?,
-        ));
-        readers.push(pump(File::from(out_r), "stdout", log.clone()));
-        readers.push(pump(File::from(err_r), "stderr", log));
+        readers.push(pump(File::from(out_r), "stdout", log.clone(), attach.clone()));
+        readers.push(pump(File::from(err_r), "stderr", log, attach.clone()));
     }
+    attach.serve(&args.bundle).context("serving attach.sock")?;
     // A container that runs on is watched by a small process; one that exits
     // at once is not slowed down by pages faulting back in.
     let _ = std::thread::Builder::new().stack_size(64 << 10).spawn(|| {
@@ -372,10 +412,10 @@ fn run(args: &Args) -> Result<i32> {
     for r in readers {
         let _ = r.join();
     }
-    let spec = oci_spec::runtime::Spec::load(args.bundle.join("config.json")).ok();
+    attach.close();
     let cgroups_path = spec
+        .linux()
         .as_ref()
-        .and_then(|s| s.linux().as_ref())
         .and_then(|l| l.cgroups_path().as_ref())
         .map(|p| p.display().to_string())
         .unwrap_or_default();

@@ -1,0 +1,134 @@
+//! Attaching to a container: `<bundle>/attach.sock` takes clients (molded,
+//! relaying `molde run -it` or `molde attach`). Each client gets the
+//! container's output as raw bytes and sends frames back: `0` + u32 length +
+//! bytes for stdin, `1` + u16 rows + u16 columns for a terminal resize, `2`
+//! to close stdin.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Where attached clients' input goes and who receives output.
+#[derive(Clone, Default)]
+pub struct Attach {
+    clients: Arc<Mutex<Vec<UnixStream>>>,
+    /// The container's stdin: its pipe's write end, or the pty master.
+    input: Arc<Mutex<Option<File>>>,
+    /// The pty master, for resizes.
+    master: Arc<Mutex<Option<OwnedFd>>>,
+}
+
+impl Attach {
+    pub fn new(input: Option<File>, master: Option<OwnedFd>) -> Attach {
+        Attach {
+            clients: Default::default(),
+            input: Arc::new(Mutex::new(input)),
+            master: Arc::new(Mutex::new(master)),
+        }
+    }
+
+    /// Sends output to every attached client, dropping those that went away.
+    pub fn broadcast(&self, data: &[u8]) {
+        let mut c = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        c.retain_mut(|s| s.write_all(data).is_ok());
+    }
+
+    /// Ends every client's output stream (the container exited).
+    pub fn close(&self) {
+        let mut c = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        for s in c.drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Accepts clients on `<bundle>/attach.sock` on a thread of its own.
+    pub fn serve(&self, bundle: &Path) -> std::io::Result<()> {
+        let path = bundle.join("attach.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        let me = self.clone();
+        std::thread::Builder::new().stack_size(64 << 10).spawn(move || {
+            for conn in listener.incoming().flatten() {
+                if let Ok(out) = conn.try_clone() {
+                    me.clients.lock().unwrap_or_else(|p| p.into_inner()).push(out);
+                }
+                let me = me.clone();
+                let _ = std::thread::Builder::new()
+                    .stack_size(64 << 10)
+                    .spawn(move || me.read_client(conn));
+            }
+        })?;
+        Ok(())
+    }
+
+    fn read_client(&self, mut conn: UnixStream) {
+        let mut kind = [0u8; 1];
+        while conn.read_exact(&mut kind).is_ok() {
+            match kind[0] {
+                0 => {
+                    let mut len = [0u8; 4];
+                    if conn.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let mut data = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if conn.read_exact(&mut data).is_err() {
+                        return;
+                    }
+                    if let Some(f) = self.input.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                        let _ = f.write_all(&data);
+                    }
+                }
+                1 => {
+                    let mut size = [0u8; 4];
+                    if conn.read_exact(&mut size).is_err() {
+                        return;
+                    }
+                    let ws = libc::winsize {
+                        ws_row: u16::from_be_bytes([size[0], size[1]]),
+                        ws_col: u16::from_be_bytes([size[2], size[3]]),
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    if let Some(m) = self.master.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                        // SAFETY: TIOCSWINSZ reads a winsize the call borrows; the fd is the pty master we own.
+                        unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                    }
+                }
+                2 => {
+                    // Closing our end of a pipe gives the container EOF; a pty gets ^D.
+                    let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
+                    if self.master.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                        if let Some(f) = input.as_mut() {
+                            let _ = f.write_all(&[4]);
+                        }
+                    } else {
+                        *input = None;
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Receives the pty master libcontainer sends over the console socket.
+pub fn receive_master(listener: &UnixListener) -> anyhow::Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let (conn, _) = listener.accept()?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c
+            && let Some(fd) = fds.first()
+        {
+            // SAFETY: SCM_RIGHTS gave this process a new descriptor that nothing else owns.
+            return Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(*fd) });
+        }
+    }
+    anyhow::bail!("the console socket carried no terminal")
+}
