@@ -115,6 +115,18 @@ fn ctr_run_and_task_commands_run_containers_in_molde_shims() {
         .parse()
         .unwrap();
     assert!(d.ctr(&["task", "ps", "bg"]).ok().contains(&pid.to_string()));
+    let r = d.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "bg",
+        "sh",
+        "-c",
+        "echo from-exec; exit 4",
+    ]);
+    assert_eq!(r.out.status.code(), Some(4));
+    assert_eq!(r.stdout(), "from-exec\n");
     let err = d.ctr(&["task", "rm", "bg"]).fails();
     assert!(err.contains("running"), "{err}");
     d.ctr(&["task", "kill", "-s", "SIGKILL", "bg"]).ok();

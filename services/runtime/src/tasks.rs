@@ -55,7 +55,68 @@ fn chrono_like(s: &str) -> Option<(i64, i32)> {
     Some((days * 86_400 + h * 3600 + mi * 60 + sec, ns.parse().unwrap_or(0)))
 }
 
+/// Exec ids name files: letters, digits, `.`, `_`, `-`.
+fn check_exec_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() || id.len() > 76 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        return Err(Status::invalid_argument(format!(
+            "exec id {id:?}: use letters, digits, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
 impl RuntimeService {
+    /// Starts a recorded exec in a `molde-shim exec`, its stdio on the client's
+    /// FIFOs; a thread records its exit status for Wait.
+    fn start_exec(&self, ns: &str, id: &str, exec_id: &str) -> Result<u32, Status> {
+        check_exec_id(exec_id)?;
+        let bundle = self.bundle_dir(ns, id);
+        let dir = bundle.join("exec");
+        let rec: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("{exec_id}.task.json")))
+                .map_err(|_| Status::not_found(format!("exec {exec_id:?} of task {id:?}: not found")))?,
+        )
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let pfile = dir.join(format!("{exec_id}.process.json"));
+        std::fs::write(&pfile, serde_json::to_vec(&rec["process"]).unwrap_or_default())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        // Opened read-write, a FIFO never blocks the open on its other end.
+        let open = |key: &str| -> Result<std::process::Stdio, Status> {
+            let path = rec[key].as_str().unwrap_or_default();
+            if path.is_empty() {
+                return Ok(std::process::Stdio::null());
+            }
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map(std::process::Stdio::from)
+                .map_err(|e| Status::internal(format!("opening {path}: {e}")))
+        };
+        let mut child = std::process::Command::new(&self.shim)
+            .arg("exec")
+            .args(["--id", &format!("{ns}-{id}")])
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--state")
+            .arg(self.state.join(".libcontainer"))
+            .arg("--process")
+            .arg(&pfile)
+            .stdin(open("stdin")?)
+            .stdout(open("stdout")?)
+            .stderr(open("stderr")?)
+            .spawn()
+            .map_err(|e| Status::internal(format!("starting {}: {e}", self.shim.display())))?;
+        let pid = child.id();
+        let exit = dir.join(format!("{exec_id}.exit"));
+        std::thread::spawn(move || {
+            let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(255);
+            let _ = std::fs::write(&exit, code.to_string());
+            let _ = std::fs::remove_file(&pfile);
+        });
+        Ok(pid)
+    }
+
     fn process(&self, ns: &str, id: &str) -> Result<Process, Status> {
         self.record(ns, id)?;
         let bundle = self.bundle_dir(ns, id);
@@ -137,7 +198,8 @@ impl api::tasks_server::Tasks for RuntimeService {
         let ns = ns(&req)?;
         let r = req.into_inner();
         if !r.exec_id.is_empty() {
-            return Err(unsupported("exec processes"));
+            let pid = self.start_exec(&ns, &r.container_id, &r.exec_id)?;
+            return Ok(Response::new(api::StartResponse { pid }));
         }
         let p = self.process(&ns, &r.container_id)?;
         if p.status != TaskStatus::Created as i32 {
@@ -195,9 +257,22 @@ impl api::tasks_server::Tasks for RuntimeService {
 
     async fn delete_process(
         &self,
-        _req: Request<api::DeleteProcessRequest>,
+        req: Request<api::DeleteProcessRequest>,
     ) -> Result<Response<api::DeleteResponse>, Status> {
-        Err(unsupported("exec processes"))
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        check_exec_id(&r.exec_id)?;
+        let dir = self.bundle_dir(&ns, &r.container_id).join("exec");
+        let code = std::fs::read_to_string(dir.join(format!("{}.exit", r.exec_id)))
+            .map_err(|_| Status::failed_precondition(format!("exec {:?} has not exited", r.exec_id)))?;
+        let _ = std::fs::remove_file(dir.join(format!("{}.exit", r.exec_id)));
+        let _ = std::fs::remove_file(dir.join(format!("{}.task.json", r.exec_id)));
+        Ok(Response::new(api::DeleteResponse {
+            id: r.exec_id,
+            pid: 0,
+            exit_status: code.trim().parse().unwrap_or(255),
+            exited_at: None,
+        }))
     }
 
     async fn get(&self, req: Request<api::GetRequest>) -> Result<Response<api::GetResponse>, Status> {
@@ -236,8 +311,43 @@ impl api::tasks_server::Tasks for RuntimeService {
         Ok(Response::new(()))
     }
 
-    async fn exec(&self, _req: Request<api::ExecProcessRequest>) -> Result<Response<()>, Status> {
-        Err(unsupported("exec (use molde exec)"))
+    async fn exec(&self, req: Request<api::ExecProcessRequest>) -> Result<Response<()>, Status> {
+        let ns = ns(&req)?;
+        let r = req.into_inner();
+        if r.terminal {
+            return Err(unsupported("a terminal for exec (-t)"));
+        }
+        let p = self.process(&ns, &r.container_id)?;
+        if p.status != TaskStatus::Running as i32 {
+            return Err(Status::failed_precondition(format!(
+                "task {:?} is not running",
+                r.container_id
+            )));
+        }
+        check_exec_id(&r.exec_id)?;
+        let spec: serde_json::Value = r
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok())
+            .ok_or_else(|| Status::invalid_argument("exec needs a process spec"))?;
+        let dir = self.bundle_dir(&ns, &r.container_id).join("exec");
+        std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
+        let process = serde_json::json!({
+            "args": spec["args"],
+            "env": spec["env"],
+            "cwd": spec["cwd"],
+            "uid": spec["user"]["uid"],
+            "gid": spec["user"]["gid"],
+            "additional_gids": spec["user"]["additionalGids"].as_array().cloned().unwrap_or_default(),
+        });
+        let rec =
+            serde_json::json!({"process": process, "stdin": r.stdin, "stdout": r.stdout, "stderr": r.stderr});
+        std::fs::write(
+            dir.join(format!("{}.task.json", r.exec_id)),
+            serde_json::to_vec(&rec).unwrap_or_default(),
+        )
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(()))
     }
 
     async fn resize_pty(&self, _req: Request<api::ResizePtyRequest>) -> Result<Response<()>, Status> {
@@ -293,7 +403,24 @@ impl api::tasks_server::Tasks for RuntimeService {
 
     async fn wait(&self, req: Request<api::WaitRequest>) -> Result<Response<api::WaitResponse>, Status> {
         let ns = ns(&req)?;
-        let id = req.into_inner().container_id;
+        let r = req.into_inner();
+        if !r.exec_id.is_empty() {
+            check_exec_id(&r.exec_id)?;
+            let exit = self
+                .bundle_dir(&ns, &r.container_id)
+                .join("exec")
+                .join(format!("{}.exit", r.exec_id));
+            loop {
+                if let Ok(code) = std::fs::read_to_string(&exit) {
+                    return Ok(Response::new(api::WaitResponse {
+                        exit_status: code.trim().parse().unwrap_or(255),
+                        exited_at: None,
+                    }));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let id = r.container_id;
         self.process(&ns, &id)?;
         loop {
             let o = self.observe(&ns, &id);
