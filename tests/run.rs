@@ -242,6 +242,8 @@ fn limits_memory_oom_pids_and_cpus() {
     assert_eq!(hog["exitCode"], 137);
     assert!(d.molde(&["ps", "-a"]).ok().contains("OOMKilled"));
     assert_eq!(d.molde(&["wait", "hog"]).stdout().trim(), "137");
+    let inspect: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", "hog"]).ok()).unwrap();
+    assert_eq!(inspect["State"]["OOMKilled"], true);
 
     let err = d.molde(&["run", "--memory", "lots", IMAGE, "true"]).fails();
     assert!(err.contains("invalid memory value"), "{err}");

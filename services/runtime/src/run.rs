@@ -319,15 +319,22 @@ impl RuntimeService {
     }
 
     /// Removes a container's snapshot, record and bundle.
-    pub(crate) async fn remove(&self, ns: &str, id: &str) {
-        if let Ok(raw) = std::fs::read(self.bundle(ns, id).join("network.json")) {
+    /// CNI teardown of a container's network, once.
+    pub(crate) async fn release_network(&self, ns: &str, id: &str) {
+        let path = self.bundle(ns, id).join("network.json");
+        if let Ok(raw) = std::fs::read(&path) {
             let saved: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
             let key = saved["key"]
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("{ns}-{id}"));
             self.cni.teardown(&key, &saved).await;
+            let _ = std::fs::rename(&path, path.with_extension("json.released"));
         }
+    }
+
+    pub(crate) async fn remove(&self, ns: &str, id: &str) {
+        self.release_network(ns, id).await;
         let _ = SnapshotsClient::new(self.snapshotter.clone())
             .remove(with_ns(
                 ns,

@@ -79,6 +79,45 @@ pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
     out
 }
 
+/// Keeps every rlimit at or below what this host allows: raising a hard limit
+/// needs CAP_SYS_RESOURCE, which molded may lack (and a container start must
+/// not fail for it). Clamped limits are logged.
+pub fn clamp_rlimits(limits: Vec<oci_spec::runtime::PosixRlimit>) -> Vec<oci_spec::runtime::PosixRlimit> {
+    use oci_spec::runtime::PosixRlimitType as T;
+    limits
+        .into_iter()
+        .map(|mut l: oci_spec::runtime::PosixRlimit| {
+            let res = match l.typ() {
+                T::RlimitNofile => Some(libc::RLIMIT_NOFILE),
+                T::RlimitNproc => Some(libc::RLIMIT_NPROC),
+                T::RlimitStack => Some(libc::RLIMIT_STACK),
+                T::RlimitCore => Some(libc::RLIMIT_CORE),
+                T::RlimitMemlock => Some(libc::RLIMIT_MEMLOCK),
+                _ => None,
+            };
+            if let Some(res) = res {
+                let mut host = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                // SAFETY: getrlimit writes into the struct we lend it.
+                if unsafe { libc::getrlimit(res, &mut host) } == 0 && host.rlim_max != libc::RLIM_INFINITY {
+                    let max = host.rlim_max;
+                    if l.hard() > max || l.soft() > max {
+                        tracing::info!(limit = ?l.typ(), wanted = l.hard(), host_max = max, "rlimit clamped to the host's hard limit");
+                        if let Ok(c) = oci_spec::runtime::PosixRlimitBuilder::default()
+                            .typ(l.typ())
+                            .hard(l.hard().min(max))
+                            .soft(l.soft().min(max))
+                            .build()
+                        {
+                            l = c;
+                        }
+                    }
+                }
+            }
+            l
+        })
+        .collect()
+}
+
 /// The cgroup a container runs in.
 pub fn cgroup_path(ns: &str, id: &str) -> String {
     format!("/molde/{ns}-{id}")
@@ -146,7 +185,7 @@ pub fn build(
                 .map_err(bad)?,
         )
         .capabilities(process.capabilities().clone().unwrap_or_default())
-        .rlimits(process.rlimits().clone().unwrap_or_default())
+        .rlimits(clamp_rlimits(process.rlimits().clone().unwrap_or_default()))
         .no_new_privileges(true)
         .build()
         .map_err(bad)?;
