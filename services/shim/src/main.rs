@@ -435,6 +435,9 @@ fn run(args: &Args) -> Result<i32> {
 }
 
 fn main() {
+    // One malloc arena: the shim's few threads need no more, and each arena costs memory.
+    // SAFETY: mallopt only tunes the allocator, before any thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
