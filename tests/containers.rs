@@ -137,3 +137,61 @@ fn ctr_run_and_task_commands_run_containers_in_molde_shims() {
     d.ctr(&["containers", "rm", "bg"]).ok();
     assert!(d.ctr(&["task", "ls", "-q"]).ok().trim().is_empty());
 }
+
+#[test]
+fn ctr_events_show_container_and_task_lifecycles() {
+    let d = Daemon::start();
+    let tar = d.dir.path().join("busybox.tar");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-base-image.py");
+    assert!(
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(&tar)
+            .status()
+            .unwrap()
+            .success()
+    );
+    d.molde(&["load", "-q", "-i", tar.to_str().unwrap()]).ok();
+    let events = std::process::Command::new(molde_tests::require("ctr"))
+        .arg("--address")
+        .arg(&d.sock)
+        .arg("events")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    d.ctr(&["run", "--rm", "localhost/molde/busybox:latest", "evt", "true"])
+        .ok();
+    d.molde(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--name",
+        "evt2",
+        "localhost/molde/busybox",
+        "true",
+    ])
+    .ok();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(events.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = String::from_utf8_lossy(&events.wait_with_output().unwrap().stdout).into_owned();
+    for topic in [
+        "/containers/create",
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+        "/containers/delete",
+    ] {
+        assert!(out.contains(topic), "ctr events shows {topic}:\n{out}");
+    }
+    assert!(
+        out.contains(r#""id":"evt2""#) || out.contains(r#""container_id":"evt2""#),
+        "{out}"
+    );
+}

@@ -21,6 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "containerd/services/diff/v1/diff.proto",
         "containerd/services/containers/v1/containers.proto",
         "containerd/services/tasks/v1/tasks.proto",
+        "containerd/services/events/v1/events.proto",
+        "containerd/events/events.proto",
         "molde/gc/v1/gc.proto",
         "molde/transfer/v1/transfer.proto",
         "molde/runtime/v1/runtime.proto",

@@ -15,6 +15,10 @@ pub mod containerd {
     pub mod types {
         tonic::include_proto!("containerd.types");
     }
+    /// containerd's event payloads (`containerd.events`).
+    pub mod events {
+        tonic::include_proto!("containerd.events");
+    }
     /// containerd's `containerd.v1.types` package (task processes).
     pub mod v1 {
         pub mod types {
@@ -65,6 +69,11 @@ pub mod containerd {
         pub mod tasks {
             pub mod v1 {
                 tonic::include_proto!("containerd.services.tasks.v1");
+            }
+        }
+        pub mod events {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.events.v1");
             }
         }
         pub mod introspection {

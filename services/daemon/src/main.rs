@@ -6,6 +6,7 @@
 //! forwards a service to another molded (split mode).
 
 mod config;
+mod events;
 mod info;
 mod listener;
 mod proxy;
@@ -119,6 +120,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut plugins = vec![
         plugin("io.containerd.grpc.v1", "version", &[]),
         plugin("io.containerd.grpc.v1", "introspection", &[]),
+        plugin("io.containerd.grpc.v1", "events", &[]),
     ];
     let mut hosted = Vec::new();
 
@@ -237,6 +239,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 netns_dir: cfg.state.join("netns"),
                 content: molde_api::client::channel(&reach("content")?),
                 snapshotter: molde_api::client::channel(&reach("snapshotter")?),
+                events: molde_api::client::channel(&own),
             },
         );
         router = router
@@ -261,6 +264,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     router = router
+        .add_service(
+            molde_api::containerd::services::events::v1::events_server::EventsServer::new(
+                events::EventsService::new(),
+            ),
+        )
         .add_service(VersionServer::new(VersionService))
         .add_service(IntrospectionServer::new(IntrospectionService { uuid, plugins }));
 

@@ -70,6 +70,7 @@ impl Fields for ContainerFields<'_> {
 #[derive(Clone)]
 pub struct ContainersService {
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) events: crate::events::Publisher,
 }
 
 impl ContainersService {
@@ -182,6 +183,18 @@ impl api::containers_server::Containers for ContainersService {
             )));
         }
         tracing::info!(namespace = %ns, container = %c.id, image = %c.image, "container created");
+        self.events.publish(
+            &ns,
+            "/containers/create",
+            "ContainerCreate",
+            molde_api::containerd::events::ContainerCreate {
+                id: c.id.clone(),
+                image: c.image.clone(),
+                runtime: c.runtime.as_ref().map(|r| {
+                    molde_api::containerd::events::container_create::Runtime { name: r.name.clone() }
+                }),
+            },
+        );
         Ok(Response::new(api::CreateContainerResponse { container: Some(c) }))
     }
 
@@ -265,6 +278,12 @@ impl api::containers_server::Containers for ContainersService {
             .txn(Txn::new().when(Compare::ModRevision(k.clone(), rev)).delete(k))
             .map_err(meta)?;
         tracing::info!(namespace = %ns, container = %id, "container deleted");
+        self.events.publish(
+            &ns,
+            "/containers/delete",
+            "ContainerDelete",
+            molde_api::containerd::events::ContainerDelete { id: id.clone() },
+        );
         Ok(Response::new(()))
     }
 }

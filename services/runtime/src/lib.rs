@@ -5,6 +5,7 @@
 //! store. Tasks and the per-container shims come next.
 
 pub mod containers;
+mod events;
 mod image;
 mod lifecycle;
 pub mod network;
@@ -40,13 +41,17 @@ pub struct RuntimeConfig {
     pub cni_bin_dir: PathBuf,
     /// Where network namespaces are pinned.
     pub netns_dir: PathBuf,
+    /// Reaches events.v1, where container and task events go.
+    pub events: Channel,
     /// Reaches images.v1 and content.v1.
     pub content: Channel,
     pub snapshotter: Channel,
 }
 
 pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
+    let events = events::Publisher::new(cfg.events);
     let rt = run::RuntimeService {
+        events: events.clone(),
         store: store.clone(),
         content: cfg.content,
         snapshotter: cfg.snapshotter,
@@ -58,8 +63,9 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
         shim: cfg.shim,
         volumes: cfg.volumes,
     };
+    tokio::spawn(run::watch_exits(rt.clone()));
     Servers {
-        containers: ContainersServer::new(containers::ContainersService { store })
+        containers: ContainersServer::new(containers::ContainersService { store, events })
             .max_decoding_message_size(16 << 20),
         tasks: molde_api::containerd::services::tasks::v1::tasks_server::TasksServer::new(rt.clone()),
         runtime: RuntimeServer::new(rt),

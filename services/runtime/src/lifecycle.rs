@@ -206,6 +206,7 @@ impl RuntimeService {
         loop {
             let o = self.observe(ns, id);
             if o.state == "exited" {
+                self.exited(ns, id);
                 return Ok(Some(o));
             }
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
@@ -232,6 +233,7 @@ impl RuntimeService {
 
     pub(crate) async fn remove_container(&self, ns: &str, id: &str, force: bool) -> Result<(), Status> {
         self.record(ns, id)?;
+        self.exited(ns, id);
         if self.observe(ns, id).state == "running" {
             if !force {
                 return Err(Status::failed_precondition(format!(

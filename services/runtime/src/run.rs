@@ -46,6 +46,7 @@ pub struct RuntimeService {
     pub(crate) shim: PathBuf,
     pub(crate) volumes: PathBuf,
     pub(crate) cni: Arc<crate::network::Cni>,
+    pub(crate) events: crate::events::Publisher,
 }
 
 type Tx = mpsc::Sender<Result<api::RunEvent, Status>>;
@@ -284,6 +285,18 @@ impl RuntimeService {
             return Err(e);
         }
         tracing::info!(namespace = ns, container = %id, image = %req.image, "container started");
+        self.events.publish(
+            ns,
+            "/containers/create",
+            "ContainerCreate",
+            molde_api::containerd::events::ContainerCreate {
+                id: id.clone(),
+                image: req.image.clone(),
+                runtime: Some(molde_api::containerd::events::container_create::Runtime {
+                    name: RUNTIME_NAME.into(),
+                }),
+            },
+        );
         Ok((id, bundle))
     }
 
@@ -316,6 +329,53 @@ impl RuntimeService {
             let _ = child.wait();
         });
         Ok(())
+    }
+
+    /// Publishes /tasks/exit for a container whose shim recorded its exit,
+    /// once: whoever sees the exit first (a waiter, a delete, the watcher).
+    pub(crate) fn exited(&self, ns: &str, id: &str) {
+        let dir = self.bundle(ns, id);
+        let Ok(raw) = std::fs::read(dir.join("exit.json")) else {
+            return;
+        };
+        if std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(dir.join("exit.published"))
+            .is_err()
+        {
+            return;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+        let pid = std::fs::read_to_string(dir.join("init.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        self.events.publish(
+            ns,
+            "/tasks/exit",
+            "TaskExit",
+            molde_api::containerd::events::TaskExit {
+                container_id: id.to_string(),
+                id: id.to_string(),
+                pid,
+                exit_status: v["status"].as_i64().unwrap_or(255) as u32,
+                exited_at: None,
+            },
+        );
+    }
+
+    /// Publishes /tasks/start once the shim reports the container's pid.
+    pub(crate) fn started(&self, ns: &str, id: &str, pid: u32) {
+        self.events.publish(
+            ns,
+            "/tasks/start",
+            "TaskStart",
+            molde_api::containerd::events::TaskStart {
+                container_id: id.into(),
+                pid,
+            },
+        );
     }
 
     /// Removes a container's snapshot, record and bundle.
@@ -413,7 +473,11 @@ impl api::runtime_server::Runtime for RuntimeService {
         // Report back once the shim started the container, or why it could not.
         let started = tokio::time::Instant::now();
         loop {
-            if bundle.join("init.pid").exists() || bundle.join("exit.json").exists() {
+            if let Ok(pid) = std::fs::read_to_string(bundle.join("init.pid")) {
+                self.started(&ns, &id, pid.trim().parse().unwrap_or(0));
+                break;
+            }
+            if bundle.join("exit.json").exists() {
                 break;
             }
             if let Ok(msg) = std::fs::read_to_string(bundle.join("error")) {
@@ -440,6 +504,7 @@ impl api::runtime_server::Runtime for RuntimeService {
                 return;
             }
             let result = me.follow(&bundle, &tx).await;
+            me.exited(&ns, &id);
             if r.rm {
                 me.remove(&ns, &id).await;
             }
@@ -814,5 +879,34 @@ impl api::runtime_server::Runtime for RuntimeService {
         let r = req.get_ref();
         self.remove_container(&ns, &r.id, r.force).await?;
         Ok(Response::new(api::RemoveResponse {}))
+    }
+}
+
+/// Publishes /tasks/exit for every container whose shim recorded an exit since
+/// the last look (a marker file keeps it to once per exit, across restarts).
+pub(crate) async fn watch_exits(rt: RuntimeService) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(namespaces) = std::fs::read_dir(&rt.state) else {
+            continue;
+        };
+        for ns in namespaces.flatten() {
+            let ns_name = ns.file_name().to_string_lossy().into_owned();
+            if ns_name.starts_with('.') {
+                continue;
+            }
+            let Ok(bundles) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for b in bundles.flatten() {
+                let dir = b.path();
+                if !dir.join("exit.json").exists() || dir.join("exit.published").exists() {
+                    continue;
+                }
+                let _ = &dir;
+                let id = b.file_name().to_string_lossy().into_owned();
+                rt.exited(&ns_name, &id);
+            }
+        }
     }
 }

@@ -188,6 +188,16 @@ impl api::tasks_server::Tasks for RuntimeService {
         };
         write().map_err(|e| Status::internal(format!("task {}: writing its bundle: {e}", r.container_id)))?;
         tracing::info!(namespace = %ns, container = %r.container_id, "task created");
+        self.events.publish(
+            &ns,
+            "/tasks/create",
+            "TaskCreate",
+            molde_api::containerd::events::TaskCreate {
+                container_id: r.container_id.clone(),
+                bundle: bundle.display().to_string(),
+                pid: 0,
+            },
+        );
         Ok(Response::new(api::CreateTaskResponse {
             container_id: r.container_id,
             pid: 0,
@@ -213,9 +223,9 @@ impl api::tasks_server::Tasks for RuntimeService {
         let started = tokio::time::Instant::now();
         loop {
             if let Ok(pid) = std::fs::read_to_string(bundle.join("init.pid")) {
-                return Ok(Response::new(api::StartResponse {
-                    pid: pid.trim().parse().unwrap_or(0),
-                }));
+                let pid = pid.trim().parse().unwrap_or(0);
+                self.started(&ns, &r.container_id, pid);
+                return Ok(Response::new(api::StartResponse { pid }));
             }
             if let Ok(msg) = std::fs::read_to_string(bundle.join("error")) {
                 return Err(Status::failed_precondition(format!(
@@ -246,7 +256,20 @@ impl api::tasks_server::Tasks for RuntimeService {
                 "task {id:?} is running: kill it first"
             )));
         }
+        self.exited(&ns, &id);
         let _ = std::fs::remove_dir_all(self.bundle_dir(&ns, &id));
+        self.events.publish(
+            &ns,
+            "/tasks/delete",
+            "TaskDelete",
+            molde_api::containerd::events::TaskDelete {
+                container_id: id.clone(),
+                pid: p.pid,
+                exit_status: p.exit_status,
+                exited_at: p.exited_at,
+                id: id.clone(),
+            },
+        );
         Ok(Response::new(api::DeleteResponse {
             id,
             pid: p.pid,
@@ -425,6 +448,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         loop {
             let o = self.observe(&ns, &id);
             if o.state == "exited" {
+                self.exited(&ns, &id);
                 return Ok(Response::new(api::WaitResponse {
                     exit_status: o.exit_code.max(0) as u32,
                     exited_at: ts(&o.finished_at),

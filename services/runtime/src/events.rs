@@ -1,0 +1,40 @@
+//! Publishing container and task events to events.v1, with containerd's
+//! payload types (so `ctr events` decodes them). Publishing never blocks or
+//! fails an operation: events are best effort, as in containerd.
+
+use molde_api::containerd::services::events::v1::{PublishRequest, events_client::EventsClient};
+use prost::Message;
+use tonic::transport::Channel;
+
+use crate::with_ns;
+
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    pub fn new(channel: Channel) -> Self {
+        Self { channel }
+    }
+
+    /// Publishes `event` (of containerd type `type_name`) under `topic`.
+    pub fn publish(&self, ns: &str, topic: &str, type_name: &str, event: impl Message) {
+        let req = with_ns(
+            ns,
+            PublishRequest {
+                topic: topic.to_string(),
+                event: Some(prost_types::Any {
+                    type_url: format!("containerd.events.{type_name}"),
+                    value: event.encode_to_vec(),
+                }),
+            },
+        );
+        let mut client = EventsClient::new(self.channel.clone());
+        tokio::spawn(async move {
+            if let Err(e) = client.publish(req).await {
+                tracing::debug!(error = %e.message(), "event not published");
+            }
+        });
+    }
+}
