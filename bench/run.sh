@@ -72,7 +72,7 @@ hyperfine --runs "$runs" --warmup 2 --export-json "$dir/result.json" --style bas
 # Memory: a sleeping container under each shim, and the idle daemons.
 molde run -d --network none --name sleeper localhost/molde/busybox sleep 30 >/dev/null
 # The shim gives back its start-up memory once the container has run a second.
-sleep 2
+sleep 3
 shim_pid=$(pgrep -f "molde-shim start --id default-sleeper" | head -1)
 shim_rss=$(awk '/VmRSS/ {print $2}' /proc/$shim_pid/status)
 sleeper=sleeper-$$
