@@ -634,14 +634,15 @@ fn seccomp_etc_files_inspect_top_stats_and_signal_forwarding() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got-term\n");
 }
 
-/// Drives `molde run -it` through a real pty: types commands, reads the
-/// shell's answers, resizes the terminal, exits with a status.
+/// Drives `molde <args...>` (a shell with -it) through a real pty: types
+/// commands, reads the shell's answers, resizes the terminal, exits with a
+/// status.
 const PTY_DRIVER: &str = r#"
 import os, pty, time, select, sys, fcntl, termios, struct, signal
 molde, sock = sys.argv[1], sys.argv[2]
 pid, fd = pty.fork()
 if pid == 0:
-    os.execv(molde, ["molde", "--address", sock, "run", "-it", "--rm", "--network", "none", "localhost/molde/busybox", "sh"])
+    os.execv(molde, ["molde", "--address", sock] + sys.argv[3:])
 def read_until(marker, t=10):
     out = b""; end = time.time() + t
     while time.time() < end and marker not in out:
@@ -673,6 +674,7 @@ fn interactive_terminal_and_stdin() {
         .arg(&script)
         .arg(molde_tests::bin("molde"))
         .arg(&d.sock)
+        .args(["run", "-it", "--rm", "--network", "none", IMAGE, "sh"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -727,4 +729,76 @@ fn interactive_terminal_and_stdin() {
     .ok();
     let attached = d.molde(&["attach", "--no-stdin", "talker"]).ok();
     assert!(attached.contains("n3"), "{attached}");
+}
+
+#[test]
+fn interactive_exec_with_and_without_a_terminal() {
+    let d = daemon_with_busybox();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "60",
+    ])
+    .ok();
+    let script = d.dir.path().join("drive_tty.py");
+    std::fs::write(&script, PTY_DRIVER).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(molde_tests::bin("molde"))
+        .arg(&d.sock)
+        .args(["exec", "-it", "box", "sh"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("hello-42"),
+        "the exec'd shell ran the typed command:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("33 111"),
+        "the resize reached the exec's terminal:\n{text}"
+    );
+    assert!(text.contains("/dev/pts/"), "the exec has a terminal:\n{text}");
+    assert!(
+        text.trim_end().ends_with("exit 7"),
+        "exec -it returns the shell's status:\n{text}"
+    );
+
+    // -i alone: stdin piped in, output and status back.
+    let r = d.molde_stdin(
+        &[
+            "exec",
+            "-i",
+            "box",
+            "sh",
+            "-c",
+            "while read l; do echo \"got $l\"; done; exit 3",
+        ],
+        b"one\ntwo\n",
+    );
+    assert_eq!(r.out.status.code(), Some(3), "{}", r.stderr());
+    assert_eq!(r.stdout(), "got one\ngot two\n");
+
+    assert_eq!(
+        d.molde(&["ps", "-q"]).ok().trim().lines().count(),
+        1,
+        "the container runs on"
+    );
+    let exec_dir = d.state.join("runtime/default/box/exec");
+    let left: Vec<_> = std::fs::read_dir(&exec_dir)
+        .map(|it| it.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "finished execs leave nothing in {}: {left:?}",
+        exec_dir.display()
+    );
+    d.molde(&["rm", "-f", "box"]).ok();
 }

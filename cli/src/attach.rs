@@ -52,11 +52,14 @@ fn window() -> Option<(u32, u32)> {
 }
 
 /// Relays until the container's output ends (it exited).
-pub async fn attach(d: &Daemon, id: &str, stdin: bool) -> Result<()> {
+/// `exec_id` names an interactive exec to attach to instead of the
+/// container's own process.
+pub async fn attach(d: &Daemon, id: &str, stdin: bool, exec_id: &str) -> Result<()> {
     let (tx, rx) = mpsc::channel::<api::AttachInput>(16);
     let (rows, cols) = window().unwrap_or((0, 0));
     tx.send(api::AttachInput {
         id: id.into(),
+        exec_id: exec_id.into(),
         rows,
         cols,
         ..Default::default()

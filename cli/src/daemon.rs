@@ -10,6 +10,7 @@ use molde_api::molde::services::gc::v1::{CollectRequest, gc_client::GcClient};
 use tonic::transport::Channel;
 
 /// A connected daemon and the namespace requests act in.
+#[derive(Clone)]
 pub struct Daemon {
     pub channel: Channel,
     pub namespace: String,

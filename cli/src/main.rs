@@ -243,7 +243,7 @@ async fn run(cli: Cli) -> Result<()> {
             let code = run::exec(&d, a).await?;
             std::process::exit(code);
         }
-        Command::Attach { id, no_stdin } => attach::attach(&d, &id, !no_stdin).await,
+        Command::Attach { id, no_stdin } => attach::attach(&d, &id, !no_stdin, "").await,
         Command::Ps { all, quiet, format } => containers::ps(&d, all, quiet, format).await,
         Command::Logs {
             id,

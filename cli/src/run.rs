@@ -206,7 +206,7 @@ async fn run_attached(d: &Daemon, mut req: api::RunRequest, detach: bool) -> Res
         println!("{id}");
         return Ok(0);
     }
-    crate::attach::attach(d, &id, interactive).await?;
+    crate::attach::attach(d, &id, interactive, "").await?;
     let code = RuntimeClient::new(d.channel.clone())
         .wait(d.request(api::WaitRequest { id: id.clone() }))
         .await
@@ -277,6 +277,12 @@ pub struct ExecArgs {
     /// Working directory inside the container
     #[arg(short, long)]
     workdir: Option<String>,
+    /// Keep stdin open and send it to the process
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the process a terminal
+    #[arg(short, long)]
+    tty: bool,
     id: String,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -290,6 +296,8 @@ pub async fn exec(d: &Daemon, a: ExecArgs) -> Result<i32> {
         env: a.env,
         user: a.user.unwrap_or_default(),
         workdir: a.workdir.unwrap_or_default(),
+        interactive: a.interactive,
+        tty: a.tty,
     };
     let mut stream = RuntimeClient::new(d.channel.clone())
         .exec(d.request(req))
@@ -298,8 +306,18 @@ pub async fn exec(d: &Daemon, a: ExecArgs) -> Result<i32> {
         .into_inner();
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
+    let mut relay = None;
     loop {
         match stream.message().await.map_err(|s| anyhow!("{}", s.message()))? {
+            Some(api::RunEvent {
+                event: Some(Event::Started(s)),
+            }) => {
+                // An interactive exec: its stdio goes through an attach.
+                let (d, id) = (d.clone(), a.id.clone());
+                relay = Some(tokio::spawn(async move {
+                    crate::attach::attach(&d, &id, a.interactive, &s.id).await
+                }));
+            }
             Some(api::RunEvent {
                 event: Some(Event::Output(o)),
             }) => {
@@ -309,7 +327,12 @@ pub async fn exec(d: &Daemon, a: ExecArgs) -> Result<i32> {
             }
             Some(api::RunEvent {
                 event: Some(Event::Exited(x)),
-            }) => return Ok(x.status),
+            }) => {
+                if let Some(r) = relay {
+                    r.await??;
+                }
+                return Ok(x.status);
+            }
             Some(_) => {}
             None => return Err(anyhow!("the daemon ended the exec without its exit status")),
         }

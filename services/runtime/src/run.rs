@@ -726,7 +726,18 @@ impl api::runtime_server::Runtime for RuntimeService {
                 "container {id:?} is not running"
             )));
         }
-        let sock = self.bundle_dir(&ns, &id).join("attach.sock");
+        let sock = if first.exec_id.is_empty() {
+            self.bundle_dir(&ns, &id).join("attach.sock")
+        } else if first.exec_id.len() == 32 && first.exec_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            self.bundle_dir(&ns, &id)
+                .join("exec")
+                .join(format!("{}.sock", first.exec_id))
+        } else {
+            return Err(Status::invalid_argument(format!(
+                "exec id {:?} is not one this daemon gave out",
+                first.exec_id
+            )));
+        };
         let conn = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
             Status::unavailable(format!(
                 "container {id}: its shim does not answer on {}: {e}",
@@ -831,18 +842,28 @@ impl api::runtime_server::Runtime for RuntimeService {
         });
         let exec_dir = bundle.join("exec");
         std::fs::create_dir_all(&exec_dir).map_err(|e| Status::internal(e.to_string()))?;
-        let pfile = exec_dir.join(format!("{}.json", uuid::Uuid::new_v4().simple()));
+        let exec_id = uuid::Uuid::new_v4().simple().to_string();
+        let pfile = exec_dir.join(format!("{exec_id}.json"));
         std::fs::write(&pfile, serde_json::to_vec(&process).unwrap_or_default())
             .map_err(|e| Status::internal(e.to_string()))?;
-        let mut child = tokio::process::Command::new(&self.shim)
-            .arg("exec")
+        let sock = exec_dir.join(format!("{exec_id}.sock"));
+        let attached = r.interactive || r.tty;
+        let mut cmd = tokio::process::Command::new(&self.shim);
+        cmd.arg("exec")
             .args(["--id", &format!("{ns}-{}", r.id)])
             .arg("--bundle")
             .arg(&bundle)
             .arg("--state")
             .arg(self.state.join(".libcontainer"))
             .arg("--process")
-            .arg(&pfile)
+            .arg(&pfile);
+        if attached {
+            cmd.arg("--attach").arg(&sock);
+        }
+        if r.tty {
+            cmd.arg("--tty");
+        }
+        let mut child = cmd
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -850,6 +871,17 @@ impl api::runtime_server::Runtime for RuntimeService {
             .spawn()
             .map_err(|e| Status::internal(format!("starting {}: {e}", self.shim.display())))?;
         let (tx, rx) = mpsc::channel(64);
+        if attached {
+            // The client attaches (Attach with this exec id) once the shim listens.
+            let mut waited = 0;
+            while !sock.exists() && waited < 1000 && matches!(child.try_wait(), Ok(None)) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                waited += 1;
+            }
+            if sock.exists() {
+                send(&tx, Event::Started(api::Started { id: exec_id.clone() })).await;
+            }
+        }
         let out = child.stdout.take().expect("piped");
         let err = child.stderr.take().expect("piped");
         let a = tokio::spawn(pump(Box::new(out), 1, tx.clone()));
@@ -859,6 +891,8 @@ impl api::runtime_server::Runtime for RuntimeService {
             let _ = a.await;
             let _ = b.await;
             let _ = std::fs::remove_file(&pfile);
+            let _ = std::fs::remove_file(pfile.with_extension("process.json"));
+            let _ = std::fs::remove_file(&sock);
             send(
                 &tx,
                 Event::Exited(api::Exited {

@@ -1,5 +1,6 @@
 //! Attaching to a container: `<bundle>/attach.sock` takes clients (molded,
-//! relaying `molde run -it` or `molde attach`). Each client gets the
+//! relaying `molde run -it` or `molde attach`); an interactive exec serves
+//! `<bundle>/exec/<id>.sock` the same way. Each client gets the
 //! container's output as raw bytes and sends frames back: `0` + u32 length +
 //! bytes for stdin, `1` + u16 rows + u16 columns for a terminal resize, `2`
 //! to close stdin.
@@ -44,11 +45,30 @@ impl Attach {
         }
     }
 
-    /// Accepts clients on `<bundle>/attach.sock` on a thread of its own.
-    pub fn serve(&self, bundle: &Path) -> std::io::Result<()> {
-        let path = bundle.join("attach.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)?;
+    /// Gives attach clients a terminal that came after them (an exec's).
+    pub fn set_terminal(&self, master: OwnedFd) -> std::io::Result<()> {
+        let input = File::from(master.try_clone()?);
+        *self.input.lock().unwrap_or_else(|p| p.into_inner()) = Some(input);
+        *self.master.lock().unwrap_or_else(|p| p.into_inner()) = Some(master);
+        Ok(())
+    }
+
+    /// Waits up to `limit` for a first client; false if none came.
+    pub fn wait_client(&self, limit: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if !self.clients.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// Accepts clients on the socket at `path` on a thread of its own.
+    pub fn serve(&self, path: &Path) -> std::io::Result<()> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
         let me = self.clone();
         std::thread::Builder::new().stack_size(64 << 10).spawn(move || {
             for conn in listener.incoming().flatten() {
