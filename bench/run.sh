@@ -103,7 +103,9 @@ wait "${jobs_[@]}"
 ctr_50=$(( ($(now) - t) / 1000000 ))
 jobs_=()
 for i in $(seq 50); do molde rm -f many$i >/dev/null 2>&1 & jobs_+=($!); done
-for i in $(seq 50); do ctr --address "$dir/ctrd.sock" task kill -s 9 many$i-$$ >/dev/null 2>&1 & jobs_+=($!); done
+for i in $(seq 50); do
+  (ctr --address "$dir/ctrd.sock" task rm -f many$i-$$ && ctr --address "$dir/ctrd.sock" container rm many$i-$$) >/dev/null 2>&1 & jobs_+=($!)
+done
 wait "${jobs_[@]}"
 
 table=$(python3 - "$dir/result.json" "$shim_rss" "$ctr_shim_rss" "$molded_rss" "$ctrd_rss" "$(nproc)" "$molde_50" "$ctr_50" "$running" <<'PY'
@@ -132,6 +134,8 @@ PY
 echo "$table"
 pkill -f "molded --root $dir/molde-root" || true
 pkill -f "containerd --config $dir/containerd.toml" || true
+# Shims of containerd's containers outlive it; none of this run's may stay.
+pkill -9 -f "containerd-shim-runc-v2 .*-address $dir/ctrd.sock" || true
 doc=$here/docs/benchmarks.md
 begin='<!-- run:begin -->'
 end='<!-- run:end -->'
