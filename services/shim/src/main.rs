@@ -384,29 +384,64 @@ fn pump(
 fn shrink() {
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe { libc::malloc_trim(0) };
-    let Ok(maps) = fs::read_to_string("/proc/self/maps") else {
+    let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
         return;
     };
-    for line in maps.lines() {
+    // The file mappings, with their advice: collected first, so the code
+    // that parses is not faulted back in after its pages were dropped.
+    let mut advice: Vec<(usize, usize, i32)> = Vec::with_capacity(64);
+    let mut current: Option<(usize, usize, bool)> = None;
+    let mut anonymous = 0u64;
+    let mut decide = |m: Option<(usize, usize, bool)>, anonymous: u64| {
+        if let Some((start, end, read_only)) = m {
+            // Pages never written (code, constants) are dropped from this
+            // process's page tables, which takes them out of its RSS even when
+            // other processes share them (libc); they fault back in from the
+            // file. Anything else is only paged out.
+            let how = if read_only && anonymous == 0 {
+                libc::MADV_DONTNEED
+            } else {
+                libc::MADV_PAGEOUT
+            };
+            advice.push((start, end, how));
+        }
+    };
+    for line in smaps.lines() {
+        if let Some(v) = line.strip_prefix("Anonymous:") {
+            anonymous = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(1);
+            continue;
+        }
         let mut f = line.split_whitespace();
-        let (Some(range), Some(_perms), Some(_off), Some(_dev), Some(inode), Some(path)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next(), f.next())
+        let (Some(range), Some(perms), Some(_off), Some(_dev), Some(inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             continue;
         };
-        if inode == "0" || !path.starts_with('/') {
-            continue;
-        }
         let Some((a, b)) = range.split_once('-') else {
             continue;
         };
         let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
             continue;
         };
-        // SAFETY: MADV_PAGEOUT only reclaims resident pages of an existing
-        // file-backed mapping of this process; contents are unchanged and
-        // fault back in from the file on the next access.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
+        decide(current.take(), anonymous);
+        anonymous = 0;
+        let path = f.next().unwrap_or("");
+        if inode != "0" && path.starts_with('/') {
+            current = Some((start, end, !perms.contains('w')));
+        }
+    }
+    decide(current, anonymous);
+    drop(smaps);
+    for &(start, end, how) in &advice {
+        // SAFETY: both advices act on an existing file mapping of this process.
+        // MADV_DONTNEED is given only where no page was ever written
+        // (read-only mapping, no anonymous copies), so refaulting from the
+        // file yields the same bytes; MADV_PAGEOUT never changes contents.
+        // MADV_RANDOM: a later fault brings in its own page, not its neighbours.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_RANDOM);
+            libc::madvise(start as *mut libc::c_void, end - start, how);
+        }
     }
 }
 
