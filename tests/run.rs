@@ -616,13 +616,14 @@ fn seccomp_etc_files_inspect_top_stats_and_signal_forwarding() {
             IMAGE,
             "sh",
             "-c",
-            "trap 'echo got-term; exit 9' TERM; while true; do sleep 0.1; done",
+            "trap 'echo got-term; exit 9' TERM; echo trap-set >&2; while true; do sleep 0.1; done",
         ])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    molde_tests::eventually(10, "the foreground container to run", || {
-        d.molde(&["ps", "-q"]).stdout().contains("fg")
+    molde_tests::eventually(10, "the foreground container to set its trap", || {
+        d.molde(&["logs", "fg"]).stderr().contains("trap-set")
     });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -801,4 +802,84 @@ fn interactive_exec_with_and_without_a_terminal() {
         exec_dir.display()
     );
     d.molde(&["rm", "-f", "box"]).ok();
+}
+
+#[test]
+fn containers_run_on_a_pure_cgroup_v2_view() {
+    let d = Daemon::start_with_cgroup_v2_view();
+    let tar = d.dir.path().join("busybox.tar");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-base-image.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.molde(&["load", "-q", "-i", tar.to_str().unwrap()]).ok();
+
+    // Where this process sees the v2 hierarchy molded was given.
+    let v2 = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.join("cgroup.controllers").exists())
+        .expect("a cgroup v2 hierarchy");
+    let r = d.molde(&["run", "--rm", "--network", "none", IMAGE, "echo", "hello from v2"]);
+    assert_eq!(r.ok(), "hello from v2\n");
+
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "v2",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "60",
+    ])
+    .ok();
+    let inspect: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", "v2"]).ok()).unwrap();
+    let pid = inspect[0]["State"]["Pid"]
+        .as_i64()
+        .or_else(|| inspect["State"]["Pid"].as_i64())
+        .unwrap_or_else(|| panic!("a pid in {inspect}"));
+    let cg = v2.join("molde/default-v2");
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+    assert!(
+        procs.lines().any(|l| l.trim() == pid.to_string()),
+        "the container's init {pid} is in its v2 cgroup {}: {procs:?}",
+        cg.display()
+    );
+    assert_eq!(d.molde(&["exec", "v2", "echo", "exec ok"]).ok(), "exec ok\n");
+    assert!(d.molde(&["top", "v2"]).ok().contains("sleep"));
+    d.molde(&["stats", "v2"]).ok();
+    d.molde(&["rm", "-f", "v2"]).ok();
+    assert!(!cg.exists(), "rm removed the cgroup {}", cg.display());
+
+    // A limit needs its controller in the v2 hierarchy.
+    let offered = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap();
+    let args = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--memory",
+        "32m",
+        IMAGE,
+        "cat",
+        "/sys/fs/cgroup/memory.max",
+    ];
+    if offered.split_whitespace().any(|c| c == "memory") {
+        assert_eq!(d.molde(&args).ok().trim(), "33554432");
+    } else {
+        let err = d.molde(&args).fails();
+        assert!(
+            err.contains("--memory needs cgroup v2's memory controller"),
+            "{err}"
+        );
+        assert!(
+            d.molde(&["ps", "-a", "-q"]).ok().trim().is_empty(),
+            "the refused run left nothing"
+        );
+    }
 }

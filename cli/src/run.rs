@@ -124,6 +124,9 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
     if a.interactive || a.tty {
         return run_attached(d, req, a.detach).await;
     }
+    // Caught from before the container starts, so none ends this CLI early.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut stream = RuntimeClient::new(d.channel.clone())
         .run(d.request(req))
         .await
@@ -132,8 +135,6 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     let mut id = String::new();
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         // Signals to `molde run` go to the container, as with docker.
         let msg = tokio::select! {

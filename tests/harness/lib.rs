@@ -51,6 +51,9 @@ pub struct Daemon {
     child: Option<Child>,
     log: PathBuf,
     starts: u32,
+    /// Runs molded in a mount namespace of its own where /sys/fs/cgroup is the
+    /// cgroup v2 hierarchy alone: a pure v2 host's view on a hybrid one.
+    cgroup_v2_view: bool,
 }
 
 impl Daemon {
@@ -91,6 +94,7 @@ impl Daemon {
             dir,
             child: None,
             starts: 0,
+            cgroup_v2_view: false,
         }
     }
 
@@ -99,9 +103,27 @@ impl Daemon {
         self.extra.extend(extra.iter().cloned());
     }
 
+    /// Starts molded seeing only the cgroup v2 hierarchy at /sys/fs/cgroup,
+    /// as on a pure v2 host; its shims and containers share that view.
+    pub fn start_with_cgroup_v2_view() -> Daemon {
+        let mut d = Self::prepare(&[]);
+        d.cgroup_v2_view = true;
+        d.spawn();
+        d
+    }
+
     /// The molded command line this daemon runs with.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(bin("molded"));
+        let mut c = if self.cgroup_v2_view {
+            let mut c = Command::new(require("unshare"));
+            c.args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg("umount -l /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec \"$@\"")
+                .arg("sh")
+                .arg(bin("molded"));
+            c
+        } else {
+            Command::new(bin("molded"))
+        };
         c.arg("--root")
             .arg(&self.root)
             .arg("--state")

@@ -92,6 +92,7 @@ impl RuntimeService {
             req.name.clone()
         };
         containers::check_id(&id)?;
+        spec::check_controllers(req, std::path::Path::new("/sys/fs/cgroup"))?;
         let key = containers::key(ns, &id);
         if self
             .store

@@ -461,3 +461,62 @@ mod tests {
         );
     }
 }
+
+/// On a cgroup v2 host (`/sys/fs/cgroup` is cgroup2), a limit needs its
+/// controller in the root's `cgroup.controllers`; a request for one the host
+/// does not offer is refused by name here rather than failing deep in the
+/// runtime. cgroup v1 and hybrid hosts are left to the runtime.
+pub fn check_controllers(req: &RunRequest, cgroup_root: &Path) -> Result<(), Status> {
+    use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
+    let Ok(fs) = statfs(cgroup_root) else {
+        return Ok(());
+    };
+    if fs.filesystem_type() != CGROUP2_SUPER_MAGIC {
+        return Ok(());
+    }
+    let offered = std::fs::read_to_string(cgroup_root.join("cgroup.controllers")).unwrap_or_default();
+    match missing_controller(req, &offered) {
+        None => Ok(()),
+        Some((flag, controller)) => Err(Status::failed_precondition(format!(
+            "{flag} needs cgroup v2's {controller} controller, which this host does not offer \
+             ({}/cgroup.controllers: {:?})",
+            cgroup_root.display(),
+            offered.trim()
+        ))),
+    }
+}
+
+/// The first limit in `req` whose controller is not in `offered` (the
+/// contents of a `cgroup.controllers` file), as (flag, controller).
+fn missing_controller(req: &RunRequest, offered: &str) -> Option<(&'static str, &'static str)> {
+    let has = |c: &str| offered.split_whitespace().any(|o| o == c);
+    [
+        (req.memory_bytes > 0, "--memory", "memory"),
+        (req.cpus > 0.0, "--cpus", "cpu"),
+        (req.pids_limit > 0, "--pids-limit", "pids"),
+    ]
+    .into_iter()
+    .find(|(wanted, _, c)| *wanted && !has(c))
+    .map(|(_, flag, c)| (flag, c))
+}
+
+#[cfg(test)]
+mod controller_tests {
+    use super::*;
+
+    #[test]
+    fn limits_need_their_controllers() {
+        let req = RunRequest {
+            memory_bytes: 32 << 20,
+            pids_limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(missing_controller(&req, "cpuset cpu io memory pids\n"), None);
+        assert_eq!(
+            missing_controller(&req, "cpu io pids"),
+            Some(("--memory", "memory"))
+        );
+        assert_eq!(missing_controller(&req, "memory"), Some(("--pids-limit", "pids")));
+        assert_eq!(missing_controller(&RunRequest::default(), ""), None);
+    }
+}
