@@ -402,16 +402,43 @@ fn containers_outlive_a_killed_daemon_and_are_found_again() {
         ps.contains("sleeper") && ps.contains("writer"),
         "both keep running:\n{ps}"
     );
-    // The log has no gap: line numbers continue one by one across the restart.
-    molde_tests::eventually(10, "more lines after the restart", || {
-        d.molde(&["logs", "writer"]).stdout().lines().count() >= 20
+    // `logs -f` on the new daemon: line numbers continue one by one from
+    // before the kill through lines written after the restart.
+    let mut follow = std::process::Command::new(molde_tests::bin("molde"))
+        .env("MOLDE_ADDRESS", &d.sock)
+        .args(["logs", "-f", "writer"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
     });
-    let lines: Vec<u64> = d
-        .molde(&["logs", "writer"])
-        .ok()
-        .lines()
-        .filter_map(|l| l.strip_prefix("line ").and_then(|n| n.parse().ok()))
-        .collect();
+    let before = d.molde(&["logs", "writer"]).ok().lines().count() as u64;
+    let mut lines: Vec<u64> = Vec::new();
+    while lines.last().is_none_or(|&n| n < before + 20) {
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(l) => lines.extend(l.strip_prefix("line ").and_then(|n| n.parse::<u64>().ok())),
+            Err(_) => break,
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(
+        lines.first(),
+        Some(&0),
+        "logs -f starts at the first line: {lines:?}"
+    );
+    assert!(
+        lines.last().is_some_and(|&n| n >= before + 20),
+        "logs -f followed lines written after the restart: {lines:?}"
+    );
     assert!(lines.windows(2).all(|w| w[1] == w[0] + 1), "no gap: {lines:?}");
     d.molde(&["stop", "-t", "1", "sleeper", "writer"]).ok();
     d.molde(&["rm", "sleeper", "writer"]).ok();
