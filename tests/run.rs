@@ -571,6 +571,21 @@ fn bridge_network_published_ports_and_teardown() {
         !String::from_utf8_lossy(&rules.stdout).contains(&port.to_string()),
         "the port mapping is removed"
     );
+    // Stopped, or ended on its own: the network is given back, the container stays.
+    d.molde(&["run", "-d", "--name", "stopped", IMAGE, "sleep", "60"])
+        .ok();
+    assert_eq!(pins(), 1);
+    d.molde(&["stop", "-t", "1", "stopped"]).ok();
+    assert_eq!(pins(), 0, "stop released the network namespace");
+    d.molde(&["run", "-d", "--name", "brief", IMAGE, "sleep", "2"])
+        .ok();
+    assert_eq!(pins(), 1, "the running container has its network");
+    molde_tests::eventually(10, "the exited container's network to be released", || {
+        pins() == 0
+    });
+    let ps = d.molde(&["ps", "-a"]).ok();
+    assert!(ps.contains("stopped") && ps.contains("brief"), "{ps}");
+    d.molde(&["rm", "stopped", "brief"]).ok();
     let err = d.molde(&["run", "--rm", "-p", "nonsense", IMAGE, "true"]).fails();
     assert!(err.contains("nonsense"), "{err}");
 }

@@ -225,10 +225,15 @@ impl RuntimeService {
             }
             let _ = self.kill(ns, id, Signal::SIGKILL);
         }
-        Ok(self
+        let o = self
             .wait(ns, id, Some(Duration::from_secs(30)))
             .await?
-            .unwrap_or_else(|| self.observe(ns, id)))
+            .unwrap_or_else(|| self.observe(ns, id));
+        if o.state != "running" {
+            // A stopped container holds no address, port mapping or netns.
+            self.release_network(ns, id).await;
+        }
+        Ok(o)
     }
 
     pub(crate) async fn remove_container(&self, ns: &str, id: &str, force: bool) -> Result<(), Status> {

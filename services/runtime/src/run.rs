@@ -379,7 +379,6 @@ impl RuntimeService {
         );
     }
 
-    /// Removes a container's snapshot, record and bundle.
     /// CNI teardown of a container's network, once.
     pub(crate) async fn release_network(&self, ns: &str, id: &str) {
         let path = self.bundle(ns, id).join("network.json");
@@ -394,6 +393,7 @@ impl RuntimeService {
         }
     }
 
+    /// Removes a container's snapshot, record and bundle.
     pub(crate) async fn remove(&self, ns: &str, id: &str) {
         self.release_network(ns, id).await;
         let _ = SnapshotsClient::new(self.snapshotter.clone())
@@ -938,9 +938,10 @@ pub(crate) async fn watch_exits(rt: RuntimeService) {
                 if !dir.join("exit.json").exists() || dir.join("exit.published").exists() {
                     continue;
                 }
-                let _ = &dir;
                 let id = b.file_name().to_string_lossy().into_owned();
                 rt.exited(&ns_name, &id);
+                // A container that ended on its own gives back its network too.
+                rt.release_network(&ns_name, &id).await;
             }
         }
     }
