@@ -1,0 +1,9 @@
+//! molde's builder. This first part is the Dockerfile frontend: the text is
+//! parsed into instructions that keep their line (`dockerfile`), words are
+//! expanded against build args and the environment (`expand`), and
+//! instructions are grouped into stages (`Dockerfile::stages`).
+
+pub mod dockerfile;
+pub mod expand;
+
+pub use dockerfile::{Command, Dockerfile, Instruction, ParseError, Stage};
