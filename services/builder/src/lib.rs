@@ -5,5 +5,7 @@
 
 pub mod dockerfile;
 pub mod expand;
+pub mod ignore;
+pub mod plan;
 
 pub use dockerfile::{Command, Dockerfile, Instruction, ParseError, Stage};
