@@ -7,5 +7,6 @@ pub mod dockerfile;
 pub mod expand;
 pub mod ignore;
 pub mod plan;
+pub mod stage;
 
 pub use dockerfile::{Command, Dockerfile, Instruction, ParseError, Stage};

@@ -1,0 +1,612 @@
+//! A stage's state while it builds: the image config its instructions write
+//! (Env, User, WorkingDir, Cmd, Entrypoint, ExposedPorts, Volumes, Labels,
+//! StopSignal, Healthcheck, OnBuild, Shell), its history, and the ARG and ENV
+//! values words expand against. The rules are the Dockerfile reference's:
+//! ENV beats an ARG of the same name; a global ARG reaches a stage only when
+//! the stage declares it again; `--build-arg` values count only for declared
+//! ARGs (and the predefined proxy ones); ARG values are in RUN's environment
+//! but not in the image; exec forms are not expanded.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value, json};
+
+use crate::dockerfile::{Command, Form, Instruction};
+use crate::expand;
+
+/// ARGs every build knows without a declaration.
+pub const PREDEFINED_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// What an instruction asks of the executor once the stage has taken in its
+/// metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Only the config changed (no layer).
+    Metadata,
+    /// Run this argv with this environment and working directory, as this user.
+    Run {
+        argv: Vec<String>,
+        env: Vec<String>,
+        cwd: String,
+        user: String,
+    },
+    /// COPY or ADD with expanded sources and an absolute destination.
+    Copy { srcs: Vec<String>, dest: String },
+}
+
+/// The state of one stage.
+#[derive(Debug, Clone)]
+pub struct StageState {
+    /// The image config's `config` object.
+    pub config: Map<String, Value>,
+    /// History entries added by this stage's instructions.
+    pub history: Vec<Value>,
+    /// The image's `author`, from MAINTAINER.
+    pub author: Option<String>,
+    /// ARGs declared in this stage, with their values.
+    args: BTreeMap<String, Option<String>>,
+    escape: char,
+}
+
+impl StageState {
+    /// Starts from the base image's `config` object.
+    pub fn new(base: Map<String, Value>, escape: char) -> StageState {
+        StageState {
+            config: base,
+            history: Vec::new(),
+            author: None,
+            args: BTreeMap::new(),
+            escape,
+        }
+    }
+
+    fn env(&self) -> Vec<String> {
+        self.config
+            .get("Env")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+
+    /// A name's value for expansion: ENV first, then declared ARGs.
+    pub fn lookup(&self, name: &str) -> Option<String> {
+        let prefix = format!("{name}=");
+        self.env()
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix(&prefix).map(str::to_string))
+            .or_else(|| self.args.get(name).cloned().flatten())
+    }
+
+    fn expand(&self, word: &str) -> Result<String, String> {
+        expand::expand(word, self.escape, &|n| self.lookup(n)).map_err(|e| e.to_string())
+    }
+
+    fn expand_all(&self, words: &str) -> Result<Vec<String>, String> {
+        expand::expand_all(words, self.escape, &|n| self.lookup(n)).map_err(|e| e.to_string())
+    }
+
+    fn set(&mut self, key: &str, v: Value) {
+        self.config.insert(key.into(), v);
+    }
+
+    fn shell(&self) -> Vec<String> {
+        self.config
+            .get("Shell")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .filter(|v: &Vec<String>| !v.is_empty())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+
+    fn argv(&self, form: &Form) -> Vec<String> {
+        match form {
+            Form::Exec(v) => v.clone(),
+            Form::Shell(s) => {
+                let mut v = self.shell();
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+
+    fn workdir(&self) -> String {
+        self.config
+            .get("WorkingDir")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("/")
+            .to_string()
+    }
+
+    /// Takes in one instruction (not FROM). `build_args` are `--build-arg`s;
+    /// `global` the values of the ARGs before the first FROM.
+    pub fn apply(
+        &mut self,
+        ins: &Instruction,
+        build_args: &HashMap<String, String>,
+        global: &HashMap<String, Option<String>>,
+    ) -> Result<Step, String> {
+        let step = match &ins.command {
+            Command::Arg(list) => {
+                for (name, default) in list {
+                    let value = match build_args.get(name) {
+                        Some(v) => Some(v.clone()),
+                        None => match default {
+                            Some(d) => Some(self.expand(d)?),
+                            None => global.get(name).cloned().flatten(),
+                        },
+                    };
+                    self.args.insert(name.clone(), value);
+                }
+                Step::Metadata
+            }
+            Command::Env(pairs) => {
+                let mut env = self.env();
+                for (k, v) in pairs {
+                    let (k, v) = (self.expand(k)?, self.expand(v)?);
+                    env.retain(|e| e.split_once('=').map(|(n, _)| n) != Some(k.as_str()));
+                    env.push(format!("{k}={v}"));
+                    // Later pairs of the same ENV see earlier ones.
+                    self.set("Env", json!(env));
+                }
+                Step::Metadata
+            }
+            Command::Label(pairs) => {
+                let mut labels = self
+                    .config
+                    .get("Labels")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                for (k, v) in pairs {
+                    labels.insert(self.expand(k)?, json!(self.expand(v)?));
+                }
+                self.set("Labels", Value::Object(labels));
+                Step::Metadata
+            }
+            Command::Maintainer(m) => {
+                self.author = Some(m.clone());
+                Step::Metadata
+            }
+            Command::Expose(ports) => {
+                let mut exposed = self
+                    .config
+                    .get("ExposedPorts")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                for p in ports {
+                    let p = self.expand(p)?;
+                    let (num, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
+                    let proto = proto.to_ascii_lowercase();
+                    if num.parse::<u16>().is_err() && !num.contains('-') {
+                        return Err(format!("EXPOSE {p}: not a port"));
+                    }
+                    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+                        return Err(format!("EXPOSE {p}: protocol must be tcp, udp or sctp"));
+                    }
+                    exposed.insert(format!("{num}/{proto}"), json!({}));
+                }
+                self.set("ExposedPorts", Value::Object(exposed));
+                Step::Metadata
+            }
+            Command::Volume(paths) => {
+                let mut vols = self
+                    .config
+                    .get("Volumes")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                for p in paths {
+                    let p = self.expand(p)?;
+                    if p.is_empty() {
+                        return Err("VOLUME needs a path".into());
+                    }
+                    vols.insert(p, json!({}));
+                }
+                self.set("Volumes", Value::Object(vols));
+                Step::Metadata
+            }
+            Command::User(u) => {
+                let u = self.expand(u)?;
+                self.set("User", json!(u));
+                Step::Metadata
+            }
+            Command::Workdir(w) => {
+                let w = self.expand(w)?;
+                let joined = if w.starts_with('/') {
+                    w
+                } else {
+                    format!("{}/{w}", self.workdir())
+                };
+                self.set("WorkingDir", json!(clean(&joined)));
+                Step::Metadata
+            }
+            Command::Stopsignal(s) => {
+                let s = self.expand(s)?;
+                self.set("StopSignal", json!(s));
+                Step::Metadata
+            }
+            Command::Shell(v) => {
+                self.set("Shell", json!(v));
+                Step::Metadata
+            }
+            Command::Cmd(f) => {
+                let argv = self.argv(f);
+                self.set("Cmd", json!(argv));
+                Step::Metadata
+            }
+            Command::Entrypoint(f) => {
+                let argv = self.argv(f);
+                self.set("Entrypoint", json!(argv));
+                // A new entrypoint drops the base image's Cmd.
+                self.config.remove("Cmd");
+                Step::Metadata
+            }
+            Command::Healthcheck(None) => {
+                self.set("Healthcheck", json!({ "Test": ["NONE"] }));
+                Step::Metadata
+            }
+            Command::Healthcheck(Some(f)) => {
+                let test = match f {
+                    Form::Exec(v) => {
+                        let mut t = vec!["CMD".to_string()];
+                        t.extend(v.iter().cloned());
+                        t
+                    }
+                    Form::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+                };
+                let mut h = Map::new();
+                h.insert("Test".into(), json!(test));
+                for (flag, key) in [
+                    ("interval", "Interval"),
+                    ("timeout", "Timeout"),
+                    ("start-period", "StartPeriod"),
+                    ("start-interval", "StartInterval"),
+                ] {
+                    if let Some(v) = ins.flag(flag) {
+                        let ns = duration_ns(v)
+                            .ok_or_else(|| format!("HEALTHCHECK --{flag}={v}: not a duration"))?;
+                        h.insert(key.into(), json!(ns));
+                    }
+                }
+                if let Some(r) = ins.flag("retries") {
+                    let n: u32 = r
+                        .parse()
+                        .map_err(|_| format!("HEALTHCHECK --retries={r}: not a number"))?;
+                    h.insert("Retries".into(), json!(n));
+                }
+                self.set("Healthcheck", Value::Object(h));
+                Step::Metadata
+            }
+            Command::Onbuild(inner) => {
+                let mut triggers: Vec<Value> = self
+                    .config
+                    .get("OnBuild")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                triggers.push(json!(inner.original));
+                self.set("OnBuild", json!(triggers));
+                Step::Metadata
+            }
+            Command::Run { form, .. } => {
+                let mut env = self.env();
+                // Declared ARGs are in RUN's environment, under ENV.
+                for (k, v) in &self.args {
+                    if let Some(v) = v
+                        && !env.iter().any(|e| e.starts_with(&format!("{k}=")))
+                    {
+                        env.push(format!("{k}={v}"));
+                    }
+                }
+                for k in PREDEFINED_ARGS {
+                    if let Some(v) = build_args.get(*k)
+                        && !env.iter().any(|e| e.starts_with(&format!("{k}=")))
+                    {
+                        env.push(format!("{k}={v}"));
+                    }
+                }
+                Step::Run {
+                    argv: self.argv(form),
+                    env,
+                    cwd: self.workdir(),
+                    user: self
+                        .config
+                        .get("User")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                }
+            }
+            Command::Copy { srcs, dest, .. } | Command::Add { srcs, dest, .. } => {
+                let mut s = Vec::new();
+                for src in srcs {
+                    s.extend(self.expand_all(src)?);
+                }
+                let d = self.expand(dest)?;
+                let abs = if d.starts_with('/') {
+                    d.clone()
+                } else {
+                    format!("{}/{d}", self.workdir())
+                };
+                // A trailing slash (a directory destination) is meaningful.
+                let mut dest = clean(&abs);
+                if d.ends_with('/') && dest != "/" {
+                    dest.push('/');
+                }
+                Step::Copy { srcs: s, dest }
+            }
+            Command::From { .. } => return Err("FROM starts a stage; it is not applied to one".into()),
+        };
+        let empty_layer = step == Step::Metadata;
+        let mut h = json!({
+            "created_by": ins.original,
+            "comment": "molde.dockerfile.v0",
+        });
+        if empty_layer {
+            h["empty_layer"] = json!(true);
+        }
+        self.history.push(h);
+        Ok(step)
+    }
+}
+
+/// `/a/./b/../c` → `/a/c`; never above `/`.
+pub fn clean(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// `30s`, `1m30s`, `500ms`, `2h` → nanoseconds.
+pub fn duration_ns(s: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[u..];
+        total += (value * unit) as u64;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::parse;
+
+    /// Applies every instruction of the last stage; returns the state and steps.
+    fn build(text: &str, build_args: &[(&str, &str)]) -> Result<(StageState, Vec<Step>), String> {
+        let d = parse("Dockerfile", text).map_err(|e| e.to_string())?;
+        let build_args: HashMap<String, String> = build_args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut global = HashMap::new();
+        for ins in &d.global_args {
+            if let Command::Arg(list) = &ins.command {
+                for (k, v) in list {
+                    global.insert(k.clone(), build_args.get(k).cloned().or(v.clone()));
+                }
+            }
+        }
+        let base: Map<String, Value> = serde_json::from_value(json!({
+            "Env": ["PATH=/usr/bin:/bin"],
+            "Cmd": ["sh"],
+        }))
+        .unwrap();
+        let mut st = StageState::new(base, d.escape);
+        let mut steps = Vec::new();
+        for ins in &d.stages.last().unwrap().instructions {
+            steps.push(st.apply(ins, &build_args, &global)?);
+        }
+        Ok((st, steps))
+    }
+
+    #[test]
+    fn config_fields_from_instructions() {
+        let (st, steps) = build(
+            "FROM x\n\
+             ENV APP=/opt/app NAME=\"my app\"\n\
+             ENV BIN=$APP/bin\n\
+             WORKDIR $APP\nWORKDIR sub/../data\n\
+             USER app:app\n\
+             LABEL org.example.name=\"$NAME\" version=1\n\
+             EXPOSE 8080 53/UDP\n\
+             VOLUME /data /logs\n\
+             STOPSIGNAL SIGQUIT\n\
+             HEALTHCHECK --interval=1m30s --timeout=5s --retries=2 CMD wget -q localhost\n\
+             ONBUILD RUN echo child\n\
+             ENTRYPOINT [\"/bin/app\"]\n\
+             MAINTAINER someone@example.invalid\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(st.author.as_deref(), Some("someone@example.invalid"));
+        let c = Value::Object(st.config.clone());
+        assert_eq!(
+            c["Env"],
+            json!([
+                "PATH=/usr/bin:/bin",
+                "APP=/opt/app",
+                "NAME=my app",
+                "BIN=/opt/app/bin"
+            ])
+        );
+        assert_eq!(c["WorkingDir"], "/opt/app/data");
+        assert_eq!(c["User"], "app:app");
+        assert_eq!(c["Labels"], json!({"org.example.name": "my app", "version": "1"}));
+        assert_eq!(c["ExposedPorts"], json!({"8080/tcp": {}, "53/udp": {}}));
+        assert_eq!(c["Volumes"], json!({"/data": {}, "/logs": {}}));
+        assert_eq!(c["StopSignal"], "SIGQUIT");
+        assert_eq!(
+            c["Healthcheck"],
+            json!({"Test": ["CMD-SHELL", "wget -q localhost"], "Interval": 90_000_000_000u64, "Timeout": 5_000_000_000u64, "Retries": 2})
+        );
+        assert_eq!(c["OnBuild"], json!(["RUN echo child"]));
+        assert_eq!(c["Entrypoint"], json!(["/bin/app"]));
+        assert!(c.get("Cmd").is_none(), "ENTRYPOINT drops the base image's Cmd");
+        assert!(steps.iter().all(|s| *s == Step::Metadata));
+        assert_eq!(st.history.len(), 13);
+        assert_eq!(st.history[0]["created_by"], "ENV APP=/opt/app NAME=\"my app\"");
+        assert_eq!(st.history[0]["empty_layer"], true);
+    }
+
+    #[test]
+    fn arg_scoping_and_build_args() {
+        let text = "ARG VERSION=1.0\nARG UNUSED=x\n\
+                    FROM x\n\
+                    ARG VERSION\nARG MODE=debug\nARG FROM_CLI\n\
+                    ENV MODE=release\n\
+                    RUN echo $VERSION $MODE\n\
+                    COPY app-$VERSION.tar /opt/$UNUSED/\n";
+        let (st, steps) = build(
+            text,
+            &[
+                ("FROM_CLI", "yes"),
+                ("HTTP_PROXY", "http://proxy:3128"),
+                ("NOT_DECLARED", "z"),
+            ],
+        )
+        .unwrap();
+        match &steps[4] {
+            Step::Run { argv, env, cwd, user } => {
+                assert_eq!(
+                    argv,
+                    &vec!["/bin/sh".to_string(), "-c".into(), "echo $VERSION $MODE".into()]
+                );
+                assert!(env.contains(&"VERSION=1.0".to_string()), "{env:?}");
+                assert!(
+                    env.contains(&"MODE=release".to_string()),
+                    "ENV wins over ARG: {env:?}"
+                );
+                assert!(!env.contains(&"MODE=debug".to_string()), "{env:?}");
+                assert!(env.contains(&"FROM_CLI=yes".to_string()));
+                assert!(env.contains(&"HTTP_PROXY=http://proxy:3128".to_string()));
+                assert!(!env.iter().any(|e| e.starts_with("NOT_DECLARED")));
+                assert_eq!((cwd.as_str(), user.as_str()), ("/", ""));
+            }
+            s => panic!("{s:?}"),
+        }
+        // The global UNUSED was not declared in the stage: it expands empty.
+        assert_eq!(
+            steps[5],
+            Step::Copy {
+                srcs: vec!["app-1.0.tar".into()],
+                dest: "/opt/".into()
+            }
+        );
+        let c = Value::Object(st.config);
+        assert!(
+            !c["Env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e.as_str().unwrap().starts_with("VERSION")),
+            "ARG values stay out of the image"
+        );
+        let (_, steps) = build(text, &[("VERSION", "2.0")]).unwrap();
+        assert!(matches!(&steps[5], Step::Copy { srcs, .. } if srcs == &vec!["app-2.0.tar".to_string()]));
+    }
+
+    #[test]
+    fn shell_exec_forms_and_relative_destinations() {
+        let (_, steps) = build(
+            "FROM x\nSHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\nWORKDIR /w\nRUN [\"echo\", \"$HOME\"]\nRUN echo hi | cat\nCOPY a b ./dir/\nCOPY c .\n",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            matches!(&steps[2], Step::Run { argv, cwd, .. } if argv == &vec!["echo".to_string(), "$HOME".into()] && cwd == "/w")
+        );
+        assert!(
+            matches!(&steps[3], Step::Run { argv, .. } if argv[0] == "/bin/bash" && argv[4] == "echo hi | cat")
+        );
+        assert_eq!(
+            steps[4],
+            Step::Copy {
+                srcs: vec!["a".into(), "b".into()],
+                dest: "/w/dir/".into()
+            }
+        );
+        assert_eq!(
+            steps[5],
+            Step::Copy {
+                srcs: vec!["c".into()],
+                dest: "/w".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(
+            build("FROM x\nEXPOSE http\n", &[])
+                .unwrap_err()
+                .contains("not a port")
+        );
+        assert!(
+            build("FROM x\nEXPOSE 80/icmp\n", &[])
+                .unwrap_err()
+                .contains("protocol")
+        );
+        assert!(
+            build("FROM x\nHEALTHCHECK --interval=soon CMD true\n", &[])
+                .unwrap_err()
+                .contains("not a duration")
+        );
+        assert!(
+            build("FROM x\nENV A=${B\n", &[])
+                .unwrap_err()
+                .contains("missing '}'")
+        );
+    }
+
+    #[test]
+    fn durations_and_paths() {
+        assert_eq!(duration_ns("30s"), Some(30_000_000_000));
+        assert_eq!(duration_ns("1m30s"), Some(90_000_000_000));
+        assert_eq!(duration_ns("250ms"), Some(250_000_000));
+        assert_eq!(duration_ns("1.5h"), Some(5_400_000_000_000));
+        assert_eq!(duration_ns("10"), None);
+        assert_eq!(duration_ns(""), None);
+        assert_eq!(clean("/a/./b/../c/"), "/a/c");
+        assert_eq!(clean("/../.."), "/");
+    }
+}
