@@ -6,6 +6,12 @@ use molde_tests::Daemon;
 /// A daemon with the busybox base image loaded (built offline by deploy/make-base-image.py).
 fn daemon_with_busybox() -> Daemon {
     let d = Daemon::start();
+    load_busybox(&d);
+    d
+}
+
+/// Builds the busybox base image and loads it into `d`.
+fn load_busybox(d: &Daemon) {
     let tar = d.dir.path().join("busybox.tar");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-base-image.py");
     let out = std::process::Command::new("python3")
@@ -15,7 +21,6 @@ fn daemon_with_busybox() -> Daemon {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     d.molde(&["load", "-q", "-i", tar.to_str().unwrap()]).ok();
-    d
 }
 
 const IMAGE: &str = "localhost/molde/busybox";
@@ -708,23 +713,30 @@ _, st = os.waitpid(pid, 0)
 print("\nexit", os.waitstatus_to_exitcode(st))
 "#;
 
-#[test]
-fn interactive_terminal_and_stdin() {
-    let d = daemon_with_busybox();
+/// Runs `molde <args>` under PTY_DRIVER; its stdout and stderr.
+fn drive_tty(d: &Daemon, args: &[&str]) -> (String, String) {
     let script = d.dir.path().join("drive_tty.py");
     std::fs::write(&script, PTY_DRIVER).unwrap();
     let out = std::process::Command::new("python3")
         .arg(&script)
         .arg(molde_tests::bin("molde"))
         .arg(&d.sock)
-        .args(["run", "-it", "--rm", "--network", "none", IMAGE, "sh"])
+        .args(args)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn interactive_terminal_and_stdin() {
+    let d = daemon_with_busybox();
+    let (text, errors) = drive_tty(&d, &["run", "-it", "--rm", "--network", "none", IMAGE, "sh"]);
     assert!(
         text.contains("hello-42"),
-        "the shell ran the typed command:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "the shell ran the typed command:\n{text}\n{errors}"
     );
     assert!(
         text.contains("33 111"),
@@ -789,20 +801,10 @@ fn interactive_exec_with_and_without_a_terminal() {
         "60",
     ])
     .ok();
-    let script = d.dir.path().join("drive_tty.py");
-    std::fs::write(&script, PTY_DRIVER).unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(molde_tests::bin("molde"))
-        .arg(&d.sock)
-        .args(["exec", "-it", "box", "sh"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (text, errors) = drive_tty(&d, &["exec", "-it", "box", "sh"]);
     assert!(
         text.contains("hello-42"),
-        "the exec'd shell ran the typed command:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "the exec'd shell ran the typed command:\n{text}\n{errors}"
     );
     assert!(
         text.contains("33 111"),
@@ -849,15 +851,7 @@ fn interactive_exec_with_and_without_a_terminal() {
 #[test]
 fn containers_run_on_a_pure_cgroup_v2_view() {
     let d = Daemon::start_with_cgroup_v2_view();
-    let tar = d.dir.path().join("busybox.tar");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-base-image.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(&tar)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    d.molde(&["load", "-q", "-i", tar.to_str().unwrap()]).ok();
+    load_busybox(&d);
 
     // Where this process sees the v2 hierarchy molded was given.
     let v2 = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]

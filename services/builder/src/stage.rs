@@ -97,6 +97,15 @@ impl StageState {
         expand::expand_all(words, self.escape, &|n| self.lookup(n)).map_err(|e| e.to_string())
     }
 
+    /// A copy of an object field of the config (Labels, Volumes, ...), or an empty one.
+    fn object(&self, key: &str) -> Map<String, Value> {
+        self.config
+            .get(key)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn set(&mut self, key: &str, v: Value) {
         self.config.insert(key.into(), v);
     }
@@ -164,12 +173,7 @@ impl StageState {
                 Step::Metadata
             }
             Command::Label(pairs) => {
-                let mut labels = self
-                    .config
-                    .get("Labels")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
+                let mut labels = self.object("Labels");
                 for (k, v) in pairs {
                     labels.insert(self.expand(k)?, json!(self.expand(v)?));
                 }
@@ -181,12 +185,7 @@ impl StageState {
                 Step::Metadata
             }
             Command::Expose(ports) => {
-                let mut exposed = self
-                    .config
-                    .get("ExposedPorts")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
+                let mut exposed = self.object("ExposedPorts");
                 for p in ports {
                     let p = self.expand(p)?;
                     let (num, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
@@ -203,12 +202,7 @@ impl StageState {
                 Step::Metadata
             }
             Command::Volume(paths) => {
-                let mut vols = self
-                    .config
-                    .get("Volumes")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
+                let mut vols = self.object("Volumes");
                 for p in paths {
                     let p = self.expand(p)?;
                     if p.is_empty() {
