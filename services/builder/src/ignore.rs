@@ -58,6 +58,11 @@ fn matches(pattern: &[String], path: &[&str]) -> bool {
     }
 }
 
+/// A path component against a glob (`*`, `?`, `[...]`).
+pub fn glob(pattern: &str, name: &str) -> bool {
+    component(pattern.as_bytes(), name.as_bytes())
+}
+
 /// One component against one glob component.
 fn component(p: &[u8], s: &[u8]) -> bool {
     match p.split_first() {

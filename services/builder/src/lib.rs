@@ -3,6 +3,7 @@
 //! expanded against build args and the environment (`expand`), and
 //! instructions are grouped into stages (`Dockerfile::stages`).
 
+pub mod cache;
 pub mod dockerfile;
 pub mod expand;
 pub mod ignore;
