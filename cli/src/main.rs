@@ -3,6 +3,7 @@
 
 mod attach;
 mod auth;
+mod build;
 mod containers;
 mod content;
 mod daemon;
@@ -119,6 +120,8 @@ enum Command {
         #[arg(short, long)]
         force: bool,
     },
+    /// Build an image from a Dockerfile
+    Build(Box<build::BuildArgs>),
     /// Pull an image from a registry and unpack it
     Pull {
         reference: String,
@@ -239,6 +242,7 @@ async fn run(cli: Cli) -> Result<()> {
             let code = run::run(&d, *a).await?;
             std::process::exit(code);
         }
+        Command::Build(a) => build::build(&d, *a).await,
         Command::Exec(a) => {
             let code = run::exec(&d, a).await?;
             std::process::exit(code);

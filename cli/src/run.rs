@@ -120,6 +120,7 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
         ports: a.ports,
         tty: a.tty,
         interactive: a.interactive,
+        ..Default::default()
     };
     if a.interactive || a.tty {
         return run_attached(d, req, a.detach).await;

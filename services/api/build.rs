@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "molde/gc/v1/gc.proto",
         "molde/transfer/v1/transfer.proto",
         "molde/runtime/v1/runtime.proto",
+        "molde/builder/v1/builder.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

@@ -101,6 +101,11 @@ pub mod molde {
                 tonic::include_proto!("molde.services.runtime.v1");
             }
         }
+        pub mod builder {
+            pub mod v1 {
+                tonic::include_proto!("molde.services.builder.v1");
+            }
+        }
     }
 }
 

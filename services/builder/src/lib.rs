@@ -4,10 +4,12 @@
 //! instructions are grouped into stages (`Dockerfile::stages`).
 
 pub mod cache;
+pub mod copy;
 pub mod dockerfile;
 pub mod expand;
 pub mod ignore;
 pub mod plan;
+pub mod service;
 pub mod stage;
 
 pub use dockerfile::{Command, Dockerfile, Instruction, ParseError, Stage};

@@ -338,7 +338,9 @@ impl StageState {
                 };
                 // A trailing slash (a directory destination) is meaningful.
                 let mut dest = clean(&abs);
-                if d.ends_with('/') && dest != "/" {
+                let names_dir =
+                    d.ends_with('/') || d == "." || d == ".." || d.ends_with("/.") || d.ends_with("/..");
+                if names_dir && dest != "/" {
                     dest.push('/');
                 }
                 Step::Copy { srcs: s, dest }
@@ -563,7 +565,7 @@ mod tests {
             steps[5],
             Step::Copy {
                 srcs: vec!["c".into()],
-                dest: "/w".into()
+                dest: "/w/".into()
             }
         );
     }

@@ -4,6 +4,7 @@
 pub mod context;
 pub mod digest;
 pub mod labels;
+pub mod reference;
 
 pub use context::RequestContext;
 pub use digest::{Algorithm, Digest, Hasher};

@@ -242,10 +242,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 events: molde_api::client::channel(&own),
             },
         );
+        let builder = molde_builder::service::BuilderService {
+            content: molde_api::client::channel(&reach("content")?),
+            snapshotter: molde_api::client::channel(&reach("snapshotter")?),
+            runtime: molde_api::client::channel(&own),
+            scratch: cfg.state.join("build"),
+        };
         router = router
             .add_service(s.containers)
             .add_service(s.runtime)
-            .add_service(s.tasks);
+            .add_service(s.tasks)
+            .add_service(
+                molde_api::molde::services::builder::v1::builder_server::BuilderServer::new(builder),
+            );
+        plugins.push(plugin("io.molde.grpc.v1", "builder", &[]));
         plugins.push(plugin("io.containerd.grpc.v1", "containers", &[]));
         plugins.push(plugin("io.containerd.grpc.v1", "tasks", &[]));
         plugins.push(plugin("io.molde.grpc.v1", "runtime", &[]));

@@ -104,7 +104,14 @@ impl RuntimeService {
                 "container name {id:?} is already in use"
             )));
         }
-        let img = image::resolve(&self.content, ns, &req.image).await?;
+        let img = if req.rootfs_parent_set {
+            image::Image {
+                process: Default::default(),
+                top: req.rootfs_parent.clone(),
+            }
+        } else {
+            image::resolve(&self.content, ns, &req.image).await?
+        };
         let mounts = SnapshotsClient::new(self.snapshotter.clone())
             .prepare(with_ns(
                 ns,
@@ -467,7 +474,7 @@ impl api::runtime_server::Runtime for RuntimeService {
     async fn run(&self, req: Request<api::RunRequest>) -> Result<Response<Self::RunStream>, Status> {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.into_inner();
-        if r.image.is_empty() {
+        if r.image.is_empty() && !r.rootfs_parent_set {
             return Err(Status::invalid_argument("run needs an image"));
         }
         let (id, bundle) = self.start(&ns, &r).await?;

@@ -302,6 +302,36 @@ fn relay(mut from: File, attach: attach::Attach) -> std::thread::JoinHandle<()> 
         .expect("spawning an exec relay")
 }
 
+/// Creates `path` (absolute in the container) and its missing parents in
+/// `rootfs`, as docker does for a working directory that is not there.
+/// Every lookup resolves inside the rootfs (`RESOLVE_IN_ROOT`), so links in
+/// the image cannot lead the creation outside it.
+fn ensure_dir(rootfs: &Path, path: &str) -> Result<()> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, mkdirat, open, openat2};
+    let root = open(
+        rootfs,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+    let mut prefix = String::from("/");
+    for c in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        let parent = openat2(&root, prefix.as_str(), flags, Mode::empty(), how)?;
+        match mkdirat(&parent, c, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        prefix.push_str(c);
+    }
+    // It must be a directory now (an existing file would fail here).
+    openat2(&root, prefix.as_str(), flags, Mode::empty(), how)?;
+    Ok(())
+}
+
 fn mount_rootfs(bundle: &Path) -> Result<PathBuf> {
     let target = bundle.join("rootfs");
     fs::create_dir_all(&target)?;
@@ -458,6 +488,10 @@ fn run(args: &Args) -> Result<i32> {
         .context("parsing stdio.json")?;
     let spec =
         oci_spec::runtime::Spec::load(args.bundle.join("config.json")).context("reading config.json")?;
+    if let Some(p) = spec.process() {
+        ensure_dir(&rootfs, &p.cwd().to_string_lossy())
+            .with_context(|| format!("creating the working directory {}", p.cwd().display()))?;
+    }
     let terminal = spec
         .process()
         .as_ref()

@@ -1,0 +1,368 @@
+//! COPY and ADD (local files): the step's snapshot is mounted under the
+//! build's scratch directory and the sources are copied in through the
+//! mount, so overlay keeps the lower layers' directories as they are.
+//! Paths on both sides are resolved with symlinks read as if the root were
+//! `/`, so a link in an image or the context never leads outside it.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use molde_api::containerd::types::Mount;
+
+use crate::cache::resolve_sources;
+use crate::ignore::Ignore;
+
+/// Copies `srcs` (from the context, or from the rootfs `from` mounts give)
+/// to `dest` in the snapshot `mounts` describe, using `scratch` for mount points.
+#[allow(clippy::too_many_arguments)]
+pub fn into_snapshot(
+    scratch: &Path,
+    mounts: &[Mount],
+    from: &[Mount],
+    context: &Path,
+    ignore: &Ignore,
+    srcs: &[String],
+    dest: &str,
+    chown: Option<&str>,
+    chmod: Option<&str>,
+) -> Result<(), String> {
+    let root = scratch.join("root");
+    let from_dir = scratch.join("from");
+    fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let mut mounted = Vec::new();
+    let result = (|| {
+        mount(mounts, &root, false)?;
+        mounted.push(root.clone());
+        let src_root = if from.is_empty() {
+            context.to_path_buf()
+        } else {
+            fs::create_dir_all(&from_dir).map_err(|e| e.to_string())?;
+            mount(from, &from_dir, true)?;
+            mounted.push(from_dir.clone());
+            from_dir.clone()
+        };
+        let owner = match chown {
+            Some(spec) => Some(owner(&root, spec)?),
+            None => None,
+        };
+        let mode = match chmod {
+            Some(m) => {
+                Some(u32::from_str_radix(m, 8).map_err(|_| format!("--chmod={m}: not an octal mode"))?)
+            }
+            None => None,
+        };
+        let found = resolve_sources(&src_root, srcs, ignore).map_err(|e| e.to_string())?;
+        let into_dir = dest.ends_with('/') || found.len() > 1 || srcs.len() > 1;
+        let opts = Opts { ignore, owner, mode };
+        for rel in &found {
+            let src = scoped(&src_root, rel, true)?;
+            let md = fs::symlink_metadata(&src).map_err(|e| format!("{rel}: {e}"))?;
+            if md.is_dir() {
+                let target = make_dirs(&root, dest)?;
+                copy_dir_contents(&src, &target, rel, &opts)?;
+            } else {
+                let target = if into_dir || is_dir_in(&root, dest) {
+                    let dir = make_dirs(&root, dest)?;
+                    let name = Path::new(rel).file_name().map(PathBuf::from).unwrap_or_default();
+                    dir.join(name)
+                } else {
+                    let (parent, name) = split_dest(dest);
+                    make_dirs(&root, &parent)?.join(name)
+                };
+                copy_entry(&src, &target, &md, rel, &opts)?;
+            }
+        }
+        Ok(())
+    })();
+    for m in mounted.iter().rev() {
+        let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+    }
+    let _ = fs::remove_dir_all(scratch);
+    result
+}
+
+struct Opts<'a> {
+    ignore: &'a Ignore,
+    owner: Option<(u32, u32)>,
+    mode: Option<u32>,
+}
+
+fn split_dest(dest: &str) -> (String, String) {
+    let d = dest.trim_end_matches('/');
+    match d.rsplit_once('/') {
+        Some((p, n)) => (
+            if p.is_empty() { "/".into() } else { p.to_string() },
+            n.to_string(),
+        ),
+        None => ("/".into(), d.to_string()),
+    }
+}
+
+fn mount(mounts: &[Mount], target: &Path, read_only: bool) -> Result<(), String> {
+    use rustix::mount::{MountFlags, mount as sys_mount, mount_bind, mount_remount};
+    let m = match mounts {
+        [m] => m,
+        _ => {
+            return Err(format!(
+                "expected one mount, the snapshotter gave {}",
+                mounts.len()
+            ));
+        }
+    };
+    match m.r#type.as_str() {
+        "bind" | "rbind" => {
+            mount_bind(Path::new(&m.source), target).map_err(|e| format!("bind {}: {e}", m.source))?;
+            if read_only || m.options.iter().any(|o| o == "ro") {
+                mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+                    .map_err(|e| format!("read-only {}: {e}", target.display()))?;
+            }
+        }
+        "overlay" => {
+            let data: Vec<&str> = m
+                .options
+                .iter()
+                .map(String::as_str)
+                .filter(|o| {
+                    o.starts_with("lowerdir=") || o.starts_with("upperdir=") || o.starts_with("workdir=")
+                })
+                .collect();
+            let flags = if read_only || m.options.iter().any(|o| o == "ro") {
+                MountFlags::RDONLY
+            } else {
+                MountFlags::empty()
+            };
+            let data = std::ffi::CString::new(data.join(",")).map_err(|e| e.to_string())?;
+            sys_mount("overlay", target, "overlay", flags, data.as_c_str())
+                .map_err(|e| format!("overlay at {}: {e}", target.display()))?;
+        }
+        other => return Err(format!("cannot mount a {other:?} snapshot")),
+    }
+    Ok(())
+}
+
+/// `path` (absolute inside the rootfs) under `root`, symlinks resolved
+/// inside `root`; components that do not exist are kept as they are.
+pub fn scoped(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, String> {
+    let mut todo: Vec<String> = path
+        .split('/')
+        .rev()
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let here: PathBuf = done.iter().fold(root.to_path_buf(), |p, d| p.join(d)).join(&c);
+        let last = todo.is_empty();
+        match fs::symlink_metadata(&here) {
+            Ok(md) if md.file_type().is_symlink() && (!last || follow_last) => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(format!("{path}: too many levels of symbolic links"));
+                }
+                let target = fs::read_link(&here).map_err(|e| format!("{path}: {e}"))?;
+                let t = target.to_string_lossy().into_owned();
+                if t.starts_with('/') {
+                    done.clear();
+                }
+                todo.extend(t.split('/').rev().filter(|c| !c.is_empty()).map(str::to_string));
+            }
+            _ => done.push(c),
+        }
+    }
+    Ok(done.iter().fold(root.to_path_buf(), |p, d| p.join(d)))
+}
+
+fn is_dir_in(root: &Path, path: &str) -> bool {
+    scoped(root, path, true)
+        .ok()
+        .and_then(|p| fs::metadata(p).ok())
+        .is_some_and(|m| m.is_dir())
+}
+
+/// Creates `path` and its missing parents inside `root` (0755, root-owned).
+fn make_dirs(root: &Path, path: &str) -> Result<PathBuf, String> {
+    let mut cur = String::new();
+    for c in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        cur.push('/');
+        cur.push_str(c);
+        let p = scoped(root, &cur, true)?;
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(format!("{cur} exists and is not a directory")),
+            Err(_) => {
+                fs::create_dir(&p).map_err(|e| format!("creating {cur}: {e}"))?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    scoped(root, path, true)
+}
+
+fn copy_dir_contents(src: &Path, target: &Path, rel: &str, o: &Opts) -> Result<(), String> {
+    let mut names: Vec<_> = fs::read_dir(src)
+        .map_err(|e| format!("{rel}: {e}"))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    for n in names {
+        let child_rel = if rel.is_empty() {
+            n.to_string_lossy().into_owned()
+        } else {
+            format!("{rel}/{}", n.to_string_lossy())
+        };
+        if o.ignore.excluded(&child_rel) {
+            continue;
+        }
+        let s = src.join(&n);
+        let md = fs::symlink_metadata(&s).map_err(|e| format!("{child_rel}: {e}"))?;
+        copy_entry(&s, &target.join(&n), &md, &child_rel, o)?;
+    }
+    Ok(())
+}
+
+fn copy_entry(src: &Path, target: &Path, md: &fs::Metadata, rel: &str, o: &Opts) -> Result<(), String> {
+    let err = |e: io::Error| format!("{rel}: {e}");
+    let existing = fs::symlink_metadata(target).ok();
+    let ft = md.file_type();
+    if ft.is_dir() {
+        match existing {
+            Some(m) if m.is_dir() => {}
+            Some(_) => {
+                fs::remove_file(target).map_err(err)?;
+                fs::create_dir(target).map_err(err)?;
+            }
+            None => fs::create_dir(target).map_err(err)?,
+        }
+        copy_dir_contents(src, target, rel, o)?;
+    } else {
+        if let Some(m) = existing {
+            if m.is_dir() {
+                fs::remove_dir_all(target).map_err(err)?;
+            } else {
+                fs::remove_file(target).map_err(err)?;
+            }
+        }
+        if ft.is_symlink() {
+            let link = fs::read_link(src).map_err(err)?;
+            std::os::unix::fs::symlink(&link, target).map_err(err)?;
+        } else if ft.is_file() {
+            let mut from = fs::File::open(src).map_err(err)?;
+            let mut to = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc_nofollow())
+                .open(target)
+                .map_err(err)?;
+            io::copy(&mut from, &mut to).map_err(err)?;
+        } else {
+            return Err(format!(
+                "{rel}: only files, directories and symlinks can be copied"
+            ));
+        }
+    }
+    let (uid, gid) = o.owner.unwrap_or((0, 0));
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        target,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| format!("{rel}: chown: {e}"))?;
+    if !ft.is_symlink() {
+        let mode = o.mode.unwrap_or(md.mode() & 0o7777);
+        fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn libc_nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+/// `--chown=user[:group]`, names looked up in the rootfs's /etc/passwd and /etc/group.
+fn owner(root: &Path, spec: &str) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
+        let text = fs::read_to_string(scoped(root, file, true).ok()?).ok()?;
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.first() != Some(&name) {
+                return None;
+            }
+            let id: u32 = f.get(2)?.parse().ok()?;
+            Some((id, f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0)))
+        })
+    };
+    let (uid, primary) = match user.parse::<u32>() {
+        Ok(n) => (n, lookup_by_uid(root, n).unwrap_or(n)),
+        Err(_) => lookup("/etc/passwd", user)
+            .ok_or_else(|| format!("--chown={spec}: no user {user:?} in the image's /etc/passwd"))?,
+    };
+    let gid = match group {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => lookup("/etc/group", g)
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| format!("--chown={spec}: no group {g:?} in the image's /etc/group"))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+fn lookup_by_uid(root: &Path, uid: u32) -> Option<u32> {
+    let text = fs::read_to_string(scoped(root, "/etc/passwd", true).ok()?).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.get(2)?.parse::<u32>().ok()? == uid).then(|| f.get(3)?.parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_resolve_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("real/dir")).unwrap();
+        std::os::unix::fs::symlink("/real", r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../..", r.join("real/up")).unwrap();
+        std::os::unix::fs::symlink("/real/dir", r.join("etc")).unwrap();
+        assert_eq!(scoped(r, "/abs/dir", true).unwrap(), r.join("real/dir"));
+        assert_eq!(scoped(r, "/real/up/real", true).unwrap(), r.join("real"));
+        // An absolute target is read inside the root, never the host's.
+        assert_eq!(scoped(r, "/etc/passwd", true).unwrap(), r.join("real/dir/passwd"));
+        assert_eq!(scoped(r, "/abs", false).unwrap(), r.join("abs"));
+        std::os::unix::fs::symlink("loop2", r.join("loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1", r.join("loop2")).unwrap();
+        assert!(
+            scoped(r, "/loop1/x", true)
+                .unwrap_err()
+                .contains("too many levels")
+        );
+    }
+
+    #[test]
+    fn destinations_split() {
+        assert_eq!(split_dest("/app/file"), ("/app".into(), "file".into()));
+        assert_eq!(split_dest("/file"), ("/".into(), "file".into()));
+    }
+}
