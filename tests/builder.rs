@@ -178,3 +178,81 @@ fn bad_builds_fail_clearly_and_leave_nothing() {
         "no image was made by a failed build"
     );
 }
+
+#[test]
+fn the_cache_reuses_unchanged_steps_across_restarts() {
+    let mut d = daemon_with_busybox();
+    let ctx = context(
+        &d,
+        "cached",
+        &[
+            (
+                "Dockerfile",
+                "FROM localhost/molde/busybox\n\
+                 COPY a.txt /a.txt\n\
+                 RUN echo ran-step-one && cat /a.txt > /copy.txt\n\
+                 COPY b.txt /b.txt\n\
+                 RUN echo ran-step-two\n",
+            ),
+            ("a.txt", "first\n"),
+            ("b.txt", "b\n"),
+        ],
+    );
+    let build = |d: &Daemon, extra: &[&str]| {
+        let mut args = vec!["build", "-t", "localhost/test/cached"];
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        let r = d.molde(&args);
+        assert_eq!(r.out.status.code(), Some(0), "{}", r.stderr());
+        r.stderr()
+    };
+    let cached = |log: &str| log.lines().filter(|l| l.contains(" CACHED ")).count();
+    // A step's output line (the instruction lines name the same words).
+    let ran = |log: &str, what: &str| log.lines().any(|l| l == what);
+
+    let log = build(&d, &[]);
+    assert!(ran(&log, "ran-step-one") && ran(&log, "ran-step-two"), "{log}");
+    assert_eq!(cached(&log), 0, "{log}");
+
+    let log = build(&d, &[]);
+    assert_eq!(cached(&log), 4, "an unchanged rebuild runs no step:\n{log}");
+    assert!(!ran(&log, "ran-step-one") && !ran(&log, "ran-step-two"), "{log}");
+
+    // A new modification time alone changes nothing.
+    let a = Path::new(&ctx).join("a.txt");
+    std::fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+        .unwrap();
+    assert_eq!(cached(&build(&d, &[])), 4, "touching a file keeps the cache");
+
+    // New content in b.txt: its COPY and what follows run again, not what precedes.
+    std::fs::write(Path::new(&ctx).join("b.txt"), "changed\n").unwrap();
+    let log = build(&d, &[]);
+    assert_eq!(cached(&log), 2, "{log}");
+    assert!(ran(&log, "ran-step-two") && !ran(&log, "ran-step-one"), "{log}");
+
+    // The cache outlives the daemon.
+    d.restart();
+    assert_eq!(cached(&build(&d, &[])), 4, "the cache survives a restart");
+
+    let log = build(&d, &["--no-cache"]);
+    assert_eq!(cached(&log), 0, "{log}");
+    assert!(ran(&log, "ran-step-one"), "{log}");
+
+    let out = d
+        .molde(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "localhost/test/cached",
+            "cat",
+            "/copy.txt",
+            "/b.txt",
+        ])
+        .ok();
+    assert_eq!(out, "first\nchanged\n");
+}

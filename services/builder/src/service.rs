@@ -7,7 +7,10 @@
 //! The config and manifest go to content.v1, the names to images.v1. A lease
 //! holds everything until the image does.
 //!
-//! Not yet: the step cache, RUN --mount, ADD of URLs and archives, parallel
+//! Each step has a cache key (`crate::cache`); a layer step whose key an
+//! earlier build recorded reuses that layer without running.
+//!
+//! Not yet: cache garbage collection, RUN --mount, ADD of URLs and archives, parallel
 //! stages (stages run in plan order).
 
 use std::collections::HashMap;
@@ -42,6 +45,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::cache;
 use crate::dockerfile::{self, Command, Dockerfile, Instruction};
 use crate::ignore::Ignore;
 use crate::plan;
@@ -60,6 +64,8 @@ pub struct BuilderService {
     pub runtime: Channel,
     /// Where COPY mounts snapshots while it writes into them.
     pub scratch: PathBuf,
+    /// Step key → the layer it made (one JSON file per key).
+    pub cache: PathBuf,
 }
 
 type Tx = mpsc::Sender<Result<api::BuildEvent, Status>>;
@@ -274,12 +280,26 @@ impl Job {
         let base_config = built.config["config"].as_object().cloned().unwrap_or_default();
         let mut state = StageState::new(base_config, df.escape);
         let build_args: HashMap<String, String> = self.req.build_args.clone().into_iter().collect();
+        let mut key = cache::step_key("", &format!("FROM {image}"), &[], Some(&built.top));
         for ins in &stage.instructions {
             let step = self.begin(&label, ins).await;
             let started = Instant::now();
             let what = state
                 .apply(ins, &build_args, global)
                 .map_err(|e| at(df, ins, e))?;
+            // The step's key: its parent's, what it does once expanded (a
+            // RUN's argv, env, directory and user), its flags and its inputs.
+            let inputs = self.inputs(df, ins, &what).await?;
+            key = cache::step_key(&key, &format!("{:?}|{what:?}", ins.flags), &[], inputs.as_deref());
+            tracing::debug!(step = %ins.original, key = %key, "build step");
+            if what != Step::Metadata
+                && !self.req.no_cache
+                && let Some(layer) = self.cached(&key).await
+            {
+                built = self.add_layer(built, layer);
+                self.finish(step, true, started).await;
+                continue;
+            }
             match what {
                 Step::Metadata => {}
                 Step::Run {
@@ -309,6 +329,7 @@ impl Job {
                     let layer = self
                         .run_step(df, ins, step, &built.top, argv, env, cwd, user, network)
                         .await?;
+                    self.remember(&key, &layer);
                     built = self.add_layer(built, layer);
                 }
                 Step::Copy { srcs, dest } => {
@@ -322,6 +343,7 @@ impl Job {
                         ));
                     }
                     let layer = self.copy_step(df, ins, &built.top, srcs, dest).await?;
+                    self.remember(&key, &layer);
                     built = self.add_layer(built, layer);
                 }
             }
@@ -339,6 +361,92 @@ impl Job {
         config["history"] = json!(history);
         built.config = config;
         Ok(built)
+    }
+
+    /// What a step reads besides its parent: the digest of its context
+    /// sources, or the top layer of the stage or image it copies from.
+    async fn inputs(
+        &self,
+        df: &Dockerfile,
+        ins: &Instruction,
+        what: &Step,
+    ) -> Result<Option<String>, Status> {
+        let Step::Copy { srcs, .. } = what else {
+            return Ok(None);
+        };
+        if let Some(from) = ins.flag("from") {
+            let top = match df.stage(from).and_then(|s| self.done.get(&s.index)) {
+                Some(b) => b.top.clone(),
+                None => self.base(from).await.map_err(|e| at(df, ins, e.message()))?.top,
+            };
+            return Ok(Some(format!("from {top}")));
+        }
+        let (context, ignore, srcs) = (self.context.clone(), self.ignore.clone(), srcs.clone());
+        let digest = tokio::task::spawn_blocking(move || {
+            let paths = cache::resolve_sources(&context, &srcs, &ignore)?;
+            cache::digest_sources(&context, &paths, &ignore)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| at(df, ins, e))?;
+        Ok(Some(digest))
+    }
+
+    fn cache_file(&self, key: &str) -> PathBuf {
+        self.svc
+            .cache
+            .join(format!("{}.json", key.trim_start_matches("sha256:")))
+    }
+
+    /// A layer an earlier build made for this key, if its blob and snapshot are still here.
+    async fn cached(&self, key: &str) -> Option<(Value, String, String)> {
+        let raw = std::fs::read(self.cache_file(key)).ok()?;
+        let rec: Value = serde_json::from_slice(&raw).ok()?;
+        let (layer, diff_id, top) = (
+            rec["layer"].clone(),
+            rec["diff_id"].as_str()?.to_string(),
+            rec["top"].as_str()?.to_string(),
+        );
+        ContentClient::new(self.svc.content.clone())
+            .info(
+                self.plain(molde_api::containerd::services::content::v1::InfoRequest {
+                    digest: layer["digest"].as_str()?.to_string(),
+                }),
+            )
+            .await
+            .ok()?;
+        SnapshotsClient::new(self.svc.snapshotter.clone())
+            .stat(self.plain(
+                molde_api::containerd::services::snapshots::v1::StatSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: top.clone(),
+                },
+            ))
+            .await
+            .ok()?;
+        // Held by this build from now on, like a layer it made.
+        LeasesClient::new(self.svc.content.clone())
+            .add_resource(self.plain(AddResourceRequest {
+                id: self.lease.clone(),
+                resource: Some(Resource {
+                    id: top.clone(),
+                    r#type: format!("snapshots/{SNAPSHOTTER}"),
+                }),
+            }))
+            .await
+            .ok()?;
+        Some((layer, diff_id, top))
+    }
+
+    /// Records a step's layer under its key (written whole, then renamed).
+    fn remember(&self, key: &str, layer: &(Value, String, String)) {
+        let rec = json!({ "layer": layer.0, "diff_id": layer.1, "top": layer.2 });
+        let path = self.cache_file(key);
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::create_dir_all(&self.svc.cache);
+        if std::fs::write(&tmp, rec.to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
     }
 
     fn add_layer(&self, mut built: Built, layer: (Value, String, String)) -> Built {

@@ -247,6 +247,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             snapshotter: molde_api::client::channel(&reach("snapshotter")?),
             runtime: molde_api::client::channel(&own),
             scratch: cfg.state.join("build"),
+            cache: cfg.root.join("build-cache"),
         };
         router = router
             .add_service(s.containers)

@@ -281,7 +281,8 @@ fn write_tar(
 }
 
 /// Computes the diff, compresses it and stores it in the content service.
-pub async fn diff(svc: &DiffService, ns: &str, r: DiffRequest) -> Result<Descriptor> {
+/// `lease`: the request's lease, which then holds the layer blob too.
+pub async fn diff(svc: &DiffService, ns: &str, lease: Option<&str>, r: DiffRequest) -> Result<Descriptor> {
     let (left, _) = dir_of(&r.left)?;
     let (right, overlay) = dir_of(&r.right)?;
     if right.as_os_str().is_empty() {
@@ -356,7 +357,17 @@ pub async fn diff(svc: &DiffService, ns: &str, r: DiffRequest) -> Result<Descrip
     } else {
         r.r#ref.clone()
     };
-    let res = upload(svc, ns, &reference, &tmp, size as i64, &compressed_digest, labels).await;
+    let res = upload(
+        svc,
+        ns,
+        lease,
+        &reference,
+        &tmp,
+        size as i64,
+        &compressed_digest,
+        labels,
+    )
+    .await;
     let _ = fs::remove_file(&tmp);
     res?;
     Ok(Descriptor {
@@ -367,9 +378,11 @@ pub async fn diff(svc: &DiffService, ns: &str, r: DiffRequest) -> Result<Descrip
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upload(
     svc: &DiffService,
     ns: &str,
+    lease: Option<&str>,
     reference: &str,
     file: &Path,
     size: i64,
@@ -388,6 +401,9 @@ async fn upload(
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     if let Ok(v) = ns.parse() {
         req.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
+    }
+    if let Some(Ok(v)) = lease.map(str::parse) {
+        req.metadata_mut().insert(molde_api::LEASE_HEADER, v);
     }
     let mut client = ContentClient::new(svc.content_channel()).max_encoding_message_size(64 << 20);
     let mut resp = match client.write(req).await {

@@ -182,9 +182,9 @@ impl api::diff_server::Diff for DiffService {
         &self,
         req: Request<api::DiffRequest>,
     ) -> std::result::Result<Response<api::DiffResponse>, Status> {
-        let ns = RequestContext::of(&req).map_err(SnapshotError::from)?.namespace;
+        let ctx = RequestContext::of(&req).map_err(SnapshotError::from)?;
         let r = req.into_inner();
-        let d = crate::compare::diff(self, &ns, r).await?;
+        let d = crate::compare::diff(self, &ctx.namespace, ctx.lease.as_deref(), r).await?;
         Ok(Response::new(api::DiffResponse { diff: Some(d) }))
     }
 }
