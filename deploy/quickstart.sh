@@ -3,7 +3,8 @@
 # builds molde, starts molded on /run/molde/molde.sock with state under
 # /var/lib/molde (unless one already runs there), then stores a blob through the
 # CLI and reads it back, builds a busybox base image offline, loads, pushes and
-# pulls it, and runs a container from it. Offline: needs no outside registry.
+# pulls it, runs a container from it, then builds examples/hello (a multi-stage
+# Dockerfile) and runs the image. Offline: needs no outside registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
@@ -51,5 +52,10 @@ molde images
 echo
 echo "== a container from that image"
 molde run --rm "$remote" sh -c 'echo "hello from a molde container: $(uname -s) $(id -u) $(hostname)"'
+
+echo
+echo "== building examples/hello (multi-stage, offline) and running the result"
+molde build -t localhost/molde/hello examples/hello
+molde run --rm localhost/molde/hello
 echo
 echo "molded keeps running; stop it with: pkill -TERM molded"
