@@ -143,8 +143,11 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .expect("daemon log");
+        use std::os::unix::process::CommandExt;
         let child = self
             .command()
+            // Its own process group: nothing molded signals reaches the test runner.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

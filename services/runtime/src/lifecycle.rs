@@ -188,6 +188,12 @@ impl RuntimeService {
                 "container {id:?} is not running"
             )));
         }
+        // A pid of 0 would signal molded's own process group: the init is
+        // already gone and its shim is recording the exit, so there is
+        // nothing left to signal.
+        if o.pid <= 0 {
+            return Ok(());
+        }
         nix::sys::signal::kill(Pid::from_raw(o.pid), sig)
             .map_err(|e| Status::internal(format!("signalling container {id:?}: {e}")))?;
         tracing::info!(namespace = ns, container = id, signal = %sig, "container signalled");
