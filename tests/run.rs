@@ -704,9 +704,14 @@ os.write(fd, b"echo hello-$((40+2))\n")
 sys.stdout.write(read_until(b"hello-42").decode(errors="replace"))
 fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
 os.kill(pid, signal.SIGWINCH)
-time.sleep(0.5)
-os.write(fd, b"stty size; tty\n")
-sys.stdout.write(read_until(b"/dev/pts").decode(errors="replace"))
+# The resize travels CLI -> molded -> shim; ask until it has arrived (bounded).
+for _ in range(40):
+    time.sleep(0.25)
+    os.write(fd, b"stty size; tty\n")
+    got = read_until(b"/dev/pts", 5)
+    sys.stdout.write(got.decode(errors="replace"))
+    if b"33 111" in got:
+        break
 os.write(fd, b"exit 7\n")
 read_until(b"\x00", 3)
 _, st = os.waitpid(pid, 0)
