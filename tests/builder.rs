@@ -7,15 +7,7 @@ use molde_tests::Daemon;
 
 fn daemon_with_busybox() -> Daemon {
     let d = Daemon::start();
-    let tar = d.dir.path().join("busybox.tar");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-base-image.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(&tar)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    d.molde(&["load", "-q", "-i", tar.to_str().unwrap()]).ok();
+    d.load_busybox();
     d
 }
 

@@ -6,21 +6,8 @@ use molde_tests::Daemon;
 /// A daemon with the busybox base image loaded (built offline by deploy/make-base-image.py).
 fn daemon_with_busybox() -> Daemon {
     let d = Daemon::start();
-    load_busybox(&d);
+    d.load_busybox();
     d
-}
-
-/// Builds the busybox base image and loads it into `d`.
-fn load_busybox(d: &Daemon) {
-    let tar = d.dir.path().join("busybox.tar");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-base-image.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(&tar)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    d.molde(&["load", "-q", "-i", tar.to_str().unwrap()]).ok();
 }
 
 const IMAGE: &str = "localhost/molde/busybox";
@@ -856,7 +843,7 @@ fn interactive_exec_with_and_without_a_terminal() {
 #[test]
 fn containers_run_on_a_pure_cgroup_v2_view() {
     let d = Daemon::start_with_cgroup_v2_view();
-    load_busybox(&d);
+    d.load_busybox();
 
     // Where this process sees the v2 hierarchy molded was given.
     let v2 = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]

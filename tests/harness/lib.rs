@@ -112,6 +112,20 @@ impl Daemon {
         d
     }
 
+    /// Builds the offline busybox base image (deploy/make-base-image.py) and
+    /// loads it as `localhost/molde/busybox:latest`.
+    pub fn load_busybox(&self) {
+        let tar = self.dir.path().join("busybox.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-base-image.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(&tar)
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        self.molde(&["load", "-q", "-i", tar.to_str().unwrap()]).ok();
+    }
+
     /// The molded command line this daemon runs with.
     pub fn command(&self) -> Command {
         let mut c = if self.cgroup_v2_view {

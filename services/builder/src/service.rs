@@ -154,22 +154,6 @@ struct Job {
     done: HashMap<usize, Built>,
 }
 
-fn chain(parent: &str, diff_id: &str) -> String {
-    if parent.is_empty() {
-        diff_id.to_string()
-    } else {
-        Digest::of(Algorithm::Sha256, format!("{parent} {diff_id}").as_bytes()).to_string()
-    }
-}
-
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 fn at(df: &Dockerfile, ins: &Instruction, msg: impl std::fmt::Display) -> Status {
     Status::failed_precondition(format!("{}:{}: {msg}", df.file, ins.line))
 }
@@ -260,7 +244,7 @@ impl Job {
         let started = Instant::now();
         let mut built = if image == "scratch" {
             Built {
-                config: json!({ "architecture": host_arch(), "os": "linux", "config": {} }),
+                config: json!({ "architecture": molde_common::host_arch(), "os": "linux", "config": {} }),
                 layers: Vec::new(),
                 diff_ids: Vec::new(),
                 top: String::new(),
@@ -505,9 +489,15 @@ impl Job {
         if let Some(ms) = manifest.get("manifests").and_then(Value::as_array) {
             let m = ms
                 .iter()
-                .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch())
+                .find(|m| {
+                    m["platform"]["os"] == "linux"
+                        && m["platform"]["architecture"] == molde_common::host_arch()
+                })
                 .ok_or_else(|| {
-                    Status::failed_precondition(format!("FROM {name}: no manifest for linux/{}", host_arch()))
+                    Status::failed_precondition(format!(
+                        "FROM {name}: no manifest for linux/{}",
+                        molde_common::host_arch()
+                    ))
                 })?;
             let d = m["digest"].as_str().unwrap_or_default().to_string();
             manifest = self.read_json(&d).await?;
@@ -519,7 +509,7 @@ impl Job {
             .as_array()
             .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
-        let top = diff_ids.iter().fold(String::new(), |t, d| chain(&t, d));
+        let top = molde_common::chain_ids(&diff_ids).pop().unwrap_or_default();
         let layers = manifest["layers"]
             .as_array()
             .map(|a| {
@@ -665,7 +655,7 @@ impl Job {
             .ok_or_else(|| {
                 Status::internal(format!("layer {} has no uncompressed digest label", desc.digest))
             })?;
-        let name = chain(parent, &diff_id);
+        let name = molde_common::chain_id(parent, &diff_id);
         match SnapshotsClient::new(self.svc.snapshotter.clone())
             .commit(self.req(CommitSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
@@ -851,7 +841,11 @@ impl Job {
         let mut config = built.config;
         config["rootfs"] = json!({ "type": "layers", "diff_ids": built.diff_ids });
         config["created"] = json!(rfc3339(now_secs()));
-        config["architecture"] = json!(config["architecture"].as_str().unwrap_or(host_arch()));
+        config["architecture"] = json!(
+            config["architecture"]
+                .as_str()
+                .unwrap_or(molde_common::host_arch())
+        );
         config["os"] = json!("linux");
         if !self.req.labels.is_empty() {
             let mut labels = config["config"]["Labels"]
@@ -968,11 +962,5 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
-
-    #[test]
-    fn chain_ids() {
-        assert_eq!(super::chain("", "sha256:a"), "sha256:a");
-        assert_ne!(super::chain("sha256:a", "sha256:b"), "sha256:b");
     }
 }

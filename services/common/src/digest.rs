@@ -140,6 +140,27 @@ impl Hasher {
     }
 }
 
+/// containerd's chain ID of a layer on `parent` (the chain ID below it, ""
+/// for the first layer): `sha256(parent + " " + diff ID)`, or the diff ID
+/// itself for the first. Snapshots of unpacked layers are named by it.
+pub fn chain_id(parent: &str, diff_id: &str) -> String {
+    if parent.is_empty() {
+        diff_id.to_string()
+    } else {
+        Digest::of(Algorithm::Sha256, format!("{parent} {diff_id}").as_bytes()).to_string()
+    }
+}
+
+/// The chain ID of every layer of an image, bottom first.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = chain_id(out.last().map(String::as_str).unwrap_or(""), d);
+        out.push(next);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

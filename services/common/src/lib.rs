@@ -7,7 +7,16 @@ pub mod labels;
 pub mod reference;
 
 pub use context::RequestContext;
-pub use digest::{Algorithm, Digest, Hasher};
+pub use digest::{Algorithm, Digest, Hasher, chain_id, chain_ids};
+
+/// This host's architecture as OCI platforms name it (`amd64`, `arm64`, ...).
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
 
 /// A request field that failed validation; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

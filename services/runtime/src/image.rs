@@ -62,14 +62,6 @@ fn json<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, Statu
     serde_json::from_slice(b).map_err(|e| Status::failed_precondition(format!("{what}: {e}")))
 }
 
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 /// Resolves `name` to its config and top chain ID.
 pub async fn resolve(ch: &Channel, ns: &str, name: &str) -> Result<Image, Status> {
     let img = ImagesClient::new(ch.clone())
@@ -84,9 +76,14 @@ pub async fn resolve(ch: &Channel, ns: &str, name: &str) -> Result<Image, Status
     if let Some(ms) = manifest.get("manifests").and_then(|m| m.as_array()) {
         let m = ms
             .iter()
-            .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == host_arch())
+            .find(|m| {
+                m["platform"]["os"] == "linux" && m["platform"]["architecture"] == molde_common::host_arch()
+            })
             .ok_or_else(|| {
-                Status::failed_precondition(format!("image {name} has no manifest for linux/{}", host_arch()))
+                Status::failed_precondition(format!(
+                    "image {name} has no manifest for linux/{}",
+                    molde_common::host_arch()
+                ))
             })?;
         let d = m["digest"].as_str().unwrap_or_default().to_string();
         manifest = json(&read(ch, ns, &d).await?, "manifest")?;
@@ -96,15 +93,9 @@ pub async fn resolve(ch: &Channel, ns: &str, name: &str) -> Result<Image, Status
         .unwrap_or_default()
         .to_string();
     let config: Config = json(&read(ch, ns, &config_digest).await?, "image config")?;
-    let mut top = String::new();
-    for d in &config.rootfs.diff_ids {
-        top = if top.is_empty() {
-            d.clone()
-        } else {
-            molde_common::Digest::of(molde_common::Algorithm::Sha256, format!("{top} {d}").as_bytes())
-                .to_string()
-        };
-    }
+    let top = molde_common::chain_ids(&config.rootfs.diff_ids)
+        .pop()
+        .unwrap_or_default();
     Ok(Image {
         process: config.config,
         top,

@@ -180,22 +180,7 @@ pub fn sniff(body: &[u8], what: &str) -> Result<String> {
     Ok(mt)
 }
 
-/// containerd's chain IDs: the first is the first diff ID, each next one is
-/// `sha256(previous + " " + diff ID)`.
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => {
-                molde_common::Digest::of(molde_common::Algorithm::Sha256, format!("{prev} {d}").as_bytes())
-                    .to_string()
-            }
-        };
-        out.push(next);
-    }
-    out
-}
+pub use molde_common::chain_ids;
 
 #[cfg(test)]
 mod tests {
