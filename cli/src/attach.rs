@@ -39,7 +39,7 @@ impl Drop for RawMode {
 }
 
 /// The terminal's size, if stdout is one.
-fn window() -> Option<(u32, u32)> {
+pub(crate) fn window() -> Option<(u32, u32)> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,

@@ -110,6 +110,16 @@ pub async fn rmi(d: &Daemon, names: Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// Drops a name the CLI made for itself; nothing to report.
+pub async fn remove_quietly(d: &Daemon, name: &str) {
+    let _ = ImagesClient::new(d.channel.clone())
+        .delete(d.request(api::DeleteImageRequest {
+            name: name.to_string(),
+            sync: false,
+        }))
+        .await;
+}
+
 /// `molde tag SOURCE TARGET`
 pub async fn tag(d: &Daemon, source: &str, target: &str) -> Result<()> {
     let mut c = ImagesClient::new(d.channel.clone());

@@ -122,6 +122,11 @@ enum Command {
     },
     /// Build an image from a Dockerfile
     Build(Box<build::BuildArgs>),
+    /// Manage the build cache
+    Builder {
+        #[command(subcommand)]
+        cmd: BuilderCmd,
+    },
     /// Pull an image from a registry and unpack it
     Pull {
         reference: String,
@@ -188,6 +193,19 @@ enum Command {
     Gc,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum BuilderCmd {
+    /// Drop build cache records, least recently used first
+    Prune {
+        /// Drop every record (and the RUN --mount=type=cache directories)
+        #[arg(short, long)]
+        all: bool,
+        /// Keep records whose layers take at most this much (e.g. 2GB)
+        #[arg(long, value_parser = build::parse_size, default_value = "0")]
+        keep_storage: u64,
+    },
+}
+
 fn main() {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -243,6 +261,9 @@ async fn run(cli: Cli) -> Result<()> {
             std::process::exit(code);
         }
         Command::Build(a) => build::build(&d, *a).await,
+        Command::Builder {
+            cmd: BuilderCmd::Prune { all, keep_storage },
+        } => build::prune(&d, all, keep_storage).await,
         Command::Exec(a) => {
             let code = run::exec(&d, a).await?;
             std::process::exit(code);

@@ -14,20 +14,40 @@ use molde_api::containerd::types::Mount;
 use crate::cache::resolve_sources;
 use crate::ignore::Ignore;
 
-/// Copies `srcs` (from the context, or from the rootfs `from` mounts give)
-/// to `dest` in the snapshot `mounts` describe, using `scratch` for mount points.
-#[allow(clippy::too_many_arguments)]
-pub fn into_snapshot(
-    scratch: &Path,
-    mounts: &[Mount],
-    from: &[Mount],
-    context: &Path,
-    ignore: &Ignore,
-    srcs: &[String],
-    dest: &str,
-    chown: Option<&str>,
-    chmod: Option<&str>,
-) -> Result<(), String> {
+/// One COPY or ADD into a snapshot.
+pub struct CopyJob<'a> {
+    /// Where mount points are made.
+    pub scratch: &'a Path,
+    /// The snapshot written to.
+    pub mounts: &'a [Mount],
+    /// The rootfs sources come from (`--from`); the context when empty.
+    pub from: &'a [Mount],
+    pub context: &'a Path,
+    pub ignore: &'a Ignore,
+    pub srcs: &'a [String],
+    pub dest: &'a str,
+    pub chown: Option<&'a str>,
+    pub chmod: Option<&'a str>,
+    /// ADD: a local tar archive (plain, gzip, bzip2-less: plain, gzip or
+    /// zstd) is unpacked into `dest` instead of copied.
+    pub extract: bool,
+}
+
+/// Copies the job's sources (from the context, or from the rootfs `from`
+/// mounts give) to its destination in the snapshot.
+pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
+    let CopyJob {
+        scratch,
+        mounts,
+        from,
+        context,
+        ignore,
+        srcs,
+        dest,
+        chown,
+        chmod,
+        extract,
+    } = *job;
     let root = scratch.join("root");
     let from_dir = scratch.join("from");
     fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
@@ -60,16 +80,19 @@ pub fn into_snapshot(
             let src = scoped(&src_root, rel, true)?;
             let md = fs::symlink_metadata(&src).map_err(|e| format!("{rel}: {e}"))?;
             if md.is_dir() {
-                let target = make_dirs(&root, dest)?;
+                let target = make_dirs(&root, dest, owner)?;
                 copy_dir_contents(&src, &target, rel, &opts)?;
+            } else if extract && md.is_file() && archive_kind(&src).is_some() {
+                let target = make_dirs(&root, dest, owner)?;
+                unpack(&src, &target).map_err(|e| format!("{rel}: unpacking: {e}"))?;
             } else {
                 let target = if into_dir || is_dir_in(&root, dest) {
-                    let dir = make_dirs(&root, dest)?;
+                    let dir = make_dirs(&root, dest, owner)?;
                     let name = Path::new(rel).file_name().map(PathBuf::from).unwrap_or_default();
                     dir.join(name)
                 } else {
                     let (parent, name) = split_dest(dest);
-                    make_dirs(&root, &parent)?.join(name)
+                    make_dirs(&root, &parent, owner)?.join(name)
                 };
                 copy_entry(&src, &target, &md, rel, &opts)?;
             }
@@ -100,7 +123,8 @@ fn split_dest(dest: &str) -> (String, String) {
     }
 }
 
-fn mount(mounts: &[Mount], target: &Path, read_only: bool) -> Result<(), String> {
+/// Mounts a snapshot's mounts (one bind or overlay) at `target`.
+pub fn mount(mounts: &[Mount], target: &Path, read_only: bool) -> Result<(), String> {
     use rustix::mount::{MountFlags, mount as sys_mount, mount_bind, mount_remount};
     let m = match mounts {
         [m] => m,
@@ -190,8 +214,9 @@ fn is_dir_in(root: &Path, path: &str) -> bool {
         .is_some_and(|m| m.is_dir())
 }
 
-/// Creates `path` and its missing parents inside `root` (0755, root-owned).
-fn make_dirs(root: &Path, path: &str) -> Result<PathBuf, String> {
+/// Creates `path` and its missing parents inside `root` (0755, owned by
+/// `owner` — the `--chown` user — or root).
+fn make_dirs(root: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<PathBuf, String> {
     let mut cur = String::new();
     for c in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
         cur.push('/');
@@ -203,6 +228,14 @@ fn make_dirs(root: &Path, path: &str) -> Result<PathBuf, String> {
             Err(_) => {
                 fs::create_dir(&p).map_err(|e| format!("creating {cur}: {e}"))?;
                 fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+                if let Some((uid, gid)) = owner {
+                    rustix::fs::chown(
+                        &p,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        Some(rustix::fs::Gid::from_raw(gid)),
+                    )
+                    .map_err(|e| format!("chown {cur}: {e}"))?;
+                }
             }
         }
     }
@@ -284,6 +317,81 @@ fn copy_entry(src: &Path, target: &Path, md: &fs::Metadata, rel: &str, o: &Opts)
     if !ft.is_symlink() {
         let mode = o.mode.unwrap_or(md.mode() & 0o7777);
         fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Copies `source` (a path inside `root`, symlinks resolved inside it) to
+/// the new path `to`, leaving out what `ignore` excludes; owners and modes kept.
+pub fn copy_tree(root: &Path, source: &str, to: &Path, ignore: &Ignore) -> Result<(), String> {
+    let rel = source.trim_matches('/').to_string();
+    let src = scoped(root, source, true)?;
+    let md = fs::symlink_metadata(&src).map_err(|e| format!("{source}: {e}"))?;
+    let opts = Opts {
+        ignore,
+        owner: None,
+        mode: None,
+    };
+    copy_entry(&src, to, &md, &rel, &opts)?;
+    // copy_entry gives what it makes root; keep the source's owner.
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        to,
+        Some(rustix::fs::Uid::from_raw(md.uid())),
+        Some(rustix::fs::Gid::from_raw(md.gid())),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| format!("{source}: chown: {e}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Archive {
+    Tar,
+    Gzip,
+    Zstd,
+}
+
+/// What kind of tar archive a file is, by its first bytes.
+fn archive_kind(path: &Path) -> Option<Archive> {
+    use std::io::Read;
+    let mut head = [0u8; 262];
+    let mut f = fs::File::open(path).ok()?;
+    let n = f.read(&mut head).ok()?;
+    let head = &head[..n];
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some(Archive::Gzip)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(Archive::Zstd)
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Some(Archive::Tar)
+    } else {
+        None
+    }
+}
+
+/// Unpacks a tar archive into `dir` (owners, modes and links as recorded);
+/// an entry that would land outside `dir` stops it.
+fn unpack(archive: &Path, dir: &Path) -> Result<(), String> {
+    let f = fs::File::open(archive).map_err(|e| e.to_string())?;
+    let reader: Box<dyn io::Read> = match archive_kind(archive) {
+        Some(Archive::Gzip) => Box::new(flate2::read::GzDecoder::new(io::BufReader::new(f))),
+        Some(Archive::Zstd) => Box::new(zstd::stream::read::Decoder::new(f).map_err(|e| e.to_string())?),
+        _ => Box::new(io::BufReader::new(f)),
+    };
+    let mut a = tar::Archive::new(reader);
+    a.set_preserve_permissions(true);
+    a.set_preserve_ownerships(true);
+    a.set_unpack_xattrs(false);
+    a.set_overwrite(true);
+    for e in a.entries().map_err(|e| e.to_string())? {
+        let mut e = e.map_err(|e| e.to_string())?;
+        let path = e.path().map_err(|e| e.to_string())?.into_owned();
+        if !e
+            .unpack_in(dir)
+            .map_err(|err| format!("{}: {err}", path.display()))?
+        {
+            return Err(format!("{}: leads outside the destination", path.display()));
+        }
     }
     Ok(())
 }

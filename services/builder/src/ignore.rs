@@ -10,6 +10,11 @@ pub struct Ignore {
 }
 
 impl Ignore {
+    /// No patterns: nothing is left out.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
     pub fn parse(text: &str) -> Ignore {
         let mut patterns = Vec::new();
         for line in text.lines() {

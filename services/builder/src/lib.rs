@@ -8,6 +8,7 @@ pub mod copy;
 pub mod dockerfile;
 pub mod expand;
 pub mod ignore;
+pub mod mounts;
 pub mod plan;
 pub mod service;
 pub mod stage;

@@ -10,11 +10,18 @@
 //! Each step has a cache key (`crate::cache`); a layer step whose key an
 //! earlier build recorded reuses that layer without running.
 //!
-//! Not yet: cache garbage collection, RUN --mount, ADD of URLs and archives, parallel
-//! stages (stages run in plan order).
+//! Stages of one wave of the plan run at once. RUN `--mount`s become
+//! runtime volumes (cache directories kept under `cache_mounts`, context or
+//! stage binds, secrets written for the step) and their mount points are
+//! taken out of the layer. Cache records hold their layers through the
+//! `molde.build-cache` lease until pruned (least recently used first, past
+//! `cache_max_bytes`).
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -26,8 +33,8 @@ use molde_api::containerd::services::images::v1::{
     CreateImageRequest, GetImageRequest, Image, UpdateImageRequest, images_client::ImagesClient,
 };
 use molde_api::containerd::services::leases::v1::{
-    AddResourceRequest, CreateRequest as CreateLease, DeleteRequest as DeleteLease, Resource,
-    leases_client::LeasesClient,
+    AddResourceRequest, CreateRequest as CreateLease, DeleteRequest as DeleteLease, DeleteResourceRequest,
+    Resource, leases_client::LeasesClient,
 };
 use molde_api::containerd::services::snapshots::v1::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest,
@@ -35,9 +42,11 @@ use molde_api::containerd::services::snapshots::v1::{
 };
 use molde_api::containerd::types::{Descriptor, Mount};
 use molde_api::molde::services::builder::v1::{self as api, build_event::Event, builder_server::Builder};
+use molde_api::molde::services::gc::v1::{CollectRequest, gc_client::GcClient};
 use molde_api::molde::services::runtime::v1::{
     RemoveRequest, RunRequest, run_event, runtime_client::RuntimeClient,
 };
+use molde_api::molde::services::transfer::v1::{PullRequest, transfer_client::TransferClient};
 use molde_common::{Algorithm, Digest, RequestContext};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -48,6 +57,7 @@ use tonic::{Request, Response, Status};
 use crate::cache;
 use crate::dockerfile::{self, Command, Dockerfile, Instruction};
 use crate::ignore::Ignore;
+use crate::mounts::RunMount;
 use crate::plan;
 use crate::stage::{StageState, Step};
 
@@ -62,13 +72,22 @@ pub struct BuilderService {
     pub content: Channel,
     pub snapshotter: Channel,
     pub runtime: Channel,
-    /// Where COPY mounts snapshots while it writes into them.
+    /// Where COPY mounts snapshots while it writes into them, and where sent
+    /// contexts, downloads, secrets and scripts live during a build.
     pub scratch: PathBuf,
     /// Step key → the layer it made (one JSON file per key).
     pub cache: PathBuf,
+    /// `RUN --mount=type=cache` directories, by id.
+    pub cache_mounts: PathBuf,
+    /// Bytes of layers the cache records may hold (least recently used go first).
+    pub cache_max_bytes: u64,
 }
 
 type Tx = mpsc::Sender<Result<api::BuildEvent, Status>>;
+
+/// The lease (one per namespace, no expiry) that keeps cached layers from
+/// garbage collection until the cache drops their records.
+const CACHE_LEASE: &str = "molde.build-cache";
 
 #[tonic::async_trait]
 impl Builder for BuilderService {
@@ -76,32 +95,71 @@ impl Builder for BuilderService {
 
     async fn build(&self, req: Request<api::BuildRequest>) -> Result<Response<Self::BuildStream>, Status> {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
-        let r = req.into_inner();
-        let context = PathBuf::from(&r.context_dir);
-        if !context.is_absolute() || !context.is_dir() {
+        let mut r = req.into_inner();
+        let host = format!("linux/{}", molde_common::host_arch());
+        if !r.platform.is_empty() && r.platform != host {
             return Err(Status::invalid_argument(format!(
-                "build context {:?} is not a directory the daemon can read (an absolute path)",
-                r.context_dir
+                "--platform {}: molde builds for this host's platform only ({host})",
+                r.platform
             )));
         }
-        let name = if r.dockerfile.is_empty() {
-            "Dockerfile".to_string()
-        } else {
-            r.dockerfile.clone()
+        if !matches!(r.compression.as_str(), "" | "gzip" | "zstd") {
+            return Err(Status::invalid_argument(format!(
+                "compression {:?}: expected gzip or zstd",
+                r.compression
+            )));
+        }
+        let scratch = self
+            .scratch
+            .join(format!("job-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| Status::internal(format!("creating {}: {e}", scratch.display())))?;
+        let prepared = (|| {
+            let context = if r.context_tar.is_empty() {
+                PathBuf::from(&r.context_dir)
+            } else {
+                let dir = scratch.join("context");
+                unpack_context(std::mem::take(&mut r.context_tar), &dir)
+                    .map_err(|e| Status::invalid_argument(format!("the build context archive: {e}")))?;
+                dir
+            };
+            if !context.is_absolute() || !context.is_dir() {
+                return Err(Status::invalid_argument(format!(
+                    "build context {:?} is not a directory the daemon can read (an absolute path)",
+                    r.context_dir
+                )));
+            }
+            let name = if r.dockerfile.is_empty() {
+                "Dockerfile".to_string()
+            } else {
+                r.dockerfile.clone()
+            };
+            let text = if r.dockerfile_text.is_empty() {
+                let path = if Path::new(&name).is_absolute() {
+                    PathBuf::from(&name)
+                } else {
+                    crate::copy::scoped(&context, &name, true).map_err(Status::invalid_argument)?
+                };
+                std::fs::read_to_string(&path)
+                    .map_err(|e| Status::invalid_argument(format!("reading {name}: {e}")))?
+            } else {
+                r.dockerfile_text.clone()
+            };
+            let df = dockerfile::parse(&name, &text).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let target = (!r.target.is_empty()).then_some(r.target.as_str());
+            let waves = plan::plan(&df, target).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let ignore = std::fs::read_to_string(context.join(".dockerignore"))
+                .map(|t| Ignore::parse(&t))
+                .unwrap_or_default();
+            Ok((context, df, waves, ignore))
+        })();
+        let (context, df, waves, ignore) = match prepared {
+            Ok(p) => p,
+            Err(s) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(s);
+            }
         };
-        let path = if Path::new(&name).is_absolute() {
-            PathBuf::from(&name)
-        } else {
-            context.join(&name)
-        };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Status::invalid_argument(format!("reading {}: {e}", path.display())))?;
-        let df = dockerfile::parse(&name, &text).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let target = (!r.target.is_empty()).then_some(r.target.as_str());
-        let waves = plan::plan(&df, target).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let ignore = std::fs::read_to_string(context.join(".dockerignore"))
-            .map(|t| Ignore::parse(&t))
-            .unwrap_or_default();
         let (tx, rx) = mpsc::channel(64);
         let job = Job {
             svc: self.clone(),
@@ -110,12 +168,13 @@ impl Builder for BuilderService {
             tx: tx.clone(),
             context,
             ignore,
+            scratch: scratch.clone(),
             req: r,
-            step: 0,
-            done: HashMap::new(),
+            step: AtomicU32::new(0),
+            done: Mutex::new(HashMap::new()),
+            downloads: Mutex::new(HashMap::new()),
         };
         tokio::spawn(async move {
-            let mut job = job;
             let lease = job.lease.clone();
             let result = job.run(&df, waves).await;
             let _ = LeasesClient::new(job.svc.content.clone())
@@ -124,13 +183,155 @@ impl Builder for BuilderService {
                     sync: false,
                 }))
                 .await;
+            let _ = std::fs::remove_dir_all(&scratch);
             if let Err(s) = result {
                 let _ = tx.send(Err(s)).await;
             }
+            // Keep the cache within its size.
+            let _ = job.svc.prune_cache(false, job.svc.cache_max_bytes).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+
+    async fn prune(&self, req: Request<api::PruneRequest>) -> Result<Response<api::PruneResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(self.prune_cache(r.all, r.keep_bytes).await?))
+    }
 }
+
+/// Unpacks a context sent as a tar (plain or gzip) into `dir`; entries that
+/// would land outside it are refused.
+fn unpack_context(bytes: Vec<u8>, dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let reader: Box<dyn std::io::Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(std::io::Cursor::new(bytes)))
+    } else {
+        Box::new(std::io::Cursor::new(bytes))
+    };
+    let mut a = tar::Archive::new(reader);
+    a.set_preserve_permissions(true);
+    for e in a.entries().map_err(|e| e.to_string())? {
+        let mut e = e.map_err(|e| e.to_string())?;
+        let path = e.path().map_err(|e| e.to_string())?.into_owned();
+        if !e
+            .unpack_in(dir)
+            .map_err(|err| format!("{}: {err}", path.display()))?
+        {
+            return Err(format!("{}: leads outside the context", path.display()));
+        }
+    }
+    Ok(())
+}
+
+impl BuilderService {
+    fn plain<T>(&self, ns: &str, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        if let Ok(v) = ns.parse() {
+            r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
+        }
+        r
+    }
+
+    /// Drops cache records, least recently used first, until the layers the
+    /// rest hold take at most `keep` bytes (none are kept with `all`).
+    async fn prune_cache(&self, all: bool, keep: u64) -> Result<api::PruneResponse, Status> {
+        let _guard = PRUNE.lock().await;
+        let mut records: Vec<(std::time::SystemTime, PathBuf, Value)> = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(&self.cache) {
+            for e in dir.flatten() {
+                let path = e.path();
+                if path.extension().is_none_or(|x| x != "json") {
+                    continue;
+                }
+                let Ok(raw) = std::fs::read(&path) else { continue };
+                let Ok(rec) = serde_json::from_slice::<Value>(&raw) else {
+                    continue;
+                };
+                let used = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                records.push((used, path, rec));
+            }
+        }
+        // Newest first: they are the ones kept.
+        records.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let size = |r: &Value| r["layer"]["size"].as_u64().unwrap_or(0);
+        let mut kept_bytes = 0u64;
+        let mut kept = Vec::new();
+        let mut dropped = Vec::new();
+        for (_, path, rec) in records {
+            if !all && kept_bytes + size(&rec) <= keep {
+                kept_bytes += size(&rec);
+                kept.push(rec);
+            } else {
+                dropped.push((path, rec));
+            }
+        }
+        let mut resp = api::PruneResponse {
+            kept_bytes,
+            ..Default::default()
+        };
+        for (path, rec) in &dropped {
+            if std::fs::remove_file(path).is_err() {
+                continue;
+            }
+            resp.removed += 1;
+            resp.freed_bytes += size(rec);
+            let ns = rec["namespace"].as_str().unwrap_or("default");
+            let digest = rec["layer"]["digest"].as_str().unwrap_or_default();
+            let top = rec["top"].as_str().unwrap_or_default();
+            // Another record may hold the same layer.
+            let shared = |field: &str, v: &str| {
+                kept.iter().any(|k| {
+                    k["namespace"].as_str().unwrap_or("default") == ns
+                        && k.pointer(field).and_then(Value::as_str) == Some(v)
+                })
+            };
+            let mut leases = LeasesClient::new(self.content.clone());
+            if !shared("/layer/digest", digest) {
+                let _ = leases
+                    .delete_resource(self.plain(
+                        ns,
+                        DeleteResourceRequest {
+                            id: CACHE_LEASE.into(),
+                            resource: Some(Resource {
+                                id: digest.into(),
+                                r#type: "content".into(),
+                            }),
+                        },
+                    ))
+                    .await;
+            }
+            if !shared("/top", top) {
+                let _ = leases
+                    .delete_resource(self.plain(
+                        ns,
+                        DeleteResourceRequest {
+                            id: CACHE_LEASE.into(),
+                            resource: Some(Resource {
+                                id: top.into(),
+                                r#type: format!("snapshots/{SNAPSHOTTER}"),
+                            }),
+                        },
+                    ))
+                    .await;
+            }
+        }
+        if resp.removed > 0 {
+            let _ = GcClient::new(self.content.clone())
+                .collect(Request::new(CollectRequest {}))
+                .await;
+        }
+        if all {
+            let _ = std::fs::remove_dir_all(&self.cache_mounts);
+        }
+        Ok(resp)
+    }
+}
+
+/// One prune at a time.
+static PRUNE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A stage's result: what a later FROM or COPY --from builds on.
 #[derive(Clone)]
@@ -149,22 +350,37 @@ struct Job {
     tx: Tx,
     context: PathBuf,
     ignore: Ignore,
+    /// This build's own directory under the service's scratch.
+    scratch: PathBuf,
     req: api::BuildRequest,
-    step: u32,
-    done: HashMap<usize, Built>,
+    step: AtomicU32,
+    done: Mutex<HashMap<usize, Built>>,
+    /// ADD URLs fetched for this build: URL → (file, content digest).
+    downloads: Mutex<HashMap<String, (PathBuf, String)>>,
 }
 
 fn at(df: &Dockerfile, ins: &Instruction, msg: impl std::fmt::Display) -> Status {
     Status::failed_precondition(format!("{}:{}: {msg}", df.file, ins.line))
 }
 
+/// The platform build arguments BuildKit defines (host platform only).
+fn platform_args() -> Vec<(&'static str, String)> {
+    let arch = molde_common::host_arch().to_string();
+    vec![
+        ("TARGETPLATFORM", format!("linux/{arch}")),
+        ("TARGETOS", "linux".into()),
+        ("TARGETARCH", arch.clone()),
+        ("TARGETVARIANT", String::new()),
+        ("BUILDPLATFORM", format!("linux/{arch}")),
+        ("BUILDOS", "linux".into()),
+        ("BUILDARCH", arch),
+        ("BUILDVARIANT", String::new()),
+    ]
+}
+
 impl Job {
     fn plain<T>(&self, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        if let Ok(v) = self.ns.parse() {
-            r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
-        }
-        r
+        self.svc.plain(&self.ns, msg)
     }
 
     /// A request in this build's namespace and lease.
@@ -180,7 +396,11 @@ impl Job {
         let _ = self.tx.send(Ok(api::BuildEvent { event: Some(e) })).await;
     }
 
-    async fn run(&mut self, df: &Dockerfile, waves: Vec<Vec<usize>>) -> Result<(), Status> {
+    fn built(&self, stage: usize) -> Option<Built> {
+        self.done.lock().ok()?.get(&stage).cloned()
+    }
+
+    async fn run(&self, df: &Dockerfile, waves: Vec<Vec<usize>>) -> Result<(), Status> {
         let mut expiry = std::collections::HashMap::new();
         expiry.insert(
             "containerd.io/gc.expire".to_string(),
@@ -192,8 +412,11 @@ impl Job {
                 labels: expiry,
             }))
             .await?;
-        // Values of the ARGs before the first FROM.
-        let mut global: HashMap<String, Option<String>> = HashMap::new();
+        // Values of the ARGs before the first FROM, over the platform ones.
+        let mut global: HashMap<String, Option<String>> = platform_args()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Some(v)))
+            .collect();
         for ins in &df.global_args {
             if let Command::Arg(list) = &ins.command {
                 for (k, v) in list {
@@ -204,7 +427,7 @@ impl Job {
                                 crate::expand::expand(d, df.escape, &|n| global.get(n).cloned().flatten())
                                     .map_err(|e| at(df, ins, e))?,
                             ),
-                            None => None,
+                            None => global.get(k).cloned().flatten(),
                         },
                     };
                     global.insert(k.clone(), value);
@@ -213,22 +436,59 @@ impl Job {
         }
         let mut last = None;
         for wave in waves {
-            for s in wave {
-                let built = self.stage(df, s, &global).await?;
-                self.done.insert(s, built);
+            // Stages of one wave need only earlier waves: they run at once.
+            let results =
+                futures::future::try_join_all(wave.iter().map(|&s| self.stage(df, s, &global))).await?;
+            for (&s, built) in wave.iter().zip(results) {
+                self.done
+                    .lock()
+                    .map_err(|_| Status::internal("build state poisoned"))?
+                    .insert(s, built);
                 last = Some(s);
             }
         }
         let built = self
-            .done
-            .get(&last.unwrap_or(0))
-            .cloned()
+            .built(last.unwrap_or(0))
             .ok_or_else(|| Status::internal("no stage was built"))?;
         self.image(built).await
     }
 
+    /// The ONBUILD triggers a base image carries, as instructions of the
+    /// child stage (reported at its FROM line).
+    fn triggers(
+        &self,
+        df: &Dockerfile,
+        from: &Instruction,
+        config: &Value,
+    ) -> Result<Vec<Instruction>, Status> {
+        let mut out = Vec::new();
+        for t in config["config"]["OnBuild"].as_array().into_iter().flatten() {
+            let text = t.as_str().unwrap_or_default();
+            let parsed = dockerfile::parse(&df.file, &format!("FROM scratch\n{text}\n"))
+                .map_err(|e| at(df, from, format!("ONBUILD trigger {text:?}: {e}")))?;
+            let Some(mut ins) = parsed
+                .stages
+                .first()
+                .and_then(|s| s.instructions.first())
+                .cloned()
+            else {
+                continue;
+            };
+            if matches!(ins.command, Command::Onbuild(_) | Command::Maintainer(_)) {
+                return Err(at(
+                    df,
+                    from,
+                    format!("ONBUILD trigger {text:?}: not allowed as a trigger"),
+                ));
+            }
+            ins.line = from.line;
+            out.push(ins);
+        }
+        Ok(out)
+    }
+
     async fn stage(
-        &mut self,
+        &self,
         df: &Dockerfile,
         s: usize,
         global: &HashMap<String, Option<String>>,
@@ -238,8 +498,19 @@ impl Job {
         let Command::From { image, .. } = &stage.from.command else {
             return Err(Status::internal("a stage without FROM"));
         };
-        let image = crate::expand::expand(image, df.escape, &|n| global.get(n).cloned().flatten())
-            .map_err(|e| at(df, &stage.from, e))?;
+        let lookup = |n: &str| global.get(n).cloned().flatten();
+        let image = crate::expand::expand(image, df.escape, &lookup).map_err(|e| at(df, &stage.from, e))?;
+        if let Some(p) = stage.from.flag("platform") {
+            let p = crate::expand::expand(p, df.escape, &lookup).map_err(|e| at(df, &stage.from, e))?;
+            let host = format!("linux/{}", molde_common::host_arch());
+            if p != host {
+                return Err(at(
+                    df,
+                    &stage.from,
+                    format!("FROM --platform={p}: molde builds for this host's platform only ({host})"),
+                ));
+            }
+        }
         let step = self.begin(&label, &stage.from).await;
         let started = Instant::now();
         let mut built = if image == "scratch" {
@@ -252,35 +523,52 @@ impl Job {
         } else if let Some(prev) = df
             .stage(&image)
             .filter(|p| p.index < s && p.name.is_some())
-            .and_then(|p| self.done.get(&p.index))
+            .and_then(|p| self.built(p.index))
         {
-            prev.clone()
+            prev
         } else {
-            self.base(&image)
+            self.base(&image, self.req.pull)
                 .await
                 .map_err(|e| at(df, &stage.from, e.message()))?
         };
         self.finish(step, false, started).await;
-        let base_config = built.config["config"].as_object().cloned().unwrap_or_default();
+        let mut instructions = self.triggers(df, &stage.from, &built.config)?;
+        instructions.extend(stage.instructions.iter().cloned());
+        let mut base_config = built.config["config"].as_object().cloned().unwrap_or_default();
+        // Triggers run once, in the child; they are not inherited further.
+        base_config.remove("OnBuild");
         let mut state = StageState::new(base_config, df.escape);
         let build_args: HashMap<String, String> = self.req.build_args.clone().into_iter().collect();
         let mut key = cache::step_key("", &format!("FROM {image}"), &[], Some(&built.top));
-        for ins in &stage.instructions {
+        for ins in &instructions {
             let step = self.begin(&label, ins).await;
             let started = Instant::now();
             let what = state
                 .apply(ins, &build_args, global)
                 .map_err(|e| at(df, ins, e))?;
+            let mounts = match &what {
+                Step::Run { cwd, .. } => ins
+                    .flags_named("mount")
+                    .map(|m| crate::mounts::parse(m, cwd))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| at(df, ins, e))?,
+                _ => Vec::new(),
+            };
             // The step's key: its parent's, what it does once expanded (a
             // RUN's argv, env, directory and user), its flags and its inputs.
-            let inputs = self.inputs(df, ins, &what).await?;
-            key = cache::step_key(&key, &format!("{:?}|{what:?}", ins.flags), &[], inputs.as_deref());
+            let inputs = self.inputs(df, ins, &what, &mounts).await?;
+            key = cache::step_key(
+                &key,
+                &format!("{:?}|{what:?}|{}", ins.flags, self.req.compression),
+                &[],
+                inputs.as_deref(),
+            );
             tracing::debug!(step = %ins.original, key = %key, "build step");
             if what != Step::Metadata
                 && !self.req.no_cache
                 && let Some(layer) = self.cached(&key).await
             {
-                built = self.add_layer(built, layer);
+                built = add_layer(built, layer);
                 self.finish(step, true, started).await;
                 continue;
             }
@@ -291,10 +579,8 @@ impl Job {
                     mut env,
                     cwd,
                     user,
+                    script,
                 } => {
-                    if ins.flags_named("mount").next().is_some() {
-                        return Err(at(df, ins, "RUN --mount is not supported by molde's builder yet"));
-                    }
                     if !env.iter().any(|e| e.starts_with("PATH=")) {
                         env.push(DEFAULT_PATH.into());
                     }
@@ -310,25 +596,31 @@ impl Job {
                             ));
                         }
                     };
-                    let layer = self
-                        .run_step(df, ins, step, &built.top, argv, env, cwd, user, network)
-                        .await?;
-                    self.remember(&key, &layer);
-                    built = self.add_layer(built, layer);
-                }
-                Step::Copy { srcs, dest } => {
-                    if let Command::Add { .. } = ins.command
-                        && srcs.iter().any(|s| s.contains("://"))
-                    {
-                        return Err(at(
-                            df,
-                            ins,
-                            "ADD of a URL is not supported by molde's builder yet",
-                        ));
+                    if let Some(s) = ins.flag("security").filter(|s| *s != "sandbox") {
+                        return Err(at(df, ins, format!("RUN --security={s} is not supported")));
                     }
-                    let layer = self.copy_step(df, ins, &built.top, srcs, dest).await?;
-                    self.remember(&key, &layer);
-                    built = self.add_layer(built, layer);
+                    let run = RunStep {
+                        argv,
+                        env,
+                        cwd,
+                        user,
+                        network,
+                        script,
+                        mounts,
+                    };
+                    let layer = self.run_step(df, ins, step, &built.top, run).await?;
+                    self.remember(&key, &layer).await;
+                    built = add_layer(built, layer);
+                }
+                Step::Copy { srcs, dest, inline } => {
+                    for f in ["exclude", "parents"] {
+                        if ins.flag(f).is_some() {
+                            return Err(at(df, ins, format!("--{f} is not supported by molde's builder")));
+                        }
+                    }
+                    let layer = self.copy_step(df, ins, &built.top, srcs, dest, inline).await?;
+                    self.remember(&key, &layer).await;
+                    built = add_layer(built, layer);
                 }
             }
             self.finish(step, false, started).await;
@@ -347,33 +639,133 @@ impl Job {
         Ok(built)
     }
 
-    /// What a step reads besides its parent: the digest of its context
-    /// sources, or the top layer of the stage or image it copies from.
-    async fn inputs(
+    /// The top layer of the stage or image a `--from` names.
+    async fn source_top(&self, df: &Dockerfile, ins: &Instruction, from: &str) -> Result<String, Status> {
+        Ok(match df.stage(from).and_then(|s| self.built(s.index)) {
+            Some(b) => b.top,
+            None => {
+                self.base(from, false)
+                    .await
+                    .map_err(|e| at(df, ins, e.message()))?
+                    .top
+            }
+        })
+    }
+
+    /// The digest of context paths, as the cache sees them.
+    async fn context_digest(
         &self,
         df: &Dockerfile,
         ins: &Instruction,
-        what: &Step,
-    ) -> Result<Option<String>, Status> {
-        let Step::Copy { srcs, .. } = what else {
-            return Ok(None);
-        };
-        if let Some(from) = ins.flag("from") {
-            let top = match df.stage(from).and_then(|s| self.done.get(&s.index)) {
-                Some(b) => b.top.clone(),
-                None => self.base(from).await.map_err(|e| at(df, ins, e.message()))?.top,
-            };
-            return Ok(Some(format!("from {top}")));
-        }
-        let (context, ignore, srcs) = (self.context.clone(), self.ignore.clone(), srcs.clone());
-        let digest = tokio::task::spawn_blocking(move || {
+        srcs: Vec<String>,
+    ) -> Result<String, Status> {
+        let (context, ignore) = (self.context.clone(), self.ignore.clone());
+        tokio::task::spawn_blocking(move || {
             let paths = cache::resolve_sources(&context, &srcs, &ignore)?;
             cache::digest_sources(&context, &paths, &ignore)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| at(df, ins, e))?;
-        Ok(Some(digest))
+        .map_err(|e| at(df, ins, e))
+    }
+
+    /// What a step reads besides its parent: the digest of its context
+    /// sources or downloads, the top layer of the stage or image it copies
+    /// from, and what its bind mounts show.
+    async fn inputs(
+        &self,
+        df: &Dockerfile,
+        ins: &Instruction,
+        what: &Step,
+        mounts: &[RunMount],
+    ) -> Result<Option<String>, Status> {
+        match what {
+            Step::Metadata => Ok(None),
+            Step::Run { .. } => {
+                let mut parts = Vec::new();
+                for m in mounts {
+                    if let RunMount::Bind { source, from, .. } = m {
+                        parts.push(match from {
+                            Some(f) => format!("bind {source} from {}", self.source_top(df, ins, f).await?),
+                            None => format!(
+                                "bind {source} {}",
+                                self.context_digest(df, ins, vec![source.clone()]).await?
+                            ),
+                        });
+                    }
+                }
+                Ok((!parts.is_empty()).then(|| parts.join("|")))
+            }
+            Step::Copy { srcs, .. } => {
+                if let Some(from) = ins.flag("from") {
+                    return Ok(Some(format!("from {}", self.source_top(df, ins, from).await?)));
+                }
+                if srcs.is_empty() {
+                    return Ok(None);
+                }
+                if srcs.iter().any(|s| is_url(s)) {
+                    let mut parts = Vec::new();
+                    for u in srcs {
+                        let (_, digest) = self.download(df, ins, u).await?;
+                        parts.push(format!("{u} {digest}"));
+                    }
+                    return Ok(Some(parts.join("|")));
+                }
+                Ok(Some(self.context_digest(df, ins, srcs.clone()).await?))
+            }
+        }
+    }
+
+    /// Fetches an ADD URL once per build (bounded in time), checking
+    /// `--checksum` when given. Returns the file and its digest.
+    async fn download(
+        &self,
+        df: &Dockerfile,
+        ins: &Instruction,
+        url: &str,
+    ) -> Result<(PathBuf, String), Status> {
+        if let Some(d) = self.downloads.lock().ok().and_then(|m| m.get(url).cloned()) {
+            return Ok(d);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(300))
+            .connect_timeout(std::time::Duration::from_secs(20))
+            .build()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let resp = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| at(df, ins, format!("ADD {url}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(at(
+                df,
+                ins,
+                format!("ADD {url}: the server answered {}", resp.status()),
+            ));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| at(df, ins, format!("ADD {url}: {e}")))?;
+        let digest = Digest::of(Algorithm::Sha256, &body).to_string();
+        if let Some(want) = ins.flag("checksum")
+            && want != digest
+        {
+            return Err(at(
+                df,
+                ins,
+                format!("ADD {url}: checksum mismatch: --checksum={want}, the download is {digest}"),
+            ));
+        }
+        let dir = self.scratch.join("downloads");
+        std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
+        let file = dir.join(digest.trim_start_matches("sha256:"));
+        std::fs::write(&file, &body).map_err(|e| Status::internal(e.to_string()))?;
+        if let Ok(mut m) = self.downloads.lock() {
+            m.insert(url.to_string(), (file.clone(), digest.clone()));
+        }
+        Ok((file, digest))
     }
 
     fn cache_file(&self, key: &str) -> PathBuf {
@@ -384,7 +776,8 @@ impl Job {
 
     /// A layer an earlier build made for this key, if its blob and snapshot are still here.
     async fn cached(&self, key: &str) -> Option<(Value, String, String)> {
-        let raw = std::fs::read(self.cache_file(key)).ok()?;
+        let path = self.cache_file(key);
+        let raw = std::fs::read(&path).ok()?;
         let rec: Value = serde_json::from_slice(&raw).ok()?;
         let (layer, diff_id, top) = (
             rec["layer"].clone(),
@@ -419,12 +812,42 @@ impl Job {
             }))
             .await
             .ok()?;
+        // Used now: the last to be pruned.
+        if let Ok(f) = std::fs::File::options().append(true).open(&path) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
         Some((layer, diff_id, top))
     }
 
-    /// Records a step's layer under its key (written whole, then renamed).
-    fn remember(&self, key: &str, layer: &(Value, String, String)) {
-        let rec = json!({ "layer": layer.0, "diff_id": layer.1, "top": layer.2 });
+    /// Records a step's layer under its key (written whole, then renamed) and
+    /// holds the layer in the cache's lease until the record is pruned.
+    async fn remember(&self, key: &str, layer: &(Value, String, String)) {
+        let mut leases = LeasesClient::new(self.svc.content.clone());
+        let _ = leases
+            .create(self.plain(CreateLease {
+                id: CACHE_LEASE.into(),
+                labels: Default::default(),
+            }))
+            .await;
+        for (id, kind) in [
+            (
+                layer.0["digest"].as_str().unwrap_or_default().to_string(),
+                "content".to_string(),
+            ),
+            (layer.2.clone(), format!("snapshots/{SNAPSHOTTER}")),
+        ] {
+            if leases
+                .add_resource(self.plain(AddResourceRequest {
+                    id: CACHE_LEASE.into(),
+                    resource: Some(Resource { id, r#type: kind }),
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let rec = json!({ "layer": layer.0, "diff_id": layer.1, "top": layer.2, "namespace": self.ns });
         let path = self.cache_file(key);
         let tmp = path.with_extension("tmp");
         let _ = std::fs::create_dir_all(&self.svc.cache);
@@ -433,24 +856,16 @@ impl Job {
         }
     }
 
-    fn add_layer(&self, mut built: Built, layer: (Value, String, String)) -> Built {
-        let (desc, diff_id, top) = layer;
-        built.layers.push(desc);
-        built.diff_ids.push(diff_id);
-        built.top = top;
-        built
-    }
-
-    async fn begin(&mut self, stage: &str, ins: &Instruction) -> u32 {
-        self.step += 1;
+    async fn begin(&self, stage: &str, ins: &Instruction) -> u32 {
+        let step = self.step.fetch_add(1, Ordering::Relaxed) + 1;
         self.send(Event::Started(api::StepStarted {
-            step: self.step,
+            step,
             stage: stage.to_string(),
             instruction: ins.original.clone(),
             line: ins.line as u32,
         }))
         .await;
-        self.step
+        step
     }
 
     async fn finish(&self, step: u32, cached: bool, started: Instant) {
@@ -462,9 +877,30 @@ impl Job {
         .await;
     }
 
-    /// The image a FROM names, with its config, layers and top chain ID.
-    async fn base(&self, name: &str) -> Result<Built, Status> {
+    /// The image a FROM names, with its config, layers and top chain ID;
+    /// with `pull`, fetched from its registry first.
+    async fn base(&self, name: &str, pull: bool) -> Result<Built, Status> {
         let full = molde_common::reference::normalize(name);
+        if pull {
+            let mut s = TransferClient::new(self.svc.content.clone())
+                .pull(self.plain(PullRequest {
+                    reference: full.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|e| {
+                    Status::failed_precondition(format!("FROM {name}: pulling {full}: {}", e.message()))
+                })?
+                .into_inner();
+            while s
+                .message()
+                .await
+                .map_err(|e| {
+                    Status::failed_precondition(format!("FROM {name}: pulling {full}: {}", e.message()))
+                })?
+                .is_some()
+            {}
+        }
         let mut found = None;
         for candidate in [name.to_string(), full.clone()] {
             match ImagesClient::new(self.svc.content.clone())
@@ -625,14 +1061,21 @@ impl Job {
             .into_inner()
             .mounts;
         let desc = DiffClient::new(self.svc.snapshotter.clone())
-            .diff(self.req(DiffRequest {
-                left: Vec::new(),
-                right: mounts,
-                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-                r#ref: format!("build-layer-{key}"),
-                labels: Default::default(),
-                source_date_epoch: None,
-            }))
+            .diff(
+                self.req(DiffRequest {
+                    left: Vec::new(),
+                    right: mounts,
+                    media_type: if self.req.compression == "zstd" {
+                        "application/vnd.oci.image.layer.v1.tar+zstd"
+                    } else {
+                        "application/vnd.oci.image.layer.v1.tar+gzip"
+                    }
+                    .into(),
+                    r#ref: format!("build-layer-{key}"),
+                    labels: Default::default(),
+                    source_date_epoch: None,
+                }),
+            )
             .await?
             .into_inner()
             .diff
@@ -683,33 +1126,203 @@ impl Job {
         Ok((layer, diff_id, name))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Host-side sources for a RUN's mounts and script, as runtime volumes and
+    /// tmpfs paths. Views and directories made here are recorded in `held`.
+    async fn run_mounts(
+        &self,
+        df: &Dockerfile,
+        ins: &Instruction,
+        run: &RunStep,
+        held: &mut Held,
+    ) -> Result<(Vec<String>, Vec<String>), Status> {
+        let dir = self
+            .scratch
+            .join(format!("run-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
+        held.dirs.push(dir.clone());
+        let fail = |e: std::io::Error| Status::internal(format!("preparing RUN mounts: {e}"));
+        let (mut volumes, mut tmpfs) = (Vec::new(), Vec::new());
+        if let (Some(script), Some(target)) = (&run.script, run.argv.first()) {
+            let file = dir.join("script");
+            std::fs::write(&file, script).map_err(fail)?;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).map_err(fail)?;
+            volumes.push(format!("{}:{target}:ro", file.display()));
+        }
+        for (i, m) in run.mounts.iter().enumerate() {
+            match m {
+                RunMount::Tmpfs { target } => tmpfs.push(target.clone()),
+                RunMount::Cache {
+                    target,
+                    id,
+                    mode,
+                    uid,
+                    gid,
+                    read_only,
+                } => {
+                    let name = Digest::of(Algorithm::Sha256, format!("{}/{id}", self.ns).as_bytes());
+                    let host = self.svc.cache_mounts.join(&name.hex()[..32]);
+                    if !host.exists() {
+                        std::fs::create_dir_all(&host).map_err(fail)?;
+                        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(*mode))
+                            .map_err(fail)?;
+                        std::os::unix::fs::chown(&host, Some(*uid), Some(*gid)).map_err(fail)?;
+                    }
+                    let ro = if *read_only { ":ro" } else { "" };
+                    volumes.push(format!("{}:{target}{ro}", host.display()));
+                }
+                RunMount::Secret {
+                    id,
+                    target,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let Some(data) = self.req.secrets.get(id) else {
+                        if *required {
+                            return Err(at(
+                                df,
+                                ins,
+                                format!(
+                                    "secret {id:?} is required but was not given (--secret id={id},src=FILE)"
+                                ),
+                            ));
+                        }
+                        continue;
+                    };
+                    let file = dir.join(format!("secret-{i}"));
+                    std::fs::write(&file, data).map_err(fail)?;
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)).map_err(fail)?;
+                    std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(fail)?;
+                    volumes.push(format!("{}:{target}:ro", file.display()));
+                }
+                RunMount::Bind {
+                    target,
+                    source,
+                    from,
+                    rw,
+                } => {
+                    let root = match from {
+                        None => self.context.clone(),
+                        Some(f) => {
+                            let top = self.source_top(df, ins, f).await?;
+                            let key = format!("build-view-{}", uuid::Uuid::new_v4().simple());
+                            let mounts = SnapshotsClient::new(self.svc.snapshotter.clone())
+                                .view(self.req(ViewSnapshotRequest {
+                                    snapshotter: SNAPSHOTTER.into(),
+                                    key: key.clone(),
+                                    parent: top,
+                                    labels: Default::default(),
+                                }))
+                                .await?
+                                .into_inner()
+                                .mounts;
+                            held.views.push(key);
+                            let at_dir = dir.join(format!("from-{i}"));
+                            std::fs::create_dir_all(&at_dir).map_err(fail)?;
+                            crate::copy::mount(&mounts, &at_dir, true).map_err(|e| at(df, ins, e))?;
+                            held.mounted.push(at_dir.clone());
+                            at_dir
+                        }
+                    };
+                    let src = crate::copy::scoped(&root, source, true).map_err(|e| at(df, ins, e))?;
+                    if std::fs::symlink_metadata(&src).is_err() {
+                        return Err(at(df, ins, format!("--mount source {source:?} does not exist")));
+                    }
+                    // Writes to a rw bind land in a copy; the context is only
+                    // shown as .dockerignore leaves it.
+                    let shown = if *rw || (from.is_none() && !self.ignore.is_empty()) {
+                        let copy = dir.join(format!("bind-{i}"));
+                        let ignore = if from.is_none() {
+                            self.ignore.clone()
+                        } else {
+                            Ignore::default()
+                        };
+                        let (root, source) = (root.clone(), source.clone());
+                        let c = copy.clone();
+                        tokio::task::spawn_blocking(move || {
+                            crate::copy::copy_tree(&root, &source, &c, &ignore)
+                        })
+                        .await
+                        .map_err(|e| Status::internal(e.to_string()))?
+                        .map_err(|e| at(df, ins, e))?;
+                        copy
+                    } else {
+                        src
+                    };
+                    let ro = if *rw { "" } else { ":ro" };
+                    volumes.push(format!("{}:{target}{ro}", shown.display()));
+                }
+            }
+        }
+        Ok((volumes, tmpfs))
+    }
+
+    async fn release(&self, held: Held) {
+        for m in held.mounted.iter().rev() {
+            let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+        }
+        for v in &held.views {
+            self.remove_snapshot(v).await;
+        }
+        for d in &held.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+
     async fn run_step(
         &self,
         df: &Dockerfile,
         ins: &Instruction,
         step: u32,
         parent: &str,
-        argv: Vec<String>,
-        env: Vec<String>,
-        cwd: String,
-        user: String,
-        network: &str,
+        run: RunStep,
+    ) -> Result<(Value, String, String), Status> {
+        let mut held = Held::default();
+        let result = match self.run_mounts(df, ins, &run, &mut held).await {
+            Ok((volumes, tmpfs)) => {
+                self.run_container(df, ins, step, parent, run, volumes, tmpfs)
+                    .await
+            }
+            Err(s) => Err(s),
+        };
+        self.release(held).await;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_container(
+        &self,
+        df: &Dockerfile,
+        ins: &Instruction,
+        step: u32,
+        parent: &str,
+        run: RunStep,
+        volumes: Vec<String>,
+        tmpfs: Vec<String>,
     ) -> Result<(Value, String, String), Status> {
         let id = format!("build-{}", uuid::Uuid::new_v4().simple());
         let mut rt = RuntimeClient::new(self.svc.runtime.clone());
+        // Mount points the runtime makes that are not the step's work.
+        let mut stubs: Vec<String> = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        stubs.extend(run.mounts.iter().map(|m| m.target().to_string()));
         let events = rt
             .run(self.req(RunRequest {
                 image: String::new(),
                 name: id.clone(),
-                entrypoint: argv,
+                entrypoint: run.argv,
                 entrypoint_set: true,
-                env,
-                workdir: cwd,
-                user,
-                network: network.into(),
+                env: run.env,
+                workdir: run.cwd,
+                user: run.user,
+                network: run.network.into(),
                 rootfs_parent: parent.into(),
                 rootfs_parent_set: true,
+                volumes,
+                tmpfs,
                 ..Default::default()
             }))
             .await;
@@ -760,6 +1373,17 @@ impl Job {
             ));
         }
         // The container's rootfs snapshot (key = its id) is the step's layer.
+        if let Ok(m) = SnapshotsClient::new(self.svc.snapshotter.clone())
+            .mounts(
+                self.req(molde_api::containerd::services::snapshots::v1::MountsRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: id.clone(),
+                }),
+            )
+            .await
+        {
+            crate::mounts::remove_stubs(&m.into_inner().mounts, &stubs);
+        }
         let layer = self.commit_layer(&id, parent).await;
         let _ = rt.remove(self.req(RemoveRequest { id, force: true })).await;
         layer
@@ -772,15 +1396,52 @@ impl Job {
         parent: &str,
         srcs: Vec<String>,
         dest: String,
+        inline: Vec<(String, String)>,
     ) -> Result<(Value, String, String), Status> {
-        // Where the sources come from: the context, or a stage's rootfs.
-        let mut view_key = None;
+        let is_add = matches!(ins.command, Command::Add { .. });
+        if ins.flag("checksum").is_some() && !(is_add && srcs.iter().all(|s| is_url(s)) && !srcs.is_empty()) {
+            return Err(at(df, ins, "--checksum is only for ADD of a URL"));
+        }
+        let mut held = Held::default();
+        // Where the sources come from: the context, a stage's rootfs, the
+        // heredocs or the downloads written for this step.
+        let mut src_root = self.context.clone();
+        let mut ignore = self.ignore.clone();
+        let mut srcs = srcs;
+        let mut chmod = ins.flag("chmod").map(str::to_string);
+        let mut extract = is_add;
         let mut from_mounts = Vec::new();
-        if let Some(from) = ins.flag("from") {
-            let top = match df.stage(from).and_then(|s| self.done.get(&s.index)) {
-                Some(b) => b.top.clone(),
-                None => self.base(from).await.map_err(|e| at(df, ins, e.message()))?.top,
-            };
+        if !inline.is_empty() || srcs.iter().any(|s| is_url(s)) {
+            if srcs.iter().any(|s| !is_url(s)) {
+                return Err(at(df, ins, "URLs cannot be mixed with files from the context"));
+            }
+            let dir = self
+                .scratch
+                .join(format!("inline-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
+            held.dirs.push(dir.clone());
+            let mut names = Vec::new();
+            for (name, body) in &inline {
+                let f = dir.join(name);
+                std::fs::write(&f, body).map_err(|e| Status::internal(e.to_string()))?;
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644))
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                names.push(name.clone());
+            }
+            for u in &srcs {
+                let (file, _) = self.download(df, ins, u).await?;
+                let name = url_file_name(u);
+                std::fs::copy(&file, dir.join(&name)).map_err(|e| Status::internal(e.to_string()))?;
+                names.push(name);
+                // Downloads get 0600, and are never unpacked.
+                chmod.get_or_insert_with(|| "600".into());
+                extract = false;
+            }
+            src_root = dir;
+            ignore = Ignore::default();
+            srcs = names;
+        } else if let Some(from) = ins.flag("from") {
+            let top = self.source_top(df, ins, from).await?;
             let key = format!("build-view-{}", uuid::Uuid::new_v4().simple());
             from_mounts = SnapshotsClient::new(self.svc.snapshotter.clone())
                 .view(self.req(ViewSnapshotRequest {
@@ -792,33 +1453,28 @@ impl Job {
                 .await?
                 .into_inner()
                 .mounts;
-            view_key = Some(key);
+            held.views.push(key);
+            ignore = Ignore::default();
         }
         let key = format!("build-{}", uuid::Uuid::new_v4().simple());
         let result = async {
             let mounts = self.prepare(&key, parent).await?;
-            let dir = self.svc.scratch.join(&key);
-            let context = self.context.clone();
-            let ignore = if view_key.is_some() {
-                Ignore::default()
-            } else {
-                self.ignore.clone()
-            };
+            let dir = self.scratch.join(&key);
             let chown = ins.flag("chown").map(str::to_string);
-            let chmod = ins.flag("chmod").map(str::to_string);
             let original = ins.original.clone();
             let copied = tokio::task::spawn_blocking(move || {
-                crate::copy::into_snapshot(
-                    &dir,
-                    &mounts,
-                    &from_mounts,
-                    &context,
-                    &ignore,
-                    &srcs,
-                    &dest,
-                    chown.as_deref(),
-                    chmod.as_deref(),
-                )
+                crate::copy::into_snapshot(&crate::copy::CopyJob {
+                    scratch: &dir,
+                    mounts: &mounts,
+                    from: &from_mounts,
+                    context: &src_root,
+                    ignore: &ignore,
+                    srcs: &srcs,
+                    dest: &dest,
+                    chown: chown.as_deref(),
+                    chmod: chmod.as_deref(),
+                    extract,
+                })
                 .map_err(|e| format!("{original}: {e}"))
             })
             .await
@@ -830,9 +1486,7 @@ impl Job {
         if result.is_err() {
             self.remove_snapshot(&key).await;
         }
-        if let Some(v) = view_key {
-            self.remove_snapshot(&v).await;
-        }
+        self.release(held).await;
         result
     }
 
@@ -926,6 +1580,51 @@ impl Job {
         }))
         .await;
         Ok(())
+    }
+}
+
+/// What a RUN runs, and how.
+struct RunStep {
+    argv: Vec<String>,
+    env: Vec<String>,
+    cwd: String,
+    user: String,
+    network: &'static str,
+    script: Option<String>,
+    mounts: Vec<RunMount>,
+}
+
+/// What a step set up and must take down: views, mounts, directories.
+#[derive(Default)]
+struct Held {
+    views: Vec<String>,
+    mounted: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+fn add_layer(mut built: Built, layer: (Value, String, String)) -> Built {
+    let (desc, diff_id, top) = layer;
+    built.layers.push(desc);
+    built.diff_ids.push(diff_id);
+    built.top = top;
+    built
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// The file name an ADD URL is saved under: its path's last part.
+fn url_file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let path = path.split_once("://").map_or(path, |(_, rest)| rest);
+    match path.split_once('/') {
+        Some((_, p)) => p
+            .rsplit('/')
+            .find(|c| !c.is_empty())
+            .unwrap_or("index.html")
+            .to_string(),
+        None => "index.html".to_string(),
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value, json};
 
-use crate::dockerfile::{Command, Form, Instruction};
+use crate::dockerfile::{Command, Form, Heredoc, Instruction};
 use crate::expand;
 
 /// ARGs every build knows without a declaration.
@@ -40,9 +40,18 @@ pub enum Step {
         env: Vec<String>,
         cwd: String,
         user: String,
+        /// `RUN <<EOF` whose body starts with `#!`: the body, run as a file
+        /// (argv names where it is mounted).
+        script: Option<String>,
     },
     /// COPY or ADD with expanded sources and an absolute destination.
-    Copy { srcs: Vec<String>, dest: String },
+    /// `inline` holds the files heredoc sources (`COPY <<EOF dest`) make:
+    /// (name, contents).
+    Copy {
+        srcs: Vec<String>,
+        dest: String,
+        inline: Vec<(String, String)>,
+    },
 }
 
 /// The state of one stage.
@@ -128,6 +137,43 @@ impl StageState {
                 v
             }
         }
+    }
+
+    /// RUN's argv. Heredocs go to the shell with the command that reads
+    /// them; a lone `<<EOF` is the script itself, run by the shell, or as a
+    /// file when it starts with `#!` (mounted at `/dev/pipes/NAME`).
+    fn run_argv(&self, form: &Form, heredocs: &[Heredoc]) -> (Vec<String>, Option<String>) {
+        let (Form::Shell(text), Some(first)) = (form, heredocs.first()) else {
+            return (self.argv(form), None);
+        };
+        let alone = text
+            .trim()
+            .trim_start_matches("<<")
+            .trim_start_matches('-')
+            .trim_matches(|c| c == '"' || c == '\'')
+            == first.name
+            && heredocs.len() == 1;
+        if alone {
+            if first.body.starts_with("#!") {
+                return (
+                    vec![format!("/dev/pipes/{}", first.name)],
+                    Some(first.body.clone()),
+                );
+            }
+            let mut v = self.shell();
+            v.push(first.body.clone());
+            return (v, None);
+        }
+        let mut script = text.clone();
+        for d in heredocs {
+            script.push('\n');
+            script.push_str(&d.body);
+            script.push_str(&d.name);
+        }
+        script.push('\n');
+        let mut v = self.shell();
+        v.push(script);
+        (v, None)
     }
 
     fn workdir(&self) -> String {
@@ -296,7 +342,7 @@ impl StageState {
                 self.set("OnBuild", json!(triggers));
                 Step::Metadata
             }
-            Command::Run { form, .. } => {
+            Command::Run { form, heredocs } => {
                 let mut env = self.env();
                 // Declared ARGs are in RUN's environment, under ENV.
                 for (k, v) in &self.args {
@@ -313,8 +359,10 @@ impl StageState {
                         env.push(format!("{k}={v}"));
                     }
                 }
+                let (argv, script) = self.run_argv(form, heredocs);
                 Step::Run {
-                    argv: self.argv(form),
+                    argv,
+                    script,
                     env,
                     cwd: self.workdir(),
                     user: self
@@ -325,10 +373,28 @@ impl StageState {
                         .to_string(),
                 }
             }
-            Command::Copy { srcs, dest, .. } | Command::Add { srcs, dest, .. } => {
+            Command::Copy { srcs, dest, heredocs } | Command::Add { srcs, dest, heredocs } => {
                 let mut s = Vec::new();
+                let mut inline = Vec::new();
+                let mut docs = heredocs.iter();
                 for src in srcs {
+                    if src.starts_with("<<") {
+                        // A heredoc source: a file named after it, holding its body.
+                        let doc = docs
+                            .next()
+                            .ok_or_else(|| format!("{src}: no heredoc body follows"))?;
+                        let body = if doc.expand {
+                            self.expand(&doc.body)?
+                        } else {
+                            doc.body.clone()
+                        };
+                        inline.push((doc.name.clone(), body));
+                        continue;
+                    }
                     s.extend(self.expand_all(src)?);
+                }
+                if !inline.is_empty() && !s.is_empty() {
+                    return Err("heredoc sources cannot be mixed with files from the context".into());
                 }
                 let d = self.expand(dest)?;
                 let abs = if d.starts_with('/') {
@@ -343,7 +409,11 @@ impl StageState {
                 if names_dir && dest != "/" {
                     dest.push('/');
                 }
-                Step::Copy { srcs: s, dest }
+                Step::Copy {
+                    srcs: s,
+                    dest,
+                    inline,
+                }
             }
             Command::From { .. } => return Err("FROM starts a stage; it is not applied to one".into()),
         };
@@ -502,7 +572,9 @@ mod tests {
         )
         .unwrap();
         match &steps[4] {
-            Step::Run { argv, env, cwd, user } => {
+            Step::Run {
+                argv, env, cwd, user, ..
+            } => {
                 assert_eq!(
                     argv,
                     &vec!["/bin/sh".to_string(), "-c".into(), "echo $VERSION $MODE".into()]
@@ -525,7 +597,8 @@ mod tests {
             steps[5],
             Step::Copy {
                 srcs: vec!["app-1.0.tar".into()],
-                dest: "/opt/".into()
+                dest: "/opt/".into(),
+                inline: vec![]
             }
         );
         let c = Value::Object(st.config);
@@ -558,14 +631,40 @@ mod tests {
             steps[4],
             Step::Copy {
                 srcs: vec!["a".into(), "b".into()],
-                dest: "/w/dir/".into()
+                dest: "/w/dir/".into(),
+                inline: vec![]
             }
         );
         assert_eq!(
             steps[5],
             Step::Copy {
                 srcs: vec!["c".into()],
-                dest: "/w/".into()
+                dest: "/w/".into(),
+                inline: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn heredocs_become_scripts_and_files() {
+        let (_, steps) = build(
+            "FROM x\nARG N=one\nRUN <<EOF\necho $N\nEOF\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\nRUN cat > /f <<A\nbody\nA\nCOPY <<EOF <<\"RAW\" /etc/\nv=$N\nEOF\nv=$N\nRAW\n",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            matches!(&steps[1], Step::Run { argv, script: None, .. } if argv == &vec!["/bin/sh".to_string(), "-c".into(), "echo $N\n".into()])
+        );
+        assert!(
+            matches!(&steps[2], Step::Run { argv, script: Some(s), .. } if argv == &vec!["/dev/pipes/EOF".to_string()] && s.starts_with("#!/usr/bin/env python3"))
+        );
+        assert!(matches!(&steps[3], Step::Run { argv, .. } if argv[2] == "cat > /f <<A\nbody\nA\n"));
+        assert_eq!(
+            steps[4],
+            Step::Copy {
+                srcs: vec![],
+                dest: "/etc/".into(),
+                inline: vec![("EOF".into(), "v=one\n".into()), ("RAW".into(), "v=$N\n".into())]
             }
         );
     }

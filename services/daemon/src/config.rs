@@ -29,6 +29,23 @@ pub struct Config {
     pub gc: GcConfig,
     pub snapshotter: SnapshotterConfig,
     pub transfer: TransferConfig,
+    pub builder: BuilderConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuilderConfig {
+    /// Bytes of layers the build cache may hold; after each build the least
+    /// recently used records beyond it are dropped.
+    pub cache_max_bytes: u64,
+}
+
+impl Default for BuilderConfig {
+    fn default() -> Self {
+        Self {
+            cache_max_bytes: 10 << 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +126,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             snapshotter: SnapshotterConfig::default(),
             transfer: TransferConfig::default(),
+            builder: BuilderConfig::default(),
         }
     }
 }

@@ -248,13 +248,17 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             runtime: molde_api::client::channel(&own),
             scratch: cfg.state.join("build"),
             cache: cfg.root.join("build-cache"),
+            cache_mounts: cfg.root.join("build-cache-mounts"),
+            cache_max_bytes: cfg.builder.cache_max_bytes,
         };
         router = router
             .add_service(s.containers)
             .add_service(s.runtime)
             .add_service(s.tasks)
             .add_service(
-                molde_api::molde::services::builder::v1::builder_server::BuilderServer::new(builder),
+                molde_api::molde::services::builder::v1::builder_server::BuilderServer::new(builder)
+                    // A context sent as a tar comes in one message.
+                    .max_decoding_message_size(1 << 30),
             );
         plugins.push(plugin("io.molde.grpc.v1", "builder", &[]));
         plugins.push(plugin("io.containerd.grpc.v1", "containers", &[]));

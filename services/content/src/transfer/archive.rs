@@ -55,6 +55,9 @@ impl Puller {
     pub fn export(&self, ns: &str, names: &[String], out: impl Write) -> Result<()> {
         let mut blobs: BTreeMap<String, ()> = BTreeMap::new();
         let mut index = Vec::new();
+        // The docker-archive view of single-platform images (`manifest.json`
+        // naming the same blobs), so `docker load` reads the archive too.
+        let mut docker: Vec<serde_json::Value> = Vec::new();
         for name in names {
             let (img, _): (ImageRecord, u64) =
                 records::load(&*self.shared.store, &records::image_key(ns, name))?
@@ -86,6 +89,14 @@ impl Puller {
                 blobs.insert(m.config.digest.clone(), ());
                 for l in &m.layers {
                     blobs.insert(l.digest.clone(), ());
+                }
+                if manifests.len() == 1 && !media::is_index(&t.media_type) {
+                    let path = |d: &str| format!("blobs/{}", d.replacen(':', "/", 1));
+                    docker.push(json!({
+                        "Config": path(&m.config.digest),
+                        "RepoTags": [docker_name(name)],
+                        "Layers": m.layers.iter().map(|l| path(&l.digest)).collect::<Vec<_>>(),
+                    }));
                 }
             }
             let tag = name
@@ -123,6 +134,11 @@ impl Puller {
                 f,
             )
             .map_err(ContentError::io("writing the archive"))?;
+        }
+        if !docker.is_empty() {
+            let m = serde_json::to_vec(&docker).expect("json");
+            b.append_data(&mut tar_header(m.len() as u64), "manifest.json", m.as_slice())
+                .map_err(ContentError::io("writing the archive"))?;
         }
         let idx = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": index})).expect("json");
         b.append_data(&mut tar_header(idx.len() as u64), "index.json", idx.as_slice())
@@ -365,6 +381,14 @@ impl Puller {
 }
 
 /// Docker-style names: `busybox` is `docker.io/library/busybox:latest`.
+/// A name as docker shows it: `docker.io/library/` and `docker.io/` dropped.
+fn docker_name(name: &str) -> String {
+    name.strip_prefix("docker.io/library/")
+        .or_else(|| name.strip_prefix("docker.io/"))
+        .unwrap_or(name)
+        .to_string()
+}
+
 pub fn normalize(name: &str) -> String {
     match name.parse::<oci_client::Reference>() {
         Ok(r) => r.whole(),
