@@ -68,6 +68,36 @@ pub fn volume_mount(v: &str, volumes: &Path) -> Result<Mount, Status> {
         .map_err(bad)
 }
 
+/// The capabilities a container's process has: the set docker and
+/// containerd give by default (enough for `chown`, reading any file as root,
+/// `setuid` and the like), not the runtime spec's minimal three.
+pub fn default_capabilities() -> Result<oci_spec::runtime::LinuxCapabilities, oci_spec::OciSpecError> {
+    use oci_spec::runtime::Capability as C;
+    let set: oci_spec::runtime::Capabilities = [
+        C::Chown,
+        C::DacOverride,
+        C::Fsetid,
+        C::Fowner,
+        C::Mknod,
+        C::NetRaw,
+        C::Setgid,
+        C::Setuid,
+        C::Setfcap,
+        C::Setpcap,
+        C::NetBindService,
+        C::SysChroot,
+        C::Kill,
+        C::AuditWrite,
+    ]
+    .into_iter()
+    .collect();
+    oci_spec::runtime::LinuxCapabilitiesBuilder::default()
+        .bounding(set.clone())
+        .effective(set.clone())
+        .permitted(set)
+        .build()
+}
+
 /// `KEY=VALUE` lists merged: later keys replace earlier ones.
 pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -184,7 +214,7 @@ pub fn build(
                 .build()
                 .map_err(bad)?,
         )
-        .capabilities(process.capabilities().clone().unwrap_or_default())
+        .capabilities(default_capabilities().map_err(bad)?)
         .rlimits(clamp_rlimits(process.rlimits().clone().unwrap_or_default()))
         .no_new_privileges(true)
         .build()
