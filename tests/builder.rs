@@ -248,3 +248,222 @@ fn the_cache_reuses_unchanged_steps_across_restarts() {
         .ok();
     assert_eq!(out, "first\nchanged\n");
 }
+
+#[test]
+fn independent_stages_run_at_once() {
+    // Two stages that need nothing of each other meet through a shared cache
+    // mount: each marks its arrival and waits (bounded) for the other. Run
+    // one after the other, the first would give up and fail the build.
+    let d = daemon_with_busybox();
+    let wait = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=meet,target=/meet touch /meet/{me} \
+             && i=0; while [ ! -e /meet/{other} ]; do i=$((i+1)); [ $i -gt 300 ] && exit 7; sleep 0.1; done; \
+             echo {me} > /{me}\n"
+        )
+    };
+    let text = format!(
+        "FROM localhost/molde/busybox AS left\n{}\
+         FROM localhost/molde/busybox AS right\n{}\
+         FROM localhost/molde/busybox\nCOPY --from=left /left /\nCOPY --from=right /right /\nCMD [\"cat\", \"/left\", \"/right\"]\n",
+        wait("left", "right"),
+        wait("right", "left")
+    );
+    let ctx = context(&d, "parallel", &[("Dockerfile", &text)]);
+    d.molde(&["build", "-q", "-t", "parallel", &ctx]).ok();
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "parallel"]).ok(),
+        "left\nright\n"
+    );
+}
+
+#[test]
+fn context_on_stdin_exports_compression_and_progress() {
+    let d = daemon_with_busybox();
+    let ctx = context(
+        &d,
+        "stdin",
+        &[
+            (
+                "Dockerfile",
+                "FROM localhost/molde/busybox\nCOPY msg.txt /\nRUN cat /msg.txt > /ran\nCMD [\"cat\", \"/ran\"]\n",
+            ),
+            ("msg.txt", "from a tar on stdin\n"),
+        ],
+    );
+    // `-`: the context is a tar the daemon receives from the client.
+    let tar = std::process::Command::new("tar")
+        .args(["-C", &ctx, "-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    d.molde_stdin(&["build", "-q", "-t", "fromstdin", "-"], &tar.stdout)
+        .ok();
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "fromstdin"]).ok(),
+        "from a tar on stdin\n"
+    );
+    // An archive that would write outside the context is refused.
+    let mut evil = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"../escaped.tx");
+    h.set_cksum();
+    evil.append(&h, &b"hi"[..]).unwrap();
+    let err = d
+        .molde_stdin(&["build", "-q", "-"], &evil.into_inner().unwrap())
+        .fails();
+    assert!(err.contains("context"), "{err}");
+
+    // zstd layers on request, and an OCI archive that skopeo reads.
+    let out = d.dir.path().join("image.tar");
+    let dest = format!("type=oci,dest={}", out.display());
+    d.molde(&[
+        "build",
+        "-q",
+        "--compression",
+        "zstd",
+        "-t",
+        "zst",
+        "-o",
+        &dest,
+        &ctx,
+    ])
+    .ok();
+    let inspect = std::process::Command::new(molde_tests::require("skopeo"))
+        .args(["inspect", "--raw", &format!("oci-archive:{}", out.display())])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(
+        layers.last().unwrap()["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "zst"]).ok(),
+        "from a tar on stdin\n"
+    );
+    // Only the host's platform can be built.
+    let err = d
+        .molde(&["build", "-q", "--platform", "linux/s390x", &ctx])
+        .fails();
+    assert!(err.contains("linux/s390x") && err.contains("host"), "{err}");
+    // The live view on a terminal redraws a tree of steps.
+    let r = d.molde(&["build", "--progress", "tty", "-t", "zst2", &ctx]);
+    r.ok();
+    let log = r.stderr();
+    assert!(
+        log.contains("[+] Building") && log.contains("\x1b[") && log.contains("CACHED"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_cache_is_pruned_by_size_and_on_demand() {
+    // A cache that may hold 1 byte of layers keeps no record past a build.
+    let d = Daemon::start_with_config("[builder]\ncache_max_bytes = 1\n");
+    d.load_busybox();
+    let ctx = context(
+        &d,
+        "small",
+        &[
+            (
+                "Dockerfile",
+                "FROM localhost/molde/busybox\nCOPY a.txt /\nRUN echo ran > /ran\n",
+            ),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let cached = |log: &str| log.lines().filter(|l| l.contains(" CACHED ")).count();
+    let build = |d: &Daemon, tag: &str| {
+        let r = d.molde(&["build", "--progress", "plain", "-t", tag, &ctx]);
+        r.ok();
+        r.stderr()
+    };
+    build(&d, "small");
+    molde_tests::eventually(10, "the records are pruned", || {
+        std::fs::read_dir(d.root.join("build-cache")).map_or(true, |r| r.count() == 0)
+    });
+    assert_eq!(cached(&build(&d, "small")), 0, "nothing was kept");
+
+    // With room, records stay; `molde builder prune` drops them, and the
+    // layers only the cache held are collected.
+    let d = daemon_with_busybox();
+    let ctx = context(
+        &d,
+        "big",
+        &[
+            (
+                "Dockerfile",
+                "FROM localhost/molde/busybox\nCOPY a.txt /\nRUN echo ran > /ran\n",
+            ),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let build = |tag: &str| {
+        let r = d.molde(&["build", "--progress", "plain", "-t", tag, &ctx]);
+        r.ok();
+        r.stderr()
+    };
+    build("big");
+    assert_eq!(cached(&build("big")), 2, "kept");
+    let blobs = |d: &Daemon| d.molde(&["content", "ls", "-q"]).ok();
+    d.molde(&["rmi", "big"]).ok();
+    let held = blobs(&d);
+    let out = d.molde(&["builder", "prune"]).ok();
+    assert!(out.contains("removed 2 cache records"), "{out}");
+    molde_tests::eventually(10, "the cache's layers are collected", || {
+        blobs(&d).lines().count() < held.lines().count()
+    });
+    assert_eq!(cached(&build("big")), 0, "pruned records are gone");
+}
+
+#[test]
+fn missing_base_images_are_pulled_and_built_images_pushed() {
+    let reg = molde_tests::registry::Registry::start();
+    let d = daemon_with_busybox();
+    let base = format!("{}/base/busybox:1", reg.host);
+    d.molde(&["push", "localhost/molde/busybox", &base]).ok();
+    let ctx = context(
+        &d,
+        "pulled",
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN echo built-on-pulled > /m\nCMD [\"cat\", \"/m\"]\n"),
+        )],
+    );
+    // Not here: pulled from the registry, as docker does.
+    d.molde(&["inspect", &base]).fails();
+    d.molde(&["build", "-q", "-t", "onpulled", &ctx]).ok();
+    d.molde(&["inspect", &base]).ok();
+    // --pull fetches it again even though it is here.
+    d.molde(&["build", "-q", "--pull", "-t", "onpulled", &ctx]).ok();
+    assert!(
+        reg.log().matches("GET /v2/base/busybox/manifests/1").count() >= 2,
+        "{}",
+        reg.log()
+    );
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "onpulled"]).ok(),
+        "built-on-pulled\n"
+    );
+    // And the built image goes to the registry, where skopeo reads it.
+    let pushed = format!("{}/built/app:1", reg.host);
+    d.molde(&["push", "onpulled", &pushed]).ok();
+    let inspect = reg.skopeo(&["inspect", "--tls-verify=false", &format!("docker://{pushed}")]);
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
+}

@@ -882,44 +882,19 @@ impl Job {
     async fn base(&self, name: &str, pull: bool) -> Result<Built, Status> {
         let full = molde_common::reference::normalize(name);
         if pull {
-            let mut s = TransferClient::new(self.svc.content.clone())
-                .pull(self.plain(PullRequest {
-                    reference: full.clone(),
-                    ..Default::default()
-                }))
-                .await
-                .map_err(|e| {
-                    Status::failed_precondition(format!("FROM {name}: pulling {full}: {}", e.message()))
-                })?
-                .into_inner();
-            while s
-                .message()
-                .await
-                .map_err(|e| {
-                    Status::failed_precondition(format!("FROM {name}: pulling {full}: {}", e.message()))
-                })?
-                .is_some()
-            {}
+            self.pull(name, &full).await?;
         }
-        let mut found = None;
-        for candidate in [name.to_string(), full.clone()] {
-            match ImagesClient::new(self.svc.content.clone())
-                .get(self.plain(GetImageRequest { name: candidate }))
-                .await
-            {
-                Ok(r) => {
-                    found = r.into_inner().image;
-                    break;
-                }
-                Err(s) if s.code() == tonic::Code::NotFound => continue,
-                Err(s) => return Err(s),
+        let img = match self.find_image(name, &full).await? {
+            Some(img) => img,
+            // As docker does: an image that is not here is pulled.
+            None if !pull => {
+                self.pull(name, &full).await?;
+                self.find_image(name, &full).await?.ok_or_else(|| {
+                    Status::not_found(format!("FROM {name}: no image {full} here after pulling it"))
+                })?
             }
-        }
-        let img = found.ok_or_else(|| {
-            Status::not_found(format!(
-                "FROM {name}: no image {full} here (pull or load it first)"
-            ))
-        })?;
+            None => return Err(Status::not_found(format!("FROM {name}: no image {full} here"))),
+        };
         let target = img.target.unwrap_or_default();
         let mut manifest: Value = self.read_json(&target.digest).await?;
         if let Some(ms) = manifest.get("manifests").and_then(Value::as_array) {
@@ -960,6 +935,40 @@ impl Job {
             diff_ids,
             top,
         })
+    }
+
+    async fn find_image(&self, name: &str, full: &str) -> Result<Option<Image>, Status> {
+        for candidate in [name.to_string(), full.to_string()] {
+            match ImagesClient::new(self.svc.content.clone())
+                .get(self.plain(GetImageRequest { name: candidate }))
+                .await
+            {
+                Ok(r) => return Ok(r.into_inner().image),
+                Err(s) if s.code() == tonic::Code::NotFound => continue,
+                Err(s) => return Err(s),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Pulls a FROM image through transfer.v1 (anonymous access).
+    async fn pull(&self, name: &str, full: &str) -> Result<(), Status> {
+        let failed = |e: Status| {
+            Status::failed_precondition(format!(
+                "FROM {name}: {full} is not here and pulling it failed: {}",
+                e.message()
+            ))
+        };
+        let mut s = TransferClient::new(self.svc.content.clone())
+            .pull(self.plain(PullRequest {
+                reference: full.to_string(),
+                ..Default::default()
+            }))
+            .await
+            .map_err(failed)?
+            .into_inner();
+        while s.message().await.map_err(failed)?.is_some() {}
+        Ok(())
     }
 
     async fn read_json(&self, digest: &str) -> Result<Value, Status> {
