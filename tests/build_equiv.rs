@@ -658,8 +658,8 @@ fn onbuild_triggers_run_in_children_as_buildah_runs_them() {
 }
 
 #[test]
-fn heredocs_link_and_run_network_do_what_the_reference_says() {
-    // buildah 1.28 reads neither heredocs, --link nor RUN --network, and its
+fn heredocs_link_exclude_and_run_network_do_what_the_reference_says() {
+    // buildah 1.28 reads neither heredocs, --link, --exclude nor RUN --network, and its
     // rw bind mounts write into the context: molde's images are checked
     // against the Dockerfile reference.
     let d = Daemon::start();
@@ -695,6 +695,7 @@ EOF
 second
 EOF2
 COPY --link a.txt /linked/
+COPY --exclude=*.log --exclude=sub/skip.txt dir/ /ex/
 RUN --network=none ls /sys/class/net > /hd/net
 RUN --mount=type=bind,source=.,target=/mnt/rw,rw echo scribble > /mnt/rw/a.txt && cat /mnt/rw/a.txt >> /hd/net
 CMD cat /greeting /hd/script /hd/stdin /hd/tabs /hd/conf /hd/EOF /hd/EOF2 /linked/a.txt /hd/net
@@ -702,6 +703,10 @@ CMD cat /greeting /hd/script /hd/stdin /hd/tabs /hd/conf /hd/EOF /hd/EOF2 /linke
                 0o644,
             ),
             ("a.txt", "linked\n", 0o644),
+            ("dir/a.txt", "a\n", 0o644),
+            ("dir/b.log", "b\n", 0o644),
+            ("dir/sub/skip.txt", "s\n", 0o644),
+            ("dir/sub/keep.txt", "k\n", 0o644),
         ],
     );
     let out = d.dir.path().join("hd.tar");
@@ -713,6 +718,14 @@ CMD cat /greeting /hd/script /hd/stdin /hd/tabs /hd/conf /hd/EOF /hd/EOF2 /linke
     // Writes to a rw bind are thrown away: the context is as it was.
     assert_eq!(std::fs::read_to_string(ctx.join("a.txt")).unwrap(), "linked\n");
     let img = read_archive(&out);
+    // --exclude patterns are read relative to the source directory.
+    let copied: Vec<&str> = img
+        .fs
+        .keys()
+        .filter(|k| k.starts_with("/ex/"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(copied, ["/ex/a.txt", "/ex/sub", "/ex/sub/keep.txt"]);
     // Heredoc files are 0644 root files; the script file is not in the image.
     assert_eq!(img.fs["/hd/conf"].mode, 0o644);
     assert!(!img.fs.contains_key("/dev/pipes/EOT") && !img.fs.keys().any(|k| k.starts_with("/dev/pipes")));

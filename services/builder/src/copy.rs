@@ -28,6 +28,9 @@ pub struct CopyJob<'a> {
     pub dest: &'a str,
     pub chown: Option<&'a str>,
     pub chmod: Option<&'a str>,
+    /// `--exclude` patterns, matched against paths relative to the source
+    /// directory being copied (a file source: its path in the context).
+    pub exclude: &'a Ignore,
     /// ADD: a local tar archive (plain, gzip, bzip2-less: plain, gzip or
     /// zstd) is unpacked into `dest` instead of copied.
     pub extract: bool,
@@ -46,6 +49,7 @@ pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
         dest,
         chown,
         chmod,
+        exclude,
         extract,
     } = *job;
     let root = scratch.join("root");
@@ -75,10 +79,20 @@ pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
         };
         let found = resolve_sources(&src_root, srcs, ignore).map_err(|e| e.to_string())?;
         let into_dir = dest.ends_with('/') || found.len() > 1 || srcs.len() > 1;
-        let opts = Opts { ignore, owner, mode };
+        let mut opts = Opts {
+            ignore,
+            owner,
+            mode,
+            exclude,
+            base: String::new(),
+        };
         for rel in &found {
+            opts.base = rel.clone();
             let src = scoped(&src_root, rel, true)?;
             let md = fs::symlink_metadata(&src).map_err(|e| format!("{rel}: {e}"))?;
+            if !md.is_dir() && !exclude.is_empty() && exclude.excluded(rel) {
+                continue;
+            }
             if md.is_dir() {
                 let target = make_dirs(&root, dest, owner)?;
                 copy_dir_contents(&src, &target, rel, &opts)?;
@@ -110,6 +124,9 @@ struct Opts<'a> {
     ignore: &'a Ignore,
     owner: Option<(u32, u32)>,
     mode: Option<u32>,
+    exclude: &'a Ignore,
+    /// The source directory being copied, relative to the context.
+    base: String,
 }
 
 fn split_dest(dest: &str) -> (String, String) {
@@ -258,6 +275,18 @@ fn copy_dir_contents(src: &Path, target: &Path, rel: &str, o: &Opts) -> Result<(
         if o.ignore.excluded(&child_rel) {
             continue;
         }
+        if !o.exclude.is_empty() {
+            let local = if o.base.is_empty() {
+                child_rel.as_str()
+            } else {
+                child_rel
+                    .strip_prefix(&format!("{}/", o.base))
+                    .unwrap_or(&child_rel)
+            };
+            if o.exclude.excluded(local) {
+                continue;
+            }
+        }
         let s = src.join(&n);
         let md = fs::symlink_metadata(&s).map_err(|e| format!("{child_rel}: {e}"))?;
         copy_entry(&s, &target.join(&n), &md, &child_rel, o)?;
@@ -327,10 +356,13 @@ pub fn copy_tree(root: &Path, source: &str, to: &Path, ignore: &Ignore) -> Resul
     let rel = source.trim_matches('/').to_string();
     let src = scoped(root, source, true)?;
     let md = fs::symlink_metadata(&src).map_err(|e| format!("{source}: {e}"))?;
+    let none = Ignore::default();
     let opts = Opts {
         ignore,
         owner: None,
         mode: None,
+        exclude: &none,
+        base: rel.clone(),
     };
     copy_entry(&src, to, &md, &rel, &opts)?;
     // copy_entry gives what it makes root; keep the source's owner.

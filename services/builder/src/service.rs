@@ -613,10 +613,8 @@ impl Job {
                     built = add_layer(built, layer);
                 }
                 Step::Copy { srcs, dest, inline } => {
-                    for f in ["exclude", "parents"] {
-                        if ins.flag(f).is_some() {
-                            return Err(at(df, ins, format!("--{f} is not supported by molde's builder")));
-                        }
+                    if ins.flag("parents").is_some() {
+                        return Err(at(df, ins, "--parents is not supported by molde's builder"));
                     }
                     let layer = self.copy_step(df, ins, &built.top, srcs, dest, inline).await?;
                     self.remember(&key, &layer).await;
@@ -1471,6 +1469,7 @@ impl Job {
             let dir = self.scratch.join(&key);
             let chown = ins.flag("chown").map(str::to_string);
             let original = ins.original.clone();
+            let exclude = Ignore::parse(&ins.flags_named("exclude").collect::<Vec<_>>().join("\n"));
             let copied = tokio::task::spawn_blocking(move || {
                 crate::copy::into_snapshot(&crate::copy::CopyJob {
                     scratch: &dir,
@@ -1482,6 +1481,7 @@ impl Job {
                     dest: &dest,
                     chown: chown.as_deref(),
                     chmod: chmod.as_deref(),
+                    exclude: &exclude,
                     extract,
                 })
                 .map_err(|e| format!("{original}: {e}"))
