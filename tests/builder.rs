@@ -467,3 +467,58 @@ fn missing_base_images_are_pulled_and_built_images_pushed() {
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn copy_link_layers_are_reused_over_a_changed_base() {
+    let d = daemon_with_busybox();
+    let ctx = context(
+        &d,
+        "link",
+        &[
+            (
+                "Dockerfile",
+                "FROM localhost/molde/busybox\nARG V=1\nRUN echo $V > /v\nCOPY --link app/ /app/\nCMD [\"cat\", \"/v\", \"/app/a.txt\"]\n",
+            ),
+            ("app/a.txt", "linked\n"),
+        ],
+    );
+    let build = |v: &str| {
+        let arg = format!("V={v}");
+        let r = d.molde(&[
+            "build",
+            "--progress",
+            "plain",
+            "--build-arg",
+            &arg,
+            "-t",
+            "link",
+            &ctx,
+        ]);
+        r.ok();
+        let log = r.stderr();
+        let inspect: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", "link"]).ok()).unwrap();
+        let top = inspect["RootFS"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        (log, top)
+    };
+    let (_, first) = build("1");
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "link"]).ok(),
+        "1\nlinked\n"
+    );
+    // The RUN below changed: the linked layer is the same layer, not copied again.
+    let (log, second) = build("2");
+    assert_eq!(first, second, "the --link layer is reused");
+    assert!(
+        log.lines().any(|l| l.contains("COPY --link")) && log.contains("#4 CACHED"),
+        "{log}"
+    );
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "link"]).ok(),
+        "2\nlinked\n"
+    );
+}

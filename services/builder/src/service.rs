@@ -28,7 +28,7 @@ use futures::StreamExt;
 use molde_api::containerd::services::content::v1::{
     ReadContentRequest, WriteAction, WriteContentRequest, content_client::ContentClient,
 };
-use molde_api::containerd::services::diff::v1::{DiffRequest, diff_client::DiffClient};
+use molde_api::containerd::services::diff::v1::{ApplyRequest, DiffRequest, diff_client::DiffClient};
 use molde_api::containerd::services::images::v1::{
     CreateImageRequest, GetImageRequest, Image, UpdateImageRequest, images_client::ImagesClient,
 };
@@ -557,12 +557,8 @@ impl Job {
             // The step's key: its parent's, what it does once expanded (a
             // RUN's argv, env, directory and user), its flags and its inputs.
             let inputs = self.inputs(df, ins, &what, &mounts).await?;
-            key = cache::step_key(
-                &key,
-                &format!("{:?}|{what:?}|{}", ins.flags, self.req.compression),
-                &[],
-                inputs.as_deref(),
-            );
+            let text = format!("{:?}|{what:?}|{}", ins.flags, self.req.compression);
+            key = cache::step_key(&key, &text, &[], inputs.as_deref());
             tracing::debug!(step = %ins.original, key = %key, "build step");
             if what != Step::Metadata
                 && !self.req.no_cache
@@ -615,6 +611,35 @@ impl Job {
                 Step::Copy { srcs, dest, inline } => {
                     if ins.flag("parents").is_some() {
                         return Err(at(df, ins, "--parents is not supported by molde's builder"));
+                    }
+                    // --link: the files make a layer of their own, cached
+                    // whatever lies below, then stacked on the stage.
+                    // (--chown by name needs the stage's /etc/passwd.)
+                    let link = ins.flag("link").is_some_and(|v| v != "false")
+                        && ins
+                            .flag("chown")
+                            .is_none_or(|c| c.split(':').all(|p| p.parse::<u32>().is_ok()));
+                    if link {
+                        let alone_key = cache::step_key("link", &text, &[], inputs.as_deref());
+                        let cached = if self.req.no_cache {
+                            None
+                        } else {
+                            self.cached(&alone_key).await
+                        };
+                        let hit = cached.is_some();
+                        let alone = match cached {
+                            Some(l) => l,
+                            None => {
+                                let l = self.copy_step(df, ins, "", srcs, dest, inline).await?;
+                                self.remember(&alone_key, &l).await;
+                                l
+                            }
+                        };
+                        let layer = self.rebase(alone, &built.top).await?;
+                        self.remember(&key, &layer).await;
+                        built = add_layer(built, layer);
+                        self.finish(step, hit, started).await;
+                        continue;
                     }
                     let layer = self.copy_step(df, ins, &built.top, srcs, dest, inline).await?;
                     self.remember(&key, &layer).await;
@@ -1131,6 +1156,81 @@ impl Job {
             .await?;
         let layer = json!({ "mediaType": desc.media_type, "digest": desc.digest, "size": desc.size });
         Ok((layer, diff_id, name))
+    }
+
+    /// A layer made on its own (over nothing) stacked on `parent`: its blob
+    /// applied by diff.v1 onto a snapshot over `parent`, committed under the
+    /// chain ID (kept when it is already there).
+    async fn rebase(
+        &self,
+        alone: (Value, String, String),
+        parent: &str,
+    ) -> Result<(Value, String, String), Status> {
+        let (desc, diff_id, _) = alone;
+        if parent.is_empty() {
+            let top = molde_common::chain_id("", &diff_id);
+            return Ok((desc, diff_id, top));
+        }
+        let name = molde_common::chain_id(parent, &diff_id);
+        let exists = SnapshotsClient::new(self.svc.snapshotter.clone())
+            .stat(self.plain(
+                molde_api::containerd::services::snapshots::v1::StatSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: name.clone(),
+                },
+            ))
+            .await
+            .is_ok();
+        if !exists {
+            let key = format!("build-{}", uuid::Uuid::new_v4().simple());
+            let result = async {
+                let mounts = self.prepare(&key, parent).await?;
+                DiffClient::new(self.svc.snapshotter.clone())
+                    .apply(self.req(ApplyRequest {
+                        diff: Some(Descriptor {
+                            media_type: desc["mediaType"].as_str().unwrap_or_default().to_string(),
+                            digest: desc["digest"].as_str().unwrap_or_default().to_string(),
+                            size: desc["size"].as_i64().unwrap_or_default(),
+                            annotations: Default::default(),
+                        }),
+                        mounts,
+                        payloads: Default::default(),
+                        sync_fs: false,
+                    }))
+                    .await?;
+                match SnapshotsClient::new(self.svc.snapshotter.clone())
+                    .commit(self.req(CommitSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.into(),
+                        name: name.clone(),
+                        key: key.clone(),
+                        labels: Default::default(),
+                    }))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                        self.remove_snapshot(&key).await;
+                        Ok(())
+                    }
+                    Err(s) => Err(s),
+                }
+            }
+            .await;
+            if result.is_err() {
+                self.remove_snapshot(&key).await;
+            }
+            result?;
+        }
+        LeasesClient::new(self.svc.content.clone())
+            .add_resource(self.plain(AddResourceRequest {
+                id: self.lease.clone(),
+                resource: Some(Resource {
+                    id: name.clone(),
+                    r#type: format!("snapshots/{SNAPSHOTTER}"),
+                }),
+            }))
+            .await?;
+        Ok((desc, diff_id, name))
     }
 
     /// Host-side sources for a RUN's mounts and script, as runtime volumes and
