@@ -315,7 +315,9 @@ fn instructions_build_the_same_images_as_buildah() {
         &[
             (
                 "Dockerfile",
-                r#"# A comment, then every metadata instruction and both ENV forms.
+                r#"# syntax=docker/dockerfile:1
+# check=error=true
+# A comment, then every metadata instruction and both ENV forms.
 FROM localhost/molde/busybox AS base
 MAINTAINER molde tests <tests@molde.invalid>
 ARG WHO=world
@@ -377,11 +379,12 @@ fn stages_args_and_context_rules_build_the_same_images_as_buildah() {
                 r#"# escape=`
 ARG BASE=localhost/molde/busybox
 ARG UNUSED
-FROM ${BASE} AS build
+FROM --platform=$BUILDPLATFORM ${BASE} AS build
 ARG MODE
 ARG LEVEL=3
 RUN mkdir /out && echo "mode=${MODE:-debug} level=${LEVEL:+set} unused=${UNUSED:-none}" > /out/info `
-    && for i in 1 2 3; do echo $i > /out/n$i; done
+    && for i in 1 2 3; do echo $i > /out/n$i; done `
+    && echo "proxy=$HTTP_PROXY" > /out/proxy
 COPY src/ /src/
 
 FROM build AS test
@@ -395,7 +398,7 @@ COPY --from=build /out /app/out
 COPY --from=test /out/tested /app/
 COPY --from=localhost/molde/busybox /etc/group /app/group
 COPY . /ctx/
-CMD ["sh", "-c", "cat /app/out/info /app/tested; ls /ctx | tr '\n' ' '"]
+CMD ["sh", "-c", "cat /app/out/info /app/tested /app/out/proxy; ls /ctx | tr '\n' ' '"]
 "#,
                 0o644,
             ),
@@ -406,10 +409,17 @@ CMD ["sh", "-c", "cat /app/out/info /app/tested; ls /ctx | tr '\n' ' '"]
             ("secret/key", "k\n", 0o600),
         ],
     );
-    let out = both(&d, &b, "stages", &ctx, &["--build-arg", "MODE=release"], &[]);
+    // HTTP_PROXY is predefined: RUN sees it without an ARG.
+    let args = [
+        "--build-arg",
+        "MODE=release",
+        "--build-arg",
+        "HTTP_PROXY=http://127.0.0.1:3128",
+    ];
+    let out = both(&d, &b, "stages", &ctx, &args, &[]);
     assert_eq!(
         out,
-        "mode=release level=set unused=none\nmode=release level=set unused=none\nDockerfile keep.log src ",
+        "mode=release level=set unused=none\nmode=release level=set unused=none\nproxy=http://127.0.0.1:3128\nDockerfile keep.log src ",
         "what the image's CMD prints"
     );
     // --target builds up to that stage; stages it does not need are skipped.
