@@ -286,11 +286,13 @@ fn context_on_stdin_exports_compression_and_progress() {
         &[
             (
                 "Dockerfile",
-                "FROM localhost/molde/busybox\nCOPY msg.txt /\nRUN cat /msg.txt > /ran\nCMD [\"cat\", \"/ran\"]\n",
+                "FROM localhost/molde/busybox\nCOPY msg.txt big.bin /\nRUN cat /msg.txt > /ran && wc -c < /big.bin >> /ran\nCMD [\"cat\", \"/ran\"]\n",
             ),
             ("msg.txt", "from a tar on stdin\n"),
         ],
     );
+    // Larger than one gRPC message: the tar is streamed in pieces.
+    std::fs::write(Path::new(&ctx).join("big.bin"), vec![7u8; 6 << 20]).unwrap();
     // `-`: the context is a tar the daemon receives from the client.
     let tar = std::process::Command::new("tar")
         .args(["-C", &ctx, "-cf", "-", "."])
@@ -301,7 +303,7 @@ fn context_on_stdin_exports_compression_and_progress() {
         .ok();
     assert_eq!(
         d.molde(&["run", "--rm", "--network", "none", "fromstdin"]).ok(),
-        "from a tar on stdin\n"
+        "from a tar on stdin\n6291456\n"
     );
     // An archive that would write outside the context is refused.
     let mut evil = tar::Builder::new(Vec::new());
@@ -349,7 +351,7 @@ fn context_on_stdin_exports_compression_and_progress() {
     );
     assert_eq!(
         d.molde(&["run", "--rm", "--network", "none", "zst"]).ok(),
-        "from a tar on stdin\n"
+        "from a tar on stdin\n6291456\n"
     );
     // Only the host's platform can be built.
     let err = d

@@ -138,15 +138,11 @@ pub async fn build(d: &Daemon, a: BuildArgs) -> Result<()> {
         secrets: a.secrets.iter().map(|s| secret(s)).collect::<Result<_>>()?,
         ..Default::default()
     };
-    if a.context == "-" {
-        let mut tar = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut tar)
-            .context("reading the build context from stdin")?;
-        if tar.is_empty() {
-            bail!("build context -: stdin is empty (send a tar of the context)");
+    let streamed = a.context == "-";
+    if streamed {
+        if a.file.as_deref() == Some("-") {
+            bail!("-f - and a context on stdin cannot both read stdin");
         }
-        req.context_tar = tar;
     } else {
         let context =
             std::fs::canonicalize(&a.context).map_err(|e| anyhow!("build context {}: {e}", a.context))?;
@@ -173,12 +169,54 @@ pub async fn build(d: &Daemon, a: BuildArgs) -> Result<()> {
         // An export needs a name to find the image by.
         req.tags.push(format!("molde.local/build:{}", uuid_like()));
     }
-    let mut stream = BuilderClient::new(d.channel.clone())
-        .max_decoding_message_size(64 << 20)
-        .build(d.request(req.clone()))
+    let mut client = BuilderClient::new(d.channel.clone()).max_decoding_message_size(64 << 20);
+    let mut stream = if streamed {
+        // The context tar goes to the daemon as it is read from stdin.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(api::BuildInput {
+            request: Some(req.clone()),
+            context_tar: Vec::new(),
+        })
         .await
-        .map_err(status("build"))?
-        .into_inner();
+        .map_err(|_| anyhow!("build: the stream closed"))?;
+        let reader = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let mut stdin = std::io::stdin().lock();
+            let mut total = 0u64;
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let n = stdin
+                    .read(&mut buf)
+                    .context("reading the build context from stdin")?;
+                if n == 0 {
+                    return Ok(total);
+                }
+                total += n as u64;
+                buf.truncate(n);
+                if tx
+                    .blocking_send(api::BuildInput {
+                        request: None,
+                        context_tar: buf,
+                    })
+                    .is_err()
+                {
+                    return Ok(total);
+                }
+            }
+        });
+        let s = client
+            .build_stream(d.request(tokio_stream::wrappers::ReceiverStream::new(rx)))
+            .await;
+        if reader.await?? == 0 {
+            bail!("build context -: stdin is empty (send a tar of the context)");
+        }
+        s.map_err(status("build"))?.into_inner()
+    } else {
+        client
+            .build(d.request(req.clone()))
+            .await
+            .map_err(status("build"))?
+            .into_inner()
+    };
     let tty = match a.progress.as_str() {
         "auto" => std::io::stderr().is_terminal(),
         "tty" => true,

@@ -95,34 +95,105 @@ impl Builder for BuilderService {
 
     async fn build(&self, req: Request<api::BuildRequest>) -> Result<Response<Self::BuildStream>, Status> {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
-        let mut r = req.into_inner();
-        let host = format!("linux/{}", molde_common::host_arch());
-        if !r.platform.is_empty() && r.platform != host {
-            return Err(Status::invalid_argument(format!(
-                "--platform {}: molde builds for this host's platform only ({host})",
-                r.platform
-            )));
+        let scratch = self.job_dir()?;
+        let context = PathBuf::from(&req.get_ref().context_dir);
+        self.start(ns, req.into_inner(), context, scratch)
+    }
+
+    type BuildStreamStream = ReceiverStream<Result<api::BuildEvent, Status>>;
+
+    async fn build_stream(
+        &self,
+        req: Request<tonic::Streaming<api::BuildInput>>,
+    ) -> Result<Response<Self::BuildStreamStream>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let mut input = req.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the build stream ended before its request"))?;
+        let r = first.request.ok_or_else(|| {
+            Status::invalid_argument("the first message of a build stream holds the request")
+        })?;
+        let scratch = self.job_dir()?;
+        // The tar goes to disk as it comes, then is unpacked.
+        let received = async {
+            use tokio::io::AsyncWriteExt;
+            let tar = scratch.join("context.tar");
+            let mut f = tokio::fs::File::create(&tar).await?;
+            f.write_all(&first.context_tar).await?;
+            while let Some(m) = input.message().await.map_err(std::io::Error::other)? {
+                f.write_all(&m.context_tar).await?;
+            }
+            f.flush().await?;
+            Ok::<_, std::io::Error>(tar)
         }
-        if !matches!(r.compression.as_str(), "" | "gzip" | "zstd") {
-            return Err(Status::invalid_argument(format!(
-                "compression {:?}: expected gzip or zstd",
-                r.compression
-            )));
+        .await;
+        let unpacked = match received {
+            Ok(tar) => {
+                let dir = scratch.join("context");
+                tokio::task::spawn_blocking(move || {
+                    let r = unpack_context(&tar, &dir);
+                    let _ = std::fs::remove_file(&tar);
+                    r.map(|()| dir)
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::invalid_argument(format!("the build context archive: {e}")))
+            }
+            Err(e) => Err(Status::invalid_argument(format!(
+                "receiving the build context: {e}"
+            ))),
+        };
+        match unpacked {
+            Ok(context) => self.start(ns, r, context, scratch),
+            Err(s) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                Err(s)
+            }
         }
-        let scratch = self
+    }
+
+    async fn prune(&self, req: Request<api::PruneRequest>) -> Result<Response<api::PruneResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(self.prune_cache(r.all, r.keep_bytes).await?))
+    }
+}
+
+impl BuilderService {
+    /// A directory of its own for one build, under `scratch`.
+    fn job_dir(&self) -> Result<PathBuf, Status> {
+        let dir = self
             .scratch
             .join(format!("job-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&scratch)
-            .map_err(|e| Status::internal(format!("creating {}: {e}", scratch.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
+        Ok(dir)
+    }
+
+    /// Checks the request, reads the Dockerfile and plans, then runs the
+    /// build in the background, its events on the stream returned.
+    fn start(
+        &self,
+        ns: String,
+        r: api::BuildRequest,
+        context: PathBuf,
+        scratch: PathBuf,
+    ) -> Result<Response<ReceiverStream<Result<api::BuildEvent, Status>>>, Status> {
+        let host = format!("linux/{}", molde_common::host_arch());
         let prepared = (|| {
-            let context = if r.context_tar.is_empty() {
-                PathBuf::from(&r.context_dir)
-            } else {
-                let dir = scratch.join("context");
-                unpack_context(std::mem::take(&mut r.context_tar), &dir)
-                    .map_err(|e| Status::invalid_argument(format!("the build context archive: {e}")))?;
-                dir
-            };
+            if !r.platform.is_empty() && r.platform != host {
+                return Err(Status::invalid_argument(format!(
+                    "--platform {}: molde builds for this host's platform only ({host})",
+                    r.platform
+                )));
+            }
+            if !matches!(r.compression.as_str(), "" | "gzip" | "zstd") {
+                return Err(Status::invalid_argument(format!(
+                    "compression {:?}: expected gzip or zstd",
+                    r.compression
+                )));
+            }
             if !context.is_absolute() || !context.is_dir() {
                 return Err(Status::invalid_argument(format!(
                     "build context {:?} is not a directory the daemon can read (an absolute path)",
@@ -192,21 +263,21 @@ impl Builder for BuilderService {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
-
-    async fn prune(&self, req: Request<api::PruneRequest>) -> Result<Response<api::PruneResponse>, Status> {
-        let r = req.into_inner();
-        Ok(Response::new(self.prune_cache(r.all, r.keep_bytes).await?))
-    }
 }
 
 /// Unpacks a context sent as a tar (plain or gzip) into `dir`; entries that
 /// would land outside it are refused.
-fn unpack_context(bytes: Vec<u8>, dir: &Path) -> Result<(), String> {
+fn unpack_context(tar: &Path, dir: &Path) -> Result<(), String> {
+    use std::io::Read;
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let reader: Box<dyn std::io::Read> = if bytes.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(std::io::Cursor::new(bytes)))
+    let mut f = std::fs::File::open(tar).map_err(|e| e.to_string())?;
+    let mut magic = [0u8; 2];
+    let gzip = f.read(&mut magic).map_err(|e| e.to_string())? == 2 && magic == [0x1f, 0x8b];
+    let f = std::fs::File::open(tar).map_err(|e| e.to_string())?;
+    let reader: Box<dyn std::io::Read> = if gzip {
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)))
     } else {
-        Box::new(std::io::Cursor::new(bytes))
+        Box::new(std::io::BufReader::new(f))
     };
     let mut a = tar::Archive::new(reader);
     a.set_preserve_permissions(true);
