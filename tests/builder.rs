@@ -524,3 +524,68 @@ fn copy_link_layers_are_reused_over_a_changed_base() {
         "2\nlinked\n"
     );
 }
+
+#[test]
+fn a_build_cut_short_by_a_killed_daemon_leaves_nothing_behind() {
+    let mut d = daemon_with_busybox();
+    let ctx = context(
+        &d,
+        "killed",
+        &[
+            (
+                "Dockerfile",
+                "FROM localhost/molde/busybox\nCOPY a.txt /\nRUN echo step-started && sleep 120\n",
+            ),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let mut build = std::process::Command::new(molde_tests::bin("molde"))
+        .env("MOLDE_ADDRESS", &d.sock)
+        .args(["build", "--progress", "plain", "-t", "killed", &ctx])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the RUN to be running, then kill molded as a crash would.
+    let stderr = build.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    assert!(
+        lines
+            .by_ref()
+            .take(50)
+            .any(|l| l.is_ok_and(|l| l == "step-started")),
+        "the RUN step never started"
+    );
+    assert!(
+        !d.molde(&["ps", "-a", "-q"]).ok().trim().is_empty(),
+        "the RUN container runs"
+    );
+    d.kill9();
+    let status = build.wait().unwrap();
+    assert!(!status.success(), "the client sees the build fail");
+    d.spawn();
+    // The restarted daemon removes the RUN container (still running), its
+    // snapshot, mounts and directories.
+    molde_tests::eventually(30, "the build's container is removed", || {
+        d.molde(&["ps", "-a", "-q"]).ok().trim().is_empty()
+    });
+    let (_, mounts) = leftovers(&d);
+    assert!(mounts.is_empty(), "no build mount is left: {mounts:?}");
+    let scratch = std::fs::read_dir(d.state.join("build")).map_or(0, |r| r.count());
+    assert_eq!(scratch, 0, "no build directory is left");
+    let snaps = d.ctr(&["snapshots", "ls"]).ok();
+    assert!(!snaps.lines().any(|l| l.starts_with("build-")), "{snaps}");
+    let leases = d.ctr(&["leases", "ls"]).ok();
+    assert!(!leases.lines().any(|l| l.starts_with("build-")), "{leases}");
+    // And building works again (the COPY layer the killed build cached is reused).
+    std::fs::write(
+        Path::new(&ctx).join("Dockerfile"),
+        "FROM localhost/molde/busybox\nCOPY a.txt /\nRUN cat /a.txt > /b\nCMD [\"cat\", \"/b\"]\n",
+    )
+    .unwrap();
+    d.molde(&["build", "-q", "-t", "killed", &ctx]).ok();
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "killed"]).ok(),
+        "a\n"
+    );
+}

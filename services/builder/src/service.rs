@@ -34,17 +34,20 @@ use molde_api::containerd::services::images::v1::{
 };
 use molde_api::containerd::services::leases::v1::{
     AddResourceRequest, CreateRequest as CreateLease, DeleteRequest as DeleteLease, DeleteResourceRequest,
-    Resource, leases_client::LeasesClient,
+    ListRequest as ListLeasesRequest, Resource, leases_client::LeasesClient,
+};
+use molde_api::containerd::services::namespaces::v1::{
+    ListNamespacesRequest, namespaces_client::NamespacesClient,
 };
 use molde_api::containerd::services::snapshots::v1::{
-    CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest,
-    snapshots_client::SnapshotsClient,
+    CommitSnapshotRequest, ListSnapshotsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    ViewSnapshotRequest, snapshots_client::SnapshotsClient,
 };
 use molde_api::containerd::types::{Descriptor, Mount};
 use molde_api::molde::services::builder::v1::{self as api, build_event::Event, builder_server::Builder};
 use molde_api::molde::services::gc::v1::{CollectRequest, gc_client::GcClient};
 use molde_api::molde::services::runtime::v1::{
-    RemoveRequest, RunRequest, run_event, runtime_client::RuntimeClient,
+    ListRequest, RemoveRequest, RunRequest, run_event, runtime_client::RuntimeClient,
 };
 use molde_api::molde::services::transfer::v1::{PullRequest, transfer_client::TransferClient};
 use molde_common::{Algorithm, Digest, RequestContext};
@@ -81,6 +84,9 @@ pub struct BuilderService {
     pub cache_mounts: PathBuf,
     /// Bytes of layers the cache records may hold (least recently used go first).
     pub cache_max_bytes: u64,
+    /// Held for writing while `recover` cleans up after an earlier molded;
+    /// builds wait for it.
+    pub recovering: std::sync::Arc<tokio::sync::RwLock<()>>,
 }
 
 type Tx = mpsc::Sender<Result<api::BuildEvent, Status>>;
@@ -161,6 +167,110 @@ impl Builder for BuilderService {
 }
 
 impl BuilderService {
+    /// Cleans up after builds an earlier molded did not finish (killed
+    /// mid-build): their mounts and directories under `scratch`, their RUN
+    /// containers (still running, perhaps), their snapshots and leases.
+    /// Called once at start, with `recovering` held for writing (`guard`).
+    pub async fn recover(&self, guard: tokio::sync::OwnedRwLockWriteGuard<()>) {
+        let scratch = self.scratch.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+                .filter(|m| Path::new(m).starts_with(&scratch))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for m in points {
+                let _ = rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH);
+            }
+            if let Ok(dir) = std::fs::read_dir(&scratch) {
+                for e in dir.flatten() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        })
+        .await;
+        let namespaces = NamespacesClient::new(self.content.clone())
+            .list(Request::new(ListNamespacesRequest::default()))
+            .await
+            .map(|r| r.into_inner().namespaces)
+            .unwrap_or_default();
+        let mut cleaned = 0usize;
+        for ns in namespaces.iter().map(|n| n.name.as_str()) {
+            let mut rt = RuntimeClient::new(self.runtime.clone());
+            let containers = rt
+                .list(self.plain(ns, ListRequest { all: true }))
+                .await
+                .map(|r| r.into_inner().containers)
+                .unwrap_or_default();
+            for c in containers.iter().filter(|c| c.id.starts_with("build-")) {
+                let removed = rt
+                    .remove(self.plain(
+                        ns,
+                        RemoveRequest {
+                            id: c.id.clone(),
+                            force: true,
+                        },
+                    ))
+                    .await;
+                cleaned += usize::from(removed.is_ok());
+            }
+            let mut snaps = SnapshotsClient::new(self.snapshotter.clone());
+            let mut keys = Vec::new();
+            if let Ok(r) = snaps
+                .list(self.plain(
+                    ns,
+                    ListSnapshotsRequest {
+                        snapshotter: SNAPSHOTTER.into(),
+                        filters: Vec::new(),
+                    },
+                ))
+                .await
+            {
+                let mut stream = r.into_inner();
+                while let Ok(Some(m)) = stream.message().await {
+                    // Snapshots a build prepared; committed layers are
+                    // named by chain IDs, never so.
+                    keys.extend(
+                        m.info
+                            .into_iter()
+                            .map(|i| i.name)
+                            .filter(|n| n.starts_with("build-")),
+                    );
+                }
+            }
+            for k in keys {
+                let removed = snaps
+                    .remove(self.plain(
+                        ns,
+                        RemoveSnapshotRequest {
+                            snapshotter: SNAPSHOTTER.into(),
+                            key: k,
+                        },
+                    ))
+                    .await;
+                cleaned += usize::from(removed.is_ok());
+            }
+            let mut leases = LeasesClient::new(self.content.clone());
+            let ids: Vec<String> = leases
+                .list(self.plain(ns, ListLeasesRequest::default()))
+                .await
+                .map(|r| r.into_inner().leases.into_iter().map(|l| l.id).collect())
+                .unwrap_or_default();
+            for id in ids.into_iter().filter(|i| i.starts_with("build-")) {
+                let removed = leases
+                    .delete(self.plain(ns, DeleteLease { id, sync: false }))
+                    .await;
+                cleaned += usize::from(removed.is_ok());
+            }
+        }
+        if cleaned > 0 {
+            tracing::info!(cleaned, "removed what unfinished builds left");
+        }
+        drop(guard);
+    }
+
     /// A directory of its own for one build, under `scratch`.
     fn job_dir(&self) -> Result<PathBuf, Status> {
         let dir = self
@@ -180,6 +290,7 @@ impl BuilderService {
         context: PathBuf,
         scratch: PathBuf,
     ) -> Result<Response<ReceiverStream<Result<api::BuildEvent, Status>>>, Status> {
+        let recovering = self.recovering.clone();
         let host = format!("linux/{}", molde_common::host_arch());
         let prepared = (|| {
             if !r.platform.is_empty() && r.platform != host {
@@ -246,6 +357,8 @@ impl BuilderService {
             downloads: Mutex::new(HashMap::new()),
         };
         tokio::spawn(async move {
+            // Not before what an earlier molded left is cleaned up.
+            drop(recovering.read().await);
             let lease = job.lease.clone();
             let result = job.run(&df, waves).await;
             let _ = LeasesClient::new(job.svc.content.clone())

@@ -123,6 +123,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         plugin("io.containerd.grpc.v1", "events", &[]),
     ];
     let mut hosted = Vec::new();
+    // The builder cleans up after an earlier molded once it serves.
+    let mut recover = None;
 
     let store = if cfg.hosts("content") || cfg.hosts("snapshotter") || cfg.hosts("runtime") {
         let meta_path = cfg.root.join("meta.redb");
@@ -250,7 +252,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             cache: cfg.root.join("build-cache"),
             cache_mounts: cfg.root.join("build-cache-mounts"),
             cache_max_bytes: cfg.builder.cache_max_bytes,
+            recovering: Default::default(),
         };
+        let guard = builder
+            .recovering
+            .clone()
+            .try_write_owned()
+            .expect("nothing holds a new lock");
+        recover = Some((builder.clone(), guard));
         router = router
             .add_service(s.containers)
             .add_service(s.runtime)
@@ -299,6 +308,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stop_rx.await;
     }));
+    if let Some((builder, guard)) = recover {
+        tokio::spawn(async move { builder.recover(guard).await });
+    }
 
     let signal = shutdown_signal().await?;
     tracing::info!(signal, "shutting down");
