@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --locked -p molded -p molde
+cargo build --release --locked -p molded -p molde -p molde-shim
 bin=$PWD/target/release
 [ -n "${CARGO_TARGET_DIR:-}" ] && bin=$CARGO_TARGET_DIR/release
 
