@@ -398,6 +398,8 @@ COPY --from=build /out /app/out
 COPY --from=test /out/tested /app/
 COPY --from=localhost/molde/busybox /etc/group /app/group
 COPY . /ctx/
+HEALTHCHECK NONE
+ENTRYPOINT ["env"]
 CMD ["sh", "-c", "cat /app/out/info /app/tested /app/out/proxy; ls /ctx | tr '\n' ' '"]
 "#,
                 0o644,
@@ -460,10 +462,13 @@ RUN --mount=type=bind,source=src,target=/mnt/src cat /mnt/src/in.txt > /fromctx
 RUN --mount=type=bind,from=tools,source=/opt/tool,target=/mnt/tool cat /mnt/tool/version > /fromstage
 RUN --mount=type=tmpfs,target=/scratch echo temp > /scratch/t && ls /scratch > /tmpfslist
 RUN --mount=type=secret,id=tok,required=true cat /run/secrets/tok | wc -c > /secretlen
+RUN --mount=type=cache,id=CACHE_ID-owned,target=/owned-cache,uid=1234,gid=1234,mode=0700 stat -c '%u %g %a' /owned-cache > /cacheowner
+RUN --mount=type=secret,id=tok,target=/etc/tok.conf,mode=0440 stat -c '%a' /etc/tok.conf > /secretmode
+RUN --mount=type=bind,from=localhost/molde/busybox,source=/etc,target=/mnt/img head -1 /mnt/img/group > /imggroup
 ADD bundle.tar.gz /unpacked/
 ADD plain.tar /plain/
 COPY bundle.tar.gz /kept/
-CMD ["cat", "/cachecount", "/fromctx", "/fromstage", "/tmpfslist", "/secretlen", "/unpacked/pkg/p.txt"]
+CMD ["cat", "/cachecount", "/fromctx", "/fromstage", "/tmpfslist", "/secretlen", "/cacheowner", "/secretmode", "/imggroup", "/unpacked/pkg/p.txt"]
 "#,
                 0o644,
             ),
@@ -500,7 +505,7 @@ CMD ["cat", "/cachecount", "/fromctx", "/fromstage", "/tmpfslist", "/secretlen",
     ];
     let out = both(&d, &b, "mounts", &ctx, &["--secret", &spec], &mounts);
     assert_eq!(
-        out, "1\nfrom-context\ntool-v1\nt\n7\npayload\n",
+        out, "1\nfrom-context\ntool-v1\nt\n7\n1234 1234 700\n440\nroot:x:0:\npayload\n",
         "what the image's CMD prints"
     );
     // The secret is in no layer.
@@ -585,7 +590,7 @@ fn add_from_a_url_builds_the_same_image_as_buildah_and_checks_checksums() {
         &[(
             "Dockerfile",
             &format!(
-                "FROM localhost/molde/busybox\nADD {url} /opt/\nADD {url} /opt/renamed.sh\nCMD [\"sh\", \"/opt/tool.sh\"]\n"
+                "FROM localhost/molde/busybox\nADD {url} /opt/\nADD {url} /opt/renamed.sh\nENTRYPOINT sh /opt/tool.sh\n"
             ),
             0o644,
         )],
