@@ -401,9 +401,9 @@ fn archive_kind(path: &Path) -> Option<Archive> {
     }
 }
 
-/// Unpacks a tar archive into `dir` (owners, modes and links as recorded);
-/// an entry that would land outside `dir` stops it.
-fn unpack(archive: &Path, dir: &Path) -> Result<(), String> {
+/// Unpacks a tar archive (plain, gzip or zstd) into `dir` (owners, modes
+/// and links as recorded); an entry that would land outside `dir` stops it.
+pub fn unpack(archive: &Path, dir: &Path) -> Result<(), String> {
     let f = fs::File::open(archive).map_err(|e| e.to_string())?;
     let reader: Box<dyn io::Read> = match archive_kind(archive) {
         Some(Archive::Gzip) => Box::new(flate2::read::GzDecoder::new(io::BufReader::new(f))),

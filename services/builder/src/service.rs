@@ -139,7 +139,9 @@ impl Builder for BuilderService {
             Ok(tar) => {
                 let dir = scratch.join("context");
                 tokio::task::spawn_blocking(move || {
-                    let r = unpack_context(&tar, &dir);
+                    let r = std::fs::create_dir_all(&dir)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| crate::copy::unpack(&tar, &dir));
                     let _ = std::fs::remove_file(&tar);
                     r.map(|()| dir)
                 })
@@ -376,35 +378,6 @@ impl BuilderService {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
-}
-
-/// Unpacks a context sent as a tar (plain or gzip) into `dir`; entries that
-/// would land outside it are refused.
-fn unpack_context(tar: &Path, dir: &Path) -> Result<(), String> {
-    use std::io::Read;
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let mut f = std::fs::File::open(tar).map_err(|e| e.to_string())?;
-    let mut magic = [0u8; 2];
-    let gzip = f.read(&mut magic).map_err(|e| e.to_string())? == 2 && magic == [0x1f, 0x8b];
-    let f = std::fs::File::open(tar).map_err(|e| e.to_string())?;
-    let reader: Box<dyn std::io::Read> = if gzip {
-        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)))
-    } else {
-        Box::new(std::io::BufReader::new(f))
-    };
-    let mut a = tar::Archive::new(reader);
-    a.set_preserve_permissions(true);
-    for e in a.entries().map_err(|e| e.to_string())? {
-        let mut e = e.map_err(|e| e.to_string())?;
-        let path = e.path().map_err(|e| e.to_string())?.into_owned();
-        if !e
-            .unpack_in(dir)
-            .map_err(|err| format!("{}: {err}", path.display()))?
-        {
-            return Err(format!("{}: leads outside the context", path.display()));
-        }
-    }
-    Ok(())
 }
 
 impl BuilderService {
@@ -857,6 +830,31 @@ impl Job {
                     .top
             }
         })
+    }
+
+    /// A read-only view of the rootfs of the stage or image `from` names
+    /// (removed with `held`).
+    async fn view(
+        &self,
+        df: &Dockerfile,
+        ins: &Instruction,
+        from: &str,
+        held: &mut Held,
+    ) -> Result<Vec<Mount>, Status> {
+        let top = self.source_top(df, ins, from).await?;
+        let key = format!("build-view-{}", uuid::Uuid::new_v4().simple());
+        let mounts = SnapshotsClient::new(self.svc.snapshotter.clone())
+            .view(self.req(ViewSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.clone(),
+                parent: top,
+                labels: Default::default(),
+            }))
+            .await?
+            .into_inner()
+            .mounts;
+        held.views.push(key);
+        Ok(mounts)
     }
 
     /// The digest of context paths, as the cache sees them.
@@ -1496,19 +1494,7 @@ impl Job {
                     let root = match from {
                         None => self.context.clone(),
                         Some(f) => {
-                            let top = self.source_top(df, ins, f).await?;
-                            let key = format!("build-view-{}", uuid::Uuid::new_v4().simple());
-                            let mounts = SnapshotsClient::new(self.svc.snapshotter.clone())
-                                .view(self.req(ViewSnapshotRequest {
-                                    snapshotter: SNAPSHOTTER.into(),
-                                    key: key.clone(),
-                                    parent: top,
-                                    labels: Default::default(),
-                                }))
-                                .await?
-                                .into_inner()
-                                .mounts;
-                            held.views.push(key);
+                            let mounts = self.view(df, ins, f, held).await?;
                             let at_dir = dir.join(format!("from-{i}"));
                             std::fs::create_dir_all(&at_dir).map_err(fail)?;
                             crate::copy::mount(&mounts, &at_dir, true).map_err(|e| at(df, ins, e))?;
@@ -1732,19 +1718,7 @@ impl Job {
             ignore = Ignore::default();
             srcs = names;
         } else if let Some(from) = ins.flag("from") {
-            let top = self.source_top(df, ins, from).await?;
-            let key = format!("build-view-{}", uuid::Uuid::new_v4().simple());
-            from_mounts = SnapshotsClient::new(self.svc.snapshotter.clone())
-                .view(self.req(ViewSnapshotRequest {
-                    snapshotter: SNAPSHOTTER.into(),
-                    key: key.clone(),
-                    parent: top,
-                    labels: Default::default(),
-                }))
-                .await?
-                .into_inner()
-                .mounts;
-            held.views.push(key);
+            from_mounts = self.view(df, ins, from, &mut held).await?;
             ignore = Ignore::default();
         }
         let key = format!("build-{}", uuid::Uuid::new_v4().simple());
