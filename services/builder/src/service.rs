@@ -446,30 +446,24 @@ impl BuilderService {
                 })
             };
             let mut leases = LeasesClient::new(self.content.clone());
-            if !shared("/layer/digest", digest) {
+            let resources = [
+                ("/layer/digest", digest, "content".to_string()),
+                ("/top", top, format!("snapshots/{SNAPSHOTTER}")),
+            ];
+            for (field, id, kind) in resources {
+                if shared(field, id) {
+                    continue;
+                }
+                let resource = Some(Resource {
+                    id: id.into(),
+                    r#type: kind,
+                });
                 let _ = leases
                     .delete_resource(self.plain(
                         ns,
                         DeleteResourceRequest {
                             id: CACHE_LEASE.into(),
-                            resource: Some(Resource {
-                                id: digest.into(),
-                                r#type: "content".into(),
-                            }),
-                        },
-                    ))
-                    .await;
-            }
-            if !shared("/top", top) {
-                let _ = leases
-                    .delete_resource(self.plain(
-                        ns,
-                        DeleteResourceRequest {
-                            id: CACHE_LEASE.into(),
-                            resource: Some(Resource {
-                                id: top.into(),
-                                r#type: format!("snapshots/{SNAPSHOTTER}"),
-                            }),
+                            resource,
                         },
                     ))
                     .await;
@@ -1007,16 +1001,7 @@ impl Job {
             .await
             .ok()?;
         // Held by this build from now on, like a layer it made.
-        LeasesClient::new(self.svc.content.clone())
-            .add_resource(self.plain(AddResourceRequest {
-                id: self.lease.clone(),
-                resource: Some(Resource {
-                    id: top.clone(),
-                    r#type: format!("snapshots/{SNAPSHOTTER}"),
-                }),
-            }))
-            .await
-            .ok()?;
+        self.hold_snapshot(&top).await.ok()?;
         // Used now: the last to be pruned.
         if let Ok(f) = std::fs::File::options().append(true).open(&path) {
             let _ = f.set_modified(std::time::SystemTime::now());
@@ -1261,6 +1246,41 @@ impl Job {
             .await;
     }
 
+    /// Commits active snapshot `key` as `name`; when the same layer on the
+    /// same parent was committed before, that one is kept and `key` dropped.
+    async fn commit_as(&self, key: &str, name: &str) -> Result<(), Status> {
+        match SnapshotsClient::new(self.svc.snapshotter.clone())
+            .commit(self.req(CommitSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                name: name.into(),
+                key: key.into(),
+                labels: Default::default(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                self.remove_snapshot(key).await;
+                Ok(())
+            }
+            Err(s) => Err(s),
+        }
+    }
+
+    /// Puts a committed snapshot in this build's lease.
+    async fn hold_snapshot(&self, name: &str) -> Result<(), Status> {
+        LeasesClient::new(self.svc.content.clone())
+            .add_resource(self.plain(AddResourceRequest {
+                id: self.lease.clone(),
+                resource: Some(Resource {
+                    id: name.into(),
+                    r#type: format!("snapshots/{SNAPSHOTTER}"),
+                }),
+            }))
+            .await
+            .map(|_| ())
+    }
+
     /// The layer of active snapshot `key` over `parent`: diffed into content,
     /// committed under its chain ID (held by the build's lease).
     async fn commit_layer(&self, key: &str, parent: &str) -> Result<(Value, String, String), Status> {
@@ -1313,29 +1333,8 @@ impl Job {
                 Status::internal(format!("layer {} has no uncompressed digest label", desc.digest))
             })?;
         let name = molde_common::chain_id(parent, &diff_id);
-        match SnapshotsClient::new(self.svc.snapshotter.clone())
-            .commit(self.req(CommitSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                name: name.clone(),
-                key: key.into(),
-                labels: Default::default(),
-            }))
-            .await
-        {
-            Ok(_) => {}
-            // The same layer on the same parent was built before: reuse it.
-            Err(s) if s.code() == tonic::Code::AlreadyExists => self.remove_snapshot(key).await,
-            Err(s) => return Err(s),
-        }
-        LeasesClient::new(self.svc.content.clone())
-            .add_resource(self.plain(AddResourceRequest {
-                id: self.lease.clone(),
-                resource: Some(Resource {
-                    id: name.clone(),
-                    r#type: format!("snapshots/{SNAPSHOTTER}"),
-                }),
-            }))
-            .await?;
+        self.commit_as(key, &name).await?;
+        self.hold_snapshot(&name).await?;
         let layer = json!({ "mediaType": desc.media_type, "digest": desc.digest, "size": desc.size });
         Ok((layer, diff_id, name))
     }
@@ -1380,22 +1379,7 @@ impl Job {
                         sync_fs: false,
                     }))
                     .await?;
-                match SnapshotsClient::new(self.svc.snapshotter.clone())
-                    .commit(self.req(CommitSnapshotRequest {
-                        snapshotter: SNAPSHOTTER.into(),
-                        name: name.clone(),
-                        key: key.clone(),
-                        labels: Default::default(),
-                    }))
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                        self.remove_snapshot(&key).await;
-                        Ok(())
-                    }
-                    Err(s) => Err(s),
-                }
+                self.commit_as(&key, &name).await
             }
             .await;
             if result.is_err() {
@@ -1403,15 +1387,7 @@ impl Job {
             }
             result?;
         }
-        LeasesClient::new(self.svc.content.clone())
-            .add_resource(self.plain(AddResourceRequest {
-                id: self.lease.clone(),
-                resource: Some(Resource {
-                    id: name.clone(),
-                    r#type: format!("snapshots/{SNAPSHOTTER}"),
-                }),
-            }))
-            .await?;
+        self.hold_snapshot(&name).await?;
         Ok((desc, diff_id, name))
     }
 
