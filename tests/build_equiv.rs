@@ -631,6 +631,21 @@ fn add_from_a_url_builds_the_same_image_as_buildah_and_checks_checksums() {
         "{err}"
     );
     d.molde(&["inspect", "badsum"]).fails();
+    // A URL the server does not have stops the build, naming the answer.
+    let missing = context(
+        &d,
+        "missing",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM localhost/molde/busybox\nADD http://127.0.0.1:{}/nothing.sh /opt/\n",
+                http.1
+            ),
+            0o644,
+        )],
+    );
+    let err = d.molde(&["build", "-q", missing.to_str().unwrap()]).fails();
+    assert!(err.contains("Dockerfile:2") && err.contains("404"), "{err}");
 }
 
 #[test]

@@ -155,6 +155,20 @@ fn bad_builds_fail_clearly_and_leave_nothing() {
     let err = d.molde(&["build", &ctx]).fails();
     assert!(err.contains("there is no stage 4"), "{err}");
 
+    let ctx = context(
+        &d,
+        "badmount",
+        &[(
+            "Dockerfile",
+            "FROM localhost/molde/busybox\nRUN --mount=type=nfs,target=/x true\n",
+        )],
+    );
+    let err = d.molde(&["build", &ctx]).fails();
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("unknown type \"nfs\""),
+        "{err}"
+    );
+
     let ctx = context(&d, "noimage", &[("Dockerfile", "FROM localhost/nothing/here\n")]);
     let err = d.molde(&["build", &ctx]).fails();
     assert!(
@@ -352,6 +366,25 @@ fn context_on_stdin_exports_compression_and_progress() {
     assert_eq!(
         d.molde(&["run", "--rm", "--network", "none", "zst"]).ok(),
         "from a tar on stdin\n6291456\n"
+    );
+    // A docker-archive export of an image given no name leaves no name behind.
+    let archive = d.dir.path().join("docker.tar");
+    let dest = format!("type=docker,dest={}", archive.display());
+    let before = d.molde(&["images", "-q"]).ok();
+    d.molde(&["build", "-q", "-o", &dest, &ctx]).ok();
+    let inspect = std::process::Command::new(molde_tests::require("skopeo"))
+        .args(["inspect", &format!("docker-archive:{}", archive.display())])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    assert_eq!(
+        d.molde(&["images", "-q"]).ok(),
+        before,
+        "no temporary name is left"
     );
     // Only the host's platform can be built.
     let err = d
