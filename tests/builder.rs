@@ -622,3 +622,51 @@ fn a_build_cut_short_by_a_killed_daemon_leaves_nothing_behind() {
         "a\n"
     );
 }
+
+#[test]
+fn private_base_images_are_pulled_with_the_users_login() {
+    let reg = molde_tests::registry::Registry::start_with_auth("alice", "s3cret");
+    let d = daemon_with_busybox();
+    let home = tempfile::tempdir().unwrap();
+    let molde = |args: &[&str], stdin: &[u8]| {
+        let mut c = std::process::Command::new(molde_tests::bin("molde"));
+        c.env("MOLDE_ADDRESS", &d.sock)
+            .env("HOME", home.path())
+            .env_remove("DOCKER_CONFIG")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let base = format!("{}/private/busybox:1", reg.host);
+    let login = ["login", reg.host.as_str(), "-u", "alice", "--password-stdin"];
+    assert!(molde(&login, b"s3cret\n").status.success());
+    let out = molde(&["push", "localhost/molde/busybox", &base], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(molde(&["logout", &reg.host], b"").status.success());
+    let ctx = context(
+        &d,
+        "private",
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN echo private-base > /p\nCMD [\"cat\", \"/p\"]\n"),
+        )],
+    );
+    let out = molde(&["build", "-q", "-t", "private", &ctx], b"");
+    assert!(!out.status.success(), "pulled without credentials");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:1") && err.to_lowercase().contains("auth"),
+        "{err}"
+    );
+    assert!(molde(&login, b"s3cret\n").status.success());
+    let out = molde(&["build", "-q", "-t", "private", &ctx], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "private"]).ok(),
+        "private-base\n"
+    );
+}

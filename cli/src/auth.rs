@@ -41,6 +41,28 @@ pub fn registry_of(reference: &str) -> String {
     }
 }
 
+/// Every registry with stored credentials, with them.
+pub fn all() -> Result<Vec<(String, (String, String))>> {
+    let cfg = load()?;
+    let mut out = Vec::new();
+    for k in cfg
+        .get("auths")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|a| a.keys())
+    {
+        let registry = if k == "https://index.docker.io/v1/" {
+            "docker.io".to_string()
+        } else {
+            k.clone()
+        };
+        if let Some(c) = credentials(&registry)? {
+            out.push((registry, c));
+        }
+    }
+    Ok(out)
+}
+
 /// Stored credentials for `registry`, if any.
 pub fn credentials(registry: &str) -> Result<Option<(String, String)>> {
     let cfg = load()?;

@@ -136,6 +136,16 @@ pub async fn build(d: &Daemon, a: BuildArgs) -> Result<()> {
         platform: a.platform.clone().unwrap_or_default(),
         compression: a.compression.clone(),
         secrets: a.secrets.iter().map(|s| secret(s)).collect::<Result<_>>()?,
+        // FROM images may come from registries the user logged in to.
+        registry_auth: crate::auth::all()?
+            .into_iter()
+            .map(|(r, (username, password))| {
+                (
+                    r,
+                    molde_api::molde::services::transfer::v1::RegistryAuth { username, password },
+                )
+            })
+            .collect(),
         ..Default::default()
     };
     let streamed = a.context == "-";

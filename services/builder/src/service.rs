@@ -923,6 +923,15 @@ impl Job {
         ins: &Instruction,
         url: &str,
     ) -> Result<(PathBuf, String), Status> {
+        if url.split(['#', '?']).next().is_some_and(|u| u.ends_with(".git"))
+            || ins.flag("keep-git-dir").is_some()
+        {
+            return Err(at(
+                df,
+                ins,
+                format!("ADD {url}: git repositories are not supported by molde's builder"),
+            ));
+        }
         if let Some(d) = self.downloads.lock().ok().and_then(|m| m.get(url).cloned()) {
             return Ok(d);
         }
@@ -1141,7 +1150,8 @@ impl Job {
         Ok(None)
     }
 
-    /// Pulls a FROM image through transfer.v1 (anonymous access).
+    /// Pulls a FROM image through transfer.v1, with the credentials the
+    /// client sent for its registry.
     async fn pull(&self, name: &str, full: &str) -> Result<(), Status> {
         let failed = |e: Status| {
             Status::failed_precondition(format!(
@@ -1150,10 +1160,17 @@ impl Job {
             ))
         };
         let mut s = TransferClient::new(self.svc.content.clone())
-            .pull(self.plain(PullRequest {
-                reference: full.to_string(),
-                ..Default::default()
-            }))
+            .pull(
+                self.plain(PullRequest {
+                    reference: full.to_string(),
+                    auth: full
+                        .split('/')
+                        .next()
+                        .and_then(|registry| self.req.registry_auth.get(registry))
+                        .cloned(),
+                    ..Default::default()
+                }),
+            )
             .await
             .map_err(failed)?
             .into_inner();
