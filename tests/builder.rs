@@ -670,3 +670,31 @@ fn private_base_images_are_pulled_with_the_users_login() {
         "private-base\n"
     );
 }
+
+#[test]
+fn locked_cache_mounts_are_used_one_at_a_time_and_tmpfs_sizes_hold() {
+    // Two stages run at once and use one cache directory with
+    // sharing=locked: each fails if it finds the other inside.
+    let d = daemon_with_busybox();
+    let step = |me: &str| {
+        format!(
+            "RUN --mount=type=cache,id=lk,target=/c,sharing=locked \
+             [ ! -e /c/busy ] && touch /c/busy && sleep 1 && rm /c/busy && echo {me} > /{me}\n"
+        )
+    };
+    let text = format!(
+        "FROM localhost/molde/busybox AS one\n{}\
+         FROM localhost/molde/busybox AS two\n{}\
+         FROM localhost/molde/busybox\nCOPY --from=one /one /\nCOPY --from=two /two /\n\
+         RUN --mount=type=tmpfs,target=/t,size=1m df -k /t | tail -1 | awk '{{print $2}}' > /tsize\n\
+         CMD [\"cat\", \"/one\", \"/two\", \"/tsize\"]\n",
+        step("one"),
+        step("two")
+    );
+    let ctx = context(&d, "locked", &[("Dockerfile", &text)]);
+    d.molde(&["build", "-q", "-t", "locked", &ctx]).ok();
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "locked"]).ok(),
+        "one\ntwo\n1024\n"
+    );
+}

@@ -8,6 +8,17 @@ use std::path::{Path, PathBuf};
 
 use molde_api::containerd::types::Mount;
 
+/// How RUNs that run at once share a cache mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// All use it at once.
+    Shared,
+    /// One at a time; the others wait.
+    Locked,
+    /// One uses it; the others get a fresh, throwaway directory.
+    Private,
+}
+
 /// One `--mount` of a RUN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunMount {
@@ -19,6 +30,7 @@ pub enum RunMount {
         uid: u32,
         gid: u32,
         read_only: bool,
+        sharing: Sharing,
     },
     /// A path of the context, or of a stage or image (`from`); read-only
     /// unless `rw` (then writes are thrown away).
@@ -30,6 +42,8 @@ pub enum RunMount {
     },
     Tmpfs {
         target: String,
+        /// `size=` in bytes, when given.
+        size: Option<u64>,
     },
     /// A secret the client sent, as a read-only file.
     Secret {
@@ -47,7 +61,7 @@ impl RunMount {
         match self {
             RunMount::Cache { target, .. }
             | RunMount::Bind { target, .. }
-            | RunMount::Tmpfs { target }
+            | RunMount::Tmpfs { target, .. }
             | RunMount::Secret { target, .. } => target,
         }
     }
@@ -157,13 +171,16 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
                 ));
             }
             let target = need_target()?;
-            if let Some(s) = get(&["sharing"])
-                && !matches!(s.as_str(), "shared" | "private" | "locked")
-            {
-                return Err(format!(
-                    "--mount {spec}: sharing={s}: expected shared, private or locked"
-                ));
-            }
+            let sharing = match get(&["sharing"]).as_deref() {
+                None | Some("shared") => Sharing::Shared,
+                Some("locked") => Sharing::Locked,
+                Some("private") => Sharing::Private,
+                Some(s) => {
+                    return Err(format!(
+                        "--mount {spec}: sharing={s}: expected shared, private or locked"
+                    ));
+                }
+            };
             RunMount::Cache {
                 id: get(&["id"]).unwrap_or_else(|| target.clone()),
                 target,
@@ -171,6 +188,7 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
                 uid: num("uid", 0, 10)?,
                 gid: num("gid", 0, 10)?,
                 read_only: flag(&["ro", "readonly"]),
+                sharing,
             }
         }
         "bind" => RunMount::Bind {
@@ -181,6 +199,10 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
         },
         "tmpfs" => RunMount::Tmpfs {
             target: need_target()?,
+            size: match get(&["size"]) {
+                None => None,
+                Some(v) => Some(size(&v).ok_or_else(|| format!("--mount {spec}: size={v} is not a size"))?),
+            },
         },
         "secret" => {
             if get(&["env"]).is_some() {
@@ -207,6 +229,21 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
         }
         _ => unreachable!("kinds are checked above"),
     })
+}
+
+/// `64m`, `1g`, `4096`: bytes.
+fn size(v: &str) -> Option<u64> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// The upper (writable) directory and the lower directories of an active
@@ -276,7 +313,8 @@ mod tests {
                 mode: 0o755,
                 uid: 0,
                 gid: 0,
-                read_only: false
+                read_only: false,
+                sharing: Sharing::Shared
             }
         );
         assert_eq!(
@@ -294,7 +332,10 @@ mod tests {
         );
         assert_eq!(
             parse("type=tmpfs,dst=/t,size=1m", "/").unwrap(),
-            RunMount::Tmpfs { target: "/t".into() }
+            RunMount::Tmpfs {
+                target: "/t".into(),
+                size: Some(1 << 20)
+            }
         );
         assert!(
             parse("type=cache", "/")

@@ -17,7 +17,7 @@
 //! `molde.build-cache` lease until pruned (least recently used first, past
 //! `cache_max_bytes`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -60,7 +60,7 @@ use tonic::{Request, Response, Status};
 use crate::cache;
 use crate::dockerfile::{self, Command, Dockerfile, Instruction};
 use crate::ignore::Ignore;
-use crate::mounts::RunMount;
+use crate::mounts::{RunMount, Sharing};
 use crate::plan;
 use crate::stage::{StageState, Step};
 
@@ -1432,7 +1432,10 @@ impl Job {
         }
         for (i, m) in run.mounts.iter().enumerate() {
             match m {
-                RunMount::Tmpfs { target } => tmpfs.push(target.clone()),
+                RunMount::Tmpfs { target, size } => tmpfs.push(match size {
+                    Some(n) => format!("{target}:size={n}"),
+                    None => target.clone(),
+                }),
                 RunMount::Cache {
                     target,
                     id,
@@ -1440,9 +1443,25 @@ impl Job {
                     uid,
                     gid,
                     read_only,
+                    sharing,
                 } => {
                     let name = Digest::of(Algorithm::Sha256, format!("{}/{id}", self.ns).as_bytes());
-                    let host = self.svc.cache_mounts.join(&name.hex()[..32]);
+                    let mut host = self.svc.cache_mounts.join(&name.hex()[..32]);
+                    let lock = {
+                        let mut locks = CACHE_LOCKS
+                            .lock()
+                            .map_err(|_| Status::internal("cache locks poisoned"))?;
+                        locks.entry(host.clone()).or_default().clone()
+                    };
+                    match sharing {
+                        Sharing::Shared => {}
+                        Sharing::Locked => held.locks.push(lock.lock_owned().await),
+                        Sharing::Private => match lock.try_lock_owned() {
+                            Ok(g) => held.locks.push(g),
+                            // In use: this RUN gets a directory of its own.
+                            Err(_) => host = dir.join(format!("private-{i}")),
+                        },
+                    }
                     if !host.exists() {
                         std::fs::create_dir_all(&host).map_err(fail)?;
                         std::fs::set_permissions(&host, std::fs::Permissions::from_mode(*mode))
@@ -1854,9 +1873,15 @@ struct RunStep {
     mounts: Vec<RunMount>,
 }
 
-/// What a step set up and must take down: views, mounts, directories.
+/// Cache mount directories RUNs with `sharing=locked|private` hold.
+static CACHE_LOCKS: Mutex<BTreeMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>> =
+    Mutex::new(BTreeMap::new());
+
+/// What a step set up and must take down: views, mounts, directories,
+/// cache mount locks.
 #[derive(Default)]
 struct Held {
+    locks: Vec<tokio::sync::OwnedMutexGuard<()>>,
     views: Vec<String>,
     mounted: Vec<PathBuf>,
     dirs: Vec<PathBuf>,

@@ -98,6 +98,40 @@ pub fn default_capabilities() -> Result<oci_spec::runtime::LinuxCapabilities, oc
         .build()
 }
 
+/// `--tmpfs PATH[:OPTIONS]`, as docker reads it: `size=64m,mode=1777`,
+/// `noexec`… (nosuid and nodev always).
+pub fn tmpfs_mount(t: &str) -> Result<Mount, Status> {
+    let (path, opts) = t.split_once(':').unwrap_or((t, ""));
+    if !path.starts_with('/') {
+        return Err(Status::invalid_argument(format!(
+            "--tmpfs {t:?}: the path must be absolute"
+        )));
+    }
+    let mut options: Vec<String> = vec!["nosuid".into(), "nodev".into()];
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        let name = o.split_once('=').map_or(o, |(n, _)| n);
+        if !matches!(
+            name,
+            "size" | "mode" | "uid" | "gid" | "nr_inodes" | "noexec" | "exec" | "ro" | "rw" | "suid" | "dev"
+        ) {
+            return Err(Status::invalid_argument(format!(
+                "--tmpfs {t:?}: unknown option {o:?}"
+            )));
+        }
+        options.push(o.to_string());
+    }
+    if !options.iter().any(|o| o.starts_with("mode=")) {
+        options.push("mode=1777".into());
+    }
+    MountBuilder::default()
+        .destination(path)
+        .typ("tmpfs")
+        .source("tmpfs")
+        .options(options)
+        .build()
+        .map_err(bad)
+}
+
 /// `KEY=VALUE` lists merged: later keys replace earlier ones.
 pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -233,20 +267,7 @@ pub fn build(
         mounts.push(volume_mount(v, volumes)?);
     }
     for t in &req.tmpfs {
-        if !t.starts_with('/') {
-            return Err(Status::invalid_argument(format!(
-                "--tmpfs {t:?}: the path must be absolute"
-            )));
-        }
-        mounts.push(
-            MountBuilder::default()
-                .destination(t)
-                .typ("tmpfs")
-                .source("tmpfs")
-                .options(vec!["nosuid".into(), "nodev".into(), "mode=1777".into()])
-                .build()
-                .map_err(bad)?,
-        );
+        mounts.push(tmpfs_mount(t)?);
     }
     spec.set_mounts(Some(mounts));
     if let Some(linux) = spec.linux_mut() {
