@@ -689,7 +689,8 @@ fn onbuild_triggers_run_in_children_as_buildah_runs_them() {
 
 #[test]
 fn heredocs_link_exclude_and_run_network_do_what_the_reference_says() {
-    // buildah 1.28 reads neither heredocs, --link, --exclude nor RUN --network, and its
+    // buildah 1.28 reads neither heredocs, --link, --exclude, RUN --network,
+    // secrets as env nor seeded caches, and its
     // rw bind mounts write into the context: molde's images are checked
     // against the Dockerfile reference.
     let d = Daemon::start();
@@ -700,7 +701,10 @@ fn heredocs_link_exclude_and_run_network_do_what_the_reference_says() {
         &[
             (
                 "Dockerfile",
-                r#"FROM localhost/molde/busybox
+                r#"FROM localhost/molde/busybox AS seed
+RUN mkdir /seed && echo seeded > /seed/s
+
+FROM localhost/molde/busybox
 ARG NAME=world
 RUN <<EOF
 echo "hello $NAME" > /greeting
@@ -728,6 +732,8 @@ COPY --link a.txt /linked/
 COPY --exclude=*.log --exclude=sub/skip.txt dir/ /ex/
 RUN --network=none ls /sys/class/net > /hd/net
 RUN --mount=type=bind,source=.,target=/mnt/rw,rw echo scribble > /mnt/rw/a.txt && cat /mnt/rw/a.txt >> /hd/net
+RUN --mount=type=secret,id=tok,env=TOKEN [ "$TOKEN" = s3cr3t ] && echo env-secret >> /hd/net
+RUN --mount=type=cache,target=/seeded,from=seed,source=/seed cat /seeded/s >> /hd/net
 CMD cat /greeting /hd/script /hd/stdin /hd/tabs /hd/conf /hd/EOF /hd/EOF2 /linked/a.txt /hd/net
 "#,
                 0o644,
@@ -740,14 +746,19 @@ CMD cat /greeting /hd/script /hd/stdin /hd/tabs /hd/conf /hd/EOF /hd/EOF2 /linke
         ],
     );
     let out = d.dir.path().join("hd.tar");
-    molde_build(&d, "heredocs", &ctx, &[], &out);
+    let secret = d.dir.path().join("token");
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    let spec = format!("id=tok,src={}", secret.display());
+    molde_build(&d, "heredocs", &ctx, &["--secret", &spec], &out);
     assert_eq!(
         d.molde(&["run", "--rm", "heredocs"]).ok(),
-        "hello world\nscript ran as /dev/pipes/EOT\nline one\ntabs-stripped\nname=world\nname=${NAME}\nsecond\nlinked\nlo\nscribble\n"
+        "hello world\nscript ran as /dev/pipes/EOT\nline one\ntabs-stripped\nname=world\nname=${NAME}\nsecond\nlinked\nlo\nscribble\nenv-secret\nseeded\n"
     );
     // Writes to a rw bind are thrown away: the context is as it was.
     assert_eq!(std::fs::read_to_string(ctx.join("a.txt")).unwrap(), "linked\n");
     let img = read_archive(&out);
+    let env = img.config["config"]["Env"].to_string();
+    assert!(!env.contains("s3cr3t") && !env.contains("TOKEN"), "{env}");
     // --exclude patterns are read relative to the source directory.
     let copied: Vec<&str> = img
         .fs

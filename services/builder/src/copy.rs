@@ -356,6 +356,9 @@ pub fn copy_tree(root: &Path, source: &str, to: &Path, ignore: &Ignore) -> Resul
     let rel = source.trim_matches('/').to_string();
     let src = scoped(root, source, true)?;
     let md = fs::symlink_metadata(&src).map_err(|e| format!("{source}: {e}"))?;
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
     let none = Ignore::default();
     let opts = Opts {
         ignore,

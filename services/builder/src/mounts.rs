@@ -31,6 +31,10 @@ pub enum RunMount {
         gid: u32,
         read_only: bool,
         sharing: Sharing,
+        /// What a new cache directory starts with: `source` in this stage
+        /// or image.
+        from: Option<String>,
+        source: String,
     },
     /// A path of the context, or of a stage or image (`from`); read-only
     /// unless `rw` (then writes are thrown away).
@@ -45,10 +49,12 @@ pub enum RunMount {
         /// `size=` in bytes, when given.
         size: Option<u64>,
     },
-    /// A secret the client sent, as a read-only file.
+    /// A secret the client sent, as a read-only file at `target` ("" for
+    /// none) and/or in the environment variable `env`.
     Secret {
         id: String,
         target: String,
+        env: Option<String>,
         required: bool,
         mode: u32,
         uid: u32,
@@ -165,12 +171,12 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
     };
     Ok(match kind.as_str() {
         "cache" => {
-            if get(&["from", "source", "src"]).is_some() {
-                return Err(format!(
-                    "--mount {spec}: a cache seeded from another stage is not supported by molde's builder"
-                ));
-            }
             let target = need_target()?;
+            let from = get(&["from"]);
+            let source = get(&["source", "src"]).unwrap_or_else(|| "/".into());
+            if from.is_none() && source != "/" {
+                return Err(format!("--mount {spec}: source= needs from= (a stage or image)"));
+            }
             let sharing = match get(&["sharing"]).as_deref() {
                 None | Some("shared") => Sharing::Shared,
                 Some("locked") => Sharing::Locked,
@@ -189,6 +195,8 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
                 gid: num("gid", 0, 10)?,
                 read_only: flag(&["ro", "readonly"]),
                 sharing,
+                from,
+                source,
             }
         }
         "bind" => RunMount::Bind {
@@ -205,11 +213,7 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
             },
         },
         "secret" => {
-            if get(&["env"]).is_some() {
-                return Err(format!(
-                    "--mount {spec}: secrets as environment variables are not supported"
-                ));
-            }
+            let env = get(&["env"]);
             let id = get(&["id"])
                 .or_else(|| {
                     target
@@ -218,8 +222,15 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
                 })
                 .filter(|i| !i.is_empty())
                 .ok_or_else(|| format!("--mount {spec}: a secret needs an id or a target"))?;
+            // With env= alone the secret is no file.
+            let file = match (&target, &env) {
+                (Some(t), _) => t.clone(),
+                (None, Some(_)) => String::new(),
+                (None, None) => format!("/run/secrets/{id}"),
+            };
             RunMount::Secret {
-                target: target.clone().unwrap_or_else(|| format!("/run/secrets/{id}")),
+                target: file,
+                env,
                 id,
                 required: flag(&["required"]),
                 mode: num("mode", 0o400, 8)?,
@@ -314,7 +325,9 @@ mod tests {
                 uid: 0,
                 gid: 0,
                 read_only: false,
-                sharing: Sharing::Shared
+                sharing: Sharing::Shared,
+                from: None,
+                source: "/".into()
             }
         );
         assert_eq!(
@@ -353,6 +366,12 @@ mod tests {
                 .contains("\"uid\"")
         );
         assert!(parse("type=ssh", "/").unwrap_err().contains("not supported"));
+        assert_eq!(parse("type=secret,id=t,env=TOKEN", "/").unwrap().target(), "");
+        assert!(
+            parse("type=cache,target=/c,source=/x", "/")
+                .unwrap_err()
+                .contains("needs from=")
+        );
         assert!(
             parse("type=cache,target=/c,mode=9z", "/")
                 .unwrap_err()

@@ -1416,14 +1416,14 @@ impl Job {
         ins: &Instruction,
         run: &RunStep,
         held: &mut Held,
-    ) -> Result<(Vec<String>, Vec<String>), Status> {
+    ) -> Result<RunExtras, Status> {
         let dir = self
             .scratch
             .join(format!("run-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
         held.dirs.push(dir.clone());
         let fail = |e: std::io::Error| Status::internal(format!("preparing RUN mounts: {e}"));
-        let (mut volumes, mut tmpfs) = (Vec::new(), Vec::new());
+        let (mut volumes, mut tmpfs, mut env) = (Vec::new(), Vec::new(), Vec::new());
         if let (Some(script), Some(target)) = (&run.script, run.argv.first()) {
             let file = dir.join("script");
             std::fs::write(&file, script).map_err(fail)?;
@@ -1444,6 +1444,8 @@ impl Job {
                     gid,
                     read_only,
                     sharing,
+                    from,
+                    source,
                 } => {
                     let name = Digest::of(Algorithm::Sha256, format!("{}/{id}", self.ns).as_bytes());
                     let mut host = self.svc.cache_mounts.join(&name.hex()[..32]);
@@ -1463,10 +1465,26 @@ impl Job {
                         },
                     }
                     if !host.exists() {
-                        std::fs::create_dir_all(&host).map_err(fail)?;
-                        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(*mode))
-                            .map_err(fail)?;
-                        std::os::unix::fs::chown(&host, Some(*uid), Some(*gid)).map_err(fail)?;
+                        if let Some(f) = from {
+                            // A new cache starts as a copy of `source` there.
+                            let mounts = self.view(df, ins, f, held).await?;
+                            let at_dir = dir.join(format!("seed-{i}"));
+                            std::fs::create_dir_all(&at_dir).map_err(fail)?;
+                            crate::copy::mount(&mounts, &at_dir, true).map_err(|e| at(df, ins, e))?;
+                            held.mounted.push(at_dir.clone());
+                            let (source, to) = (source.clone(), host.clone());
+                            tokio::task::spawn_blocking(move || {
+                                crate::copy::copy_tree(&at_dir, &source, &to, &Ignore::default())
+                            })
+                            .await
+                            .map_err(|e| Status::internal(e.to_string()))?
+                            .map_err(|e| at(df, ins, e))?;
+                        } else {
+                            std::fs::create_dir_all(&host).map_err(fail)?;
+                            std::fs::set_permissions(&host, std::fs::Permissions::from_mode(*mode))
+                                .map_err(fail)?;
+                            std::os::unix::fs::chown(&host, Some(*uid), Some(*gid)).map_err(fail)?;
+                        }
                     }
                     let ro = if *read_only { ":ro" } else { "" };
                     volumes.push(format!("{}:{target}{ro}", host.display()));
@@ -1474,6 +1492,7 @@ impl Job {
                 RunMount::Secret {
                     id,
                     target,
+                    env: var,
                     required,
                     mode,
                     uid,
@@ -1491,6 +1510,13 @@ impl Job {
                         }
                         continue;
                     };
+                    if let Some(var) = var {
+                        // In the RUN's environment only, never the image's.
+                        env.push(format!("{var}={}", String::from_utf8_lossy(data)));
+                    }
+                    if target.is_empty() {
+                        continue;
+                    }
                     let file = dir.join(format!("secret-{i}"));
                     std::fs::write(&file, data).map_err(fail)?;
                     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)).map_err(fail)?;
@@ -1544,7 +1570,7 @@ impl Job {
                 }
             }
         }
-        Ok((volumes, tmpfs))
+        Ok(RunExtras { volumes, tmpfs, env })
     }
 
     async fn release(&self, held: Held) {
@@ -1565,12 +1591,13 @@ impl Job {
         ins: &Instruction,
         step: u32,
         parent: &str,
-        run: RunStep,
+        mut run: RunStep,
     ) -> Result<(Value, String, String), Status> {
         let mut held = Held::default();
         let result = match self.run_mounts(df, ins, &run, &mut held).await {
-            Ok((volumes, tmpfs)) => {
-                self.run_container(df, ins, step, parent, run, volumes, tmpfs)
+            Ok(x) => {
+                run.env.extend(x.env);
+                self.run_container(df, ins, step, parent, run, x.volumes, x.tmpfs)
                     .await
             }
             Err(s) => Err(s),
@@ -1597,7 +1624,12 @@ impl Job {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        stubs.extend(run.mounts.iter().map(|m| m.target().to_string()));
+        stubs.extend(
+            run.mounts
+                .iter()
+                .map(|m| m.target().to_string())
+                .filter(|t| !t.is_empty()),
+        );
         let events = rt
             .run(self.req(RunRequest {
                 image: String::new(),
@@ -1871,6 +1903,15 @@ struct RunStep {
     network: &'static str,
     script: Option<String>,
     mounts: Vec<RunMount>,
+}
+
+/// What a RUN's mounts add to its container: runtime volumes
+/// (`SRC:DST[:ro]`), tmpfs paths (`PATH[:OPTIONS]`), environment (secrets
+/// given as `env=`).
+struct RunExtras {
+    volumes: Vec<String>,
+    tmpfs: Vec<String>,
+    env: Vec<String>,
 }
 
 /// Cache mount directories RUNs with `sharing=locked|private` hold.
