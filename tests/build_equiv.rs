@@ -688,8 +688,8 @@ fn onbuild_triggers_run_in_children_as_buildah_runs_them() {
 }
 
 #[test]
-fn heredocs_link_exclude_and_run_network_do_what_the_reference_says() {
-    // buildah 1.28 reads neither heredocs, --link, --exclude, RUN --network,
+fn heredocs_link_exclude_parents_and_run_network_do_what_the_reference_says() {
+    // buildah 1.28 reads neither heredocs, --link, --exclude, --parents, RUN --network,
     // secrets as env nor seeded caches, and its
     // rw bind mounts write into the context: molde's images are checked
     // against the Dockerfile reference.
@@ -730,6 +730,8 @@ second
 EOF2
 COPY --link a.txt /linked/
 COPY --exclude=*.log --exclude=sub/skip.txt dir/ /ex/
+COPY --parents dir/sub/keep.txt dir/a.txt /par/
+COPY --parents dir/sub /par2
 RUN --network=none ls /sys/class/net > /hd/net
 RUN --mount=type=bind,source=.,target=/mnt/rw,rw echo scribble > /mnt/rw/a.txt && cat /mnt/rw/a.txt >> /hd/net
 RUN --mount=type=secret,id=tok,env=TOKEN [ "$TOKEN" = s3cr3t ] && echo env-secret >> /hd/net
@@ -767,6 +769,27 @@ CMD cat /greeting /hd/script /hd/stdin /hd/tabs /hd/conf /hd/EOF /hd/EOF2 /linke
         .map(String::as_str)
         .collect();
     assert_eq!(copied, ["/ex/a.txt", "/ex/sub", "/ex/sub/keep.txt"]);
+    // --parents keeps each source's directories under the destination.
+    let under =
+        |prefix: &str| -> Vec<String> { img.fs.keys().filter(|k| k.starts_with(prefix)).cloned().collect() };
+    assert_eq!(
+        under("/par/"),
+        [
+            "/par/dir",
+            "/par/dir/a.txt",
+            "/par/dir/sub",
+            "/par/dir/sub/keep.txt"
+        ]
+    );
+    assert_eq!(
+        under("/par2/"),
+        [
+            "/par2/dir",
+            "/par2/dir/sub",
+            "/par2/dir/sub/keep.txt",
+            "/par2/dir/sub/skip.txt"
+        ]
+    );
     // Heredoc files are 0644 root files; the script file is not in the image.
     assert_eq!(img.fs["/hd/conf"].mode, 0o644);
     assert!(!img.fs.contains_key("/dev/pipes/EOT") && !img.fs.keys().any(|k| k.starts_with("/dev/pipes")));

@@ -28,6 +28,8 @@ pub struct CopyJob<'a> {
     pub dest: &'a str,
     pub chown: Option<&'a str>,
     pub chmod: Option<&'a str>,
+    /// `--parents`: sources keep their directories under the destination.
+    pub parents: bool,
     /// `--exclude` patterns, matched against paths relative to the source
     /// directory being copied (a file source: its path in the context).
     pub exclude: &'a Ignore,
@@ -50,6 +52,7 @@ pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
         chown,
         chmod,
         exclude,
+        parents,
         extract,
     } = *job;
     let root = scratch.join("root");
@@ -93,6 +96,18 @@ pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
             if !md.is_dir() && !exclude.is_empty() && exclude.excluded(rel) {
                 continue;
             }
+            // --parents: each source keeps its path under the destination.
+            let dest = &if parents {
+                let under = if md.is_dir() {
+                    rel.as_str()
+                } else {
+                    rel.rsplit_once('/').map_or("", |(p, _)| p)
+                };
+                format!("{}/{under}/", dest.trim_end_matches('/'))
+            } else {
+                dest.to_string()
+            };
+            let into_dir = into_dir || parents;
             if md.is_dir() {
                 let target = make_dirs(&root, dest, owner)?;
                 copy_dir_contents(&src, &target, rel, &opts)?;

@@ -760,9 +760,6 @@ impl Job {
                     built = add_layer(built, layer);
                 }
                 Step::Copy { srcs, dest, inline } => {
-                    if ins.flag("parents").is_some() {
-                        return Err(at(df, ins, "--parents is not supported by molde's builder"));
-                    }
                     // --link: the files make a layer of their own, cached
                     // whatever lies below, then stacked on the stage.
                     // (--chown by name needs the stage's /etc/passwd.)
@@ -1771,6 +1768,7 @@ impl Job {
             let dir = self.scratch.join(&key);
             let chown = ins.flag("chown").map(str::to_string);
             let original = ins.original.clone();
+            let parents = ins.flag("parents").is_some_and(|v| v != "false");
             let exclude = Ignore::parse(&ins.flags_named("exclude").collect::<Vec<_>>().join("\n"));
             let copied = tokio::task::spawn_blocking(move || {
                 crate::copy::into_snapshot(&crate::copy::CopyJob {
@@ -1784,6 +1782,7 @@ impl Job {
                     chown: chown.as_deref(),
                     chmod: chmod.as_deref(),
                     exclude: &exclude,
+                    parents,
                     extract,
                 })
                 .map_err(|e| format!("{original}: {e}"))
