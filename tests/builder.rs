@@ -698,3 +698,99 @@ fn locked_cache_mounts_are_used_one_at_a_time_and_tmpfs_sizes_hold() {
         "one\ntwo\n1024\n"
     );
 }
+
+/// A tar entry written with its name and link as given (no checks).
+fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_entry_type(kind);
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+    gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+}
+
+#[test]
+fn hostile_archives_in_add_are_refused_and_write_nothing_outside() {
+    let d = daemon_with_busybox();
+    let outside = d.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let out = outside.to_str().unwrap();
+    let up = "../".repeat(12);
+    let cases: Vec<(&str, Vec<(String, tar::EntryType, String)>)> = vec![
+        (
+            "dotdot",
+            vec![(
+                format!("{up}{}/escaped", &out[1..]),
+                tar::EntryType::Regular,
+                String::new(),
+            )],
+        ),
+        (
+            "abs-symlink",
+            vec![
+                ("link".into(), tar::EntryType::Symlink, out.to_string()),
+                ("link/escaped".into(), tar::EntryType::Regular, String::new()),
+            ],
+        ),
+        (
+            "rel-symlink",
+            vec![
+                ("up".into(), tar::EntryType::Symlink, format!("{up}{}", &out[1..])),
+                ("up/escaped".into(), tar::EntryType::Regular, String::new()),
+            ],
+        ),
+        (
+            "abs-hardlink",
+            vec![("pw".into(), tar::EntryType::Link, "/etc/passwd".into())],
+        ),
+        (
+            "rel-hardlink",
+            vec![("pw".into(), tar::EntryType::Link, format!("{up}etc/passwd"))],
+        ),
+    ];
+    let passwd = std::fs::read("/etc/passwd").unwrap();
+    for (name, entries) in cases {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, link) in &entries {
+            raw_entry(
+                &mut b,
+                path,
+                *kind,
+                link,
+                if *kind == tar::EntryType::Regular {
+                    b"owned"
+                } else {
+                    b""
+                },
+            );
+        }
+        let ctx = context(
+            &d,
+            &format!("hostile-{name}"),
+            &[(
+                "Dockerfile",
+                "FROM localhost/molde/busybox\nADD evil.tar /x/\nRUN echo never\n",
+            )],
+        );
+        std::fs::write(Path::new(&ctx).join("evil.tar"), b.into_inner().unwrap()).unwrap();
+        let err = d
+            .molde(&["build", "-t", &format!("hostile-{name}"), &ctx])
+            .fails();
+        assert!(
+            err.contains("Dockerfile:2") && err.contains("evil.tar"),
+            "{name}: {err}"
+        );
+        assert!(!err.contains("never"), "{name}: {err}");
+        assert!(
+            std::fs::read_dir(&outside).unwrap().next().is_none(),
+            "{name}: something was written outside the snapshot"
+        );
+        assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd, "{name}");
+        d.molde(&["inspect", &format!("hostile-{name}")]).fails();
+    }
+    let (ps, mounts) = leftovers(&d);
+    assert!(ps.trim().is_empty() && mounts.is_empty(), "{ps} {mounts:?}");
+}

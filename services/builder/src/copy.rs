@@ -113,7 +113,8 @@ pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
                 copy_dir_contents(&src, &target, rel, &opts)?;
             } else if extract && md.is_file() && archive_kind(&src).is_some() {
                 let target = make_dirs(&root, dest, owner)?;
-                unpack(&src, &target).map_err(|e| format!("{rel}: unpacking: {e}"))?;
+                unpack(&src, &target, dest.trim_end_matches('/'))
+                    .map_err(|e| format!("{rel}: unpacking: {e}"))?;
             } else {
                 let target = if into_dir || is_dir_in(&root, dest) {
                     let dir = make_dirs(&root, dest, owner)?;
@@ -421,7 +422,13 @@ fn archive_kind(path: &Path) -> Option<Archive> {
 
 /// Unpacks a tar archive (plain, gzip or zstd) into `dir` (owners, modes
 /// and links as recorded); an entry that would land outside `dir` stops it.
-pub fn unpack(archive: &Path, dir: &Path) -> Result<(), String> {
+/// Errors call `dir` what the user knows it as: `shown`.
+pub fn unpack(archive: &Path, dir: &Path, shown: &str) -> Result<(), String> {
+    let host = dir.display().to_string();
+    unpack_into(archive, dir).map_err(|e| e.replace(&host, shown))
+}
+
+fn unpack_into(archive: &Path, dir: &Path) -> Result<(), String> {
     let f = fs::File::open(archive).map_err(|e| e.to_string())?;
     let reader: Box<dyn io::Read> = match archive_kind(archive) {
         Some(Archive::Gzip) => Box::new(flate2::read::GzDecoder::new(io::BufReader::new(f))),

@@ -141,7 +141,7 @@ impl Builder for BuilderService {
                 tokio::task::spawn_blocking(move || {
                     let r = std::fs::create_dir_all(&dir)
                         .map_err(|e| e.to_string())
-                        .and_then(|()| crate::copy::unpack(&tar, &dir));
+                        .and_then(|()| crate::copy::unpack(&tar, &dir, "the context"));
                     let _ = std::fs::remove_file(&tar);
                     r.map(|()| dir)
                 })
