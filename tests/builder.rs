@@ -699,6 +699,9 @@ fn locked_cache_mounts_are_used_one_at_a_time_and_tmpfs_sizes_hold() {
     );
 }
 
+/// A tar entry: name, type, link target.
+type Raw = (String, tar::EntryType, String);
+
 /// A tar entry written with its name and link as given (no checks).
 fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
     let mut h = tar::Header::new_gnu();
@@ -719,7 +722,7 @@ fn hostile_archives_in_add_are_refused_and_write_nothing_outside() {
     std::fs::create_dir_all(&outside).unwrap();
     let out = outside.to_str().unwrap();
     let up = "../".repeat(12);
-    let cases: Vec<(&str, Vec<(String, tar::EntryType, String)>)> = vec![
+    let cases: Vec<(&str, Vec<Raw>)> = vec![
         (
             "dotdot",
             vec![(
