@@ -265,7 +265,10 @@ pub async fn build(d: &Daemon, a: BuildArgs) -> Result<()> {
                 }
             }
             if a.quiet {
-                println!("{}", i.config_digest);
+                // stdout may be carrying the exported archive.
+                if export.as_deref() != Some("-") {
+                    println!("{}", i.config_digest);
+                }
             } else {
                 let mut out = std::io::stderr();
                 writeln!(out, "built {} (manifest {})", i.config_digest, i.digest)?;
