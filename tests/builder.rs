@@ -797,3 +797,56 @@ fn hostile_archives_in_add_are_refused_and_write_nothing_outside() {
     let (ps, mounts) = leftovers(&d);
     assert!(ps.trim().is_empty() && mounts.is_empty(), "{ps} {mounts:?}");
 }
+
+#[test]
+fn ssh_agents_are_forwarded_to_run_steps_that_ask() {
+    let d = daemon_with_busybox();
+    let sock = d.dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new(molde_tests::require("ssh-agent"))
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    molde_tests::eventually(10, "the agent listens", || sock.exists());
+    let ctx = context(
+        &d,
+        "ssh",
+        &[(
+            "Dockerfile",
+            "FROM localhost/molde/busybox\n\
+             RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"agent at $SSH_AUTH_SOCK\" > /ssh\n\
+             CMD [\"cat\", \"/ssh\"]\n",
+        )],
+    );
+    let spec = format!("default={}", sock.display());
+    d.molde(&["build", "-q", "--ssh", &spec, "-t", "ssh", &ctx]).ok();
+    assert_eq!(
+        d.molde(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "ssh",
+            "sh",
+            "-c",
+            "cat /ssh; ls /run/buildkit 2>&1 | head -1"
+        ])
+        .ok(),
+        "agent at /run/buildkit/ssh_agent.0\nls: /run/buildkit: No such file or directory\n",
+        "the agent was there during the RUN, and its mount point is in no layer"
+    );
+    // A required agent that is not forwarded stops the build, naming it.
+    std::fs::write(
+        Path::new(&ctx).join("Dockerfile"),
+        "FROM localhost/molde/busybox\nRUN --mount=type=ssh,id=deploy,required=true true\n",
+    )
+    .unwrap();
+    let err = d.molde(&["build", "-q", &ctx]).fails();
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("\"deploy\""),
+        "{err}"
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

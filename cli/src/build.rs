@@ -48,6 +48,9 @@ pub struct BuildArgs {
     /// A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR
     #[arg(long = "secret")]
     secrets: Vec<String>,
+    /// An SSH agent for RUN --mount=type=ssh: ID[=SOCKET] (default: $SSH_AUTH_SOCK)
+    #[arg(long = "ssh")]
+    ssh: Vec<String>,
     /// Layer compression: gzip or zstd
     #[arg(long, default_value = "gzip")]
     compression: String,
@@ -105,6 +108,20 @@ fn secret(spec: &str) -> Result<(String, Vec<u8>)> {
     Ok((id, data))
 }
 
+/// `--ssh ID[=SOCKET]`: the agent socket, as an absolute path.
+fn ssh(spec: &str) -> Result<(String, String)> {
+    let (id, path) = match spec.split_once('=') {
+        Some((id, p)) => (id.to_string(), p.to_string()),
+        None => (
+            spec.to_string(),
+            std::env::var("SSH_AUTH_SOCK")
+                .map_err(|_| anyhow!("--ssh {spec}: no socket given and SSH_AUTH_SOCK is not set"))?,
+        ),
+    };
+    let abs = std::fs::canonicalize(&path).with_context(|| format!("--ssh {spec}: {path}"))?;
+    Ok((id, abs.to_string_lossy().into_owned()))
+}
+
 /// `-o type=oci|docker,dest=FILE`.
 fn output(spec: &str) -> Result<String> {
     let mut kind = None;
@@ -136,6 +153,7 @@ pub async fn build(d: &Daemon, a: BuildArgs) -> Result<()> {
         platform: a.platform.clone().unwrap_or_default(),
         compression: a.compression.clone(),
         secrets: a.secrets.iter().map(|s| secret(s)).collect::<Result<_>>()?,
+        ssh: a.ssh.iter().map(|s| ssh(s)).collect::<Result<_>>()?,
         // FROM images may come from registries the user logged in to.
         registry_auth: crate::auth::all()?
             .into_iter()

@@ -49,6 +49,13 @@ pub enum RunMount {
         /// `size=` in bytes, when given.
         size: Option<u64>,
     },
+    /// An SSH agent socket the client forwards (`molde build --ssh ID`), at
+    /// `target` with SSH_AUTH_SOCK naming it.
+    Ssh {
+        id: String,
+        target: String,
+        required: bool,
+    },
     /// A secret the client sent, as a read-only file at `target` ("" for
     /// none) and/or in the environment variable `env`.
     Secret {
@@ -65,6 +72,7 @@ pub enum RunMount {
 impl RunMount {
     pub fn target(&self) -> &str {
         match self {
+            RunMount::Ssh { target, .. } => target,
             RunMount::Cache { target, .. }
             | RunMount::Bind { target, .. }
             | RunMount::Tmpfs { target, .. }
@@ -142,14 +150,19 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
             "gid",
             "env",
         ],
-        "ssh" => {
-            return Err(format!(
-                "--mount {spec}: type=ssh is not supported by molde's builder"
-            ));
-        }
+        "ssh" => &[
+            "id",
+            "target",
+            "dst",
+            "destination",
+            "required",
+            "mode",
+            "uid",
+            "gid",
+        ],
         other => {
             return Err(format!(
-                "--mount {spec}: unknown type {other:?} (expected bind, cache, tmpfs or secret)"
+                "--mount {spec}: unknown type {other:?} (expected bind, cache, tmpfs, secret or ssh)"
             ));
         }
     };
@@ -238,6 +251,13 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
                 gid: num("gid", 0, 10)?,
             }
         }
+        "ssh" => RunMount::Ssh {
+            id: get(&["id"]).unwrap_or_else(|| "default".into()),
+            target: target
+                .clone()
+                .unwrap_or_else(|| "/run/buildkit/ssh_agent.0".into()),
+            required: flag(&["required"]),
+        },
         _ => unreachable!("kinds are checked above"),
     })
 }
@@ -365,7 +385,14 @@ mod tests {
                 .unwrap_err()
                 .contains("\"uid\"")
         );
-        assert!(parse("type=ssh", "/").unwrap_err().contains("not supported"));
+        assert_eq!(
+            parse("type=ssh", "/").unwrap(),
+            RunMount::Ssh {
+                id: "default".into(),
+                target: "/run/buildkit/ssh_agent.0".into(),
+                required: false
+            }
+        );
         assert_eq!(parse("type=secret,id=t,env=TOKEN", "/").unwrap().target(), "");
         assert!(
             parse("type=cache,target=/c,source=/x", "/")

@@ -1520,6 +1520,28 @@ impl Job {
                     std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(fail)?;
                     volumes.push(format!("{}:{target}:ro", file.display()));
                 }
+                RunMount::Ssh { id, target, required } => {
+                    let Some(sock) = self.req.ssh.get(id) else {
+                        if *required {
+                            return Err(at(
+                                df,
+                                ins,
+                                format!("SSH agent {id:?} is required but was not forwarded (--ssh {id})"),
+                            ));
+                        }
+                        continue;
+                    };
+                    use std::os::unix::fs::FileTypeExt;
+                    if !std::fs::metadata(sock).is_ok_and(|m| m.file_type().is_socket()) {
+                        return Err(at(
+                            df,
+                            ins,
+                            format!("--ssh {id}: {sock} is not a socket the daemon can reach"),
+                        ));
+                    }
+                    volumes.push(format!("{sock}:{target}"));
+                    env.push(format!("SSH_AUTH_SOCK={target}"));
+                }
                 RunMount::Bind {
                     target,
                     source,
