@@ -9,7 +9,7 @@ packages=(
   protobuf-compiler pkg-config libseccomp-dev gcc
   # tests and benchmarks: containerd's ctr (interop), and the peers later issues use
   containerd runc skopeo docker-registry busybox-static hyperfine iproute2 curl python3
-  containernetworking-plugins iptables buildah openssh-client
+  containernetworking-plugins iptables buildah openssh-client git
 )
 
 missing=()

@@ -1,6 +1,7 @@
 //! `molde build`: Dockerfiles built by molded's builder into images that
 //! `molde run` runs. (Root, as the daemon runs.)
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use molde_tests::Daemon;
@@ -849,4 +850,114 @@ fn ssh_agents_are_forwarded_to_run_steps_that_ask() {
     );
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+/// `git` in `dir`, as a test author (no global config needed).
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new(molde_tests::require("git"))
+        .args([
+            "-c",
+            "user.name=molde tests",
+            "-c",
+            "user.email=tests@molde.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn add_of_a_git_repository_clones_the_ref_and_caches_by_commit() {
+    let d = daemon_with_busybox();
+    // A repository served by `git daemon` on loopback.
+    let served = d.dir.path().join("git");
+    let repo = served.join("repo.git");
+    std::fs::create_dir_all(repo.join("docs")).unwrap();
+    std::fs::write(repo.join("a.txt"), "version one\n").unwrap();
+    std::fs::write(repo.join("docs/readme"), "docs one\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    git(&repo, &["tag", "-a", "v1", "-m", "v1"]);
+    let port = molde_tests::registry::free_port();
+    let _daemon = GitDaemon(
+        std::process::Command::new(molde_tests::require("git"))
+            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", served.display()))
+            .arg(&served)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            // `git daemon` runs git-daemon as a child: stop the whole group.
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    molde_tests::eventually(10, "git daemon listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let url = format!("git://127.0.0.1:{port}/repo.git");
+    let ctx = context(
+        &d,
+        "gitctx",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM localhost/molde/busybox\n\
+                 ADD {url}#v1 /src\n\
+                 ADD --keep-git-dir=true {url} /full/\n\
+                 ADD {url}#main:docs /docs/\n\
+                 CMD cat /src/a.txt /full/a.txt /docs/readme; ls -a /src | tr '\\n' ' '; [ -d /full/.git ] && echo has-git\n"
+            ),
+        )],
+    );
+    let build = || {
+        let r = d.molde(&["build", "--progress", "plain", "-t", "fromgit", &ctx]);
+        r.ok();
+        r.stderr()
+    };
+    let cached = |log: &str| log.lines().filter(|l| l.contains(" CACHED ")).count();
+    build();
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "fromgit"]).ok(),
+        "version one\nversion one\ndocs one\n. .. a.txt docs has-git\n"
+    );
+    assert_eq!(cached(&build()), 3, "the same commits: every ADD is cached");
+    // main moves on: the ADDs that follow it run again, the one pinned to v1 does not.
+    std::fs::write(repo.join("a.txt"), "version two\n").unwrap();
+    std::fs::write(repo.join("docs/readme"), "docs two\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    let log = build();
+    assert_eq!(cached(&log), 1, "{log}");
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "fromgit"]).ok(),
+        "version one\nversion two\ndocs two\n. .. a.txt docs has-git\n"
+    );
+    // A ref that is not there stops the build, naming it.
+    std::fs::write(
+        Path::new(&ctx).join("Dockerfile"),
+        format!("FROM localhost/molde/busybox\nADD {url}#nosuchref /x\n"),
+    )
+    .unwrap();
+    let err = d.molde(&["build", "-q", &ctx]).fails();
+    assert!(err.contains("Dockerfile:2") && err.contains("nosuchref"), "{err}");
+}
+
+/// A `git daemon` process group, stopped on drop.
+struct GitDaemon(std::process::Child);
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.0.wait();
+    }
 }

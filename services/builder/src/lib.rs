@@ -7,6 +7,7 @@ pub mod cache;
 pub mod copy;
 pub mod dockerfile;
 pub mod expand;
+pub mod git;
 pub mod ignore;
 pub mod mounts;
 pub mod plan;

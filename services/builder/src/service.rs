@@ -899,6 +899,15 @@ impl Job {
                 if srcs.is_empty() {
                     return Ok(None);
                 }
+                if let Some(g) = self.git_source(df, ins, srcs)? {
+                    let commit = self.git_commit(df, ins, &g).await?;
+                    return Ok(Some(format!(
+                        "git {} {commit} {} keep={:?}",
+                        g.url,
+                        g.subdir,
+                        ins.flag("keep-git-dir")
+                    )));
+                }
                 if srcs.iter().any(|s| is_url(s)) {
                     let mut parts = Vec::new();
                     for u in srcs {
@@ -912,6 +921,62 @@ impl Job {
         }
     }
 
+    /// The repository an ADD names, if it names one (then as its only source).
+    fn git_source(
+        &self,
+        df: &Dockerfile,
+        ins: &Instruction,
+        srcs: &[String],
+    ) -> Result<Option<crate::git::Source>, Status> {
+        if !matches!(ins.command, Command::Add { .. }) {
+            return Ok(None);
+        }
+        let gits: Vec<_> = srcs.iter().filter_map(|s| crate::git::parse(s)).collect();
+        match (gits.len(), srcs.len()) {
+            (0, _) => Ok(None),
+            (1, 1) => Ok(gits.into_iter().next()),
+            _ => Err(at(df, ins, "ADD of a git repository takes it as its only source")),
+        }
+    }
+
+    /// The commit a repository's ref names, looked up once per build and
+    /// checked against `--checksum` when given.
+    async fn git_commit(
+        &self,
+        df: &Dockerfile,
+        ins: &Instruction,
+        g: &crate::git::Source,
+    ) -> Result<String, Status> {
+        let key = format!("{}#{}", g.url, g.reference);
+        if let Some(c) = self
+            .downloads
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).map(|d| d.1.clone()))
+        {
+            return Ok(c);
+        }
+        let commit = crate::git::resolve(g)
+            .await
+            .map_err(|e| at(df, ins, format!("ADD {}: {e}", g.url)))?;
+        if let Some(want) = ins.flag("checksum")
+            && !commit.starts_with(want)
+        {
+            return Err(at(
+                df,
+                ins,
+                format!(
+                    "ADD {}: checksum mismatch: --checksum={want}, the ref is at {commit}",
+                    g.url
+                ),
+            ));
+        }
+        if let Ok(mut m) = self.downloads.lock() {
+            m.insert(key, (PathBuf::new(), commit.clone()));
+        }
+        Ok(commit)
+    }
+
     /// Fetches an ADD URL once per build (bounded in time), checking
     /// `--checksum` when given. Returns the file and its digest.
     async fn download(
@@ -920,15 +985,6 @@ impl Job {
         ins: &Instruction,
         url: &str,
     ) -> Result<(PathBuf, String), Status> {
-        if url.split(['#', '?']).next().is_some_and(|u| u.ends_with(".git"))
-            || ins.flag("keep-git-dir").is_some()
-        {
-            return Err(at(
-                df,
-                ins,
-                format!("ADD {url}: git repositories are not supported by molde's builder"),
-            ));
-        }
         if let Some(d) = self.downloads.lock().ok().and_then(|m| m.get(url).cloned()) {
             return Ok(d);
         }
@@ -1739,10 +1795,17 @@ impl Job {
         inline: Vec<(String, String)>,
     ) -> Result<(Value, String, String), Status> {
         let is_add = matches!(ins.command, Command::Add { .. });
-        if ins.flag("checksum").is_some() && !(is_add && srcs.iter().all(|s| is_url(s)) && !srcs.is_empty()) {
+        let git = self.git_source(df, ins, &srcs)?;
+        if ins.flag("checksum").is_some()
+            && !(is_add && srcs.iter().all(|s| is_url(s) || git.is_some()) && !srcs.is_empty())
+        {
             return Err(at(df, ins, "--checksum is only for ADD of a URL"));
         }
+        if ins.flag("keep-git-dir").is_some() && git.is_none() {
+            return Err(at(df, ins, "--keep-git-dir is only for ADD of a git repository"));
+        }
         let mut held = Held::default();
+        let mut dest = dest;
         // Where the sources come from: the context, a stage's rootfs, the
         // heredocs or the downloads written for this step.
         let mut src_root = self.context.clone();
@@ -1751,7 +1814,29 @@ impl Job {
         let mut chmod = ins.flag("chmod").map(str::to_string);
         let mut extract = is_add;
         let mut from_mounts = Vec::new();
-        if !inline.is_empty() || srcs.iter().any(|s| is_url(s)) {
+        if let Some(g) = git {
+            // The repository's files (or its SUBDIR's) go into the destination.
+            let commit = self.git_commit(df, ins, &g).await?;
+            let dir = self
+                .scratch
+                .join(format!("git-{}", uuid::Uuid::new_v4().simple()));
+            held.dirs.push(dir.clone());
+            let keep = ins.flag("keep-git-dir").is_some_and(|v| v != "false");
+            crate::git::fetch(&g, &commit, &dir, keep)
+                .await
+                .map_err(|e| at(df, ins, format!("ADD {}: {e}", g.url)))?;
+            src_root = dir;
+            ignore = Ignore::default();
+            srcs = vec![if g.subdir.is_empty() {
+                ".".into()
+            } else {
+                g.subdir.clone()
+            }];
+            extract = false;
+            if !dest.ends_with('/') {
+                dest.push('/');
+            }
+        } else if !inline.is_empty() || srcs.iter().any(|s| is_url(s)) {
             if srcs.iter().any(|s| !is_url(s)) {
                 return Err(at(df, ins, "URLs cannot be mixed with files from the context"));
             }
