@@ -1045,6 +1045,10 @@ impl Job {
             rec["diff_id"].as_str()?.to_string(),
             rec["top"].as_str()?.to_string(),
         );
+        // Held by this build first, then checked: once both are found, no
+        // prune or collection can take them from under the build.
+        self.hold(&top, &format!("snapshots/{SNAPSHOTTER}")).await.ok()?;
+        self.hold(layer["digest"].as_str()?, "content").await.ok()?;
         ContentClient::new(self.svc.content.clone())
             .info(
                 self.plain(molde_api::containerd::services::content::v1::InfoRequest {
@@ -1062,8 +1066,6 @@ impl Job {
             ))
             .await
             .ok()?;
-        // Held by this build from now on, like a layer it made.
-        self.hold_snapshot(&top).await.ok()?;
         // Used now: the last to be pruned.
         if let Ok(f) = std::fs::File::options().append(true).open(&path) {
             let _ = f.set_modified(std::time::SystemTime::now());
@@ -1337,14 +1339,14 @@ impl Job {
         }
     }
 
-    /// Puts a committed snapshot in this build's lease.
-    async fn hold_snapshot(&self, name: &str) -> Result<(), Status> {
+    /// Puts a resource (`content`, `snapshots/overlayfs`) in this build's lease.
+    async fn hold(&self, id: &str, kind: &str) -> Result<(), Status> {
         LeasesClient::new(self.svc.content.clone())
             .add_resource(self.plain(AddResourceRequest {
                 id: self.lease.clone(),
                 resource: Some(Resource {
-                    id: name.into(),
-                    r#type: format!("snapshots/{SNAPSHOTTER}"),
+                    id: id.into(),
+                    r#type: kind.into(),
                 }),
             }))
             .await
@@ -1404,7 +1406,7 @@ impl Job {
             })?;
         let name = molde_common::chain_id(parent, &diff_id);
         self.commit_as(key, &name).await?;
-        self.hold_snapshot(&name).await?;
+        self.hold(&name, &format!("snapshots/{SNAPSHOTTER}")).await?;
         let layer = json!({ "mediaType": desc.media_type, "digest": desc.digest, "size": desc.size });
         Ok((layer, diff_id, name))
     }
@@ -1457,7 +1459,7 @@ impl Job {
             }
             result?;
         }
-        self.hold_snapshot(&name).await?;
+        self.hold(&name, &format!("snapshots/{SNAPSHOTTER}")).await?;
         Ok((desc, diff_id, name))
     }
 

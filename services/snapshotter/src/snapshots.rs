@@ -6,6 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use molde_api::containerd::services::leases::v1::{
+    AddResourceRequest, Resource, leases_client::LeasesClient,
+};
 use molde_api::containerd::services::snapshots::v1 as api;
 use molde_common::labels::{self, Labels};
 use molde_common::{RequestContext, now_nanos, timestamp};
@@ -320,6 +323,38 @@ pub struct SnapshotsService {
     pub(crate) content: tonic::transport::Channel,
 }
 
+impl SnapshotsService {
+    /// A commit made under a lease (`containerd-lease`) puts the new name in
+    /// that lease *before* the snapshot exists, as containerd does: there is
+    /// no moment at which a garbage collection could find the committed
+    /// snapshot held by nothing.
+    async fn lease_first(
+        &self,
+        ctx: &RequestContext,
+        d: Driver,
+        name: &str,
+    ) -> std::result::Result<(), Status> {
+        let Some(lease) = &ctx.lease else {
+            return Ok(());
+        };
+        let mut req = Request::new(AddResourceRequest {
+            id: lease.clone(),
+            resource: Some(Resource {
+                id: name.to_string(),
+                r#type: format!("snapshots/{}", d.name()),
+            }),
+        });
+        if let Ok(v) = ctx.namespace.parse() {
+            req.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
+        }
+        LeasesClient::new(self.content.clone())
+            .add_resource(req)
+            .await
+            .map_err(|e| Status::new(e.code(), format!("lease {lease:?}: {}", e.message())))?;
+        Ok(())
+    }
+}
+
 /// Runs blocking snapshot work (directory creation, copies) off the runtime.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
@@ -406,9 +441,11 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
         &self,
         req: Request<api::CommitSnapshotRequest>,
     ) -> std::result::Result<Response<()>, Status> {
-        let ns = ns(&req)?;
+        let ctx = RequestContext::of(&req).map_err(SnapshotError::from)?;
+        let ns = ctx.namespace.clone();
         let r = req.into_inner();
         let d = Driver::parse(&r.snapshotter)?;
+        self.lease_first(&ctx, d, &r.name).await?;
         let s = self.s.clone();
         blocking(move || s.commit(&ns, d, &r.name, &r.key, r.labels.into_iter().collect())).await?;
         Ok(Response::new(()))
