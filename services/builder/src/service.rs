@@ -357,12 +357,14 @@ impl BuilderService {
             step: AtomicU32::new(0),
             done: Mutex::new(HashMap::new()),
             downloads: Mutex::new(HashMap::new()),
+            removals: Mutex::new(Vec::new()),
         };
         tokio::spawn(async move {
             // Not before what an earlier molded left is cleaned up.
             drop(recovering.read().await);
             let lease = job.lease.clone();
             let result = job.run(&df, waves).await;
+            job.settle().await;
             let _ = LeasesClient::new(job.svc.content.clone())
                 .delete(job.plain(DeleteLease {
                     id: lease,
@@ -508,6 +510,8 @@ struct Job {
     done: Mutex<HashMap<usize, Built>>,
     /// ADD URLs fetched for this build: URL → (file, content digest).
     downloads: Mutex<HashMap<String, (PathBuf, String)>>,
+    /// RUN containers being removed in the background.
+    removals: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 fn at(df: &Dockerfile, ins: &Instruction, msg: impl std::fmt::Display) -> Status {
@@ -601,6 +605,7 @@ impl Job {
         let built = self
             .built(last.unwrap_or(0))
             .ok_or_else(|| Status::internal("no stage was built"))?;
+        self.settle().await;
         self.image(built).await
     }
 
@@ -1783,8 +1788,28 @@ impl Job {
             crate::mounts::remove_stubs(&m.into_inner().mounts, &stubs);
         }
         let layer = self.commit_layer(&id, parent).await;
-        let _ = rt.remove(self.req(RemoveRequest { id, force: true })).await;
+        // The container goes while the next steps run; the build waits for
+        // it before it ends (`settle`).
+        let req = self.req(RemoveRequest { id, force: true });
+        let handle = tokio::spawn(async move {
+            let _ = rt.remove(req).await;
+        });
+        if let Ok(mut r) = self.removals.lock() {
+            r.push(handle);
+        }
         layer
+    }
+
+    /// Waits for the RUN containers still being removed.
+    async fn settle(&self) {
+        let pending: Vec<_> = self
+            .removals
+            .lock()
+            .map(|mut r| r.drain(..).collect())
+            .unwrap_or_default();
+        for h in pending {
+            let _ = h.await;
+        }
     }
 
     async fn copy_step(
