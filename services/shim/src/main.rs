@@ -551,8 +551,6 @@ fn run(args: &Args) -> Result<i32> {
             .context("the started container has no pid")?
             .as_raw(),
     );
-    fs::write(args.bundle.join("init.pid"), pid.to_string())?;
-
     let mut readers = Vec::new();
     let log = Arc::new(Mutex::new(
         OpenOptions::new()
@@ -578,6 +576,9 @@ fn run(args: &Args) -> Result<i32> {
     attach
         .serve(&args.bundle.join("attach.sock"))
         .context("serving attach.sock")?;
+    // Written last: molded takes init.pid as "started", and by then
+    // attach.sock answers.
+    fs::write(args.bundle.join("init.pid"), pid.to_string())?;
     // A container that runs on is watched by a small process; one that exits
     // at once is not slowed down by pages faulting back in.
     let _ = std::thread::Builder::new().stack_size(64 << 10).spawn(|| {
