@@ -341,6 +341,8 @@ COPY d*/*.txt /globbed/
 ADD a.txt /added/
 RUN rm /work/sub/a.txt && touch /tmp/x
 USER app
+WORKDIR /appdir/sub
+RUN touch mine
 EXPOSE 8080/tcp 53/udp 9000
 VOLUME /data /logs
 VOLUME ["/cache"]

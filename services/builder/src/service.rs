@@ -1724,6 +1724,7 @@ impl Job {
                 network: run.network.into(),
                 rootfs_parent: parent.into(),
                 rootfs_parent_set: true,
+                workdir_for_user: true,
                 volumes,
                 tmpfs,
                 ..Default::default()

@@ -132,6 +132,10 @@ pub fn tmpfs_mount(t: &str) -> Result<Mount, Status> {
         .map_err(bad)
 }
 
+/// The annotation that tells the shim to create a missing working directory
+/// owned by the process's user.
+pub const WORKDIR_OWNER: &str = "io.molde.workdir-owner";
+
 /// `KEY=VALUE` lists merged: later keys replace earlier ones.
 pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -262,6 +266,11 @@ pub fn build(
             .map_err(bad)?,
     ));
     spec.set_hostname(Some(hostname));
+    if req.workdir_for_user {
+        let mut a = spec.annotations().clone().unwrap_or_default();
+        a.insert(WORKDIR_OWNER.to_string(), "user".to_string());
+        spec.set_annotations(Some(a));
+    }
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for v in &req.volumes {
         mounts.push(volume_mount(v, volumes)?);

@@ -303,10 +303,11 @@ fn relay(mut from: File, attach: attach::Attach) -> std::thread::JoinHandle<()> 
 }
 
 /// Creates `path` (absolute in the container) and its missing parents in
-/// `rootfs`, as docker does for a working directory that is not there.
+/// `rootfs`, as docker does for a working directory that is not there;
+/// what it creates belongs to `owner` when given (a build's WORKDIR).
 /// Every lookup resolves inside the rootfs (`RESOLVE_IN_ROOT`), so links in
 /// the image cannot lead the creation outside it.
-fn ensure_dir(rootfs: &Path, path: &str) -> Result<()> {
+fn ensure_dir(rootfs: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<()> {
     use rustix::fs::{Mode, OFlags, ResolveFlags, mkdirat, open, openat2};
     let root = open(
         rootfs,
@@ -319,7 +320,18 @@ fn ensure_dir(rootfs: &Path, path: &str) -> Result<()> {
     for c in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
         let parent = openat2(&root, prefix.as_str(), flags, Mode::empty(), how)?;
         match mkdirat(&parent, c, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Ok(()) => {
+                if let Some((uid, gid)) = owner {
+                    rustix::fs::chownat(
+                        &parent,
+                        c,
+                        Some(rustix::fs::Uid::from_raw(uid)),
+                        Some(rustix::fs::Gid::from_raw(gid)),
+                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                    )?;
+                }
+            }
+            Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
         if !prefix.ends_with('/') {
@@ -489,7 +501,12 @@ fn run(args: &Args) -> Result<i32> {
     let spec =
         oci_spec::runtime::Spec::load(args.bundle.join("config.json")).context("reading config.json")?;
     if let Some(p) = spec.process() {
-        ensure_dir(&rootfs, &p.cwd().to_string_lossy())
+        let for_user = spec
+            .annotations()
+            .as_ref()
+            .is_some_and(|a| a.get("io.molde.workdir-owner").is_some_and(|v| v == "user"));
+        let owner = for_user.then(|| (p.user().uid(), p.user().gid()));
+        ensure_dir(&rootfs, &p.cwd().to_string_lossy(), owner)
             .with_context(|| format!("creating the working directory {}", p.cwd().display()))?;
     }
     let terminal = spec
