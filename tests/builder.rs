@@ -961,3 +961,33 @@ impl Drop for GitDaemon {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_dockerfiles_own_dockerignore_wins_over_the_contexts() {
+    let d = daemon_with_busybox();
+    let df = "FROM localhost/molde/busybox\nCOPY . /ctx/\nCMD [\"ls\", \"/ctx\"]\n";
+    let ctx = context(
+        &d,
+        "ownignore",
+        &[
+            ("Dockerfile", df),
+            ("app.Dockerfile", df),
+            ("app.Dockerfile.dockerignore", "secret.txt\n*.Dockerfile*\n"),
+            (".dockerignore", "notes.txt\n"),
+            ("secret.txt", "s\n"),
+            ("notes.txt", "n\n"),
+            ("main.txt", "m\n"),
+        ],
+    );
+    let file = format!("{ctx}/app.Dockerfile");
+    d.molde(&["build", "-q", "-f", &file, "-t", "own", &ctx]).ok();
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "own"]).ok(),
+        "Dockerfile\nmain.txt\nnotes.txt\n"
+    );
+    d.molde(&["build", "-q", "-t", "plain", &ctx]).ok();
+    assert_eq!(
+        d.molde(&["run", "--rm", "--network", "none", "plain"]).ok(),
+        "Dockerfile\napp.Dockerfile\napp.Dockerfile.dockerignore\nmain.txt\nsecret.txt\n"
+    );
+}

@@ -192,6 +192,11 @@ pub async fn build(d: &Daemon, a: BuildArgs) -> Result<()> {
             .file_name()
             .map_or("Dockerfile".into(), |n| n.to_string_lossy().into_owned());
         req.dockerfile_text = text;
+        if f != "-"
+            && let Ok(ignore) = std::fs::read_to_string(format!("{f}.dockerignore"))
+        {
+            req.dockerignore_text = ignore;
+        }
     }
     if a.tags.is_empty() && export.is_some() {
         // An export needs a name to find the image by.

@@ -332,7 +332,16 @@ impl BuilderService {
             let df = dockerfile::parse(&name, &text).map_err(|e| Status::invalid_argument(e.to_string()))?;
             let target = (!r.target.is_empty()).then_some(r.target.as_str());
             let waves = plan::plan(&df, target).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let ignore = std::fs::read_to_string(context.join(".dockerignore"))
+            // As docker: `<Dockerfile>.dockerignore` first, then `.dockerignore`.
+            let own = if r.dockerignore_text.is_empty() && r.dockerfile_text.is_empty() {
+                crate::copy::scoped(&context, &format!("{name}.dockerignore"), true)
+                    .ok()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+            } else {
+                (!r.dockerignore_text.is_empty()).then(|| r.dockerignore_text.clone())
+            };
+            let ignore = own
+                .or_else(|| std::fs::read_to_string(context.join(".dockerignore")).ok())
                 .map(|t| Ignore::parse(&t))
                 .unwrap_or_default();
             Ok((context, df, waves, ignore))
