@@ -722,7 +722,12 @@ impl Job {
             // The step's key: its parent's, what it does once expanded (a
             // RUN's argv, env, directory and user), its flags and its inputs.
             let inputs = self.inputs(df, ins, &what, &mounts).await?;
-            let text = format!("{:?}|{what:?}|{}", ins.flags, self.req.compression);
+            let text = format!(
+                "{:?}|{:?}|{}",
+                ins.flags,
+                state.key_of(&what),
+                self.req.compression
+            );
             key = cache::step_key(&key, &text, &[], inputs.as_deref());
             tracing::debug!(step = %ins.original, key = %key, "build step");
             if what != Step::Metadata

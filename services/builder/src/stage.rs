@@ -176,6 +176,25 @@ impl StageState {
         (v, None)
     }
 
+    /// What of a step goes into its cache key: the proxy arguments a RUN sees
+    /// without declaring them are left out, as docker leaves them out.
+    pub fn key_of(&self, step: &Step) -> Step {
+        let mut s = step.clone();
+        if let Step::Run { env, .. } = &mut s {
+            env.retain(|e| {
+                let name = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+                !PREDEFINED_ARGS.contains(&name) || self.args.contains_key(name) || self.declared_in_env(name)
+            });
+        }
+        s
+    }
+
+    fn declared_in_env(&self, name: &str) -> bool {
+        self.env()
+            .iter()
+            .any(|e| e.split_once('=').is_some_and(|(k, _)| k == name))
+    }
+
     fn workdir(&self) -> String {
         self.config
             .get("WorkingDir")
@@ -643,6 +662,25 @@ mod tests {
                 inline: vec![]
             }
         );
+    }
+
+    #[test]
+    fn proxy_args_stay_out_of_cache_keys_unless_declared() {
+        let has = |st: &StageState, step: &Step| match st.key_of(step) {
+            Step::Run { env, .. } => env.iter().any(|e| e.starts_with("HTTP_PROXY=")),
+            _ => false,
+        };
+        let (st, steps) = build("FROM x\nRUN true\n", &[("HTTP_PROXY", "http://p:1")]).unwrap();
+        assert!(
+            matches!(&steps[0], Step::Run { env, .. } if env.contains(&"HTTP_PROXY=http://p:1".to_string()))
+        );
+        assert!(!has(&st, &steps[0]), "the RUN sees it, its key does not");
+        let (st, steps) = build(
+            "FROM x\nARG HTTP_PROXY\nRUN true\n",
+            &[("HTTP_PROXY", "http://p:1")],
+        )
+        .unwrap();
+        assert!(has(&st, &steps[1]), "declared, it counts");
     }
 
     #[test]
