@@ -34,6 +34,18 @@ fn leftovers(d: &Daemon) -> (String, Vec<String>) {
     (ps, mounts)
 }
 
+/// What `molde run --rm --network none IMAGE [CMD…]` prints.
+fn run_image(d: &Daemon, image: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["run", "--rm", "--network", "none", image];
+    args.extend_from_slice(cmd);
+    d.molde(&args).ok()
+}
+
+/// How many steps a build's plain progress shows as cached.
+fn cached(log: &str) -> usize {
+    log.lines().filter(|l| l.contains(" CACHED ")).count()
+}
+
 #[test]
 fn a_multi_stage_build_runs_as_its_dockerfile_says() {
     let d = daemon_with_busybox();
@@ -82,9 +94,7 @@ fn a_multi_stage_build_runs_as_its_dockerfile_says() {
     assert!(log.contains("RUN echo"), "steps are shown: {log}");
     assert!(log.contains("tagged localhost/test/app:1"), "{log}");
 
-    let run = d
-        .molde(&["run", "--rm", "--network", "none", "localhost/test/app:1"])
-        .ok();
+    let run = run_image(&d, "localhost/test/app:1", &[]);
     assert_eq!(run, "release\nhi from the context\na\nb\n65534\n700\n");
 
     let inspect: serde_json::Value =
@@ -213,7 +223,6 @@ fn the_cache_reuses_unchanged_steps_across_restarts() {
         assert_eq!(r.out.status.code(), Some(0), "{}", r.stderr());
         r.stderr()
     };
-    let cached = |log: &str| log.lines().filter(|l| l.contains(" CACHED ")).count();
     // A step's output line (the instruction lines name the same words).
     let ran = |log: &str, what: &str| log.lines().any(|l| l == what);
 
@@ -249,18 +258,7 @@ fn the_cache_reuses_unchanged_steps_across_restarts() {
     assert_eq!(cached(&log), 0, "{log}");
     assert!(ran(&log, "ran-step-one"), "{log}");
 
-    let out = d
-        .molde(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "localhost/test/cached",
-            "cat",
-            "/copy.txt",
-            "/b.txt",
-        ])
-        .ok();
+    let out = run_image(&d, "localhost/test/cached", &["cat", "/copy.txt", "/b.txt"]);
     assert_eq!(out, "first\nchanged\n");
 }
 
@@ -286,10 +284,7 @@ fn independent_stages_run_at_once() {
     );
     let ctx = context(&d, "parallel", &[("Dockerfile", &text)]);
     d.molde(&["build", "-q", "-t", "parallel", &ctx]).ok();
-    assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "parallel"]).ok(),
-        "left\nright\n"
-    );
+    assert_eq!(run_image(&d, "parallel", &[]), "left\nright\n");
 }
 
 #[test]
@@ -316,10 +311,7 @@ fn context_on_stdin_exports_compression_and_progress() {
     assert!(tar.status.success());
     d.molde_stdin(&["build", "-q", "-t", "fromstdin", "-"], &tar.stdout)
         .ok();
-    assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "fromstdin"]).ok(),
-        "from a tar on stdin\n6291456\n"
-    );
+    assert_eq!(run_image(&d, "fromstdin", &[]), "from a tar on stdin\n6291456\n");
     // An archive that would write outside the context is refused.
     let mut evil = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
@@ -364,10 +356,7 @@ fn context_on_stdin_exports_compression_and_progress() {
         layers.last().unwrap()["mediaType"],
         "application/vnd.oci.image.layer.v1.tar+zstd"
     );
-    assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "zst"]).ok(),
-        "from a tar on stdin\n6291456\n"
-    );
+    assert_eq!(run_image(&d, "zst", &[]), "from a tar on stdin\n6291456\n");
     // A docker-archive export of an image given no name leaves no name behind.
     let archive = d.dir.path().join("docker.tar");
     let dest = format!("type=docker,dest={}", archive.display());
@@ -418,7 +407,6 @@ fn the_cache_is_pruned_by_size_and_on_demand() {
             ("a.txt", "a\n"),
         ],
     );
-    let cached = |log: &str| log.lines().filter(|l| l.contains(" CACHED ")).count();
     let build = |d: &Daemon, tag: &str| {
         let r = d.molde(&["build", "--progress", "plain", "-t", tag, &ctx]);
         r.ok();
@@ -487,10 +475,7 @@ fn missing_base_images_are_pulled_and_built_images_pushed() {
         "{}",
         reg.log()
     );
-    assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "onpulled"]).ok(),
-        "built-on-pulled\n"
-    );
+    assert_eq!(run_image(&d, "onpulled", &[]), "built-on-pulled\n");
     // And the built image goes to the registry, where skopeo reads it.
     let pushed = format!("{}/built/app:1", reg.host);
     d.molde(&["push", "onpulled", &pushed]).ok();
@@ -542,10 +527,7 @@ fn copy_link_layers_are_reused_over_a_changed_base() {
         (log, top)
     };
     let (_, first) = build("1");
-    assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "link"]).ok(),
-        "1\nlinked\n"
-    );
+    assert_eq!(run_image(&d, "link", &[]), "1\nlinked\n");
     // The RUN below changed: the linked layer is the same layer, not copied again.
     let (log, second) = build("2");
     assert_eq!(first, second, "the --link layer is reused");
@@ -553,10 +535,7 @@ fn copy_link_layers_are_reused_over_a_changed_base() {
         log.lines().any(|l| l.contains("COPY --link")) && log.contains("#4 CACHED"),
         "{log}"
     );
-    assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "link"]).ok(),
-        "2\nlinked\n"
-    );
+    assert_eq!(run_image(&d, "link", &[]), "2\nlinked\n");
 }
 
 #[test]
@@ -618,10 +597,7 @@ fn a_build_cut_short_by_a_killed_daemon_leaves_nothing_behind() {
     )
     .unwrap();
     d.molde(&["build", "-q", "-t", "killed", &ctx]).ok();
-    assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "killed"]).ok(),
-        "a\n"
-    );
+    assert_eq!(run_image(&d, "killed", &[]), "a\n");
 }
 
 #[test]
@@ -666,10 +642,7 @@ fn private_base_images_are_pulled_with_the_users_login() {
     assert!(molde(&login, b"s3cret\n").status.success());
     let out = molde(&["build", "-q", "-t", "private", &ctx], b"");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "private"]).ok(),
-        "private-base\n"
-    );
+    assert_eq!(run_image(&d, "private", &[]), "private-base\n");
 }
 
 #[test]
@@ -694,10 +667,7 @@ fn locked_cache_mounts_are_used_one_at_a_time_and_tmpfs_sizes_hold() {
     );
     let ctx = context(&d, "locked", &[("Dockerfile", &text)]);
     d.molde(&["build", "-q", "-t", "locked", &ctx]).ok();
-    assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "locked"]).ok(),
-        "one\ntwo\n1024\n"
-    );
+    assert_eq!(run_image(&d, "locked", &[]), "one\ntwo\n1024\n");
 }
 
 /// A tar entry: name, type, link target.
@@ -823,17 +793,11 @@ fn ssh_agents_are_forwarded_to_run_steps_that_ask() {
     let spec = format!("default={}", sock.display());
     d.molde(&["build", "-q", "--ssh", &spec, "-t", "ssh", &ctx]).ok();
     assert_eq!(
-        d.molde(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
+        run_image(
+            &d,
             "ssh",
-            "sh",
-            "-c",
-            "cat /ssh; ls /run/buildkit 2>&1 | head -1"
-        ])
-        .ok(),
+            &["sh", "-c", "cat /ssh; ls /run/buildkit 2>&1 | head -1"]
+        ),
         "agent at /run/buildkit/ssh_agent.0\nls: /run/buildkit: No such file or directory\n",
         "the agent was there during the RUN, and its mount point is in no layer"
     );
@@ -922,10 +886,9 @@ fn add_of_a_git_repository_clones_the_ref_and_caches_by_commit() {
         r.ok();
         r.stderr()
     };
-    let cached = |log: &str| log.lines().filter(|l| l.contains(" CACHED ")).count();
     build();
     assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "fromgit"]).ok(),
+        run_image(&d, "fromgit", &[]),
         "version one\nversion one\ndocs one\n. .. a.txt docs has-git\n"
     );
     assert_eq!(cached(&build()), 3, "the same commits: every ADD is cached");
@@ -936,7 +899,7 @@ fn add_of_a_git_repository_clones_the_ref_and_caches_by_commit() {
     let log = build();
     assert_eq!(cached(&log), 1, "{log}");
     assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "fromgit"]).ok(),
+        run_image(&d, "fromgit", &[]),
         "version one\nversion two\ndocs two\n. .. a.txt docs has-git\n"
     );
     // A ref that is not there stops the build, naming it.
@@ -981,13 +944,10 @@ fn a_dockerfiles_own_dockerignore_wins_over_the_contexts() {
     );
     let file = format!("{ctx}/app.Dockerfile");
     d.molde(&["build", "-q", "-f", &file, "-t", "own", &ctx]).ok();
-    assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "own"]).ok(),
-        "Dockerfile\nmain.txt\nnotes.txt\n"
-    );
+    assert_eq!(run_image(&d, "own", &[]), "Dockerfile\nmain.txt\nnotes.txt\n");
     d.molde(&["build", "-q", "-t", "plain", &ctx]).ok();
     assert_eq!(
-        d.molde(&["run", "--rm", "--network", "none", "plain"]).ok(),
+        run_image(&d, "plain", &[]),
         "Dockerfile\napp.Dockerfile\napp.Dockerfile.dockerignore\nmain.txt\nsecret.txt\n"
     );
 }
