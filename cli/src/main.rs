@@ -201,9 +201,13 @@ enum BuilderCmd {
         #[arg(short, long)]
         all: bool,
         /// Keep records whose layers take at most this much (e.g. 2GB)
-        #[arg(long, value_parser = build::parse_size, default_value = "0")]
+        #[arg(long, value_parser = parse_size, default_value = "0")]
         keep_storage: u64,
     },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    molde_common::parse_size(s).ok_or_else(|| format!("{s:?}: not a size (e.g. 512MB, 2GB)"))
 }
 
 fn main() {

@@ -222,7 +222,10 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
             target: need_target()?,
             size: match get(&["size"]) {
                 None => None,
-                Some(v) => Some(size(&v).ok_or_else(|| format!("--mount {spec}: size={v} is not a size"))?),
+                Some(v) => Some(
+                    molde_common::parse_size(&v)
+                        .ok_or_else(|| format!("--mount {spec}: size={v} is not a size"))?,
+                ),
             },
         },
         "secret" => {
@@ -260,21 +263,6 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
         },
         _ => unreachable!("kinds are checked above"),
     })
-}
-
-/// `64m`, `1g`, `4096`: bytes.
-fn size(v: &str) -> Option<u64> {
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mult)
 }
 
 /// The upper (writable) directory and the lower directories of an active

@@ -366,6 +366,7 @@ impl BuilderService {
             step: AtomicU32::new(0),
             done: Mutex::new(HashMap::new()),
             downloads: Mutex::new(HashMap::new()),
+            commits: Mutex::new(HashMap::new()),
             removals: Mutex::new(Vec::new()),
         };
         tokio::spawn(async move {
@@ -519,6 +520,8 @@ struct Job {
     done: Mutex<HashMap<usize, Built>>,
     /// ADD URLs fetched for this build: URL → (file, content digest).
     downloads: Mutex<HashMap<String, (PathBuf, String)>>,
+    /// ADD'd repositories: `URL#REF` → the commit it named when first asked.
+    commits: Mutex<HashMap<String, String>>,
     /// RUN containers being removed in the background.
     removals: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -570,12 +573,25 @@ impl Job {
             "containerd.io/gc.expire".to_string(),
             rfc3339(now_secs() + 24 * 3600),
         );
-        LeasesClient::new(self.svc.content.clone())
+        let mut leases = LeasesClient::new(self.svc.content.clone());
+        leases
             .create(self.plain(CreateLease {
                 id: self.lease.clone(),
                 labels: expiry,
             }))
             .await?;
+        // The cache's own lease, without expiry; there already, most times.
+        match leases
+            .create(self.plain(CreateLease {
+                id: CACHE_LEASE.into(),
+                labels: Default::default(),
+            }))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            Err(s) => return Err(s),
+        }
         // Values of the ARGs before the first FROM, over the platform ones.
         let mut global: HashMap<String, Option<String>> = platform_args()
             .into_iter()
@@ -967,12 +983,7 @@ impl Job {
         g: &crate::git::Source,
     ) -> Result<String, Status> {
         let key = format!("{}#{}", g.url, g.reference);
-        if let Some(c) = self
-            .downloads
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).map(|d| d.1.clone()))
-        {
+        if let Some(c) = self.commits.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(c);
         }
         let commit = crate::git::resolve(g)
@@ -990,8 +1001,8 @@ impl Job {
                 ),
             ));
         }
-        if let Ok(mut m) = self.downloads.lock() {
-            m.insert(key, (PathBuf::new(), commit.clone()));
+        if let Ok(mut m) = self.commits.lock() {
+            m.insert(key, commit.clone());
         }
         Ok(commit)
     }
@@ -1096,12 +1107,6 @@ impl Job {
     /// holds the layer in the cache's lease until the record is pruned.
     async fn remember(&self, key: &str, layer: &(Value, String, String)) {
         let mut leases = LeasesClient::new(self.svc.content.clone());
-        let _ = leases
-            .create(self.plain(CreateLease {
-                id: CACHE_LEASE.into(),
-                labels: Default::default(),
-            }))
-            .await;
         for (id, kind) in [
             (
                 layer.0["digest"].as_str().unwrap_or_default().to_string(),

@@ -18,6 +18,39 @@ pub fn host_arch() -> &'static str {
     }
 }
 
+/// `10GB`, `512MiB`, `64m`, `1.5g`, `4096`: bytes (units are powers of
+/// 1024, as docker reads them). None for anything else.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    Some((n * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes_parse_as_docker_reads_them() {
+        assert_eq!(super::parse_size("4096"), Some(4096));
+        assert_eq!(super::parse_size("64m"), Some(64 << 20));
+        assert_eq!(super::parse_size("2GB"), Some(2 << 30));
+        assert_eq!(super::parse_size("1.5k"), Some(1536));
+        assert_eq!(super::parse_size("9z"), None);
+        assert_eq!(super::parse_size("m"), None);
+    }
+}
+
 /// A request field that failed validation; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
