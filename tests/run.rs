@@ -911,3 +911,88 @@ fn containers_run_on_a_pure_cgroup_v2_view() {
         );
     }
 }
+
+/// What a shell in the container printed for each attempt on its cgroups: the
+/// error of a write that fails, or "written" for one that goes through.
+const CGROUP_PROBE: &str = r#"
+try() { if sh -c "$1" 2>/tmp/err; then echo "$2: written"; else echo "$2: $(cat /tmp/err)"; fi; }
+try 'echo max > /sys/fs/cgroup/pids/pids.max' pids
+try 'echo 1073741824 > /sys/fs/cgroup/memory/memory.limit_in_bytes' memory
+try 'mkdir /sys/fs/cgroup/memory/child' child
+try 'mkdir /sys/fs/cgroup/mine' top
+"#;
+
+#[test]
+fn containers_see_their_cgroups_read_only() {
+    let d = daemon_with_busybox();
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "boxed",
+        "--memory",
+        "16m",
+        "--pids-limit",
+        "50",
+        IMAGE,
+        "sleep",
+        "60",
+    ])
+    .ok();
+    let out = d.molde(&["exec", "boxed", "sh", "-c", CGROUP_PROBE]).ok();
+    for line in out.lines() {
+        // On a pure v2 host the v1 paths do not exist: the write fails all the same.
+        assert!(
+            !line.ends_with(": written"),
+            "a container changed its cgroups: {out}"
+        );
+    }
+    if v1 {
+        for what in ["pids", "memory", "child"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(&format!("{what}:")) && l.contains("Read-only file system")),
+                "{what}: EROFS expected: {out}"
+            );
+        }
+    }
+    assert!(
+        out.contains("top:") && out.contains("Read-only file system"),
+        "{out}"
+    );
+    // The limits molded set are still the ones in force.
+    assert_eq!(
+        cgroup_file("pids", "boxed", "pids.max", "pids.max").as_deref(),
+        Some("50")
+    );
+    assert_eq!(
+        cgroup_file("memory", "boxed", "memory.limit_in_bytes", "memory.max").as_deref(),
+        Some("16777216")
+    );
+    d.molde(&["rm", "-f", "boxed"]).ok();
+}
+
+#[test]
+fn containers_see_their_cgroups_read_only_on_a_pure_v2_view() {
+    let d = Daemon::start_with_cgroup_v2_view();
+    d.load_busybox();
+    let out = d
+        .molde(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            IMAGE,
+            "sh",
+            "-c",
+            "mkdir /sys/fs/cgroup/child; echo +pids > /sys/fs/cgroup/cgroup.subtree_control; \
+             echo 1 > /sys/fs/cgroup/cgroup.procs; grep ' /sys/fs/cgroup ' /proc/self/mounts",
+        ])
+        .stderr();
+    assert_eq!(
+        out.matches("Read-only file system").count(),
+        3,
+        "every write to the v2 hierarchy fails: {out}"
+    );
+}

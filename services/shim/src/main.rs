@@ -13,6 +13,7 @@
 //! process's child and its exit status is ours to collect.
 
 mod attach;
+mod cgroupfs;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -560,6 +561,13 @@ fn run(args: &Args) -> Result<i32> {
         .with_detach(true)
         .build()
         .with_context(|| format!("creating container {}", args.id))?;
+    if cgroupfs::wants_read_only(&spec) {
+        let init = container.pid().context("the created container has no pid")?;
+        if let Err(e) = cgroupfs::make_read_only(nix::unistd::Pid::from_raw(init.as_raw())) {
+            let _ = container.delete(true);
+            return Err(e);
+        }
+    }
     container
         .start()
         .with_context(|| format!("starting container {}", args.id))?;
