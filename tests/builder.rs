@@ -951,3 +951,26 @@ fn a_dockerfiles_own_dockerignore_wins_over_the_contexts() {
         "Dockerfile\napp.Dockerfile\napp.Dockerfile.dockerignore\nmain.txt\nsecret.txt\n"
     );
 }
+
+/// Every step of a 130-step Dockerfile adds a layer; the later RUNs see
+/// every one of them below their overlay.
+#[test]
+fn a_dockerfile_of_130_steps_builds() {
+    let d = daemon_with_busybox();
+    let mut df = String::from("FROM localhost/molde/busybox\n");
+    for i in 0..130 {
+        if i % 2 == 0 {
+            df.push_str(&format!("RUN mkdir -p /steps && echo {i} > /steps/{i:03}\n"));
+        } else {
+            df.push_str(&format!("COPY f /steps/{i:03}\n"));
+        }
+    }
+    df.push_str("RUN ls /steps | wc -l > /count\n");
+    let ctx = context(&d, "tall", &[("Dockerfile", &df), ("f", "copied\n")]);
+    d.molde(&["build", "-q", "-t", "localhost/tall", &ctx]).ok();
+    assert_eq!(run_image(&d, "localhost/tall", &["cat", "/count"]).trim(), "130");
+    assert_eq!(
+        run_image(&d, "localhost/tall", &["cat", "/steps/128", "/steps/129"]),
+        "128\ncopied\n"
+    );
+}

@@ -512,3 +512,51 @@ fn removing_an_image_lets_gc_remove_its_blobs_and_snapshots() {
         .collect();
     assert_eq!(dirs, ["empty"], "no snapshot directory is left");
 }
+
+/// 128 layers (Docker's limit is 127) on top of a busybox layer: the overlay
+/// options of that many absolute lower directories are longer than a page,
+/// which the kernel cuts.
+#[test]
+fn an_image_of_128_layers_runs_and_sees_every_layer() {
+    let work = tempfile::tempdir().unwrap();
+    let mut layers = vec![tar(&busybox_rootfs())];
+    for i in 1..128 {
+        layers.push(tar(&[
+            Entry::Dir("layers", 0o755),
+            Entry::File(format!("layers/{i:03}"), format!("{i}\n").into_bytes(), 0o644),
+        ]));
+    }
+    let l = image::layout(&work.path().join("oci"), &layers, Compression::Gzip, host_arch());
+    let reg = Registry::start();
+    reg.push_layout(&l.dir, "test/tall:1");
+    let reference = format!("{}/test/tall:1", reg.host);
+    let d = Daemon::start();
+    d.molde(&["pull", "-q", &reference]).ok();
+    let out = d
+        .molde(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &reference,
+            "sh",
+            "-c",
+            "cat /layers/*",
+        ])
+        .ok();
+    let want: String = (1..128).map(|i| format!("{i}\n")).collect();
+    assert_eq!(out, want, "every layer's file, from the one container");
+    // ctr runs it the same way, through the same shim.
+    let out = d
+        .ctr(&[
+            "run",
+            "--rm",
+            &reference,
+            "tall",
+            "sh",
+            "-c",
+            "ls /layers | wc -l",
+        ])
+        .ok();
+    assert_eq!(out.trim(), "127");
+}

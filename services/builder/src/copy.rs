@@ -158,45 +158,8 @@ fn split_dest(dest: &str) -> (String, String) {
 
 /// Mounts a snapshot's mounts (one bind or overlay) at `target`.
 pub fn mount(mounts: &[Mount], target: &Path, read_only: bool) -> Result<(), String> {
-    use rustix::mount::{MountFlags, mount as sys_mount, mount_bind, mount_remount};
-    let m = match mounts {
-        [m] => m,
-        _ => {
-            return Err(format!(
-                "expected one mount, the snapshotter gave {}",
-                mounts.len()
-            ));
-        }
-    };
-    match m.r#type.as_str() {
-        "bind" | "rbind" => {
-            mount_bind(Path::new(&m.source), target).map_err(|e| format!("bind {}: {e}", m.source))?;
-            if read_only || m.options.iter().any(|o| o == "ro") {
-                mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
-                    .map_err(|e| format!("read-only {}: {e}", target.display()))?;
-            }
-        }
-        "overlay" => {
-            let data: Vec<&str> = m
-                .options
-                .iter()
-                .map(String::as_str)
-                .filter(|o| {
-                    o.starts_with("lowerdir=") || o.starts_with("upperdir=") || o.starts_with("workdir=")
-                })
-                .collect();
-            let flags = if read_only || m.options.iter().any(|o| o == "ro") {
-                MountFlags::RDONLY
-            } else {
-                MountFlags::empty()
-            };
-            let data = std::ffi::CString::new(data.join(",")).map_err(|e| e.to_string())?;
-            sys_mount("overlay", target, "overlay", flags, data.as_c_str())
-                .map_err(|e| format!("overlay at {}: {e}", target.display()))?;
-        }
-        other => return Err(format!("cannot mount a {other:?} snapshot")),
-    }
-    Ok(())
+    molde_bundle::mount::mount_all(&molde_common::bundle_mounts(mounts), target, read_only)
+        .map_err(|e| e.to_string())
 }
 
 /// `path` (absolute inside the rootfs) under `root`, symlinks resolved

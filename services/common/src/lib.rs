@@ -7,6 +7,18 @@ pub mod labels;
 pub mod reference;
 
 pub use context::RequestContext;
+
+/// A snapshotter's mounts (containerd's `Mount`) as molde-bundle mounts them.
+pub fn bundle_mounts(mounts: &[molde_api::containerd::types::Mount]) -> Vec<molde_bundle::mount::Mount> {
+    mounts
+        .iter()
+        .map(|m| molde_bundle::mount::Mount {
+            kind: m.r#type.clone(),
+            source: m.source.clone(),
+            options: m.options.clone(),
+        })
+        .collect()
+}
 pub use digest::{Algorithm, Digest, Hasher, chain_id, chain_ids};
 
 /// This host's architecture as OCI platforms name it (`amd64`, `arm64`, ...).

@@ -242,11 +242,7 @@ impl RuntimeService {
         let written = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
             std::fs::write(bundle.join("config.json"), &spec_json)?;
-            let m: Vec<serde_json::Value> = mounts
-                .iter()
-                .map(|m| serde_json::json!({"type": m.r#type, "source": m.source, "options": m.options}))
-                .collect();
-            std::fs::write(bundle.join("mounts.json"), serde_json::to_vec(&m)?)
+            molde_bundle::mount::write(&bundle, &molde_common::bundle_mounts(&mounts))
         })();
         if let Err(e) = written {
             undo_snapshot().await;

@@ -170,15 +170,10 @@ impl api::tasks_server::Tasks for RuntimeService {
         let spec = c.spec.as_ref().ok_or_else(|| {
             Status::failed_precondition(format!("container {:?} has no spec", r.container_id))
         })?;
-        let mounts: Vec<serde_json::Value> = r
-            .rootfs
-            .iter()
-            .map(|m| serde_json::json!({"type": m.r#type, "source": m.source, "options": m.options}))
-            .collect();
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
             std::fs::write(bundle.join("config.json"), &spec.value)?;
-            std::fs::write(bundle.join("mounts.json"), serde_json::to_vec(&mounts)?)?;
+            molde_bundle::mount::write(&bundle, &molde_common::bundle_mounts(&r.rootfs))?;
             std::fs::write(
                 bundle.join("stdio.json"),
                 serde_json::to_vec(

@@ -28,16 +28,6 @@ use libcontainer::workload::default::DefaultExecutor;
 use nix::sys::wait::{WaitStatus, waitpid};
 use serde::{Deserialize, Serialize};
 
-/// A rootfs mount, as the snapshotter describes it.
-#[derive(Debug, Deserialize)]
-struct Mount {
-    #[serde(rename = "type")]
-    kind: String,
-    source: String,
-    #[serde(default)]
-    options: Vec<String>,
-}
-
 /// FIFO paths a containerd client gave for the task's stdio.
 #[derive(Debug, Deserialize)]
 struct Stdio {
@@ -348,40 +338,8 @@ fn ensure_dir(rootfs: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<()
 fn mount_rootfs(bundle: &Path) -> Result<PathBuf> {
     let target = bundle.join("rootfs");
     fs::create_dir_all(&target)?;
-    let mounts: Vec<Mount> =
-        serde_json::from_slice(&fs::read(bundle.join("mounts.json")).context("reading mounts.json")?)
-            .context("parsing mounts.json")?;
-    for m in &mounts {
-        let (fstype, flags, data) = match m.kind.as_str() {
-            "bind" | "rbind" => {
-                let mut f = rustix::mount::MountFlags::BIND | rustix::mount::MountFlags::REC;
-                if m.options.iter().any(|o| o == "ro") {
-                    f |= rustix::mount::MountFlags::RDONLY;
-                }
-                (None, f, String::new())
-            }
-            "overlay" => (
-                Some("overlay"),
-                rustix::mount::MountFlags::empty(),
-                m.options
-                    .iter()
-                    .filter(|o| o.contains('='))
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            other => bail!("rootfs mount type {other:?} is not supported"),
-        };
-        let data = std::ffi::CString::new(data)?;
-        rustix::mount::mount(
-            m.source.as_str(),
-            &target,
-            fstype.unwrap_or(""),
-            flags,
-            data.as_c_str(),
-        )
-        .with_context(|| format!("mounting {} rootfs at {}", m.kind, target.display()))?;
-    }
+    let mounts = molde_bundle::mount::read(bundle)?;
+    molde_bundle::mount::mount_all(&mounts, &target, false).context("mounting the rootfs")?;
     Ok(target)
 }
 

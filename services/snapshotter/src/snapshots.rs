@@ -108,9 +108,23 @@ impl Snapshotter {
         if store::load(&*self.store, ns, d, key)?.is_some() {
             return Err(SnapshotError::AlreadyExists(format!("snapshot {key:?}")));
         }
-        let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_string();
         let _dirs = self.dirs_lock.lock().unwrap_or_else(|p| p.into_inner());
         let dirs = self.dirs(d);
+        // Short ids keep an overlay's options short (one page holds them all,
+        // see molde-bundle's mount): 12 hex digits, a new draw on a collision.
+        let id = loop {
+            let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+            match std::fs::create_dir(dirs.snapshot_dir(&id)) {
+                Ok(()) => break id,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(SnapshotError::io(format!(
+                        "creating {}",
+                        dirs.snapshot_dir(&id).display()
+                    ))(e));
+                }
+            }
+        };
         let fs = dirs.fs(&id);
         std::fs::create_dir_all(&fs).map_err(SnapshotError::io(format!("creating {}", fs.display())))?;
         if d == Driver::Overlay {
