@@ -974,3 +974,84 @@ fn a_dockerfile_of_130_steps_builds() {
         "128\ncopied\n"
     );
 }
+
+/// `RUN --network=host` reaches what listens on the host's loopback only
+/// when the person building grants `network.host` and the daemon allows it.
+#[test]
+fn host_networking_in_a_build_needs_the_network_host_entitlement() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let served = served.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            // Bounded: the one build that may connect, and a spare.
+            for conn in listener.incoming().take(2) {
+                let Ok(mut c) = conn else { continue };
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf);
+                served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nhost secret\n");
+            }
+        });
+    }
+    let d = daemon_with_busybox();
+    let df = format!(
+        "FROM localhost/molde/busybox\nRUN --network=host wget -q -O /got http://127.0.0.1:{port}/\n"
+    );
+    let ctx = context(&d, "hostnet", &[("Dockerfile", &df)]);
+
+    let err = d.molde(&["build", "-t", "localhost/hostnet", &ctx]).fails();
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("--allow network.host"),
+        "{err}"
+    );
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(!d.molde(&["images", "-q"]).ok().contains("hostnet"));
+
+    d.molde(&[
+        "build",
+        "--allow",
+        "network.host",
+        "-t",
+        "localhost/hostnet",
+        &ctx,
+    ])
+    .ok();
+    assert_eq!(
+        run_image(&d, "localhost/hostnet", &["cat", "/got"]),
+        "host secret\n"
+    );
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let err = d
+        .molde(&["build", "--allow", "security.insecure", "-t", "localhost/x", &ctx])
+        .fails();
+    assert!(err.contains("security.insecure"), "{err}");
+}
+
+#[test]
+fn a_daemon_that_withholds_network_host_refuses_it_to_every_build() {
+    let d = Daemon::start_with_config("[builder]\nentitlements = []\n");
+    d.load_busybox();
+    let ctx = context(
+        &d,
+        "hostnet",
+        &[(
+            "Dockerfile",
+            "FROM localhost/molde/busybox\nRUN --network=host true\n",
+        )],
+    );
+    let err = d
+        .molde(&[
+            "build",
+            "--allow",
+            "network.host",
+            "-t",
+            "localhost/hostnet",
+            &ctx,
+        ])
+        .fails();
+    assert!(err.contains("does not grant"), "{err}");
+}

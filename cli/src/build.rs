@@ -51,6 +51,9 @@ pub struct BuildArgs {
     /// An SSH agent for RUN --mount=type=ssh: ID[=SOCKET] (default: $SSH_AUTH_SOCK)
     #[arg(long = "ssh")]
     ssh: Vec<String>,
+    /// Grant the build an entitlement: network.host (RUN --network=host)
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
     /// Layer compression: gzip or zstd
     #[arg(long, default_value = "gzip")]
     compression: String,
@@ -154,6 +157,7 @@ pub async fn build(d: &Daemon, a: BuildArgs) -> Result<()> {
         compression: a.compression.clone(),
         secrets: a.secrets.iter().map(|s| secret(s)).collect::<Result<_>>()?,
         ssh: a.ssh.iter().map(|s| ssh(s)).collect::<Result<_>>()?,
+        entitlements: a.allow.clone(),
         // FROM images may come from registries the user logged in to.
         registry_auth: crate::auth::all()?
             .into_iter()

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod copy;
 pub mod dockerfile;
+pub mod entitlements;
 pub mod expand;
 pub mod git;
 pub mod ignore;

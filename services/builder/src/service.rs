@@ -84,6 +84,8 @@ pub struct BuilderService {
     pub cache_mounts: PathBuf,
     /// Bytes of layers the cache records may hold (least recently used go first).
     pub cache_max_bytes: u64,
+    /// Entitlements the daemon's configuration lets a build be granted.
+    pub entitlements: Vec<String>,
     /// Held for writing while `recover` cleans up after an earlier molded;
     /// builds wait for it.
     pub recovering: std::sync::Arc<tokio::sync::RwLock<()>>,
@@ -332,6 +334,11 @@ impl BuilderService {
             let df = dockerfile::parse(&name, &text).map_err(|e| Status::invalid_argument(e.to_string()))?;
             let target = (!r.target.is_empty()).then_some(r.target.as_str());
             let waves = plan::plan(&df, target).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let granted = crate::entitlements::Granted::new(&r.entitlements, &self.entitlements)
+                .map_err(Status::permission_denied)?;
+            for ins in waves.iter().flatten().flat_map(|&s| &df.stages[s].instructions) {
+                granted.check(ins).map_err(|e| at(&df, ins, e))?;
+            }
             // As docker: `<Dockerfile>.dockerignore` first, then `.dockerignore`.
             let own = if r.dockerignore_text.is_empty() && r.dockerfile_text.is_empty() {
                 crate::copy::scoped(&context, &format!("{name}.dockerignore"), true)
@@ -344,9 +351,9 @@ impl BuilderService {
                 .or_else(|| std::fs::read_to_string(context.join(".dockerignore")).ok())
                 .map(|t| Ignore::parse(&t))
                 .unwrap_or_default();
-            Ok((context, df, waves, ignore))
+            Ok((context, df, waves, ignore, granted))
         })();
-        let (context, df, waves, ignore) = match prepared {
+        let (context, df, waves, ignore, granted) = match prepared {
             Ok(p) => p,
             Err(s) => {
                 let _ = std::fs::remove_dir_all(&scratch);
@@ -361,6 +368,7 @@ impl BuilderService {
             tx: tx.clone(),
             context,
             ignore,
+            granted,
             scratch: scratch.clone(),
             req: r,
             step: AtomicU32::new(0),
@@ -513,6 +521,8 @@ struct Job {
     tx: Tx,
     context: PathBuf,
     ignore: Ignore,
+    /// The entitlements this build was granted.
+    granted: crate::entitlements::Granted,
     /// This build's own directory under the service's scratch.
     scratch: PathBuf,
     req: api::BuildRequest,
@@ -724,6 +734,8 @@ impl Job {
         for ins in &instructions {
             let step = self.begin(&label, ins).await;
             let started = Instant::now();
+            // Again here: ONBUILD triggers come from the base image.
+            self.granted.check(ins).map_err(|e| at(df, ins, e))?;
             let what = state
                 .apply(ins, &build_args, global)
                 .map_err(|e| at(df, ins, e))?;
@@ -778,9 +790,6 @@ impl Job {
                             ));
                         }
                     };
-                    if let Some(s) = ins.flag("security").filter(|s| *s != "sandbox") {
-                        return Err(at(df, ins, format!("RUN --security={s} is not supported")));
-                    }
                     let run = RunStep {
                         argv,
                         env,

@@ -38,12 +38,16 @@ pub struct BuilderConfig {
     /// Bytes of layers the build cache may hold; after each build the least
     /// recently used records beyond it are dropped.
     pub cache_max_bytes: u64,
+    /// Entitlements builds may be granted with `molde build --allow`
+    /// (`network.host`); one not listed here is refused even when asked for.
+    pub entitlements: Vec<String>,
 }
 
 impl Default for BuilderConfig {
     fn default() -> Self {
         Self {
             cache_max_bytes: 10 << 30,
+            entitlements: vec!["network.host".into()],
         }
     }
 }

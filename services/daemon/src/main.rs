@@ -252,6 +252,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             cache: cfg.root.join("build-cache"),
             cache_mounts: cfg.root.join("build-cache-mounts"),
             cache_max_bytes: cfg.builder.cache_max_bytes,
+            entitlements: cfg.builder.entitlements.clone(),
             recovering: Default::default(),
         };
         let guard = builder
