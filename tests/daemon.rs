@@ -172,3 +172,48 @@ fn split_mode_content_service_reached_by_address() {
         "{err}"
     );
 }
+
+/// A namespace that is not a valid name never turns into `default`: the CLI
+/// refuses it before sending anything, and molded refuses a request whose
+/// header holds one.
+#[test]
+fn an_invalid_namespace_is_refused_never_taken_as_default() {
+    let d = Daemon::start();
+    d.load_busybox();
+    let image = "localhost/molde/busybox:latest";
+    for bad in ["staging\n", "", "a/b", "ünï"] {
+        let err = d.molde(&["-n", bad, "rmi", image]).fails();
+        assert!(err.contains("namespace"), "{bad:?}: {err}");
+        assert!(
+            d.molde(&["images", "-q"]).ok().contains(image),
+            "{bad:?} untagged it in default"
+        );
+    }
+    // Refused before any request: the same error with no daemon at all.
+    let mut c = std::process::Command::new(molde_tests::bin("molde"));
+    c.env("MOLDE_ADDRESS", d.dir.path().join("nothing.sock"))
+        .env("MOLDE_NAMESPACE", "staging\n")
+        .args(["images"]);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("MOLDE_NAMESPACE"), "{err}");
+    assert!(!err.contains("is molded running"), "{err}");
+
+    // A client that sends a header molded cannot take gets InvalidArgument.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use molde_api::containerd::services::images::v1::{DeleteImageRequest, images_client::ImagesClient};
+        let ch = d.channel().await;
+        for bad in ["staging name", "-x", ""] {
+            let mut r = tonic::Request::new(DeleteImageRequest {
+                name: image.into(),
+                sync: false,
+            });
+            r.metadata_mut()
+                .insert(molde_api::NAMESPACE_HEADER, bad.parse().unwrap());
+            let err = ImagesClient::new(ch.clone()).delete(r).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}: {err:?}");
+        }
+    });
+    assert!(d.molde(&["images", "-q"]).ok().contains(image));
+}

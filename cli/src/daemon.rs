@@ -14,11 +14,20 @@ use tonic::transport::Channel;
 pub struct Daemon {
     pub channel: Channel,
     pub namespace: String,
+    /// The namespace as the header every request carries.
+    header: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     pub address: String,
 }
 
 impl Daemon {
     pub async fn connect(address: &str, namespace: &str) -> Result<Daemon> {
+        // Refused here, before any request: a name that is not valid would
+        // not fit in the header, and a request without it acts in `default`.
+        molde_common::context::validate_namespace(namespace)
+            .map_err(|e| anyhow!("-n/--namespace (or MOLDE_NAMESPACE): {}", e.0))?;
+        let header: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = namespace
+            .parse()
+            .map_err(|_| anyhow!("-n/--namespace {namespace:?}: not a valid header value"))?;
         let addr = Address::parse(address).map_err(|e| anyhow!("--address: {e}"))?;
         let channel = molde_api::client::connect(&addr).await.map_err(|e| {
             let cause = std::error::Error::source(&e)
@@ -33,6 +42,7 @@ impl Daemon {
         Ok(Daemon {
             channel,
             namespace: namespace.to_string(),
+            header,
             address: addr.to_string(),
         })
     }
@@ -40,9 +50,8 @@ impl Daemon {
     /// Wraps a message with the namespace header.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
-        if let Ok(v) = self.namespace.parse() {
-            r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
-        }
+        r.metadata_mut()
+            .insert(molde_api::NAMESPACE_HEADER, self.header.clone());
         r
     }
 }
