@@ -217,3 +217,89 @@ fn an_invalid_namespace_is_refused_never_taken_as_default() {
     });
     assert!(d.molde(&["images", "-q"]).ok().contains(image));
 }
+
+/// Runs `args` as uid/gid 65534 (another local user, not root).
+fn as_nobody(args: &[&str]) -> std::process::Output {
+    Command::new(molde_tests::require("setpriv"))
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn what_molded_writes_is_readable_by_root_only() {
+    let mut d = Daemon::prepare(&[]);
+    // A tree another user may walk: only molded's own modes keep them out.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A socket directory molded creates itself.
+    d.sock = d.dir.path().join("run/molde/molde.sock");
+    d.spawn();
+    d.load_busybox();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "secretive",
+        "-e",
+        "TOKEN=hunter2",
+        "-v",
+        "vol:/data",
+        "localhost/molde/busybox",
+        "sh",
+        "-c",
+        "echo printed-secret; sleep 60",
+    ])
+    .ok();
+    let ctx = d.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM localhost/molde/busybox\nRUN --mount=type=cache,target=/c echo built > /built\n",
+    )
+    .unwrap();
+    d.molde(&["build", "-q", "-t", "localhost/built", ctx.to_str().unwrap()])
+        .ok();
+
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&d.root), 0o711);
+    assert_eq!(mode(&d.state), 0o711);
+    assert_eq!(mode(d.sock.parent().unwrap()), 0o711);
+    assert_eq!(mode(&d.sock), 0o660);
+    for top in [&d.root, &d.state] {
+        for e in std::fs::read_dir(top).unwrap() {
+            let p = e.unwrap().path();
+            assert_eq!(mode(&p) & 0o077, 0, "{} is open to others", p.display());
+        }
+    }
+
+    // What another user would go for, by the paths molded uses.
+    let bundle = d.state.join("runtime/default/secretive");
+    let blob = files_under(&d.root.join("content/blobs"))[0].clone();
+    let targets = [
+        bundle.join("config.json"),
+        bundle.join("log.json"),
+        bundle.join("rootfs/etc/passwd"),
+        d.root.join("meta.redb"),
+        blob,
+        d.root.join("snapshots/overlayfs"),
+        d.root.join("build-cache"),
+        d.root.join("build-cache-mounts"),
+        d.root.join("volumes/vol"),
+    ];
+    for t in &targets {
+        assert!(t.exists(), "{} exists", t.display());
+        let cmd = if t.is_dir() { "ls" } else { "cat" };
+        let out = as_nobody(&[cmd, t.to_str().unwrap()]);
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "another user reads {}: {}{}",
+            t.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = as_nobody(&["ls", d.root.to_str().unwrap()]);
+    assert!(!out.status.success(), "another user lists the root");
+    d.molde(&["rm", "-f", "secretive"]).ok();
+}

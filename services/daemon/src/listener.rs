@@ -18,7 +18,10 @@ pub struct SocketGuard {
 /// socket file left by a daemon that died.
 pub fn bind(path: &Path) -> anyhow::Result<(UnixListener, SocketGuard)> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Others may reach the socket (its own mode decides), not list beside it.
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o711)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let lock_path = path.with_extension("sock.lock");
     let lock_file = File::options()

@@ -9,6 +9,7 @@ mod config;
 mod events;
 mod info;
 mod listener;
+mod perms;
 mod proxy;
 
 use std::collections::HashMap;
@@ -105,8 +106,20 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
     for d in [&cfg.root, &cfg.state] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        perms::top(d)?;
     }
+    // Before any service writes there: the directories they fill, owner-only.
+    perms::seal(
+        &cfg.root,
+        &[
+            "content",
+            "snapshots",
+            "volumes",
+            "build-cache",
+            "build-cache-mounts",
+        ],
+    )?;
+    perms::seal(&cfg.state, &["runtime", "netns", "build"])?;
     let address = Address::parse(&cfg.address).map_err(anyhow::Error::msg)?;
     let Address::Unix(sock_path) = &address;
     let (listener, socket) = listener::bind(sock_path)?;
@@ -297,6 +310,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .add_service(VersionServer::new(VersionService))
         .add_service(IntrospectionServer::new(IntrospectionService { uuid, plugins }));
 
+    // Again, now that the services made their files (meta.redb, uuid).
+    perms::seal(&cfg.root, &[])?;
+    perms::seal(&cfg.state, &[])?;
     tracing::info!(
         address = %address,
         root = %cfg.root.display(),
