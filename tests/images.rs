@@ -560,3 +560,73 @@ fn an_image_of_128_layers_runs_and_sees_every_layer() {
         .ok();
     assert_eq!(out.trim(), "127");
 }
+
+/// Bytes that do not compress: what real layers mostly hold.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// What a node does when a deployment starts many pods of one image: N
+/// pulls at once. Each reports every layer, all succeed, and each layer is
+/// unpacked once.
+#[test]
+fn concurrent_pulls_of_one_image_unpack_it_once() {
+    let work = tempfile::tempdir().unwrap();
+    let mut layers = vec![tar(&busybox_rootfs())];
+    for i in 1..5u64 {
+        layers.push(tar(&[
+            Entry::Dir("data", 0o755),
+            Entry::File(format!("data/{i}"), noise(i, 6 << 20), 0o644),
+        ]));
+    }
+    let l = image::layout(&work.path().join("oci"), &layers, Compression::Gzip, host_arch());
+    let reg = Registry::start();
+    reg.push_layout(&l.dir, "test/popular:1");
+    let reference = format!("{}/test/popular:1", reg.host);
+    let d = Daemon::start();
+    let pulls: Vec<_> = (0..8)
+        .map(|_| {
+            std::process::Command::new(molde_tests::bin("molde"))
+                .env("MOLDE_ADDRESS", &d.sock)
+                .args(["pull", &reference])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in pulls {
+        let out = p.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a pull failed: {err}\n{}", d.log_text());
+        let reported = err
+            .lines()
+            .filter(|l| l.ends_with(" applied") || l.ends_with(" unpacked by a concurrent pull"))
+            .count();
+        assert_eq!(reported, 5, "every layer reported: {err}");
+    }
+    let log = d.log_text();
+    let applied = log.lines().filter(|l| l.contains("layer applied")).count();
+    assert_eq!(applied, 5, "each layer unpacked once:\n{log}");
+    let out = d
+        .molde(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &reference,
+            "sh",
+            "-c",
+            "ls /data | wc -l",
+        ])
+        .ok();
+    assert_eq!(out.trim(), "4");
+}

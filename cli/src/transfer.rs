@@ -92,11 +92,16 @@ pub async fn show(mut stream: Streaming<api::Progress>, quiet: bool, what: &str)
                 }
             }
             Some(Event::Applied(a)) => {
+                let what = if a.shared {
+                    "unpacked by a concurrent pull"
+                } else {
+                    "applied"
+                };
                 if let Some(bar) = bars.get(&a.digest) {
-                    bar.set_message("applied");
+                    bar.set_message(if a.shared { "shared" } else { "applied" });
                     bar.finish();
                 } else if !quiet {
-                    eprintln!("{} applied", short(&a.digest));
+                    eprintln!("{} {what}", short(&a.digest));
                 }
             }
             Some(Event::Done(d)) => {

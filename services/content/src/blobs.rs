@@ -459,12 +459,18 @@ impl Ingest {
         )))?;
         let target = store.blob_path(&digest);
         if !target.exists() {
-            fs::rename(self.dir.join("data"), &target)
-                .map_err(ContentError::io(format!("committing {digest}")))?;
-            if let Some(parent) = target.parent()
-                && let Ok(d) = File::open(parent)
-            {
-                let _ = d.sync_all();
+            match fs::rename(self.dir.join("data"), &target) {
+                Ok(()) => {
+                    if let Some(parent) = target.parent()
+                        && let Ok(d) = File::open(parent)
+                    {
+                        let _ = d.sync_all();
+                    }
+                }
+                // Another ingest committed the same bytes meanwhile: the blob
+                // is there, verified by its own commit. That is success.
+                Err(_) if target.exists() => {}
+                Err(e) => return Err(ContentError::io(format!("committing {digest}"))(e)),
             }
         }
         remove_dir(&self.dir)?;

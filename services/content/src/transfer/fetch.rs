@@ -78,23 +78,28 @@ pub fn put_bytes(shared: &Shared, ns: &str, lease: &str, digest: &Digest, data: 
     if adopt_existing(shared, ns, lease, digest, data.len() as i64)?.is_some() {
         return Ok(());
     }
-    let reference = format!("pull-{digest}");
-    shared.ensure_no_writer(ns, &reference)?;
+    // An ingest of its own: concurrent pulls of one image store the same
+    // manifest at once, and must not write into one another's file.
+    let reference = format!("pull-{digest}-{}", uuid::Uuid::new_v4().simple());
     let mut ingest = shared
         .blobs
         .open_ingest(ns, &reference, data.len() as i64, Some(digest))?;
-    ingest.reset()?;
-    ingest.append(data)?;
-    match shared.commit(
-        ns,
-        Some(lease),
-        ingest,
-        data.len() as i64,
-        Some(digest),
-        Labels::new(),
-    ) {
+    let written = ingest.append(data).and_then(|()| {
+        shared.commit(
+            ns,
+            Some(lease),
+            ingest,
+            data.len() as i64,
+            Some(digest),
+            Labels::new(),
+        )
+    });
+    match written {
         Ok(_) | Err(ContentError::AlreadyExists(_)) => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => {
+            let _ = shared.blobs.abort_ingest(ns, &reference);
+            Err(e)
+        }
     }
 }
 

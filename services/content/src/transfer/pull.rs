@@ -82,6 +82,24 @@ async fn send(tx: &ProgressTx, ev: api::progress::Event) {
     let _ = tx.send(Ok(api::Progress { event: Some(ev) })).await;
 }
 
+/// Whether the snapshot `key` exists.
+async fn snapshot_exists(ch: &Channel, ns: &str, snapshotter: &str, key: &str) -> Result<bool> {
+    match SnapshotsClient::new(ch.clone())
+        .stat(with_ns(
+            ns,
+            StatSnapshotRequest {
+                snapshotter: snapshotter.into(),
+                key: key.into(),
+            },
+        ))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+        Err(s) => Err(upstream(format!("snapshot {key}"))(s)),
+    }
+}
+
 /// A lease that holds what a pull stores until the image record holds it.
 pub(crate) struct PullLease<'a> {
     shared: &'a Shared,
@@ -235,20 +253,7 @@ impl Puller {
     }
 
     async fn snapshot_exists(&self, ns: &str, snapshotter: &str, key: &str) -> Result<bool> {
-        match SnapshotsClient::new(self.snapshotter.clone())
-            .stat(with_ns(
-                ns,
-                StatSnapshotRequest {
-                    snapshotter: snapshotter.into(),
-                    key: key.into(),
-                },
-            ))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
-            Err(s) => Err(upstream(format!("snapshot {key}"))(s)),
-        }
+        snapshot_exists(&self.snapshotter, ns, snapshotter, key).await
     }
 
     /// Whether `name` already points at `target` with every blob here and its
@@ -736,8 +741,21 @@ impl LayerTask {
         Ok(())
     }
 
+    /// Unpacks the layer, unless another pull did while this one waited:
+    /// one unpack per chain ID at a time (as containerd serialises unpacks of
+    /// one layer), so N pulls of one image cost about one.
     async fn unpack(&self) -> Result<()> {
         let chain_id = self.chain.last().expect("non-empty").clone();
+        let _unpacking = self
+            .inflight
+            .hold(&format!("unpack {} {} {chain_id}", self.ns, self.snapshotter))
+            .await;
+        if snapshot_exists(&self.snapshotter_ch, &self.ns, &self.snapshotter, &chain_id).await? {
+            // Committed, so every layer below it is too.
+            self.committed_tx.send_modify(|c| *c = (*c).max(self.index + 1));
+            self.applied(chain_id, true).await;
+            return Ok(());
+        }
         let parent = if self.index > 0 {
             self.chain[self.index - 1].clone()
         } else {
@@ -818,16 +836,21 @@ impl LayerTask {
         }
         self.committed_tx.send_modify(|c| *c = (*c).max(self.index + 1));
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).2 += 1;
+        self.applied(chain_id, false).await;
+        Ok(())
+    }
+
+    async fn applied(&self, chain_id: String, shared: bool) {
         send(
             &self.tx,
             api::progress::Event::Applied(api::LayerApplied {
                 digest: self.layer.digest.clone(),
                 chain_id,
                 diff_id: self.diff_id.clone(),
+                shared,
             }),
         )
         .await;
-        Ok(())
     }
 
     /// Prepares `key` and applies the layer onto it; returns the diff ID.
