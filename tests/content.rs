@@ -698,3 +698,68 @@ async fn image_records_create_update_list_delete() {
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn a_read_past_the_end_reads_to_the_end_and_negative_ranges_are_refused() {
+    let d = Daemon::start();
+    let ch = d.channel().await;
+    let data = blob(3 << 20, 7);
+    let digest = put(&ch, "default", None, "big-read", &data).await.unwrap();
+    assert_eq!(
+        read_all(&ch, "default", &digest, 1, i64::MAX).await.unwrap(),
+        &data[1..]
+    );
+    assert_eq!(
+        read_all(&ch, "default", &digest, (2 << 20) + 5, i64::MAX - 3)
+            .await
+            .unwrap(),
+        &data[(2 << 20) + 5..]
+    );
+    for (offset, size) in [(-1, 0), (0, -5), (i64::MIN, i64::MAX)] {
+        let err = read_all(&ch, "default", &digest, offset, size).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{offset} {size}: {err:?}");
+    }
+}
+
+/// Labels are bounded per record as a whole, so a List always fits in a
+/// message: ctr content ls keeps working whatever a client labelled.
+#[tokio::test]
+async fn the_labels_of_one_record_are_bounded_in_total() {
+    let d = Daemon::start();
+    let ch = d.channel().await;
+    let digest = put(&ch, "default", None, "labelled", b"labelled bytes")
+        .await
+        .unwrap();
+    let mut refused = None;
+    for i in 0..100 {
+        let key = format!("example.com/k{i}");
+        let r = ContentClient::new(ch.clone())
+            .update(req(
+                "default",
+                None,
+                api::UpdateRequest {
+                    info: Some(api::Info {
+                        digest: digest.clone(),
+                        labels: [(key.clone(), "v".repeat(4000))].into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec![format!("labels.{key}")],
+                    }),
+                },
+            ))
+            .await;
+        if let Err(e) = r {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (i, err) = refused.expect("a limit on the labels of one record");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("65536"), "{}", err.message());
+    assert!(i > 10, "ordinary label sets fit: refused after {i}");
+    let info = info(&ch, "default", &digest).await.unwrap();
+    assert_eq!(info.labels.len(), i, "the refused update changed nothing");
+    let out = d.ctr(&["content", "ls"]).ok();
+    assert!(out.contains(&digest), "{out}");
+}

@@ -6,9 +6,18 @@ use crate::InvalidArgument;
 
 pub type Labels = BTreeMap<String, String>;
 
+/// containerd's limit on one label: key and value together.
+pub const MAX_LABEL: usize = 4096;
+
+/// molde's limit on all the labels of one record, keys and values summed: a
+/// record must fit, many times over, in a gRPC message (4 MiB by default) of
+/// a List. An image of 127 layers needs about 13 KiB.
+pub const MAX_LABELS_TOTAL: usize = 64 << 10;
+
 /// Applies a field mask to labels: `labels` replaces them all, `labels.<key>`
 /// sets or (when absent from `new`) removes one key. Other paths are ignored.
-pub fn apply_mask(old: &mut Labels, new: &Labels, paths: &[String]) {
+/// The result must be within the limits (`validate`).
+pub fn apply_mask(old: &mut Labels, new: &Labels, paths: &[String]) -> Result<(), InvalidArgument> {
     for p in paths {
         if p == "labels" {
             *old = new.clone();
@@ -19,19 +28,30 @@ pub fn apply_mask(old: &mut Labels, new: &Labels, paths: &[String]) {
             };
         }
     }
+    validate(old)
 }
 
-/// Checks a label set against containerd's limit on one key and value together.
+/// Checks a label set against containerd's limit on one key and value
+/// together, and molde's on the whole set.
 pub fn validate(labels: &Labels) -> Result<(), InvalidArgument> {
+    let mut total = 0;
     for (k, v) in labels {
         if k.is_empty() {
             return Err(InvalidArgument("label key must not be empty".into()));
         }
-        if k.len() + v.len() > 4096 {
+        if k.len() + v.len() > MAX_LABEL {
+            let shown: String = k.chars().take(64).collect();
             return Err(InvalidArgument(format!(
-                "label {k:?}: key and value exceed 4096 bytes"
+                "label {shown:?}: key and value exceed {MAX_LABEL} bytes"
             )));
         }
+        total += k.len() + v.len();
+    }
+    if total > MAX_LABELS_TOTAL {
+        return Err(InvalidArgument(format!(
+            "labels: {} labels of {total} bytes in all, over the limit of {MAX_LABELS_TOTAL} bytes for one record",
+            labels.len()
+        )));
     }
     Ok(())
 }
@@ -44,9 +64,9 @@ mod tests {
     fn mask_sets_and_removes_keys() {
         let mut old = Labels::from([("a".into(), "1".into()), ("b".into(), "2".into())]);
         let new = Labels::from([("a".into(), "9".into())]);
-        apply_mask(&mut old, &new, &["labels.a".into(), "labels.b".into()]);
+        apply_mask(&mut old, &new, &["labels.a".into(), "labels.b".into()]).unwrap();
         assert_eq!(old, Labels::from([("a".into(), "9".into())]));
-        apply_mask(&mut old, &Labels::new(), &["labels".into()]);
+        apply_mask(&mut old, &Labels::new(), &["labels".into()]).unwrap();
         assert!(old.is_empty());
     }
 
@@ -54,5 +74,21 @@ mod tests {
     fn oversized_labels_are_refused() {
         assert!(validate(&Labels::from([("k".into(), "v".repeat(5000))])).is_err());
         assert!(validate(&Labels::from([(String::new(), "v".into())])).is_err());
+    }
+
+    #[test]
+    fn labels_added_one_by_one_stop_at_the_total() {
+        let mut rec = Labels::new();
+        let mut refused = None;
+        for i in 0..100 {
+            let one = Labels::from([(format!("k{i}"), "v".repeat(4000))]);
+            if let Err(e) = apply_mask(&mut rec, &one, &[format!("labels.k{i}")]) {
+                refused = Some((i, e.0));
+                break;
+            }
+        }
+        let (i, msg) = refused.expect("refused before 100");
+        assert_eq!(i, 16, "{msg}");
+        assert!(msg.contains("65536"), "{msg}");
     }
 }

@@ -99,7 +99,7 @@ impl ContentService {
             if paths.is_empty() {
                 rec.labels = new_labels.clone();
             } else {
-                molde_common::labels::apply_mask(&mut rec.labels, &new_labels, &paths);
+                molde_common::labels::apply_mask(&mut rec.labels, &new_labels, &paths)?;
             }
             rec.updated_at = records::now_nanos();
             let out = self.shared.store.txn(
@@ -200,7 +200,14 @@ impl api::content_server::Content for ContentService {
         let r = req.into_inner();
         let digest = Digest::parse_field(&r.digest, "digest")?;
         let (rec, _) = self.record(&ctx.namespace, &digest)?;
-        let offset = r.offset.max(0);
+        if r.offset < 0 || r.size < 0 {
+            return Err(ContentError::InvalidArgument(format!(
+                "read of content {digest}: offset {} and size {} must not be negative",
+                r.offset, r.size
+            ))
+            .into());
+        }
+        let offset = r.offset;
         if offset > rec.size {
             return Err(ContentError::OutOfRange(format!(
                 "read of content {digest} at offset {offset} is past its size {}",
@@ -208,8 +215,9 @@ impl api::content_server::Content for ContentService {
             ))
             .into());
         }
+        // A size past the end (up to i64::MAX) reads to the end.
         let end = if r.size > 0 {
-            (offset + r.size).min(rec.size)
+            offset.saturating_add(r.size).min(rec.size)
         } else {
             rec.size
         };

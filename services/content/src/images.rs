@@ -102,7 +102,7 @@ impl ImagesService {
                         "target" => rec.target = target(new_target.clone(), &img.name)?,
                         "labels" => rec.labels = labels.clone(),
                         p if p.starts_with("labels.") => {
-                            molde_common::labels::apply_mask(&mut rec.labels, &labels, &[p.to_string()]);
+                            molde_common::labels::apply_mask(&mut rec.labels, &labels, &[p.to_string()])?;
                         }
                         "annotations" => {}
                         other => {

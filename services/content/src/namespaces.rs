@@ -138,7 +138,7 @@ impl api::namespaces_server::Namespaces for NamespacesService {
                         .into());
                     }
                 }
-                molde_common::labels::apply_mask(&mut rec.labels, &labels, &paths);
+                molde_common::labels::apply_mask(&mut rec.labels, &labels, &paths)?;
             }
             let out = self
                 .shared

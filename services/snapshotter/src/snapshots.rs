@@ -518,7 +518,7 @@ impl api::snapshots_server::Snapshots for SnapshotsService {
             if paths.is_empty() {
                 rec.labels = new_labels.clone();
             } else {
-                labels::apply_mask(&mut rec.labels, &new_labels, &paths);
+                labels::apply_mask(&mut rec.labels, &new_labels, &paths).map_err(SnapshotError::from)?;
             }
             rec.updated_at = now_nanos();
             let out = self
