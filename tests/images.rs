@@ -630,3 +630,35 @@ fn concurrent_pulls_of_one_image_unpack_it_once() {
         .ok();
     assert_eq!(out.trim(), "4");
 }
+
+/// Names longer than the distribution spec allows are refused by molded, and
+/// the CLI lists whatever names a daemon returns without failing.
+#[test]
+fn names_past_the_distribution_limits_are_refused() {
+    let d = Daemon::start();
+    d.load_busybox();
+    let long = format!("localhost/{}", "a".repeat(100_000));
+    let err = d.molde(&["tag", "localhost/molde/busybox", &long]).fails();
+    assert!(
+        err.contains("over the limit of 255"),
+        "{}",
+        &err[..err.len().min(400)]
+    );
+    let err = d
+        .ctr(&[
+            "images",
+            "tag",
+            "localhost/molde/busybox:latest",
+            &format!("{long}:1"),
+        ])
+        .fails();
+    assert!(err.contains("limit"), "{}", &err[..err.len().min(400)]);
+    let tag = format!("localhost/app:{}", "t".repeat(129));
+    assert!(
+        d.molde(&["tag", "localhost/molde/busybox", &tag])
+            .fails()
+            .contains("tag")
+    );
+    let listed = d.molde(&["images"]).ok();
+    assert!(listed.contains("localhost/molde/busybox") && !listed.contains(&long));
+}

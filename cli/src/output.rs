@@ -9,10 +9,15 @@ pub enum Format {
 }
 
 /// Prints rows under a header, each column as wide as its widest cell.
+/// Whatever the daemon returns (a cell of any length, a row of any width) is
+/// printed, never a reason to fail.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
+            if i >= widths.len() {
+                widths.push(0);
+            }
             widths[i] = widths[i].max(c.chars().count());
         }
     }
@@ -20,10 +25,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         let n = cells.len();
         let mut s = String::new();
         for (i, c) in cells.into_iter().enumerate() {
-            if i + 1 == n {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            s.push_str(c);
+            if i + 1 < n {
+                // Padded by hand: format!'s width is limited to u16.
+                let pad = widths[i].saturating_sub(c.chars().count()) + 3;
+                s.extend(std::iter::repeat_n(' ', pad));
             }
         }
         println!("{}", s.trim_end());
@@ -76,4 +82,19 @@ pub fn labels(l: &std::collections::HashMap<String, String>) -> String {
     let mut v: Vec<_> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
     v.sort();
     v.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_take_cells_of_any_length() {
+        let long = "a".repeat(100_000);
+        super::table(
+            &["NAME", "SIZE"],
+            &[
+                vec![long, "1 B".into()],
+                vec!["x".into(), "2 B".into(), "extra".into()],
+            ],
+        );
+    }
 }

@@ -69,10 +69,7 @@ fn target(d: Option<Descriptor>, name: &str) -> Result<DescriptorRecord> {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(ContentError::InvalidArgument("image name is required".into()));
-    }
-    Ok(())
+    molde_common::reference::check_name(name).map_err(ContentError::InvalidArgument)
 }
 
 impl ImagesService {
