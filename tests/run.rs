@@ -996,3 +996,36 @@ fn containers_see_their_cgroups_read_only_on_a_pure_v2_view() {
         "every write to the v2 hierarchy fails: {out}"
     );
 }
+
+#[test]
+fn out_of_range_limits_are_refused_by_name() {
+    let d = daemon_with_busybox();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let too_many = format!("{}", cpus + 1);
+    for (flag, value, says) in [
+        ("--memory", "99999999999g", "more than any limit"),
+        ("--cpus", too_many.as_str(), "CPUs available"),
+        ("--cpus", "0.001", "at least 0.01"),
+        ("--pids-limit", "1", "fewer than 2"),
+    ] {
+        let err = d.molde(&["run", "--rm", flag, value, IMAGE, "true"]).fails();
+        assert!(err.contains(flag) || err.contains(value), "{flag} {value}: {err}");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+    assert!(d.molde(&["ps", "-a", "-q"]).ok().trim().is_empty());
+    // The smallest limits that can run, run.
+    let out = d
+        .molde(&[
+            "run",
+            "--rm",
+            "--pids-limit",
+            "2",
+            "--network",
+            "none",
+            IMAGE,
+            "echo",
+            "ok",
+        ])
+        .ok();
+    assert_eq!(out, "ok\n");
+}

@@ -247,7 +247,12 @@ pub fn parse_bytes(s: &str) -> Result<i64> {
     let n: f64 = num
         .parse()
         .map_err(|_| anyhow!("invalid memory value {s:?}: use a number with k, m or g, e.g. 32m"))?;
-    let bytes = (n * mult as f64) as i64;
+    let bytes = n * mult as f64;
+    // Past i64 the cast would saturate into "no limit at all".
+    if !bytes.is_finite() || bytes >= i64::MAX as f64 {
+        anyhow::bail!("invalid memory value {s:?}: more than any limit can be (8 EiB)");
+    }
+    let bytes = bytes as i64;
     if bytes < 4 << 20 {
         anyhow::bail!("invalid memory value {s:?}: the minimum is 4m");
     }
@@ -265,6 +270,8 @@ mod tests {
         assert_eq!(parse_bytes("64MB").unwrap(), 64 << 20);
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("1k").is_err(), "below the minimum");
+        let err = parse_bytes("99999999999g").unwrap_err().to_string();
+        assert!(err.contains("more than any limit"), "{err}");
     }
 }
 

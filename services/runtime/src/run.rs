@@ -92,6 +92,7 @@ impl RuntimeService {
             req.name.clone()
         };
         containers::check_id(&id)?;
+        spec::check_limits(req, host_cpus())?;
         spec::check_controllers(req, std::path::Path::new("/sys/fs/cgroup"))?;
         let key = containers::key(ns, &id);
         if self
@@ -948,4 +949,9 @@ pub(crate) async fn watch_exits(rt: RuntimeService) {
             }
         }
     }
+}
+
+/// CPUs online on this host.
+fn host_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

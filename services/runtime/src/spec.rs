@@ -522,6 +522,41 @@ mod tests {
     }
 }
 
+/// The smallest memory limit a container starts under.
+pub const MIN_MEMORY: i64 = 4 << 20;
+/// Starting a container takes two processes in its cgroup for a moment: the
+/// one that starts it (libcontainer's intermediate process) and its init.
+pub const MIN_PIDS: i64 = 2;
+
+/// Refuses limits a container could not run under, or that the host cannot
+/// give, each by its flag.
+pub fn check_limits(req: &RunRequest, host_cpus: usize) -> Result<(), Status> {
+    let bad = |m: String| Err(Status::invalid_argument(m));
+    if req.memory_bytes < 0 || (req.memory_bytes > 0 && req.memory_bytes < MIN_MEMORY) {
+        return bad(format!(
+            "--memory {}: the minimum is 4m ({MIN_MEMORY} bytes)",
+            req.memory_bytes
+        ));
+    }
+    if !req.cpus.is_finite() || req.cpus < 0.0 || (req.cpus > 0.0 && req.cpus < 0.01) {
+        return bad(format!("--cpus {}: must be at least 0.01", req.cpus));
+    }
+    if req.cpus > host_cpus as f64 {
+        return bad(format!(
+            "--cpus {}: the range of CPUs is from 0.01 to {host_cpus}.00, as there are only {host_cpus} CPUs available",
+            req.cpus
+        ));
+    }
+    if req.pids_limit > 0 && req.pids_limit < MIN_PIDS {
+        return bad(format!(
+            "--pids-limit {}: a container cannot start with fewer than {MIN_PIDS} processes \
+             (its init and, for a moment, the process that starts it)",
+            req.pids_limit
+        ));
+    }
+    Ok(())
+}
+
 /// On a cgroup v2 host (`/sys/fs/cgroup` is cgroup2), a limit needs its
 /// controller in the root's `cgroup.controllers`; a request for one the host
 /// does not offer is refused by name here rather than failing deep in the
@@ -563,6 +598,27 @@ fn missing_controller(req: &RunRequest, offered: &str) -> Option<(&'static str, 
 #[cfg(test)]
 mod controller_tests {
     use super::*;
+
+    #[test]
+    fn limits_a_container_cannot_run_under_are_refused() {
+        let with = |f: &dyn Fn(&mut RunRequest)| {
+            let mut r = RunRequest::default();
+            f(&mut r);
+            check_limits(&r, 2).map_err(|s| s.message().to_string())
+        };
+        assert!(with(&|_| {}).is_ok());
+        assert!(with(&|r| r.memory_bytes = -1).unwrap_err().contains("--memory"));
+        assert!(
+            with(&|r| r.memory_bytes = 1 << 10)
+                .unwrap_err()
+                .contains("minimum")
+        );
+        assert!(with(&|r| r.cpus = 3.0).unwrap_err().contains("only 2 CPUs"));
+        assert!(with(&|r| r.cpus = f64::NAN).is_err());
+        assert!(with(&|r| r.cpus = 2.0).is_ok());
+        assert!(with(&|r| r.pids_limit = 1).unwrap_err().contains("fewer than 2"));
+        assert!(with(&|r| r.pids_limit = 2).is_ok());
+    }
 
     #[test]
     fn limits_need_their_controllers() {
