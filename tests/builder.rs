@@ -758,6 +758,12 @@ fn hostile_archives_in_add_are_refused_and_write_nothing_outside() {
             "{name}: {err}"
         );
         assert!(!err.contains("never"), "{name}: {err}");
+        if name.ends_with("hardlink") {
+            assert!(
+                err.contains("entry pw: a hard link to") && err.contains("leads outside the destination"),
+                "{name}: the entry and the reason: {err}"
+            );
+        }
         assert!(
             std::fs::read_dir(&outside).unwrap().next().is_none(),
             "{name}: something was written outside the snapshot"
@@ -1054,4 +1060,41 @@ fn a_daemon_that_withholds_network_host_refuses_it_to_every_build() {
         ])
         .fails();
     assert!(err.contains("does not grant"), "{err}");
+}
+
+#[test]
+fn a_copied_link_that_leads_outside_the_context_is_named() {
+    let d = daemon_with_busybox();
+    let ctx = context(
+        &d,
+        "links",
+        &[
+            (
+                "Dockerfile",
+                "FROM localhost/molde/busybox\nCOPY inside /in\nCOPY link /x\n",
+            ),
+            ("real", "real\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("/etc/hostname", Path::new(&ctx).join("link")).unwrap();
+    std::os::unix::fs::symlink("real", Path::new(&ctx).join("inside")).unwrap();
+    let err = d.molde(&["build", "-t", "localhost/links", &ctx]).fails();
+    assert!(
+        err.contains("Dockerfile:3")
+            && err.contains("link: a symbolic link to /etc/hostname")
+            && err.contains("outside the build context"),
+        "{err}"
+    );
+    std::fs::remove_file(Path::new(&ctx).join("link")).unwrap();
+    std::os::unix::fs::symlink("../../x", Path::new(&ctx).join("link")).unwrap();
+    let err = d.molde(&["build", "-t", "localhost/links", &ctx]).fails();
+    assert!(err.contains("a symbolic link to ../../x"), "{err}");
+    // A link that stays inside is followed.
+    std::fs::remove_file(Path::new(&ctx).join("link")).unwrap();
+    std::os::unix::fs::symlink("/real", Path::new(&ctx).join("link")).unwrap();
+    d.molde(&["build", "-t", "localhost/links", &ctx]).ok();
+    assert_eq!(
+        run_image(&d, "localhost/links", &["cat", "/in", "/x"]),
+        "real\nreal\n"
+    );
 }

@@ -20,6 +20,11 @@ pub enum SourceError {
     Outside(String),
     #[error("{0}: no such file or directory in the build context")]
     NotFound(String),
+    #[error(
+        "{src}: a symbolic link to {target}, which leads outside the build context \
+         (links in the context are followed inside it only)"
+    )]
+    LinkOutside { src: String, target: String },
     #[error("{0}: excluded by .dockerignore")]
     Ignored(String),
     #[error("{path}: {err}")]
@@ -94,8 +99,11 @@ pub fn resolve_sources(root: &Path, srcs: &[String], ignore: &Ignore) -> Result<
         let before = out.len();
         let mut ignored = false;
         for rel in found {
-            if fs::symlink_metadata(root.join(&rel)).is_err() {
+            let Ok(md) = fs::symlink_metadata(root.join(&rel)) else {
                 continue;
+            };
+            if md.file_type().is_symlink() {
+                check_link(root, &rel)?;
             }
             if !rel.is_empty() && ignore.excluded(&rel) {
                 ignored = true;
@@ -112,6 +120,28 @@ pub fn resolve_sources(root: &Path, srcs: &[String], ignore: &Ignore) -> Result<
         }
     }
     Ok(out)
+}
+
+/// A source that is a symbolic link is followed inside the context; one
+/// whose target is not there because it points out of the context is
+/// refused with that reason, not as a missing file.
+fn check_link(root: &Path, rel: &str) -> Result<(), SourceError> {
+    let inside = crate::copy::scoped(root, rel, true).map_err(|e| SourceError::Io {
+        path: rel.to_string(),
+        err: std::io::Error::other(e),
+    })?;
+    if fs::symlink_metadata(&inside).is_ok() {
+        return Ok(());
+    }
+    let target = fs::read_link(root.join(rel)).unwrap_or_default();
+    let from_root = Path::new(rel).parent().unwrap_or(Path::new("")).join(&target);
+    if crate::copy::escapes(&from_root) {
+        return Err(SourceError::LinkOutside {
+            src: rel.to_string(),
+            target: target.display().to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn join(base: &str, name: &str) -> String {

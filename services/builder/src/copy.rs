@@ -406,14 +406,62 @@ fn unpack_into(archive: &Path, dir: &Path) -> Result<(), String> {
     for e in a.entries().map_err(|e| e.to_string())? {
         let mut e = e.map_err(|e| e.to_string())?;
         let path = e.path().map_err(|e| e.to_string())?.into_owned();
+        if e.header().entry_type().is_hard_link() {
+            let target = e
+                .link_name()
+                .map_err(|err| format!("entry {}: {err}", path.display()))?
+                .unwrap_or_default()
+                .into_owned();
+            if escapes(&target) {
+                return Err(format!(
+                    "entry {}: a hard link to {} leads outside the destination",
+                    path.display(),
+                    target.display()
+                ));
+            }
+        }
         if !e
             .unpack_in(dir)
-            .map_err(|err| format!("{}: {err}", path.display()))?
+            .map_err(|err| format!("entry {}: {}", path.display(), causes(&err)))?
         {
-            return Err(format!("{}: leads outside the destination", path.display()));
+            return Err(format!("entry {}: leads outside the destination", path.display()));
         }
     }
     Ok(())
+}
+
+/// Whether a path inside an archive or a context names something above its
+/// root (or is absolute).
+pub(crate) fn escapes(p: &Path) -> bool {
+    let mut depth = 0i32;
+    for c in p.components() {
+        match c {
+            std::path::Component::RootDir | std::path::Component::Prefix(_) => return true,
+            std::path::Component::ParentDir => depth -= 1,
+            std::path::Component::Normal(_) => depth += 1,
+            std::path::Component::CurDir => {}
+        }
+        if depth < 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// An error with the reasons under it: the tar crate says "failed to unpack"
+/// and keeps why in its sources.
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 fn libc_nofollow() -> i32 {
