@@ -218,11 +218,11 @@ fn kill9_mid_pull_then_the_pull_completes_reusing_what_was_verified() {
     });
     let mut d = Daemon::start();
     let reference = format!("{}/slow/app:1", proxy.host);
-    let mut pull = std::process::Command::new(molde_tests::bin("molde"))
+    let pull = std::process::Command::new(molde_tests::bin("molde"))
         .env("MOLDE_ADDRESS", &d.sock)
         .args(["pull", "-q", &reference])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until the big layer is partly downloaded, then crash the daemon.
@@ -232,7 +232,13 @@ fn kill9_mid_pull_then_the_pull_completes_reusing_what_was_verified() {
             .any(|p| p.ends_with("data") && std::fs::metadata(p).map(|m| m.len() > 100_000).unwrap_or(false))
     });
     d.kill9();
-    let _ = pull.wait();
+    let out = pull.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("molded went away") && said.contains("resumes") && !said.contains("h2 protocol"),
+        "the CLI says what happened and what to do: {said}"
+    );
     let blobs_before: Vec<_> = files_under(&d.root.join("content/blobs"));
     proxy.set(Faults::default());
     d.restart();

@@ -37,7 +37,15 @@ pub async fn pull(d: &Daemon, reference: &str, platform: Option<String>, quiet: 
         .await
         .map_err(status(format!("pulling {reference}")))?
         .into_inner();
-    let done = show(stream, quiet, reference).await?;
+    let done = show(stream, quiet, reference)
+        .await
+        .map_err(|e| match e.downcast::<ConnectionLost>() {
+            Ok(lost) => anyhow!(
+                "pulling {reference}: {lost}; run `molde pull {reference}` again once molded is back: \
+             what it fetched is kept, and the pull resumes from there"
+            ),
+            Err(e) => e,
+        })?;
     let target = done.target.unwrap_or_default();
     if quiet {
         println!("{}", done.name);
@@ -45,6 +53,25 @@ pub async fn pull(d: &Daemon, reference: &str, platform: Option<String>, quiet: 
         println!("{}: {}", done.name, target.digest);
     }
     Ok(())
+}
+
+/// The connection to molded broke in the middle of a stream (molded was
+/// stopped or crashed), as opposed to an error molded sent.
+#[derive(Debug)]
+pub struct ConnectionLost(String);
+
+impl std::fmt::Display for ConnectionLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "molded went away ({})", self.0)
+    }
+}
+
+impl std::error::Error for ConnectionLost {}
+
+/// A status molded sent carries no source; one made on this side from a
+/// broken connection (h2, hyper, the socket) does.
+pub fn lost(s: &tonic::Status) -> bool {
+    std::error::Error::source(s).is_some()
 }
 
 /// Renders progress events until Done; returns it.
@@ -65,6 +92,11 @@ pub async fn show(mut stream: Streaming<api::Progress>, quiet: bool, what: &str)
             }
             Err(s) => {
                 multi.clear().ok();
+                if lost(&s) {
+                    return Err(
+                        ConnectionLost("the connection closed in the middle of the transfer".into()).into(),
+                    );
+                }
                 return Err(anyhow!("{}", s.message()));
             }
         };
