@@ -34,13 +34,6 @@ fn leftovers(d: &Daemon) -> (String, Vec<String>) {
     (ps, mounts)
 }
 
-/// What `molde run --rm --network none IMAGE [CMD…]` prints.
-fn run_image(d: &Daemon, image: &str, cmd: &[&str]) -> String {
-    let mut args = vec!["run", "--rm", "--network", "none", image];
-    args.extend_from_slice(cmd);
-    d.molde(&args).ok()
-}
-
 /// How many steps a build's plain progress shows as cached.
 fn cached(log: &str) -> usize {
     log.lines().filter(|l| l.contains(" CACHED ")).count()
@@ -94,7 +87,7 @@ fn a_multi_stage_build_runs_as_its_dockerfile_says() {
     assert!(log.contains("RUN echo"), "steps are shown: {log}");
     assert!(log.contains("tagged localhost/test/app:1"), "{log}");
 
-    let run = run_image(&d, "localhost/test/app:1", &[]);
+    let run = d.run_image("localhost/test/app:1", &[]);
     assert_eq!(run, "release\nhi from the context\na\nb\n65534\n700\n");
 
     let inspect: serde_json::Value =
@@ -258,7 +251,7 @@ fn the_cache_reuses_unchanged_steps_across_restarts() {
     assert_eq!(cached(&log), 0, "{log}");
     assert!(ran(&log, "ran-step-one"), "{log}");
 
-    let out = run_image(&d, "localhost/test/cached", &["cat", "/copy.txt", "/b.txt"]);
+    let out = d.run_image("localhost/test/cached", &["cat", "/copy.txt", "/b.txt"]);
     assert_eq!(out, "first\nchanged\n");
 }
 
@@ -284,7 +277,7 @@ fn independent_stages_run_at_once() {
     );
     let ctx = context(&d, "parallel", &[("Dockerfile", &text)]);
     d.molde(&["build", "-q", "-t", "parallel", &ctx]).ok();
-    assert_eq!(run_image(&d, "parallel", &[]), "left\nright\n");
+    assert_eq!(d.run_image("parallel", &[]), "left\nright\n");
 }
 
 #[test]
@@ -311,7 +304,7 @@ fn context_on_stdin_exports_compression_and_progress() {
     assert!(tar.status.success());
     d.molde_stdin(&["build", "-q", "-t", "fromstdin", "-"], &tar.stdout)
         .ok();
-    assert_eq!(run_image(&d, "fromstdin", &[]), "from a tar on stdin\n6291456\n");
+    assert_eq!(d.run_image("fromstdin", &[]), "from a tar on stdin\n6291456\n");
     // An archive that would write outside the context is refused.
     let mut evil = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
@@ -356,7 +349,7 @@ fn context_on_stdin_exports_compression_and_progress() {
         layers.last().unwrap()["mediaType"],
         "application/vnd.oci.image.layer.v1.tar+zstd"
     );
-    assert_eq!(run_image(&d, "zst", &[]), "from a tar on stdin\n6291456\n");
+    assert_eq!(d.run_image("zst", &[]), "from a tar on stdin\n6291456\n");
     // A docker-archive export of an image given no name leaves no name behind.
     let archive = d.dir.path().join("docker.tar");
     let dest = format!("type=docker,dest={}", archive.display());
@@ -475,7 +468,7 @@ fn missing_base_images_are_pulled_and_built_images_pushed() {
         "{}",
         reg.log()
     );
-    assert_eq!(run_image(&d, "onpulled", &[]), "built-on-pulled\n");
+    assert_eq!(d.run_image("onpulled", &[]), "built-on-pulled\n");
     // And the built image goes to the registry, where skopeo reads it.
     let pushed = format!("{}/built/app:1", reg.host);
     d.molde(&["push", "onpulled", &pushed]).ok();
@@ -527,7 +520,7 @@ fn copy_link_layers_are_reused_over_a_changed_base() {
         (log, top)
     };
     let (_, first) = build("1");
-    assert_eq!(run_image(&d, "link", &[]), "1\nlinked\n");
+    assert_eq!(d.run_image("link", &[]), "1\nlinked\n");
     // The RUN below changed: the linked layer is the same layer, not copied again.
     let (log, second) = build("2");
     assert_eq!(first, second, "the --link layer is reused");
@@ -535,7 +528,7 @@ fn copy_link_layers_are_reused_over_a_changed_base() {
         log.lines().any(|l| l.contains("COPY --link")) && log.contains("#4 CACHED"),
         "{log}"
     );
-    assert_eq!(run_image(&d, "link", &[]), "2\nlinked\n");
+    assert_eq!(d.run_image("link", &[]), "2\nlinked\n");
 }
 
 #[test]
@@ -597,7 +590,7 @@ fn a_build_cut_short_by_a_killed_daemon_leaves_nothing_behind() {
     )
     .unwrap();
     d.molde(&["build", "-q", "-t", "killed", &ctx]).ok();
-    assert_eq!(run_image(&d, "killed", &[]), "a\n");
+    assert_eq!(d.run_image("killed", &[]), "a\n");
 }
 
 #[test]
@@ -642,7 +635,7 @@ fn private_base_images_are_pulled_with_the_users_login() {
     assert!(molde(&login, b"s3cret\n").status.success());
     let out = molde(&["build", "-q", "-t", "private", &ctx], b"");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(run_image(&d, "private", &[]), "private-base\n");
+    assert_eq!(d.run_image("private", &[]), "private-base\n");
 }
 
 #[test]
@@ -667,7 +660,7 @@ fn locked_cache_mounts_are_used_one_at_a_time_and_tmpfs_sizes_hold() {
     );
     let ctx = context(&d, "locked", &[("Dockerfile", &text)]);
     d.molde(&["build", "-q", "-t", "locked", &ctx]).ok();
-    assert_eq!(run_image(&d, "locked", &[]), "one\ntwo\n1024\n");
+    assert_eq!(d.run_image("locked", &[]), "one\ntwo\n1024\n");
 }
 
 /// A tar entry: name, type, link target.
@@ -799,11 +792,7 @@ fn ssh_agents_are_forwarded_to_run_steps_that_ask() {
     let spec = format!("default={}", sock.display());
     d.molde(&["build", "-q", "--ssh", &spec, "-t", "ssh", &ctx]).ok();
     assert_eq!(
-        run_image(
-            &d,
-            "ssh",
-            &["sh", "-c", "cat /ssh; ls /run/buildkit 2>&1 | head -1"]
-        ),
+        d.run_image("ssh", &["sh", "-c", "cat /ssh; ls /run/buildkit 2>&1 | head -1"]),
         "agent at /run/buildkit/ssh_agent.0\nls: /run/buildkit: No such file or directory\n",
         "the agent was there during the RUN, and its mount point is in no layer"
     );
@@ -894,7 +883,7 @@ fn add_of_a_git_repository_clones_the_ref_and_caches_by_commit() {
     };
     build();
     assert_eq!(
-        run_image(&d, "fromgit", &[]),
+        d.run_image("fromgit", &[]),
         "version one\nversion one\ndocs one\n. .. a.txt docs has-git\n"
     );
     assert_eq!(cached(&build()), 3, "the same commits: every ADD is cached");
@@ -905,7 +894,7 @@ fn add_of_a_git_repository_clones_the_ref_and_caches_by_commit() {
     let log = build();
     assert_eq!(cached(&log), 1, "{log}");
     assert_eq!(
-        run_image(&d, "fromgit", &[]),
+        d.run_image("fromgit", &[]),
         "version one\nversion two\ndocs two\n. .. a.txt docs has-git\n"
     );
     // A ref that is not there stops the build, naming it.
@@ -950,10 +939,10 @@ fn a_dockerfiles_own_dockerignore_wins_over_the_contexts() {
     );
     let file = format!("{ctx}/app.Dockerfile");
     d.molde(&["build", "-q", "-f", &file, "-t", "own", &ctx]).ok();
-    assert_eq!(run_image(&d, "own", &[]), "Dockerfile\nmain.txt\nnotes.txt\n");
+    assert_eq!(d.run_image("own", &[]), "Dockerfile\nmain.txt\nnotes.txt\n");
     d.molde(&["build", "-q", "-t", "plain", &ctx]).ok();
     assert_eq!(
-        run_image(&d, "plain", &[]),
+        d.run_image("plain", &[]),
         "Dockerfile\napp.Dockerfile\napp.Dockerfile.dockerignore\nmain.txt\nsecret.txt\n"
     );
 }
@@ -974,9 +963,9 @@ fn a_dockerfile_of_130_steps_builds() {
     df.push_str("RUN ls /steps | wc -l > /count\n");
     let ctx = context(&d, "tall", &[("Dockerfile", &df), ("f", "copied\n")]);
     d.molde(&["build", "-q", "-t", "localhost/tall", &ctx]).ok();
-    assert_eq!(run_image(&d, "localhost/tall", &["cat", "/count"]).trim(), "130");
+    assert_eq!(d.run_image("localhost/tall", &["cat", "/count"]).trim(), "130");
     assert_eq!(
-        run_image(&d, "localhost/tall", &["cat", "/steps/128", "/steps/129"]),
+        d.run_image("localhost/tall", &["cat", "/steps/128", "/steps/129"]),
         "128\ncopied\n"
     );
 }
@@ -1026,7 +1015,7 @@ fn host_networking_in_a_build_needs_the_network_host_entitlement() {
     ])
     .ok();
     assert_eq!(
-        run_image(&d, "localhost/hostnet", &["cat", "/got"]),
+        d.run_image("localhost/hostnet", &["cat", "/got"]),
         "host secret\n"
     );
     assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -1094,7 +1083,7 @@ fn a_copied_link_that_leads_outside_the_context_is_named() {
     std::os::unix::fs::symlink("/real", Path::new(&ctx).join("link")).unwrap();
     d.molde(&["build", "-t", "localhost/links", &ctx]).ok();
     assert_eq!(
-        run_image(&d, "localhost/links", &["cat", "/in", "/x"]),
+        d.run_image("localhost/links", &["cat", "/in", "/x"]),
         "real\nreal\n"
     );
 }

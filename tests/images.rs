@@ -532,18 +532,7 @@ fn an_image_of_128_layers_runs_and_sees_every_layer() {
     let reference = format!("{}/test/tall:1", reg.host);
     let d = Daemon::start();
     d.molde(&["pull", "-q", &reference]).ok();
-    let out = d
-        .molde(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            &reference,
-            "sh",
-            "-c",
-            "cat /layers/*",
-        ])
-        .ok();
+    let out = d.run_image(&reference, &["sh", "-c", "cat /layers/*"]);
     let want: String = (1..128).map(|i| format!("{i}\n")).collect();
     assert_eq!(out, want, "every layer's file, from the one container");
     // ctr runs it the same way, through the same shim.
@@ -616,18 +605,7 @@ fn concurrent_pulls_of_one_image_unpack_it_once() {
     let log = d.log_text();
     let applied = log.lines().filter(|l| l.contains("layer applied")).count();
     assert_eq!(applied, 5, "each layer unpacked once:\n{log}");
-    let out = d
-        .molde(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            &reference,
-            "sh",
-            "-c",
-            "ls /data | wc -l",
-        ])
-        .ok();
+    let out = d.run_image(&reference, &["sh", "-c", "ls /data | wc -l"]);
     assert_eq!(out.trim(), "4");
 }
 

@@ -250,6 +250,14 @@ impl Daemon {
         self.molde_stdin(args, &[])
     }
 
+    /// What `molde run --rm --network none IMAGE [CMD…]` prints (it must succeed).
+    #[track_caller]
+    pub fn run_image(&self, image: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["run", "--rm", "--network", "none", image];
+        args.extend_from_slice(cmd);
+        self.molde(&args).ok()
+    }
+
     pub fn molde_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
         let mut c = Command::new(bin("molde"));
         c.env("MOLDE_ADDRESS", &self.sock).args(args);

@@ -108,18 +108,22 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     for d in [&cfg.root, &cfg.state] {
         perms::top(d)?;
     }
-    // Before any service writes there: the directories they fill, owner-only.
-    perms::seal(
-        &cfg.root,
-        &[
-            "content",
-            "snapshots",
-            "volumes",
-            "build-cache",
-            "build-cache-mounts",
-        ],
-    )?;
-    perms::seal(&cfg.state, &["runtime", "netns", "build"])?;
+    // Before any hosted service writes there: the directories they fill, owner-only.
+    let mut root_dirs = Vec::new();
+    let mut state_dirs = Vec::new();
+    if cfg.hosts("content") {
+        root_dirs.push("content");
+    }
+    if cfg.hosts("snapshotter") {
+        root_dirs.push("snapshots");
+    }
+    if cfg.hosts("runtime") {
+        // The builder runs with the runtime.
+        root_dirs.extend(["volumes", "build-cache", "build-cache-mounts"]);
+        state_dirs.extend(["runtime", "netns", "build"]);
+    }
+    perms::seal(&cfg.root, &root_dirs)?;
+    perms::seal(&cfg.state, &state_dirs)?;
     let address = Address::parse(&cfg.address).map_err(anyhow::Error::msg)?;
     let Address::Unix(sock_path) = &address;
     let (listener, socket) = listener::bind(sock_path)?;
