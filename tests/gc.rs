@@ -5,8 +5,9 @@ use molde_api::containerd::services::content::v1::{self as api, content_client::
 use molde_api::containerd::services::images::v1::{self as images, images_client::ImagesClient};
 use molde_api::containerd::services::leases::v1::{self as leases, leases_client::LeasesClient};
 use molde_api::containerd::types::Descriptor;
+use molde_tests::registry::Registry;
 use molde_tests::write::{Session, put};
-use molde_tests::{Daemon, eventually, req};
+use molde_tests::{Daemon, eventually, image, req};
 use tonic::Code;
 
 async fn exists(ch: &tonic::transport::Channel, digest: &str) -> bool {
@@ -272,4 +273,79 @@ async fn expired_ingests_and_leases_are_collected_held_ones_are_not() {
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains("no-such-lease"));
+}
+
+/// Snapshot directories under the overlay snapshotter's root (`empty` aside).
+fn snapshot_dirs(d: &Daemon) -> Vec<String> {
+    std::fs::read_dir(d.root.join("snapshots/overlayfs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "empty")
+        .collect()
+}
+
+/// The snapshotter reads only its own records: an image whose name looks
+/// like a snapshot key, or a container named `snapshots`, is not one.
+#[test]
+fn names_that_look_like_snapshot_keys_do_not_stop_snapshot_collection() {
+    let d = Daemon::start();
+    d.load_busybox();
+    d.molde(&[
+        "tag",
+        "localhost/molde/busybox",
+        "reg.example/snapshots/overlayfs/app:1",
+    ])
+    .ok();
+    d.molde(&[
+        "tag",
+        "localhost/molde/busybox",
+        "reg.example/ns/default/snapshots/native/x:1",
+    ])
+    .ok();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "snapshots",
+        "--network",
+        "none",
+        "localhost/molde/busybox",
+        "sleep",
+        "60",
+    ])
+    .ok();
+    // A second image whose layers nothing else holds, then removed.
+    let work = tempfile::tempdir().unwrap();
+    let layers = vec![
+        image::tar(&image::busybox_rootfs()),
+        image::tar(&[image::Entry::File("other".into(), b"other\n".to_vec(), 0o644)]),
+    ];
+    let l = image::layout(
+        &work.path().join("oci"),
+        &layers,
+        image::Compression::Gzip,
+        image::host_arch(),
+    );
+    let reg = Registry::start();
+    reg.push_layout(&l.dir, "other:1");
+    let other = format!("{}/other:1", reg.host);
+    let before = snapshot_dirs(&d);
+    d.molde(&["pull", "-q", &other]).ok();
+    d.molde(&["run", "--rm", "--network", "none", &other, "cat", "/other"])
+        .ok();
+    assert!(snapshot_dirs(&d).len() > before.len());
+    d.molde(&["rmi", &other]).ok();
+    d.molde(&["gc"]).ok();
+    eventually(10, "the removed image's snapshots collected", || {
+        snapshot_dirs(&d).len() == before.len()
+    });
+    let log = d.log_text();
+    assert!(
+        !log.contains("collection failed") && !log.contains("corrupt record"),
+        "{log}"
+    );
+    // What is held stays: the container and its image run on.
+    assert_eq!(d.molde(&["exec", "snapshots", "echo", "alive"]).ok(), "alive\n");
+    d.molde(&["rm", "-f", "snapshots"]).ok();
 }

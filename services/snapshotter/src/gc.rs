@@ -75,18 +75,8 @@ async fn held(channel: &Channel, ns: &str, d: Driver) -> Result<HashSet<String>>
 
 /// Removes unreachable committed snapshots of `d` in every namespace; returns how many.
 pub async fn collect(s: &Snapshotter, content: &Channel, d: Driver) -> Result<u64> {
-    let mut namespaces = HashSet::new();
-    let marker = format!("/snapshots/{}/", d.name());
-    for e in s.store.range("/v1/ns/")? {
-        if let Some(rest) = e.key.strip_prefix("/v1/ns/")
-            && e.key.contains(&marker)
-            && let Some((ns, _)) = rest.split_once('/')
-        {
-            namespaces.insert(ns.to_string());
-        }
-    }
     let mut removed = 0;
-    for ns in namespaces {
+    for ns in store::namespaces(&*s.store)? {
         let prefix = store::prefix(&ns, d);
         let records: HashMap<String, store::SnapshotRecord> = s
             .store

@@ -31,6 +31,7 @@ pub struct Snapshotter {
 
 impl Snapshotter {
     pub fn new(store: Arc<dyn Store>, root: &std::path::Path) -> Result<Arc<Self>> {
+        store::index_namespaces(&*store)?;
         Ok(Arc::new(Self {
             store,
             overlay: Dirs::new(root, Driver::Overlay)?,
@@ -148,7 +149,8 @@ impl Snapshotter {
         let out = self.store.txn(
             Txn::new()
                 .when(Compare::absent(k.clone()))
-                .put(k, store::encode(&rec)),
+                .put(k, store::encode(&rec))
+                .put(store::namespace_key(ns), Vec::new()),
         )?;
         if out == TxnOutcome::CompareFailed {
             let _ = std::fs::remove_dir_all(dirs.snapshot_dir(&rec.id));
@@ -252,8 +254,8 @@ impl Snapshotter {
     pub(crate) fn cleanup(&self, d: Driver) -> Result<u64> {
         let _dirs = self.dirs_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut used = std::collections::HashSet::new();
-        for e in self.store.range("/v1/ns/")? {
-            if e.key.contains(&format!("/snapshots/{}/", d.name())) {
+        for ns in store::namespaces(&*self.store)? {
+            for e in self.store.range(&store::prefix(&ns, d))? {
                 used.insert(store::decode(&e)?.id);
             }
         }

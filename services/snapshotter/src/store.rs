@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! metadata: /v1/ns/<ns>/snapshots/<snapshotter>/<key>  → SnapshotRecord
+//!           /v1/snapshotter/namespaces/<ns>             the namespaces that have records
 //! disk:     <root>/<snapshotter>/<id>/fs     the snapshot's files (overlay: its upper layer)
 //!           <root>/<snapshotter>/<id>/work   overlayfs work directory
 //!           <root>/<snapshotter>/empty       an always-empty lower directory
@@ -9,6 +10,11 @@
 //!
 //! Commit renames a record (active key → committed name) and keeps the
 //! directory: the id, not the key, names the files.
+//!
+//! The snapshotter reads only its own keys: collection and cleanup go
+//! through the namespaces it recorded when it made a snapshot there, then
+//! each namespace's `snapshots/<snapshotter>/` prefix, never through other
+//! services' records (an image named `x/snapshots/overlayfs/y` is an image).
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +76,46 @@ pub struct SnapshotRecord {
 /// Lets a layer be prepared and applied before its parent exists, so all layers
 /// of an image unpack at once; Commit requires the parent to be committed by then.
 pub const DEFERRED_PARENT: &str = "molde.io/snapshot.parent";
+
+const NAMESPACES: &str = "/v1/snapshotter/namespaces/";
+
+/// The key that says namespace `ns` has snapshot records.
+pub fn namespace_key(ns: &str) -> String {
+    format!("{NAMESPACES}{ns}")
+}
+
+/// The namespaces that have (or had) snapshot records.
+pub fn namespaces(store: &dyn Store) -> Result<Vec<String>> {
+    Ok(store
+        .range(NAMESPACES)?
+        .into_iter()
+        .map(|e| e.key[NAMESPACES.len()..].to_string())
+        .collect())
+}
+
+/// Records made before the namespace index existed are found once, by the
+/// exact shape of their keys, and indexed.
+pub fn index_namespaces(store: &dyn Store) -> Result<()> {
+    const DONE: &str = "/v1/snapshotter/indexed";
+    if store.get(DONE)?.is_some() {
+        return Ok(());
+    }
+    let mut txn = molde_meta::Txn::new().put(DONE, Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    for e in store.range("/v1/ns/")? {
+        let Some((ns, rest)) = e.key["/v1/ns/".len()..].split_once('/') else {
+            continue;
+        };
+        let ours = [Driver::Overlay, Driver::Native]
+            .iter()
+            .any(|d| rest.starts_with(&format!("snapshots/{}/", d.name())));
+        if ours && seen.insert(ns.to_string()) {
+            txn = txn.put(namespace_key(ns), Vec::new());
+        }
+    }
+    store.txn(txn)?;
+    Ok(())
+}
 
 pub fn prefix(ns: &str, driver: Driver) -> String {
     format!("/v1/ns/{ns}/snapshots/{}/", driver.name())
