@@ -1,4 +1,17 @@
-//! What molde's runtime, builder and shim share, written once and free of
-//! tokio: today, mounting the mounts a snapshotter describes.
+//! What a container's bundle holds, written by molded's runtime (and builder)
+//! and read by the shim, and back: each file, record and frame defined once
+//! for both sides, with no tokio.
+//!
+//! - `dir`: the bundle directory and its files (`Bundle`, `Exit`, `Stdio`,
+//!   `LogRecord`);
+//! - `state`: a container's state read from those files (`State`);
+//! - `attach`: the frames attach clients send the shim;
+//! - `mount`: mounting a snapshot's mounts (`mounts.json`).
 
+pub mod attach;
+mod dir;
 pub mod mount;
+mod state;
+
+pub use dir::{Bundle, ExecProcess, Exit, LogRecord, Stdio, TaskExec};
+pub use state::State;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use molde_api::containerd::services::containers::v1::Container;
 use molde_api::molde::services::runtime::v1 as api;
+use molde_bundle::{Bundle, State};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use prost::Message;
@@ -30,67 +31,34 @@ pub struct Observed {
     pub error: String,
 }
 
-/// Whether `pid` is alive and is the init of the container with cgroup `cg`.
-fn alive(pid: i32, cg: &str) -> bool {
-    if pid <= 0 || nix::sys::signal::kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    // Guard against a recycled pid: the process must be in the container's cgroup.
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(cg))
-}
-
-/// Whether the bundle's shim process still runs.
-fn shim_alive(bundle: &Path) -> bool {
-    let Some(pid) = std::fs::read_to_string(bundle.join("shim.pid"))
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-    else {
-        return false;
-    };
-    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("molde-shim"))
-}
-
+/// The state a bundle's files give, in the API's terms.
 pub fn observe(bundle: &Path, cgroup: &str) -> Observed {
-    if let Ok(raw) = std::fs::read(bundle.join("exit.json")) {
-        let v: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
-        return Observed {
+    match Bundle::new(bundle).state(cgroup) {
+        State::Exited(e) => Observed {
             state: "exited",
-            exit_code: v["status"].as_i64().unwrap_or(255) as i32,
-            oom_killed: v["oom_killed"].as_bool().unwrap_or(false),
-            finished_at: v["exited_at"].as_str().unwrap_or_default().to_string(),
+            exit_code: e.status,
+            oom_killed: e.oom_killed,
+            finished_at: e.exited_at,
             ..Default::default()
-        };
-    }
-    if let Ok(e) = std::fs::read_to_string(bundle.join("error")) {
-        return Observed {
+        },
+        State::Failed(error) => Observed {
             state: "exited",
             exit_code: 125,
-            error: e.trim().to_string(),
-            ..Default::default()
-        };
-    }
-    match std::fs::read_to_string(bundle.join("init.pid"))
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-    {
-        Some(pid) if alive(pid, cgroup) => Observed {
-            state: "running",
-            pid,
+            error,
             ..Default::default()
         },
-        // The init is gone; its shim is still recording the exit.
-        Some(_) if shim_alive(bundle) => Observed {
+        State::Running { pid } => Observed {
             state: "running",
+            pid: pid.unwrap_or(0),
             ..Default::default()
         },
-        // The shim is gone without reporting: it was killed.
-        Some(_) => Observed {
+        State::Lost => Observed {
             state: "exited",
             exit_code: 255,
             error: "the container's shim ended without recording an exit status".into(),
             ..Default::default()
         },
-        None => Observed {
+        State::Created => Observed {
             state: "created",
             ..Default::default()
         },

@@ -28,6 +28,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use molde_bundle::Bundle;
+
 use crate::{containers, image, spec, with_ns};
 
 /// The runtime name container records carry.
@@ -237,7 +239,7 @@ impl RuntimeService {
         }
         if req.interactive {
             let _ = std::fs::create_dir_all(&bundle);
-            let _ = std::fs::write(bundle.join("interactive"), b"");
+            let _ = Bundle::new(&bundle).set_interactive();
         }
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Status::internal(e.to_string()))?;
         let written = (|| -> std::io::Result<()> {
@@ -339,23 +341,14 @@ impl RuntimeService {
     /// Publishes /tasks/exit for a container whose shim recorded its exit,
     /// once: whoever sees the exit first (a waiter, a delete, the watcher).
     pub(crate) fn exited(&self, ns: &str, id: &str) {
-        let dir = self.bundle(ns, id);
-        let Ok(raw) = std::fs::read(dir.join("exit.json")) else {
+        let b = Bundle::new(self.bundle(ns, id));
+        let Some(exit) = b.exit() else {
             return;
         };
-        if std::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .open(dir.join("exit.published"))
-            .is_err()
-        {
+        if !b.mark_exit_published() {
             return;
         }
-        let v: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
-        let pid = std::fs::read_to_string(dir.join("init.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or(0);
+        let pid = b.init_pid().unwrap_or(0) as u32;
         self.events.publish(
             ns,
             "/tasks/exit",
@@ -364,7 +357,7 @@ impl RuntimeService {
                 container_id: id.to_string(),
                 id: id.to_string(),
                 pid,
-                exit_status: v["status"].as_i64().unwrap_or(255) as u32,
+                exit_status: exit.status as u32,
                 exited_at: None,
             },
         );
@@ -415,11 +408,12 @@ impl RuntimeService {
 
     /// Streams the container's log to `tx` until the shim reports its exit.
     async fn follow(&self, bundle: &Path, tx: &Tx) -> Result<(i32, bool), Status> {
-        let log = bundle.join("log.json");
+        let b = Bundle::new(bundle);
+        let log = b.log();
         let mut offset = 0u64;
         let mut carry = String::new();
         loop {
-            let exited = bundle.join("exit.json").exists();
+            let exited = b.exit();
             if let Ok(mut f) = std::fs::File::open(&log) {
                 f.seek(SeekFrom::Start(offset))
                     .map_err(|e| Status::internal(e.to_string()))?;
@@ -438,26 +432,20 @@ impl RuntimeService {
                     }
                     let full = std::mem::take(&mut carry) + &line;
                     line.clear();
-                    if let Ok(rec) = serde_json::from_str::<serde_json::Value>(&full) {
-                        let stream = if rec["stream"] == "stderr" { 2 } else { 1 };
-                        let data = rec["log"].as_str().unwrap_or_default().as_bytes().to_vec();
+                    if let Ok(rec) = serde_json::from_str::<molde_bundle::LogRecord>(&full) {
+                        let stream = if rec.stream == "stderr" { 2 } else { 1 };
+                        let data = rec.log.into_bytes();
                         if !send(tx, Event::Output(api::Output { stream, data })).await {
                             return Ok((0, false));
                         }
                     }
                 }
             }
-            if exited {
-                let exit: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(bundle.join("exit.json")).unwrap_or_default())
-                        .unwrap_or_default();
-                return Ok((
-                    exit["status"].as_i64().unwrap_or(255) as i32,
-                    exit["oom_killed"].as_bool().unwrap_or(false),
-                ));
+            if let Some(exit) = exited {
+                return Ok((exit.status, exit.oom_killed));
             }
-            if let Ok(msg) = std::fs::read_to_string(bundle.join("error")) {
-                return Err(Status::failed_precondition(msg.trim().to_string()));
+            if let Some(msg) = b.error() {
+                return Err(Status::failed_precondition(msg));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -477,22 +465,20 @@ impl api::runtime_server::Runtime for RuntimeService {
         let (id, bundle) = self.start(&ns, &r).await?;
         // Report back once the shim started the container, or why it could not.
         let started = tokio::time::Instant::now();
+        let b = Bundle::new(&bundle);
         loop {
-            if let Ok(pid) = std::fs::read_to_string(bundle.join("init.pid")) {
-                self.started(&ns, &id, pid.trim().parse().unwrap_or(0));
+            if let Some(pid) = b.init_pid() {
+                self.started(&ns, &id, pid as u32);
                 break;
             }
-            if bundle.join("exit.json").exists() {
+            if b.exit().is_some() {
                 break;
             }
-            if let Ok(msg) = std::fs::read_to_string(bundle.join("error")) {
+            if let Some(msg) = b.error() {
                 if r.rm {
                     self.remove(&ns, &id).await;
                 }
-                return Err(Status::failed_precondition(format!(
-                    "container {id}: {}",
-                    msg.trim()
-                )));
+                return Err(Status::failed_precondition(format!("container {id}: {msg}")));
             }
             if started.elapsed() > Duration::from_secs(60) {
                 return Err(Status::deadline_exceeded(format!(
@@ -732,11 +718,9 @@ impl api::runtime_server::Runtime for RuntimeService {
             )));
         }
         let sock = if first.exec_id.is_empty() {
-            self.bundle_dir(&ns, &id).join("attach.sock")
+            Bundle::new(self.bundle_dir(&ns, &id)).attach_socket()
         } else if first.exec_id.len() == 32 && first.exec_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            self.bundle_dir(&ns, &id)
-                .join("exec")
-                .join(format!("{}.sock", first.exec_id))
+            Bundle::new(self.bundle_dir(&ns, &id)).exec_socket(&first.exec_id)
         } else {
             return Err(Status::invalid_argument(format!(
                 "exec id {:?} is not one this daemon gave out",
@@ -811,47 +795,35 @@ impl api::runtime_server::Runtime for RuntimeService {
                 r.id
             )));
         }
-        let spec: serde_json::Value = c
+        // The container's own process, as stored in its spec.
+        let base: oci_spec::runtime::Process = c
             .spec
             .as_ref()
-            .and_then(|s| serde_json::from_slice(&s.value).ok())
-            .unwrap_or_default();
-        let base_env: Vec<String> = spec["process"]["env"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .and_then(|s| serde_json::from_slice::<oci_spec::runtime::Spec>(&s.value).ok())
+            .and_then(|s| s.process().clone())
             .unwrap_or_default();
         let bundle = self.bundle_dir(&ns, &r.id);
-        let (uid, gid, gids) = if r.user.is_empty() {
-            (
-                spec["process"]["user"]["uid"].as_u64().unwrap_or(0) as u32,
-                spec["process"]["user"]["gid"].as_u64().unwrap_or(0) as u32,
-                Vec::new(),
-            )
-        } else {
-            let who = crate::user::resolve(&r.user, &[bundle.join("rootfs")])
+        let b = Bundle::new(&bundle);
+        let mut process = molde_bundle::ExecProcess::from(&base);
+        process.args = r.args.clone();
+        process.env = spec::merge_env(&process.env, &r.env);
+        // The image's user without the container's extra groups, or the one asked for.
+        process.additional_gids = Vec::new();
+        if !r.user.is_empty() {
+            let who = crate::user::resolve(&r.user, &[b.rootfs()])
                 .map_err(|e| Status::new(e.code(), format!("container {}: {}", r.id, e.message())))?;
-            (who.uid, who.gid, who.additional_gids)
-        };
-        let cwd = if r.workdir.is_empty() {
-            spec["process"]["cwd"].as_str().unwrap_or("/").to_string()
-        } else {
-            r.workdir.clone()
-        };
-        let process = serde_json::json!({
-            "args": r.args,
-            "env": spec::merge_env(&base_env, &r.env),
-            "cwd": cwd,
-            "uid": uid,
-            "gid": gid,
-            "additional_gids": gids,
-        });
-        let exec_dir = bundle.join("exec");
-        std::fs::create_dir_all(&exec_dir).map_err(|e| Status::internal(e.to_string()))?;
+            process.uid = Some(who.uid);
+            process.gid = Some(who.gid);
+            process.additional_gids = who.additional_gids;
+        }
+        if !r.workdir.is_empty() {
+            process.cwd = Some(r.workdir.clone());
+        }
         let exec_id = uuid::Uuid::new_v4().simple().to_string();
-        let pfile = exec_dir.join(format!("{exec_id}.json"));
-        std::fs::write(&pfile, serde_json::to_vec(&process).unwrap_or_default())
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let sock = exec_dir.join(format!("{exec_id}.sock"));
+        let pfile = b
+            .write_exec(&exec_id, &process)
+            .map_err(|e| Status::internal(format!("container {}: writing the exec: {e}", r.id)))?;
+        let sock = b.exec_socket(&exec_id);
         let attached = r.interactive || r.tty;
         let mut cmd = tokio::process::Command::new(&self.shim);
         cmd.arg("exec")
@@ -938,8 +910,8 @@ pub(crate) async fn watch_exits(rt: RuntimeService) {
                 continue;
             };
             for b in bundles.flatten() {
-                let dir = b.path();
-                if !dir.join("exit.json").exists() || dir.join("exit.published").exists() {
+                let dir = Bundle::new(b.path());
+                if dir.exit().is_none() || dir.exit_published() {
                     continue;
                 }
                 let id = b.file_name().to_string_lossy().into_owned();

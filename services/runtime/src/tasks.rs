@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use molde_api::containerd::services::tasks::v1 as api;
 use molde_api::containerd::v1::types::{Process, Status as TaskStatus};
+use molde_bundle::Bundle;
 use molde_common::RequestContext;
 use tonic::{Request, Response, Status};
 
@@ -71,18 +72,17 @@ impl RuntimeService {
     fn start_exec(&self, ns: &str, id: &str, exec_id: &str) -> Result<u32, Status> {
         check_exec_id(exec_id)?;
         let bundle = self.bundle_dir(ns, id);
-        let dir = bundle.join("exec");
-        let rec: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.join(format!("{exec_id}.task.json")))
-                .map_err(|_| Status::not_found(format!("exec {exec_id:?} of task {id:?}: not found")))?,
-        )
-        .map_err(|e| Status::internal(e.to_string()))?;
-        let pfile = dir.join(format!("{exec_id}.process.json"));
-        std::fs::write(&pfile, serde_json::to_vec(&rec["process"]).unwrap_or_default())
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let b = Bundle::new(&bundle);
+        let dir = b.exec_dir();
+        let rec = b
+            .task_exec(exec_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("exec {exec_id:?} of task {id:?}: not found")))?;
+        let pfile = b
+            .write_exec(exec_id, &rec.process)
+            .map_err(|e| Status::internal(format!("exec {exec_id}: {e}")))?;
         // Opened read-write, a FIFO never blocks the open on its other end.
-        let open = |key: &str| -> Result<std::process::Stdio, Status> {
-            let path = rec[key].as_str().unwrap_or_default();
+        let open = |path: &str| -> Result<std::process::Stdio, Status> {
             if path.is_empty() {
                 return Ok(std::process::Stdio::null());
             }
@@ -102,9 +102,9 @@ impl RuntimeService {
             .arg(self.state.join(".libcontainer"))
             .arg("--process")
             .arg(&pfile)
-            .stdin(open("stdin")?)
-            .stdout(open("stdout")?)
-            .stderr(open("stderr")?)
+            .stdin(open(&rec.stdio.stdin)?)
+            .stdout(open(&rec.stdio.stdout)?)
+            .stderr(open(&rec.stdio.stderr)?)
             .spawn()
             .map_err(|e| Status::internal(format!("starting {}: {e}", self.shim.display())))?;
         let pid = child.id();
@@ -129,18 +129,15 @@ impl RuntimeService {
             "exited" => TaskStatus::Stopped,
             _ => TaskStatus::Created,
         };
-        let stdio: serde_json::Value = std::fs::read(bundle.join("stdio.json"))
-            .ok()
-            .and_then(|r| serde_json::from_slice(&r).ok())
-            .unwrap_or_default();
+        let stdio = Bundle::new(&bundle).stdio().ok().flatten().unwrap_or_default();
         Ok(Process {
             container_id: id.to_string(),
             id: id.to_string(),
             pid: o.pid.max(0) as u32,
             status: status as i32,
-            stdin: stdio["stdin"].as_str().unwrap_or_default().to_string(),
-            stdout: stdio["stdout"].as_str().unwrap_or_default().to_string(),
-            stderr: stdio["stderr"].as_str().unwrap_or_default().to_string(),
+            stdin: stdio.stdin,
+            stdout: stdio.stdout,
+            stderr: stdio.stderr,
             terminal: false,
             exit_status: o.exit_code.max(0) as u32,
             exited_at: ts(&o.finished_at),
@@ -174,12 +171,11 @@ impl api::tasks_server::Tasks for RuntimeService {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
             std::fs::write(bundle.join("config.json"), &spec.value)?;
             molde_bundle::mount::write(&bundle, &molde_common::bundle_mounts(&r.rootfs))?;
-            std::fs::write(
-                bundle.join("stdio.json"),
-                serde_json::to_vec(
-                    &serde_json::json!({"stdin": r.stdin, "stdout": r.stdout, "stderr": r.stderr}),
-                )?,
-            )
+            Bundle::new(&bundle).write_stdio(&molde_bundle::Stdio {
+                stdin: r.stdin.clone(),
+                stdout: r.stdout.clone(),
+                stderr: r.stderr.clone(),
+            })
         };
         write().map_err(|e| Status::internal(format!("task {}: writing its bundle: {e}", r.container_id)))?;
         tracing::info!(namespace = %ns, container = %r.container_id, "task created");
@@ -216,17 +212,17 @@ impl api::tasks_server::Tasks for RuntimeService {
         let bundle = self.bundle_dir(&ns, &r.container_id);
         self.spawn_task_shim(&ns, &r.container_id, &bundle)?;
         let started = tokio::time::Instant::now();
+        let b = Bundle::new(&bundle);
         loop {
-            if let Ok(pid) = std::fs::read_to_string(bundle.join("init.pid")) {
-                let pid = pid.trim().parse().unwrap_or(0);
+            if let Some(pid) = b.init_pid() {
+                let pid = pid as u32;
                 self.started(&ns, &r.container_id, pid);
                 return Ok(Response::new(api::StartResponse { pid }));
             }
-            if let Ok(msg) = std::fs::read_to_string(bundle.join("error")) {
+            if let Some(msg) = b.error() {
                 return Err(Status::failed_precondition(format!(
-                    "task {}: {}",
-                    r.container_id,
-                    msg.trim()
+                    "task {}: {msg}",
+                    r.container_id
                 )));
             }
             if started.elapsed() > Duration::from_secs(60) {
@@ -284,7 +280,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         let code = std::fs::read_to_string(dir.join(format!("{}.exit", r.exec_id)))
             .map_err(|_| Status::failed_precondition(format!("exec {:?} has not exited", r.exec_id)))?;
         let _ = std::fs::remove_file(dir.join(format!("{}.exit", r.exec_id)));
-        let _ = std::fs::remove_file(dir.join(format!("{}.task.json", r.exec_id)));
+        Bundle::new(self.bundle_dir(&ns, &r.container_id)).remove_task_exec(&r.exec_id);
         Ok(Response::new(api::DeleteResponse {
             id: r.exec_id,
             pid: 0,
@@ -343,28 +339,26 @@ impl api::tasks_server::Tasks for RuntimeService {
             )));
         }
         check_exec_id(&r.exec_id)?;
-        let spec: serde_json::Value = r
+        let spec: oci_spec::runtime::Process = r
             .spec
             .as_ref()
-            .and_then(|s| serde_json::from_slice(&s.value).ok())
-            .ok_or_else(|| Status::invalid_argument("exec needs a process spec"))?;
-        let dir = self.bundle_dir(&ns, &r.container_id).join("exec");
-        std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
-        let process = serde_json::json!({
-            "args": spec["args"],
-            "env": spec["env"],
-            "cwd": spec["cwd"],
-            "uid": spec["user"]["uid"],
-            "gid": spec["user"]["gid"],
-            "additional_gids": spec["user"]["additionalGids"].as_array().cloned().unwrap_or_default(),
-        });
-        let rec =
-            serde_json::json!({"process": process, "stdin": r.stdin, "stdout": r.stdout, "stderr": r.stderr});
-        std::fs::write(
-            dir.join(format!("{}.task.json", r.exec_id)),
-            serde_json::to_vec(&rec).unwrap_or_default(),
-        )
-        .map_err(|e| Status::internal(e.to_string()))?;
+            .ok_or_else(|| Status::invalid_argument("exec needs a process spec"))
+            .and_then(|s| {
+                serde_json::from_slice(&s.value).map_err(|e| {
+                    Status::invalid_argument(format!("exec {}: its process spec: {e}", r.exec_id))
+                })
+            })?;
+        let rec = molde_bundle::TaskExec {
+            process: molde_bundle::ExecProcess::from(&spec),
+            stdio: molde_bundle::Stdio {
+                stdin: r.stdin.clone(),
+                stdout: r.stdout.clone(),
+                stderr: r.stderr.clone(),
+            },
+        };
+        Bundle::new(self.bundle_dir(&ns, &r.container_id))
+            .write_task_exec(&r.exec_id, &rec)
+            .map_err(|e| Status::internal(format!("exec {}: {e}", r.exec_id)))?;
         Ok(Response::new(()))
     }
 

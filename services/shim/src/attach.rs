@@ -1,16 +1,17 @@
 //! Attaching to a container: `<bundle>/attach.sock` takes clients (molded,
 //! relaying `molde run -it` or `molde attach`); an interactive exec serves
 //! `<bundle>/exec/<id>.sock` the same way. Each client gets the
-//! container's output as raw bytes and sends frames back: `0` + u32 length +
-//! bytes for stdin, `1` + u16 rows + u16 columns for a terminal resize, `2`
-//! to close stdin.
+//! container's output as raw bytes and sends frames back
+//! (`molde_bundle::attach::Frame`: stdin, a terminal resize, close stdin).
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use molde_bundle::attach::Frame;
 
 /// Where attached clients' input goes and who receives output.
 #[derive(Clone, Default)]
@@ -85,30 +86,18 @@ impl Attach {
     }
 
     fn read_client(&self, mut conn: UnixStream) {
-        let mut kind = [0u8; 1];
-        while conn.read_exact(&mut kind).is_ok() {
-            match kind[0] {
-                0 => {
-                    let mut len = [0u8; 4];
-                    if conn.read_exact(&mut len).is_err() {
-                        return;
-                    }
-                    let mut data = vec![0u8; u32::from_be_bytes(len) as usize];
-                    if conn.read_exact(&mut data).is_err() {
-                        return;
-                    }
+        // A frame the codec refuses ends this client, as its going away does.
+        while let Ok(Some(frame)) = Frame::read(&mut conn) {
+            match frame {
+                Frame::Stdin(data) => {
                     if let Some(f) = self.input.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
                         let _ = f.write_all(&data);
                     }
                 }
-                1 => {
-                    let mut size = [0u8; 4];
-                    if conn.read_exact(&mut size).is_err() {
-                        return;
-                    }
+                Frame::Resize { rows, cols } => {
                     let ws = libc::winsize {
-                        ws_row: u16::from_be_bytes([size[0], size[1]]),
-                        ws_col: u16::from_be_bytes([size[2], size[3]]),
+                        ws_row: rows,
+                        ws_col: cols,
                         ws_xpixel: 0,
                         ws_ypixel: 0,
                     };
@@ -117,7 +106,7 @@ impl Attach {
                         unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
                     }
                 }
-                2 => {
+                Frame::CloseStdin => {
                     // Closing our end of a pipe gives the container EOF; a pty gets ^D.
                     let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
                     if self.master.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
@@ -128,7 +117,6 @@ impl Attach {
                         *input = None;
                     }
                 }
-                _ => return,
             }
         }
     }

@@ -25,19 +25,8 @@ use anyhow::{Context, Result, bail};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
+use molde_bundle::{Bundle, ExecProcess, Exit, LogRecord};
 use nix::sys::wait::{WaitStatus, waitpid};
-use serde::{Deserialize, Serialize};
-
-/// FIFO paths a containerd client gave for the task's stdio.
-#[derive(Debug, Deserialize)]
-struct Stdio {
-    #[serde(default)]
-    stdin: String,
-    #[serde(default)]
-    stdout: String,
-    #[serde(default)]
-    stderr: String,
-}
 
 /// Opens one stdio FIFO (or /dev/null for an empty path). Opened read-write,
 /// a FIFO never blocks the open; the container holds the only copies once it
@@ -52,15 +41,6 @@ fn open_fifo(path: &str, write: bool) -> Result<OwnedFd> {
         .open(path)
         .with_context(|| format!("opening {path}"))?;
     Ok(f.into())
-}
-
-/// What the shim leaves for molded when the container is gone.
-#[derive(Debug, Serialize)]
-struct Exit {
-    status: i32,
-    signal: Option<i32>,
-    oom_killed: bool,
-    exited_at: String,
 }
 
 /// OOM kills the kernel counted in the container's cgroup (v1 memory
@@ -131,22 +111,6 @@ fn parse_args() -> Result<Args> {
         attach,
         tty,
     })
-}
-
-/// A process to run in a running container.
-#[derive(Debug, Deserialize)]
-struct ExecProcess {
-    args: Vec<String>,
-    #[serde(default)]
-    env: Vec<String>,
-    #[serde(default)]
-    cwd: Option<String>,
-    #[serde(default)]
-    uid: Option<u32>,
-    #[serde(default)]
-    gid: Option<u32>,
-    #[serde(default)]
-    additional_gids: Vec<u32>,
 }
 
 /// `exec`: joins the container's namespaces and cgroup with libcontainer's
@@ -260,7 +224,7 @@ fn exec(args: &Args) -> Result<i32> {
 /// The container's own process (config.json) with the exec's command, env,
 /// directory and user, and a terminal.
 fn tty_process(bundle: &Path, p: &ExecProcess, pfile: &Path) -> Result<PathBuf> {
-    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).context("reading config.json")?;
+    let spec = Bundle::new(bundle).spec().context("reading config.json")?;
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_terminal(Some(true));
     process.set_args(Some(p.args.clone()));
@@ -365,11 +329,11 @@ fn pump(
                     Ok(n) => n,
                 };
                 attach.broadcast(&buf[..n]);
-                let rec = serde_json::json!({
-                    "log": String::from_utf8_lossy(&buf[..n]),
-                    "stream": stream,
-                    "time": now(),
-                });
+                let rec = LogRecord {
+                    log: String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    stream: stream.to_string(),
+                    time: now(),
+                };
                 let mut line = serde_json::to_vec(&rec).expect("json");
                 line.push(b'\n');
                 let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
@@ -447,18 +411,14 @@ fn shrink() {
 }
 
 fn run(args: &Args) -> Result<i32> {
+    let bundle = Bundle::new(&args.bundle);
     // molded tells "the container is exiting" from "the shim is gone" by this.
-    fs::write(args.bundle.join("shim.pid"), std::process::id().to_string())?;
+    bundle.write_shim_pid(std::process::id())?;
     let rootfs = mount_rootfs(&args.bundle)?;
     // A containerd client (ctr) hands FIFOs to write into; molde's own runs
     // get pipes that this shim copies into log.json.
-    let fifos: Option<Stdio> = fs::read(args.bundle.join("stdio.json"))
-        .ok()
-        .map(|raw| serde_json::from_slice(&raw))
-        .transpose()
-        .context("parsing stdio.json")?;
-    let spec =
-        oci_spec::runtime::Spec::load(args.bundle.join("config.json")).context("reading config.json")?;
+    let fifos = bundle.stdio()?;
+    let spec = bundle.spec().context("reading config.json")?;
     if let Some(p) = spec.process() {
         let for_user = spec
             .annotations()
@@ -475,7 +435,7 @@ fn run(args: &Args) -> Result<i32> {
         .and_then(|p| p.terminal())
         .unwrap_or(false);
     // molde run -i: molded keeps the container's stdin open for attach clients.
-    let interactive = args.bundle.join("interactive").exists();
+    let interactive = bundle.interactive();
     let mut stdin_w: Option<File> = None;
     let (stdin, stdout, stderr, pipes): (OwnedFd, OwnedFd, OwnedFd, Option<(OwnedFd, OwnedFd)>) = match &fifos
     {
@@ -499,7 +459,7 @@ fn run(args: &Args) -> Result<i32> {
         }
     };
     let console = if terminal {
-        let path = args.bundle.join("console.sock");
+        let path = bundle.console_socket();
         let _ = fs::remove_file(&path);
         Some((std::os::unix::net::UnixListener::bind(&path)?, path))
     } else {
@@ -537,10 +497,7 @@ fn run(args: &Args) -> Result<i32> {
     );
     let mut readers = Vec::new();
     let log = Arc::new(Mutex::new(
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(args.bundle.join("log.json"))?,
+        OpenOptions::new().create(true).append(true).open(bundle.log())?,
     ));
     let attach = match &console {
         Some((listener, _)) => {
@@ -558,11 +515,11 @@ fn run(args: &Args) -> Result<i32> {
         readers.push(pump(File::from(err_r), "stderr", log, attach.clone()));
     }
     attach
-        .serve(&args.bundle.join("attach.sock"))
+        .serve(&bundle.attach_socket())
         .context("serving attach.sock")?;
     // Written last: molded takes init.pid as "started", and by then
     // attach.sock answers.
-    fs::write(args.bundle.join("init.pid"), pid.to_string())?;
+    bundle.write_init_pid(pid.as_raw())?;
     // A container that runs on is watched by a small process; one that exits
     // at once is not slowed down by pages faulting back in.
     let _ = std::thread::Builder::new().stack_size(64 << 10).spawn(|| {
@@ -597,9 +554,7 @@ fn run(args: &Args) -> Result<i32> {
         oom_killed,
         exited_at: now(),
     };
-    let tmp = args.bundle.join("exit.json.tmp");
-    fs::write(&tmp, serde_json::to_vec(&exit)?)?;
-    fs::rename(&tmp, args.bundle.join("exit.json"))?;
+    bundle.write_exit(&exit)?;
     Ok(status)
 }
 
@@ -629,8 +584,9 @@ fn main() {
             // molded reads this to report why the container did not run.
             let msg = format!("{e:#}");
             eprintln!("molde-shim: {msg}");
-            let _ = fs::write(args.bundle.join("error"), msg);
-            let _ = rustix::mount::unmount(args.bundle.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
+            let bundle = Bundle::new(&args.bundle);
+            let _ = bundle.write_error(&msg);
+            let _ = rustix::mount::unmount(bundle.rootfs(), rustix::mount::UnmountFlags::DETACH);
             std::process::exit(125);
         }
     }

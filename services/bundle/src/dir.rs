@@ -1,0 +1,313 @@
+//! A container's bundle directory, `<state>/runtime/<ns>/<id>/`: every file
+//! molded's runtime and the shim pass to each other, named and typed once.
+//!
+//! ```text
+//! config.json     the OCI spec                         runtime → shim
+//! mounts.json     the rootfs mounts (see `mount`)      runtime → shim
+//! stdio.json      a containerd client's FIFOs          runtime → shim
+//! interactive     keep stdin open for attach clients   runtime → shim
+//! shim.pid        the shim's pid                       shim → runtime
+//! init.pid        the container's init; written last   shim → runtime
+//! attach.sock     attach clients (see `attach`)        shim ↔ runtime
+//! log.json        docker's json-file log               shim → runtime
+//! exit.json       how the container ended              shim → runtime
+//! error           why the container did not start      shim → runtime
+//! exit.published  /tasks/exit was sent, once           runtime
+//! network.json    the CNI result                       runtime
+//! exec/<id>.json       an exec's process                runtime → shim exec
+//! exec/<id>.sock       an attached exec's socket        shim exec ↔ runtime
+//! exec/<id>.task.json  a containerd client's exec       runtime
+//! ```
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// How a container ended, as its shim records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// The exit code, or 128 + the signal that ended it.
+    pub status: i32,
+    #[serde(default)]
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// RFC 3339, nanoseconds.
+    #[serde(default)]
+    pub exited_at: String,
+}
+
+/// FIFO paths a containerd client (ctr) gives for the task's stdio; empty for none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stdio {
+    #[serde(default)]
+    pub stdin: String,
+    #[serde(default)]
+    pub stdout: String,
+    #[serde(default)]
+    pub stderr: String,
+}
+
+/// The process an exec runs in the container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecProcess {
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+}
+
+impl From<&oci_spec::runtime::Process> for ExecProcess {
+    fn from(p: &oci_spec::runtime::Process) -> Self {
+        ExecProcess {
+            args: p.args().clone().unwrap_or_default(),
+            env: p.env().clone().unwrap_or_default(),
+            cwd: Some(p.cwd().display().to_string()),
+            uid: Some(p.user().uid()),
+            gid: Some(p.user().gid()),
+            additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// An exec a containerd client (ctr task exec) created, waiting for its Start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskExec {
+    pub process: ExecProcess,
+    #[serde(flatten)]
+    pub stdio: Stdio,
+}
+
+/// One record of `log.json` (docker's json-file format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub log: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub time: String,
+}
+
+/// A bundle directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    dir: PathBuf,
+}
+
+fn read_pid(p: &Path) -> Option<i32> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Writes `data` to `path` whole or not at all: readers poll for these files.
+fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data)?;
+    fs::rename(&tmp, path)
+}
+
+impl Bundle {
+    pub fn new(dir: impl Into<PathBuf>) -> Bundle {
+        Bundle { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    /// The stored OCI spec.
+    pub fn spec(&self) -> io::Result<oci_spec::runtime::Spec> {
+        oci_spec::runtime::Spec::load(self.config())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("log.json")
+    }
+
+    pub fn attach_socket(&self) -> PathBuf {
+        self.dir.join("attach.sock")
+    }
+
+    pub fn console_socket(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
+
+    pub fn network(&self) -> PathBuf {
+        self.dir.join("network.json")
+    }
+
+    /// Where execs keep their files; created by `write_exec`.
+    pub fn exec_dir(&self) -> PathBuf {
+        self.dir.join("exec")
+    }
+
+    /// The process file `molde-shim exec --process` reads.
+    pub fn exec_process(&self, exec_id: &str) -> PathBuf {
+        self.exec_dir().join(format!("{exec_id}.json"))
+    }
+
+    pub fn exec_socket(&self, exec_id: &str) -> PathBuf {
+        self.exec_dir().join(format!("{exec_id}.sock"))
+    }
+
+    pub fn write_exec(&self, exec_id: &str, p: &ExecProcess) -> io::Result<PathBuf> {
+        fs::create_dir_all(self.exec_dir())?;
+        let path = self.exec_process(exec_id);
+        fs::write(&path, serde_json::to_vec(p)?)?;
+        Ok(path)
+    }
+
+    fn task_exec_path(&self, exec_id: &str) -> PathBuf {
+        self.exec_dir().join(format!("{exec_id}.task.json"))
+    }
+
+    pub fn write_task_exec(&self, exec_id: &str, t: &TaskExec) -> io::Result<()> {
+        fs::create_dir_all(self.exec_dir())?;
+        fs::write(self.task_exec_path(exec_id), serde_json::to_vec(t)?)
+    }
+
+    /// A containerd client's exec; None when it was never created (or deleted).
+    pub fn task_exec(&self, exec_id: &str) -> io::Result<Option<TaskExec>> {
+        match fs::read(self.task_exec_path(exec_id)) {
+            Ok(raw) => serde_json::from_slice(&raw).map(Some).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("parsing exec {exec_id}: {e}"))
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn remove_task_exec(&self, exec_id: &str) {
+        let _ = fs::remove_file(self.task_exec_path(exec_id));
+    }
+
+    pub fn write_shim_pid(&self, pid: u32) -> io::Result<()> {
+        fs::write(self.dir.join("shim.pid"), pid.to_string())
+    }
+
+    pub fn shim_pid(&self) -> Option<i32> {
+        read_pid(&self.dir.join("shim.pid"))
+    }
+
+    /// Written last by the shim: molded takes it as "started".
+    pub fn write_init_pid(&self, pid: i32) -> io::Result<()> {
+        write_atomic(&self.dir.join("init.pid"), pid.to_string().as_bytes())
+    }
+
+    pub fn init_pid(&self) -> Option<i32> {
+        read_pid(&self.dir.join("init.pid"))
+    }
+
+    pub fn write_exit(&self, e: &Exit) -> io::Result<()> {
+        write_atomic(&self.dir.join("exit.json"), &serde_json::to_vec(e)?)
+    }
+
+    /// How the container ended, once its shim recorded it. A record that
+    /// cannot be read says the shim was cut short writing it: status 255.
+    pub fn exit(&self) -> Option<Exit> {
+        let raw = fs::read(self.dir.join("exit.json")).ok()?;
+        Some(serde_json::from_slice(&raw).unwrap_or(Exit {
+            status: 255,
+            signal: None,
+            oom_killed: false,
+            exited_at: String::new(),
+        }))
+    }
+
+    pub fn write_error(&self, msg: &str) -> io::Result<()> {
+        write_atomic(&self.dir.join("error"), msg.as_bytes())
+    }
+
+    /// Why the container did not start, when its shim failed.
+    pub fn error(&self) -> Option<String> {
+        fs::read_to_string(self.dir.join("error"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    pub fn write_stdio(&self, s: &Stdio) -> io::Result<()> {
+        fs::write(self.dir.join("stdio.json"), serde_json::to_vec(s)?)
+    }
+
+    /// The FIFOs a containerd client gave, if it gave any.
+    pub fn stdio(&self) -> io::Result<Option<Stdio>> {
+        match fs::read(self.dir.join("stdio.json")) {
+            Ok(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("parsing stdio.json: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn set_interactive(&self) -> io::Result<()> {
+        fs::write(self.dir.join("interactive"), b"")
+    }
+
+    pub fn interactive(&self) -> bool {
+        self.dir.join("interactive").exists()
+    }
+
+    /// Marks the exit as published; true for the one caller that marked it.
+    pub fn mark_exit_published(&self) -> bool {
+        fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(self.dir.join("exit.published"))
+            .is_ok()
+    }
+
+    pub fn exit_published(&self) -> bool {
+        self.dir.join("exit.published").exists()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_written_by_one_side_read_on_the_other() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Bundle::new(d.path());
+        assert_eq!(b.init_pid(), None);
+        assert_eq!(b.exit(), None);
+        assert_eq!(b.stdio().unwrap(), None);
+        b.write_init_pid(42).unwrap();
+        assert_eq!(b.init_pid(), Some(42));
+        let e = Exit {
+            status: 137,
+            signal: Some(9),
+            oom_killed: true,
+            exited_at: "2026-01-01T00:00:00Z".into(),
+        };
+        b.write_exit(&e).unwrap();
+        assert_eq!(b.exit(), Some(e));
+        let s = Stdio {
+            stdin: "/tmp/in".into(),
+            ..Default::default()
+        };
+        b.write_stdio(&s).unwrap();
+        assert_eq!(b.stdio().unwrap(), Some(s));
+        assert!(b.mark_exit_published());
+        assert!(!b.mark_exit_published(), "once");
+        b.write_error("no such file\n").unwrap();
+        assert_eq!(b.error().as_deref(), Some("no such file"));
+    }
+}
