@@ -402,11 +402,7 @@ impl BuilderService {
 
 impl BuilderService {
     fn plain<T>(&self, ns: &str, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        if let Ok(v) = ns.parse() {
-            r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
-        }
-        r
+        molde_common::context::namespaced(ns, msg)
     }
 
     /// Drops cache records, least recently used first, until the layers the
@@ -562,11 +558,7 @@ impl Job {
 
     /// A request in this build's namespace and lease.
     fn req<T>(&self, msg: T) -> Request<T> {
-        let mut r = self.plain(msg);
-        if let Ok(v) = self.lease.parse() {
-            r.metadata_mut().insert(molde_api::LEASE_HEADER, v);
-        }
-        r
+        molde_common::context::request(&self.ns, Some(&self.lease), msg)
     }
 
     async fn send(&self, e: Event) {

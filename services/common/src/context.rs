@@ -34,6 +34,36 @@ impl RequestContext {
     }
 }
 
+/// A request to another service in namespace `ns` (one a RequestContext
+/// validated), under `lease` when given. A name that cannot be a header
+/// value is sent as one no service accepts, so the call fails naming it
+/// rather than acting in `default`.
+pub fn request<T>(ns: &str, lease: Option<&str>, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    let v = tonic::metadata::MetadataValue::try_from(ns)
+        .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("!unrepresentable"));
+    r.metadata_mut().insert(NAMESPACE_HEADER, v);
+    if let Some(l) = lease.filter(|l| !l.is_empty()) {
+        match tonic::metadata::MetadataValue::try_from(l) {
+            Ok(v) => {
+                r.metadata_mut().insert(LEASE_HEADER, v);
+            }
+            Err(_) => {
+                r.metadata_mut().insert(
+                    LEASE_HEADER,
+                    tonic::metadata::MetadataValue::from_static("!unrepresentable"),
+                );
+            }
+        }
+    }
+    r
+}
+
+/// A request in namespace `ns`, under no lease (see `request`).
+pub fn namespaced<T>(ns: &str, msg: T) -> Request<T> {
+    request(ns, None, msg)
+}
+
 /// containerd's namespace rule: alphanumeric words joined by single `.`, `_` or `-`,
 /// at most 76 characters.
 pub fn validate_namespace(ns: &str) -> Result<()> {
@@ -65,6 +95,15 @@ pub fn validate_namespace(ns: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_carry_their_namespace_or_fail_closed() {
+        let r = request("k8s.io", Some("l1"), ());
+        assert_eq!(RequestContext::of(&r).unwrap().namespace, "k8s.io");
+        assert_eq!(RequestContext::of(&r).unwrap().lease.as_deref(), Some("l1"));
+        let bad = namespaced("a\nb", ());
+        assert!(RequestContext::of(&bad).is_err(), "never taken as default");
+    }
 
     #[test]
     fn namespace_names() {

@@ -6,7 +6,7 @@ use molde_api::containerd::services::events::v1::{PublishRequest, events_client:
 use prost::Message;
 use tonic::transport::Channel;
 
-use crate::with_ns;
+use molde_common::context::namespaced;
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -20,7 +20,7 @@ impl Publisher {
 
     /// Publishes `event` (of containerd type `type_name`) under `topic`.
     pub fn publish(&self, ns: &str, topic: &str, type_name: &str, event: impl Message) {
-        let req = with_ns(
+        let req = namespaced(
             ns,
             PublishRequest {
                 topic: topic.to_string(),

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tonic::Status;
 use tonic::transport::Channel;
 
-use crate::with_ns;
+use molde_common::context::namespaced;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -41,7 +41,7 @@ pub struct Image {
 
 async fn read(ch: &Channel, ns: &str, digest: &str) -> Result<Vec<u8>, Status> {
     let mut s = ContentClient::new(ch.clone())
-        .read(with_ns(
+        .read(namespaced(
             ns,
             ReadContentRequest {
                 digest: digest.into(),
@@ -65,7 +65,7 @@ fn json<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, Statu
 /// Resolves `name` to its config and top chain ID.
 pub async fn resolve(ch: &Channel, ns: &str, name: &str) -> Result<Image, Status> {
     let img = ImagesClient::new(ch.clone())
-        .get(with_ns(ns, GetImageRequest { name: name.into() }))
+        .get(namespaced(ns, GetImageRequest { name: name.into() }))
         .await
         .map_err(|s| Status::new(s.code(), format!("image {name}: {}", s.message())))?
         .into_inner()

@@ -71,12 +71,3 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
         runtime: RuntimeServer::new(rt),
     }
 }
-
-/// A request carrying the namespace header.
-pub(crate) fn with_ns<T>(ns: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Ok(v) = ns.parse() {
-        r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
-    }
-    r
-}

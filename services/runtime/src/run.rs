@@ -30,7 +30,9 @@ use tonic::{Request, Response, Status};
 
 use molde_bundle::Bundle;
 
-use crate::{containers, image, spec, with_ns};
+use molde_common::context::namespaced;
+
+use crate::{containers, image, spec};
 
 /// The runtime name container records carry.
 pub const RUNTIME_NAME: &str = "io.molde.shim.v1";
@@ -116,7 +118,7 @@ impl RuntimeService {
             image::resolve(&self.content, ns, &req.image).await?
         };
         let mounts = SnapshotsClient::new(self.snapshotter.clone())
-            .prepare(with_ns(
+            .prepare(namespaced(
                 ns,
                 PrepareSnapshotRequest {
                     snapshotter: "overlayfs".into(),
@@ -136,7 +138,7 @@ impl RuntimeService {
             .mounts;
         let undo_snapshot = || async {
             let _ = SnapshotsClient::new(self.snapshotter.clone())
-                .remove(with_ns(
+                .remove(namespaced(
                     ns,
                     RemoveSnapshotRequest {
                         snapshotter: "overlayfs".into(),
@@ -394,7 +396,7 @@ impl RuntimeService {
     pub(crate) async fn remove(&self, ns: &str, id: &str) {
         self.release_network(ns, id).await;
         let _ = SnapshotsClient::new(self.snapshotter.clone())
-            .remove(with_ns(
+            .remove(namespaced(
                 ns,
                 RemoveSnapshotRequest {
                     snapshotter: "overlayfs".into(),

@@ -398,13 +398,7 @@ async fn upload(
         ..Default::default()
     };
     tx.send(first).await.ok();
-    let mut req = tonic::Request::new(ReceiverStream::new(rx));
-    if let Ok(v) = ns.parse() {
-        req.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
-    }
-    if let Some(Ok(v)) = lease.map(str::parse) {
-        req.metadata_mut().insert(molde_api::LEASE_HEADER, v);
-    }
+    let req = molde_common::context::request(ns, lease, ReceiverStream::new(rx));
     let mut client = ContentClient::new(svc.content_channel()).max_encoding_message_size(64 << 20);
     let mut resp = match client.write(req).await {
         Ok(r) => r.into_inner(),

@@ -6,6 +6,7 @@
 //! namespace first with content.v1 `Info`: a blob another namespace holds is
 //! not this namespace's to read.
 
+use molde_common::context::namespaced;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
@@ -26,14 +27,6 @@ pub struct ContentAccess {
     local_root: Option<PathBuf>,
 }
 
-fn with_ns<T>(ns: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Ok(v) = ns.parse() {
-        r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
-    }
-    r
-}
-
 impl ContentAccess {
     pub fn new(channel: Channel, local_root: Option<PathBuf>) -> Self {
         Self { channel, local_root }
@@ -46,7 +39,7 @@ impl ContentAccess {
     /// The size of a blob this namespace holds.
     pub async fn size(&self, ns: &str, digest: &Digest) -> Result<i64> {
         let info = ContentClient::new(self.channel.clone())
-            .info(with_ns(
+            .info(namespaced(
                 ns,
                 InfoRequest {
                     digest: digest.to_string(),
@@ -75,7 +68,7 @@ impl ContentAccess {
         }
         let mut stream = ContentClient::new(self.channel.clone())
             .max_decoding_message_size(64 << 20)
-            .read(with_ns(
+            .read(namespaced(
                 ns,
                 ReadContentRequest {
                     digest: digest.to_string(),

@@ -11,6 +11,7 @@
 //! **Architecture invariant:** snapshot GC never removes what a live lease, an
 //! image (through its config's label) or an active snapshot holds.
 
+use molde_common::context::namespaced;
 use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
@@ -24,20 +25,12 @@ use crate::error::{Result, SnapshotError};
 use crate::snapshots::Snapshotter;
 use crate::store::{self, DEFERRED_PARENT, Driver, Kind};
 
-fn with_ns<T>(ns: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Ok(v) = ns.parse() {
-        r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
-    }
-    r
-}
-
 /// Snapshot keys that content labels and leases hold in `ns`.
 async fn held(channel: &Channel, ns: &str, d: Driver) -> Result<HashSet<String>> {
     let label = format!("containerd.io/gc.ref.snapshot.{}", d.name());
     let mut out = HashSet::new();
     let mut s = ContentClient::new(channel.clone())
-        .list(with_ns(
+        .list(namespaced(
             ns,
             ListContentRequest {
                 filters: vec![format!("labels.\"{label}\"")],
@@ -55,7 +48,7 @@ async fn held(channel: &Channel, ns: &str, d: Driver) -> Result<HashSet<String>>
     }
     let mut leases = LeasesClient::new(channel.clone());
     let list = leases
-        .list(with_ns(ns, ListRequest::default()))
+        .list(namespaced(ns, ListRequest::default()))
         .await
         .map_err(SnapshotError::Upstream)?
         .into_inner()
@@ -63,7 +56,7 @@ async fn held(channel: &Channel, ns: &str, d: Driver) -> Result<HashSet<String>>
     let kind = format!("snapshots/{}", d.name());
     for l in list {
         let res = leases
-            .list_resources(with_ns(ns, ListResourcesRequest { id: l.id }))
+            .list_resources(namespaced(ns, ListResourcesRequest { id: l.id }))
             .await
             .map_err(SnapshotError::Upstream)?
             .into_inner()

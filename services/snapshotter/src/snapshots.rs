@@ -353,16 +353,16 @@ impl SnapshotsService {
         let Some(lease) = &ctx.lease else {
             return Ok(());
         };
-        let mut req = Request::new(AddResourceRequest {
-            id: lease.clone(),
-            resource: Some(Resource {
-                id: name.to_string(),
-                r#type: format!("snapshots/{}", d.name()),
-            }),
-        });
-        if let Ok(v) = ctx.namespace.parse() {
-            req.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
-        }
+        let req = molde_common::context::namespaced(
+            &ctx.namespace,
+            AddResourceRequest {
+                id: lease.clone(),
+                resource: Some(Resource {
+                    id: name.to_string(),
+                    r#type: format!("snapshots/{}", d.name()),
+                }),
+            },
+        );
         LeasesClient::new(self.content.clone())
             .add_resource(req)
             .await

@@ -11,6 +11,7 @@
 //!
 //! A re-pull of an image that is complete here costs one manifest request.
 
+use molde_common::context::namespaced;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -53,14 +54,6 @@ pub struct Puller {
     pub clients: std::sync::Mutex<HashMap<(String, String, String), Arc<Registry>>>,
 }
 
-fn with_ns<T>(ns: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Ok(v) = ns.parse() {
-        r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
-    }
-    r
-}
-
 fn upstream(what: impl std::fmt::Display) -> impl FnOnce(tonic::Status) -> ContentError {
     move |s| ContentError::Remote {
         code: s.code(),
@@ -85,7 +78,7 @@ async fn send(tx: &ProgressTx, ev: api::progress::Event) {
 /// Whether the snapshot `key` exists.
 async fn snapshot_exists(ch: &Channel, ns: &str, snapshotter: &str, key: &str) -> Result<bool> {
     match SnapshotsClient::new(ch.clone())
-        .stat(with_ns(
+        .stat(namespaced(
             ns,
             StatSnapshotRequest {
                 snapshotter: snapshotter.into(),
@@ -775,7 +768,7 @@ impl LayerTask {
                 message,
             }) if message.contains("hardlink target") && !parent.is_empty() => {
                 let _ = sn
-                    .remove(with_ns(
+                    .remove(namespaced(
                         &self.ns,
                         RemoveSnapshotRequest {
                             snapshotter: self.snapshotter.clone(),
@@ -791,7 +784,7 @@ impl LayerTask {
         };
         if applied != self.diff_id {
             let _ = sn
-                .remove(with_ns(
+                .remove(namespaced(
                     &self.ns,
                     RemoveSnapshotRequest {
                         snapshotter: self.snapshotter.clone(),
@@ -809,7 +802,7 @@ impl LayerTask {
         }
         self.wait_below().await?;
         let commit = sn
-            .commit(with_ns(
+            .commit(namespaced(
                 &self.ns,
                 CommitSnapshotRequest {
                     snapshotter: self.snapshotter.clone(),
@@ -823,7 +816,7 @@ impl LayerTask {
             Ok(_) => {}
             Err(s) if s.code() == tonic::Code::AlreadyExists => {
                 let _ = sn
-                    .remove(with_ns(
+                    .remove(namespaced(
                         &self.ns,
                         RemoveSnapshotRequest {
                             snapshotter: self.snapshotter.clone(),
@@ -862,7 +855,7 @@ impl LayerTask {
         labels: HashMap<String, String>,
     ) -> Result<String> {
         let mounts = sn
-            .prepare(with_ns(
+            .prepare(namespaced(
                 &self.ns,
                 PrepareSnapshotRequest {
                     snapshotter: self.snapshotter.clone(),
@@ -879,7 +872,7 @@ impl LayerTask {
             .into_inner()
             .mounts;
         let applied = DiffClient::new(self.snapshotter_ch.clone())
-            .apply(with_ns(
+            .apply(namespaced(
                 &self.ns,
                 ApplyRequest {
                     diff: Some(api_desc(&self.layer)),
@@ -892,7 +885,7 @@ impl LayerTask {
             Ok(r) => Ok(r.into_inner().applied.map(|d| d.digest).unwrap_or_default()),
             Err(s) => {
                 let _ = sn
-                    .remove(with_ns(
+                    .remove(namespaced(
                         &self.ns,
                         RemoveSnapshotRequest {
                             snapshotter: self.snapshotter.clone(),
