@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// Services `molded` can host. `all` in the config means every one of them.
-pub const SERVICES: &[&str] = &["content", "snapshotter", "runtime"];
+pub const SERVICES: &[&str] = &["content", "snapshotter", "runtime", "builder"];
 
 pub const DEFAULT_CONFIG: &str = "/etc/molde/config.toml";
 
@@ -193,6 +193,34 @@ mod tests {
         assert!(!c.hosts("content"));
         assert_eq!(c.gc.interval(), Duration::from_secs(5));
         assert_eq!(c.gc.delay_ms, 100);
+    }
+
+    #[test]
+    fn the_split_mode_configs_in_deploy_parse() {
+        for (name, text) in [
+            ("content", include_str!("../../../deploy/split/content.toml")),
+            (
+                "snapshotter",
+                include_str!("../../../deploy/split/snapshotter.toml"),
+            ),
+            ("runtime", include_str!("../../../deploy/split/runtime.toml")),
+            ("builder", include_str!("../../../deploy/split/builder.toml")),
+        ] {
+            let c: Config = toml::from_str(text).unwrap();
+            c.validate().unwrap();
+            for s in SERVICES {
+                assert_eq!(c.hosts(s), *s == name, "{name}.toml hosts {s}?");
+            }
+        }
+        let front: Config = toml::from_str(include_str!("../../../deploy/split/front.toml")).unwrap();
+        front.validate().unwrap();
+        assert!(
+            SERVICES.iter().all(|s| !front.hosts(s)),
+            "the front hosts nothing"
+        );
+        let all: Config = toml::from_str(include_str!("../../../deploy/config.example.toml")).unwrap();
+        all.validate().unwrap();
+        assert!(SERVICES.iter().all(|s| all.hosts(s)));
     }
 
     #[test]

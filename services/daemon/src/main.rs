@@ -31,8 +31,8 @@ use tonic::transport::Server;
 use crate::config::Config;
 use crate::info::{IntrospectionService, PluginInfo, VersionService};
 use crate::proxy::{
-    ContainersName, ContentName, DiffName, Forward, GcName, ImagesName, LeasesName, NamespacesName,
-    SnapshotsName, TransferName,
+    BuilderName, ContainersName, ContentName, DiffName, EventsName, Forward, GcName, ImagesName, LeasesName,
+    NamespacesName, RuntimeName, SnapshotsName, TasksName, TransferName,
 };
 
 #[derive(Debug, Parser)]
@@ -118,9 +118,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         root_dirs.push("snapshots");
     }
     if cfg.hosts("runtime") {
-        // The builder runs with the runtime.
-        root_dirs.extend(["volumes", "build-cache", "build-cache-mounts"]);
-        state_dirs.extend(["runtime", "netns", "build"]);
+        root_dirs.push("volumes");
+        state_dirs.extend(["runtime", "netns"]);
+    }
+    if cfg.hosts("builder") {
+        root_dirs.extend(["build-cache", "build-cache-mounts"]);
+        state_dirs.push("build");
     }
     perms::seal(&cfg.root, &root_dirs)?;
     perms::seal(&cfg.state, &state_dirs)?;
@@ -261,10 +264,36 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 events: molde_api::client::channel(&own),
             },
         );
+        router = router
+            .add_service(s.containers)
+            .add_service(s.runtime)
+            .add_service(s.tasks);
+        plugins.push(plugin("io.containerd.grpc.v1", "containers", &[]));
+        plugins.push(plugin("io.containerd.grpc.v1", "tasks", &[]));
+        plugins.push(plugin("io.molde.grpc.v1", "runtime", &[]));
+        hosted.push("runtime".to_string());
+    } else if let Some(remote) = cfg.remote.get("runtime") {
+        let addr = reach("runtime")?;
+        router = router
+            .add_service(Forward::<ContainersName>::new(&addr))
+            .add_service(Forward::<TasksName>::new(&addr))
+            .add_service(Forward::<RuntimeName>::new(&addr))
+            // The runtime publishes the events (containers, tasks).
+            .add_service(Forward::<EventsName>::new(&addr));
+        for (kind, id) in [
+            ("io.containerd.grpc.v1", "containers"),
+            ("io.containerd.grpc.v1", "tasks"),
+            ("io.molde.grpc.v1", "runtime"),
+        ] {
+            plugins.push(plugin(kind, id, &[("remote", remote)]));
+        }
+        hosted.push(format!("runtime (remote {remote})"));
+    }
+    if cfg.hosts("builder") {
         let builder = molde_builder::service::BuilderService {
             content: molde_api::client::channel(&reach("content")?),
             snapshotter: molde_api::client::channel(&reach("snapshotter")?),
-            runtime: molde_api::client::channel(&own),
+            runtime: molde_api::client::channel(&reach("runtime")?),
             scratch: cfg.state.join("build"),
             cache: cfg.root.join("build-cache"),
             cache_mounts: cfg.root.join("build-cache-mounts"),
@@ -278,39 +307,30 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .try_write_owned()
             .expect("nothing holds a new lock");
         recover = Some((builder.clone(), guard));
-        router = router
-            .add_service(s.containers)
-            .add_service(s.runtime)
-            .add_service(s.tasks)
-            .add_service(
-                molde_api::molde::services::builder::v1::builder_server::BuilderServer::new(builder)
-                    // A context sent as a tar comes in one message.
-                    .max_decoding_message_size(1 << 30),
-            );
+        router = router.add_service(
+            molde_api::molde::services::builder::v1::builder_server::BuilderServer::new(builder)
+                // A context sent as a tar comes in one message.
+                .max_decoding_message_size(1 << 30),
+        );
         plugins.push(plugin("io.molde.grpc.v1", "builder", &[]));
-        plugins.push(plugin("io.containerd.grpc.v1", "containers", &[]));
-        plugins.push(plugin("io.containerd.grpc.v1", "tasks", &[]));
-        plugins.push(plugin("io.molde.grpc.v1", "runtime", &[]));
-        hosted.push("runtime".to_string());
-    } else if let Some(remote) = cfg.remote.get("runtime") {
-        router = router.add_service(Forward::<ContainersName>::new(&reach("runtime")?));
-        plugins.push(plugin(
-            "io.containerd.grpc.v1",
-            "containers",
-            &[("remote", remote)],
-        ));
-        hosted.push(format!("runtime (remote {remote})"));
+        hosted.push("builder".to_string());
+    } else if let Some(remote) = cfg.remote.get("builder") {
+        router = router.add_service(Forward::<BuilderName>::new(&reach("builder")?));
+        plugins.push(plugin("io.molde.grpc.v1", "builder", &[("remote", remote)]));
+        hosted.push(format!("builder (remote {remote})"));
     }
     if hosted.is_empty() {
         bail!("nothing to serve: no service is hosted here or configured as remote");
     }
 
-    router = router
-        .add_service(
+    if !cfg.remote.contains_key("runtime") {
+        router = router.add_service(
             molde_api::containerd::services::events::v1::events_server::EventsServer::new(
                 events::EventsService::new(),
             ),
-        )
+        );
+    }
+    router = router
         .add_service(VersionServer::new(VersionService))
         .add_service(IntrospectionServer::new(IntrospectionService { uuid, plugins }));
 

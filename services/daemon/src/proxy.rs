@@ -89,4 +89,8 @@ service_names! {
     DiffName => "containerd.services.diff.v1.Diff",
     TransferName => "molde.services.transfer.v1.Transfer",
     ContainersName => "containerd.services.containers.v1.Containers",
+    TasksName => "containerd.services.tasks.v1.Tasks",
+    RuntimeName => "molde.services.runtime.v1.Runtime",
+    EventsName => "containerd.services.events.v1.Events",
+    BuilderName => "molde.services.builder.v1.Builder",
 }
