@@ -1,0 +1,170 @@
+//! FROM images: found in images.v1 or pulled through transfer.v1; blobs read from and written to content.v1.
+
+use super::*;
+
+impl Job {
+    /// The image a FROM names, with its config, layers and top chain ID;
+    /// with `pull`, fetched from its registry first.
+    pub(super) async fn base(&self, name: &str, pull: bool) -> Result<Built, Status> {
+        let full = molde_common::reference::normalize(name);
+        if pull {
+            self.pull(name, &full).await?;
+        }
+        let img = match self.find_image(name, &full).await? {
+            Some(img) => img,
+            // As docker does: an image that is not here is pulled.
+            None if !pull => {
+                self.pull(name, &full).await?;
+                self.find_image(name, &full).await?.ok_or_else(|| {
+                    Status::not_found(format!("FROM {name}: no image {full} here after pulling it"))
+                })?
+            }
+            None => return Err(Status::not_found(format!("FROM {name}: no image {full} here"))),
+        };
+        let target = img.target.unwrap_or_default();
+        let mut manifest: Value = self.read_json(&target.digest).await?;
+        if let Some(ms) = manifest.get("manifests").and_then(Value::as_array) {
+            let m = ms
+                .iter()
+                .find(|m| {
+                    m["platform"]["os"] == "linux"
+                        && m["platform"]["architecture"] == molde_common::host_arch()
+                })
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "FROM {name}: no manifest for linux/{}",
+                        molde_common::host_arch()
+                    ))
+                })?;
+            let d = m["digest"].as_str().unwrap_or_default().to_string();
+            manifest = self.read_json(&d).await?;
+        }
+        let config: Value = self
+            .read_json(manifest["config"]["digest"].as_str().unwrap_or_default())
+            .await?;
+        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        let top = molde_common::chain_ids(&diff_ids).pop().unwrap_or_default();
+        let layers = manifest["layers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|l| json!({"mediaType": l["mediaType"], "digest": l["digest"], "size": l["size"]}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Built {
+            config,
+            layers,
+            diff_ids,
+            top,
+        })
+    }
+
+    pub(super) async fn find_image(&self, name: &str, full: &str) -> Result<Option<Image>, Status> {
+        for candidate in [name.to_string(), full.to_string()] {
+            match ImagesClient::new(self.svc.content.clone())
+                .get(self.plain(GetImageRequest { name: candidate }))
+                .await
+            {
+                Ok(r) => return Ok(r.into_inner().image),
+                Err(s) if s.code() == tonic::Code::NotFound => continue,
+                Err(s) => return Err(s),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Pulls a FROM image through transfer.v1, with the credentials the
+    /// client sent for its registry.
+    pub(super) async fn pull(&self, name: &str, full: &str) -> Result<(), Status> {
+        let failed = |e: Status| {
+            Status::failed_precondition(format!(
+                "FROM {name}: {full} is not here and pulling it failed: {}",
+                e.message()
+            ))
+        };
+        let mut s = TransferClient::new(self.svc.content.clone())
+            .pull(
+                self.plain(PullRequest {
+                    reference: full.to_string(),
+                    auth: full
+                        .split('/')
+                        .next()
+                        .and_then(|registry| self.req.registry_auth.get(registry))
+                        .cloned(),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(failed)?
+            .into_inner();
+        while s.message().await.map_err(failed)?.is_some() {}
+        Ok(())
+    }
+
+    pub(super) async fn read_json(&self, digest: &str) -> Result<Value, Status> {
+        let mut s = ContentClient::new(self.svc.content.clone())
+            .read(self.plain(ReadContentRequest {
+                digest: digest.into(),
+                offset: 0,
+                size: 0,
+            }))
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = s.next().await {
+            out.extend_from_slice(&m?.data);
+        }
+        serde_json::from_slice(&out).map_err(|e| Status::data_loss(format!("{digest}: {e}")))
+    }
+
+    pub(super) async fn write_blob(
+        &self,
+        bytes: Vec<u8>,
+        labels: HashMap<String, String>,
+    ) -> Result<(String, i64), Status> {
+        let digest = Digest::of(Algorithm::Sha256, &bytes).to_string();
+        let size = bytes.len() as i64;
+        let msgs = vec![
+            WriteContentRequest {
+                action: WriteAction::Stat as i32,
+                r#ref: format!("build-{digest}"),
+                total: size,
+                expected: digest.clone(),
+                ..Default::default()
+            },
+            WriteContentRequest {
+                action: WriteAction::Commit as i32,
+                offset: 0,
+                total: size,
+                expected: digest.clone(),
+                data: bytes.into(),
+                labels,
+                ..Default::default()
+            },
+        ];
+        let stream = tokio_stream::iter(msgs);
+        match ContentClient::new(self.svc.content.clone())
+            .write(self.req(stream))
+            .await
+        {
+            Ok(r) => {
+                let mut s = r.into_inner();
+                loop {
+                    match s.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) if e.code() == tonic::Code::AlreadyExists => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) if e.code() == tonic::Code::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        Ok((digest, size))
+    }
+}

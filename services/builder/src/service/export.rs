@@ -1,0 +1,97 @@
+//! The image: config and manifest written to content.v1, names to images.v1.
+
+use super::*;
+
+impl Job {
+    /// Writes the config and manifest and names the image.
+    pub(super) async fn image(&self, built: Built) -> Result<(), Status> {
+        let mut config = built.config;
+        config["rootfs"] = json!({ "type": "layers", "diff_ids": built.diff_ids });
+        config["created"] = json!(rfc3339(now_secs()));
+        config["architecture"] = json!(
+            config["architecture"]
+                .as_str()
+                .unwrap_or(molde_common::host_arch())
+        );
+        config["os"] = json!("linux");
+        if !self.req.labels.is_empty() {
+            let mut labels = config["config"]["Labels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            for (k, v) in &self.req.labels {
+                labels.insert(k.clone(), json!(v));
+            }
+            config["config"]["Labels"] = Value::Object(labels);
+        }
+        let config_bytes = serde_json::to_vec(&config).map_err(|e| Status::internal(e.to_string()))?;
+        let mut labels = HashMap::new();
+        if !built.top.is_empty() {
+            labels.insert(
+                format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+                built.top.clone(),
+            );
+        }
+        let (config_digest, config_size) = self.write_blob(config_bytes, labels).await?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": { "mediaType": CONFIG, "digest": config_digest, "size": config_size },
+            "layers": built.layers,
+        });
+        let mut labels = HashMap::new();
+        labels.insert(
+            "containerd.io/gc.ref.content.config".to_string(),
+            config_digest.clone(),
+        );
+        for (i, l) in built.layers.iter().enumerate() {
+            labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                l["digest"].as_str().unwrap_or_default().to_string(),
+            );
+        }
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| Status::internal(e.to_string()))?;
+        let (digest, size) = self.write_blob(bytes, labels).await?;
+        let mut tags = Vec::new();
+        for t in &self.req.tags {
+            let image = Image {
+                name: t.clone(),
+                labels: Default::default(),
+                target: Some(Descriptor {
+                    media_type: MANIFEST.into(),
+                    digest: digest.clone(),
+                    size,
+                    annotations: Default::default(),
+                }),
+                created_at: None,
+                updated_at: None,
+            };
+            let mut images = ImagesClient::new(self.svc.content.clone());
+            match images
+                .create(self.plain(CreateImageRequest {
+                    image: Some(image.clone()),
+                }))
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                    images
+                        .update(self.plain(UpdateImageRequest {
+                            image: Some(image),
+                            update_mask: None,
+                        }))
+                        .await?;
+                }
+                Err(s) => return Err(s),
+            }
+            tags.push(t.clone());
+        }
+        self.send(Event::Image(api::ImageDone {
+            digest,
+            config_digest,
+            tags,
+        }))
+        .await;
+        Ok(())
+    }
+}

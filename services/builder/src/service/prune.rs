@@ -1,0 +1,99 @@
+//! Keeping the build cache within its size: records dropped least recently used first, their layers released to garbage collection.
+
+use super::*;
+
+/// One prune at a time.
+static PRUNE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl BuilderService {
+    /// Drops cache records, least recently used first, until the layers the
+    /// rest hold take at most `keep` bytes (none are kept with `all`).
+    pub(super) async fn prune_cache(&self, all: bool, keep: u64) -> Result<api::PruneResponse, Status> {
+        let _guard = PRUNE.lock().await;
+        let mut records: Vec<(std::time::SystemTime, PathBuf, Value)> = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(&self.cache) {
+            for e in dir.flatten() {
+                let path = e.path();
+                if path.extension().is_none_or(|x| x != "json") {
+                    continue;
+                }
+                let Ok(raw) = std::fs::read(&path) else { continue };
+                let Ok(rec) = serde_json::from_slice::<Value>(&raw) else {
+                    continue;
+                };
+                let used = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                records.push((used, path, rec));
+            }
+        }
+        // Newest first: they are the ones kept.
+        records.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let size = |r: &Value| r["layer"]["size"].as_u64().unwrap_or(0);
+        let mut kept_bytes = 0u64;
+        let mut kept = Vec::new();
+        let mut dropped = Vec::new();
+        for (_, path, rec) in records {
+            if !all && kept_bytes + size(&rec) <= keep {
+                kept_bytes += size(&rec);
+                kept.push(rec);
+            } else {
+                dropped.push((path, rec));
+            }
+        }
+        let mut resp = api::PruneResponse {
+            kept_bytes,
+            ..Default::default()
+        };
+        for (path, rec) in &dropped {
+            if std::fs::remove_file(path).is_err() {
+                continue;
+            }
+            resp.removed += 1;
+            resp.freed_bytes += size(rec);
+            let ns = rec["namespace"].as_str().unwrap_or("default");
+            let digest = rec["layer"]["digest"].as_str().unwrap_or_default();
+            let top = rec["top"].as_str().unwrap_or_default();
+            // Another record may hold the same layer.
+            let shared = |field: &str, v: &str| {
+                kept.iter().any(|k| {
+                    k["namespace"].as_str().unwrap_or("default") == ns
+                        && k.pointer(field).and_then(Value::as_str) == Some(v)
+                })
+            };
+            let mut leases = LeasesClient::new(self.content.clone());
+            let resources = [
+                ("/layer/digest", digest, "content".to_string()),
+                ("/top", top, format!("snapshots/{SNAPSHOTTER}")),
+            ];
+            for (field, id, kind) in resources {
+                if shared(field, id) {
+                    continue;
+                }
+                let resource = Some(Resource {
+                    id: id.into(),
+                    r#type: kind,
+                });
+                let _ = leases
+                    .delete_resource(self.plain(
+                        ns,
+                        DeleteResourceRequest {
+                            id: CACHE_LEASE.into(),
+                            resource,
+                        },
+                    ))
+                    .await;
+            }
+        }
+        if resp.removed > 0 {
+            let _ = GcClient::new(self.content.clone())
+                .collect(Request::new(CollectRequest {}))
+                .await;
+        }
+        if all {
+            let _ = std::fs::remove_dir_all(&self.cache_mounts);
+        }
+        Ok(resp)
+    }
+}
