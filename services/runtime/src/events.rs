@@ -3,10 +3,9 @@
 //! fails an operation: events are best effort, as in containerd.
 
 use molde_api::containerd::services::events::v1::{PublishRequest, events_client::EventsClient};
+use molde_common::context::namespaced;
 use prost::Message;
 use tonic::transport::Channel;
-
-use molde_common::context::namespaced;
 
 #[derive(Clone)]
 pub struct Publisher {

@@ -4,11 +4,10 @@
 use futures::StreamExt;
 use molde_api::containerd::services::content::v1::{ReadContentRequest, content_client::ContentClient};
 use molde_api::containerd::services::images::v1::{GetImageRequest, images_client::ImagesClient};
+use molde_common::context::namespaced;
 use serde::Deserialize;
 use tonic::Status;
 use tonic::transport::Channel;
-
-use molde_common::context::namespaced;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]

@@ -20,6 +20,8 @@ use molde_api::containerd::services::snapshots::v1::{
     PrepareSnapshotRequest, RemoveSnapshotRequest, snapshots_client::SnapshotsClient,
 };
 use molde_api::molde::services::runtime::v1::{self as api, run_event::Event};
+use molde_bundle::Bundle;
+use molde_common::context::namespaced;
 use molde_common::{RequestContext, now_nanos, timestamp};
 use molde_meta::{Compare, Store, Txn, TxnOutcome};
 use prost::Message;
@@ -27,10 +29,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-
-use molde_bundle::Bundle;
-
-use molde_common::context::namespaced;
 
 use crate::{containers, image, spec};
 

@@ -6,7 +6,6 @@
 //! namespace first with content.v1 `Info`: a blob another namespace holds is
 //! not this namespace's to read.
 
-use molde_common::context::namespaced;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
@@ -16,6 +15,7 @@ use molde_api::containerd::services::content::v1::{
     InfoRequest, ReadContentRequest, content_client::ContentClient,
 };
 use molde_common::Digest;
+use molde_common::context::namespaced;
 use tonic::transport::Channel;
 
 use crate::error::{Result, SnapshotError};

@@ -11,7 +11,6 @@
 //! **Architecture invariant:** snapshot GC never removes what a live lease, an
 //! image (through its config's label) or an active snapshot holds.
 
-use molde_common::context::namespaced;
 use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
@@ -19,6 +18,7 @@ use molde_api::containerd::services::content::v1::{ListContentRequest, content_c
 use molde_api::containerd::services::leases::v1::{
     ListRequest, ListResourcesRequest, leases_client::LeasesClient,
 };
+use molde_common::context::namespaced;
 use tonic::transport::Channel;
 
 use crate::error::{Result, SnapshotError};

@@ -18,10 +18,7 @@ use crate::records::{self, ContentRecord, ImageRecord};
 
 use super::media::{self, Index, Manifest, Platform};
 use super::pull::{ProgressTx, Puller};
-use super::registry::remote;
-
-/// Label recording the repository a blob was pulled from, per registry.
-pub const SOURCE_LABEL: &str = "containerd.io/distribution.source.";
+use super::registry::{SOURCE_LABEL, remote};
 
 async fn send(tx: &ProgressTx, ev: api::progress::Event) {
     let _ = tx.send(Ok(api::Progress { event: Some(ev) })).await;
