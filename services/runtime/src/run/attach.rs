@@ -1,0 +1,86 @@
+//! runtime.v1 `Attach`: relaying a client to the shim's attach socket.
+
+use super::*;
+
+impl RuntimeService {
+    pub(super) async fn attach_rpc(
+        &self,
+        req: Request<tonic::Streaming<api::AttachInput>>,
+    ) -> Result<Response<ReceiverStream<Result<api::AttachOutput, Status>>>, Status> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("attach needs a first message naming the container"))?;
+        let id = first.id.clone();
+        self.record(&ns, &id)?;
+        if self.observe(&ns, &id).state != "running" {
+            return Err(Status::failed_precondition(format!(
+                "container {id:?} is not running"
+            )));
+        }
+        let sock = if first.exec_id.is_empty() {
+            Bundle::new(self.bundle_dir(&ns, &id)).attach_socket()
+        } else if first.exec_id.len() == 32 && first.exec_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Bundle::new(self.bundle_dir(&ns, &id)).exec_socket(&first.exec_id)
+        } else {
+            return Err(Status::invalid_argument(format!(
+                "exec id {:?} is not one this daemon gave out",
+                first.exec_id
+            )));
+        };
+        let conn = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
+            Status::unavailable(format!(
+                "container {id}: its shim does not answer on {}: {e}",
+                sock.display()
+            ))
+        })?;
+        let (mut rd, mut wr) = conn.into_split();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 << 10];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx
+                            .send(Ok(api::AttachOutput {
+                                data: buf[..n].to_vec(),
+                            }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut msg = Some(first);
+            while let Some(m) = msg.take() {
+                let mut frame = Vec::new();
+                if m.rows > 0 && m.cols > 0 {
+                    frame.push(1u8);
+                    frame.extend_from_slice(&(m.rows as u16).to_be_bytes());
+                    frame.extend_from_slice(&(m.cols as u16).to_be_bytes());
+                }
+                if !m.data.is_empty() {
+                    frame.push(0u8);
+                    frame.extend_from_slice(&(m.data.len() as u32).to_be_bytes());
+                    frame.extend_from_slice(&m.data);
+                }
+                if m.close_stdin {
+                    frame.push(2u8);
+                }
+                if !frame.is_empty() && wr.write_all(&frame).await.is_err() {
+                    break;
+                }
+                msg = inbound.message().await.ok().flatten();
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

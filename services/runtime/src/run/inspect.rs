@@ -1,0 +1,158 @@
+//! Looking at containers: logs, inspect, top, stats.
+
+use super::*;
+
+impl RuntimeService {
+    pub(super) async fn logs_rpc(
+        &self,
+        req: Request<api::LogsRequest>,
+    ) -> Result<Response<ReceiverStream<Result<api::LogRecord, Status>>>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let r = req.into_inner();
+        self.record(&ns, &r.id)?;
+        let (tx, rx) = mpsc::channel(64);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let (mut records, mut offset) = me.read_log(&ns, &r.id, 0);
+            if r.tail > 0 && records.len() > r.tail as usize {
+                records.drain(..records.len() - r.tail as usize);
+            }
+            loop {
+                for rec in records.drain(..) {
+                    if tx.send(Ok(rec)).await.is_err() {
+                        return;
+                    }
+                }
+                if !r.follow || me.observe(&ns, &r.id).state == "exited" {
+                    // One last read: what was written before the exit.
+                    let (rest, _) = me.read_log(&ns, &r.id, offset);
+                    for rec in rest {
+                        if tx.send(Ok(rec)).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let (more, next) = me.read_log(&ns, &r.id, offset);
+                records = more;
+                offset = next;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    pub(super) async fn inspect_rpc(
+        &self,
+        req: Request<api::InspectRequest>,
+    ) -> Result<Response<api::InspectResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let id = &req.get_ref().id;
+        let c = self.record(&ns, id)?;
+        let st = self.status(&ns, &c);
+        let bundle = self.bundle_dir(&ns, id);
+        let spec: serde_json::Value = c
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok())
+            .unwrap_or_default();
+        let network: serde_json::Value = std::fs::read(bundle.join("network.json"))
+            .ok()
+            .and_then(|r| serde_json::from_slice(&r).ok())
+            .unwrap_or_default();
+        let v = serde_json::json!({
+            "Id": c.id,
+            "Image": c.image,
+            "Created": st.created_unix,
+            "State": {
+                "Status": st.state,
+                "Running": st.state == "running",
+                "Pid": st.pid,
+                "ExitCode": st.exit_code,
+                "OOMKilled": st.oom_killed,
+                "FinishedAt": st.finished_at,
+                "Error": st.error,
+            },
+            "Path": st.command.first(),
+            "Args": st.command.iter().skip(1).collect::<Vec<_>>(),
+            "Config": {
+                "Env": spec["process"]["env"],
+                "WorkingDir": spec["process"]["cwd"],
+                "User": spec["process"]["user"],
+                "Hostname": spec["hostname"],
+            },
+            "HostConfig": {"Resources": spec["linux"]["resources"], "ReadonlyRootfs": spec["root"]["readonly"]},
+            "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|x| x["type"] == "bind" && !x["destination"].as_str().unwrap_or("").starts_with("/etc/")).cloned().collect::<Vec<_>>()),
+            "NetworkSettings": {
+                "IPAddress": crate::network::address(&network),
+                "Ports": network["ports"],
+            },
+            "SnapshotKey": c.snapshot_key,
+            "BundlePath": bundle,
+        });
+        Ok(Response::new(api::InspectResponse {
+            json: serde_json::to_string_pretty(&v).unwrap_or_default(),
+        }))
+    }
+
+    pub(super) async fn top_rpc(
+        &self,
+        req: Request<api::TopRequest>,
+    ) -> Result<Response<api::TopResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let id = &req.get_ref().id;
+        self.record(&ns, id)?;
+        if self.observe(&ns, id).state != "running" {
+            return Err(Status::failed_precondition(format!(
+                "container {id:?} is not running"
+            )));
+        }
+        let mut processes = Vec::new();
+        for pid in crate::lifecycle::cgroup_pids(&crate::spec::cgroup_path(&ns, id)) {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let command = cmd
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines().find_map(|l| {
+                        l.strip_prefix("Uid:")
+                            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+                    })
+                })
+                .unwrap_or_default();
+            processes.push(api::Process {
+                pid,
+                user: uid,
+                command,
+            });
+        }
+        Ok(Response::new(api::TopResponse { processes }))
+    }
+
+    pub(super) async fn stats_rpc(
+        &self,
+        req: Request<api::StatsRequest>,
+    ) -> Result<Response<api::StatsResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let id = &req.get_ref().id;
+        self.record(&ns, id)?;
+        if self.observe(&ns, id).state != "running" {
+            return Err(Status::failed_precondition(format!(
+                "container {id:?} is not running"
+            )));
+        }
+        let (memory_bytes, memory_limit_bytes, cpu_usage_ns, pids) =
+            crate::lifecycle::cgroup_stats(&crate::spec::cgroup_path(&ns, id));
+        Ok(Response::new(api::StatsResponse {
+            memory_bytes,
+            memory_limit_bytes,
+            cpu_usage_ns,
+            pids,
+        }))
+    }
+}

@@ -1,0 +1,298 @@
+//! Starting a container: its record, rootfs snapshot, spec, network and bundle, then its shim; following its log until it exits.
+
+use super::*;
+
+impl RuntimeService {
+    /// Everything up to a running shim. On failure, what was made is undone.
+    pub(super) async fn start(&self, ns: &str, req: &api::RunRequest) -> Result<(String, PathBuf), Status> {
+        let id = if req.name.is_empty() {
+            uuid::Uuid::new_v4().simple().to_string()
+        } else {
+            req.name.clone()
+        };
+        containers::check_id(&id)?;
+        spec::check_limits(req, host_cpus())?;
+        spec::check_controllers(req, std::path::Path::new("/sys/fs/cgroup"))?;
+        let key = containers::key(ns, &id);
+        if self
+            .store
+            .get(&key)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .is_some()
+        {
+            return Err(Status::already_exists(format!(
+                "container name {id:?} is already in use"
+            )));
+        }
+        let img = if req.rootfs_parent_set {
+            image::Image {
+                process: Default::default(),
+                top: req.rootfs_parent.clone(),
+            }
+        } else {
+            image::resolve(&self.content, ns, &req.image).await?
+        };
+        let mounts = SnapshotsClient::new(self.snapshotter.clone())
+            .prepare(namespaced(
+                ns,
+                PrepareSnapshotRequest {
+                    snapshotter: "overlayfs".into(),
+                    key: id.clone(),
+                    parent: img.top.clone(),
+                    labels: Default::default(),
+                },
+            ))
+            .await
+            .map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!("container {id}: preparing its rootfs: {}", s.message()),
+                )
+            })?
+            .into_inner()
+            .mounts;
+        let undo_snapshot = || async {
+            let _ = SnapshotsClient::new(self.snapshotter.clone())
+                .remove(namespaced(
+                    ns,
+                    RemoveSnapshotRequest {
+                        snapshotter: "overlayfs".into(),
+                        key: id.clone(),
+                    },
+                ))
+                .await;
+        };
+        // The image's layers, top first, as the snapshotter presents them.
+        let layers: Vec<PathBuf> = mounts
+            .iter()
+            .flat_map(|m| {
+                m.options
+                    .iter()
+                    .filter_map(|o| o.strip_prefix("lowerdir="))
+                    .flat_map(|l| l.split(':').map(PathBuf::from).collect::<Vec<_>>())
+                    .chain((m.r#type == "bind").then(|| PathBuf::from(&m.source)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let user = if req.user.is_empty() {
+            img.process.user.clone()
+        } else {
+            req.user.clone()
+        };
+        let spec = match crate::user::resolve(&user, &layers)
+            .and_then(|who| spec::build(ns, &id, &img.process, req, &who, &self.volumes))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                undo_snapshot().await;
+                return Err(Status::new(e.code(), format!("container {id}: {}", e.message())));
+            }
+        };
+        let bundle = self.bundle(ns, &id);
+        let mut spec = spec;
+        if req.network.is_empty() || req.network == "bridge" {
+            let ports = match req
+                .ports
+                .iter()
+                .map(|p| crate::network::parse_port(p))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    undo_snapshot().await;
+                    return Err(e);
+                }
+            };
+            // Unique per container instance: addresses an earlier container of the
+            // same name left allocated (a crash) can never clash with this one.
+            let key = format!("{ns}-{id}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            let (netns, mut saved) = match self.cni.setup(&key, &ports).await {
+                Ok(x) => x,
+                Err(e) => {
+                    undo_snapshot().await;
+                    return Err(Status::new(
+                        e.code(),
+                        format!("container {id}: network: {}", e.message()),
+                    ));
+                }
+            };
+            saved["key"] = serde_json::json!(key);
+            let _ = std::fs::create_dir_all(&bundle);
+            let _ = std::fs::write(
+                bundle.join("network.json"),
+                serde_json::to_vec(&saved).unwrap_or_default(),
+            );
+            if let Some(nss) = spec
+                .linux_mut()
+                .as_mut()
+                .and_then(|l| l.namespaces_mut().as_mut())
+            {
+                for n in nss.iter_mut() {
+                    if n.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
+                        n.set_path(Some(netns.clone()));
+                    }
+                }
+            }
+            tracing::info!(container = %id, address = ?crate::network::address(&saved), "network attached");
+        } else if !req.ports.is_empty() {
+            undo_snapshot().await;
+            return Err(Status::invalid_argument(format!(
+                "container {id}: -p needs the bridge network"
+            )));
+        }
+        // /etc/hosts, /etc/hostname and /etc/resolv.conf, written per container.
+        let address = std::fs::read(bundle.join("network.json"))
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+            .and_then(|v| crate::network::address(&v));
+        if let Err(e) = spec::add_etc_files(&mut spec, &bundle, address.as_deref(), req.network == "host") {
+            self.remove(ns, &id).await;
+            return Err(Status::internal(format!("container {id}: {e}")));
+        }
+        if req.tty
+            && let Some(p) = spec.process_mut()
+        {
+            p.set_terminal(Some(true));
+        }
+        if req.interactive {
+            let _ = std::fs::create_dir_all(&bundle);
+            let _ = Bundle::new(&bundle).set_interactive();
+        }
+        let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Status::internal(e.to_string()))?;
+        let written = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(bundle.join("rootfs"))?;
+            std::fs::write(bundle.join("config.json"), &spec_json)?;
+            molde_bundle::mount::write(&bundle, &molde_common::bundle_mounts(&mounts))
+        })();
+        if let Err(e) = written {
+            undo_snapshot().await;
+            let _ = std::fs::remove_dir_all(&bundle);
+            return Err(Status::internal(format!(
+                "container {id}: writing its bundle: {e}"
+            )));
+        }
+        let now = timestamp(now_nanos());
+        let record = Container {
+            id: id.clone(),
+            image: req.image.clone(),
+            runtime: Some(Runtime {
+                name: RUNTIME_NAME.into(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE.into(),
+                value: spec_json,
+            }),
+            snapshotter: "overlayfs".into(),
+            snapshot_key: id.clone(),
+            created_at: Some(now),
+            updated_at: Some(now),
+            ..Default::default()
+        };
+        let out = self
+            .store
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(key.clone()))
+                    .put(key, record.encode_to_vec()),
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if out == TxnOutcome::CompareFailed {
+            undo_snapshot().await;
+            let _ = std::fs::remove_dir_all(&bundle);
+            return Err(Status::already_exists(format!(
+                "container name {id:?} is already in use"
+            )));
+        }
+        if let Err(e) = self.spawn_shim(ns, &id, &bundle) {
+            self.remove(ns, &id).await;
+            return Err(e);
+        }
+        tracing::info!(namespace = ns, container = %id, image = %req.image, "container started");
+        self.events.publish(
+            ns,
+            "/containers/create",
+            "ContainerCreate",
+            molde_api::containerd::events::ContainerCreate {
+                id: id.clone(),
+                image: req.image.clone(),
+                runtime: Some(molde_api::containerd::events::container_create::Runtime {
+                    name: RUNTIME_NAME.into(),
+                }),
+            },
+        );
+        Ok((id, bundle))
+    }
+
+    pub(super) fn spawn_shim(&self, ns: &str, id: &str, bundle: &Path) -> Result<(), Status> {
+        use std::os::unix::process::CommandExt;
+        let log =
+            std::fs::File::create(bundle.join("shim.log")).map_err(|e| Status::internal(e.to_string()))?;
+        let mut child = std::process::Command::new(&self.shim)
+            .arg("start")
+            .args(["--id", &format!("{ns}-{id}")])
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--state")
+            .arg(self.state.join(".libcontainer"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(|e| Status::internal(e.to_string()))?)
+            .stderr(log)
+            // Its own process group: signals meant for molded do not reach it.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                Status::internal(format!("container {id}: starting {}: {e}", self.shim.display()))
+            })?;
+        // Reap the shim when it ends; it reports through its files.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(())
+    }
+
+    /// Streams the container's log to `tx` until the shim reports its exit.
+    pub(super) async fn follow(&self, bundle: &Path, tx: &Tx) -> Result<(i32, bool), Status> {
+        let b = Bundle::new(bundle);
+        let log = b.log();
+        let mut offset = 0u64;
+        let mut carry = String::new();
+        loop {
+            let exited = b.exit();
+            if let Ok(mut f) = std::fs::File::open(&log) {
+                f.seek(SeekFrom::Start(offset))
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                let mut r = BufReader::new(f);
+                let mut line = String::new();
+                while r
+                    .read_line(&mut line)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    > 0
+                {
+                    offset += line.len() as u64;
+                    if !line.ends_with('\n') {
+                        carry.push_str(&line);
+                        line.clear();
+                        continue;
+                    }
+                    let full = std::mem::take(&mut carry) + &line;
+                    line.clear();
+                    if let Ok(rec) = serde_json::from_str::<molde_bundle::LogRecord>(&full) {
+                        let stream = if rec.stream == "stderr" { 2 } else { 1 };
+                        let data = rec.log.into_bytes();
+                        if !send(tx, Event::Output(api::Output { stream, data })).await {
+                            return Ok((0, false));
+                        }
+                    }
+                }
+            }
+            if let Some(exit) = exited {
+                return Ok((exit.status, exit.oom_killed));
+            }
+            if let Some(msg) = b.error() {
+                return Err(Status::failed_precondition(msg));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
