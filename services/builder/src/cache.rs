@@ -126,7 +126,7 @@ pub fn resolve_sources(root: &Path, srcs: &[String], ignore: &Ignore) -> Result<
 /// whose target is not there because it points out of the context is
 /// refused with that reason, not as a missing file.
 fn check_link(root: &Path, rel: &str) -> Result<(), SourceError> {
-    let inside = crate::copy::scoped(root, rel, true).map_err(|e| SourceError::Io {
+    let inside = crate::scope::scoped(root, rel, true).map_err(|e| SourceError::Io {
         path: rel.to_string(),
         err: std::io::Error::other(e),
     })?;
@@ -135,7 +135,7 @@ fn check_link(root: &Path, rel: &str) -> Result<(), SourceError> {
     }
     let target = fs::read_link(root.join(rel)).unwrap_or_default();
     let from_root = Path::new(rel).parent().unwrap_or(Path::new("")).join(&target);
-    if crate::copy::escapes(&from_root) {
+    if crate::scope::escapes(&from_root) {
         return Err(SourceError::LinkOutside {
             src: rel.to_string(),
             target: target.display().to_string(),

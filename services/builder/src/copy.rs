@@ -13,6 +13,7 @@ use molde_api::containerd::types::Mount;
 
 use crate::cache::resolve_sources;
 use crate::ignore::Ignore;
+use crate::scope::{escapes, scoped};
 
 /// One COPY or ADD into a snapshot.
 pub struct CopyJob<'a> {
@@ -160,47 +161,6 @@ fn split_dest(dest: &str) -> (String, String) {
 pub fn mount(mounts: &[Mount], target: &Path, read_only: bool) -> Result<(), String> {
     molde_bundle::mount::mount_all(&molde_common::bundle_mounts(mounts), target, read_only)
         .map_err(|e| e.to_string())
-}
-
-/// `path` (absolute inside the rootfs) under `root`, symlinks resolved
-/// inside `root`; components that do not exist are kept as they are.
-pub fn scoped(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, String> {
-    let mut todo: Vec<String> = path
-        .split('/')
-        .rev()
-        .filter(|c| !c.is_empty())
-        .map(str::to_string)
-        .collect();
-    let mut done: Vec<String> = Vec::new();
-    let mut hops = 0;
-    while let Some(c) = todo.pop() {
-        match c.as_str() {
-            "." => continue,
-            ".." => {
-                done.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let here: PathBuf = done.iter().fold(root.to_path_buf(), |p, d| p.join(d)).join(&c);
-        let last = todo.is_empty();
-        match fs::symlink_metadata(&here) {
-            Ok(md) if md.file_type().is_symlink() && (!last || follow_last) => {
-                hops += 1;
-                if hops > 40 {
-                    return Err(format!("{path}: too many levels of symbolic links"));
-                }
-                let target = fs::read_link(&here).map_err(|e| format!("{path}: {e}"))?;
-                let t = target.to_string_lossy().into_owned();
-                if t.starts_with('/') {
-                    done.clear();
-                }
-                todo.extend(t.split('/').rev().filter(|c| !c.is_empty()).map(str::to_string));
-            }
-            _ => done.push(c),
-        }
-    }
-    Ok(done.iter().fold(root.to_path_buf(), |p, d| p.join(d)))
 }
 
 fn is_dir_in(root: &Path, path: &str) -> bool {
@@ -430,24 +390,6 @@ fn unpack_into(archive: &Path, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a path inside an archive or a context names something above its
-/// root (or is absolute).
-pub(crate) fn escapes(p: &Path) -> bool {
-    let mut depth = 0i32;
-    for c in p.components() {
-        match c {
-            std::path::Component::RootDir | std::path::Component::Prefix(_) => return true,
-            std::path::Component::ParentDir => depth -= 1,
-            std::path::Component::Normal(_) => depth += 1,
-            std::path::Component::CurDir => {}
-        }
-        if depth < 0 {
-            return true;
-        }
-    }
-    false
-}
-
 /// An error with the reasons under it: the tar crate says "failed to unpack"
 /// and keeps why in its sources.
 fn causes(err: &dyn std::error::Error) -> String {
@@ -513,28 +455,6 @@ fn lookup_by_uid(root: &Path, uid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn links_resolve_inside_the_root() {
-        let d = tempfile::tempdir().unwrap();
-        let r = d.path();
-        fs::create_dir_all(r.join("real/dir")).unwrap();
-        std::os::unix::fs::symlink("/real", r.join("abs")).unwrap();
-        std::os::unix::fs::symlink("../../..", r.join("real/up")).unwrap();
-        std::os::unix::fs::symlink("/real/dir", r.join("etc")).unwrap();
-        assert_eq!(scoped(r, "/abs/dir", true).unwrap(), r.join("real/dir"));
-        assert_eq!(scoped(r, "/real/up/real", true).unwrap(), r.join("real"));
-        // An absolute target is read inside the root, never the host's.
-        assert_eq!(scoped(r, "/etc/passwd", true).unwrap(), r.join("real/dir/passwd"));
-        assert_eq!(scoped(r, "/abs", false).unwrap(), r.join("abs"));
-        std::os::unix::fs::symlink("loop2", r.join("loop1")).unwrap();
-        std::os::unix::fs::symlink("loop1", r.join("loop2")).unwrap();
-        assert!(
-            scoped(r, "/loop1/x", true)
-                .unwrap_err()
-                .contains("too many levels")
-        );
-    }
 
     #[test]
     fn destinations_split() {

@@ -12,6 +12,7 @@ pub mod git;
 pub mod ignore;
 pub mod mounts;
 pub mod plan;
+pub mod scope;
 pub mod service;
 pub mod stage;
 

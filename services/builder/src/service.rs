@@ -237,7 +237,7 @@ impl BuilderService {
                 let path = if Path::new(&name).is_absolute() {
                     PathBuf::from(&name)
                 } else {
-                    crate::copy::scoped(&context, &name, true).map_err(Status::invalid_argument)?
+                    crate::scope::scoped(&context, &name, true).map_err(Status::invalid_argument)?
                 };
                 std::fs::read_to_string(&path)
                     .map_err(|e| Status::invalid_argument(format!("reading {name}: {e}")))?
@@ -254,7 +254,7 @@ impl BuilderService {
             }
             // As docker: `<Dockerfile>.dockerignore` first, then `.dockerignore`.
             let own = if r.dockerignore_text.is_empty() && r.dockerfile_text.is_empty() {
-                crate::copy::scoped(&context, &format!("{name}.dockerignore"), true)
+                crate::scope::scoped(&context, &format!("{name}.dockerignore"), true)
                     .ok()
                     .and_then(|p| std::fs::read_to_string(p).ok())
             } else {

@@ -157,7 +157,7 @@ impl Job {
                             at_dir
                         }
                     };
-                    let src = crate::copy::scoped(&root, source, true).map_err(|e| at(df, ins, e))?;
+                    let src = crate::scope::scoped(&root, source, true).map_err(|e| at(df, ins, e))?;
                     if std::fs::symlink_metadata(&src).is_err() {
                         return Err(at(df, ins, format!("--mount source {source:?} does not exist")));
                     }
