@@ -10,6 +10,7 @@ mod image;
 mod lifecycle;
 pub mod network;
 pub mod run;
+mod service;
 mod spec;
 mod tasks;
 mod user;
@@ -25,8 +26,8 @@ use tonic::transport::Channel;
 /// The runtime service's gRPC servers.
 pub struct Servers {
     pub containers: ContainersServer<containers::ContainersService>,
-    pub runtime: RuntimeServer<run::RuntimeService>,
-    pub tasks: molde_api::containerd::services::tasks::v1::tasks_server::TasksServer<run::RuntimeService>,
+    pub runtime: RuntimeServer<service::RuntimeService>,
+    pub tasks: molde_api::containerd::services::tasks::v1::tasks_server::TasksServer<service::RuntimeService>,
 }
 
 /// Where the runtime keeps bundles, and how it reaches what it needs.
@@ -50,7 +51,7 @@ pub struct RuntimeConfig {
 
 pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
     let events = events::Publisher::new(cfg.events);
-    let rt = run::RuntimeService {
+    let rt = service::RuntimeService {
         events: events.clone(),
         store: store.clone(),
         content: cfg.content,

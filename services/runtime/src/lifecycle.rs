@@ -18,7 +18,7 @@ use prost::Message;
 use tonic::Status;
 
 use crate::containers;
-use crate::run::RuntimeService;
+use crate::service::RuntimeService;
 
 /// What the files of a bundle say.
 #[derive(Debug, Clone, Default)]
@@ -135,7 +135,7 @@ impl RuntimeService {
             };
             if c.runtime
                 .as_ref()
-                .is_none_or(|r| r.name != crate::run::RUNTIME_NAME)
+                .is_none_or(|r| r.name != crate::service::RUNTIME_NAME)
             {
                 continue; // records containerd clients made for other runtimes
             }

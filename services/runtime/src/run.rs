@@ -23,7 +23,6 @@ mod start;
 
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use molde_api::containerd::services::containers::v1::Container;
@@ -35,33 +34,17 @@ use molde_api::molde::services::runtime::v1::{self as api, run_event::Event};
 use molde_bundle::Bundle;
 use molde_common::context::namespaced;
 use molde_common::{RequestContext, now_nanos, timestamp};
-use molde_meta::{Compare, Store, Txn, TxnOutcome};
+use molde_meta::{Compare, Txn, TxnOutcome};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::service::{RUNTIME_NAME, RuntimeService};
 use crate::{containers, image, spec};
 
-/// The runtime name container records carry.
-pub const RUNTIME_NAME: &str = "io.molde.shim.v1";
 /// containerd's type URL for a JSON runtime spec in an Any.
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
-
-#[derive(Clone)]
-pub struct RuntimeService {
-    pub(crate) store: Arc<dyn Store>,
-    /// Reaches images.v1 and content.v1.
-    pub(crate) content: Channel,
-    pub(crate) snapshotter: Channel,
-    /// `<state>/runtime`
-    pub(crate) state: PathBuf,
-    pub(crate) shim: PathBuf,
-    pub(crate) volumes: PathBuf,
-    pub(crate) cni: Arc<crate::network::Cni>,
-    pub(crate) events: crate::events::Publisher,
-}
 
 type Tx = mpsc::Sender<Result<api::RunEvent, Status>>;
 
@@ -90,14 +73,6 @@ async fn send(tx: &Tx, e: Event) -> bool {
 }
 
 impl RuntimeService {
-    pub(crate) fn bundle_dir(&self, ns: &str, id: &str) -> PathBuf {
-        self.bundle(ns, id)
-    }
-
-    fn bundle(&self, ns: &str, id: &str) -> PathBuf {
-        self.state.join(ns).join(id)
-    }
-
     pub(crate) fn spawn_task_shim(&self, ns: &str, id: &str, bundle: &Path) -> Result<(), Status> {
         self.spawn_shim(ns, id, bundle)
     }
@@ -105,7 +80,7 @@ impl RuntimeService {
     /// Publishes /tasks/exit for a container whose shim recorded its exit,
     /// once: whoever sees the exit first (a waiter, a delete, the watcher).
     pub(crate) fn exited(&self, ns: &str, id: &str) {
-        let b = Bundle::new(self.bundle(ns, id));
+        let b = Bundle::new(self.bundle_dir(ns, id));
         let Some(exit) = b.exit() else {
             return;
         };
@@ -142,7 +117,7 @@ impl RuntimeService {
 
     /// CNI teardown of a container's network, once.
     pub(crate) async fn release_network(&self, ns: &str, id: &str) {
-        let path = self.bundle(ns, id).join("network.json");
+        let path = self.bundle_dir(ns, id).join("network.json");
         if let Ok(raw) = std::fs::read(&path) {
             let saved: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
             let key = saved["key"]
@@ -167,7 +142,7 @@ impl RuntimeService {
             ))
             .await;
         let _ = self.store.txn(Txn::new().delete(containers::key(ns, id)));
-        let _ = std::fs::remove_dir_all(self.bundle(ns, id));
+        let _ = std::fs::remove_dir_all(self.bundle_dir(ns, id));
     }
 }
 

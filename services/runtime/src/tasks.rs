@@ -14,7 +14,7 @@ use molde_bundle::Bundle;
 use molde_common::RequestContext;
 use tonic::{Request, Response, Status};
 
-use crate::run::RuntimeService;
+use crate::service::RuntimeService;
 
 fn ns<T>(req: &Request<T>) -> Result<String, Status> {
     Ok(RequestContext::of(req).map_err(Status::from)?.namespace)

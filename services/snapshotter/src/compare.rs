@@ -22,8 +22,8 @@ use molde_api::containerd::types::{Descriptor, Mount};
 use molde_common::{Algorithm, Digest, Hasher};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::diff::DiffService;
 use crate::error::{Result, SnapshotError};
+use crate::snapshotter::Snapshotter;
 
 pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
@@ -282,7 +282,13 @@ fn write_tar(
 
 /// Computes the diff, compresses it and stores it in the content service.
 /// `lease`: the request's lease, which then holds the layer blob too.
-pub async fn diff(svc: &DiffService, ns: &str, lease: Option<&str>, r: DiffRequest) -> Result<Descriptor> {
+pub async fn diff(
+    s: &Snapshotter,
+    content: tonic::transport::Channel,
+    ns: &str,
+    lease: Option<&str>,
+    r: DiffRequest,
+) -> Result<Descriptor> {
     let (left, _) = dir_of(&r.left)?;
     let (right, overlay) = dir_of(&r.right)?;
     if right.as_os_str().is_empty() {
@@ -304,12 +310,7 @@ pub async fn diff(svc: &DiffService, ns: &str, lease: Option<&str>, r: DiffReque
         }
     };
     let epoch = r.source_date_epoch.as_ref().map(|t| t.seconds);
-    let tmpdir = svc
-        .s
-        .dirs(crate::store::Driver::Overlay)
-        .root
-        .join("..")
-        .join("tmp");
+    let tmpdir = s.dirs(crate::store::Driver::Overlay).root.join("..").join("tmp");
     fs::create_dir_all(&tmpdir).map_err(SnapshotError::io("creating diff tmp dir"))?;
     let tmp = tmpdir.join(uuid::Uuid::new_v4().simple().to_string());
     let tmp2 = tmp.clone();
@@ -358,7 +359,7 @@ pub async fn diff(svc: &DiffService, ns: &str, lease: Option<&str>, r: DiffReque
         r.r#ref.clone()
     };
     let res = upload(
-        svc,
+        content,
         ns,
         lease,
         &reference,
@@ -380,7 +381,7 @@ pub async fn diff(svc: &DiffService, ns: &str, lease: Option<&str>, r: DiffReque
 
 #[allow(clippy::too_many_arguments)]
 async fn upload(
-    svc: &DiffService,
+    content: tonic::transport::Channel,
     ns: &str,
     lease: Option<&str>,
     reference: &str,
@@ -399,7 +400,7 @@ async fn upload(
     };
     tx.send(first).await.ok();
     let req = molde_common::context::request(ns, lease, ReceiverStream::new(rx));
-    let mut client = ContentClient::new(svc.content_channel()).max_encoding_message_size(64 << 20);
+    let mut client = ContentClient::new(content).max_encoding_message_size(64 << 20);
     let mut resp = match client.write(req).await {
         Ok(r) => r.into_inner(),
         Err(s) if s.code() == tonic::Code::AlreadyExists => return Ok(()),

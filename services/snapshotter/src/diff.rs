@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::apply::{self, Target, Whiteouts};
 use crate::content::ContentAccess;
 use crate::error::{Result, SnapshotError};
-use crate::snapshots::Snapshotter;
+use crate::snapshotter::Snapshotter;
 
 pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
@@ -87,10 +87,6 @@ impl DiffService {
             content,
             applying: Arc::new(tokio::sync::Semaphore::new(cpus * 2)),
         }
-    }
-
-    pub(crate) fn content_channel(&self) -> tonic::transport::Channel {
-        self.content.channel()
     }
 
     /// Applies the layer `desc` (read from content in `ns`) onto `mounts`.
@@ -184,7 +180,14 @@ impl api::diff_server::Diff for DiffService {
     ) -> std::result::Result<Response<api::DiffResponse>, Status> {
         let ctx = RequestContext::of(&req).map_err(SnapshotError::from)?;
         let r = req.into_inner();
-        let d = crate::compare::diff(self, &ctx.namespace, ctx.lease.as_deref(), r).await?;
+        let d = crate::compare::diff(
+            &self.s,
+            self.content.channel(),
+            &ctx.namespace,
+            ctx.lease.as_deref(),
+            r,
+        )
+        .await?;
         Ok(Response::new(api::DiffResponse { diff: Some(d) }))
     }
 }

@@ -22,7 +22,7 @@ use molde_common::context::namespaced;
 use tonic::transport::Channel;
 
 use crate::error::{Result, SnapshotError};
-use crate::snapshots::Snapshotter;
+use crate::snapshotter::Snapshotter;
 use crate::store::{self, DEFERRED_PARENT, Driver, Kind};
 
 /// Snapshot keys that content labels and leases hold in `ns`.

@@ -1,8 +1,9 @@
 //! molde's snapshotter service: layered filesystems and the layers between them.
 //!
-//! `snapshots.rs` serves containerd's snapshots.v1 for two snapshotters,
-//! overlayfs (default) and native (full copies), with records in the metadata
-//! store and directories laid out by `store.rs`. `diff.rs` serves diff.v1:
+//! `snapshotter.rs` is the core type, `Snapshotter`: records in the metadata
+//! store and directories laid out by `store.rs`, for two snapshotters,
+//! overlayfs (default) and native (full copies); `snapshots.rs` serves
+//! containerd's snapshots.v1 on it and `gc.rs` collects what nothing holds. `diff.rs` serves diff.v1:
 //! Apply extracts a layer (`apply.rs`, confined by `fsutil.rs`) straight into
 //! the target snapshot's directory; Diff (`compare.rs`) turns the difference
 //! between two mounts into a layer in the content store. Layer blobs are read
@@ -16,6 +17,7 @@ pub mod error;
 mod fsutil;
 pub mod gc;
 pub mod snapshots;
+pub mod snapshotter;
 pub mod store;
 
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use molde_api::containerd::services::{
 };
 
 pub use content::ContentAccess;
-pub use snapshots::Snapshotter;
+pub use snapshotter::Snapshotter;
 
 pub struct Servers {
     pub snapshots: SnapshotsServer<snapshots::SnapshotsService>,

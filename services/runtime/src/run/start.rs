@@ -88,7 +88,7 @@ impl RuntimeService {
                 return Err(Status::new(e.code(), format!("container {id}: {}", e.message())));
             }
         };
-        let bundle = self.bundle(ns, &id);
+        let bundle = self.bundle_dir(ns, &id);
         let mut spec = spec;
         if req.network.is_empty() || req.network == "bridge" {
             let ports = match req
