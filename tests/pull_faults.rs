@@ -337,3 +337,121 @@ fn an_index_pulls_the_requested_platform() {
         "{err}"
     );
 }
+
+/// An index of `linux/arm/v6`, `linux/arm/v7`, `linux/arm64/v8` and the host's
+/// platform, in that order: pull, run, FROM in a build and inspect all pick
+/// the host's manifest; `--platform linux/arm/v7` picks v7, never v6.
+#[test]
+fn every_part_of_molde_picks_the_same_manifest_from_an_index() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("index");
+    let host = format!("linux/{}", host_arch());
+    let mut entries = Vec::new();
+    let mut digests = std::collections::HashMap::new();
+    for (arch, variant) in [
+        ("arm", Some("v6")),
+        ("arm", Some("v7")),
+        ("arm64", Some("v8")),
+        (host_arch(), None),
+    ] {
+        let name = match variant {
+            Some(v) => format!("linux/{arch}/{v}"),
+            None => host.clone(),
+        };
+        if name != host && arch == host_arch() {
+            continue;
+        }
+        let marker = tar(&[
+            Entry::Dir("etc", 0o755),
+            Entry::File("etc/platform".into(), format!("{name}\n").into_bytes(), 0o644),
+        ]);
+        let layers = if name == host {
+            vec![tar(&busybox_rootfs()), marker]
+        } else {
+            vec![marker]
+        };
+        let l = image::layout(&dir, &layers, Compression::Gzip, arch);
+        let size = std::fs::metadata(dir.join("blobs/sha256").join(&l.manifest_digest[7..]))
+            .unwrap()
+            .len();
+        let mut platform = serde_json::json!({"architecture": arch, "os": "linux"});
+        if let Some(v) = variant {
+            platform["variant"] = v.into();
+        }
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": l.manifest_digest,
+            "size": size,
+            "platform": platform,
+        }));
+        digests.insert(name, l.manifest_digest);
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let index_digest = sha256(&index);
+    std::fs::write(dir.join("blobs/sha256").join(&index_digest[7..]), &index).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": index_digest, "size": index.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let out = reg.skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", dir.display()),
+        &format!("docker://{}/many/app:1", reg.host),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reference = format!("{}/many/app:1", reg.host);
+
+    let d = Daemon::start();
+    d.molde(&["pull", "-q", &reference]).ok();
+    let content = d.molde(&["content", "ls", "-q"]).ok();
+    assert!(content.contains(&digests[&host]), "pull took the host's manifest");
+    for (name, digest) in &digests {
+        if *name != host {
+            assert!(
+                !content.contains(digest.as_str()),
+                "pull took {name}'s manifest too"
+            );
+        }
+    }
+    assert_eq!(
+        d.run_image(&reference, &["cat", "/etc/platform"]),
+        format!("{host}\n")
+    );
+    let inspect: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", &reference]).ok()).unwrap();
+    assert_eq!(inspect["ManifestDigest"], digests[&host]);
+    let ctx = d.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {reference}\nRUN cp /etc/platform /seen\n"),
+    )
+    .unwrap();
+    d.molde(&["build", "-q", "-t", "localhost/from-index", ctx.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        d.run_image("localhost/from-index", &["cat", "/seen"]),
+        format!("{host}\n")
+    );
+
+    d.molde(&["pull", "-q", "--platform", "linux/arm/v7", &reference])
+        .ok();
+    let content = d.molde(&["content", "ls", "-q"]).ok();
+    assert!(content.contains(&digests["linux/arm/v7"]), "v7 asked, v7 taken");
+    assert!(
+        !content.contains(&digests["linux/arm/v6"]),
+        "v6 never taken for v7"
+    );
+}

@@ -41,9 +41,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use futures::StreamExt;
 use molde_api::containerd::services::content::v1::{
-    ReadContentRequest, WriteAction, WriteContentRequest, content_client::ContentClient,
+    WriteAction, WriteContentRequest, content_client::ContentClient,
 };
 use molde_api::containerd::services::diff::v1::{ApplyRequest, DiffRequest, diff_client::DiffClient};
 use molde_api::containerd::services::images::v1::{

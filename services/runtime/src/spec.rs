@@ -202,10 +202,10 @@ pub fn build(
     let entrypoint = if req.entrypoint_set {
         req.entrypoint.clone()
     } else {
-        img.entrypoint.clone().unwrap_or_default()
+        img.entrypoint().clone().unwrap_or_default()
     };
     let cmd = if req.args.is_empty() {
-        img.cmd.clone().unwrap_or_default()
+        img.cmd().clone().unwrap_or_default()
     } else {
         req.args.clone()
     };
@@ -216,7 +216,7 @@ pub fn build(
             req.image
         )));
     }
-    let mut env = img.env.clone().unwrap_or_default();
+    let mut env = img.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(
             0,
@@ -232,8 +232,8 @@ pub fn build(
     env = merge_env(&env, &req.env);
     let cwd = if !req.workdir.is_empty() {
         req.workdir.clone()
-    } else if !img.working_dir.is_empty() {
-        img.working_dir.clone()
+    } else if let Some(w) = img.working_dir().as_deref().filter(|w| !w.is_empty()) {
+        w.to_string()
     } else {
         "/".into()
     };
@@ -479,13 +479,12 @@ mod tests {
 
     #[test]
     fn process_comes_from_image_and_overrides() {
-        let img = ProcessConfig {
-            env: Some(vec!["PATH=/bin".into(), "X=1".into()]),
-            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
-            cmd: Some(vec!["echo default".into()]),
-            working_dir: "/srv".into(),
-            user: "1000:1000".into(),
-        };
+        let mut img = ProcessConfig::default();
+        img.set_env(Some(vec!["PATH=/bin".into(), "X=1".into()]));
+        img.set_entrypoint(Some(vec!["/bin/sh".into(), "-c".into()]));
+        img.set_cmd(Some(vec!["echo default".into()]));
+        img.set_working_dir(Some("/srv".into()));
+        img.set_user(Some("1000:1000".into()));
         let req = RunRequest {
             image: "i".into(),
             args: vec!["echo hi".into()],

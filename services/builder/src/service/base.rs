@@ -22,39 +22,29 @@ impl Job {
             None => return Err(Status::not_found(format!("FROM {name}: no image {full} here"))),
         };
         let target = img.target.unwrap_or_default();
-        let mut manifest: Value = self.read_json(&target.digest).await?;
-        if let Some(ms) = manifest.get("manifests").and_then(Value::as_array) {
-            let m = ms
-                .iter()
-                .find(|m| {
-                    m["platform"]["os"] == "linux"
-                        && m["platform"]["architecture"] == molde_common::host_arch()
+        let r = molde_common::image::resolve_digest(
+            &self.svc.content,
+            &self.ns,
+            &format!("FROM {name}"),
+            &target.digest,
+            &molde_common::image::host_platform(),
+        )
+        .await?;
+        let config: Value = serde_json::from_slice(&r.config_raw)
+            .map_err(|e| Status::failed_precondition(format!("FROM {name}: its config: {e}")))?;
+        let diff_ids: Vec<String> = r.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let top = r.top_chain_id().unwrap_or_default().to_string();
+        let layers = r
+            .layers
+            .iter()
+            .map(|l| {
+                json!({
+                    "mediaType": l.descriptor.media_type().to_string(),
+                    "digest": l.descriptor.digest().to_string(),
+                    "size": l.descriptor.size(),
                 })
-                .ok_or_else(|| {
-                    Status::failed_precondition(format!(
-                        "FROM {name}: no manifest for linux/{}",
-                        molde_common::host_arch()
-                    ))
-                })?;
-            let d = m["digest"].as_str().unwrap_or_default().to_string();
-            manifest = self.read_json(&d).await?;
-        }
-        let config: Value = self
-            .read_json(manifest["config"]["digest"].as_str().unwrap_or_default())
-            .await?;
-        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
-        let top = molde_common::chain_ids(&diff_ids).pop().unwrap_or_default();
-        let layers = manifest["layers"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|l| json!({"mediaType": l["mediaType"], "digest": l["digest"], "size": l["size"]}))
-                    .collect()
             })
-            .unwrap_or_default();
+            .collect();
         Ok(Built {
             config,
             layers,
@@ -103,22 +93,6 @@ impl Job {
             .into_inner();
         while s.message().await.map_err(failed)?.is_some() {}
         Ok(())
-    }
-
-    pub(super) async fn read_json(&self, digest: &str) -> Result<Value, Status> {
-        let mut s = ContentClient::new(self.svc.content.clone())
-            .read(self.plain(ReadContentRequest {
-                digest: digest.into(),
-                offset: 0,
-                size: 0,
-            }))
-            .await?
-            .into_inner();
-        let mut out = Vec::new();
-        while let Some(m) = s.next().await {
-            out.extend_from_slice(&m?.data);
-        }
-        serde_json::from_slice(&out).map_err(|e| Status::data_loss(format!("{digest}: {e}")))
     }
 
     pub(super) async fn write_blob(

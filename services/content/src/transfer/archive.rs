@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::error::{ContentError, Result};
 use crate::records::{self, ImageRecord, Labels};
 
-use super::media::{self, Descriptor, ImageConfig, Index, Manifest, Platform};
+use super::media::{self, Descriptor, ImageConfig, Index, Manifest};
 use super::pull::{ImageJob, ProgressTx, Puller};
 
 /// An archive's files: path → (digest, size).
@@ -316,7 +316,7 @@ impl Puller {
             ));
         }
 
-        let platform = Platform::host();
+        let platform = molde_common::image::host_platform();
         let mut names = Vec::new();
         for (name, target) in images {
             let top = self.blob_bytes(ns, &target.digest)?;
@@ -326,9 +326,18 @@ impl Puller {
                 let m = idx
                     .manifests
                     .iter()
-                    .find(|m| m.platform.as_ref().is_none_or(|p| platform.matches(p)))
+                    .find(|m| {
+                        m.platform
+                            .as_ref()
+                            .is_none_or(|p| molde_common::image::platform_matches(&platform, p))
+                    })
                     .cloned()
-                    .ok_or_else(|| ContentError::NotFound(format!("{name} for platform {platform}")))?;
+                    .ok_or_else(|| {
+                        ContentError::NotFound(format!(
+                            "{name} for platform {}",
+                            molde_common::image::platform_string(&platform)
+                        ))
+                    })?;
                 let body = self.blob_bytes(ns, &m.digest)?;
                 (Some(idx), m, body)
             } else {

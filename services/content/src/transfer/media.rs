@@ -32,73 +32,8 @@ pub fn is_layer(mt: &str) -> bool {
         || mt == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platform {
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub os: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub variant: String,
-}
-
-impl Platform {
-    /// The platform this daemon runs containers for.
-    pub fn host() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", ""),
-            "aarch64" => ("arm64", "v8"),
-            "arm" => ("arm", "v7"),
-            other => (other, ""),
-        };
-        Platform {
-            architecture: architecture.into(),
-            os: "linux".into(),
-            variant: variant.into(),
-        }
-    }
-
-    /// Parses `os/arch[/variant]`; empty means the host's.
-    pub fn parse(s: &str) -> Result<Platform> {
-        if s.is_empty() {
-            return Ok(Platform::host());
-        }
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: String::new(),
-            }),
-            [os, arch, v] => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: v.to_string(),
-            }),
-            _ => Err(ContentError::InvalidArgument(format!(
-                "platform {s:?}: expected os/arch[/variant]"
-            ))),
-        }
-    }
-
-    /// Whether an index entry for `other` runs here. A variant is only compared
-    /// when both sides name one.
-    pub fn matches(&self, other: &Platform) -> bool {
-        self.os == other.os
-            && self.architecture == other.architecture
-            && (self.variant.is_empty() || other.variant.is_empty() || self.variant == other.variant)
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if !self.variant.is_empty() {
-            write!(f, "/{}", self.variant)?;
-        }
-        Ok(())
-    }
-}
+/// Platforms are oci-spec's, matched by the one rule in `molde_common::image`.
+pub use molde_common::image::Platform;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -185,6 +120,7 @@ pub use molde_common::chain_ids;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use molde_common::image::{parse_platform, platform_matches};
 
     #[test]
     fn sniffs_media_types_and_refuses_others() {
@@ -204,10 +140,13 @@ mod tests {
 
     #[test]
     fn platforms_match_with_optional_variant() {
-        let host = Platform::parse("linux/arm64").unwrap();
-        assert!(host.matches(&Platform::parse("linux/arm64/v8").unwrap()));
-        assert!(!host.matches(&Platform::parse("linux/amd64").unwrap()));
-        assert!(Platform::parse("linux").is_err());
+        let host = parse_platform("linux/arm64").unwrap();
+        assert!(platform_matches(
+            &host,
+            &parse_platform("linux/arm64/v8").unwrap()
+        ));
+        assert!(!platform_matches(&host, &parse_platform("linux/amd64").unwrap()));
+        assert!(parse_platform("linux").is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use molde_api::containerd::types::Descriptor as ApiDescriptor;
 use molde_api::molde::services::transfer::v1 as api;
 use molde_common::Digest;
 use molde_common::context::namespaced;
+use molde_common::image::{parse_platform, platform_matches, platform_string};
 use molde_meta::Txn;
 use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
@@ -217,7 +218,7 @@ impl Puller {
             let Some(m) = idx
                 .manifests
                 .iter()
-                .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                .find(|m| m.platform.as_ref().is_some_and(|p| platform_matches(platform, p)))
             else {
                 return Ok(false);
             };
@@ -262,7 +263,7 @@ impl Puller {
             .parse()
             .map_err(|e| ContentError::InvalidArgument(format!("reference {:?}: {e}", req.reference)))?;
         let name = reference.whole();
-        let platform = Platform::parse(&req.platform)?;
+        let platform = parse_platform(&req.platform)?;
         let snapshotter = if req.snapshotter.is_empty() {
             "overlayfs".to_string()
         } else {
@@ -308,17 +309,20 @@ impl Puller {
                 .iter()
                 .find(|m| {
                     media::is_manifest(&m.media_type)
-                        && m.platform.as_ref().is_some_and(|p| platform.matches(p))
+                        && m.platform
+                            .as_ref()
+                            .is_some_and(|p| platform_matches(&platform, p))
                 })
                 .cloned()
                 .ok_or_else(|| {
                     let have: Vec<String> = idx
                         .manifests
                         .iter()
-                        .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
+                        .filter_map(|m| m.platform.as_ref().map(platform_string))
                         .collect();
                     ContentError::NotFound(format!(
-                        "{name} for platform {platform} (the index has {})",
+                        "{name} for platform {} (the index has {})",
+                        platform_string(&platform),
                         have.join(", ")
                     ))
                 })?;

@@ -16,7 +16,7 @@ use oci_client::Reference;
 use crate::error::{ContentError, Result};
 use crate::records::{self, ContentRecord, ImageRecord};
 
-use super::media::{self, Index, Manifest, Platform};
+use super::media::{self, Index, Manifest};
 use super::pull::{ProgressTx, Puller};
 use super::registry::{SOURCE_LABEL, remote};
 
@@ -48,7 +48,7 @@ impl Puller {
             .parse()
             .map_err(|e| ContentError::InvalidArgument(format!("reference {dest_name:?}: {e}")))?;
         let reg = self.registry(&dest, req.auth.as_ref())?;
-        let platform = Platform::parse(&req.platform)?;
+        let platform = molde_common::image::parse_platform(&req.platform)?;
 
         // What to push: (manifest digest, media type) in order, then the tag's target.
         let target = img.target.clone();
@@ -77,11 +77,16 @@ impl Puller {
                 // Only some platforms were pulled: push this platform's manifest under the tag.
                 let m = present
                     .iter()
-                    .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                    .find(|m| {
+                        m.platform
+                            .as_ref()
+                            .is_some_and(|p| molde_common::image::platform_matches(&platform, p))
+                    })
                     .ok_or_else(|| {
                         ContentError::NotFound(format!(
-                            "{} has no manifest for {platform} here",
-                            req.reference
+                            "{} has no manifest for {} here",
+                            req.reference,
+                            molde_common::image::platform_string(&platform)
                         ))
                     })?;
                 tag_target = (m.digest.clone(), m.media_type.clone());

@@ -75,7 +75,7 @@ impl RuntimeService {
             })
             .collect();
         let user = if req.user.is_empty() {
-            img.process.user.clone()
+            img.process.user().clone().unwrap_or_default()
         } else {
             req.user.clone()
         };

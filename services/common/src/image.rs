@@ -1,0 +1,275 @@
+//! The image model every service shares: oci-spec's types, one rule for the
+//! platform this host runs (with its CPU variant), and one walk from an image
+//! record to its manifest, config and layers (`resolve`), used by the
+//! runtime, the builder and the CLI alike.
+
+use molde_api::containerd::services::content::v1::{ReadContentRequest, content_client::ContentClient};
+use molde_api::containerd::services::images::v1::{GetImageRequest, images_client::ImagesClient};
+pub use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, Platform};
+use tonic::Status;
+use tonic::transport::Channel;
+
+use crate::InvalidArgument;
+use crate::context::namespaced;
+
+/// The most bytes a manifest, index or config may have.
+pub const MAX_METADATA: usize = 4 << 20;
+
+/// The platform this host runs containers for: `linux/amd64`,
+/// `linux/arm64/v8`, `linux/arm/v7`.
+pub fn host_platform() -> Platform {
+    let (arch, variant) = match std::env::consts::ARCH {
+        "x86_64" => ("amd64", None),
+        "aarch64" => ("arm64", Some("v8")),
+        "arm" => ("arm", Some("v7")),
+        other => (other, None),
+    };
+    let mut p = Platform::default();
+    p.set_os("linux".into());
+    p.set_architecture(arch.into());
+    p.set_variant(variant.map(str::to_string));
+    p
+}
+
+/// Parses `os/arch[/variant]`; empty means the host's.
+pub fn parse_platform(s: &str) -> Result<Platform, InvalidArgument> {
+    if s.is_empty() {
+        return Ok(host_platform());
+    }
+    let parts: Vec<&str> = s.split('/').collect();
+    let (os, arch, variant) = match parts.as_slice() {
+        [os, arch] => (*os, *arch, None),
+        [os, arch, v] => (*os, *arch, Some(v.to_string())),
+        _ => {
+            return Err(InvalidArgument(format!(
+                "platform {s:?}: expected os/arch[/variant]"
+            )));
+        }
+    };
+    if os.is_empty() || arch.is_empty() {
+        return Err(InvalidArgument(format!(
+            "platform {s:?}: expected os/arch[/variant]"
+        )));
+    }
+    let mut p = Platform::default();
+    p.set_os(os.into());
+    p.set_architecture(arch.into());
+    p.set_variant(variant);
+    Ok(p)
+}
+
+/// `os/arch[/variant]`.
+pub fn platform_string(p: &Platform) -> String {
+    match p.variant() {
+        Some(v) if !v.is_empty() => format!("{}/{}/{v}", p.os(), p.architecture()),
+        _ => format!("{}/{}", p.os(), p.architecture()),
+    }
+}
+
+/// Whether an index entry for `have` runs where `want` is asked for. A
+/// variant is compared when both name one: `linux/arm/v7` never takes a v6
+/// entry, and `linux/arm64` takes `linux/arm64/v8`.
+pub fn platform_matches(want: &Platform, have: &Platform) -> bool {
+    let variant = |p: &Platform| p.variant().clone().filter(|v| !v.is_empty());
+    want.os() == have.os()
+        && want.architecture() == have.architecture()
+        && match (variant(want), variant(have)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+}
+
+/// The manifest of an index for `want`: the first entry that matches, or an
+/// error listing what the index has.
+pub fn select_manifest<'a>(
+    index: &'a ImageIndex,
+    want: &Platform,
+    what: &str,
+) -> Result<&'a Descriptor, String> {
+    index
+        .manifests()
+        .iter()
+        .find(|m| m.platform().as_ref().is_some_and(|p| platform_matches(want, p)))
+        .ok_or_else(|| {
+            let have: Vec<String> = index
+                .manifests()
+                .iter()
+                .filter_map(|m| m.platform().as_ref().map(platform_string))
+                .collect();
+            format!(
+                "{what} has no manifest for {} (its index has {})",
+                platform_string(want),
+                have.join(", ")
+            )
+        })
+}
+
+/// A layer of an image, with what names it once unpacked.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub descriptor: Descriptor,
+    pub diff_id: String,
+    /// The snapshot it unpacks to.
+    pub chain_id: String,
+}
+
+/// An image record followed down to the manifest for a platform.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// What the image record points at (a manifest or an index).
+    pub target_digest: String,
+    pub manifest_digest: String,
+    pub manifest: ImageManifest,
+    pub config_digest: String,
+    pub config: ImageConfiguration,
+    /// The config's bytes, for fields oci-spec's type leaves out (Healthcheck, OnBuild, Shell).
+    pub config_raw: Vec<u8>,
+    pub layers: Vec<Layer>,
+}
+
+impl Resolved {
+    /// The chain ID of the top layer: the snapshot a container starts on.
+    pub fn top_chain_id(&self) -> Option<&str> {
+        self.layers.last().map(|l| l.chain_id.as_str())
+    }
+}
+
+/// Reads a whole blob of at most `MAX_METADATA` bytes from content.v1.
+pub async fn read_small_blob(ch: &Channel, ns: &str, digest: &str) -> Result<Vec<u8>, Status> {
+    let mut stream = ContentClient::new(ch.clone())
+        .read(namespaced(
+            ns,
+            ReadContentRequest {
+                digest: digest.into(),
+                offset: 0,
+                size: 0,
+            },
+        ))
+        .await
+        .map_err(|s| Status::new(s.code(), format!("reading {digest}: {}", s.message())))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await? {
+        out.extend_from_slice(&m.data);
+        if out.len() > MAX_METADATA {
+            return Err(Status::failed_precondition(format!(
+                "{digest} is over {MAX_METADATA} bytes: not a manifest or config"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, Status> {
+    serde_json::from_slice(b).map_err(|e| Status::failed_precondition(format!("{what}: {e}")))
+}
+
+/// Follows the image record `name` in namespace `ns` to the manifest for
+/// `want` (through its index, if it has one), its config and its layers.
+pub async fn resolve(ch: &Channel, ns: &str, name: &str, want: &Platform) -> Result<Resolved, Status> {
+    let img = ImagesClient::new(ch.clone())
+        .get(namespaced(ns, GetImageRequest { name: name.into() }))
+        .await
+        .map_err(|s| Status::new(s.code(), format!("image {name}: {}", s.message())))?
+        .into_inner()
+        .image
+        .unwrap_or_default();
+    let target = img.target.unwrap_or_default();
+    resolve_digest(ch, ns, name, &target.digest, want).await
+}
+
+/// As `resolve`, from the digest of a manifest or an index.
+pub async fn resolve_digest(
+    ch: &Channel,
+    ns: &str,
+    name: &str,
+    digest: &str,
+    want: &Platform,
+) -> Result<Resolved, Status> {
+    let body = read_small_blob(ch, ns, digest).await?;
+    let probe: serde_json::Value = parse(&body, &format!("{name}: {digest}"))?;
+    let (manifest_digest, body) = if probe.get("manifests").is_some() {
+        let index: ImageIndex = parse(&body, &format!("{name}: index {digest}"))?;
+        let m =
+            select_manifest(&index, want, &format!("image {name}")).map_err(Status::failed_precondition)?;
+        let d = m.digest().to_string();
+        let b = read_small_blob(ch, ns, &d).await?;
+        (d, b)
+    } else {
+        (digest.to_string(), body)
+    };
+    let manifest: ImageManifest = parse(&body, &format!("{name}: manifest {manifest_digest}"))?;
+    let config_digest = manifest.config().digest().to_string();
+    let config_raw = read_small_blob(ch, ns, &config_digest).await?;
+    let config: ImageConfiguration = parse(&config_raw, &format!("{name}: config {config_digest}"))?;
+    let diff_ids = config.rootfs().diff_ids().clone();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(Status::failed_precondition(format!(
+            "{name}: the config lists {} diff IDs for {} layers",
+            diff_ids.len(),
+            manifest.layers().len()
+        )));
+    }
+    let chain = crate::chain_ids(&diff_ids);
+    let layers = manifest
+        .layers()
+        .iter()
+        .zip(diff_ids)
+        .zip(chain)
+        .map(|((d, diff_id), chain_id)| Layer {
+            descriptor: d.clone(),
+            diff_id,
+            chain_id,
+        })
+        .collect();
+    Ok(Resolved {
+        target_digest: digest.to_string(),
+        manifest_digest,
+        manifest,
+        config_digest,
+        config,
+        config_raw,
+        layers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Platform {
+        parse_platform(s).unwrap()
+    }
+
+    #[test]
+    fn platforms_match_with_their_variants() {
+        assert!(platform_matches(&p("linux/arm64"), &p("linux/arm64/v8")));
+        assert!(platform_matches(&p("linux/arm64/v8"), &p("linux/arm64")));
+        assert!(!platform_matches(&p("linux/arm/v7"), &p("linux/arm/v6")));
+        assert!(platform_matches(&p("linux/arm/v7"), &p("linux/arm/v7")));
+        assert!(!platform_matches(&p("linux/amd64"), &p("linux/arm64")));
+        assert!(parse_platform("linux").is_err());
+        assert_eq!(platform_string(&p("linux/arm/v7")), "linux/arm/v7");
+        assert_eq!(platform_string(&p("")), platform_string(&host_platform()));
+    }
+
+    #[test]
+    fn an_index_gives_the_first_entry_for_the_platform() {
+        let index: ImageIndex = serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1,
+                 "digest": format!("sha256:{}", "6".repeat(64)),
+                 "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
+                {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1,
+                 "digest": format!("sha256:{}", "7".repeat(64)),
+                 "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+            ]
+        }))
+        .unwrap();
+        let m = select_manifest(&index, &p("linux/arm/v7"), "x").unwrap();
+        assert!(m.digest().to_string().contains(&"7".repeat(64)));
+        let err = select_manifest(&index, &p("linux/s390x"), "x").unwrap_err();
+        assert!(err.contains("linux/arm/v6, linux/arm/v7"), "{err}");
+    }
+}
