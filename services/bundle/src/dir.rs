@@ -25,6 +25,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Annotation on a container's spec: its working directory, when missing,
+/// is created owned by the process's user (a build's RUN), not root.
+pub const WORKDIR_OWNER: &str = "io.molde.workdir-owner";
+
 /// How a container ended, as its shim records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exit {

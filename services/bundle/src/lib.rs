@@ -13,5 +13,5 @@ mod dir;
 pub mod mount;
 mod state;
 
-pub use dir::{Bundle, ExecProcess, Exit, LogRecord, Stdio, TaskExec};
+pub use dir::{Bundle, ExecProcess, Exit, LogRecord, Stdio, TaskExec, WORKDIR_OWNER};
 pub use state::State;

@@ -6,6 +6,25 @@ use crate::InvalidArgument;
 
 pub type Labels = BTreeMap<String, String>;
 
+// The label and annotation names molde's services agree on, in one place.
+
+/// Keeps a record from garbage collection (containerd's).
+pub const GC_ROOT: &str = "containerd.io/gc.root";
+/// An RFC 3339 time after which a lease (or ingest) may be collected.
+pub const GC_EXPIRE: &str = "containerd.io/gc.expire";
+/// Prefix of labels naming content a record holds (`…content.config`, `…content.l.N`, `…content.m.N`).
+pub const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
+/// Prefix of labels naming the snapshot a config holds, per snapshotter (`…snapshot.overlayfs`).
+pub const GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
+/// A layer blob's diff ID.
+pub const UNCOMPRESSED: &str = "containerd.io/uncompressed";
+/// Prefix of labels recording the repository a blob came from, per registry.
+pub const DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source.";
+/// On an active snapshot: the parent it takes at commit (see the snapshotter).
+pub const SNAPSHOT_PARENT: &str = "molde.io/snapshot.parent";
+/// The tag of an image in an OCI layout's index.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
 /// containerd's limit on one label: key and value together.
 pub const MAX_LABEL: usize = 4096;
 

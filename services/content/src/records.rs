@@ -20,12 +20,12 @@ use crate::error::{ContentError, Result};
 pub use molde_common::labels::Labels;
 pub use molde_common::{now_nanos, timestamp};
 
-/// Label that makes content a garbage-collection root.
-pub const GC_ROOT: &str = "containerd.io/gc.root";
-/// Labels with this prefix name content (by digest) that the labelled object holds.
-pub const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
 /// Lease label: RFC 3339 time after which the lease is removed.
-pub const GC_EXPIRE: &str = "containerd.io/gc.expire";
+pub use molde_common::labels::GC_EXPIRE;
+/// Labels with this prefix name content (by digest) that the labelled object holds.
+pub use molde_common::labels::GC_REF_CONTENT;
+/// Label that makes content a garbage-collection root.
+pub use molde_common::labels::GC_ROOT;
 
 pub fn namespace_key(ns: &str) -> String {
     format!("/v1/namespaces/{ns}")

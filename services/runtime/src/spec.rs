@@ -134,7 +134,7 @@ pub fn tmpfs_mount(t: &str) -> Result<Mount, Status> {
 
 /// The annotation that tells the shim to create a missing working directory
 /// owned by the process's user.
-pub const WORKDIR_OWNER: &str = "io.molde.workdir-owner";
+pub use molde_bundle::WORKDIR_OWNER;
 
 /// `KEY=VALUE` lists merged: later keys replace earlier ones.
 pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {

@@ -423,8 +423,7 @@ fn run(args: &Args) -> Result<i32> {
         let for_user = spec
             .annotations()
             .as_ref()
-            // molde-runtime's `spec::WORKDIR_OWNER` (the shim stays free of its crates).
-            .is_some_and(|a| a.get("io.molde.workdir-owner").is_some_and(|v| v == "user"));
+            .is_some_and(|a| a.get(molde_bundle::WORKDIR_OWNER).is_some_and(|v| v == "user"));
         let owner = for_user.then(|| (p.user().uid(), p.user().gid()));
         ensure_dir(&rootfs, &p.cwd().to_string_lossy(), owner)
             .with_context(|| format!("creating the working directory {}", p.cwd().display()))?;

@@ -26,7 +26,7 @@ use crate::error::{Result, SnapshotError};
 use crate::snapshotter::Snapshotter;
 
 pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
+use molde_common::labels::UNCOMPRESSED as UNCOMPRESSED_LABEL;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Change {

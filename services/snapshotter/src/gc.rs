@@ -27,7 +27,7 @@ use crate::store::{self, DEFERRED_PARENT, Driver, Kind};
 
 /// Snapshot keys that content labels and leases hold in `ns`.
 async fn held(channel: &Channel, ns: &str, d: Driver) -> Result<HashSet<String>> {
-    let label = format!("containerd.io/gc.ref.snapshot.{}", d.name());
+    let label = format!("{}{}", molde_common::labels::GC_REF_SNAPSHOT, d.name());
     let mut out = HashSet::new();
     let mut s = ContentClient::new(channel.clone())
         .list(namespaced(

@@ -75,7 +75,7 @@ pub struct SnapshotRecord {
 /// Label on an active snapshot naming the parent it will have once committed.
 /// Lets a layer be prepared and applied before its parent exists, so all layers
 /// of an image unpack at once; Commit requires the parent to be committed by then.
-pub const DEFERRED_PARENT: &str = "molde.io/snapshot.parent";
+pub use molde_common::labels::SNAPSHOT_PARENT as DEFERRED_PARENT;
 
 const NAMESPACES: &str = "/v1/snapshotter/namespaces/";
 

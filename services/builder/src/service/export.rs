@@ -28,7 +28,7 @@ impl Job {
         let mut labels = HashMap::new();
         if !built.top.is_empty() {
             labels.insert(
-                format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+                format!("{}{SNAPSHOTTER}", molde_common::labels::GC_REF_SNAPSHOT),
                 built.top.clone(),
             );
         }
@@ -41,12 +41,12 @@ impl Job {
         });
         let mut labels = HashMap::new();
         labels.insert(
-            "containerd.io/gc.ref.content.config".to_string(),
+            format!("{}.config", molde_common::labels::GC_REF_CONTENT),
             config_digest.clone(),
         );
         for (i, l) in built.layers.iter().enumerate() {
             labels.insert(
-                format!("containerd.io/gc.ref.content.l.{i}"),
+                format!("{}.l.{i}", molde_common::labels::GC_REF_CONTENT),
                 l["digest"].as_str().unwrap_or_default().to_string(),
             );
         }

@@ -6,7 +6,7 @@ impl Job {
     pub(super) async fn run(&self, df: &Dockerfile, waves: Vec<Vec<usize>>) -> Result<(), Status> {
         let mut expiry = std::collections::HashMap::new();
         expiry.insert(
-            "containerd.io/gc.expire".to_string(),
+            molde_common::labels::GC_EXPIRE.to_string(),
             rfc3339(now_secs() + 24 * 3600),
         );
         let mut leases = LeasesClient::new(self.svc.content.clone());

@@ -110,7 +110,7 @@ impl Job {
             .unwrap_or_default();
         let diff_id = info
             .labels
-            .get("containerd.io/uncompressed")
+            .get(molde_common::labels::UNCOMPRESSED)
             .cloned()
             .ok_or_else(|| {
                 Status::internal(format!("layer {} has no uncompressed digest label", desc.digest))

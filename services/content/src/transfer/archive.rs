@@ -24,7 +24,7 @@ use super::pull::{ImageJob, ProgressTx, Puller};
 type ArchiveFiles = HashMap<String, (String, i64)>;
 
 const NAME_ANNOTATION: &str = "io.containerd.image.name";
-const REF_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+use molde_common::labels::REF_NAME as REF_ANNOTATION;
 /// Files kept in memory while importing (JSON documents) are at most this large.
 const SMALL: u64 = 4 << 20;
 

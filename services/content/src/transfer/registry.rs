@@ -31,7 +31,7 @@ use crate::error::{ContentError, Result};
 use super::media::{ACCEPTED, MAX_METADATA};
 
 /// Label recording the repository a blob was pulled from, per registry.
-pub const SOURCE_LABEL: &str = "containerd.io/distribution.source.";
+pub use molde_common::labels::DISTRIBUTION_SOURCE as SOURCE_LABEL;
 
 /// Attempts per request before a pull gives up on a registry.
 pub const ATTEMPTS: u32 = 5;

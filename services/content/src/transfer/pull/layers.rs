@@ -11,7 +11,7 @@
 use super::*;
 
 /// Label on an active snapshot naming its parent-to-be (see the snapshotter).
-const DEFERRED_PARENT: &str = "molde.io/snapshot.parent";
+use molde_common::labels::SNAPSHOT_PARENT as DEFERRED_PARENT;
 
 /// Whether the snapshot `key` exists.
 pub(super) async fn snapshot_exists(ch: &Channel, ns: &str, snapshotter: &str, key: &str) -> Result<bool> {
@@ -116,7 +116,11 @@ impl Puller {
             self.shared.set_labels(
                 ns,
                 &l.digest,
-                [("containerd.io/uncompressed".to_string(), job.diff_ids[i].clone())].into(),
+                [(
+                    molde_common::labels::UNCOMPRESSED.to_string(),
+                    job.diff_ids[i].clone(),
+                )]
+                .into(),
             )?;
         }
         if let Some((reference, _)) = &job.source {
@@ -156,7 +160,7 @@ impl Puller {
                 ns,
                 &manifest.config.digest,
                 [(
-                    format!("containerd.io/gc.ref.snapshot.{snapshotter}"),
+                    format!("{}{snapshotter}", molde_common::labels::GC_REF_SNAPSHOT),
                     top.clone(),
                 )]
                 .into(),
