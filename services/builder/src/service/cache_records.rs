@@ -2,6 +2,32 @@
 
 use super::*;
 
+/// What `<root>/build-cache/<key>.json` holds: the layer a step made.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct CacheRecord {
+    pub layer: oci_spec::image::Descriptor,
+    pub diff_id: String,
+    /// The chain ID of the snapshot the step left.
+    pub top: String,
+    /// The namespace whose lease holds the layer.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+impl CacheRecord {
+    pub(super) fn read(path: &Path) -> Option<CacheRecord> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    pub(super) fn digest(&self) -> String {
+        self.layer.digest().to_string()
+    }
+}
+
 impl Job {
     pub(super) fn cache_file(&self, key: &str) -> PathBuf {
         self.svc
@@ -12,23 +38,15 @@ impl Job {
     /// A layer an earlier build made for this key, if its blob and snapshot are still here.
     pub(super) async fn cached(&self, key: &str) -> Option<(Value, String, String)> {
         let path = self.cache_file(key);
-        let raw = std::fs::read(&path).ok()?;
-        let rec: Value = serde_json::from_slice(&raw).ok()?;
-        let (layer, diff_id, top) = (
-            rec["layer"].clone(),
-            rec["diff_id"].as_str()?.to_string(),
-            rec["top"].as_str()?.to_string(),
-        );
+        let rec = CacheRecord::read(&path)?;
+        let digest = rec.digest();
+        let (layer, diff_id, top) = (serde_json::to_value(&rec.layer).ok()?, rec.diff_id, rec.top);
         // Held by this build first, then checked: once both are found, no
         // prune or collection can take them from under the build.
         self.hold(&top, &format!("snapshots/{SNAPSHOTTER}")).await.ok()?;
-        self.hold(layer["digest"].as_str()?, "content").await.ok()?;
+        self.hold(&digest, "content").await.ok()?;
         ContentClient::new(self.svc.content.clone())
-            .info(
-                self.plain(molde_api::containerd::services::content::v1::InfoRequest {
-                    digest: layer["digest"].as_str()?.to_string(),
-                }),
-            )
+            .info(self.plain(molde_api::containerd::services::content::v1::InfoRequest { digest }))
             .await
             .ok()?;
         SnapshotsClient::new(self.svc.snapshotter.clone())
@@ -50,13 +68,20 @@ impl Job {
     /// Records a step's layer under its key (written whole, then renamed) and
     /// holds the layer in the cache's lease until the record is pruned.
     pub(super) async fn remember(&self, key: &str, layer: &(Value, String, String)) {
+        let Ok(descriptor) = serde_json::from_value(layer.0.clone()) else {
+            tracing::warn!(key, "a layer without a descriptor is not cached");
+            return;
+        };
+        let rec = CacheRecord {
+            layer: descriptor,
+            diff_id: layer.1.clone(),
+            top: layer.2.clone(),
+            namespace: self.ns.clone(),
+        };
         let mut leases = LeasesClient::new(self.svc.content.clone());
         for (id, kind) in [
-            (
-                layer.0["digest"].as_str().unwrap_or_default().to_string(),
-                "content".to_string(),
-            ),
-            (layer.2.clone(), format!("snapshots/{SNAPSHOTTER}")),
+            (rec.digest(), "content".to_string()),
+            (rec.top.clone(), format!("snapshots/{SNAPSHOTTER}")),
         ] {
             if leases
                 .add_resource(self.plain(AddResourceRequest {
@@ -69,12 +94,15 @@ impl Job {
                 return;
             }
         }
-        let rec = json!({ "layer": layer.0, "diff_id": layer.1, "top": layer.2, "namespace": self.ns });
         let path = self.cache_file(key);
         let tmp = path.with_extension("tmp");
         let _ = std::fs::create_dir_all(&self.svc.cache);
-        if std::fs::write(&tmp, rec.to_string()).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
+        let written = serde_json::to_vec(&rec)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(key, error = %e, "could not record the step in the build cache");
         }
     }
 }

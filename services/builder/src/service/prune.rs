@@ -1,5 +1,6 @@
 //! Keeping the build cache within its size: records dropped least recently used first, their layers released to garbage collection.
 
+use super::cache_records::CacheRecord;
 use super::*;
 
 /// One prune at a time.
@@ -10,15 +11,15 @@ impl BuilderService {
     /// rest hold take at most `keep` bytes (none are kept with `all`).
     pub(super) async fn prune_cache(&self, all: bool, keep: u64) -> Result<api::PruneResponse, Status> {
         let _guard = PRUNE.lock().await;
-        let mut records: Vec<(std::time::SystemTime, PathBuf, Value)> = Vec::new();
+        let mut records: Vec<(std::time::SystemTime, PathBuf, CacheRecord)> = Vec::new();
         if let Ok(dir) = std::fs::read_dir(&self.cache) {
             for e in dir.flatten() {
                 let path = e.path();
                 if path.extension().is_none_or(|x| x != "json") {
                     continue;
                 }
-                let Ok(raw) = std::fs::read(&path) else { continue };
-                let Ok(rec) = serde_json::from_slice::<Value>(&raw) else {
+                let Some(rec) = CacheRecord::read(&path) else {
+                    tracing::warn!(record = %path.display(), "an unreadable build cache record is left as it is");
                     continue;
                 };
                 let used = e
@@ -30,7 +31,7 @@ impl BuilderService {
         }
         // Newest first: they are the ones kept.
         records.sort_by_key(|r| std::cmp::Reverse(r.0));
-        let size = |r: &Value| r["layer"]["size"].as_u64().unwrap_or(0);
+        let size = |r: &CacheRecord| r.layer.size();
         let mut kept_bytes = 0u64;
         let mut kept = Vec::new();
         let mut dropped = Vec::new();
@@ -52,29 +53,21 @@ impl BuilderService {
             }
             resp.removed += 1;
             resp.freed_bytes += size(rec);
-            let ns = rec["namespace"].as_str().unwrap_or("default");
-            let digest = rec["layer"]["digest"].as_str().unwrap_or_default();
-            let top = rec["top"].as_str().unwrap_or_default();
+            let ns = rec.namespace.as_str();
+            let digest = rec.digest();
             // Another record may hold the same layer.
-            let shared = |field: &str, v: &str| {
-                kept.iter().any(|k| {
-                    k["namespace"].as_str().unwrap_or("default") == ns
-                        && k.pointer(field).and_then(Value::as_str) == Some(v)
-                })
-            };
+            let held_content = kept.iter().any(|k| k.namespace == ns && k.digest() == digest);
+            let held_snapshot = kept.iter().any(|k| k.namespace == ns && k.top == rec.top);
             let mut leases = LeasesClient::new(self.content.clone());
             let resources = [
-                ("/layer/digest", digest, "content".to_string()),
-                ("/top", top, format!("snapshots/{SNAPSHOTTER}")),
+                (held_content, digest.clone(), "content".to_string()),
+                (held_snapshot, rec.top.clone(), format!("snapshots/{SNAPSHOTTER}")),
             ];
-            for (field, id, kind) in resources {
-                if shared(field, id) {
+            for (shared, id, kind) in resources {
+                if shared {
                     continue;
                 }
-                let resource = Some(Resource {
-                    id: id.into(),
-                    r#type: kind,
-                });
+                let resource = Some(Resource { id, r#type: kind });
                 let _ = leases
                     .delete_resource(self.plain(
                         ns,
