@@ -286,31 +286,7 @@ fn an_index_pulls_the_requested_platform() {
             "platform": {"architecture": arch, "os": "linux"},
         }));
     }
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": manifests,
-    }))
-    .unwrap();
-    let index_digest = sha256(&index);
-    std::fs::write(dir.join("blobs/sha256").join(&index_digest[7..]), &index).unwrap();
-    std::fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "digest": index_digest, "size": index.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
-        .unwrap(),
-    )
-    .unwrap();
-    let out = reg.skopeo(&[
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:latest", dir.display()),
-        &format!("docker://{}/multi/app:1", reg.host),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let index_digest = push_index(&reg, &dir, manifests, "multi/app:1");
 
     let d = Daemon::start();
     let reference = format!("{}/multi/app:1", reg.host);
@@ -387,31 +363,7 @@ fn every_part_of_molde_picks_the_same_manifest_from_an_index() {
         }));
         digests.insert(name, l.manifest_digest);
     }
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": entries,
-    }))
-    .unwrap();
-    let index_digest = sha256(&index);
-    std::fs::write(dir.join("blobs/sha256").join(&index_digest[7..]), &index).unwrap();
-    std::fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "digest": index_digest, "size": index.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
-        .unwrap(),
-    )
-    .unwrap();
-    let out = reg.skopeo(&[
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:latest", dir.display()),
-        &format!("docker://{}/many/app:1", reg.host),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    push_index(&reg, &dir, entries, "many/app:1");
     let reference = format!("{}/many/app:1", reg.host);
 
     let d = Daemon::start();
@@ -454,4 +406,41 @@ fn every_part_of_molde_picks_the_same_manifest_from_an_index() {
         !content.contains(&digests["linux/arm/v6"]),
         "v6 never taken for v7"
     );
+}
+
+/// Writes an OCI index of `manifests` into the layout at `dir` (tagged
+/// `latest`) and pushes every platform of it to `reg` as `repo`; returns the
+/// index's digest.
+fn push_index(
+    reg: &Registry,
+    dir: &std::path::Path,
+    manifests: Vec<serde_json::Value>,
+    repo: &str,
+) -> String {
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+    .unwrap();
+    let index_digest = sha256(&index);
+    std::fs::write(dir.join("blobs/sha256").join(&index_digest[7..]), &index).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": index_digest, "size": index.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let out = reg.skopeo(&[
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", dir.display()),
+        &format!("docker://{}/{repo}", reg.host),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    index_digest
 }
