@@ -340,15 +340,7 @@ impl LayerTask {
                 code: tonic::Code::DataLoss,
                 message,
             }) if message.contains("hardlink target") && !parent.is_empty() => {
-                let _ = sn
-                    .remove(namespaced(
-                        &self.ns,
-                        RemoveSnapshotRequest {
-                            snapshotter: self.snapshotter.clone(),
-                            key: key.clone(),
-                        },
-                    ))
-                    .await;
+                self.discard(&key).await;
                 self.wait_below().await?;
                 tracing::info!(layer = %self.layer.digest, "layer links into its parent; applying on the parent");
                 self.prepare_apply(&mut sn, &key, &parent, HashMap::new()).await?
@@ -356,15 +348,7 @@ impl LayerTask {
             other => other?,
         };
         if applied != self.diff_id {
-            let _ = sn
-                .remove(namespaced(
-                    &self.ns,
-                    RemoveSnapshotRequest {
-                        snapshotter: self.snapshotter.clone(),
-                        key: key.clone(),
-                    },
-                ))
-                .await;
+            self.discard(&key).await;
             return Err(ContentError::Remote {
                 code: tonic::Code::DataLoss,
                 message: format!(
@@ -388,15 +372,7 @@ impl LayerTask {
         match commit {
             Ok(_) => {}
             Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                let _ = sn
-                    .remove(namespaced(
-                        &self.ns,
-                        RemoveSnapshotRequest {
-                            snapshotter: self.snapshotter.clone(),
-                            key,
-                        },
-                    ))
-                    .await;
+                self.discard(&key).await;
             }
             Err(s) => return Err(upstream(format!("committing snapshot {chain_id}"))(s)),
         }
@@ -417,6 +393,23 @@ impl LayerTask {
             }),
         )
         .await;
+    }
+
+    /// Removes a working snapshot this pull made; a failure is logged (the
+    /// snapshotter's cleanup takes what is left).
+    async fn discard(&self, key: &str) {
+        if let Err(s) = SnapshotsClient::new(self.snapshotter_ch.clone())
+            .remove(namespaced(
+                &self.ns,
+                RemoveSnapshotRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    key: key.to_string(),
+                },
+            ))
+            .await
+        {
+            tracing::warn!(key, error = %s.message(), "could not remove a pull's working snapshot");
+        }
     }
 
     /// Prepares `key` and applies the layer onto it; returns the diff ID.
@@ -457,15 +450,7 @@ impl LayerTask {
         match applied {
             Ok(r) => Ok(r.into_inner().applied.map(|d| d.digest).unwrap_or_default()),
             Err(s) => {
-                let _ = sn
-                    .remove(namespaced(
-                        &self.ns,
-                        RemoveSnapshotRequest {
-                            snapshotter: self.snapshotter.clone(),
-                            key: key.to_string(),
-                        },
-                    ))
-                    .await;
+                self.discard(key).await;
                 Err(upstream(format!(
                     "layer {} of {}",
                     self.layer.digest, self.reference
