@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod digest;
+pub mod errdefs;
 pub mod image;
 pub mod labels;
 pub mod reference;

@@ -1,6 +1,8 @@
-//! The content crate's errors, mapped to gRPC codes at the service edge the way
-//! containerd's errdefs does, so clients can branch on the code.
+//! The content crate's errors, each of a `molde_common::errdefs` kind, which
+//! maps them to gRPC codes at the service edge the way containerd's errdefs
+//! does, so clients can branch on the code.
 
+use molde_common::errdefs::{self, Classify, Kind};
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,15 +46,21 @@ impl ContentError {
     }
 
     pub fn code(&self) -> Code {
+        self.kind().code()
+    }
+}
+
+impl Classify for ContentError {
+    fn kind(&self) -> Kind {
         match self {
-            ContentError::NotFound(_) => Code::NotFound,
-            ContentError::AlreadyExists(_) => Code::AlreadyExists,
-            ContentError::InvalidArgument(_) | ContentError::Filter(_) => Code::InvalidArgument,
-            ContentError::FailedPrecondition(_) => Code::FailedPrecondition,
-            ContentError::Locked(_) => Code::Unavailable,
-            ContentError::OutOfRange(_) => Code::OutOfRange,
-            ContentError::Io { .. } | ContentError::Meta(_) | ContentError::Corrupt { .. } => Code::Internal,
-            ContentError::Remote { code, .. } => *code,
+            ContentError::NotFound(_) => Kind::NotFound,
+            ContentError::AlreadyExists(_) => Kind::AlreadyExists,
+            ContentError::InvalidArgument(_) | ContentError::Filter(_) => Kind::InvalidArgument,
+            ContentError::FailedPrecondition(_) => Kind::FailedPrecondition,
+            ContentError::Locked(_) => Kind::Unavailable,
+            ContentError::OutOfRange(_) => Kind::OutOfRange,
+            ContentError::Io { .. } | ContentError::Meta(_) | ContentError::Corrupt { .. } => Kind::Internal,
+            ContentError::Remote { code, .. } => Kind::of(*code),
         }
     }
 }
@@ -65,6 +73,6 @@ impl From<molde_common::InvalidArgument> for ContentError {
 
 impl From<ContentError> for Status {
     fn from(e: ContentError) -> Status {
-        Status::new(e.code(), e.to_string())
+        errdefs::status(&e)
     }
 }

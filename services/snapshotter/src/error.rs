@@ -1,6 +1,8 @@
-//! The snapshotter's errors, mapped to gRPC codes at the service edge.
+//! The snapshotter's errors, each of a `molde_common::errdefs` kind, which maps
+//! them to gRPC codes at the service edge.
 
-use tonic::{Code, Status};
+use molde_common::errdefs::{self, Classify, Kind};
+use tonic::Status;
 
 use crate::apply::ApplyError;
 
@@ -53,23 +55,28 @@ impl From<molde_common::InvalidArgument> for SnapshotError {
     }
 }
 
+impl Classify for SnapshotError {
+    fn kind(&self) -> Kind {
+        match self {
+            SnapshotError::NotFound(_) => Kind::NotFound,
+            SnapshotError::AlreadyExists(_) => Kind::AlreadyExists,
+            SnapshotError::InvalidArgument(_) | SnapshotError::Filter(_) => Kind::InvalidArgument,
+            SnapshotError::FailedPrecondition(_) => Kind::FailedPrecondition,
+            SnapshotError::Unimplemented(_) => Kind::Unimplemented,
+            SnapshotError::Apply { source, .. } => match source {
+                ApplyError::Corrupt(_) | ApplyError::LinkTarget { .. } => Kind::DataLoss,
+                _ => Kind::Internal,
+            },
+            SnapshotError::Upstream(s) => Kind::of(s.code()),
+            SnapshotError::Io { .. } | SnapshotError::Meta(_) | SnapshotError::Corrupt { .. } => {
+                Kind::Internal
+            }
+        }
+    }
+}
+
 impl From<SnapshotError> for Status {
     fn from(e: SnapshotError) -> Status {
-        let code = match &e {
-            SnapshotError::NotFound(_) => Code::NotFound,
-            SnapshotError::AlreadyExists(_) => Code::AlreadyExists,
-            SnapshotError::InvalidArgument(_) | SnapshotError::Filter(_) => Code::InvalidArgument,
-            SnapshotError::FailedPrecondition(_) => Code::FailedPrecondition,
-            SnapshotError::Unimplemented(_) => Code::Unimplemented,
-            SnapshotError::Apply { source, .. } => match source {
-                ApplyError::Corrupt(_) | ApplyError::LinkTarget { .. } => Code::DataLoss,
-                _ => Code::Internal,
-            },
-            SnapshotError::Upstream(s) => s.code(),
-            SnapshotError::Io { .. } | SnapshotError::Meta(_) | SnapshotError::Corrupt { .. } => {
-                Code::Internal
-            }
-        };
-        Status::new(code, e.to_string())
+        errdefs::status(&e)
     }
 }
