@@ -24,12 +24,12 @@ pub fn bind(path: &Path) -> anyhow::Result<(UnixListener, SocketGuard)> {
             .with_context(|| format!("creating {}", dir.display()))?;
     }
     let lock_path = path.with_extension("sock.lock");
-    let lock_file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let lock_file = std::os::unix::fs::OpenOptionsExt::mode(
+        File::options().create(true).truncate(false).write(true),
+        0o600,
+    )
+    .open(&lock_path)
+    .with_context(|| format!("opening {}", lock_path.display()))?;
     let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
         Err((_, errno)) => bail!(

@@ -125,8 +125,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         root_dirs.extend(["build-cache", "build-cache-mounts"]);
         state_dirs.push("build");
     }
-    perms::seal(&cfg.root, &root_dirs)?;
-    perms::seal(&cfg.state, &state_dirs)?;
+    perms::seal(&cfg.root, &root_dirs, &[])?;
+    perms::seal(&cfg.state, &state_dirs, &[])?;
     let address = Address::parse(&cfg.address).map_err(anyhow::Error::msg)?;
     let Address::Unix(sock_path) = &address;
     let (listener, socket) = listener::bind(sock_path)?;
@@ -335,8 +335,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .add_service(IntrospectionServer::new(IntrospectionService { uuid, plugins }));
 
     // Again, now that the services made their files (meta.redb, uuid).
-    perms::seal(&cfg.root, &[])?;
-    perms::seal(&cfg.state, &[])?;
+    perms::seal(&cfg.root, &[], &["meta.redb", "uuid"])?;
     tracing::info!(
         address = %address,
         root = %cfg.root.display(),

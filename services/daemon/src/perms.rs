@@ -3,10 +3,10 @@
 //! A container's `config.json` holds its environment (often secrets), its log
 //! what it printed, and blobs, snapshots and `meta.redb` every image's data.
 //! molded's root and state directories are 0711 (others may pass through,
-//! not list), and everything directly inside them is 0700 (directories) or
-//! 0600 (files), so nothing below can be reached by another user, whatever
-//! mode a service gives the files it writes there. The directories services
-//! create lazily are made here first, with that mode.
+//! not list), and what molded keeps directly inside them is 0700
+//! (directories) or 0600 (files), so nothing below can be reached by another
+//! user, whatever mode a service gives the files it writes there. The
+//! directories services create lazily are made here first, with that mode.
 //!
 //! **Architecture invariant:** what molded writes under its root and state is
 //! readable by root only (enforced here at start-up; `tests/daemon.rs` checks
@@ -29,29 +29,27 @@ pub fn top(dir: &Path) -> anyhow::Result<()> {
     restrict(dir, 0o711).with_context(|| format!("setting mode 0711 on {}", dir.display()))
 }
 
-/// Creates `children` of `dir` (0700) and restricts every entry directly in
-/// `dir` to its owner: 0700 for directories, 0600 for files.
-pub fn seal(dir: &Path, children: &[&str]) -> anyhow::Result<()> {
-    for c in children {
+/// Creates the directories `dirs` in `dir` (0700), or restricts them to
+/// their owner, and restricts the files `files` there (0600) when they
+/// exist. Only what molded owns is touched: whatever else sits in a root an
+/// administrator chose keeps its mode.
+pub fn seal(dir: &Path, dirs: &[&str], files: &[&str]) -> anyhow::Result<()> {
+    for c in dirs {
         let p = dir.join(c);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&p)
             .with_context(|| format!("creating {}", p.display()))?;
+        restrict(&p, 0o700).with_context(|| format!("restricting {}", p.display()))?;
     }
-    for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let e = e?;
-        let ty = e.file_type()?;
-        let mode = if ty.is_dir() {
-            0o700
-        } else if ty.is_file() {
-            0o600
-        } else {
-            // Sockets and links keep theirs: a socket's mode is its own contract.
-            continue;
-        };
-        restrict(&e.path(), mode).with_context(|| format!("restricting {}", e.path().display()))?;
+    for f in files {
+        let p = dir.join(f);
+        match restrict(&p, 0o600) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("restricting {}", p.display()))),
+        }
     }
     Ok(())
 }
@@ -80,11 +78,14 @@ mod tests {
         fs::set_permissions(root.join("old"), fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(root.join("meta"), "x").unwrap();
         fs::set_permissions(root.join("meta"), fs::Permissions::from_mode(0o644)).unwrap();
-        seal(&root, &["new"]).unwrap();
+        fs::write(root.join("theirs"), "x").unwrap();
+        fs::set_permissions(root.join("theirs"), fs::Permissions::from_mode(0o644)).unwrap();
+        seal(&root, &["new", "old"], &["meta", "absent"]).unwrap();
         let mode = |p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o711);
         assert_eq!(mode("old"), 0o700);
         assert_eq!(mode("new"), 0o700);
         assert_eq!(mode("meta"), 0o600);
+        assert_eq!(mode("theirs"), 0o644, "what molded does not own keeps its mode");
     }
 }
