@@ -73,7 +73,7 @@ fn ctr_containers_create_ls_info_label_rm() {
 fn ctr_run_and_task_commands_run_containers_in_molde_shims() {
     let d = Daemon::start();
     let tar = d.dir.path().join("busybox.tar");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-base-image.py");
+    let script = molde_tests::base_image_script();
     assert!(
         std::process::Command::new("python3")
             .arg(script)
@@ -142,7 +142,7 @@ fn ctr_run_and_task_commands_run_containers_in_molde_shims() {
 fn ctr_events_show_container_and_task_lifecycles() {
     let d = Daemon::start();
     let tar = d.dir.path().join("busybox.tar");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-base-image.py");
+    let script = molde_tests::base_image_script();
     assert!(
         std::process::Command::new("python3")
             .arg(script)

@@ -11,9 +11,9 @@ const WIRING: &[&str] = &["molded", "molde", "molde-tests"];
 
 #[test]
 fn service_crates_depend_only_on_the_shared_libraries() {
-    let out = std::process::Command::new(env!("CARGO"))
+    let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into()))
         .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(molde_tests::tests_dir())
         .output()
         .expect("cargo metadata");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

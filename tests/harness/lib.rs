@@ -26,6 +26,20 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The tests' crate directory (`tests/`), read when the test runs: one build
+/// cache serves clones of the repository at other paths, so a path baked in
+/// at compile time could name another clone.
+pub fn tests_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// deploy/make-base-image.py, which builds the offline busybox base image.
+pub fn base_image_script() -> PathBuf {
+    tests_dir().join("../deploy/make-base-image.py")
+}
+
 /// Whether an external tool is installed; tests that need it fail loudly when it is not.
 pub fn require(tool: &str) -> PathBuf {
     let out = Command::new("sh")
@@ -116,7 +130,7 @@ impl Daemon {
     /// loads it as `localhost/molde/busybox:latest`.
     pub fn load_busybox(&self) {
         let tar = self.dir.path().join("busybox.tar");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-base-image.py");
+        let script = base_image_script();
         let out = Command::new("python3")
             .arg(script)
             .arg(&tar)

@@ -148,14 +148,21 @@ impl RuntimeService {
         Ok(out)
     }
 
-    pub(crate) fn kill(&self, ns: &str, id: &str, sig: Signal) -> Result<(), Status> {
-        self.record(ns, id)?;
+    /// The record of a container that runs, and what its files say;
+    /// FailedPrecondition for one that does not.
+    pub(crate) fn running(&self, ns: &str, id: &str) -> Result<(Container, Observed), Status> {
+        let c = self.record(ns, id)?;
         let o = self.observe(ns, id);
         if o.state != "running" {
             return Err(Status::failed_precondition(format!(
                 "container {id:?} is not running"
             )));
         }
+        Ok((c, o))
+    }
+
+    pub(crate) fn kill(&self, ns: &str, id: &str, sig: Signal) -> Result<(), Status> {
+        let (_, o) = self.running(ns, id)?;
         // A pid of 0 would signal molded's own process group: the init is
         // already gone and its shim is recording the exit, so there is
         // nothing left to signal.

@@ -15,12 +15,7 @@ impl RuntimeService {
             .await?
             .ok_or_else(|| Status::invalid_argument("attach needs a first message naming the container"))?;
         let id = first.id.clone();
-        self.record(&ns, &id)?;
-        if self.observe(&ns, &id).state != "running" {
-            return Err(Status::failed_precondition(format!(
-                "container {id:?} is not running"
-            )));
-        }
+        self.running(&ns, &id)?;
         let sock = if first.exec_id.is_empty() {
             Bundle::new(self.bundle_dir(&ns, &id)).attach_socket()
         } else if first.exec_id.len() == 32 && first.exec_id.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -12,13 +12,7 @@ impl RuntimeService {
         if r.args.is_empty() {
             return Err(Status::invalid_argument("exec needs a command"));
         }
-        let c = self.record(&ns, &r.id)?;
-        if self.observe(&ns, &r.id).state != "running" {
-            return Err(Status::failed_precondition(format!(
-                "container {:?} is not running",
-                r.id
-            )));
-        }
+        let (c, _) = self.running(&ns, &r.id)?;
         // The container's own process, as stored in its spec.
         let base: oci_spec::runtime::Process = c
             .spec

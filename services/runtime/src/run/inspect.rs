@@ -101,12 +101,7 @@ impl RuntimeService {
     ) -> Result<Response<api::TopResponse>, Status> {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let id = &req.get_ref().id;
-        self.record(&ns, id)?;
-        if self.observe(&ns, id).state != "running" {
-            return Err(Status::failed_precondition(format!(
-                "container {id:?} is not running"
-            )));
-        }
+        self.running(&ns, id)?;
         let mut processes = Vec::new();
         for pid in crate::lifecycle::cgroup_pids(&crate::spec::cgroup_path(&ns, id)) {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -140,12 +135,7 @@ impl RuntimeService {
     ) -> Result<Response<api::StatsResponse>, Status> {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let id = &req.get_ref().id;
-        self.record(&ns, id)?;
-        if self.observe(&ns, id).state != "running" {
-            return Err(Status::failed_precondition(format!(
-                "container {id:?} is not running"
-            )));
-        }
+        self.running(&ns, id)?;
         let (memory_bytes, memory_limit_bytes, cpu_usage_ns, pids) =
             crate::lifecycle::cgroup_stats(&crate::spec::cgroup_path(&ns, id));
         Ok(Response::new(api::StatsResponse {
