@@ -1,8 +1,7 @@
-//! The kinds of failure molde's services report, and their one mapping to
-//! gRPC codes, as containerd's errdefs: a client branches on the code
-//! (NotFound, AlreadyExists, ...), whichever service answered. Each service's
-//! error type says which kind each of its errors is (`Kind::of`), and turns
-//! into a `Status` here (`status`).
+//! molde's one error type and its one mapping to gRPC codes, as containerd's
+//! errdefs: a client branches on the code (NotFound, AlreadyExists, ...),
+//! whichever service answered. Every service returns `Error`; each variant is
+//! of a `Kind`, and `Kind::code` is the only place a kind becomes a code.
 
 use tonic::{Code, Status};
 
@@ -62,6 +61,128 @@ impl Kind {
             Code::DeadlineExceeded => Kind::DeadlineExceeded,
             Code::Ok | Code::Unknown | Code::Internal => Kind::Internal,
         }
+    }
+}
+
+/// What went wrong, in any molde service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: not found")]
+    NotFound(String),
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    /// Another writer holds the ingest; containerd clients retry on this code.
+    #[error("ref {0} is locked: another writer holds it")]
+    Locked(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    /// Bytes that do not match their digest, or a corrupt layer.
+    #[error("{0}")]
+    DataLoss(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metadata store failed.
+    #[error(transparent)]
+    Meta(#[from] molde_meta::MetaError),
+    #[error("corrupt record {key}: {message}")]
+    Corrupt { key: String, message: String },
+    #[error("{0}")]
+    Internal(String),
+    /// An error from another service or a registry, with the code it came with.
+    #[error("{message}")]
+    Remote { code: Code, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// An I/O error with what was being done: `.map_err(Error::io("reading x"))`.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+
+    /// A status from another service, its message prefixed with what was asked.
+    pub fn upstream(what: impl std::fmt::Display) -> impl FnOnce(Status) -> Error {
+        move |s| Error::Remote {
+            code: s.code(),
+            message: format!("{what}: {}", s.message()),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::NotFound(_) => Kind::NotFound,
+            Error::AlreadyExists(_) => Kind::AlreadyExists,
+            Error::InvalidArgument(_) => Kind::InvalidArgument,
+            Error::FailedPrecondition(_) => Kind::FailedPrecondition,
+            Error::Locked(_) | Error::Unavailable(_) => Kind::Unavailable,
+            Error::OutOfRange(_) => Kind::OutOfRange,
+            Error::DataLoss(_) => Kind::DataLoss,
+            Error::Unimplemented(_) => Kind::Unimplemented,
+            Error::PermissionDenied(_) => Kind::PermissionDenied,
+            Error::Io { .. } | Error::Meta(_) | Error::Corrupt { .. } | Error::Internal(_) => Kind::Internal,
+            Error::Remote { code, .. } => Kind::of(*code),
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        self.kind().code()
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind() == Kind::NotFound
+    }
+
+    pub fn is_already_exists(&self) -> bool {
+        self.kind() == Kind::AlreadyExists
+    }
+}
+
+impl Classify for Error {
+    fn kind(&self) -> Kind {
+        Error::kind(self)
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        status(&e)
+    }
+}
+
+impl From<Status> for Error {
+    fn from(s: Status) -> Error {
+        Error::Remote {
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+}
+
+impl From<crate::InvalidArgument> for Error {
+    fn from(e: crate::InvalidArgument) -> Self {
+        Error::InvalidArgument(e.0)
+    }
+}
+
+impl From<molde_meta::filter::FilterError> for Error {
+    fn from(e: molde_meta::filter::FilterError) -> Self {
+        Error::InvalidArgument(e.to_string())
     }
 }
 

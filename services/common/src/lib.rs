@@ -9,6 +9,7 @@ pub mod labels;
 pub mod reference;
 
 pub use context::RequestContext;
+pub use errdefs::Error;
 
 /// A snapshotter's mounts (containerd's `Mount`) as molde-bundle mounts them.
 pub fn bundle_mounts(mounts: &[molde_api::containerd::types::Mount]) -> Vec<molde_bundle::mount::Mount> {

@@ -404,9 +404,9 @@ async fn upload(
     let mut resp = match client.write(req).await {
         Ok(r) => r.into_inner(),
         Err(s) if s.code() == tonic::Code::AlreadyExists => return Ok(()),
-        Err(s) => return Err(SnapshotError::Upstream(s)),
+        Err(s) => return Err(SnapshotError::from(s)),
     };
-    resp.message().await.map_err(SnapshotError::Upstream)?;
+    resp.message().await.map_err(SnapshotError::from)?;
     let path = file.to_path_buf();
     let expected = digest.to_string();
     let producer = tokio::task::spawn_blocking(move || -> io::Result<()> {
@@ -448,7 +448,7 @@ async fn upload(
             Ok(Some(_)) => {}
             Ok(None) => break,
             Err(s) if s.code() == tonic::Code::AlreadyExists => break,
-            Err(s) => return Err(SnapshotError::Upstream(s)),
+            Err(s) => return Err(SnapshotError::from(s)),
         }
     }
     producer

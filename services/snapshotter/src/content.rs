@@ -46,7 +46,7 @@ impl ContentAccess {
                 },
             ))
             .await
-            .map_err(SnapshotError::Upstream)?
+            .map_err(SnapshotError::from)?
             .into_inner()
             .info
             .unwrap_or_default();
@@ -77,7 +77,7 @@ impl ContentAccess {
                 },
             ))
             .await
-            .map_err(SnapshotError::Upstream)?
+            .map_err(SnapshotError::from)?
             .into_inner();
         let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Bytes>>(8);
         tokio::spawn(async move {

@@ -14,7 +14,7 @@ use molde_api::containerd::types::{Descriptor, Mount};
 use molde_common::{Digest, RequestContext};
 use tonic::{Request, Response, Status};
 
-use crate::apply::{self, Target, Whiteouts};
+use crate::apply::{self, ApplyError, Target, Whiteouts};
 use crate::content::ContentAccess;
 use crate::error::{Result, SnapshotError};
 use crate::snapshotter::Snapshotter;
@@ -135,9 +135,12 @@ impl DiffService {
             context: format!("applying {digest}"),
             source: std::io::Error::other(e.to_string()),
         })?
-        .map_err(|source| SnapshotError::Apply {
-            digest: digest.to_string(),
-            source,
+        .map_err(|source| {
+            let message = format!("applying layer {digest}: {source}");
+            match source {
+                ApplyError::Corrupt(_) | ApplyError::LinkTarget { .. } => SnapshotError::DataLoss(message),
+                _ => SnapshotError::Internal(message),
+            }
         })?;
         tracing::info!(
             namespace = ns,

@@ -37,10 +37,10 @@ async fn held(channel: &Channel, ns: &str, d: Driver) -> Result<HashSet<String>>
             },
         ))
         .await
-        .map_err(SnapshotError::Upstream)?
+        .map_err(SnapshotError::from)?
         .into_inner();
     while let Some(batch) = s.next().await {
-        for info in batch.map_err(SnapshotError::Upstream)?.info {
+        for info in batch.map_err(SnapshotError::from)?.info {
             if let Some(k) = info.labels.get(&label) {
                 out.insert(k.clone());
             }
@@ -50,7 +50,7 @@ async fn held(channel: &Channel, ns: &str, d: Driver) -> Result<HashSet<String>>
     let list = leases
         .list(namespaced(ns, ListRequest::default()))
         .await
-        .map_err(SnapshotError::Upstream)?
+        .map_err(SnapshotError::from)?
         .into_inner()
         .leases;
     let kind = format!("snapshots/{}", d.name());
@@ -58,7 +58,7 @@ async fn held(channel: &Channel, ns: &str, d: Driver) -> Result<HashSet<String>>
         let res = leases
             .list_resources(namespaced(ns, ListResourcesRequest { id: l.id }))
             .await
-            .map_err(SnapshotError::Upstream)?
+            .map_err(SnapshotError::from)?
             .into_inner()
             .resources;
         out.extend(res.into_iter().filter(|r| r.r#type == kind).map(|r| r.id));
