@@ -336,7 +336,7 @@ fn pull_through_split_content_and_snapshotter_daemons() {
     reg.push_layout(&l.dir, "split/app:1");
     // Each daemon hosts one service and reaches the other by address: layers
     // reach the snapshotter over content.v1 Read, not the local fast path.
-    let mut content = Daemon::prepare(&["--service", "content"]);
+    let mut content = Daemon::prepare(&["--service", "content", "--service", "transfer"]);
     let mut snap = Daemon::prepare(&["--service", "snapshotter"]);
     content.args(&[
         "--remote".into(),

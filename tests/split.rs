@@ -1,5 +1,6 @@
-//! Split mode: every service in a molded of its own, and a front molded that
-//! hosts none of them and forwards every RPC. What a user does through the
+//! Split mode: every service (content, snapshotter, transfer, runtime,
+//! builder) in a molded of its own, and a front molded that hosts none of
+//! them and forwards every RPC. What a user does through the
 //! front gives what the all-in-one daemon gives.
 
 use molde_tests::Daemon;
@@ -27,6 +28,13 @@ fn session(d: &Daemon, reference: &str) -> Vec<String> {
         d.ctr(&["run", "--rm", "localhost/split:latest", "c1", "cat", "/f"])
             .ok(),
     );
+    // Saved and loaded back under another name, through the transfer service.
+    let archive = d.dir.path().join("split.tar");
+    d.molde(&["save", "-o", archive.to_str().unwrap(), "localhost/split"])
+        .ok();
+    d.molde(&["rmi", "localhost/split"]).ok();
+    d.molde(&["load", "-q", "-i", archive.to_str().unwrap()]).ok();
+    seen.push(d.run_image("localhost/split", &[]));
     seen
 }
 
@@ -48,6 +56,7 @@ fn every_service_in_its_own_process_behind_a_front() {
 
     let mut content = Daemon::prepare(&["--service", "content"]);
     let mut snapshotter = Daemon::prepare(&["--service", "snapshotter"]);
+    let mut transfer = Daemon::prepare(&["--service", "transfer"]);
     let mut runtime = Daemon::prepare(&["--service", "runtime"]);
     let mut builder = Daemon::prepare(&["--service", "builder"]);
     let mut front = Daemon::prepare(&[]);
@@ -57,20 +66,23 @@ fn every_service_in_its_own_process_behind_a_front() {
             format!("{name}=unix://{}", d.sock.display()),
         ]
     };
-    let (c, s, r, b) = (
+    let (c, s, t, r, b) = (
         at("content", &content),
         at("snapshotter", &snapshotter),
+        at("transfer", &transfer),
         at("runtime", &runtime),
         at("builder", &builder),
     );
     content.args(&s);
     snapshotter.args(&c);
+    transfer.args(&[c.clone(), s.clone()].concat());
     runtime.args(&[c.clone(), s.clone()].concat());
-    builder.args(&[c.clone(), s.clone(), r.clone()].concat());
-    front.args(&[c, s, r, b].concat());
+    builder.args(&[c.clone(), s.clone(), t.clone(), r.clone()].concat());
+    front.args(&[c, s, t, r, b].concat());
     for d in [
         &mut content,
         &mut snapshotter,
+        &mut transfer,
         &mut runtime,
         &mut builder,
         &mut front,
@@ -83,12 +95,20 @@ fn every_service_in_its_own_process_behind_a_front() {
     assert_eq!(split, all_in_one);
     assert_eq!(
         split,
-        ["hello\n", "from the registry\n", "ran\ncopied\n", "copied\n"]
+        [
+            "hello\n",
+            "from the registry\n",
+            "ran\ncopied\n",
+            "copied\n",
+            "ran\ncopied\n"
+        ]
     );
     // Each kept what it owns: blobs in content's root, layers in the
     // snapshotter's, containers' bundles in the runtime's state.
     assert!(molde_tests::files_under(&content.root.join("content/blobs")).len() > 3);
     assert!(!front.root.join("content").exists() && !front.root.join("snapshots").exists());
+    // The transfer service wrote nothing of its own: every blob went to content.
+    assert!(!transfer.root.join("content").exists() && !transfer.root.join("meta.redb").exists());
     assert!(
         snapshotter
             .root
@@ -105,6 +125,7 @@ fn every_service_in_its_own_process_behind_a_front() {
     for name in [
         "content",
         "snapshots",
+        "transfer",
         "containers",
         "tasks",
         "runtime",

@@ -58,7 +58,16 @@ impl Daemon {
 
 /// Turns a gRPC status into an error that reads like the daemon's message.
 pub fn status(context: impl std::fmt::Display) -> impl FnOnce(tonic::Status) -> anyhow::Error {
-    move |s| anyhow!("{context}: {}", s.message())
+    move |s| {
+        if s.code() == tonic::Code::Unimplemented && s.message().is_empty() {
+            // The service is not hosted by (or forwarded from) this molded.
+            return anyhow!(
+                "{context}: the molded at this address does not serve what this needs \
+                 (it runs with --service; host the service there or forward it with --remote SERVICE=ADDRESS)"
+            );
+        }
+        anyhow!("{context}: {}", s.message())
+    }
 }
 
 pub async fn version(d: &Daemon) -> Result<()> {

@@ -78,3 +78,102 @@ pub async fn connect(addr: &Address) -> Result<Channel, tonic::transport::Error>
     let Address::Unix(path) = addr.clone();
     endpoint().connect_with_connector(unix_connector(path)).await
 }
+
+/// A request to a service in namespace `ns` (one the caller validated), under
+/// `lease` when given. A name that cannot be a header value is sent as one no
+/// service accepts, so the call fails naming it rather than acting in `default`.
+pub fn request<T>(ns: &str, lease: Option<&str>, msg: T) -> tonic::Request<T> {
+    use tonic::metadata::MetadataValue;
+    let header = |v: &str| MetadataValue::try_from(v).unwrap_or_else(|_| MetadataValue::from_static("!unrepresentable"));
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(crate::NAMESPACE_HEADER, header(ns));
+    if let Some(l) = lease.filter(|l| !l.is_empty()) {
+        r.metadata_mut().insert(crate::LEASE_HEADER, header(l));
+    }
+    r
+}
+
+/// A request in namespace `ns`, under no lease (see `request`).
+pub fn namespaced<T>(ns: &str, msg: T) -> tonic::Request<T> {
+    request(ns, None, msg)
+}
+
+/// Reads a whole blob of at most `max` bytes through content.v1.
+pub async fn read_blob(ch: &Channel, ns: &str, digest: &str, max: usize) -> Result<Vec<u8>, tonic::Status> {
+    use crate::containerd::services::content::v1::{ReadContentRequest, content_client::ContentClient};
+    let mut stream = ContentClient::new(ch.clone())
+        .read(namespaced(
+            ns,
+            ReadContentRequest {
+                digest: digest.into(),
+                offset: 0,
+                size: 0,
+            },
+        ))
+        .await
+        .map_err(|s| tonic::Status::new(s.code(), format!("reading {digest}: {}", s.message())))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await? {
+        out.extend_from_slice(&m.data);
+        if out.len() > max {
+            return Err(tonic::Status::failed_precondition(format!(
+                "{digest} is over {max} bytes"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `data` as the blob `digest` through content.v1, in namespace `ns`
+/// under `lease`, with `labels`. A blob the namespace already has is not an error.
+pub async fn write_blob(
+    ch: &Channel,
+    ns: &str,
+    lease: Option<&str>,
+    digest: &str,
+    data: bytes::Bytes,
+    labels: std::collections::HashMap<String, String>,
+) -> Result<(), tonic::Status> {
+    use crate::containerd::services::content::v1::{WriteAction, WriteContentRequest, content_client::ContentClient};
+    let size = data.len() as i64;
+    // A ref of its own, so concurrent writers of one blob never share an ingest.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let msgs = vec![
+        WriteContentRequest {
+            action: WriteAction::Stat as i32,
+            r#ref: format!("write-{digest}-{}-{nonce}", std::process::id()),
+            total: size,
+            expected: digest.to_string(),
+            ..Default::default()
+        },
+        WriteContentRequest {
+            action: WriteAction::Commit as i32,
+            offset: 0,
+            total: size,
+            expected: digest.to_string(),
+            data,
+            labels,
+            ..Default::default()
+        },
+    ];
+    let resp = ContentClient::new(ch.clone())
+        .max_encoding_message_size(usize::MAX)
+        .write(request(ns, lease, tokio_stream::iter(msgs)))
+        .await;
+    let mut s = match resp {
+        Ok(r) => r.into_inner(),
+        Err(e) if e.code() == tonic::Code::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    loop {
+        match s.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(()),
+            Err(e) if e.code() == tonic::Code::AlreadyExists => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -89,6 +89,8 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 #[derive(Clone)]
 pub struct BuilderService {
     pub content: Channel,
+    /// Pulls base images.
+    pub transfer: Channel,
     pub snapshotter: Channel,
     pub runtime: Channel,
     /// Where COPY mounts snapshots while it writes into them, and where sent

@@ -34,35 +34,9 @@ impl RequestContext {
     }
 }
 
-/// A request to another service in namespace `ns` (one a RequestContext
-/// validated), under `lease` when given. A name that cannot be a header
-/// value is sent as one no service accepts, so the call fails naming it
-/// rather than acting in `default`.
-pub fn request<T>(ns: &str, lease: Option<&str>, msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    let v = tonic::metadata::MetadataValue::try_from(ns)
-        .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("!unrepresentable"));
-    r.metadata_mut().insert(NAMESPACE_HEADER, v);
-    if let Some(l) = lease.filter(|l| !l.is_empty()) {
-        match tonic::metadata::MetadataValue::try_from(l) {
-            Ok(v) => {
-                r.metadata_mut().insert(LEASE_HEADER, v);
-            }
-            Err(_) => {
-                r.metadata_mut().insert(
-                    LEASE_HEADER,
-                    tonic::metadata::MetadataValue::from_static("!unrepresentable"),
-                );
-            }
-        }
-    }
-    r
-}
-
-/// A request in namespace `ns`, under no lease (see `request`).
-pub fn namespaced<T>(ns: &str, msg: T) -> Request<T> {
-    request(ns, None, msg)
-}
+/// Requests to other services in a namespace, under a lease when given
+/// (written once, in molde-api's client helpers).
+pub use molde_api::client::{namespaced, request};
 
 /// containerd's namespace rule: alphanumeric words joined by single `.`, `_` or `-`,
 /// at most 76 characters.

@@ -3,14 +3,60 @@
 //! record to its manifest, config and layers (`resolve`), used by the
 //! runtime, the builder and the CLI alike.
 
-use molde_api::containerd::services::content::v1::{ReadContentRequest, content_client::ContentClient};
 use molde_api::containerd::services::images::v1::{GetImageRequest, images_client::ImagesClient};
-pub use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, Platform};
+pub use oci_spec::image::{
+    Descriptor, Digest as OciDigest, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Platform,
+};
 use tonic::Status;
 use tonic::transport::Channel;
 
 use crate::InvalidArgument;
 use crate::context::namespaced;
+
+/// Media types: oci-spec's `MediaType` names the OCI ones; Docker's schema 2
+/// types are `MediaType::Other` and named here.
+pub mod media {
+    use super::MediaType;
+
+    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    pub const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+
+    /// An index (OCI) or a manifest list (Docker).
+    pub fn is_index(mt: &MediaType) -> bool {
+        matches!(mt, MediaType::ImageIndex) || matches!(mt, MediaType::Other(s) if s == DOCKER_LIST)
+    }
+
+    /// An image manifest (OCI or Docker schema 2).
+    pub fn is_manifest(mt: &MediaType) -> bool {
+        matches!(mt, MediaType::ImageManifest) || matches!(mt, MediaType::Other(s) if s == DOCKER_MANIFEST)
+    }
+
+    /// An image config (OCI or Docker).
+    pub fn is_config(mt: &MediaType) -> bool {
+        matches!(mt, MediaType::ImageConfig) || matches!(mt, MediaType::Other(s) if s == DOCKER_CONFIG)
+    }
+
+    /// A layer: a tar, plain or compressed.
+    pub fn is_layer(mt: &MediaType) -> bool {
+        match mt {
+            MediaType::ImageLayer
+            | MediaType::ImageLayerGzip
+            | MediaType::ImageLayerZstd
+            | MediaType::ImageLayerNonDistributable
+            | MediaType::ImageLayerNonDistributableGzip
+            | MediaType::ImageLayerNonDistributableZstd => true,
+            MediaType::Other(s) => {
+                s == DOCKER_LAYER
+                    || s == DOCKER_FOREIGN_LAYER
+                    || s.starts_with("application/vnd.oci.image.layer.v1.tar+")
+            }
+            _ => false,
+        }
+    }
+}
 
 /// The most bytes a manifest, index or config may have.
 pub const MAX_METADATA: usize = 4 << 20;
@@ -136,28 +182,7 @@ impl Resolved {
 
 /// Reads a whole blob of at most `MAX_METADATA` bytes from content.v1.
 pub async fn read_small_blob(ch: &Channel, ns: &str, digest: &str) -> Result<Vec<u8>, Status> {
-    let mut stream = ContentClient::new(ch.clone())
-        .read(namespaced(
-            ns,
-            ReadContentRequest {
-                digest: digest.into(),
-                offset: 0,
-                size: 0,
-            },
-        ))
-        .await
-        .map_err(|s| Status::new(s.code(), format!("reading {digest}: {}", s.message())))?
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(m) = stream.message().await? {
-        out.extend_from_slice(&m.data);
-        if out.len() > MAX_METADATA {
-            return Err(Status::failed_precondition(format!(
-                "{digest} is over {MAX_METADATA} bytes: not a manifest or config"
-            )));
-        }
-    }
-    Ok(out)
+    molde_api::client::read_blob(ch, ns, digest, MAX_METADATA).await
 }
 
 fn parse<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, Status> {

@@ -7,6 +7,7 @@ pub mod errdefs;
 pub mod image;
 pub mod labels;
 pub mod reference;
+pub mod store;
 
 pub use context::RequestContext;
 pub use errdefs::Error;

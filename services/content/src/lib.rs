@@ -19,7 +19,7 @@ pub mod leases;
 pub mod namespaces;
 pub mod records;
 mod state;
-pub mod transfer;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -31,6 +31,7 @@ use molde_api::molde::services::gc::v1::gc_server::GcServer;
 
 pub use error::ContentError;
 pub use state::{ContentConfig, Shared};
+pub use store::LocalStore;
 
 /// Largest gRPC message the content service accepts (Write chunks).
 pub const MAX_MESSAGE: usize = 64 << 20;

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// Services `molded` can host. `all` in the config means every one of them.
-pub const SERVICES: &[&str] = &["content", "snapshotter", "runtime", "builder"];
+pub const SERVICES: &[&str] = &["content", "snapshotter", "transfer", "runtime", "builder"];
 
 pub const DEFAULT_CONFIG: &str = "/etc/molde/config.toml";
 
@@ -203,6 +203,7 @@ mod tests {
                 "snapshotter",
                 include_str!("../../../deploy/split/snapshotter.toml"),
             ),
+            ("transfer", include_str!("../../../deploy/split/transfer.toml")),
             ("runtime", include_str!("../../../deploy/split/runtime.toml")),
             ("builder", include_str!("../../../deploy/split/builder.toml")),
         ] {

@@ -168,6 +168,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
     let content_root = cfg.root.join("content");
+    // The content service's state, when this process hosts it.
+    let mut local_content = None;
 
     if let Some(store) = store.clone().filter(|_| cfg.hosts("content")) {
         let mut cc = ContentConfig::new(content_root.clone());
@@ -177,19 +179,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         cc.snapshotter = Some(molde_api::client::channel(&reach("snapshotter")?));
         let shared = Shared::new(store, cc)?;
         tokio::spawn(molde_content::gc::run_scheduler(shared.clone()));
-        let transfer = molde_content::transfer::TransferService::new(
-            shared.clone(),
-            molde_api::client::channel(&reach("snapshotter")?),
-            molde_content::transfer::TransferConfig {
-                hosts_dir: cfg.transfer.hosts_dir.clone(),
-                parallel: cfg.transfer.parallel,
-            },
-        );
+        local_content = Some(shared.clone());
         let s = molde_content::servers(shared);
         router = router
-            .add_service(
-                molde_api::molde::services::transfer::v1::transfer_server::TransferServer::new(transfer),
-            )
             .add_service(s.content)
             .add_service(s.images)
             .add_service(s.leases)
@@ -201,7 +193,6 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             plugins.push(plugin("io.containerd.grpc.v1", id, &[]));
         }
         plugins.push(plugin("io.molde.grpc.v1", "gc", &[]));
-        plugins.push(plugin("io.molde.grpc.v1", "transfer", &[]));
         hosted.push("content".to_string());
     } else if let Some(remote) = cfg.remote.get("content") {
         let addr = reach("content")?;
@@ -210,12 +201,39 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .add_service(Forward::<ImagesName>::new(&addr))
             .add_service(Forward::<LeasesName>::new(&addr))
             .add_service(Forward::<NamespacesName>::new(&addr))
-            .add_service(Forward::<GcName>::new(&addr))
-            .add_service(Forward::<TransferName>::new(&addr));
+            .add_service(Forward::<GcName>::new(&addr));
         for id in ["content", "images", "leases", "namespaces"] {
             plugins.push(plugin("io.containerd.grpc.v1", id, &[("remote", remote)]));
         }
         hosted.push(format!("content (remote {remote})"));
+    }
+
+    if cfg.hosts("transfer") {
+        // The content store: this process's own, or the content service's
+        // through its gRPC APIs.
+        let content: Arc<dyn molde_common::store::ContentStore> = match &local_content {
+            Some(shared) => Arc::new(molde_content::LocalStore::new(shared.clone())),
+            None => Arc::new(molde_transfer::remote::RemoteStore::new(molde_api::client::channel(
+                &reach("content")?,
+            ))),
+        };
+        let transfer = molde_transfer::TransferService::new(
+            content,
+            molde_api::client::channel(&reach("snapshotter")?),
+            molde_transfer::TransferConfig {
+                hosts_dir: cfg.transfer.hosts_dir.clone(),
+                parallel: cfg.transfer.parallel,
+            },
+        );
+        router = router.add_service(
+            molde_api::molde::services::transfer::v1::transfer_server::TransferServer::new(transfer),
+        );
+        plugins.push(plugin("io.molde.grpc.v1", "transfer", &[]));
+        hosted.push("transfer".to_string());
+    } else if let Some(remote) = cfg.remote.get("transfer") {
+        router = router.add_service(Forward::<TransferName>::new(&reach("transfer")?));
+        plugins.push(plugin("io.molde.grpc.v1", "transfer", &[("remote", remote)]));
+        hosted.push(format!("transfer (remote {remote})"));
     }
 
     if let Some(store) = store.clone().filter(|_| cfg.hosts("snapshotter")) {
@@ -292,6 +310,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if cfg.hosts("builder") {
         let builder = molde_builder::service::BuilderService {
             content: molde_api::client::channel(&reach("content")?),
+            transfer: molde_api::client::channel(&reach("transfer")?),
             snapshotter: molde_api::client::channel(&reach("snapshotter")?),
             runtime: molde_api::client::channel(&reach("runtime")?),
             scratch: cfg.state.join("build"),

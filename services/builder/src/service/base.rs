@@ -76,7 +76,7 @@ impl Job {
                 e.message()
             ))
         };
-        let mut s = TransferClient::new(self.svc.content.clone())
+        let mut s = TransferClient::new(self.svc.transfer.clone())
             .pull(
                 self.plain(PullRequest {
                     reference: full.to_string(),

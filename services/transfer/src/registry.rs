@@ -26,7 +26,7 @@ use oci_client::{Client, Reference};
 use serde::Deserialize;
 use tonic::Code;
 
-use crate::error::{ContentError, Result};
+use molde_common::errdefs::{Error, Result};
 
 use super::media::{ACCEPTED, MAX_METADATA};
 
@@ -56,7 +56,7 @@ impl Hosts {
         match std::fs::read_to_string(&p) {
             Ok(text) => parse_hosts(&text, &p),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HostConfig::default()),
-            Err(e) => Err(ContentError::Io {
+            Err(e) => Err(Error::Io {
                 context: format!("reading {}", p.display()),
                 source: e,
             }),
@@ -66,9 +66,9 @@ impl Hosts {
 
 fn parse_hosts(text: &str, path: &Path) -> Result<HostConfig> {
     let v: toml::Value = toml::from_str(text)
-        .map_err(|e| ContentError::InvalidArgument(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
     v.try_into()
-        .map_err(|e: toml::de::Error| ContentError::InvalidArgument(format!("{}: {e}", path.display())))
+        .map_err(|e: toml::de::Error| Error::InvalidArgument(format!("{}: {e}", path.display())))
 }
 
 /// Whether a registry host is on the loopback network.
@@ -130,7 +130,7 @@ impl Registry {
         let hc = hosts.config_for(registry)?;
         let mut ca = Vec::new();
         for p in &hc.ca {
-            ca.push(std::fs::read(p).map_err(ContentError::io(format!("reading CA file {}", p.display())))?);
+            ca.push(std::fs::read(p).map_err(Error::io(format!("reading CA file {}", p.display())))?);
         }
         Ok(Registry {
             config: ConfigParts {
@@ -181,7 +181,7 @@ impl Registry {
             match client.pull_manifest_raw(reference, auth, ACCEPTED).await {
                 Ok((body, digest)) => {
                     if body.len() > MAX_METADATA {
-                        return Err(ContentError::InvalidArgument(format!(
+                        return Err(Error::InvalidArgument(format!(
                             "manifest of {reference} is {} bytes, over the {MAX_METADATA}-byte limit",
                             body.len()
                         )));
@@ -247,8 +247,8 @@ pub fn transient(e: &OciDistributionError) -> bool {
     }
 }
 
-/// An oci-client error as a ContentError with the gRPC code a client can act on.
-pub fn remote(what: &str, e: OciDistributionError) -> ContentError {
+/// An oci-client error as a Error with the gRPC code a client can act on.
+pub fn remote(what: &str, e: OciDistributionError) -> Error {
     let code = match &e {
         OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
             Code::Unauthenticated
@@ -277,7 +277,7 @@ pub fn remote(what: &str, e: OciDistributionError) -> ContentError {
         OciDistributionError::DigestError(_) => Code::DataLoss,
         _ => Code::FailedPrecondition,
     };
-    ContentError::Remote {
+    Error::Remote {
         code,
         message: format!("{what}: {}", describe(&e)),
     }

@@ -9,6 +9,7 @@
 //! One unpack per chain ID at a time, whatever the number of pulls.
 
 use super::*;
+use molde_common::labels::GC_REF_CONTENT;
 
 /// Label on an active snapshot naming its parent-to-be (see the snapshotter).
 use molde_common::labels::SNAPSHOT_PARENT as DEFERRED_PARENT;
@@ -43,7 +44,7 @@ impl Puller {
         let manifest = job.manifest;
         let manifest_desc = job.manifest_desc;
         let index = job.index;
-        let digest = job.target.digest.clone();
+        let digest = job.target.digest().to_string();
         let chain = chain_ids(job.diff_ids);
         // Layers already unpacked: the highest chain ID present means all below are too.
         let mut present = 0;
@@ -61,12 +62,12 @@ impl Puller {
         let mut tasks = tokio::task::JoinSet::new();
         let stats = Arc::new(std::sync::Mutex::new((0u64, 0u32, 0u32)));
         // Largest first: the layers that take longest to unpack start earliest.
-        let mut order: Vec<usize> = (0..manifest.layers.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(manifest.layers[i].size));
+        let mut order: Vec<usize> = (0..manifest.layers().len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(manifest.layers()[i].size()));
         for i in order {
-            let layer = manifest.layers[i].clone();
+            let layer = manifest.layers()[i].clone();
             let ctx = LayerTask {
-                shared: self.shared.clone(),
+                store: self.store.clone(),
                 snapshotter_ch: self.snapshotter.clone(),
                 inflight: self.inflight.clone(),
                 reg: job.source.as_ref().map(|(_, r)| r.clone()),
@@ -97,7 +98,7 @@ impl Puller {
                 }
                 Err(e) => {
                     tasks.abort_all();
-                    return Err(ContentError::Io {
+                    return Err(Error::Io {
                         context: format!("unpacking {}", job.name),
                         source: std::io::Error::other(e.to_string()),
                     });
@@ -108,20 +109,22 @@ impl Puller {
         // Labels that make the image's graph visible to GC and to containerd clients.
         let mut m_labels = HashMap::new();
         m_labels.insert(
-            format!("{}.config", records::GC_REF_CONTENT),
-            manifest.config.digest.clone(),
+            format!("{GC_REF_CONTENT}.config"),
+            manifest.config().digest().to_string(),
         );
-        for (i, l) in manifest.layers.iter().enumerate() {
-            m_labels.insert(format!("{}.l.{i}", records::GC_REF_CONTENT), l.digest.clone());
-            self.shared.set_labels(
-                ns,
-                &l.digest,
-                [(
-                    molde_common::labels::UNCOMPRESSED.to_string(),
-                    job.diff_ids[i].clone(),
-                )]
-                .into(),
-            )?;
+        for (i, l) in manifest.layers().iter().enumerate() {
+            m_labels.insert(format!("{GC_REF_CONTENT}.l.{i}"), l.digest().to_string());
+            self.store
+                .set_labels(
+                    ns,
+                    &l.digest().to_string(),
+                    [(
+                        molde_common::labels::UNCOMPRESSED.to_string(),
+                        job.diff_ids[i].clone(),
+                    )]
+                    .into(),
+                )
+                .await?;
         }
         if let Some((reference, _)) = &job.source {
             let source = (
@@ -129,53 +132,60 @@ impl Puller {
                 reference.repository().to_string(),
             );
             for d in manifest
-                .layers
+                .layers()
                 .iter()
-                .map(|l| &l.digest)
-                .chain([&manifest.config.digest, &digest])
+                .map(|l| l.digest().to_string())
+                .chain([manifest.config().digest().to_string(), digest.clone()])
             {
-                self.shared.set_labels(ns, d, [source.clone()].into())?;
+                self.store.set_labels(ns, &d, [source.clone()].into()).await?;
             }
             m_labels.insert(source.0.clone(), source.1.clone());
         }
-        self.shared.set_labels(ns, &manifest_desc.digest, m_labels)?;
+        self.store
+            .set_labels(ns, &manifest_desc.digest().to_string(), m_labels)
+            .await?;
         if let Some(idx) = index {
             let pos = idx
-                .manifests
+                .manifests()
                 .iter()
-                .position(|m| m.digest == manifest_desc.digest)
+                .position(|m| m.digest() == manifest_desc.digest())
                 .unwrap_or(0);
-            self.shared.set_labels(
-                ns,
-                &digest,
-                [(
-                    format!("{}.m.{pos}", records::GC_REF_CONTENT),
-                    manifest_desc.digest.clone(),
-                )]
-                .into(),
-            )?;
+            self.store
+                .set_labels(
+                    ns,
+                    &digest,
+                    [(
+                        format!("{GC_REF_CONTENT}.m.{pos}"),
+                        manifest_desc.digest().to_string(),
+                    )]
+                    .into(),
+                )
+                .await?;
         }
         if unpack && let Some(top) = chain.last() {
-            self.shared.set_labels(
-                ns,
-                &manifest.config.digest,
-                [(
-                    format!("{}{snapshotter}", molde_common::labels::GC_REF_SNAPSHOT),
-                    top.clone(),
-                )]
-                .into(),
-            )?;
+            self.store
+                .set_labels(
+                    ns,
+                    &manifest.config().digest().to_string(),
+                    [(
+                        format!("{}{snapshotter}", molde_common::labels::GC_REF_SNAPSHOT),
+                        top.clone(),
+                    )]
+                    .into(),
+                )
+                .await?;
         }
-        self.shared.put_image(
-            ns,
-            job.name,
-            DescriptorRecord {
-                media_type: job.target.media_type.clone(),
-                digest: digest.clone(),
-                size: job.target.size,
-                annotations: Default::default(),
-            },
-        )?;
+        self.store
+            .put_image(
+                ns,
+                job.name,
+                ImageTarget {
+                    media_type: job.target.media_type().to_string(),
+                    digest: digest.clone(),
+                    size: job.target.size() as i64,
+                },
+            )
+            .await?;
         let stats = *stats.lock().unwrap_or_else(|p| p.into_inner());
         Ok(stats)
     }
@@ -187,9 +197,9 @@ pub(crate) struct ImageJob<'a> {
     pub lease: &'a str,
     pub name: &'a str,
     pub target: &'a Descriptor,
-    pub index: Option<&'a Index>,
+    pub index: Option<&'a ImageIndex>,
     pub manifest_desc: &'a Descriptor,
-    pub manifest: &'a Manifest,
+    pub manifest: &'a ImageManifest,
     pub diff_ids: &'a [String],
     pub snapshotter: &'a str,
     pub unpack: bool,
@@ -200,7 +210,7 @@ pub(crate) struct ImageJob<'a> {
 
 /// Fetching and unpacking one layer.
 struct LayerTask {
-    shared: Arc<Shared>,
+    store: Arc<dyn ContentStore>,
     snapshotter_ch: Channel,
     inflight: Arc<Inflight>,
     reg: Option<Arc<Registry>>,
@@ -225,38 +235,39 @@ struct LayerTask {
 
 impl LayerTask {
     async fn run(self) -> Result<()> {
-        let digest = Digest::parse_field(&self.layer.digest, "layer digest")?;
+        let digest = digest_of(&self.layer)?;
+        let layer_digest = digest.to_string();
+        let size = self.layer.size() as i64;
         {
             let _permit = self
                 .sem
                 .acquire()
                 .await
-                .map_err(|_| ContentError::FailedPrecondition("pull cancelled".into()))?;
-            let _one = self.inflight.hold(&self.layer.digest).await;
-            let status =
-                match fetch::adopt_existing(&self.shared, &self.ns, &self.lease, &digest, self.layer.size)? {
-                    Some(Fetched::Present) | Some(Fetched::Shared) => "exists",
-                    _ => {
+                .map_err(|_| Error::FailedPrecondition("pull cancelled".into()))?;
+            let _one = self.inflight.hold(&layer_digest).await;
+            let status = match self.store.hold(&self.ns, &self.lease, &digest, size).await? {
+                Some(_) => "exists",
+                None => {
                         let (Some(reg), Some(remote)) = (&self.reg, &self.remote) else {
-                            return Err(ContentError::NotFound(format!(
-                                "layer {} of {}",
-                                self.layer.digest, self.reference
+                            return Err(Error::NotFound(format!(
+                                "layer {layer_digest} of {}",
+                                self.reference
                             )));
                         };
                         let tx = self.tx.clone();
-                        let d = self.layer.digest.clone();
-                        let total = self.layer.size;
+                        let d = layer_digest.clone();
+                        let total = size;
                         let last = std::sync::atomic::AtomicU64::new(0);
                         let n = fetch::download(
                             &fetch::Dest {
-                                shared: &self.shared,
+                                store: &*self.store,
                                 ns: &self.ns,
                                 lease: &self.lease,
                             },
                             reg,
                             remote,
                             &digest,
-                            self.layer.size,
+                            size,
                             |n| {
                                 // At most a report per 4 MiB, dropped when the client is slow.
                                 if n - last.load(std::sync::atomic::Ordering::Relaxed) >= 4 << 20
@@ -284,9 +295,9 @@ impl LayerTask {
             send(
                 &self.tx,
                 api::progress::Event::Blob(api::BlobProgress {
-                    digest: self.layer.digest.clone(),
-                    offset: self.layer.size,
-                    total: self.layer.size,
+                    digest: layer_digest,
+                    offset: size,
+                    total: size,
                     status: status.into(),
                 }),
             )
@@ -303,7 +314,7 @@ impl LayerTask {
         let i = self.index;
         rx.wait_for(|c| *c >= i)
             .await
-            .map_err(|_| ContentError::FailedPrecondition("pull cancelled".into()))?;
+            .map_err(|_| Error::FailedPrecondition("pull cancelled".into()))?;
         Ok(())
     }
 
@@ -336,24 +347,24 @@ impl LayerTask {
         let applied = self.prepare_apply(&mut sn, &key, "", labels).await;
         let applied = match applied {
             // A hardlink to a file below this layer: apply again on the real parent.
-            Err(ContentError::Remote {
+            Err(Error::Remote {
                 code: tonic::Code::DataLoss,
                 message,
             }) if message.contains("hardlink target") && !parent.is_empty() => {
                 self.discard(&key).await;
                 self.wait_below().await?;
-                tracing::info!(layer = %self.layer.digest, "layer links into its parent; applying on the parent");
+                tracing::info!(layer = %self.layer.digest(), "layer links into its parent; applying on the parent");
                 self.prepare_apply(&mut sn, &key, &parent, HashMap::new()).await?
             }
             other => other?,
         };
         if applied != self.diff_id {
             self.discard(&key).await;
-            return Err(ContentError::Remote {
+            return Err(Error::Remote {
                 code: tonic::Code::DataLoss,
                 message: format!(
                     "layer {} of {}: unpacked to diff ID {applied}, but the image config says {}",
-                    self.layer.digest, self.reference, self.diff_id
+                    self.layer.digest(), self.reference, self.diff_id
                 ),
             });
         }
@@ -386,7 +397,7 @@ impl LayerTask {
         send(
             &self.tx,
             api::progress::Event::Applied(api::LayerApplied {
-                digest: self.layer.digest.clone(),
+                digest: self.layer.digest().to_string(),
                 chain_id,
                 diff_id: self.diff_id.clone(),
                 shared,
@@ -433,7 +444,7 @@ impl LayerTask {
             .await
             .map_err(upstream(format!(
                 "preparing snapshot for layer {}",
-                self.layer.digest
+                self.layer.digest()
             )))?
             .into_inner()
             .mounts;
@@ -453,7 +464,7 @@ impl LayerTask {
                 self.discard(key).await;
                 Err(upstream(format!(
                     "layer {} of {}",
-                    self.layer.digest, self.reference
+                    self.layer.digest(), self.reference
                 ))(s))
             }
         }

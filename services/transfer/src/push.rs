@@ -7,38 +7,33 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use futures::StreamExt;
 use molde_api::containerd::types::Descriptor as ApiDescriptor;
 use molde_api::molde::services::transfer::v1 as api;
-use molde_common::Digest;
+use molde_common::errdefs::{Error, Result};
+use molde_common::image::{platform_matches, platform_string};
 use oci_client::Reference;
 
-use crate::error::{ContentError, Result};
-use crate::records::{self, ContentRecord, ImageRecord};
-
-use super::media::{self, Index, Manifest};
-use super::pull::{ProgressTx, Puller};
-use super::registry::{SOURCE_LABEL, remote};
+use crate::media::{self, ImageIndex, ImageManifest, MediaType, parse};
+use crate::pull::{ProgressTx, Puller};
+use crate::registry::{SOURCE_LABEL, remote};
 
 async fn send(tx: &ProgressTx, ev: api::progress::Event) {
     let _ = tx.send(Ok(api::Progress { event: Some(ev) })).await;
 }
 
 impl Puller {
-    fn read_local(&self, ns: &str, digest: &str) -> Result<(Vec<u8>, ContentRecord)> {
-        let (rec, _): (ContentRecord, u64) =
-            records::load(&*self.shared.store, &records::content_key(ns, digest))?
-                .ok_or_else(|| ContentError::NotFound(format!("content {digest}")))?;
-        let d: Digest = Digest::parse_field(digest, "digest")?;
-        let data = std::fs::read(self.shared.blobs.blob_path(&d))
-            .map_err(ContentError::io(format!("reading {digest}")))?;
-        Ok((data, rec))
+    /// A manifest or index of the image being pushed.
+    async fn read_local(&self, ns: &str, digest: &str) -> Result<Vec<u8>> {
+        self.store.read(ns, digest, media::MAX_METADATA).await
     }
 
     pub async fn push(&self, ns: &str, req: api::PushRequest, tx: &ProgressTx) -> Result<()> {
-        let (img, _): (ImageRecord, u64) =
-            records::load(&*self.shared.store, &records::image_key(ns, &req.reference))?
-                .ok_or_else(|| ContentError::NotFound(format!("image {:?}", req.reference)))?;
+        let img = self
+            .store
+            .image(ns, &req.reference)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("image {:?}", req.reference)))?;
         let dest_name = if req.destination.is_empty() {
             req.reference.clone()
         } else {
@@ -46,50 +41,41 @@ impl Puller {
         };
         let dest: Reference = dest_name
             .parse()
-            .map_err(|e| ContentError::InvalidArgument(format!("reference {dest_name:?}: {e}")))?;
+            .map_err(|e| Error::InvalidArgument(format!("reference {dest_name:?}: {e}")))?;
         let reg = self.registry(&dest, req.auth.as_ref())?;
         let platform = molde_common::image::parse_platform(&req.platform)?;
 
         // What to push: (manifest digest, media type) in order, then the tag's target.
-        let target = img.target.clone();
         let mut manifests: Vec<(String, String)> = Vec::new();
-        let mut tag_target = (target.digest.clone(), target.media_type.clone());
-        if media::is_index(&target.media_type) {
-            let (body, _) = self.read_local(ns, &target.digest)?;
-            let idx: Index = serde_json::from_slice(&body)
-                .map_err(|e| ContentError::InvalidArgument(format!("index of {}: {e}", req.reference)))?;
-            let present: Vec<_> = idx
-                .manifests
-                .iter()
-                .filter(|m| {
-                    self.shared
-                        .store
-                        .get(&records::content_key(ns, &m.digest))
-                        .ok()
-                        .flatten()
-                        .is_some()
-                })
-                .cloned()
-                .collect();
-            if present.len() == idx.manifests.len() {
-                manifests.extend(present.iter().map(|m| (m.digest.clone(), m.media_type.clone())));
+        let mut tag_target = (img.digest.clone(), img.media_type.clone());
+        if media::is_index(&MediaType::from(img.media_type.as_str())) {
+            let body = self.read_local(ns, &img.digest).await?;
+            let idx: ImageIndex = parse(&body, &format!("index of {}", req.reference))?;
+            let mut present = Vec::new();
+            for m in idx.manifests() {
+                if self.store.info(ns, &m.digest().to_string()).await?.is_some() {
+                    present.push(m.clone());
+                }
+            }
+            if present.len() == idx.manifests().len() {
+                manifests.extend(
+                    present
+                        .iter()
+                        .map(|m| (m.digest().to_string(), m.media_type().to_string())),
+                );
             } else {
                 // Only some platforms were pulled: push this platform's manifest under the tag.
                 let m = present
                     .iter()
-                    .find(|m| {
-                        m.platform
-                            .as_ref()
-                            .is_some_and(|p| molde_common::image::platform_matches(&platform, p))
-                    })
+                    .find(|m| m.platform().as_ref().is_some_and(|p| platform_matches(&platform, p)))
                     .ok_or_else(|| {
-                        ContentError::NotFound(format!(
+                        Error::NotFound(format!(
                             "{} has no manifest for {} here",
                             req.reference,
-                            molde_common::image::platform_string(&platform)
+                            platform_string(&platform)
                         ))
                     })?;
-                tag_target = (m.digest.clone(), m.media_type.clone());
+                tag_target = (m.digest().to_string(), m.media_type().to_string());
                 manifests.push(tag_target.clone());
             }
         } else {
@@ -102,15 +88,14 @@ impl Puller {
         let mut pushed_bytes = 0u64;
         let mut pushed = 0u32;
         for (digest, mt) in &manifests {
-            if media::is_index(mt) {
+            if media::is_index(&MediaType::from(mt.as_str())) {
                 continue;
             }
-            let (body, _) = self.read_local(ns, digest)?;
-            let m: Manifest = serde_json::from_slice(&body)
-                .map_err(|e| ContentError::InvalidArgument(format!("manifest {digest}: {e}")))?;
-            for blob in std::iter::once(&m.config).chain(m.layers.iter()) {
+            let body = self.read_local(ns, digest).await?;
+            let m: ImageManifest = parse(&body, &format!("manifest {digest}"))?;
+            for blob in std::iter::once(m.config()).chain(m.layers().iter()) {
                 if let Some(n) = self
-                    .push_blob(ns, &reg, &dest, &blob.digest, blob.size, tx)
+                    .push_blob(ns, &reg, &dest, &blob.digest().to_string(), blob.size() as i64, tx)
                     .await?
                 {
                     pushed_bytes += n;
@@ -120,7 +105,7 @@ impl Puller {
         }
         let client = reg.client(&dest).await;
         for (digest, mt) in &manifests {
-            let (body, _) = self.read_local(ns, digest)?;
+            let body = self.read_local(ns, digest).await?;
             let at = if (digest, mt) == (&tag_target.0, &tag_target.1) && dest.digest().is_none() {
                 dest.clone()
             } else {
@@ -132,7 +117,7 @@ impl Puller {
             };
             let ct = mt
                 .parse()
-                .map_err(|_| ContentError::InvalidArgument(format!("media type {mt:?}")))?;
+                .map_err(|_| Error::InvalidArgument(format!("media type {mt:?}")))?;
             client
                 .push_manifest_raw(&at, body, ct)
                 .await
@@ -146,7 +131,7 @@ impl Puller {
                 target: Some(ApiDescriptor {
                     media_type: tag_target.1.clone(),
                     digest: tag_target.0.clone(),
-                    size: self.read_local(ns, &tag_target.0)?.0.len() as i64,
+                    size: self.read_local(ns, &tag_target.0).await?.len() as i64,
                     annotations: Default::default(),
                 }),
                 bytes_fetched: pushed_bytes,
@@ -162,7 +147,7 @@ impl Puller {
     async fn push_blob(
         &self,
         ns: &str,
-        reg: &Arc<super::registry::Registry>,
+        reg: &Arc<crate::registry::Registry>,
         dest: &Reference,
         digest: &str,
         size: i64,
@@ -185,10 +170,12 @@ impl Puller {
             send(tx, progress("exists")).await;
             return Ok(None);
         }
-        let (rec, _): (ContentRecord, u64) =
-            records::load(&*self.shared.store, &records::content_key(ns, digest))?
-                .ok_or_else(|| ContentError::NotFound(format!("content {digest} of the image")))?;
-        if let Some(source) = rec.labels.get(&format!("{SOURCE_LABEL}{}", dest.registry()))
+        let info = self
+            .store
+            .info(ns, digest)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("content {digest} of the image")))?;
+        if let Some(source) = info.labels.get(&format!("{SOURCE_LABEL}{}", dest.registry()))
             && source != dest.repository()
         {
             let from =
@@ -198,19 +185,8 @@ impl Puller {
                 return Ok(None);
             }
         }
-        let d = Digest::parse_field(digest, "digest")?;
-        let path = self.shared.blobs.blob_path(&d);
-        let file = std::fs::File::open(&path).map_err(ContentError::io(format!("reading {digest}")))?;
-        let stream = futures::stream::unfold(file, |mut f| async move {
-            let mut buf = vec![0u8; 4 << 20];
-            match std::io::Read::read(&mut f, &mut buf) {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(Bytes::from(buf)), f))
-                }
-                Err(e) => Some((Err(oci_client::errors::OciDistributionError::IoError(e)), f)),
-            }
+        let stream = self.store.read_stream(ns, digest).await?.map(|r| {
+            r.map_err(|e| oci_client::errors::OciDistributionError::IoError(std::io::Error::other(e.to_string())))
         });
         client
             .push_blob_stream(dest, stream, digest, Some(size as u64))

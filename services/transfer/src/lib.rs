@@ -1,8 +1,15 @@
-//! molde.services.transfer.v1: the daemon pulls (and pushes) images itself and
-//! streams progress, so clients stay thin and a pull survives its client.
+//! molde's transfer service (molde.services.transfer.v1): the daemon pulls,
+//! pushes, saves and loads images itself and streams progress, so clients stay
+//! thin and a pull survives its client.
+//!
+//! It reaches the content store only through `molde_common::store::ContentStore`
+//! (molde-content's own state in one process, content.v1/images.v1/leases.v1
+//! from a process of its own: `remote.rs`), and the snapshotter through
+//! snapshots.v1 and diff.v1.
 //!
 //! `registry.rs` talks to registries, `media.rs` reads what they send,
-//! `fetch.rs` stores blobs, `pull.rs` is the pull flow.
+//! `fetch.rs` downloads blobs, `pull.rs` is the pull flow, `push.rs` the push,
+//! `archive.rs` save and load.
 
 pub mod archive;
 pub mod fetch;
@@ -10,18 +17,19 @@ pub mod media;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod remote;
 
 use std::sync::Arc;
 
 use molde_api::molde::services::transfer::v1 as api;
 use molde_common::RequestContext;
+use molde_common::errdefs::Error;
+use molde_common::store::ContentStore;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::error::ContentError;
-use crate::state::Shared;
 
 /// Settings of the transfer service.
 #[derive(Debug, Clone)]
@@ -47,11 +55,12 @@ pub struct TransferService {
 }
 
 impl TransferService {
-    /// `snapshotter` reaches the snapshots and diff services pulls unpack into.
-    pub fn new(shared: Arc<Shared>, snapshotter: Channel, config: TransferConfig) -> Self {
+    /// `store` is the content store images go into; `snapshotter` reaches the
+    /// snapshots and diff services pulls unpack into.
+    pub fn new(store: Arc<dyn ContentStore>, snapshotter: Channel, config: TransferConfig) -> Self {
         Self {
             puller: Arc::new(pull::Puller {
-                shared,
+                store,
                 snapshotter,
                 hosts: registry::Hosts {
                     dir: config.hosts_dir,
@@ -122,21 +131,22 @@ impl api::transfer_server::Transfer for TransferService {
         &self,
         req: Request<api::ExportRequest>,
     ) -> std::result::Result<Response<Self::ExportStream>, Status> {
-        let ns = RequestContext::of(&req).map_err(ContentError::from)?.namespace;
+        let ns = RequestContext::of(&req).map_err(Error::from)?.namespace;
         let names = req.into_inner().names;
         if names.is_empty() {
             return Err(Status::invalid_argument("export needs at least one image name"));
         }
         let (tx, rx) = mpsc::channel(8);
         let puller = self.puller.clone();
+        let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let mut w = ExportWriter {
                 tx: tx.clone(),
                 buf: Vec::new(),
             };
             let r = puller
-                .export(&ns, &names, &mut w)
-                .and_then(|_| std::io::Write::flush(&mut w).map_err(ContentError::io("sending the archive")));
+                .export(&handle, &ns, &names, &mut w)
+                .and_then(|_| std::io::Write::flush(&mut w).map_err(Error::io("sending the archive")));
             if let Err(e) = r {
                 let st: Status = e.into();
                 let _ = tx.blocking_send(Err(Status::new(
@@ -152,7 +162,7 @@ impl api::transfer_server::Transfer for TransferService {
         &self,
         req: Request<tonic::Streaming<api::ImportRequest>>,
     ) -> std::result::Result<Response<api::ImportResponse>, Status> {
-        let ns = RequestContext::of(&req).map_err(ContentError::from)?.namespace;
+        let ns = RequestContext::of(&req).map_err(Error::from)?.namespace;
         let mut inbound = req.into_inner();
         let first = inbound.message().await?.unwrap_or_default();
         let unpack = !first.skip_unpack;
@@ -202,7 +212,7 @@ impl api::transfer_server::Transfer for TransferService {
         &self,
         req: Request<api::PullRequest>,
     ) -> std::result::Result<Response<Self::PullStream>, Status> {
-        let ns = RequestContext::of(&req).map_err(ContentError::from)?.namespace;
+        let ns = RequestContext::of(&req).map_err(Error::from)?.namespace;
         let r = req.into_inner();
         if r.reference.is_empty() {
             return Err(Status::invalid_argument("pull needs a reference"));
@@ -234,7 +244,7 @@ impl api::transfer_server::Transfer for TransferService {
         &self,
         req: Request<api::PushRequest>,
     ) -> std::result::Result<Response<Self::PushStream>, Status> {
-        let ns = RequestContext::of(&req).map_err(ContentError::from)?.namespace;
+        let ns = RequestContext::of(&req).map_err(Error::from)?.namespace;
         let r = req.into_inner();
         if r.reference.is_empty() {
             return Err(Status::invalid_argument("push needs an image name"));

@@ -11,29 +11,29 @@ mod lease;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use molde_api::containerd::services::diff::v1::{ApplyRequest, diff_client::DiffClient};
 use molde_api::containerd::services::snapshots::v1::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
     snapshots_client::SnapshotsClient,
 };
-use molde_api::containerd::types::Descriptor as ApiDescriptor;
 use molde_api::molde::services::transfer::v1 as api;
 use molde_common::Digest;
 use molde_common::context::namespaced;
-use molde_common::image::{parse_platform, platform_matches, platform_string};
-use molde_meta::Txn;
+use molde_common::errdefs::{Error, Result};
+use molde_common::image::{parse_platform, platform_matches, select_manifest};
+use molde_common::store::{ContentStore, ImageTarget};
 use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 
-use crate::error::{ContentError, Result};
-use crate::records::{self, DescriptorRecord, GC_EXPIRE, ImageRecord, LeaseRecord};
-use crate::state::Shared;
-
-use super::fetch::{self, Fetched, Inflight};
-use super::media::{self, Descriptor, ImageConfig, Index, Manifest, Platform, chain_ids};
-use super::registry::{Hosts, Registry, SOURCE_LABEL};
+use crate::fetch::{self, Inflight};
+use crate::media::{
+    self, Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Platform, api_desc,
+    chain_ids, digest_of, parse,
+};
+use crate::registry::{Hosts, Registry, SOURCE_LABEL};
 pub(crate) use layers::ImageJob;
 use layers::snapshot_exists;
 pub(crate) use lease::PullLease;
@@ -41,7 +41,7 @@ pub(crate) use lease::PullLease;
 pub type ProgressTx = mpsc::Sender<std::result::Result<api::Progress, tonic::Status>>;
 
 pub struct Puller {
-    pub shared: Arc<Shared>,
+    pub store: Arc<dyn ContentStore>,
     pub snapshotter: Channel,
     pub hosts: Hosts,
     pub inflight: Arc<Inflight>,
@@ -52,20 +52,8 @@ pub struct Puller {
     pub clients: std::sync::Mutex<HashMap<(String, String, String), Arc<Registry>>>,
 }
 
-fn upstream(what: impl std::fmt::Display) -> impl FnOnce(tonic::Status) -> ContentError {
-    move |s| ContentError::Remote {
-        code: s.code(),
-        message: format!("{what}: {}", s.message()),
-    }
-}
-
-fn api_desc(d: &Descriptor) -> ApiDescriptor {
-    ApiDescriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.clone(),
-        size: d.size,
-        annotations: Default::default(),
-    }
+fn upstream(what: impl std::fmt::Display) -> impl FnOnce(tonic::Status) -> Error {
+    Error::upstream(what)
 }
 
 async fn send(tx: &ProgressTx, ev: api::progress::Event) {
@@ -97,11 +85,9 @@ impl Puller {
         Ok(r)
     }
 
-    /// Bytes of a blob the namespace holds, if it holds it.
-    fn local(&self, ns: &str, digest: &str) -> Option<Vec<u8>> {
-        let d: Digest = digest.parse().ok()?;
-        self.shared.store.get(&records::content_key(ns, digest)).ok()??;
-        std::fs::read(self.shared.blobs.blob_path(&d)).ok()
+    /// A manifest, index or config the namespace holds, if it holds it.
+    async fn local(&self, ns: &str, digest: &str) -> Option<Vec<u8>> {
+        self.store.read(ns, digest, media::MAX_METADATA).await.ok()
     }
 
     /// A manifest, index or config: from the store if present, else the registry.
@@ -113,56 +99,56 @@ impl Puller {
         reference: &Reference,
         d: &Descriptor,
     ) -> Result<Vec<u8>> {
-        if d.size as usize > media::MAX_METADATA || d.size < 0 {
-            return Err(ContentError::InvalidArgument(format!(
+        if d.size() as usize > media::MAX_METADATA {
+            return Err(Error::InvalidArgument(format!(
                 "{} {} of {reference} is {} bytes, over the {}-byte limit",
-                d.media_type,
-                d.digest,
-                d.size,
+                d.media_type(),
+                d.digest(),
+                d.size(),
                 media::MAX_METADATA
             )));
         }
-        let digest = Digest::parse_field(&d.digest, "descriptor digest")?;
-        if let Some(b) = self.local(ns, &d.digest) {
-            fetch::adopt_existing(&self.shared, ns, lease, &digest, b.len() as i64)?;
+        let digest = digest_of(d)?;
+        let name = d.digest().to_string();
+        if let Some(b) = self.local(ns, &name).await {
+            self.store.hold(ns, lease, &digest, b.len() as i64).await?;
             return Ok(b);
         }
         let by_digest = Reference::with_digest(
             reference.registry().to_string(),
             reference.repository().to_string(),
-            d.digest.clone(),
+            name.clone(),
         );
-        let body = if media::is_manifest(&d.media_type) || media::is_index(&d.media_type) {
+        let body = if media::is_manifest(d.media_type()) || media::is_index(d.media_type()) {
             reg.manifest(&by_digest).await?.0.to_vec()
         } else {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match self.fetch_small(reg, reference, &d.digest).await {
+                match self.fetch_small(reg, reference, &name).await {
                     Ok(b) => break b,
-                    Err(ContentError::Remote {
+                    Err(Error::Remote {
                         code: tonic::Code::Unavailable,
                         message,
-                    }) if attempt < super::registry::ATTEMPTS => {
-                        tracing::warn!(digest = %d.digest, attempt, error = %message, "blob request failed; retrying");
-                        tokio::time::sleep(super::registry::backoff(attempt)).await;
+                    }) if attempt < crate::registry::ATTEMPTS => {
+                        tracing::warn!(digest = %name, attempt, error = %message, "blob request failed; retrying");
+                        tokio::time::sleep(crate::registry::backoff(attempt)).await;
                     }
                     Err(e) => return Err(e),
                 }
             }
         };
         let got = Digest::of(digest.algorithm(), &body);
-        if got != digest || body.len() as i64 != d.size {
-            return Err(ContentError::Remote {
+        if got != digest || body.len() as u64 != d.size() {
+            return Err(Error::Remote {
                 code: tonic::Code::DataLoss,
                 message: format!(
-                    "{} of {reference}: registry sent {} bytes with digest {got}",
-                    d.digest,
+                    "{name} of {reference}: registry sent {} bytes with digest {got}",
                     body.len()
                 ),
             });
         }
-        fetch::put_bytes(&self.shared, ns, lease, &digest, &body)?;
+        self.store.put(ns, lease, &digest, Bytes::from(body.clone())).await?;
         Ok(body)
     }
 
@@ -172,12 +158,12 @@ impl Puller {
         let (mut s, _) = reg.blob(reference, digest, 0).await?;
         let mut out = Vec::new();
         while let Some(c) = s.next().await {
-            let c = c.map_err(|e| ContentError::Remote {
+            let c = c.map_err(|e| Error::Remote {
                 code: tonic::Code::Unavailable,
                 message: format!("fetching {digest} of {reference}: {e}"),
             })?;
             if out.len() + c.len() > media::MAX_METADATA {
-                return Err(ContentError::InvalidArgument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "{digest} of {reference} is over the size limit"
                 )));
             }
@@ -201,57 +187,49 @@ impl Puller {
         snapshotter: &str,
         unpack: bool,
     ) -> Result<bool> {
-        let Some((img, _)) =
-            records::load::<ImageRecord>(&*self.shared.store, &records::image_key(ns, name))?
-        else {
+        let Some(img) = self.store.image(ns, name).await? else {
             return Ok(false);
         };
-        if img.target.digest != target {
+        if img.digest != target {
             return Ok(false);
         }
-        let Some(top) = self.local(ns, target) else {
+        let Some(top) = self.local(ns, target).await else {
             return Ok(false);
         };
-        let manifest_body = if media::is_index(&img.target.media_type) {
-            let idx: Index =
-                serde_json::from_slice(&top).map_err(|e| ContentError::InvalidArgument(e.to_string()))?;
+        let manifest_body = if media::is_index(&MediaType::from(img.media_type.as_str())) {
+            let idx: ImageIndex = parse(&top, &format!("index of {name}"))?;
             let Some(m) = idx
-                .manifests
+                .manifests()
                 .iter()
-                .find(|m| m.platform.as_ref().is_some_and(|p| platform_matches(platform, p)))
+                .find(|m| m.platform().as_ref().is_some_and(|p| platform_matches(platform, p)))
             else {
                 return Ok(false);
             };
-            let Some(b) = self.local(ns, &m.digest) else {
+            let Some(b) = self.local(ns, &m.digest().to_string()).await else {
                 return Ok(false);
             };
             b
         } else {
             top
         };
-        let Ok(m) = serde_json::from_slice::<Manifest>(&manifest_body) else {
+        let Ok(m) = serde_json::from_slice::<ImageManifest>(&manifest_body) else {
             return Ok(false);
         };
-        let Some(cfg) = self.local(ns, &m.config.digest) else {
+        let Some(cfg) = self.local(ns, &m.config().digest().to_string()).await else {
             return Ok(false);
         };
-        for l in &m.layers {
-            if self
-                .shared
-                .store
-                .get(&records::content_key(ns, &l.digest))?
-                .is_none()
-            {
+        for l in m.layers() {
+            if self.store.info(ns, &l.digest().to_string()).await?.is_none() {
                 return Ok(false);
             }
         }
         if !unpack {
             return Ok(true);
         }
-        let Ok(c) = serde_json::from_slice::<ImageConfig>(&cfg) else {
+        let Ok(c) = serde_json::from_slice::<ImageConfiguration>(&cfg) else {
             return Ok(false);
         };
-        match chain_ids(&c.rootfs.diff_ids).last() {
+        match chain_ids(c.rootfs().diff_ids()).last() {
             Some(top) => self.snapshot_exists(ns, snapshotter, top).await,
             None => Ok(true),
         }
@@ -261,7 +239,7 @@ impl Puller {
         let reference: Reference = req
             .reference
             .parse()
-            .map_err(|e| ContentError::InvalidArgument(format!("reference {:?}: {e}", req.reference)))?;
+            .map_err(|e| Error::InvalidArgument(format!("reference {:?}: {e}", req.reference)))?;
         let name = reference.whole();
         let platform = parse_platform(&req.platform)?;
         let snapshotter = if req.snapshotter.is_empty() {
@@ -274,13 +252,7 @@ impl Puller {
 
         let (body, digest) = reg.manifest(&reference).await?;
         let top_type = media::sniff(&body, &format!("manifest of {name}"))?;
-        let target = Descriptor {
-            media_type: top_type.clone(),
-            digest: digest.clone(),
-            size: body.len() as i64,
-            platform: None,
-            annotations: None,
-        };
+        let target = media::descriptor(&top_type, &digest, body.len() as u64)?;
         if self
             .complete(ns, &name, &digest, &platform, &snapshotter, unpack)
             .await?
@@ -298,69 +270,55 @@ impl Puller {
             return Ok(());
         }
 
-        let lease = PullLease::new(&self.shared, ns)?;
-        let target_digest = Digest::parse_field(&digest, "manifest digest")?;
-        fetch::put_bytes(&self.shared, ns, &lease.id, &target_digest, &body)?;
+        let lease = PullLease::new(&self.store, ns).await?;
+        self.store
+            .put(ns, &lease.id, &digest_of(&target)?, body.clone())
+            .await?;
         let (manifest_desc, manifest_body, index) = if media::is_index(&top_type) {
-            let idx: Index = serde_json::from_slice(&body)
-                .map_err(|e| ContentError::InvalidArgument(format!("index of {name}: {e}")))?;
-            let chosen = idx
-                .manifests
-                .iter()
-                .find(|m| {
-                    media::is_manifest(&m.media_type)
-                        && m.platform
-                            .as_ref()
-                            .is_some_and(|p| platform_matches(&platform, p))
-                })
-                .cloned()
-                .ok_or_else(|| {
-                    let have: Vec<String> = idx
-                        .manifests
-                        .iter()
-                        .filter_map(|m| m.platform.as_ref().map(platform_string))
-                        .collect();
-                    ContentError::NotFound(format!(
-                        "{name} for platform {} (the index has {})",
-                        platform_string(&platform),
-                        have.join(", ")
-                    ))
-                })?;
+            let idx: ImageIndex = parse(&body, &format!("index of {name}"))?;
+            let chosen = select_manifest(&idx, &platform, &name)
+                .map_err(Error::NotFound)?
+                .clone();
+            if !media::is_manifest(chosen.media_type()) {
+                return Err(Error::InvalidArgument(format!(
+                    "index of {name}: the entry for {} is a \"{}\", not an image manifest",
+                    molde_common::image::platform_string(&platform),
+                    chosen.media_type()
+                )));
+            }
             let b = self.small_blob(ns, &lease.id, &reg, &reference, &chosen).await?;
-            media::sniff(&b, &format!("manifest {} of {name}", chosen.digest))?;
+            media::sniff(&b, &format!("manifest {} of {name}", chosen.digest()))?;
             (chosen, b, Some(idx))
         } else {
             (target.clone(), body.to_vec(), None)
         };
-        let manifest: Manifest = serde_json::from_slice(&manifest_body)
-            .map_err(|e| ContentError::InvalidArgument(format!("manifest of {name}: {e}")))?;
-        if manifest.config.media_type != media::OCI_CONFIG
-            && manifest.config.media_type != media::DOCKER_CONFIG
-        {
-            return Err(ContentError::InvalidArgument(format!(
-                "manifest of {name}: config media type {:?} is not an image config",
-                manifest.config.media_type
+        let manifest: ImageManifest = parse(&manifest_body, &format!("manifest of {name}"))?;
+        if !media::is_config(manifest.config().media_type()) {
+            return Err(Error::InvalidArgument(format!(
+                "manifest of {name}: config media type \"{}\" is not an image config",
+                manifest.config().media_type()
             )));
         }
-        for l in &manifest.layers {
-            if !media::is_layer(&l.media_type) {
-                return Err(ContentError::InvalidArgument(format!(
-                    "manifest of {name}: layer {} has media type {:?}, not a layer",
-                    l.digest, l.media_type
+        for l in manifest.layers() {
+            if !media::is_layer(l.media_type()) {
+                return Err(Error::InvalidArgument(format!(
+                    "manifest of {name}: layer {} has media type \"{}\", not a layer",
+                    l.digest(),
+                    l.media_type()
                 )));
             }
-            Digest::parse_field(&l.digest, "layer digest")?;
+            digest_of(l)?;
         }
         let config_body = self
-            .small_blob(ns, &lease.id, &reg, &reference, &manifest.config)
+            .small_blob(ns, &lease.id, &reg, &reference, manifest.config())
             .await?;
-        let config: ImageConfig = serde_json::from_slice(&config_body)
-            .map_err(|e| ContentError::InvalidArgument(format!("config of {name}: {e}")))?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(ContentError::InvalidArgument(format!(
+        let config: ImageConfiguration = parse(&config_body, &format!("config of {name}"))?;
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(Error::InvalidArgument(format!(
                 "{name}: the config lists {} diff IDs for {} layers",
-                config.rootfs.diff_ids.len(),
-                manifest.layers.len()
+                diff_ids.len(),
+                manifest.layers().len()
             )));
         }
         send(
@@ -369,8 +327,8 @@ impl Puller {
                 name: name.clone(),
                 target: Some(api_desc(&target)),
                 manifest: Some(api_desc(&manifest_desc)),
-                config: Some(api_desc(&manifest.config)),
-                layers: manifest.layers.iter().map(api_desc).collect(),
+                config: Some(api_desc(manifest.config())),
+                layers: manifest.layers().iter().map(api_desc).collect(),
             }),
         )
         .await;
@@ -384,14 +342,14 @@ impl Puller {
                 index: index.as_ref(),
                 manifest_desc: &manifest_desc,
                 manifest: &manifest,
-                diff_ids: &config.rootfs.diff_ids,
+                diff_ids,
                 snapshotter: &snapshotter,
                 unpack,
                 source: Some((&reference, reg.clone())),
                 tx,
             })
             .await?;
-        drop(lease);
+        lease.release().await;
         tracing::info!(namespace = ns, image = %name, %digest, bytes, blobs, layers, "image pulled");
         send(
             tx,

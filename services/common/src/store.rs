@@ -1,0 +1,107 @@
+//! The content store as the transfer service sees it: blobs by digest, written
+//! through ingests and held by leases, their labels, and image records.
+//!
+//! molde-content implements it over its own state (the GC lock held inside each
+//! commit); a transfer service in a process of its own reaches the same store
+//! through content.v1, images.v1 and leases.v1. Nothing else of the content
+//! service is visible through it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::Digest;
+use crate::errdefs::Result;
+
+/// What the store knows of a blob a namespace holds.
+#[derive(Debug, Clone, Default)]
+pub struct BlobInfo {
+    pub size: i64,
+    pub labels: HashMap<String, String>,
+}
+
+/// What an image record points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageTarget {
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+}
+
+/// How a namespace came to hold a blob without downloading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The namespace had it.
+    Present,
+    /// Another namespace had the bytes; this one got a record.
+    Shared,
+}
+
+/// A stream of a blob's bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+#[tonic::async_trait]
+pub trait ContentStore: Send + Sync + 'static {
+    /// The blob `digest` as namespace `ns` holds it; None if it does not.
+    async fn info(&self, ns: &str, digest: &str) -> Result<Option<BlobInfo>>;
+
+    /// A whole blob of at most `max` bytes; NotFound if the namespace lacks it.
+    async fn read(&self, ns: &str, digest: &str, max: usize) -> Result<Vec<u8>>;
+
+    /// A blob's bytes from the start, in chunks.
+    async fn read_stream(&self, ns: &str, digest: &str) -> Result<ByteStream>;
+
+    /// Puts `digest` (of `size` bytes) under `lease` if the store already has
+    /// it, in this namespace or as bytes another namespace stored.
+    async fn hold(&self, ns: &str, lease: &str, digest: &Digest, size: i64) -> Result<Option<Held>>;
+
+    /// Stores bytes already in hand under `lease`.
+    async fn put(&self, ns: &str, lease: &str, digest: &Digest, data: Bytes) -> Result<()>;
+
+    /// Opens (or resumes) the ingest `reference`, its one writer until dropped.
+    async fn writer(
+        &self,
+        ns: &str,
+        lease: &str,
+        reference: &str,
+        size: i64,
+        expected: Option<&Digest>,
+    ) -> Result<Box<dyn BlobWriter>>;
+
+    /// Adds labels to a blob the namespace holds.
+    async fn set_labels(&self, ns: &str, digest: &str, labels: HashMap<String, String>) -> Result<()>;
+
+    /// What image `name` points at, if it exists.
+    async fn image(&self, ns: &str, name: &str) -> Result<Option<ImageTarget>>;
+
+    /// Points image `name` at `target`, creating it if needed.
+    async fn put_image(&self, ns: &str, name: &str, target: ImageTarget) -> Result<()>;
+
+    /// A lease that expires after `ttl` unless deleted first; returns its id.
+    async fn create_lease(&self, ns: &str, prefix: &str, ttl: Duration) -> Result<String>;
+
+    /// Deletes a lease; what only it held becomes collectable.
+    async fn delete_lease(&self, ns: &str, id: &str) -> Result<()>;
+}
+
+/// One ingest, written in order.
+#[tonic::async_trait]
+pub trait BlobWriter: Send {
+    /// Bytes written so far (where a resumed download starts).
+    fn offset(&self) -> u64;
+
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+
+    /// Drops what was written, to start over.
+    async fn reset(&mut self) -> Result<()>;
+
+    /// Verifies size and digest and makes the blob visible under the writer's
+    /// lease. A blob the namespace already had is held by the lease and is
+    /// not an error. A failed check leaves the ingest to resume or abort.
+    async fn commit(self: Box<Self>) -> Result<Digest>;
+
+    /// Removes the ingest.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}

@@ -1,0 +1,150 @@
+//! Getting blobs from a registry into the content store: one download per
+//! digest at a time, streamed straight into an ingest.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use molde_common::Digest;
+use oci_client::Reference;
+
+use molde_common::errdefs::{Error, Result};
+use molde_common::store::{BlobWriter, ContentStore};
+
+use crate::registry::{ATTEMPTS, Registry, backoff};
+
+/// One download per digest at a time, whichever pulls want it: the second
+/// waiter finds the blob committed.
+#[derive(Default)]
+pub struct Inflight {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Inflight {
+    pub async fn hold(&self, digest: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = self
+            .locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        m.lock_owned().await
+    }
+}
+
+/// Where a download goes: a namespace of the content store, under a lease.
+pub struct Dest<'a> {
+    pub store: &'a dyn ContentStore,
+    pub ns: &'a str,
+    pub lease: &'a str,
+}
+
+/// Downloads `digest` from the registry into an ingest and commits it. Resumes
+/// an ingest an earlier pull (or an earlier molded) left with a Range request,
+/// and retries broken downloads from where they broke.
+pub async fn download(
+    dest: &Dest<'_>,
+    reg: &Registry,
+    reference: &Reference,
+    digest: &Digest,
+    size: i64,
+    progress: impl Fn(u64),
+) -> Result<u64> {
+    let Dest { store, ns, lease } = *dest;
+    let ingest_ref = format!("pull-{digest}");
+    let mut ingest = Some(store.writer(ns, lease, &ingest_ref, size, Some(digest)).await?);
+    let mut attempt = 0;
+    let mut fetched = 0u64;
+    loop {
+        attempt += 1;
+        let offset = ingest.as_ref().expect("open").offset();
+        if offset as i64 == size && size > 0 {
+            break;
+        }
+        let (mut stream, partial) = match reg.blob(reference, &digest.to_string(), offset).await {
+            Ok(s) => s,
+            Err(e)
+                if attempt < ATTEMPTS
+                    && matches!(&e, Error::Remote { code, .. } if *code == tonic::Code::Unavailable) =>
+            {
+                tracing::warn!(%digest, attempt, error = %e, "blob request failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if offset > 0 && !partial {
+            ingest.as_mut().expect("open").reset().await?;
+        } else if offset > 0 && partial {
+            tracing::info!(%digest, offset, "resuming download");
+        }
+        // Chunks are gathered to ~1 MiB and written by a task of their own,
+        // so the network and the disk are busy at once.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let mut w: Box<dyn BlobWriter> = ingest.take().expect("open");
+        let writer = tokio::spawn(async move {
+            let mut r = Ok(());
+            while let Some(chunk) = rx.recv().await {
+                if let Err(e) = w.write(chunk).await {
+                    r = Err(e);
+                    break;
+                }
+            }
+            (w, r)
+        });
+        let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+        let mut failure = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => {
+                    fetched += chunk.len() as u64;
+                    buf.extend_from_slice(&chunk);
+                    if buf.len() >= 1 << 20 {
+                        if tx.send(buf.split().freeze()).await.is_err() {
+                            break;
+                        }
+                        progress(fetched);
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if !buf.is_empty() {
+            let _ = tx.send(buf.split().freeze()).await;
+        }
+        drop(tx);
+        let (back, wrote) = writer.await.map_err(|e| Error::Io {
+            context: "writing download".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        ingest = Some(back);
+        wrote?;
+        progress(fetched);
+        match failure {
+            None => break,
+            Some(e) if attempt < ATTEMPTS => {
+                tracing::warn!(%digest, attempt, error = %e, "download broke; resuming");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Some(e) => {
+                return Err(Error::Remote {
+                    code: tonic::Code::Unavailable,
+                    message: format!("fetching {digest} of {reference}: {e} (after {attempt} attempts)"),
+                });
+            }
+        }
+    }
+    match ingest.take().expect("open").commit().await {
+        Ok(_) => Ok(fetched),
+        Err(Error::FailedPrecondition(m)) => Err(Error::Remote {
+            code: tonic::Code::DataLoss,
+            message: format!("blob {digest} of {reference} does not match its descriptor: {m}"),
+        }),
+        Err(e) => Err(e),
+    }
+}
