@@ -84,7 +84,9 @@ pub async fn connect(addr: &Address) -> Result<Channel, tonic::transport::Error>
 /// service accepts, so the call fails naming it rather than acting in `default`.
 pub fn request<T>(ns: &str, lease: Option<&str>, msg: T) -> tonic::Request<T> {
     use tonic::metadata::MetadataValue;
-    let header = |v: &str| MetadataValue::try_from(v).unwrap_or_else(|_| MetadataValue::from_static("!unrepresentable"));
+    let header = |v: &str| {
+        MetadataValue::try_from(v).unwrap_or_else(|_| MetadataValue::from_static("!unrepresentable"))
+    };
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert(crate::NAMESPACE_HEADER, header(ns));
     if let Some(l) = lease.filter(|l| !l.is_empty()) {
@@ -135,7 +137,9 @@ pub async fn write_blob(
     data: bytes::Bytes,
     labels: std::collections::HashMap<String, String>,
 ) -> Result<(), tonic::Status> {
-    use crate::containerd::services::content::v1::{WriteAction, WriteContentRequest, content_client::ContentClient};
+    use crate::containerd::services::content::v1::{
+        WriteAction, WriteContentRequest, content_client::ContentClient,
+    };
     let size = data.len() as i64;
     // A ref of its own, so concurrent writers of one blob never share an ingest.
     let nonce = std::time::SystemTime::now()

@@ -41,9 +41,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use molde_api::containerd::services::content::v1::{
-    WriteAction, WriteContentRequest, content_client::ContentClient,
-};
+use molde_api::containerd::services::content::v1::content_client::ContentClient;
 use molde_api::containerd::services::diff::v1::{ApplyRequest, DiffRequest, diff_client::DiffClient};
 use molde_api::containerd::services::images::v1::{
     CreateImageRequest, GetImageRequest, Image, UpdateImageRequest, images_client::ImagesClient,
@@ -66,6 +64,7 @@ use molde_api::molde::services::runtime::v1::{
     ListRequest, RemoveRequest, RunRequest, run_event, runtime_client::RuntimeClient,
 };
 use molde_api::molde::services::transfer::v1::{PullRequest, transfer_client::TransferClient};
+use molde_common::image::Layer;
 use molde_common::{Algorithm, Digest, RequestContext};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -81,8 +80,6 @@ use crate::plan;
 use crate::stage::{StageState, Step};
 
 const SNAPSHOTTER: &str = "overlayfs";
-const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The builder service; it reaches content, snapshots/diff and runtime.
@@ -323,9 +320,10 @@ impl BuilderService {
 /// A stage's result: what a later FROM or COPY --from builds on.
 #[derive(Clone)]
 struct Built {
+    /// The image config as JSON: it keeps Docker's fields (Healthcheck,
+    /// OnBuild, Shell) that oci-spec's ImageConfiguration has no place for.
     config: Value,
-    layers: Vec<Value>,
-    diff_ids: Vec<String>,
+    layers: Vec<Layer>,
     /// Chain ID of the top layer ("" for an empty rootfs).
     top: String,
 }
@@ -424,12 +422,20 @@ struct Held {
     dirs: Vec<PathBuf>,
 }
 
-fn add_layer(mut built: Built, layer: (Value, String, String)) -> Built {
-    let (desc, diff_id, top) = layer;
-    built.layers.push(desc);
-    built.diff_ids.push(diff_id);
-    built.top = top;
+fn add_layer(mut built: Built, layer: Layer) -> Built {
+    built.top = layer.chain_id.clone();
+    built.layers.push(layer);
     built
+}
+
+/// A layer's descriptor as the gRPC APIs carry it.
+fn api_descriptor(d: &oci_spec::image::Descriptor) -> Descriptor {
+    Descriptor {
+        media_type: d.media_type().to_string(),
+        digest: d.digest().to_string(),
+        size: d.size() as i64,
+        annotations: Default::default(),
+    }
 }
 
 fn is_url(s: &str) -> bool {

@@ -14,7 +14,7 @@ use molde_meta::Txn;
 
 use crate::blobs::Ingest;
 use crate::error::{ContentError, Result};
-use crate::records::{self, ContentRecord, DescriptorRecord, GC_EXPIRE, ImageRecord, LeaseRecord, Labels};
+use crate::records::{self, ContentRecord, DescriptorRecord, GC_EXPIRE, ImageRecord, Labels, LeaseRecord};
 use crate::state::{Shared, WriterGuard};
 
 /// The content store of this process.
@@ -50,20 +50,31 @@ impl LocalStore {
 
     /// The blob's file, if namespace `ns` holds it.
     fn open(&self, ns: &str, digest: &str) -> Result<std::fs::File> {
-        if self.shared.store.get(&records::content_key(ns, digest))?.is_none() {
+        if self
+            .shared
+            .store
+            .get(&records::content_key(ns, digest))?
+            .is_none()
+        {
             return Err(ContentError::NotFound(format!("content {digest}")));
         }
         let d = Digest::parse_field(digest, "digest")?;
-        std::fs::File::open(self.shared.blobs.blob_path(&d)).map_err(ContentError::io(format!("reading {digest}")))
+        std::fs::File::open(self.shared.blobs.blob_path(&d))
+            .map_err(ContentError::io(format!("reading {digest}")))
     }
 }
 
 /// Runs file and metadata work off the async threads.
-async fn blocking<T: Send + 'static>(what: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ContentError::Io {
-        context: what.to_string(),
-        source: std::io::Error::other(e.to_string()),
-    })?
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ContentError::Io {
+            context: what.to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
 #[tonic::async_trait]
@@ -106,7 +117,9 @@ impl ContentStore for LocalStore {
                 let mut f = f?;
                 let r = blocking("reading a blob", move || {
                     let mut buf = vec![0u8; 4 << 20];
-                    let n = f.read(&mut buf).map_err(ContentError::io(format!("reading {digest}")))?;
+                    let n = f
+                        .read(&mut buf)
+                        .map_err(ContentError::io(format!("reading {digest}")))?;
                     buf.truncate(n);
                     Ok((f, buf))
                 })
@@ -126,7 +139,10 @@ impl ContentStore for LocalStore {
     }
 
     async fn put(&self, ns: &str, lease: &str, digest: &Digest, data: Bytes) -> Result<()> {
-        if self.hold_blocking(ns, lease, digest, data.len() as i64)?.is_some() {
+        if self
+            .hold_blocking(ns, lease, digest, data.len() as i64)?
+            .is_some()
+        {
             return Ok(());
         }
         // An ingest of its own: concurrent pulls of one image store the same
@@ -139,7 +155,14 @@ impl ContentStore for LocalStore {
                 .blobs
                 .open_ingest(&ns, &reference, data.len() as i64, Some(&digest))?;
             let written = ingest.append(&data).and_then(|()| {
-                shared.commit(&ns, Some(&lease), ingest, data.len() as i64, Some(&digest), Labels::new())
+                shared.commit(
+                    &ns,
+                    Some(&lease),
+                    ingest,
+                    data.len() as i64,
+                    Some(&digest),
+                    Labels::new(),
+                )
             });
             match written {
                 Ok(_) | Err(ContentError::AlreadyExists(_)) => Ok(()),
@@ -164,7 +187,10 @@ impl ContentStore for LocalStore {
         let ingest = {
             let shared = self.shared.clone();
             let (ns, r, d) = (ns.to_string(), reference.to_string(), expected.cloned());
-            blocking("opening an ingest", move || shared.blobs.open_ingest(&ns, &r, size, d.as_ref())).await?
+            blocking("opening an ingest", move || {
+                shared.blobs.open_ingest(&ns, &r, size, d.as_ref())
+            })
+            .await?
         };
         Ok(Box::new(LocalWriter {
             shared: self.shared.clone(),
@@ -184,13 +210,13 @@ impl ContentStore for LocalStore {
 
     async fn image(&self, ns: &str, name: &str) -> Result<Option<ImageTarget>> {
         Ok(
-            records::load::<ImageRecord>(&*self.shared.store, &records::image_key(ns, name))?.map(|(r, _)| {
-                ImageTarget {
+            records::load::<ImageRecord>(&*self.shared.store, &records::image_key(ns, name))?.map(
+                |(r, _)| ImageTarget {
                     media_type: r.target.media_type,
                     digest: r.target.digest,
                     size: r.target.size,
-                }
-            }),
+                },
+            ),
         )
     }
 
@@ -223,7 +249,9 @@ impl ContentStore for LocalStore {
     }
 
     async fn delete_lease(&self, ns: &str, id: &str) -> Result<()> {
-        self.shared.store.txn(Txn::new().delete(records::lease_key(ns, id)))?;
+        self.shared
+            .store
+            .txn(Txn::new().delete(records::lease_key(ns, id)))?;
         self.shared.schedule_gc();
         Ok(())
     }
@@ -242,7 +270,10 @@ struct LocalWriter {
 }
 
 impl LocalWriter {
-    async fn with_ingest(&mut self, f: impl FnOnce(&mut Ingest) -> Result<()> + Send + 'static) -> Result<()> {
+    async fn with_ingest(
+        &mut self,
+        f: impl FnOnce(&mut Ingest) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
         let mut ingest = self.ingest.take().expect("an open writer has its ingest");
         let (ingest, r) = tokio::task::spawn_blocking(move || {
             let r = f(&mut ingest);
@@ -297,6 +328,9 @@ impl BlobWriter for LocalWriter {
     async fn abort(self: Box<Self>) -> Result<()> {
         let me = *self;
         // The writer lock is held until the ingest is gone.
-        blocking("removing an ingest", move || me.shared.blobs.abort_ingest(&me.ns, &me.reference)).await
+        blocking("removing an ingest", move || {
+            me.shared.blobs.abort_ingest(&me.ns, &me.reference)
+        })
+        .await
     }
 }

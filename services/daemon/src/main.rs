@@ -213,9 +213,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         // through its gRPC APIs.
         let content: Arc<dyn molde_common::store::ContentStore> = match &local_content {
             Some(shared) => Arc::new(molde_content::LocalStore::new(shared.clone())),
-            None => Arc::new(molde_transfer::remote::RemoteStore::new(molde_api::client::channel(
-                &reach("content")?,
-            ))),
+            None => Arc::new(molde_transfer::remote::RemoteStore::new(
+                molde_api::client::channel(&reach("content")?),
+            )),
         };
         let transfer = molde_transfer::TransferService::new(
             content,

@@ -105,8 +105,10 @@ impl Puller {
             let top_type = MediaType::from(t.media_type.as_str());
             let mut manifests = vec![t.digest.clone()];
             if media::is_index(&top_type) {
-                let idx: ImageIndex =
-                    parse(&handle.block_on(self.blob_bytes(ns, &t.digest))?, &format!("index of {name}"))?;
+                let idx: ImageIndex = parse(
+                    &handle.block_on(self.blob_bytes(ns, &t.digest))?,
+                    &format!("index of {name}"),
+                )?;
                 manifests.clear();
                 for m in idx.manifests() {
                     let d = m.digest().to_string();
@@ -117,15 +119,18 @@ impl Puller {
                 blobs.insert(t.digest.clone());
             }
             for d in &manifests {
-                let m: ImageManifest =
-                    parse(&handle.block_on(self.blob_bytes(ns, d))?, &format!("manifest {d} of {name}"))?;
+                let m: ImageManifest = parse(
+                    &handle.block_on(self.blob_bytes(ns, d))?,
+                    &format!("manifest {d} of {name}"),
+                )?;
                 blobs.insert(d.clone());
                 blobs.insert(m.config().digest().to_string());
                 for l in m.layers() {
                     blobs.insert(l.digest().to_string());
                 }
                 if manifests.len() == 1 && !media::is_index(&top_type) {
-                    let path = |d: &Descriptor| format!("blobs/{}/{}", d.digest().algorithm(), d.digest().digest());
+                    let path =
+                        |d: &Descriptor| format!("blobs/{}/{}", d.digest().algorithm(), d.digest().digest());
                     docker.push(DockerArchiveImage {
                         config: path(m.config()),
                         repo_tags: vec![docker_name(name)],
@@ -155,8 +160,12 @@ impl Puller {
                 .build()
                 .map_err(oci_error("oci-layout"))?,
         );
-        b.append_data(&mut tar_header(layout.len() as u64), "oci-layout", layout.as_slice())
-            .map_err(Error::io("writing the archive"))?;
+        b.append_data(
+            &mut tar_header(layout.len() as u64),
+            "oci-layout",
+            layout.as_slice(),
+        )
+        .map_err(Error::io("writing the archive"))?;
         for d in &blobs {
             let digest = Digest::parse_field(d, "digest")?;
             let size = handle
@@ -225,7 +234,10 @@ impl Puller {
                 .and_then(|(alg, hex)| format!("{alg}:{hex}").parse::<Digest>().ok());
             let reference = format!("import-{}-{n}", uuid::Uuid::new_v4().simple());
             let mut ingest =
-                handle.block_on(self.store.writer(ns, lease, &reference, size as i64, expected.as_ref()))?;
+                handle.block_on(
+                    self.store
+                        .writer(ns, lease, &reference, size as i64, expected.as_ref()),
+                )?;
             let mut keep = Vec::new();
             let mut buf = vec![0u8; 1 << 20];
             loop {
@@ -314,7 +326,11 @@ impl Puller {
                 for p in &e.layers {
                     let (d, s) = find(p)?;
                     let gz = self.starts_gzip(ns, &d).await?;
-                    let mt = if gz { MediaType::ImageLayerGzip } else { MediaType::ImageLayer };
+                    let mt = if gz {
+                        MediaType::ImageLayerGzip
+                    } else {
+                        MediaType::ImageLayer
+                    };
                     layers.push(descriptor(&mt, &d, s as u64)?);
                 }
                 let manifest = json(
@@ -345,23 +361,29 @@ impl Puller {
         let platform = host_platform();
         let mut names = Vec::new();
         for (name, target) in images {
-            let top = self.blob_bytes(ns, &target.digest().to_string()).await?;
+            let top = self.blob_bytes(ns, target.digest().as_ref()).await?;
             let (index, manifest_desc, manifest_body) = if media::is_index(target.media_type()) {
                 let idx: ImageIndex = parse(&top, &format!("index {}", target.digest()))?;
                 let m = idx
                     .manifests()
                     .iter()
-                    .find(|m| m.platform().as_ref().is_none_or(|p| platform_matches(&platform, p)))
+                    .find(|m| {
+                        m.platform()
+                            .as_ref()
+                            .is_none_or(|p| platform_matches(&platform, p))
+                    })
                     .cloned()
-                    .ok_or_else(|| Error::NotFound(format!("{name} for platform {}", platform_string(&platform))))?;
-                let body = self.blob_bytes(ns, &m.digest().to_string()).await?;
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("{name} for platform {}", platform_string(&platform)))
+                    })?;
+                let body = self.blob_bytes(ns, m.digest().as_ref()).await?;
                 (Some(idx), m, body)
             } else {
                 (None, target.clone(), top)
             };
             let manifest: ImageManifest = parse(&manifest_body, &format!("manifest of {name}"))?;
             let config: ImageConfiguration = parse(
-                &self.blob_bytes(ns, &manifest.config().digest().to_string()).await?,
+                &self.blob_bytes(ns, manifest.config().digest().as_ref()).await?,
                 &format!("config of {name}"),
             )?;
             let diff_ids = config.rootfs().diff_ids();

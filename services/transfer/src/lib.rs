@@ -30,7 +30,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-
 /// Settings of the transfer service.
 #[derive(Debug, Clone)]
 pub struct TransferConfig {

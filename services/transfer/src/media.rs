@@ -6,7 +6,9 @@ use molde_common::errdefs::{Error, Result};
 use serde::Deserialize;
 
 pub use molde_common::chain_ids;
-pub use molde_common::image::media::{DOCKER_LIST, DOCKER_MANIFEST, is_config, is_index, is_layer, is_manifest};
+pub use molde_common::image::media::{
+    DOCKER_LIST, DOCKER_MANIFEST, is_config, is_index, is_layer, is_manifest,
+};
 pub use molde_common::image::{
     Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MAX_METADATA, MediaType, OciDigest, Platform,
 };
@@ -55,7 +57,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<
 /// A descriptor's digest as molde's `Digest`.
 pub fn digest_of(d: &Descriptor) -> Result<molde_common::Digest> {
     Ok(molde_common::Digest::parse_field(
-        &d.digest().to_string(),
+        d.digest().as_ref(),
         "descriptor digest",
     )?)
 }
@@ -115,10 +117,14 @@ mod tests {
     fn docker_and_oci_types_are_told_apart() {
         assert!(is_index(&MediaType::from(DOCKER_LIST)));
         assert!(is_manifest(&MediaType::from(DOCKER_MANIFEST)));
-        assert!(is_layer(&MediaType::from("application/vnd.docker.image.rootfs.diff.tar.gzip")));
+        assert!(is_layer(&MediaType::from(
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        )));
         assert!(is_layer(&MediaType::ImageLayerGzip));
         assert!(!is_layer(&MediaType::ImageConfig));
-        assert!(is_config(&MediaType::from("application/vnd.docker.container.image.v1+json")));
+        assert!(is_config(&MediaType::from(
+            "application/vnd.docker.container.image.v1+json"
+        )));
     }
 
     #[test]

@@ -148,7 +148,9 @@ impl Puller {
                 ),
             });
         }
-        self.store.put(ns, lease, &digest, Bytes::from(body.clone())).await?;
+        self.store
+            .put(ns, lease, &digest, Bytes::from(body.clone()))
+            .await?;
         Ok(body)
     }
 
@@ -198,14 +200,14 @@ impl Puller {
         };
         let manifest_body = if media::is_index(&MediaType::from(img.media_type.as_str())) {
             let idx: ImageIndex = parse(&top, &format!("index of {name}"))?;
-            let Some(m) = idx
-                .manifests()
-                .iter()
-                .find(|m| m.platform().as_ref().is_some_and(|p| platform_matches(platform, p)))
-            else {
+            let Some(m) = idx.manifests().iter().find(|m| {
+                m.platform()
+                    .as_ref()
+                    .is_some_and(|p| platform_matches(platform, p))
+            }) else {
                 return Ok(false);
             };
-            let Some(b) = self.local(ns, &m.digest().to_string()).await else {
+            let Some(b) = self.local(ns, m.digest().as_ref()).await else {
                 return Ok(false);
             };
             b
@@ -215,11 +217,11 @@ impl Puller {
         let Ok(m) = serde_json::from_slice::<ImageManifest>(&manifest_body) else {
             return Ok(false);
         };
-        let Some(cfg) = self.local(ns, &m.config().digest().to_string()).await else {
+        let Some(cfg) = self.local(ns, m.config().digest().as_ref()).await else {
             return Ok(false);
         };
         for l in m.layers() {
-            if self.store.info(ns, &l.digest().to_string()).await?.is_none() {
+            if self.store.info(ns, l.digest().as_ref()).await?.is_none() {
                 return Ok(false);
             }
         }

@@ -53,7 +53,7 @@ impl Puller {
             let idx: ImageIndex = parse(&body, &format!("index of {}", req.reference))?;
             let mut present = Vec::new();
             for m in idx.manifests() {
-                if self.store.info(ns, &m.digest().to_string()).await?.is_some() {
+                if self.store.info(ns, m.digest().as_ref()).await?.is_some() {
                     present.push(m.clone());
                 }
             }
@@ -67,7 +67,11 @@ impl Puller {
                 // Only some platforms were pulled: push this platform's manifest under the tag.
                 let m = present
                     .iter()
-                    .find(|m| m.platform().as_ref().is_some_and(|p| platform_matches(&platform, p)))
+                    .find(|m| {
+                        m.platform()
+                            .as_ref()
+                            .is_some_and(|p| platform_matches(&platform, p))
+                    })
                     .ok_or_else(|| {
                         Error::NotFound(format!(
                             "{} has no manifest for {} here",
@@ -95,7 +99,7 @@ impl Puller {
             let m: ImageManifest = parse(&body, &format!("manifest {digest}"))?;
             for blob in std::iter::once(m.config()).chain(m.layers().iter()) {
                 if let Some(n) = self
-                    .push_blob(ns, &reg, &dest, &blob.digest().to_string(), blob.size() as i64, tx)
+                    .push_blob(ns, &reg, &dest, blob.digest().as_ref(), blob.size() as i64, tx)
                     .await?
                 {
                     pushed_bytes += n;
@@ -186,7 +190,9 @@ impl Puller {
             }
         }
         let stream = self.store.read_stream(ns, digest).await?.map(|r| {
-            r.map_err(|e| oci_client::errors::OciDistributionError::IoError(std::io::Error::other(e.to_string())))
+            r.map_err(|e| {
+                oci_client::errors::OciDistributionError::IoError(std::io::Error::other(e.to_string()))
+            })
         });
         client
             .push_blob_stream(dest, stream, digest, Some(size as u64))

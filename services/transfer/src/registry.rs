@@ -65,8 +65,8 @@ impl Hosts {
 }
 
 fn parse_hosts(text: &str, path: &Path) -> Result<HostConfig> {
-    let v: toml::Value = toml::from_str(text)
-        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+    let v: toml::Value =
+        toml::from_str(text).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
     v.try_into()
         .map_err(|e: toml::de::Error| Error::InvalidArgument(format!("{}: {e}", path.display())))
 }

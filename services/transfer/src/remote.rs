@@ -75,7 +75,12 @@ impl ContentStore for RemoteStore {
     async fn info(&self, ns: &str, digest: &str) -> Result<Option<BlobInfo>> {
         let r = self
             .content()
-            .info(namespaced(ns, InfoRequest { digest: digest.into() }))
+            .info(namespaced(
+                ns,
+                InfoRequest {
+                    digest: digest.into(),
+                },
+            ))
             .await;
         Ok(missing_is_none(r, &format!("content {digest}"))?.map(|r| {
             let info = r.into_inner().info.unwrap_or_default();
@@ -171,13 +176,20 @@ impl ContentStore for RemoteStore {
         };
         let first = match resp.message().await {
             Ok(Some(m)) => m,
-            Ok(None) => return Err(Error::Unavailable(format!("ingest {reference}: the stream closed"))),
+            Ok(None) => {
+                return Err(Error::Unavailable(format!(
+                    "ingest {reference}: the stream closed"
+                )));
+            }
             Err(s) if s.code() == Code::AlreadyExists && expected.is_some() => {
                 return Ok(Box::new(writer(State::Present)));
             }
             Err(s) => return Err(Error::upstream(format!("opening ingest {reference}"))(s)),
         };
-        let mut w = writer(State::Open { tx, resp });
+        let mut w = writer(State::Open {
+            tx,
+            resp: Box::new(resp),
+        });
         w.offset = first.offset.max(0) as u64;
         if w.offset > 0 && expected.is_none() {
             // The digest of what an earlier writer wrote is unknown here: start over.
@@ -251,7 +263,12 @@ impl ContentStore for RemoteStore {
                 Err(s) => return Err(failed(s)),
             }
             match images
-                .create(namespaced(ns, CreateImageRequest { image: Some(image.clone()) }))
+                .create(namespaced(
+                    ns,
+                    CreateImageRequest {
+                        image: Some(image.clone()),
+                    },
+                ))
                 .await
             {
                 Ok(_) => return Ok(()),
@@ -298,7 +315,7 @@ impl ContentStore for RemoteStore {
 enum State {
     Open {
         tx: mpsc::Sender<WriteContentRequest>,
-        resp: tonic::Streaming<WriteContentResponse>,
+        resp: Box<tonic::Streaming<WriteContentResponse>>,
     },
     /// The namespace had the blob when the writer opened.
     Present,
@@ -393,16 +410,21 @@ impl BlobWriter for RemoteWriter {
                 Ok(Digest::parse_field(&m.digest, "committed digest").map_err(Error::from)?)
             }
             Ok(_) => {
-                self.store.add_to_lease(&self.ns, &self.lease, &digest.to_string()).await?;
+                self.store
+                    .add_to_lease(&self.ns, &self.lease, &digest.to_string())
+                    .await?;
                 Ok(digest)
             }
             Err(e) if e.is_already_exists() => {
-                self.store.add_to_lease(&self.ns, &self.lease, &digest.to_string()).await?;
+                self.store
+                    .add_to_lease(&self.ns, &self.lease, &digest.to_string())
+                    .await?;
                 Ok(digest)
             }
-            Err(Error::Remote { code: Code::FailedPrecondition, message }) => {
-                Err(Error::FailedPrecondition(message))
-            }
+            Err(Error::Remote {
+                code: Code::FailedPrecondition,
+                message,
+            }) => Err(Error::FailedPrecondition(message)),
             Err(e) => Err(e),
         }
     }

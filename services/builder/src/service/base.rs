@@ -32,23 +32,10 @@ impl Job {
         .await?;
         let config: Value = serde_json::from_slice(&r.config_raw)
             .map_err(|e| Status::failed_precondition(format!("FROM {name}: its config: {e}")))?;
-        let diff_ids: Vec<String> = r.layers.iter().map(|l| l.diff_id.clone()).collect();
         let top = r.top_chain_id().unwrap_or_default().to_string();
-        let layers = r
-            .layers
-            .iter()
-            .map(|l| {
-                json!({
-                    "mediaType": l.descriptor.media_type().to_string(),
-                    "digest": l.descriptor.digest().to_string(),
-                    "size": l.descriptor.size(),
-                })
-            })
-            .collect();
         Ok(Built {
             config,
-            layers,
-            diff_ids,
+            layers: r.layers,
             top,
         })
     }
@@ -102,43 +89,15 @@ impl Job {
     ) -> Result<(String, i64), Status> {
         let digest = Digest::of(Algorithm::Sha256, &bytes).to_string();
         let size = bytes.len() as i64;
-        let msgs = vec![
-            WriteContentRequest {
-                action: WriteAction::Stat as i32,
-                r#ref: format!("build-{digest}"),
-                total: size,
-                expected: digest.clone(),
-                ..Default::default()
-            },
-            WriteContentRequest {
-                action: WriteAction::Commit as i32,
-                offset: 0,
-                total: size,
-                expected: digest.clone(),
-                data: bytes.into(),
-                labels,
-                ..Default::default()
-            },
-        ];
-        let stream = tokio_stream::iter(msgs);
-        match ContentClient::new(self.svc.content.clone())
-            .write(self.req(stream))
-            .await
-        {
-            Ok(r) => {
-                let mut s = r.into_inner();
-                loop {
-                    match s.message().await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                        Err(e) if e.code() == tonic::Code::AlreadyExists => break,
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            Err(e) if e.code() == tonic::Code::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
+        molde_api::client::write_blob(
+            &self.svc.content,
+            &self.ns,
+            Some(&self.lease),
+            &digest,
+            bytes.into(),
+            labels,
+        )
+        .await?;
         Ok((digest, size))
     }
 }

@@ -36,11 +36,11 @@ impl Job {
     }
 
     /// A layer an earlier build made for this key, if its blob and snapshot are still here.
-    pub(super) async fn cached(&self, key: &str) -> Option<(Value, String, String)> {
+    pub(super) async fn cached(&self, key: &str) -> Option<Layer> {
         let path = self.cache_file(key);
         let rec = CacheRecord::read(&path)?;
         let digest = rec.digest();
-        let (layer, diff_id, top) = (serde_json::to_value(&rec.layer).ok()?, rec.diff_id, rec.top);
+        let top = rec.top.clone();
         // Held by this build first, then checked: once both are found, no
         // prune or collection can take them from under the build.
         self.hold(&top, &format!("snapshots/{SNAPSHOTTER}")).await.ok()?;
@@ -62,20 +62,20 @@ impl Job {
         if let Ok(f) = std::fs::File::options().append(true).open(&path) {
             let _ = f.set_modified(std::time::SystemTime::now());
         }
-        Some((layer, diff_id, top))
+        Some(Layer {
+            descriptor: rec.layer,
+            diff_id: rec.diff_id,
+            chain_id: rec.top,
+        })
     }
 
     /// Records a step's layer under its key (written whole, then renamed) and
     /// holds the layer in the cache's lease until the record is pruned.
-    pub(super) async fn remember(&self, key: &str, layer: &(Value, String, String)) {
-        let Ok(descriptor) = serde_json::from_value(layer.0.clone()) else {
-            tracing::warn!(key, "a layer without a descriptor is not cached");
-            return;
-        };
+    pub(super) async fn remember(&self, key: &str, layer: &Layer) {
         let rec = CacheRecord {
-            layer: descriptor,
-            diff_id: layer.1.clone(),
-            top: layer.2.clone(),
+            layer: layer.descriptor.clone(),
+            diff_id: layer.diff_id.clone(),
+            top: layer.chain_id.clone(),
             namespace: self.ns.clone(),
         };
         let mut leases = LeasesClient::new(self.svc.content.clone());

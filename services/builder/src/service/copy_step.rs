@@ -11,7 +11,7 @@ impl Job {
         srcs: Vec<String>,
         dest: String,
         inline: Vec<(String, String)>,
-    ) -> Result<(Value, String, String), Status> {
+    ) -> Result<Layer, Status> {
         let is_add = matches!(ins.command, Command::Add { .. });
         let git = self.git_source(df, ins, &srcs)?;
         if ins.flag("checksum").is_some()

@@ -1,12 +1,15 @@
 //! The image: config and manifest written to content.v1, names to images.v1.
 
+use oci_spec::image::{ImageManifestBuilder, MediaType};
+
 use super::*;
 
 impl Job {
     /// Writes the config and manifest and names the image.
     pub(super) async fn image(&self, built: Built) -> Result<(), Status> {
         let mut config = built.config;
-        config["rootfs"] = json!({ "type": "layers", "diff_ids": built.diff_ids });
+        let diff_ids: Vec<&str> = built.layers.iter().map(|l| l.diff_id.as_str()).collect();
+        config["rootfs"] = json!({ "type": "layers", "diff_ids": diff_ids });
         config["created"] = json!(rfc3339(now_secs()));
         config["architecture"] = json!(
             config["architecture"]
@@ -33,12 +36,25 @@ impl Job {
             );
         }
         let (config_digest, config_size) = self.write_blob(config_bytes, labels).await?;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST,
-            "config": { "mediaType": CONFIG, "digest": config_digest, "size": config_size },
-            "layers": built.layers,
-        });
+        let config_desc = oci_spec::image::Descriptor::new(
+            MediaType::ImageConfig,
+            config_size as u64,
+            oci_spec::image::Digest::try_from(config_digest.as_str())
+                .map_err(|e| Status::internal(format!("config digest: {e}")))?,
+        );
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config_desc)
+            .layers(
+                built
+                    .layers
+                    .iter()
+                    .map(|l| l.descriptor.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .build()
+            .map_err(|e| Status::internal(format!("the image manifest: {e}")))?;
         let mut labels = HashMap::new();
         labels.insert(
             format!("{}.config", molde_common::labels::GC_REF_CONTENT),
@@ -47,7 +63,7 @@ impl Job {
         for (i, l) in built.layers.iter().enumerate() {
             labels.insert(
                 format!("{}.l.{i}", molde_common::labels::GC_REF_CONTENT),
-                l["digest"].as_str().unwrap_or_default().to_string(),
+                l.descriptor.digest().to_string(),
             );
         }
         let bytes = serde_json::to_vec(&manifest).map_err(|e| Status::internal(e.to_string()))?;
@@ -58,7 +74,7 @@ impl Job {
                 name: t.clone(),
                 labels: Default::default(),
                 target: Some(Descriptor {
-                    media_type: MANIFEST.into(),
+                    media_type: MediaType::ImageManifest.to_string(),
                     digest: digest.clone(),
                     size,
                     annotations: Default::default(),

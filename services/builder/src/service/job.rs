@@ -134,7 +134,6 @@ impl Job {
             Built {
                 config: json!({ "architecture": molde_common::host_arch(), "os": "linux", "config": {} }),
                 layers: Vec::new(),
-                diff_ids: Vec::new(),
                 top: String::new(),
             }
         } else if let Some(prev) = df

@@ -62,11 +62,7 @@ impl Job {
 
     /// The layer of active snapshot `key` over `parent`: diffed into content,
     /// committed under its chain ID (held by the build's lease).
-    pub(super) async fn commit_layer(
-        &self,
-        key: &str,
-        parent: &str,
-    ) -> Result<(Value, String, String), Status> {
+    pub(super) async fn commit_layer(&self, key: &str, parent: &str) -> Result<Layer, Status> {
         let mounts = SnapshotsClient::new(self.svc.snapshotter.clone())
             .mounts(
                 self.req(molde_api::containerd::services::snapshots::v1::MountsRequest {
@@ -118,24 +114,28 @@ impl Job {
         let name = molde_common::chain_id(parent, &diff_id);
         self.commit_as(key, &name).await?;
         self.hold(&name, &format!("snapshots/{SNAPSHOTTER}")).await?;
-        let layer = json!({ "mediaType": desc.media_type, "digest": desc.digest, "size": desc.size });
-        Ok((layer, diff_id, name))
+        let descriptor = oci_spec::image::Descriptor::new(
+            desc.media_type.as_str().into(),
+            desc.size as u64,
+            oci_spec::image::Digest::try_from(desc.digest.as_str())
+                .map_err(|e| Status::internal(format!("layer digest {:?}: {e}", desc.digest)))?,
+        );
+        Ok(Layer {
+            descriptor,
+            diff_id,
+            chain_id: name,
+        })
     }
 
     /// A layer made on its own (over nothing) stacked on `parent`: its blob
     /// applied by diff.v1 onto a snapshot over `parent`, committed under the
     /// chain ID (kept when it is already there).
-    pub(super) async fn rebase(
-        &self,
-        alone: (Value, String, String),
-        parent: &str,
-    ) -> Result<(Value, String, String), Status> {
-        let (desc, diff_id, _) = alone;
+    pub(super) async fn rebase(&self, alone: Layer, parent: &str) -> Result<Layer, Status> {
         if parent.is_empty() {
-            let top = molde_common::chain_id("", &diff_id);
-            return Ok((desc, diff_id, top));
+            let chain_id = molde_common::chain_id("", &alone.diff_id);
+            return Ok(Layer { chain_id, ..alone });
         }
-        let name = molde_common::chain_id(parent, &diff_id);
+        let name = molde_common::chain_id(parent, &alone.diff_id);
         let exists = SnapshotsClient::new(self.svc.snapshotter.clone())
             .stat(self.plain(
                 molde_api::containerd::services::snapshots::v1::StatSnapshotRequest {
@@ -151,12 +151,7 @@ impl Job {
                 let mounts = self.prepare(&key, parent).await?;
                 DiffClient::new(self.svc.snapshotter.clone())
                     .apply(self.req(ApplyRequest {
-                        diff: Some(Descriptor {
-                            media_type: desc["mediaType"].as_str().unwrap_or_default().to_string(),
-                            digest: desc["digest"].as_str().unwrap_or_default().to_string(),
-                            size: desc["size"].as_i64().unwrap_or_default(),
-                            annotations: Default::default(),
-                        }),
+                        diff: Some(api_descriptor(&alone.descriptor)),
                         mounts,
                         payloads: Default::default(),
                         sync_fs: false,
@@ -171,6 +166,9 @@ impl Job {
             result?;
         }
         self.hold(&name, &format!("snapshots/{SNAPSHOTTER}")).await?;
-        Ok((desc, diff_id, name))
+        Ok(Layer {
+            chain_id: name,
+            ..alone
+        })
     }
 }

@@ -209,7 +209,7 @@ impl Job {
         step: u32,
         parent: &str,
         mut run: RunStep,
-    ) -> Result<(Value, String, String), Status> {
+    ) -> Result<Layer, Status> {
         let mut held = Held::default();
         let result = match self.run_mounts(df, ins, &run, &mut held).await {
             Ok(x) => {
@@ -233,7 +233,7 @@ impl Job {
         run: RunStep,
         volumes: Vec<String>,
         tmpfs: Vec<String>,
-    ) -> Result<(Value, String, String), Status> {
+    ) -> Result<Layer, Status> {
         let id = format!("build-{}", uuid::Uuid::new_v4().simple());
         let mut rt = RuntimeClient::new(self.svc.runtime.clone());
         // Mount points the runtime makes that are not the step's work.

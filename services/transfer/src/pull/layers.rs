@@ -117,7 +117,7 @@ impl Puller {
             self.store
                 .set_labels(
                     ns,
-                    &l.digest().to_string(),
+                    l.digest().as_ref(),
                     [(
                         molde_common::labels::UNCOMPRESSED.to_string(),
                         job.diff_ids[i].clone(),
@@ -142,7 +142,7 @@ impl Puller {
             m_labels.insert(source.0.clone(), source.1.clone());
         }
         self.store
-            .set_labels(ns, &manifest_desc.digest().to_string(), m_labels)
+            .set_labels(ns, manifest_desc.digest().as_ref(), m_labels)
             .await?;
         if let Some(idx) = index {
             let pos = idx
@@ -166,7 +166,7 @@ impl Puller {
             self.store
                 .set_labels(
                     ns,
-                    &manifest.config().digest().to_string(),
+                    manifest.config().digest().as_ref(),
                     [(
                         format!("{}{snapshotter}", molde_common::labels::GC_REF_SNAPSHOT),
                         top.clone(),
@@ -248,50 +248,50 @@ impl LayerTask {
             let status = match self.store.hold(&self.ns, &self.lease, &digest, size).await? {
                 Some(_) => "exists",
                 None => {
-                        let (Some(reg), Some(remote)) = (&self.reg, &self.remote) else {
-                            return Err(Error::NotFound(format!(
-                                "layer {layer_digest} of {}",
-                                self.reference
-                            )));
-                        };
-                        let tx = self.tx.clone();
-                        let d = layer_digest.clone();
-                        let total = size;
-                        let last = std::sync::atomic::AtomicU64::new(0);
-                        let n = fetch::download(
-                            &fetch::Dest {
-                                store: &*self.store,
-                                ns: &self.ns,
-                                lease: &self.lease,
-                            },
-                            reg,
-                            remote,
-                            &digest,
-                            size,
-                            |n| {
-                                // At most a report per 4 MiB, dropped when the client is slow.
-                                if n - last.load(std::sync::atomic::Ordering::Relaxed) >= 4 << 20
-                                    || n as i64 == total
-                                {
-                                    last.store(n, std::sync::atomic::Ordering::Relaxed);
-                                    let _ = tx.try_send(Ok(api::Progress {
-                                        event: Some(api::progress::Event::Blob(api::BlobProgress {
-                                            digest: d.clone(),
-                                            offset: n as i64,
-                                            total,
-                                            status: "downloading".into(),
-                                        })),
-                                    }));
-                                }
-                            },
-                        )
-                        .await?;
-                        let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-                        s.0 += n;
-                        s.1 += 1;
-                        "done"
-                    }
-                };
+                    let (Some(reg), Some(remote)) = (&self.reg, &self.remote) else {
+                        return Err(Error::NotFound(format!(
+                            "layer {layer_digest} of {}",
+                            self.reference
+                        )));
+                    };
+                    let tx = self.tx.clone();
+                    let d = layer_digest.clone();
+                    let total = size;
+                    let last = std::sync::atomic::AtomicU64::new(0);
+                    let n = fetch::download(
+                        &fetch::Dest {
+                            store: &*self.store,
+                            ns: &self.ns,
+                            lease: &self.lease,
+                        },
+                        reg,
+                        remote,
+                        &digest,
+                        size,
+                        |n| {
+                            // At most a report per 4 MiB, dropped when the client is slow.
+                            if n - last.load(std::sync::atomic::Ordering::Relaxed) >= 4 << 20
+                                || n as i64 == total
+                            {
+                                last.store(n, std::sync::atomic::Ordering::Relaxed);
+                                let _ = tx.try_send(Ok(api::Progress {
+                                    event: Some(api::progress::Event::Blob(api::BlobProgress {
+                                        digest: d.clone(),
+                                        offset: n as i64,
+                                        total,
+                                        status: "downloading".into(),
+                                    })),
+                                }));
+                            }
+                        },
+                    )
+                    .await?;
+                    let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                    s.0 += n;
+                    s.1 += 1;
+                    "done"
+                }
+            };
             send(
                 &self.tx,
                 api::progress::Event::Blob(api::BlobProgress {
@@ -364,7 +364,9 @@ impl LayerTask {
                 code: tonic::Code::DataLoss,
                 message: format!(
                     "layer {} of {}: unpacked to diff ID {applied}, but the image config says {}",
-                    self.layer.digest(), self.reference, self.diff_id
+                    self.layer.digest(),
+                    self.reference,
+                    self.diff_id
                 ),
             });
         }
@@ -464,7 +466,8 @@ impl LayerTask {
                 self.discard(key).await;
                 Err(upstream(format!(
                     "layer {} of {}",
-                    self.layer.digest(), self.reference
+                    self.layer.digest(),
+                    self.reference
                 ))(s))
             }
         }
