@@ -8,6 +8,18 @@ use std::path::PathBuf;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
+/// An address molde cannot listen on or dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidAddress(pub String);
+
+impl std::fmt::Display for InvalidAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidAddress {}
+
 /// Where a service listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
@@ -15,15 +27,15 @@ pub enum Address {
 }
 
 impl Address {
-    pub fn parse(s: &str) -> Result<Address, String> {
+    pub fn parse(s: &str) -> Result<Address, InvalidAddress> {
         let path = s.strip_prefix("unix://").unwrap_or(s);
         if path.is_empty() {
-            return Err("empty address".into());
+            return Err(InvalidAddress("empty address".into()));
         }
         if let Some((scheme, _)) = path.split_once("://") {
-            return Err(format!(
+            return Err(InvalidAddress(format!(
                 "address {s:?}: scheme {scheme:?} is not supported; use a unix socket path"
-            ));
+            )));
         }
         Ok(Address::Unix(PathBuf::from(path)))
     }

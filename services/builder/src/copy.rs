@@ -4,6 +4,8 @@
 //! Paths on both sides are resolved with symlinks read as if the root were
 //! `/`, so a link in an image or the context never leads outside it.
 
+use molde_common::errdefs::Error;
+use molde_common::errdefs::OrLog;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -41,7 +43,7 @@ pub struct CopyJob<'a> {
 
 /// Copies the job's sources (from the context, or from the rootfs `from`
 /// mounts give) to its destination in the snapshot.
-pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
+pub fn into_snapshot(job: &CopyJob) -> Result<(), Error> {
     let CopyJob {
         scratch,
         mounts,
@@ -58,7 +60,7 @@ pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
     } = *job;
     let root = scratch.join("root");
     let from_dir = scratch.join("from");
-    fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    fs::create_dir_all(&root).map_err(|e| Error::FailedPrecondition(format!("{}: {e}", root.display())))?;
     let mut mounted = Vec::new();
     let result = (|| {
         mount(mounts, &root, false)?;
@@ -66,7 +68,7 @@ pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
         let src_root = if from.is_empty() {
             context.to_path_buf()
         } else {
-            fs::create_dir_all(&from_dir).map_err(|e| e.to_string())?;
+            fs::create_dir_all(&from_dir).map_err(|e| Error::FailedPrecondition(e.to_string()))?;
             mount(from, &from_dir, true)?;
             mounted.push(from_dir.clone());
             from_dir.clone()
@@ -76,12 +78,14 @@ pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
             None => None,
         };
         let mode = match chmod {
-            Some(m) => {
-                Some(u32::from_str_radix(m, 8).map_err(|_| format!("--chmod={m}: not an octal mode"))?)
-            }
+            Some(m) => Some(
+                u32::from_str_radix(m, 8)
+                    .map_err(|_| Error::FailedPrecondition(format!("--chmod={m}: not an octal mode")))?,
+            ),
             None => None,
         };
-        let found = resolve_sources(&src_root, srcs, ignore).map_err(|e| e.to_string())?;
+        let found =
+            resolve_sources(&src_root, srcs, ignore).map_err(|e| Error::FailedPrecondition(e.to_string()))?;
         let into_dir = dest.ends_with('/') || found.len() > 1 || srcs.len() > 1;
         let mut opts = Opts {
             ignore,
@@ -93,7 +97,8 @@ pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
         for rel in &found {
             opts.base = rel.clone();
             let src = scoped(&src_root, rel, true)?;
-            let md = fs::symlink_metadata(&src).map_err(|e| format!("{rel}: {e}"))?;
+            let md =
+                fs::symlink_metadata(&src).map_err(|e| Error::FailedPrecondition(format!("{rel}: {e}")))?;
             if !md.is_dir() && !exclude.is_empty() && exclude.excluded(rel) {
                 continue;
             }
@@ -115,7 +120,7 @@ pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
             } else if extract && md.is_file() && archive_kind(&src).is_some() {
                 let target = make_dirs(&root, dest, owner)?;
                 unpack(&src, &target, dest.trim_end_matches('/'))
-                    .map_err(|e| format!("{rel}: unpacking: {e}"))?;
+                    .map_err(|e| Error::FailedPrecondition(format!("{rel}: unpacking: {e}")))?;
             } else {
                 let target = if into_dir || is_dir_in(&root, dest) {
                     let dir = make_dirs(&root, dest, owner)?;
@@ -131,7 +136,7 @@ pub fn into_snapshot(job: &CopyJob) -> Result<(), String> {
         Ok(())
     })();
     for m in mounted.iter().rev() {
-        let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+        rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH).or_log("unmounting a COPY target");
     }
     let _ = fs::remove_dir_all(scratch);
     result
@@ -158,9 +163,9 @@ fn split_dest(dest: &str) -> (String, String) {
 }
 
 /// Mounts a snapshot's mounts (one bind or overlay) at `target`.
-pub fn mount(mounts: &[Mount], target: &Path, read_only: bool) -> Result<(), String> {
+pub fn mount(mounts: &[Mount], target: &Path, read_only: bool) -> Result<(), Error> {
     molde_bundle::mount::mount_all(&molde_common::bundle_mounts(mounts), target, read_only)
-        .map_err(|e| e.to_string())
+        .map_err(|e| Error::FailedPrecondition(e.to_string()))
 }
 
 fn is_dir_in(root: &Path, path: &str) -> bool {
@@ -172,7 +177,7 @@ fn is_dir_in(root: &Path, path: &str) -> bool {
 
 /// Creates `path` and its missing parents inside `root` (0755, owned by
 /// `owner` — the `--chown` user — or root).
-fn make_dirs(root: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<PathBuf, String> {
+fn make_dirs(root: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<PathBuf, Error> {
     let mut cur = String::new();
     for c in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
         cur.push('/');
@@ -180,17 +185,22 @@ fn make_dirs(root: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<PathB
         let p = scoped(root, &cur, true)?;
         match fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("{cur} exists and is not a directory")),
+            Ok(_) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{cur} exists and is not a directory"
+                )));
+            }
             Err(_) => {
-                fs::create_dir(&p).map_err(|e| format!("creating {cur}: {e}"))?;
-                fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+                fs::create_dir(&p).map_err(|e| Error::FailedPrecondition(format!("creating {cur}: {e}")))?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
+                    .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
                 if let Some((uid, gid)) = owner {
                     rustix::fs::chown(
                         &p,
                         Some(rustix::fs::Uid::from_raw(uid)),
                         Some(rustix::fs::Gid::from_raw(gid)),
                     )
-                    .map_err(|e| format!("chown {cur}: {e}"))?;
+                    .map_err(|e| Error::FailedPrecondition(format!("chown {cur}: {e}")))?;
                 }
             }
         }
@@ -198,9 +208,9 @@ fn make_dirs(root: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<PathB
     scoped(root, path, true)
 }
 
-fn copy_dir_contents(src: &Path, target: &Path, rel: &str, o: &Opts) -> Result<(), String> {
+fn copy_dir_contents(src: &Path, target: &Path, rel: &str, o: &Opts) -> Result<(), Error> {
     let mut names: Vec<_> = fs::read_dir(src)
-        .map_err(|e| format!("{rel}: {e}"))?
+        .map_err(|e| Error::FailedPrecondition(format!("{rel}: {e}")))?
         .flatten()
         .map(|e| e.file_name())
         .collect();
@@ -227,14 +237,15 @@ fn copy_dir_contents(src: &Path, target: &Path, rel: &str, o: &Opts) -> Result<(
             }
         }
         let s = src.join(&n);
-        let md = fs::symlink_metadata(&s).map_err(|e| format!("{child_rel}: {e}"))?;
+        let md =
+            fs::symlink_metadata(&s).map_err(|e| Error::FailedPrecondition(format!("{child_rel}: {e}")))?;
         copy_entry(&s, &target.join(&n), &md, &child_rel, o)?;
     }
     Ok(())
 }
 
-fn copy_entry(src: &Path, target: &Path, md: &fs::Metadata, rel: &str, o: &Opts) -> Result<(), String> {
-    let err = |e: io::Error| format!("{rel}: {e}");
+fn copy_entry(src: &Path, target: &Path, md: &fs::Metadata, rel: &str, o: &Opts) -> Result<(), Error> {
+    let err = |e: io::Error| Error::FailedPrecondition(format!("{rel}: {e}"));
     let existing = fs::symlink_metadata(target).ok();
     let ft = md.file_type();
     if ft.is_dir() {
@@ -268,9 +279,9 @@ fn copy_entry(src: &Path, target: &Path, md: &fs::Metadata, rel: &str, o: &Opts)
                 .map_err(err)?;
             io::copy(&mut from, &mut to).map_err(err)?;
         } else {
-            return Err(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "{rel}: only files, directories and symlinks can be copied"
-            ));
+            )));
         }
     }
     let (uid, gid) = o.owner.unwrap_or((0, 0));
@@ -281,7 +292,7 @@ fn copy_entry(src: &Path, target: &Path, md: &fs::Metadata, rel: &str, o: &Opts)
         Some(rustix::fs::Gid::from_raw(gid)),
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
-    .map_err(|e| format!("{rel}: chown: {e}"))?;
+    .map_err(|e| Error::FailedPrecondition(format!("{rel}: chown: {e}")))?;
     if !ft.is_symlink() {
         let mode = o.mode.unwrap_or(md.mode() & 0o7777);
         fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(err)?;
@@ -291,12 +302,13 @@ fn copy_entry(src: &Path, target: &Path, md: &fs::Metadata, rel: &str, o: &Opts)
 
 /// Copies `source` (a path inside `root`, symlinks resolved inside it) to
 /// the new path `to`, leaving out what `ignore` excludes; owners and modes kept.
-pub fn copy_tree(root: &Path, source: &str, to: &Path, ignore: &Ignore) -> Result<(), String> {
+pub fn copy_tree(root: &Path, source: &str, to: &Path, ignore: &Ignore) -> Result<(), Error> {
     let rel = source.trim_matches('/').to_string();
     let src = scoped(root, source, true)?;
-    let md = fs::symlink_metadata(&src).map_err(|e| format!("{source}: {e}"))?;
+    let md = fs::symlink_metadata(&src).map_err(|e| Error::FailedPrecondition(format!("{source}: {e}")))?;
     if let Some(parent) = to.parent() {
-        fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .map_err(|e| Error::FailedPrecondition(format!("{}: {e}", parent.display())))?;
     }
     let none = Ignore::default();
     let opts = Opts {
@@ -315,7 +327,7 @@ pub fn copy_tree(root: &Path, source: &str, to: &Path, ignore: &Ignore) -> Resul
         Some(rustix::fs::Gid::from_raw(md.gid())),
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
-    .map_err(|e| format!("{source}: chown: {e}"))
+    .map_err(|e| Error::FailedPrecondition(format!("{source}: chown: {e}")))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,16 +358,18 @@ fn archive_kind(path: &Path) -> Option<Archive> {
 /// Unpacks a tar archive (plain, gzip or zstd) into `dir` (owners, modes
 /// and links as recorded); an entry that would land outside `dir` stops it.
 /// Errors call `dir` what the user knows it as: `shown`.
-pub fn unpack(archive: &Path, dir: &Path, shown: &str) -> Result<(), String> {
+pub fn unpack(archive: &Path, dir: &Path, shown: &str) -> Result<(), Error> {
     let host = dir.display().to_string();
-    unpack_into(archive, dir).map_err(|e| e.replace(&host, shown))
+    unpack_into(archive, dir).map_err(|e| Error::FailedPrecondition(e.message().replace(&host, shown)))
 }
 
-fn unpack_into(archive: &Path, dir: &Path) -> Result<(), String> {
-    let f = fs::File::open(archive).map_err(|e| e.to_string())?;
+fn unpack_into(archive: &Path, dir: &Path) -> Result<(), Error> {
+    let f = fs::File::open(archive).map_err(|e| Error::FailedPrecondition(e.to_string()))?;
     let reader: Box<dyn io::Read> = match archive_kind(archive) {
         Some(Archive::Gzip) => Box::new(flate2::read::GzDecoder::new(io::BufReader::new(f))),
-        Some(Archive::Zstd) => Box::new(zstd::stream::read::Decoder::new(f).map_err(|e| e.to_string())?),
+        Some(Archive::Zstd) => Box::new(
+            zstd::stream::read::Decoder::new(f).map_err(|e| Error::FailedPrecondition(e.to_string()))?,
+        ),
         _ => Box::new(io::BufReader::new(f)),
     };
     let mut a = tar::Archive::new(reader);
@@ -363,28 +377,37 @@ fn unpack_into(archive: &Path, dir: &Path) -> Result<(), String> {
     a.set_preserve_ownerships(true);
     a.set_unpack_xattrs(false);
     a.set_overwrite(true);
-    for e in a.entries().map_err(|e| e.to_string())? {
-        let mut e = e.map_err(|e| e.to_string())?;
-        let path = e.path().map_err(|e| e.to_string())?.into_owned();
+    for e in a
+        .entries()
+        .map_err(|e| Error::FailedPrecondition(e.to_string()))?
+    {
+        let mut e = e.map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+        let path = e
+            .path()
+            .map_err(|e| Error::FailedPrecondition(e.to_string()))?
+            .into_owned();
         if e.header().entry_type().is_hard_link() {
             let target = e
                 .link_name()
-                .map_err(|err| format!("entry {}: {err}", path.display()))?
+                .map_err(|err| Error::FailedPrecondition(format!("entry {}: {err}", path.display())))?
                 .unwrap_or_default()
                 .into_owned();
             if escapes(&target) {
-                return Err(format!(
+                return Err(Error::FailedPrecondition(format!(
                     "entry {}: a hard link to {} leads outside the destination",
                     path.display(),
                     target.display()
-                ));
+                )));
             }
         }
         if !e
             .unpack_in(dir)
-            .map_err(|err| format!("entry {}: {}", path.display(), causes(&err)))?
+            .map_err(|err| Error::FailedPrecondition(format!("entry {}: {}", path.display(), causes(&err))))?
         {
-            return Err(format!("entry {}: leads outside the destination", path.display()));
+            return Err(Error::FailedPrecondition(format!(
+                "entry {}: leads outside the destination",
+                path.display()
+            )));
         }
     }
     Ok(())
@@ -411,7 +434,7 @@ fn libc_nofollow() -> i32 {
 }
 
 /// `--chown=user[:group]`, names looked up in the rootfs's /etc/passwd and /etc/group.
-fn owner(root: &Path, spec: &str) -> Result<(u32, u32), String> {
+fn owner(root: &Path, spec: &str) -> Result<(u32, u32), Error> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -429,16 +452,21 @@ fn owner(root: &Path, spec: &str) -> Result<(u32, u32), String> {
     };
     let (uid, primary) = match user.parse::<u32>() {
         Ok(n) => (n, lookup_by_uid(root, n).unwrap_or(n)),
-        Err(_) => lookup("/etc/passwd", user)
-            .ok_or_else(|| format!("--chown={spec}: no user {user:?} in the image's /etc/passwd"))?,
+        Err(_) => lookup("/etc/passwd", user).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "--chown={spec}: no user {user:?} in the image's /etc/passwd"
+            ))
+        })?,
     };
     let gid = match group {
         None => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup("/etc/group", g)
-                .map(|(gid, _)| gid)
-                .ok_or_else(|| format!("--chown={spec}: no group {g:?} in the image's /etc/group"))?,
+            Err(_) => lookup("/etc/group", g).map(|(gid, _)| gid).ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "--chown={spec}: no group {g:?} in the image's /etc/group"
+                ))
+            })?,
         },
     };
     Ok((uid, gid))

@@ -238,8 +238,8 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
             }
         }
         let heredoc_lines = &lines[i..];
-        let (ins, used) =
-            instruction(&logical, start + 1, escape, heredoc_lines).map_err(|m| err(start + 1, m))?;
+        let (ins, used) = instruction(&logical, start + 1, escape, heredoc_lines)
+            .map_err(|m| err(start + 1, m.message()))?;
         i += used;
         all.push(ins);
     }

@@ -9,6 +9,7 @@
 //! trigger brings one in).
 
 use crate::dockerfile::{Command, Instruction};
+use molde_common::errdefs::Error;
 
 pub const NETWORK_HOST: &str = "network.host";
 pub const SECURITY_INSECURE: &str = "security.insecure";
@@ -22,26 +23,26 @@ pub struct Granted {
 impl Granted {
     /// What the person building asked for, checked against what the daemon
     /// grants at all.
-    pub fn new(asked: &[String], daemon: &[String]) -> Result<Granted, String> {
+    pub fn new(asked: &[String], daemon: &[String]) -> Result<Granted, Error> {
         let mut g = Granted::default();
         for a in asked {
             match a.as_str() {
                 NETWORK_HOST => {}
                 SECURITY_INSECURE => {
-                    return Err(format!(
+                    return Err(Error::PermissionDenied(format!(
                         "--allow {a}: molde does not run insecure (privileged) build steps"
-                    ));
+                    )));
                 }
                 other => {
-                    return Err(format!(
+                    return Err(Error::PermissionDenied(format!(
                         "--allow {other:?}: unknown entitlement (molde knows {NETWORK_HOST})"
-                    ));
+                    )));
                 }
             }
             if !daemon.iter().any(|d| d == a) {
-                return Err(format!(
+                return Err(Error::PermissionDenied(format!(
                     "--allow {a}: this molded does not grant it (add it to [builder] entitlements in its configuration)"
-                ));
+                )));
             }
             g.network_host |= a == NETWORK_HOST;
         }
@@ -49,21 +50,23 @@ impl Granted {
     }
 
     /// Refuses an instruction that needs an entitlement this build lacks.
-    pub fn check(&self, ins: &Instruction) -> Result<(), String> {
+    pub fn check(&self, ins: &Instruction) -> Result<(), Error> {
         if !matches!(ins.command, Command::Run { .. }) {
             return Ok(());
         }
         if ins.flag("network") == Some("host") && !self.network_host {
-            return Err(format!(
+            return Err(Error::PermissionDenied(format!(
                 "RUN --network=host needs the {NETWORK_HOST} entitlement: build with --allow {NETWORK_HOST}"
-            ));
+            )));
         }
         match ins.flag("security") {
             None | Some("sandbox") => Ok(()),
-            Some("insecure") => Err(format!(
+            Some("insecure") => Err(Error::PermissionDenied(format!(
                 "RUN --security=insecure needs the {SECURITY_INSECURE} entitlement, which molde does not grant"
-            )),
-            Some(other) => Err(format!("RUN --security={other}: expected sandbox or insecure")),
+            ))),
+            Some(other) => Err(Error::PermissionDenied(format!(
+                "RUN --security={other}: expected sandbox or insecure"
+            ))),
         }
     }
 }
@@ -83,7 +86,7 @@ mod tests {
         let daemon = vec![NETWORK_HOST.to_string()];
         let none = Granted::new(&[], &daemon).unwrap();
         let err = none.check(&run("--network=host")).unwrap_err();
-        assert!(err.contains("--allow network.host"), "{err}");
+        assert!(err.to_string().contains("--allow network.host"), "{err}");
         assert!(none.check(&run("--network=none")).is_ok());
         let asked = vec![NETWORK_HOST.to_string()];
         assert!(
@@ -93,10 +96,11 @@ mod tests {
                 .is_ok()
         );
         let err = Granted::new(&asked, &[]).unwrap_err();
-        assert!(err.contains("does not grant"), "{err}");
+        assert!(err.to_string().contains("does not grant"), "{err}");
         assert!(
             Granted::new(&["network.everything".into()], &daemon)
                 .unwrap_err()
+                .to_string()
                 .contains("unknown")
         );
     }
@@ -107,6 +111,7 @@ mod tests {
         assert!(
             g.check(&run("--security=insecure"))
                 .unwrap_err()
+                .to_string()
                 .contains("security.insecure")
         );
         assert!(g.check(&run("--security=sandbox")).is_ok());

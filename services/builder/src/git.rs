@@ -3,6 +3,7 @@
 //! resolved to a commit (the step's cache input), then cloned shallowly with
 //! the git command, bounded in time and never prompting.
 
+use molde_common::errdefs::Error;
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub fn parse(src: &str) -> Option<Source> {
     })
 }
 
-async fn git(args: &[&str], dir: Option<&Path>) -> Result<String, String> {
+async fn git(args: &[&str], dir: Option<&Path>) -> Result<String, Error> {
     let mut c = Command::new("git");
     c.args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
@@ -49,17 +50,27 @@ async fn git(args: &[&str], dir: Option<&Path>) -> Result<String, String> {
     }
     let out = tokio::time::timeout(TIMEOUT, c.output())
         .await
-        .map_err(|_| format!("git {} took longer than {}s", args.join(" "), TIMEOUT.as_secs()))?
-        .map_err(|e| format!("running git (is it installed?): {e}"))?;
+        .map_err(|_| {
+            Error::FailedPrecondition(format!(
+                "git {} took longer than {}s",
+                args.join(" "),
+                TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| Error::FailedPrecondition(format!("running git (is it installed?): {e}")))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("git {}: {}", args.join(" "), err.trim()));
+        return Err(Error::FailedPrecondition(format!(
+            "git {}: {}",
+            args.join(" "),
+            err.trim()
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The commit the source's ref names now.
-pub async fn resolve(s: &Source) -> Result<String, String> {
+pub async fn resolve(s: &Source) -> Result<String, Error> {
     let wanted = if s.reference.is_empty() {
         "HEAD"
     } else {
@@ -88,13 +99,13 @@ pub async fn resolve(s: &Source) -> Result<String, String> {
     if wanted.len() >= 7 && wanted.chars().all(|c| c.is_ascii_hexdigit()) {
         return Ok(wanted.to_string());
     }
-    Err(format!("{}: no ref {wanted:?}", s.url))
+    Err(Error::FailedPrecondition(format!("{}: no ref {wanted:?}", s.url)))
 }
 
 /// Clones `commit` of the source into `dir` (which must not exist), without
 /// its `.git` unless `keep_git_dir`.
-pub async fn fetch(s: &Source, commit: &str, dir: &Path, keep_git_dir: bool) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+pub async fn fetch(s: &Source, commit: &str, dir: &Path, keep_git_dir: bool) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::FailedPrecondition(e.to_string()))?;
     git(&["init", "-q"], Some(dir)).await?;
     git(&["remote", "add", "origin", &s.url], Some(dir)).await?;
     let wanted = if s.reference.is_empty() {
@@ -113,9 +124,9 @@ pub async fn fetch(s: &Source, commit: &str, dir: &Path, keep_git_dir: bool) -> 
         Some(dir),
     )
     .await
-    .map_err(|e| format!("{e} (the ref moved while building?)"))?;
+    .map_err(|e| Error::FailedPrecondition(format!("{e} (the ref moved while building?)")))?;
     if !keep_git_dir {
-        std::fs::remove_dir_all(dir.join(".git")).map_err(|e| e.to_string())?;
+        std::fs::remove_dir_all(dir.join(".git")).map_err(|e| Error::FailedPrecondition(e.to_string()))?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! files and directories the runtime creates in the rootfs to mount on
 //! (they are not part of what the step made, so they stay out of its layer).
 
+use molde_common::errdefs::Error;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -82,7 +83,7 @@ impl RunMount {
 }
 
 /// Parses one `--mount` value; relative targets are taken from `cwd`.
-pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
+pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, Error> {
     let mut kind = "bind".to_string();
     let mut fields: Vec<(String, Option<String>)> = Vec::new();
     for part in spec.split(',').filter(|p| !p.is_empty()) {
@@ -103,11 +104,11 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
             .map(|(_, v)| v.clone().unwrap_or_else(|| "true".into()))
     };
     let flag = |names: &[&str]| get(names).is_some_and(|v| v != "false");
-    let num = |name: &str, default: u32, radix: u32| -> Result<u32, String> {
+    let num = |name: &str, default: u32, radix: u32| -> Result<u32, Error> {
         match get(&[name]) {
             None => Ok(default),
             Some(v) => u32::from_str_radix(&v, radix)
-                .map_err(|_| format!("--mount {spec}: {name}={v} is not a number")),
+                .map_err(|_| Error::InvalidArgument(format!("--mount {spec}: {name}={v} is not a number"))),
         }
     };
     let allowed: &[&str] = match kind.as_str() {
@@ -161,13 +162,15 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
             "gid",
         ],
         other => {
-            return Err(format!(
+            return Err(Error::InvalidArgument(format!(
                 "--mount {spec}: unknown type {other:?} (expected bind, cache, tmpfs, secret or ssh)"
-            ));
+            )));
         }
     };
     if let Some((k, _)) = fields.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-        return Err(format!("--mount {spec}: {k:?} is not an option of type={kind}"));
+        return Err(Error::InvalidArgument(format!(
+            "--mount {spec}: {k:?} is not an option of type={kind}"
+        )));
     }
     let absolute = |t: String| {
         if t.starts_with('/') {
@@ -180,7 +183,7 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
     let need_target = || {
         target
             .clone()
-            .ok_or_else(|| format!("--mount {spec}: a target is required"))
+            .ok_or_else(|| Error::InvalidArgument(format!("--mount {spec}: a target is required")))
     };
     Ok(match kind.as_str() {
         "cache" => {
@@ -188,16 +191,18 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
             let from = get(&["from"]);
             let source = get(&["source", "src"]).unwrap_or_else(|| "/".into());
             if from.is_none() && source != "/" {
-                return Err(format!("--mount {spec}: source= needs from= (a stage or image)"));
+                return Err(Error::InvalidArgument(format!(
+                    "--mount {spec}: source= needs from= (a stage or image)"
+                )));
             }
             let sharing = match get(&["sharing"]).as_deref() {
                 None | Some("shared") => Sharing::Shared,
                 Some("locked") => Sharing::Locked,
                 Some("private") => Sharing::Private,
                 Some(s) => {
-                    return Err(format!(
+                    return Err(Error::InvalidArgument(format!(
                         "--mount {spec}: sharing={s}: expected shared, private or locked"
-                    ));
+                    )));
                 }
             };
             RunMount::Cache {
@@ -222,10 +227,9 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
             target: need_target()?,
             size: match get(&["size"]) {
                 None => None,
-                Some(v) => Some(
-                    molde_common::parse_size(&v)
-                        .ok_or_else(|| format!("--mount {spec}: size={v} is not a size"))?,
-                ),
+                Some(v) => Some(molde_common::parse_size(&v).ok_or_else(|| {
+                    Error::InvalidArgument(format!("--mount {spec}: size={v} is not a size"))
+                })?),
             },
         },
         "secret" => {
@@ -237,7 +241,9 @@ pub fn parse(spec: &str, cwd: &str) -> Result<RunMount, String> {
                         .and_then(|t| t.rsplit('/').next().map(str::to_string))
                 })
                 .filter(|i| !i.is_empty())
-                .ok_or_else(|| format!("--mount {spec}: a secret needs an id or a target"))?;
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("--mount {spec}: a secret needs an id or a target"))
+                })?;
             // With env= alone the secret is no file.
             let file = match (&target, &env) {
                 (Some(t), _) => t.clone(),
@@ -361,16 +367,19 @@ mod tests {
         assert!(
             parse("type=cache", "/")
                 .unwrap_err()
+                .to_string()
                 .contains("target is required")
         );
         assert!(
             parse("type=nfs,target=/x", "/")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown type")
         );
         assert!(
             parse("type=tmpfs,target=/x,uid=3", "/")
                 .unwrap_err()
+                .to_string()
                 .contains("\"uid\"")
         );
         assert_eq!(
@@ -385,11 +394,13 @@ mod tests {
         assert!(
             parse("type=cache,target=/c,source=/x", "/")
                 .unwrap_err()
+                .to_string()
                 .contains("needs from=")
         );
         assert!(
             parse("type=cache,target=/c,mode=9z", "/")
                 .unwrap_err()
+                .to_string()
                 .contains("not a number")
         );
     }

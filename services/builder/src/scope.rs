@@ -3,12 +3,13 @@
 //! climb out of it told apart. COPY, ADD and the cache's source digests
 //! share these.
 
+use molde_common::errdefs::Error;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 /// `path` (absolute inside the rootfs) under `root`, symlinks resolved
 /// inside `root`; components that do not exist are kept as they are.
-pub fn scoped(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, String> {
+pub fn scoped(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, Error> {
     let mut todo: Vec<String> = path
         .split('/')
         .rev()
@@ -32,9 +33,12 @@ pub fn scoped(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, Str
             Ok(md) if md.file_type().is_symlink() && (!last || follow_last) => {
                 hops += 1;
                 if hops > 40 {
-                    return Err(format!("{path}: too many levels of symbolic links"));
+                    return Err(Error::InvalidArgument(format!(
+                        "{path}: too many levels of symbolic links"
+                    )));
                 }
-                let target = fs::read_link(&here).map_err(|e| format!("{path}: {e}"))?;
+                let target =
+                    fs::read_link(&here).map_err(|e| Error::InvalidArgument(format!("{path}: {e}")))?;
                 let t = target.to_string_lossy().into_owned();
                 if t.starts_with('/') {
                     done.clear();
@@ -87,6 +91,7 @@ mod tests {
         assert!(
             scoped(r, "/loop1/x", true)
                 .unwrap_err()
+                .to_string()
                 .contains("too many levels")
         );
     }

@@ -34,6 +34,7 @@ mod prune;
 mod recover;
 mod run_step;
 
+use molde_common::errdefs::OrLog;
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,7 @@ use molde_api::molde::services::runtime::v1::{
     ListRequest, RemoveRequest, RunRequest, run_event, runtime_client::RuntimeClient,
 };
 use molde_api::molde::services::transfer::v1::{PullRequest, transfer_client::TransferClient};
+use molde_common::errdefs::Error;
 use molde_common::image::Layer;
 use molde_common::{Algorithm, Digest, RequestContext};
 use serde_json::{Value, json};
@@ -134,9 +136,9 @@ impl Builder for BuilderService {
         let first = input
             .message()
             .await?
-            .ok_or_else(|| Status::invalid_argument("the build stream ended before its request"))?;
+            .ok_or_else(|| Error::InvalidArgument("the build stream ended before its request".into()))?;
         let r = first.request.ok_or_else(|| {
-            Status::invalid_argument("the first message of a build stream holds the request")
+            Error::InvalidArgument("the first message of a build stream holds the request".into())
         })?;
         let scratch = self.job_dir()?;
         // The tar goes to disk as it comes, then is unpacked.
@@ -157,16 +159,16 @@ impl Builder for BuilderService {
                 let dir = scratch.join("context");
                 tokio::task::spawn_blocking(move || {
                     let r = std::fs::create_dir_all(&dir)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| Error::FailedPrecondition(e.to_string()))
                         .and_then(|()| crate::copy::unpack(&tar, &dir, "the context"));
                     let _ = std::fs::remove_file(&tar);
                     r.map(|()| dir)
                 })
                 .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::invalid_argument(format!("the build context archive: {e}")))
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(|e| Error::InvalidArgument(format!("the build context archive: {e}")))
             }
-            Err(e) => Err(Status::invalid_argument(format!(
+            Err(e) => Err(Error::InvalidArgument(format!(
                 "receiving the build context: {e}"
             ))),
         };
@@ -174,7 +176,7 @@ impl Builder for BuilderService {
             Ok(context) => self.start(ns, r, context, scratch),
             Err(s) => {
                 let _ = std::fs::remove_dir_all(&scratch);
-                Err(s)
+                Err(s.into())
             }
         }
     }
@@ -187,12 +189,12 @@ impl Builder for BuilderService {
 
 impl BuilderService {
     /// A directory of its own for one build, under `scratch`.
-    fn job_dir(&self) -> Result<PathBuf, Status> {
+    fn job_dir(&self) -> Result<PathBuf, Error> {
         let dir = self
             .scratch
             .join(format!("job-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)
-            .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
+            .map_err(|e| Error::Internal(format!("creating {}: {e}", dir.display())))?;
         Ok(dir)
     }
 
@@ -209,19 +211,19 @@ impl BuilderService {
         let host = format!("linux/{}", molde_common::host_arch());
         let prepared = (|| {
             if !r.platform.is_empty() && r.platform != host {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "--platform {}: molde builds for this host's platform only ({host})",
                     r.platform
                 )));
             }
             if !matches!(r.compression.as_str(), "" | "gzip" | "zstd") {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "compression {:?}: expected gzip or zstd",
                     r.compression
                 )));
             }
             if !context.is_absolute() || !context.is_dir() {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "build context {:?} is not a directory the daemon can read (an absolute path)",
                     r.context_dir
                 )));
@@ -235,18 +237,17 @@ impl BuilderService {
                 let path = if Path::new(&name).is_absolute() {
                     PathBuf::from(&name)
                 } else {
-                    crate::scope::scoped(&context, &name, true).map_err(Status::invalid_argument)?
+                    crate::scope::scoped(&context, &name, true)?
                 };
                 std::fs::read_to_string(&path)
-                    .map_err(|e| Status::invalid_argument(format!("reading {name}: {e}")))?
+                    .map_err(|e| Error::InvalidArgument(format!("reading {name}: {e}")))?
             } else {
                 r.dockerfile_text.clone()
             };
-            let df = dockerfile::parse(&name, &text).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let df = dockerfile::parse(&name, &text).map_err(|e| Error::InvalidArgument(e.to_string()))?;
             let target = (!r.target.is_empty()).then_some(r.target.as_str());
-            let waves = plan::plan(&df, target).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let granted = crate::entitlements::Granted::new(&r.entitlements, &self.entitlements)
-                .map_err(Status::permission_denied)?;
+            let waves = plan::plan(&df, target).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            let granted = crate::entitlements::Granted::new(&r.entitlements, &self.entitlements)?;
             for ins in waves.iter().flatten().flat_map(|&s| &df.stages[s].instructions) {
                 granted.check(ins).map_err(|e| at(&df, ins, e))?;
             }
@@ -268,7 +269,7 @@ impl BuilderService {
             Ok(p) => p,
             Err(s) => {
                 let _ = std::fs::remove_dir_all(&scratch);
-                return Err(s);
+                return Err(s.into());
             }
         };
         let (tx, rx) = mpsc::channel(64);
@@ -294,18 +295,22 @@ impl BuilderService {
             let lease = job.lease.clone();
             let result = job.run(&df, waves).await;
             job.settle().await;
-            let _ = LeasesClient::new(job.svc.content.clone())
+            LeasesClient::new(job.svc.content.clone())
                 .delete(job.plain(DeleteLease {
                     id: lease,
                     sync: false,
                 }))
-                .await;
+                .await
+                .or_log("deleting a build's lease");
             let _ = std::fs::remove_dir_all(&scratch);
             if let Err(s) = result {
-                let _ = tx.send(Err(s)).await;
+                let _ = tx.send(Err(s.into())).await;
             }
             // Keep the cache within its size.
-            let _ = job.svc.prune_cache(false, job.svc.cache_max_bytes).await;
+            job.svc
+                .prune_cache(false, job.svc.cache_max_bytes)
+                .await
+                .or_log("pruning the build cache");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -350,8 +355,8 @@ struct Job {
     removals: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-fn at(df: &Dockerfile, ins: &Instruction, msg: impl std::fmt::Display) -> Status {
-    Status::failed_precondition(format!("{}:{}: {msg}", df.file, ins.line))
+fn at(df: &Dockerfile, ins: &Instruction, msg: impl std::fmt::Display) -> Error {
+    Error::FailedPrecondition(format!("{}:{}: {msg}", df.file, ins.line))
 }
 
 /// The platform build arguments BuildKit defines (host platform only).

@@ -7,6 +7,7 @@
 //! ARGs (and the predefined proxy ones); ARG values are in RUN's environment
 //! but not in the image; exec forms are not expanded.
 
+use molde_common::errdefs::Error;
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value, json};
@@ -98,12 +99,14 @@ impl StageState {
             .or_else(|| self.args.get(name).cloned().flatten())
     }
 
-    fn expand(&self, word: &str) -> Result<String, String> {
-        expand::expand(word, self.escape, &|n| self.lookup(n)).map_err(|e| e.to_string())
+    fn expand(&self, word: &str) -> Result<String, Error> {
+        expand::expand(word, self.escape, &|n| self.lookup(n))
+            .map_err(|e| Error::InvalidArgument(e.to_string()))
     }
 
-    fn expand_all(&self, words: &str) -> Result<Vec<String>, String> {
-        expand::expand_all(words, self.escape, &|n| self.lookup(n)).map_err(|e| e.to_string())
+    fn expand_all(&self, words: &str) -> Result<Vec<String>, Error> {
+        expand::expand_all(words, self.escape, &|n| self.lookup(n))
+            .map_err(|e| Error::InvalidArgument(e.to_string()))
     }
 
     /// A copy of an object field of the config (Labels, Volumes, ...), or an empty one.
@@ -211,7 +214,7 @@ impl StageState {
         ins: &Instruction,
         build_args: &HashMap<String, String>,
         global: &HashMap<String, Option<String>>,
-    ) -> Result<Step, String> {
+    ) -> Result<Step, Error> {
         let step = match &ins.command {
             Command::Arg(list) => {
                 for (name, default) in list {
@@ -256,10 +259,12 @@ impl StageState {
                     let (num, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
                     let proto = proto.to_ascii_lowercase();
                     if num.parse::<u16>().is_err() && !num.contains('-') {
-                        return Err(format!("EXPOSE {p}: not a port"));
+                        return Err(Error::InvalidArgument(format!("EXPOSE {p}: not a port")));
                     }
                     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-                        return Err(format!("EXPOSE {p}: protocol must be tcp, udp or sctp"));
+                        return Err(Error::InvalidArgument(format!(
+                            "EXPOSE {p}: protocol must be tcp, udp or sctp"
+                        )));
                     }
                     exposed.insert(format!("{num}/{proto}"), json!({}));
                 }
@@ -271,7 +276,7 @@ impl StageState {
                 for p in paths {
                     let p = self.expand(p)?;
                     if p.is_empty() {
-                        return Err("VOLUME needs a path".into());
+                        return Err(Error::InvalidArgument("VOLUME needs a path".into()));
                     }
                     vols.insert(p, json!({}));
                 }
@@ -336,15 +341,16 @@ impl StageState {
                     ("start-interval", "StartInterval"),
                 ] {
                     if let Some(v) = ins.flag(flag) {
-                        let ns = duration_ns(v)
-                            .ok_or_else(|| format!("HEALTHCHECK --{flag}={v}: not a duration"))?;
+                        let ns = duration_ns(v).ok_or_else(|| {
+                            Error::InvalidArgument(format!("HEALTHCHECK --{flag}={v}: not a duration"))
+                        })?;
                         h.insert(key.into(), json!(ns));
                     }
                 }
                 if let Some(r) = ins.flag("retries") {
-                    let n: u32 = r
-                        .parse()
-                        .map_err(|_| format!("HEALTHCHECK --retries={r}: not a number"))?;
+                    let n: u32 = r.parse().map_err(|_| {
+                        Error::InvalidArgument(format!("HEALTHCHECK --retries={r}: not a number"))
+                    })?;
                     h.insert("Retries".into(), json!(n));
                 }
                 self.set("Healthcheck", Value::Object(h));
@@ -399,9 +405,9 @@ impl StageState {
                 for src in srcs {
                     if src.starts_with("<<") {
                         // A heredoc source: a file named after it, holding its body.
-                        let doc = docs
-                            .next()
-                            .ok_or_else(|| format!("{src}: no heredoc body follows"))?;
+                        let doc = docs.next().ok_or_else(|| {
+                            Error::InvalidArgument(format!("{src}: no heredoc body follows"))
+                        })?;
                         let body = if doc.expand {
                             self.expand(&doc.body)?
                         } else {
@@ -413,7 +419,9 @@ impl StageState {
                     s.extend(self.expand_all(src)?);
                 }
                 if !inline.is_empty() && !s.is_empty() {
-                    return Err("heredoc sources cannot be mixed with files from the context".into());
+                    return Err(Error::InvalidArgument(
+                        "heredoc sources cannot be mixed with files from the context".into(),
+                    ));
                 }
                 let d = self.expand(dest)?;
                 let abs = if d.starts_with('/') {
@@ -434,7 +442,11 @@ impl StageState {
                     inline,
                 }
             }
-            Command::From { .. } => return Err("FROM starts a stage; it is not applied to one".into()),
+            Command::From { .. } => {
+                return Err(Error::InvalidArgument(
+                    "FROM starts a stage; it is not applied to one".into(),
+                ));
+            }
         };
         let empty_layer = step == Step::Metadata;
         let mut h = json!({

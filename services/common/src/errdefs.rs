@@ -71,9 +71,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}: already exists")]
     AlreadyExists(String),
-    #[error("invalid argument: {0}")]
+    #[error("{0}")]
     InvalidArgument(String),
-    #[error("failed precondition: {0}")]
+    #[error("{0}")]
     FailedPrecondition(String),
     /// Another writer holds the ingest; containerd clients retry on this code.
     #[error("ref {0} is locked: another writer holds it")]
@@ -89,6 +89,8 @@ pub enum Error {
     Unimplemented(String),
     #[error("{0}")]
     PermissionDenied(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -124,6 +126,19 @@ impl Error {
         }
     }
 
+    /// What a client reads: the same text as `to_string`.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// The same kind of error, its message prefixed with what was being done.
+    pub fn context(self, what: impl std::fmt::Display) -> Error {
+        Error::Remote {
+            code: self.code(),
+            message: format!("{what}: {self}"),
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Error::NotFound(_) => Kind::NotFound,
@@ -135,6 +150,7 @@ impl Error {
             Error::DataLoss(_) => Kind::DataLoss,
             Error::Unimplemented(_) => Kind::Unimplemented,
             Error::PermissionDenied(_) => Kind::PermissionDenied,
+            Error::DeadlineExceeded(_) => Kind::DeadlineExceeded,
             Error::Io { .. } | Error::Meta(_) | Error::Corrupt { .. } | Error::Internal(_) => Kind::Internal,
             Error::Remote { code, .. } => Kind::of(*code),
         }
@@ -183,6 +199,21 @@ impl From<crate::InvalidArgument> for Error {
 impl From<molde_meta::filter::FilterError> for Error {
     fn from(e: molde_meta::filter::FilterError) -> Self {
         Error::InvalidArgument(e.to_string())
+    }
+}
+
+/// Best-effort work (cleanup after a failure, a release nobody waits for)
+/// whose failure does not fail the caller, but is never silent.
+pub trait OrLog {
+    /// Logs the error, if any, as a warning saying what failed.
+    fn or_log(self, what: &str);
+}
+
+impl<T, E: std::fmt::Display> OrLog for std::result::Result<T, E> {
+    fn or_log(self, what: &str) {
+        if let Err(e) = self {
+            tracing::warn!(error = %e, "{what} failed");
+        }
     }
 }
 

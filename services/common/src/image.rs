@@ -131,7 +131,7 @@ pub fn select_manifest<'a>(
     index: &'a ImageIndex,
     want: &Platform,
     what: &str,
-) -> Result<&'a Descriptor, String> {
+) -> Result<&'a Descriptor, crate::errdefs::Error> {
     index
         .manifests()
         .iter()
@@ -142,11 +142,11 @@ pub fn select_manifest<'a>(
                 .iter()
                 .filter_map(|m| m.platform().as_ref().map(platform_string))
                 .collect();
-            format!(
-                "{what} has no manifest for {} (its index has {})",
+            crate::errdefs::Error::NotFound(format!(
+                "{what}: a manifest for {} (its index has {})",
                 platform_string(want),
                 have.join(", ")
-            )
+            ))
         })
 }
 
@@ -215,8 +215,8 @@ pub async fn resolve_digest(
     let probe: serde_json::Value = parse(&body, &format!("{name}: {digest}"))?;
     let (manifest_digest, body) = if probe.get("manifests").is_some() {
         let index: ImageIndex = parse(&body, &format!("{name}: index {digest}"))?;
-        let m =
-            select_manifest(&index, want, &format!("image {name}")).map_err(Status::failed_precondition)?;
+        let m = select_manifest(&index, want, &format!("image {name}"))
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let d = m.digest().to_string();
         let b = read_small_blob(ch, ns, &d).await?;
         (d, b)
@@ -294,7 +294,9 @@ mod tests {
         .unwrap();
         let m = select_manifest(&index, &p("linux/arm/v7"), "x").unwrap();
         assert!(m.digest().to_string().contains(&"7".repeat(64)));
-        let err = select_manifest(&index, &p("linux/s390x"), "x").unwrap_err();
+        let err = select_manifest(&index, &p("linux/s390x"), "x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("linux/arm/v6, linux/arm/v7"), "{err}");
     }
 }

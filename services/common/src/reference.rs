@@ -2,6 +2,8 @@
 //! `docker.io/library/busybox:latest`; and the limits the distribution spec
 //! puts on them.
 
+use crate::errdefs::Error;
+
 /// The longest repository name, registry host included (the distribution
 /// spec's and docker's limit).
 pub const MAX_NAME: usize = 255;
@@ -11,9 +13,9 @@ pub const MAX_TAG: usize = 128;
 /// Checks an image name (`[registry/]repository[:tag][@digest]`, or any name
 /// an image record may carry) against the distribution spec's limits: what
 /// no registry could hold, and no table could show, is refused here.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), Error> {
     if name.is_empty() {
-        return Err("image name is required".into());
+        return Err(Error::InvalidArgument("image name is required".into()));
     }
     let shown = || {
         let s: String = name.chars().take(80).collect();
@@ -24,7 +26,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
         }
     };
     if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("image name {}: contains {c:?}", shown()));
+        return Err(Error::InvalidArgument(format!(
+            "image name {}: contains {c:?}",
+            shown()
+        )));
     }
     let (rest, digest) = match name.split_once('@') {
         Some((r, d)) => (r, Some(d)),
@@ -32,18 +37,18 @@ pub fn check_name(name: &str) -> Result<(), String> {
     };
     if let Some(d) = digest {
         d.parse::<crate::Digest>()
-            .map_err(|e| format!("image name {}: digest: {e}", shown()))?;
+            .map_err(|e| Error::InvalidArgument(format!("image name {}: digest: {e}", shown())))?;
     }
     let (repo, tag) = match rest.rsplit_once(':') {
         Some((r, t)) if !t.contains('/') => (r, Some(t)),
         _ => (rest, None),
     };
     if repo.len() > MAX_NAME {
-        return Err(format!(
+        return Err(Error::InvalidArgument(format!(
             "image name {}: the repository name is {} characters, over the limit of {MAX_NAME}",
             shown(),
             repo.len()
-        ));
+        )));
     }
     if let Some(t) = tag {
         let ok = t.len() <= MAX_TAG
@@ -53,10 +58,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
             && t.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !ok {
-            return Err(format!(
+            return Err(Error::InvalidArgument(format!(
                 "image name {}: tag must be 1 to {MAX_TAG} of [A-Za-z0-9_.-], not starting with '.' or '-'",
                 shown()
-            ));
+            )));
         }
     }
     Ok(())
@@ -100,7 +105,7 @@ mod tests {
             assert!(check_name(ok).is_ok(), "{ok}: {:?}", check_name(ok));
         }
         let long = format!("localhost/{}", "a".repeat(100_000));
-        let err = check_name(&long).unwrap_err();
+        let err = check_name(&long).unwrap_err().to_string();
         assert!(err.contains("over the limit of 255") && err.len() < 300, "{err}");
         assert!(check_name(&format!("localhost/a:{}", "t".repeat(129))).is_err());
         assert!(check_name("localhost/a:-x").is_err());

@@ -69,7 +69,7 @@ fn target(d: Option<Descriptor>, name: &str) -> Result<DescriptorRecord> {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    molde_common::reference::check_name(name).map_err(ContentError::InvalidArgument)
+    molde_common::reference::check_name(name)
 }
 
 impl ImagesService {

@@ -227,7 +227,7 @@ impl Shared {
 
     /// Points image `name` at `target`, creating or updating its record.
     pub fn put_image(&self, ns: &str, name: &str, target: records::DescriptorRecord) -> Result<()> {
-        molde_common::reference::check_name(name).map_err(ContentError::InvalidArgument)?;
+        molde_common::reference::check_name(name)?;
         self.ensure_namespace(ns)?;
         let key = records::image_key(ns, name);
         let now = molde_common::now_nanos();

@@ -2,6 +2,7 @@
 //! crate's own state: what a transfer service in this process writes and reads,
 //! with the GC lock held inside each commit.
 
+use molde_common::errdefs::OrLog;
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
@@ -167,7 +168,10 @@ impl ContentStore for LocalStore {
             match written {
                 Ok(_) | Err(ContentError::AlreadyExists(_)) => Ok(()),
                 Err(e) => {
-                    let _ = shared.blobs.abort_ingest(&ns, &reference);
+                    shared
+                        .blobs
+                        .abort_ingest(&ns, &reference)
+                        .or_log("removing a failed ingest");
                     Err(e)
                 }
             }

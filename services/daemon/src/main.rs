@@ -127,7 +127,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     perms::seal(&cfg.root, &root_dirs, &[])?;
     perms::seal(&cfg.state, &state_dirs, &[])?;
-    let address = Address::parse(&cfg.address).map_err(anyhow::Error::msg)?;
+    let address = Address::parse(&cfg.address)?;
     let Address::Unix(sock_path) = &address;
     let (listener, socket) = listener::bind(sock_path)?;
     let uuid = info::load_uuid(&cfg.root)?;

@@ -4,6 +4,7 @@
 //! `/v1/ns/<ns>/containers/<id>`, so specs, runtime options and extensions
 //! round-trip byte for byte whatever their type.
 
+use molde_common::errdefs::Error;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -23,17 +24,17 @@ fn prefix(ns: &str) -> String {
     format!("/v1/ns/{ns}/containers/")
 }
 
-fn meta(e: molde_meta::MetaError) -> Status {
-    Status::internal(e.to_string())
+fn meta(e: molde_meta::MetaError) -> Error {
+    Error::Internal(e.to_string())
 }
 
-fn ns<T>(req: &Request<T>) -> Result<String, Status> {
+fn ns<T>(req: &Request<T>) -> Result<String, Error> {
     Ok(RequestContext::of(req).map_err(Status::from)?.namespace)
 }
 
 /// Container ids follow containerd's identifier rule: letters, digits, `.`,
 /// `_` and `-`, starting with a letter or digit, at most 76 characters.
-pub(crate) fn check_id(id: &str) -> Result<(), Status> {
+pub(crate) fn check_id(id: &str) -> Result<(), Error> {
     let ok = !id.is_empty()
         && id.len() <= 76
         && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -43,7 +44,7 @@ pub(crate) fn check_id(id: &str) -> Result<(), Status> {
     if ok {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(Error::InvalidArgument(format!(
             "container id {id:?}: use letters, digits, '.', '_' and '-' (at most 76), starting with a letter or digit"
         )))
     }
@@ -74,23 +75,23 @@ pub struct ContainersService {
 }
 
 impl ContainersService {
-    fn load(&self, ns: &str, id: &str) -> Result<(api::Container, u64), Status> {
+    fn load(&self, ns: &str, id: &str) -> Result<(api::Container, u64), Error> {
         let e = self
             .store
             .get(&key(ns, id))
             .map_err(meta)?
-            .ok_or_else(|| Status::not_found(format!("container {id:?}: not found")))?;
+            .ok_or_else(|| Error::NotFound(format!("container {id:?}")))?;
         let c = api::Container::decode(e.value.as_slice())
-            .map_err(|err| Status::internal(format!("corrupt record of container {id:?}: {err}")))?;
+            .map_err(|err| Error::Internal(format!("corrupt record of container {id:?}: {err}")))?;
         Ok((c, e.mod_revision))
     }
 
-    fn list_all(&self, ns: &str, filters: &[String]) -> Result<Vec<api::Container>, Status> {
-        let filter = Filter::parse_all(filters).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    fn list_all(&self, ns: &str, filters: &[String]) -> Result<Vec<api::Container>, Error> {
+        let filter = Filter::parse_all(filters).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let mut out = Vec::new();
         for e in self.store.range(&prefix(ns)).map_err(meta)? {
             let c = api::Container::decode(e.value.as_slice())
-                .map_err(|err| Status::internal(format!("corrupt record {}: {err}", e.key)))?;
+                .map_err(|err| Error::Internal(format!("corrupt record {}: {err}", e.key)))?;
             if filter.matches(&ContainerFields(&c)) {
                 out.push(c);
             }
@@ -99,9 +100,9 @@ impl ContainersService {
     }
 }
 
-fn validate_labels(c: &api::Container) -> Result<(), Status> {
+fn validate_labels(c: &api::Container) -> Result<(), Error> {
     let labels: molde_common::labels::Labels = c.labels.clone().into_iter().collect();
-    molde_common::labels::validate(&labels).map_err(Status::from)
+    Ok(molde_common::labels::validate(&labels)?)
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -149,20 +150,16 @@ impl api::containers_server::Containers for ContainersService {
         let mut c = req
             .into_inner()
             .container
-            .ok_or_else(|| Status::invalid_argument("create needs a container"))?;
+            .ok_or_else(|| Error::InvalidArgument("create needs a container".into()))?;
         check_id(&c.id)?;
         validate_labels(&c)?;
         if c.runtime.as_ref().is_none_or(|r| r.name.is_empty()) {
-            return Err(Status::invalid_argument(format!(
-                "container {:?}: runtime name is required",
-                c.id
-            )));
+            return Err(
+                Error::InvalidArgument(format!("container {:?}: runtime name is required", c.id)).into(),
+            );
         }
         if c.spec.is_none() {
-            return Err(Status::invalid_argument(format!(
-                "container {:?}: spec is required",
-                c.id
-            )));
+            return Err(Error::InvalidArgument(format!("container {:?}: spec is required", c.id)).into());
         }
         let now = timestamp(now_nanos());
         c.created_at = Some(now);
@@ -177,10 +174,7 @@ impl api::containers_server::Containers for ContainersService {
             )
             .map_err(meta)?;
         if out == TxnOutcome::CompareFailed {
-            return Err(Status::already_exists(format!(
-                "container {:?}: already exists",
-                c.id
-            )));
+            return Err(Error::AlreadyExists(format!("container {:?}: already exists", c.id)).into());
         }
         tracing::info!(namespace = %ns, container = %c.id, image = %c.image, "container created");
         self.events.publish(
@@ -206,7 +200,7 @@ impl api::containers_server::Containers for ContainersService {
         let r = req.into_inner();
         let new = r
             .container
-            .ok_or_else(|| Status::invalid_argument("update needs a container"))?;
+            .ok_or_else(|| Error::InvalidArgument("update needs a container".into()))?;
         validate_labels(&new)?;
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let k = key(&ns, &new.id);
@@ -246,10 +240,11 @@ impl api::containers_server::Containers for ContainersService {
                             };
                         }
                         other => {
-                            return Err(Status::invalid_argument(format!(
+                            return Err(Error::InvalidArgument(format!(
                                 "cannot update field {other:?} of container {:?}",
                                 new.id
-                            )));
+                            ))
+                            .into());
                         }
                     }
                 }

@@ -2,7 +2,7 @@
 //! top chain ID (the rootfs parent), through the shared image model
 //! (`molde_common::image::resolve`, for the host's platform).
 
-use tonic::Status;
+use molde_common::errdefs::Error;
 use tonic::transport::Channel;
 
 /// The process defaults of an image config (Env, Entrypoint, Cmd, WorkingDir, User).
@@ -15,7 +15,7 @@ pub struct Image {
 }
 
 /// Resolves `name` to its config and top chain ID.
-pub async fn resolve(ch: &Channel, ns: &str, name: &str) -> Result<Image, Status> {
+pub async fn resolve(ch: &Channel, ns: &str, name: &str) -> Result<Image, Error> {
     let r = molde_common::image::resolve(ch, ns, name, &molde_common::image::host_platform()).await?;
     Ok(Image {
         process: r.config.config().clone().unwrap_or_default(),

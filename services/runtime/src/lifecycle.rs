@@ -6,6 +6,7 @@
 //! what lets containers outlive molded: a restarted molded reads the same
 //! files and finds every container where its shim left it.
 
+use molde_common::errdefs::Error;
 use std::path::Path;
 use std::time::Duration;
 
@@ -66,13 +67,13 @@ pub fn observe(bundle: &Path, cgroup: &str) -> Observed {
 }
 
 /// Parses `TERM`, `SIGTERM` or `15`.
-pub fn parse_signal(s: &str) -> Result<Signal, Status> {
+pub fn parse_signal(s: &str) -> Result<Signal, Error> {
     if s.is_empty() {
         return Ok(Signal::SIGKILL);
     }
     if let Ok(n) = s.parse::<i32>() {
         return Signal::try_from(n)
-            .map_err(|_| Status::invalid_argument(format!("signal {s:?}: unknown number")));
+            .map_err(|_| Error::InvalidArgument(format!("signal {s:?}: unknown number")));
     }
     let name = s.to_ascii_uppercase();
     let name = if name.starts_with("SIG") {
@@ -81,17 +82,17 @@ pub fn parse_signal(s: &str) -> Result<Signal, Status> {
         format!("SIG{name}")
     };
     name.parse()
-        .map_err(|_| Status::invalid_argument(format!("signal {s:?}: unknown name")))
+        .map_err(|_| Error::InvalidArgument(format!("signal {s:?}: unknown name")))
 }
 
 impl RuntimeService {
-    pub(crate) fn record(&self, ns: &str, id: &str) -> Result<Container, Status> {
+    pub(crate) fn record(&self, ns: &str, id: &str) -> Result<Container, Error> {
         let e = self
             .store
             .get(&containers::key(ns, id))
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| Status::not_found(format!("container {id:?}: not found")))?;
-        Container::decode(e.value.as_slice()).map_err(|e| Status::internal(format!("container {id:?}: {e}")))
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .ok_or_else(|| Error::NotFound(format!("container {id:?}")))?;
+        Container::decode(e.value.as_slice()).map_err(|e| Error::Internal(format!("container {id:?}: {e}")))
     }
 
     pub(crate) fn observe(&self, ns: &str, id: &str) -> Observed {
@@ -123,12 +124,12 @@ impl RuntimeService {
         }
     }
 
-    pub(crate) fn list(&self, ns: &str, all: bool) -> Result<Vec<api::ContainerStatus>, Status> {
+    pub(crate) fn list(&self, ns: &str, all: bool) -> Result<Vec<api::ContainerStatus>, Error> {
         let mut out = Vec::new();
         for e in self
             .store
             .range(&format!("/v1/ns/{ns}/containers/"))
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Error::Internal(e.to_string()))?
         {
             let Ok(c) = Container::decode(e.value.as_slice()) else {
                 continue;
@@ -150,18 +151,18 @@ impl RuntimeService {
 
     /// The record of a container that runs, and what its files say;
     /// FailedPrecondition for one that does not.
-    pub(crate) fn running(&self, ns: &str, id: &str) -> Result<(Container, Observed), Status> {
+    pub(crate) fn running(&self, ns: &str, id: &str) -> Result<(Container, Observed), Error> {
         let c = self.record(ns, id)?;
         let o = self.observe(ns, id);
         if o.state != "running" {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "container {id:?} is not running"
             )));
         }
         Ok((c, o))
     }
 
-    pub(crate) fn kill(&self, ns: &str, id: &str, sig: Signal) -> Result<(), Status> {
+    pub(crate) fn kill(&self, ns: &str, id: &str, sig: Signal) -> Result<(), Error> {
         let (_, o) = self.running(ns, id)?;
         // A pid of 0 would signal molded's own process group: the init is
         // already gone and its shim is recording the exit, so there is
@@ -170,7 +171,7 @@ impl RuntimeService {
             return Ok(());
         }
         nix::sys::signal::kill(Pid::from_raw(o.pid), sig)
-            .map_err(|e| Status::internal(format!("signalling container {id:?}: {e}")))?;
+            .map_err(|e| Error::Internal(format!("signalling container {id:?}: {e}")))?;
         tracing::info!(namespace = ns, container = id, signal = %sig, "container signalled");
         Ok(())
     }
@@ -197,7 +198,7 @@ impl RuntimeService {
         }
     }
 
-    pub(crate) async fn stop(&self, ns: &str, id: &str, timeout: Duration) -> Result<Observed, Status> {
+    pub(crate) async fn stop(&self, ns: &str, id: &str, timeout: Duration) -> Result<Observed, Error> {
         self.record(ns, id)?;
         if self.observe(ns, id).state == "running" {
             let _ = self.kill(ns, id, Signal::SIGTERM);
@@ -217,12 +218,12 @@ impl RuntimeService {
         Ok(o)
     }
 
-    pub(crate) async fn remove_container(&self, ns: &str, id: &str, force: bool) -> Result<(), Status> {
+    pub(crate) async fn remove_container(&self, ns: &str, id: &str, force: bool) -> Result<(), Error> {
         self.record(ns, id)?;
         self.exited(ns, id);
         if self.observe(ns, id).state == "running" {
             if !force {
-                return Err(Status::failed_precondition(format!(
+                return Err(Error::FailedPrecondition(format!(
                     "container {id:?} is running: stop it first, or remove it with --force"
                 )));
             }

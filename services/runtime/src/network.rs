@@ -8,13 +8,14 @@
 //! bundle as `network.json`, and teardown (CNI DEL in reverse, unpin) runs
 //! when the container is removed — also after a crash, from that file.
 
+use molde_common::errdefs::Error;
+use molde_common::errdefs::OrLog;
 use std::path::{Path, PathBuf};
 
 use std::process::Stdio;
 
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-use tonic::Status;
 
 const CNI_VERSION: &str = "1.0.0";
 const NETWORK: &str = "molde";
@@ -28,8 +29,8 @@ pub struct PortMapping {
     pub protocol: String,
 }
 
-pub fn parse_port(p: &str) -> Result<PortMapping, Status> {
-    let bad = || Status::invalid_argument(format!("port {p:?}: expected [IP:]HOST:CONTAINER[/tcp|udp]"));
+pub fn parse_port(p: &str) -> Result<PortMapping, Error> {
+    let bad = || Error::InvalidArgument(format!("port {p:?}: expected [IP:]HOST:CONTAINER[/tcp|udp]"));
     let (spec, protocol) = match p.rsplit_once('/') {
         Some((s, proto @ ("tcp" | "udp"))) => (s, proto.to_string()),
         Some(_) => return Err(bad()),
@@ -77,8 +78,8 @@ fn plugins() -> Vec<Value> {
     ]
 }
 
-fn err(what: &str) -> impl Fn(std::io::Error) -> Status + '_ {
-    move |e| Status::internal(format!("{what}: {e}"))
+fn err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Internal(format!("{what}: {e}"))
 }
 
 impl Cni {
@@ -87,7 +88,7 @@ impl Cni {
     }
 
     /// Creates a network namespace and pins it at `netns_path(key)`.
-    fn create_netns(&self, key: &str) -> Result<PathBuf, Status> {
+    fn create_netns(&self, key: &str) -> Result<PathBuf, Error> {
         let path = self.netns_path(key);
         std::fs::create_dir_all(path.parent().expect("has a parent"))
             .map_err(err("creating the netns dir"))?;
@@ -104,21 +105,22 @@ impl Cni {
             Ok(())
         })
         .join()
-        .map_err(|_| Status::internal("creating the network namespace panicked"))?
+        .map_err(|_| Error::Internal("creating the network namespace panicked".into()))?
         .map_err(|e| {
             let _ = std::fs::remove_file(&path);
-            Status::internal(format!("creating the network namespace: {e}"))
+            Error::Internal(format!("creating the network namespace: {e}"))
         })?;
         Ok(path)
     }
 
     fn remove_netns(&self, key: &str) {
         let path = self.netns_path(key);
-        let _ = rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH);
+        rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH)
+            .or_log("unmounting a network namespace");
         let _ = std::fs::remove_file(&path);
     }
 
-    async fn invoke(&self, command: &str, key: &str, netns: &Path, conf: &Value) -> Result<Value, Status> {
+    async fn invoke(&self, command: &str, key: &str, netns: &Path, conf: &Value) -> Result<Value, Error> {
         let kind = conf["type"].as_str().unwrap_or_default().to_string();
         let bin = self.bin_dir.join(&kind);
         let mut child = tokio::process::Command::new(&bin)
@@ -134,7 +136,7 @@ impl Cni {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| {
-                Status::failed_precondition(format!(
+                Error::FailedPrecondition(format!(
                     "CNI plugin {}: {e} (install containernetworking-plugins)",
                     bin.display()
                 ))
@@ -152,7 +154,7 @@ impl Cni {
             .map_err(err("running a CNI plugin"))?;
         if !out.status.success() {
             let msg: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            return Err(Status::internal(format!(
+            return Err(Error::Internal(format!(
                 "CNI {command} with {kind}: {} {}",
                 msg["msg"].as_str().unwrap_or_default(),
                 msg["details"]
@@ -164,7 +166,7 @@ impl Cni {
     }
 
     /// Creates the namespace and attaches it; returns (netns path, CNI result).
-    pub async fn setup(&self, key: &str, ports: &[PortMapping]) -> Result<(PathBuf, Value), Status> {
+    pub async fn setup(&self, key: &str, ports: &[PortMapping]) -> Result<(PathBuf, Value), Error> {
         let netns = self.create_netns(key)?;
         let mappings: Vec<Value> = ports
             .iter()

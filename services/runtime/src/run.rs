@@ -21,6 +21,8 @@ mod inspect;
 mod run_rpc;
 mod start;
 
+use molde_common::errdefs::Error;
+use molde_common::errdefs::OrLog;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,7 +75,7 @@ async fn send(tx: &Tx, e: Event) -> bool {
 }
 
 impl RuntimeService {
-    pub(crate) fn spawn_task_shim(&self, ns: &str, id: &str, bundle: &Path) -> Result<(), Status> {
+    pub(crate) fn spawn_task_shim(&self, ns: &str, id: &str, bundle: &Path) -> Result<(), Error> {
         self.spawn_shim(ns, id, bundle)
     }
 
@@ -125,14 +127,15 @@ impl RuntimeService {
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("{ns}-{id}"));
             self.cni.teardown(&key, &saved).await;
-            let _ = std::fs::rename(&path, path.with_extension("json.released"));
+            std::fs::rename(&path, path.with_extension("json.released"))
+                .or_log("releasing a container's network record");
         }
     }
 
     /// Removes a container's snapshot, record and bundle.
     pub(crate) async fn remove(&self, ns: &str, id: &str) {
         self.release_network(ns, id).await;
-        let _ = SnapshotsClient::new(self.snapshotter.clone())
+        SnapshotsClient::new(self.snapshotter.clone())
             .remove(namespaced(
                 ns,
                 RemoveSnapshotRequest {
@@ -140,8 +143,11 @@ impl RuntimeService {
                     key: id.into(),
                 },
             ))
-            .await;
-        let _ = self.store.txn(Txn::new().delete(containers::key(ns, id)));
+            .await
+            .or_log("removing a container's snapshot");
+        self.store
+            .txn(Txn::new().delete(containers::key(ns, id)))
+            .or_log("removing a container's record");
         let _ = std::fs::remove_dir_all(self.bundle_dir(ns, id));
     }
 }

@@ -2,44 +2,44 @@
 //! capabilities, masked and read-only paths, /proc /dev /sys mounts) with the
 //! process taken from the image config and the run options.
 
+use molde_common::errdefs::Error;
 use std::path::Path;
 
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
     MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
-use tonic::Status;
 
 use crate::image::ProcessConfig;
 use crate::user::Identity;
 use molde_api::molde::services::runtime::v1::RunRequest;
 
-fn bad(e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("building the runtime spec: {e}"))
+fn bad(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("building the runtime spec: {e}"))
 }
 
 /// `-v SOURCE:DEST[:ro]`: an absolute SOURCE is a host path, anything else a
 /// named volume kept under `volumes` (created on first use).
-pub fn volume_mount(v: &str, volumes: &Path) -> Result<Mount, Status> {
+pub fn volume_mount(v: &str, volumes: &Path) -> Result<Mount, Error> {
     let parts: Vec<&str> = v.split(':').collect();
     let (src, dst, ro) = match parts.as_slice() {
         [s, d] => (*s, *d, false),
         [s, d, "ro"] => (*s, *d, true),
         [s, d, "rw"] => (*s, *d, false),
         _ => {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "volume {v:?}: expected SOURCE:DEST[:ro]"
             )));
         }
     };
     if !dst.starts_with('/') {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::InvalidArgument(format!(
             "volume {v:?}: the container path must be absolute"
         )));
     }
     let source = if src.starts_with('/') {
         if !Path::new(src).exists() {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "volume {v:?}: {src} does not exist on the host"
             )));
         }
@@ -50,13 +50,12 @@ pub fn volume_mount(v: &str, volumes: &Path) -> Result<Mount, Status> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "volume {v:?}: {src:?} is neither an absolute path nor a volume name"
             )));
         }
         let data = volumes.join(src).join("_data");
-        std::fs::create_dir_all(&data)
-            .map_err(|e| Status::internal(format!("creating volume {src}: {e}")))?;
+        std::fs::create_dir_all(&data).map_err(|e| Error::Internal(format!("creating volume {src}: {e}")))?;
         data.display().to_string()
     };
     MountBuilder::default()
@@ -100,10 +99,10 @@ pub fn default_capabilities() -> Result<oci_spec::runtime::LinuxCapabilities, oc
 
 /// `--tmpfs PATH[:OPTIONS]`, as docker reads it: `size=64m,mode=1777`,
 /// `noexec`… (nosuid and nodev always).
-pub fn tmpfs_mount(t: &str) -> Result<Mount, Status> {
+pub fn tmpfs_mount(t: &str) -> Result<Mount, Error> {
     let (path, opts) = t.split_once(':').unwrap_or((t, ""));
     if !path.starts_with('/') {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::InvalidArgument(format!(
             "--tmpfs {t:?}: the path must be absolute"
         )));
     }
@@ -114,7 +113,7 @@ pub fn tmpfs_mount(t: &str) -> Result<Mount, Status> {
             name,
             "size" | "mode" | "uid" | "gid" | "nr_inodes" | "noexec" | "exec" | "ro" | "rw" | "suid" | "dev"
         ) {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "--tmpfs {t:?}: unknown option {o:?}"
             )));
         }
@@ -198,7 +197,7 @@ pub fn build(
     req: &RunRequest,
     who: &Identity,
     volumes: &Path,
-) -> Result<Spec, Status> {
+) -> Result<Spec, Error> {
     let entrypoint = if req.entrypoint_set {
         req.entrypoint.clone()
     } else {
@@ -211,7 +210,7 @@ pub fn build(
     };
     let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if args.is_empty() {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::InvalidArgument(format!(
             "image {} has no command: give one after the image name",
             req.image
         )));
@@ -320,7 +319,7 @@ pub fn build(
                 }
             }
             other => {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "--network {other:?}: molde has none and host"
                 )));
             }
@@ -394,7 +393,7 @@ pub fn add_etc_files(
 /// container has no business making (loading kernel code, rebooting, swap,
 /// clock changes, kernel keyrings, bpf, perf, namespaces and mounts of its
 /// own), which fail with EPERM.
-pub fn default_seccomp() -> Result<oci_spec::runtime::LinuxSeccomp, Status> {
+pub fn default_seccomp() -> Result<oci_spec::runtime::LinuxSeccomp, Error> {
     use oci_spec::runtime::{Arch, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder};
     const DENIED: &[&str] = &[
         "acct",
@@ -478,8 +477,8 @@ pub const MIN_PIDS: i64 = 2;
 
 /// Refuses limits a container could not run under, or that the host cannot
 /// give, each by its flag.
-pub fn check_limits(req: &RunRequest, host_cpus: usize) -> Result<(), Status> {
-    let bad = |m: String| Err(Status::invalid_argument(m));
+pub fn check_limits(req: &RunRequest, host_cpus: usize) -> Result<(), Error> {
+    let bad = |m: String| Err(Error::InvalidArgument(m));
     if req.memory_bytes < 0 || (req.memory_bytes > 0 && req.memory_bytes < MIN_MEMORY) {
         return bad(format!(
             "--memory {}: the minimum is 4m ({MIN_MEMORY} bytes)",
@@ -509,7 +508,7 @@ pub fn check_limits(req: &RunRequest, host_cpus: usize) -> Result<(), Status> {
 /// controller in the root's `cgroup.controllers`; a request for one the host
 /// does not offer is refused by name here rather than failing deep in the
 /// runtime. cgroup v1 and hybrid hosts are left to the runtime.
-pub fn check_controllers(req: &RunRequest, cgroup_root: &Path) -> Result<(), Status> {
+pub fn check_controllers(req: &RunRequest, cgroup_root: &Path) -> Result<(), Error> {
     use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
     let Ok(fs) = statfs(cgroup_root) else {
         return Ok(());
@@ -520,7 +519,7 @@ pub fn check_controllers(req: &RunRequest, cgroup_root: &Path) -> Result<(), Sta
     let offered = std::fs::read_to_string(cgroup_root.join("cgroup.controllers")).unwrap_or_default();
     match missing_controller(req, &offered) {
         None => Ok(()),
-        Some((flag, controller)) => Err(Status::failed_precondition(format!(
+        Some((flag, controller)) => Err(Error::FailedPrecondition(format!(
             "{flag} needs cgroup v2's {controller} controller, which this host does not offer \
              ({}/cgroup.controllers: {:?})",
             cgroup_root.display(),

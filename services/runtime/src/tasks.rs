@@ -6,6 +6,8 @@
 //! `molde-shim`, the same one `molde run` uses; Wait, Kill, Get, List and
 //! Delete read and act on what the shim leaves on disk.
 
+use molde_common::errdefs::Error;
+use molde_common::errdefs::OrLog;
 use std::time::Duration;
 
 use molde_api::containerd::services::tasks::v1 as api;
@@ -16,12 +18,12 @@ use tonic::{Request, Response, Status};
 
 use crate::service::RuntimeService;
 
-fn ns<T>(req: &Request<T>) -> Result<String, Status> {
+fn ns<T>(req: &Request<T>) -> Result<String, Error> {
     Ok(RequestContext::of(req).map_err(Status::from)?.namespace)
 }
 
-fn unsupported(what: &str) -> Status {
-    Status::unimplemented(format!("tasks.v1 {what} is not supported by molde yet"))
+fn unsupported(what: &str) -> Error {
+    Error::Unimplemented(format!("tasks.v1 {what} is not supported by molde yet"))
 }
 
 fn ts(rfc3339: &str) -> Option<prost_types::Timestamp> {
@@ -57,9 +59,9 @@ fn chrono_like(s: &str) -> Option<(i64, i32)> {
 }
 
 /// Exec ids name files: letters, digits, `.`, `_`, `-`.
-fn check_exec_id(id: &str) -> Result<(), Status> {
+fn check_exec_id(id: &str) -> Result<(), Error> {
     if id.is_empty() || id.len() > 76 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-        return Err(Status::invalid_argument(format!(
+        return Err(Error::InvalidArgument(format!(
             "exec id {id:?}: use letters, digits, '.', '_' and '-'"
         )));
     }
@@ -69,20 +71,20 @@ fn check_exec_id(id: &str) -> Result<(), Status> {
 impl RuntimeService {
     /// Starts a recorded exec in a `molde-shim exec`, its stdio on the client's
     /// FIFOs; a thread records its exit status for Wait.
-    fn start_exec(&self, ns: &str, id: &str, exec_id: &str) -> Result<u32, Status> {
+    fn start_exec(&self, ns: &str, id: &str, exec_id: &str) -> Result<u32, Error> {
         check_exec_id(exec_id)?;
         let bundle = self.bundle_dir(ns, id);
         let b = Bundle::new(&bundle);
         let dir = b.exec_dir();
         let rec = b
             .task_exec(exec_id)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| Status::not_found(format!("exec {exec_id:?} of task {id:?}: not found")))?;
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} of task {id:?}")))?;
         let pfile = b
             .write_exec(exec_id, &rec.process)
-            .map_err(|e| Status::internal(format!("exec {exec_id}: {e}")))?;
+            .map_err(|e| Error::Internal(format!("exec {exec_id}: {e}")))?;
         // Opened read-write, a FIFO never blocks the open on its other end.
-        let open = |path: &str| -> Result<std::process::Stdio, Status> {
+        let open = |path: &str| -> Result<std::process::Stdio, Error> {
             if path.is_empty() {
                 return Ok(std::process::Stdio::null());
             }
@@ -91,7 +93,7 @@ impl RuntimeService {
                 .write(true)
                 .open(path)
                 .map(std::process::Stdio::from)
-                .map_err(|e| Status::internal(format!("opening {path}: {e}")))
+                .map_err(|e| Error::Internal(format!("opening {path}: {e}")))
         };
         let mut child = std::process::Command::new(&self.shim)
             .arg("exec")
@@ -106,22 +108,22 @@ impl RuntimeService {
             .stdout(open(&rec.stdio.stdout)?)
             .stderr(open(&rec.stdio.stderr)?)
             .spawn()
-            .map_err(|e| Status::internal(format!("starting {}: {e}", self.shim.display())))?;
+            .map_err(|e| Error::Internal(format!("starting {}: {e}", self.shim.display())))?;
         let pid = child.id();
         let exit = dir.join(format!("{exec_id}.exit"));
         std::thread::spawn(move || {
             let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(255);
-            let _ = std::fs::write(&exit, code.to_string());
+            std::fs::write(&exit, code.to_string()).or_log("recording an exec's exit code");
             let _ = std::fs::remove_file(&pfile);
         });
         Ok(pid)
     }
 
-    fn process(&self, ns: &str, id: &str) -> Result<Process, Status> {
+    fn process(&self, ns: &str, id: &str) -> Result<Process, Error> {
         self.record(ns, id)?;
         let bundle = self.bundle_dir(ns, id);
         if !bundle.join("config.json").exists() {
-            return Err(Status::not_found(format!("task {id:?}: not found")));
+            return Err(Error::NotFound(format!("task {id:?}")));
         }
         let o = self.observe(ns, id);
         let status = match o.state {
@@ -155,17 +157,14 @@ impl api::tasks_server::Tasks for RuntimeService {
         let r = req.into_inner();
         let c = self.record(&ns, &r.container_id)?;
         if r.terminal {
-            return Err(unsupported("a terminal (-t)"));
+            return Err(unsupported("a terminal (-t)").into());
         }
         let bundle = self.bundle_dir(&ns, &r.container_id);
         if bundle.join("config.json").exists() {
-            return Err(Status::already_exists(format!(
-                "task {:?}: already exists",
-                r.container_id
-            )));
+            return Err(Error::AlreadyExists(format!("task {:?}: already exists", r.container_id)).into());
         }
         let spec = c.spec.as_ref().ok_or_else(|| {
-            Status::failed_precondition(format!("container {:?} has no spec", r.container_id))
+            Error::FailedPrecondition(format!("container {:?} has no spec", r.container_id))
         })?;
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
@@ -177,7 +176,7 @@ impl api::tasks_server::Tasks for RuntimeService {
                 stderr: r.stderr.clone(),
             })
         };
-        write().map_err(|e| Status::internal(format!("task {}: writing its bundle: {e}", r.container_id)))?;
+        write().map_err(|e| Error::Internal(format!("task {}: writing its bundle: {e}", r.container_id)))?;
         tracing::info!(namespace = %ns, container = %r.container_id, "task created");
         self.events.publish(
             &ns,
@@ -204,10 +203,9 @@ impl api::tasks_server::Tasks for RuntimeService {
         }
         let p = self.process(&ns, &r.container_id)?;
         if p.status != TaskStatus::Created as i32 {
-            return Err(Status::failed_precondition(format!(
-                "task {:?} was already started",
-                r.container_id
-            )));
+            return Err(
+                Error::FailedPrecondition(format!("task {:?} was already started", r.container_id)).into(),
+            );
         }
         let bundle = self.bundle_dir(&ns, &r.container_id);
         self.spawn_task_shim(&ns, &r.container_id, &bundle)?;
@@ -220,16 +218,14 @@ impl api::tasks_server::Tasks for RuntimeService {
                 return Ok(Response::new(api::StartResponse { pid }));
             }
             if let Some(msg) = b.error() {
-                return Err(Status::failed_precondition(format!(
-                    "task {}: {msg}",
-                    r.container_id
-                )));
+                return Err(Error::FailedPrecondition(format!("task {}: {msg}", r.container_id)).into());
             }
             if started.elapsed() > Duration::from_secs(60) {
-                return Err(Status::deadline_exceeded(format!(
+                return Err(Error::DeadlineExceeded(format!(
                     "task {}: not started within 60s",
                     r.container_id
-                )));
+                ))
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -243,9 +239,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         let id = req.into_inner().container_id;
         let p = self.process(&ns, &id)?;
         if p.status == TaskStatus::Running as i32 {
-            return Err(Status::failed_precondition(format!(
-                "task {id:?} is running: kill it first"
-            )));
+            return Err(Error::FailedPrecondition(format!("task {id:?} is running: kill it first")).into());
         }
         self.exited(&ns, &id);
         let _ = std::fs::remove_dir_all(self.bundle_dir(&ns, &id));
@@ -278,7 +272,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         check_exec_id(&r.exec_id)?;
         let dir = self.bundle_dir(&ns, &r.container_id).join("exec");
         let code = std::fs::read_to_string(dir.join(format!("{}.exit", r.exec_id)))
-            .map_err(|_| Status::failed_precondition(format!("exec {:?} has not exited", r.exec_id)))?;
+            .map_err(|_| Error::FailedPrecondition(format!("exec {:?} has not exited", r.exec_id)))?;
         let _ = std::fs::remove_file(dir.join(format!("{}.exit", r.exec_id)));
         Bundle::new(self.bundle_dir(&ns, &r.container_id)).remove_task_exec(&r.exec_id);
         Ok(Response::new(api::DeleteResponse {
@@ -306,7 +300,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         for e in self
             .store
             .range(&format!("/v1/ns/{ns}/containers/"))
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Error::Internal(e.to_string()))?
         {
             let id = e.key.rsplit('/').next().unwrap_or_default().to_string();
             if let Ok(p) = self.process(&ns, &id) {
@@ -320,7 +314,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         let ns = ns(&req)?;
         let r = req.into_inner();
         let sig = nix::sys::signal::Signal::try_from(r.signal as i32)
-            .map_err(|_| Status::invalid_argument(format!("signal {}", r.signal)))?;
+            .map_err(|_| Error::InvalidArgument(format!("signal {}", r.signal)))?;
         RuntimeService::kill(self, &ns, &r.container_id, sig)?;
         Ok(Response::new(()))
     }
@@ -329,24 +323,22 @@ impl api::tasks_server::Tasks for RuntimeService {
         let ns = ns(&req)?;
         let r = req.into_inner();
         if r.terminal {
-            return Err(unsupported("a terminal for exec (-t)"));
+            return Err(unsupported("a terminal for exec (-t)").into());
         }
         let p = self.process(&ns, &r.container_id)?;
         if p.status != TaskStatus::Running as i32 {
-            return Err(Status::failed_precondition(format!(
-                "task {:?} is not running",
-                r.container_id
-            )));
+            return Err(
+                Error::FailedPrecondition(format!("task {:?} is not running", r.container_id)).into(),
+            );
         }
         check_exec_id(&r.exec_id)?;
         let spec: oci_spec::runtime::Process = r
             .spec
             .as_ref()
-            .ok_or_else(|| Status::invalid_argument("exec needs a process spec"))
+            .ok_or_else(|| Error::InvalidArgument("exec needs a process spec".into()))
             .and_then(|s| {
-                serde_json::from_slice(&s.value).map_err(|e| {
-                    Status::invalid_argument(format!("exec {}: its process spec: {e}", r.exec_id))
-                })
+                serde_json::from_slice(&s.value)
+                    .map_err(|e| Error::InvalidArgument(format!("exec {}: its process spec: {e}", r.exec_id)))
             })?;
         let rec = molde_bundle::TaskExec {
             process: molde_bundle::ExecProcess::from(&spec),
@@ -358,12 +350,12 @@ impl api::tasks_server::Tasks for RuntimeService {
         };
         Bundle::new(self.bundle_dir(&ns, &r.container_id))
             .write_task_exec(&r.exec_id, &rec)
-            .map_err(|e| Status::internal(format!("exec {}: {e}", r.exec_id)))?;
+            .map_err(|e| Error::Internal(format!("exec {}: {e}", r.exec_id)))?;
         Ok(Response::new(()))
     }
 
     async fn resize_pty(&self, _req: Request<api::ResizePtyRequest>) -> Result<Response<()>, Status> {
-        Err(unsupported("terminals"))
+        Err(unsupported("terminals").into())
     }
 
     async fn close_io(&self, _req: Request<api::CloseIoRequest>) -> Result<Response<()>, Status> {
@@ -371,11 +363,11 @@ impl api::tasks_server::Tasks for RuntimeService {
     }
 
     async fn pause(&self, _req: Request<api::PauseTaskRequest>) -> Result<Response<()>, Status> {
-        Err(unsupported("pause"))
+        Err(unsupported("pause").into())
     }
 
     async fn resume(&self, _req: Request<api::ResumeTaskRequest>) -> Result<Response<()>, Status> {
-        Err(unsupported("resume"))
+        Err(unsupported("resume").into())
     }
 
     async fn list_pids(
@@ -399,11 +391,11 @@ impl api::tasks_server::Tasks for RuntimeService {
         &self,
         _req: Request<api::CheckpointTaskRequest>,
     ) -> Result<Response<api::CheckpointTaskResponse>, Status> {
-        Err(unsupported("checkpoint"))
+        Err(unsupported("checkpoint").into())
     }
 
     async fn update(&self, _req: Request<api::UpdateTaskRequest>) -> Result<Response<()>, Status> {
-        Err(unsupported("update"))
+        Err(unsupported("update").into())
     }
 
     async fn metrics(

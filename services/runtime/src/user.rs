@@ -2,11 +2,11 @@
 //! /etc/group, read from the rootfs layers without mounting them, and never
 //! outside them (symlinks resolve inside each layer).
 
+use molde_common::errdefs::Error;
 use std::io::Read;
 use std::path::PathBuf;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use tonic::Status;
 
 /// The identity a container's process runs as.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -45,7 +45,7 @@ fn read_in_layers(layers: &[PathBuf], rel: &str) -> Option<String> {
 }
 
 /// Resolves `spec` (`user`, `uid`, `user:group`, `uid:gid`); empty means root.
-pub fn resolve(spec: &str, layers: &[PathBuf]) -> Result<Identity, Status> {
+pub fn resolve(spec: &str, layers: &[PathBuf]) -> Result<Identity, Error> {
     if spec.is_empty() {
         return Ok(Identity::default());
     }
@@ -62,14 +62,14 @@ pub fn resolve(spec: &str, layers: &[PathBuf]) -> Result<Identity, Status> {
     let (uid, primary, name) = match (user.parse::<u32>(), &entry) {
         (_, Some(f)) => (
             f[2].parse().map_err(|_| {
-                Status::failed_precondition(format!("user {user:?}: bad uid in the image's /etc/passwd"))
+                Error::FailedPrecondition(format!("user {user:?}: bad uid in the image's /etc/passwd"))
             })?,
             f[3].parse().unwrap_or(0),
             f[0].to_string(),
         ),
         (Ok(uid), None) => (uid, 0, String::new()),
         (Err(_), None) => {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "user {user:?} is not in the image's /etc/passwd"
             )));
         }
@@ -84,7 +84,7 @@ pub fn resolve(spec: &str, layers: &[PathBuf]) -> Result<Identity, Status> {
                 .find(|f| f.len() >= 3 && f[0] == g)
                 .and_then(|f| f[2].parse().ok())
                 .ok_or_else(|| {
-                    Status::invalid_argument(format!("group {g:?} is not in the image's /etc/group"))
+                    Error::InvalidArgument(format!("group {g:?} is not in the image's /etc/group"))
                 })?,
         },
     };

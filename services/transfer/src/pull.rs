@@ -278,9 +278,7 @@ impl Puller {
             .await?;
         let (manifest_desc, manifest_body, index) = if media::is_index(&top_type) {
             let idx: ImageIndex = parse(&body, &format!("index of {name}"))?;
-            let chosen = select_manifest(&idx, &platform, &name)
-                .map_err(Error::NotFound)?
-                .clone();
+            let chosen = select_manifest(&idx, &platform, &name)?.clone();
             if !media::is_manifest(chosen.media_type()) {
                 return Err(Error::InvalidArgument(format!(
                     "index of {name}: the entry for {} is a \"{}\", not an image manifest",

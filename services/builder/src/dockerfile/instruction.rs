@@ -2,6 +2,7 @@
 //! arguments in shell or exec form, key=value lists and heredocs.
 
 use super::*;
+use molde_common::errdefs::Error;
 
 /// Parses one logical line; `after` are the physical lines that follow, for
 /// heredocs. Returns the instruction and how many of `after` it consumed.
@@ -10,12 +11,12 @@ pub(super) fn instruction(
     line: usize,
     escape: char,
     after: &[&str],
-) -> Result<(Instruction, usize), String> {
+) -> Result<(Instruction, usize), Error> {
     let text = logical.trim();
     let (word, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
     let kw = word.to_ascii_uppercase();
     if !KEYWORDS.contains(&kw.as_str()) {
-        return Err(format!("unknown instruction: {word}"));
+        return Err(Error::InvalidArgument(format!("unknown instruction: {word}")));
     }
     let mut rest = rest.trim_start();
     let mut flags = Vec::new();
@@ -32,20 +33,22 @@ pub(super) fn instruction(
             None => (flag, None),
         };
         if !allowed.contains(&name) {
-            return Err(format!("{kw} has no --{name} flag"));
+            return Err(Error::InvalidArgument(format!("{kw} has no --{name} flag")));
         }
         flags.push((name.to_string(), value));
         rest = tail.trim_start();
     }
     let args = rest;
-    let needs = |what: &str| -> Result<(), String> {
+    let needs = |what: &str| -> Result<(), Error> {
         if args.is_empty() {
-            Err(format!("{kw} needs {what}"))
+            Err(Error::InvalidArgument(format!("{kw} needs {what}")))
         } else {
             Ok(())
         }
     };
-    let words = |s: &str| expand::split(s, escape).map_err(|e: ExpandError| format!("{kw}: {e}"));
+    let words = |s: &str| {
+        expand::split(s, escape).map_err(|e: ExpandError| Error::InvalidArgument(format!("{kw}: {e}")))
+    };
     let mut used = 0;
     let command = match kw.as_str() {
         "FROM" => {
@@ -61,9 +64,9 @@ pub(super) fn instruction(
                     alias: Some(name.to_ascii_lowercase()),
                 },
                 _ => {
-                    return Err(format!(
+                    return Err(Error::InvalidArgument(format!(
                         "FROM takes an image and an optional AS name, not {args:?}"
-                    ));
+                    )));
                 }
             }
         }
@@ -86,7 +89,11 @@ pub(super) fn instruction(
         }
         "SHELL" => match form(args) {
             Form::Exec(v) if !v.is_empty() => Command::Shell(v),
-            _ => return Err("SHELL needs a JSON array, e.g. [\"/bin/sh\", \"-c\"]".into()),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "SHELL needs a JSON array, e.g. [\"/bin/sh\", \"-c\"]".into(),
+                ));
+            }
         },
         "ENV" | "LABEL" => {
             needs("a key and a value")?;
@@ -106,7 +113,9 @@ pub(super) fn instruction(
                     None => (w.clone(), None),
                 };
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!("ARG name {name:?} is not a valid name"));
+                    return Err(Error::InvalidArgument(format!(
+                        "ARG name {name:?} is not a valid name"
+                    )));
                 }
                 out.push((name, default));
             }
@@ -132,7 +141,9 @@ pub(super) fn instruction(
                 Form::Shell(s) => words(&s)?,
             };
             if w.len() < 2 {
-                return Err(format!("{kw} needs at least one source and a destination"));
+                return Err(Error::InvalidArgument(format!(
+                    "{kw} needs at least one source and a destination"
+                )));
             }
             let dest = w.pop().unwrap_or_default();
             if kw == "COPY" {
@@ -170,9 +181,17 @@ pub(super) fn instruction(
             let (head, tail) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
             match head.to_ascii_uppercase().as_str() {
                 "NONE" if tail.trim().is_empty() && flags.is_empty() => Command::Healthcheck(None),
-                "NONE" => return Err("HEALTHCHECK NONE takes no arguments or flags".into()),
+                "NONE" => {
+                    return Err(Error::InvalidArgument(
+                        "HEALTHCHECK NONE takes no arguments or flags".into(),
+                    ));
+                }
                 "CMD" if !tail.trim().is_empty() => Command::Healthcheck(Some(form(tail.trim()))),
-                _ => return Err(format!("HEALTHCHECK takes NONE or CMD <command>, not {args:?}")),
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "HEALTHCHECK takes NONE or CMD <command>, not {args:?}"
+                    )));
+                }
             }
         }
         "ONBUILD" => {
@@ -181,7 +200,7 @@ pub(super) fn instruction(
             used = n;
             match keyword(&inner.original).as_str() {
                 k @ ("ONBUILD" | "FROM" | "MAINTAINER") => {
-                    return Err(format!("ONBUILD cannot trigger {k}"));
+                    return Err(Error::InvalidArgument(format!("ONBUILD cannot trigger {k}")));
                 }
                 _ => Command::Onbuild(Box::new(inner)),
             }
@@ -211,8 +230,8 @@ fn form(args: &str) -> Form {
 }
 
 /// ENV/LABEL: `key=value ...`, or the older `key value` (one pair, the rest of the line).
-fn key_values(kw: &str, args: &str, escape: char) -> Result<Vec<(String, String)>, String> {
-    let words = expand::split(args, escape).map_err(|e| format!("{kw}: {e}"))?;
+fn key_values(kw: &str, args: &str, escape: char) -> Result<Vec<(String, String)>, Error> {
+    let words = expand::split(args, escape).map_err(|e| Error::InvalidArgument(format!("{kw}: {e}")))?;
     let first_has_eq = words.first().is_some_and(|w| {
         let unquoted = w.trim_start_matches(['"', '\'']);
         unquoted.contains('=') && !unquoted.starts_with('=')
@@ -221,7 +240,7 @@ fn key_values(kw: &str, args: &str, escape: char) -> Result<Vec<(String, String)
         let (key, value) = args
             .trim()
             .split_once(char::is_whitespace)
-            .ok_or_else(|| format!("{kw} {args} needs a value"))?;
+            .ok_or_else(|| Error::InvalidArgument(format!("{kw} {args} needs a value")))?;
         return Ok(vec![(key.to_string(), value.trim().to_string())]);
     }
     words
@@ -229,9 +248,9 @@ fn key_values(kw: &str, args: &str, escape: char) -> Result<Vec<(String, String)
         .map(|w| {
             let (k, v) = w
                 .split_once('=')
-                .ok_or_else(|| format!("{kw}: {w:?} is not key=value"))?;
+                .ok_or_else(|| Error::InvalidArgument(format!("{kw}: {w:?} is not key=value")))?;
             if k.is_empty() {
-                return Err(format!("{kw}: {w:?} has an empty key"));
+                return Err(Error::InvalidArgument(format!("{kw}: {w:?} has an empty key")));
             }
             Ok((k.to_string(), v.to_string()))
         })
@@ -240,7 +259,7 @@ fn key_values(kw: &str, args: &str, escape: char) -> Result<Vec<(String, String)
 
 /// The heredocs a line opens (`<<EOF`, `<<-EOF`, `<<"EOF"`), with their
 /// bodies from the lines after it; how many lines they took.
-fn heredocs(args: &str, after: &[&str]) -> Result<(Vec<Heredoc>, usize), String> {
+fn heredocs(args: &str, after: &[&str]) -> Result<(Vec<Heredoc>, usize), Error> {
     if args.trim_start().starts_with('[') {
         return Ok((Vec::new(), 0));
     }
@@ -278,7 +297,10 @@ fn heredocs(args: &str, after: &[&str]) -> Result<(Vec<Heredoc>, usize), String>
         j += name_len;
         if let Some(q) = quote {
             if b.get(j) != Some(&q) {
-                return Err(format!("heredoc <<{}{name} has no closing quote", q as char));
+                return Err(Error::InvalidArgument(format!(
+                    "heredoc <<{}{name} has no closing quote",
+                    q as char
+                )));
             }
             j += 1;
         }
@@ -299,9 +321,9 @@ fn heredocs(args: &str, after: &[&str]) -> Result<(Vec<Heredoc>, usize), String>
             body.push('\n');
         }
         if !closed {
-            return Err(format!(
+            return Err(Error::InvalidArgument(format!(
                 "heredoc {name} is not terminated: no line reads {name:?}"
-            ));
+            )));
         }
         out.push(Heredoc {
             name: name.to_string(),

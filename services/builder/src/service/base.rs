@@ -5,7 +5,7 @@ use super::*;
 impl Job {
     /// The image a FROM names, with its config, layers and top chain ID;
     /// with `pull`, fetched from its registry first.
-    pub(super) async fn base(&self, name: &str, pull: bool) -> Result<Built, Status> {
+    pub(super) async fn base(&self, name: &str, pull: bool) -> Result<Built, Error> {
         let full = molde_common::reference::normalize(name);
         if pull {
             self.pull(name, &full).await?;
@@ -16,10 +16,10 @@ impl Job {
             None if !pull => {
                 self.pull(name, &full).await?;
                 self.find_image(name, &full).await?.ok_or_else(|| {
-                    Status::not_found(format!("FROM {name}: no image {full} here after pulling it"))
+                    Error::NotFound(format!("FROM {name}: no image {full} here after pulling it"))
                 })?
             }
-            None => return Err(Status::not_found(format!("FROM {name}: no image {full} here"))),
+            None => return Err(Error::NotFound(format!("FROM {name}: no image {full} here"))),
         };
         let target = img.target.unwrap_or_default();
         let r = molde_common::image::resolve_digest(
@@ -31,7 +31,7 @@ impl Job {
         )
         .await?;
         let config: Value = serde_json::from_slice(&r.config_raw)
-            .map_err(|e| Status::failed_precondition(format!("FROM {name}: its config: {e}")))?;
+            .map_err(|e| Error::FailedPrecondition(format!("FROM {name}: its config: {e}")))?;
         let top = r.top_chain_id().unwrap_or_default().to_string();
         Ok(Built {
             config,
@@ -40,7 +40,7 @@ impl Job {
         })
     }
 
-    pub(super) async fn find_image(&self, name: &str, full: &str) -> Result<Option<Image>, Status> {
+    pub(super) async fn find_image(&self, name: &str, full: &str) -> Result<Option<Image>, Error> {
         for candidate in [name.to_string(), full.to_string()] {
             match ImagesClient::new(self.svc.content.clone())
                 .get(self.plain(GetImageRequest { name: candidate }))
@@ -48,7 +48,7 @@ impl Job {
             {
                 Ok(r) => return Ok(r.into_inner().image),
                 Err(s) if s.code() == tonic::Code::NotFound => continue,
-                Err(s) => return Err(s),
+                Err(s) => return Err(s.into()),
             }
         }
         Ok(None)
@@ -56,9 +56,9 @@ impl Job {
 
     /// Pulls a FROM image through transfer.v1, with the credentials the
     /// client sent for its registry.
-    pub(super) async fn pull(&self, name: &str, full: &str) -> Result<(), Status> {
+    pub(super) async fn pull(&self, name: &str, full: &str) -> Result<(), Error> {
         let failed = |e: Status| {
-            Status::failed_precondition(format!(
+            Error::FailedPrecondition(format!(
                 "FROM {name}: {full} is not here and pulling it failed: {}",
                 e.message()
             ))
@@ -86,7 +86,7 @@ impl Job {
         &self,
         bytes: Vec<u8>,
         labels: HashMap<String, String>,
-    ) -> Result<(String, i64), Status> {
+    ) -> Result<(String, i64), Error> {
         let digest = Digest::of(Algorithm::Sha256, &bytes).to_string();
         let size = bytes.len() as i64;
         molde_api::client::write_blob(

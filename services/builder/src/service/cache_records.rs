@@ -1,6 +1,7 @@
 //! Cache records: a step key to the layer it made, one JSON file per key.
 
 use super::*;
+use molde_common::errdefs::OrLog;
 
 /// What `<root>/build-cache/<key>.json` holds: the layer a step made.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -96,7 +97,7 @@ impl Job {
         }
         let path = self.cache_file(key);
         let tmp = path.with_extension("tmp");
-        let _ = std::fs::create_dir_all(&self.svc.cache);
+        std::fs::create_dir_all(&self.svc.cache).or_log("creating the build cache directory");
         let written = serde_json::to_vec(&rec)
             .map_err(std::io::Error::other)
             .and_then(|b| std::fs::write(&tmp, b))

@@ -11,7 +11,7 @@ impl Job {
         srcs: Vec<String>,
         dest: String,
         inline: Vec<(String, String)>,
-    ) -> Result<Layer, Status> {
+    ) -> Result<Layer, Error> {
         let is_add = matches!(ins.command, Command::Add { .. });
         let git = self.git_source(df, ins, &srcs)?;
         if ins.flag("checksum").is_some()
@@ -61,20 +61,20 @@ impl Job {
             let dir = self
                 .scratch
                 .join(format!("inline-{}", uuid::Uuid::new_v4().simple()));
-            std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(e.to_string()))?;
             held.dirs.push(dir.clone());
             let mut names = Vec::new();
             for (name, body) in &inline {
                 let f = dir.join(name);
-                std::fs::write(&f, body).map_err(|e| Status::internal(e.to_string()))?;
+                std::fs::write(&f, body).map_err(|e| Error::Internal(e.to_string()))?;
                 std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644))
-                    .map_err(|e| Status::internal(e.to_string()))?;
+                    .map_err(|e| Error::Internal(e.to_string()))?;
                 names.push(name.clone());
             }
             for u in &srcs {
                 let (file, _) = self.download(df, ins, u).await?;
                 let name = url_file_name(u);
-                std::fs::copy(&file, dir.join(&name)).map_err(|e| Status::internal(e.to_string()))?;
+                std::fs::copy(&file, dir.join(&name)).map_err(|e| Error::Internal(e.to_string()))?;
                 names.push(name);
                 // Downloads get 0600, and are never unpacked.
                 chmod.get_or_insert_with(|| "600".into());
@@ -113,7 +113,7 @@ impl Job {
                 .map_err(|e| format!("{original}: {e}"))
             })
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
             copied.map_err(|e| at(df, ins, e))?;
             self.commit_layer(&key, parent).await
         }

@@ -6,7 +6,7 @@ use super::*;
 
 impl Job {
     /// Writes the config and manifest and names the image.
-    pub(super) async fn image(&self, built: Built) -> Result<(), Status> {
+    pub(super) async fn image(&self, built: Built) -> Result<(), Error> {
         let mut config = built.config;
         let diff_ids: Vec<&str> = built.layers.iter().map(|l| l.diff_id.as_str()).collect();
         config["rootfs"] = json!({ "type": "layers", "diff_ids": diff_ids });
@@ -27,7 +27,7 @@ impl Job {
             }
             config["config"]["Labels"] = Value::Object(labels);
         }
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| Status::internal(e.to_string()))?;
+        let config_bytes = serde_json::to_vec(&config).map_err(|e| Error::Internal(e.to_string()))?;
         let mut labels = HashMap::new();
         if !built.top.is_empty() {
             labels.insert(
@@ -40,7 +40,7 @@ impl Job {
             MediaType::ImageConfig,
             config_size as u64,
             oci_spec::image::Digest::try_from(config_digest.as_str())
-                .map_err(|e| Status::internal(format!("config digest: {e}")))?,
+                .map_err(|e| Error::Internal(format!("config digest: {e}")))?,
         );
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
@@ -54,7 +54,7 @@ impl Job {
                     .collect::<Vec<_>>(),
             )
             .build()
-            .map_err(|e| Status::internal(format!("the image manifest: {e}")))?;
+            .map_err(|e| Error::Internal(format!("the image manifest: {e}")))?;
         let mut labels = HashMap::new();
         labels.insert(
             format!("{}.config", molde_common::labels::GC_REF_CONTENT),
@@ -66,7 +66,7 @@ impl Job {
                 l.descriptor.digest().to_string(),
             );
         }
-        let bytes = serde_json::to_vec(&manifest).map_err(|e| Status::internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
         let (digest, size) = self.write_blob(bytes, labels).await?;
         let mut tags = Vec::new();
         for t in &self.req.tags {
@@ -98,7 +98,7 @@ impl Job {
                         }))
                         .await?;
                 }
-                Err(s) => return Err(s),
+                Err(s) => return Err(s.into()),
             }
             tags.push(t.clone());
         }

@@ -9,7 +9,7 @@ impl Job {
         df: &Dockerfile,
         ins: &Instruction,
         from: &str,
-    ) -> Result<String, Status> {
+    ) -> Result<String, Error> {
         Ok(match df.stage(from).and_then(|s| self.built(s.index)) {
             Some(b) => b.top,
             None => {
@@ -29,7 +29,7 @@ impl Job {
         ins: &Instruction,
         from: &str,
         held: &mut Held,
-    ) -> Result<Vec<Mount>, Status> {
+    ) -> Result<Vec<Mount>, Error> {
         let top = self.source_top(df, ins, from).await?;
         let key = format!("build-view-{}", uuid::Uuid::new_v4().simple());
         let mounts = SnapshotsClient::new(self.svc.snapshotter.clone())
@@ -52,14 +52,14 @@ impl Job {
         df: &Dockerfile,
         ins: &Instruction,
         srcs: Vec<String>,
-    ) -> Result<String, Status> {
+    ) -> Result<String, Error> {
         let (context, ignore) = (self.context.clone(), self.ignore.clone());
         tokio::task::spawn_blocking(move || {
             let paths = cache::resolve_sources(&context, &srcs, &ignore)?;
             cache::digest_sources(&context, &paths, &ignore)
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Error::Internal(e.to_string()))?
         .map_err(|e| at(df, ins, e))
     }
 
@@ -72,7 +72,7 @@ impl Job {
         ins: &Instruction,
         what: &Step,
         mounts: &[RunMount],
-    ) -> Result<Option<String>, Status> {
+    ) -> Result<Option<String>, Error> {
         match what {
             Step::Metadata => Ok(None),
             Step::Run { .. } => {
@@ -125,7 +125,7 @@ impl Job {
         df: &Dockerfile,
         ins: &Instruction,
         srcs: &[String],
-    ) -> Result<Option<crate::git::Source>, Status> {
+    ) -> Result<Option<crate::git::Source>, Error> {
         if !matches!(ins.command, Command::Add { .. }) {
             return Ok(None);
         }
@@ -144,7 +144,7 @@ impl Job {
         df: &Dockerfile,
         ins: &Instruction,
         g: &crate::git::Source,
-    ) -> Result<String, Status> {
+    ) -> Result<String, Error> {
         let key = format!("{}#{}", g.url, g.reference);
         if let Some(c) = self.commits.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(c);
@@ -177,7 +177,7 @@ impl Job {
         df: &Dockerfile,
         ins: &Instruction,
         url: &str,
-    ) -> Result<(PathBuf, String), Status> {
+    ) -> Result<(PathBuf, String), Error> {
         if let Some(d) = self.downloads.lock().ok().and_then(|m| m.get(url).cloned()) {
             return Ok(d);
         }
@@ -185,7 +185,7 @@ impl Job {
             .timeout(std::time::Duration::from_secs(300))
             .connect_timeout(std::time::Duration::from_secs(20))
             .build()
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let resp = client
             .get(url)
             .send()
@@ -213,9 +213,9 @@ impl Job {
             ));
         }
         let dir = self.scratch.join("downloads");
-        std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(e.to_string()))?;
         let file = dir.join(digest.trim_start_matches("sha256:"));
-        std::fs::write(&file, &body).map_err(|e| Status::internal(e.to_string()))?;
+        std::fs::write(&file, &body).map_err(|e| Error::Internal(e.to_string()))?;
         if let Ok(mut m) = self.downloads.lock() {
             m.insert(url.to_string(), (file.clone(), digest.clone()));
         }

@@ -3,7 +3,7 @@
 use super::*;
 
 impl Job {
-    pub(super) async fn run(&self, df: &Dockerfile, waves: Vec<Vec<usize>>) -> Result<(), Status> {
+    pub(super) async fn run(&self, df: &Dockerfile, waves: Vec<Vec<usize>>) -> Result<(), Error> {
         let mut expiry = std::collections::HashMap::new();
         expiry.insert(
             molde_common::labels::GC_EXPIRE.to_string(),
@@ -26,7 +26,7 @@ impl Job {
         {
             Ok(_) => {}
             Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-            Err(s) => return Err(s),
+            Err(s) => return Err(s.into()),
         }
         // Values of the ARGs before the first FROM, over the platform ones.
         let mut global: HashMap<String, Option<String>> = platform_args()
@@ -58,14 +58,14 @@ impl Job {
             for (&s, built) in wave.iter().zip(results) {
                 self.done
                     .lock()
-                    .map_err(|_| Status::internal("build state poisoned"))?
+                    .map_err(|_| Error::Internal("build state poisoned".into()))?
                     .insert(s, built);
                 last = Some(s);
             }
         }
         let built = self
             .built(last.unwrap_or(0))
-            .ok_or_else(|| Status::internal("no stage was built"))?;
+            .ok_or_else(|| Error::Internal("no stage was built".into()))?;
         self.settle().await;
         self.image(built).await
     }
@@ -77,7 +77,7 @@ impl Job {
         df: &Dockerfile,
         from: &Instruction,
         config: &Value,
-    ) -> Result<Vec<Instruction>, Status> {
+    ) -> Result<Vec<Instruction>, Error> {
         let mut out = Vec::new();
         for t in config["config"]["OnBuild"].as_array().into_iter().flatten() {
             let text = t.as_str().unwrap_or_default();
@@ -109,11 +109,11 @@ impl Job {
         df: &Dockerfile,
         s: usize,
         global: &HashMap<String, Option<String>>,
-    ) -> Result<Built, Status> {
+    ) -> Result<Built, Error> {
         let stage = &df.stages[s];
         let label = stage.name.clone().unwrap_or_else(|| s.to_string());
         let Command::From { image, .. } = &stage.from.command else {
-            return Err(Status::internal("a stage without FROM"));
+            return Err(Error::Internal("a stage without FROM".into()));
         };
         let lookup = |n: &str| global.get(n).cloned().flatten();
         let image = crate::expand::expand(image, df.escape, &lookup).map_err(|e| at(df, &stage.from, e))?;

@@ -1,9 +1,10 @@
 //! Snapshots and layers: prepared, committed under chain IDs, held by the build lease, and diffed into layers.
 
 use super::*;
+use molde_common::errdefs::OrLog;
 
 impl Job {
-    pub(super) async fn prepare(&self, key: &str, parent: &str) -> Result<Vec<Mount>, Status> {
+    pub(super) async fn prepare(&self, key: &str, parent: &str) -> Result<Vec<Mount>, Error> {
         Ok(SnapshotsClient::new(self.svc.snapshotter.clone())
             .prepare(self.req(PrepareSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
@@ -17,17 +18,18 @@ impl Job {
     }
 
     pub(super) async fn remove_snapshot(&self, key: &str) {
-        let _ = SnapshotsClient::new(self.svc.snapshotter.clone())
+        SnapshotsClient::new(self.svc.snapshotter.clone())
             .remove(self.req(RemoveSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: key.into(),
             }))
-            .await;
+            .await
+            .or_log("removing a build snapshot");
     }
 
     /// Commits active snapshot `key` as `name`; when the same layer on the
     /// same parent was committed before, that one is kept and `key` dropped.
-    pub(super) async fn commit_as(&self, key: &str, name: &str) -> Result<(), Status> {
+    pub(super) async fn commit_as(&self, key: &str, name: &str) -> Result<(), Error> {
         match SnapshotsClient::new(self.svc.snapshotter.clone())
             .commit(self.req(CommitSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
@@ -42,12 +44,12 @@ impl Job {
                 self.remove_snapshot(key).await;
                 Ok(())
             }
-            Err(s) => Err(s),
+            Err(s) => Err(s.into()),
         }
     }
 
     /// Puts a resource (`content`, `snapshots/overlayfs`) in this build's lease.
-    pub(super) async fn hold(&self, id: &str, kind: &str) -> Result<(), Status> {
+    pub(super) async fn hold(&self, id: &str, kind: &str) -> Result<(), Error> {
         LeasesClient::new(self.svc.content.clone())
             .add_resource(self.plain(AddResourceRequest {
                 id: self.lease.clone(),
@@ -57,12 +59,15 @@ impl Job {
                 }),
             }))
             .await
-            .map(|_| ())
+            .map_err(Error::upstream(format!(
+                "holding {kind} {id} in the build's lease"
+            )))?;
+        Ok(())
     }
 
     /// The layer of active snapshot `key` over `parent`: diffed into content,
     /// committed under its chain ID (held by the build's lease).
-    pub(super) async fn commit_layer(&self, key: &str, parent: &str) -> Result<Layer, Status> {
+    pub(super) async fn commit_layer(&self, key: &str, parent: &str) -> Result<Layer, Error> {
         let mounts = SnapshotsClient::new(self.svc.snapshotter.clone())
             .mounts(
                 self.req(molde_api::containerd::services::snapshots::v1::MountsRequest {
@@ -109,7 +114,7 @@ impl Job {
             .get(molde_common::labels::UNCOMPRESSED)
             .cloned()
             .ok_or_else(|| {
-                Status::internal(format!("layer {} has no uncompressed digest label", desc.digest))
+                Error::Internal(format!("layer {} has no uncompressed digest label", desc.digest))
             })?;
         let name = molde_common::chain_id(parent, &diff_id);
         self.commit_as(key, &name).await?;
@@ -118,7 +123,7 @@ impl Job {
             desc.media_type.as_str().into(),
             desc.size as u64,
             oci_spec::image::Digest::try_from(desc.digest.as_str())
-                .map_err(|e| Status::internal(format!("layer digest {:?}: {e}", desc.digest)))?,
+                .map_err(|e| Error::Internal(format!("layer digest {:?}: {e}", desc.digest)))?,
         );
         Ok(Layer {
             descriptor,
@@ -130,7 +135,7 @@ impl Job {
     /// A layer made on its own (over nothing) stacked on `parent`: its blob
     /// applied by diff.v1 onto a snapshot over `parent`, committed under the
     /// chain ID (kept when it is already there).
-    pub(super) async fn rebase(&self, alone: Layer, parent: &str) -> Result<Layer, Status> {
+    pub(super) async fn rebase(&self, alone: Layer, parent: &str) -> Result<Layer, Error> {
         if parent.is_empty() {
             let chain_id = molde_common::chain_id("", &alone.diff_id);
             return Ok(Layer { chain_id, ..alone });

@@ -2,6 +2,7 @@
 
 use super::cache_records::CacheRecord;
 use super::*;
+use molde_common::errdefs::OrLog;
 
 /// One prune at a time.
 static PRUNE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -9,7 +10,7 @@ static PRUNE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 impl BuilderService {
     /// Drops cache records, least recently used first, until the layers the
     /// rest hold take at most `keep` bytes (none are kept with `all`).
-    pub(super) async fn prune_cache(&self, all: bool, keep: u64) -> Result<api::PruneResponse, Status> {
+    pub(super) async fn prune_cache(&self, all: bool, keep: u64) -> Result<api::PruneResponse, Error> {
         let _guard = PRUNE.lock().await;
         let mut records: Vec<(std::time::SystemTime, PathBuf, CacheRecord)> = Vec::new();
         if let Ok(dir) = std::fs::read_dir(&self.cache) {
@@ -68,7 +69,7 @@ impl BuilderService {
                     continue;
                 }
                 let resource = Some(Resource { id, r#type: kind });
-                let _ = leases
+                leases
                     .delete_resource(self.plain(
                         ns,
                         DeleteResourceRequest {
@@ -76,13 +77,15 @@ impl BuilderService {
                             resource,
                         },
                     ))
-                    .await;
+                    .await
+                    .or_log("releasing a pruned layer from the cache lease");
             }
         }
         if resp.removed > 0 {
-            let _ = GcClient::new(self.content.clone())
+            GcClient::new(self.content.clone())
                 .collect(Request::new(CollectRequest {}))
-                .await;
+                .await
+                .or_log("collecting after a prune");
         }
         if all {
             let _ = std::fs::remove_dir_all(&self.cache_mounts);

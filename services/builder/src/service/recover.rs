@@ -1,6 +1,7 @@
 //! Cleaning up after a molded killed mid-build, before new builds run.
 
 use super::*;
+use molde_common::errdefs::OrLog;
 
 impl BuilderService {
     /// Cleans up after builds an earlier molded did not finish (killed
@@ -18,7 +19,8 @@ impl BuilderService {
                 .collect();
             points.sort_by_key(|p| std::cmp::Reverse(p.len()));
             for m in points {
-                let _ = rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH);
+                rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH)
+                    .or_log("unmounting what an earlier molded left");
             }
             if let Ok(dir) = std::fs::read_dir(&scratch) {
                 for e in dir.flatten() {

@@ -1,6 +1,7 @@
 //! RUN: the step's mounts set up as runtime volumes, its container run through runtime.v1 on a snapshot of its parent, its layer made from what it wrote.
 
 use super::*;
+use molde_common::errdefs::OrLog;
 
 impl Job {
     /// Host-side sources for a RUN's mounts and script, as runtime volumes and
@@ -11,13 +12,13 @@ impl Job {
         ins: &Instruction,
         run: &RunStep,
         held: &mut Held,
-    ) -> Result<RunExtras, Status> {
+    ) -> Result<RunExtras, Error> {
         let dir = self
             .scratch
             .join(format!("run-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(e.to_string()))?;
         held.dirs.push(dir.clone());
-        let fail = |e: std::io::Error| Status::internal(format!("preparing RUN mounts: {e}"));
+        let fail = |e: std::io::Error| Error::Internal(format!("preparing RUN mounts: {e}"));
         let (mut volumes, mut tmpfs, mut env) = (Vec::new(), Vec::new(), Vec::new());
         if let (Some(script), Some(target)) = (&run.script, run.argv.first()) {
             let file = dir.join("script");
@@ -47,7 +48,7 @@ impl Job {
                     let lock = {
                         let mut locks = CACHE_LOCKS
                             .lock()
-                            .map_err(|_| Status::internal("cache locks poisoned"))?;
+                            .map_err(|_| Error::Internal("cache locks poisoned".into()))?;
                         locks.entry(host.clone()).or_default().clone()
                     };
                     match sharing {
@@ -72,7 +73,7 @@ impl Job {
                                 crate::copy::copy_tree(&at_dir, &source, &to, &Ignore::default())
                             })
                             .await
-                            .map_err(|e| Status::internal(e.to_string()))?
+                            .map_err(|e| Error::Internal(e.to_string()))?
                             .map_err(|e| at(df, ins, e))?;
                         } else {
                             std::fs::create_dir_all(&host).map_err(fail)?;
@@ -176,7 +177,7 @@ impl Job {
                             crate::copy::copy_tree(&root, &source, &c, &ignore)
                         })
                         .await
-                        .map_err(|e| Status::internal(e.to_string()))?
+                        .map_err(|e| Error::Internal(e.to_string()))?
                         .map_err(|e| at(df, ins, e))?;
                         copy
                     } else {
@@ -192,7 +193,7 @@ impl Job {
 
     pub(super) async fn release(&self, held: Held) {
         for m in held.mounted.iter().rev() {
-            let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+            rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH).or_log("unmounting a build mount");
         }
         for v in &held.views {
             self.remove_snapshot(v).await;
@@ -209,7 +210,7 @@ impl Job {
         step: u32,
         parent: &str,
         mut run: RunStep,
-    ) -> Result<Layer, Status> {
+    ) -> Result<Layer, Error> {
         let mut held = Held::default();
         let result = match self.run_mounts(df, ins, &run, &mut held).await {
             Ok(x) => {
@@ -233,7 +234,7 @@ impl Job {
         run: RunStep,
         volumes: Vec<String>,
         tmpfs: Vec<String>,
-    ) -> Result<Layer, Status> {
+    ) -> Result<Layer, Error> {
         let id = format!("build-{}", uuid::Uuid::new_v4().simple());
         let mut rt = RuntimeClient::new(self.svc.runtime.clone());
         // Mount points the runtime makes that are not the step's work.
@@ -269,12 +270,12 @@ impl Job {
             Ok(r) => r.into_inner(),
             Err(s) => {
                 // A container that could not start is not kept.
-                let _ = rt
-                    .remove(self.req(RemoveRequest {
-                        id: id.clone(),
-                        force: true,
-                    }))
-                    .await;
+                rt.remove(self.req(RemoveRequest {
+                    id: id.clone(),
+                    force: true,
+                }))
+                .await
+                .or_log("removing a build step's container");
                 return Err(at(df, ins, s.message()));
             }
         };
@@ -292,12 +293,12 @@ impl Job {
         }
         let status = status.unwrap_or(255);
         if status != 0 {
-            let _ = rt
-                .remove(self.req(RemoveRequest {
-                    id: id.clone(),
-                    force: true,
-                }))
-                .await;
+            rt.remove(self.req(RemoveRequest {
+                id: id.clone(),
+                force: true,
+            }))
+            .await
+            .or_log("removing a build step's container");
             let tail = String::from_utf8_lossy(&output);
             let tail: Vec<&str> = tail.lines().rev().take(10).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -328,7 +329,7 @@ impl Job {
         // it before it ends (`settle`).
         let req = self.req(RemoveRequest { id, force: true });
         let handle = tokio::spawn(async move {
-            let _ = rt.remove(req).await;
+            rt.remove(req).await.or_log("removing a build step's container");
         });
         if let Ok(mut r) = self.removals.lock() {
             r.push(handle);

@@ -24,7 +24,7 @@ fn build(text: &str, build_args: &[(&str, &str)]) -> Result<(StageState, Vec<Ste
     let mut st = StageState::new(base, d.escape);
     let mut steps = Vec::new();
     for ins in &d.stages.last().unwrap().instructions {
-        steps.push(st.apply(ins, &build_args, &global)?);
+        steps.push(st.apply(ins, &build_args, &global).map_err(|e| e.to_string())?);
     }
     Ok((st, steps))
 }

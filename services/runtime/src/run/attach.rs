@@ -10,10 +10,9 @@ impl RuntimeService {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let mut inbound = req.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("attach needs a first message naming the container"))?;
+        let first = inbound.message().await?.ok_or_else(|| {
+            Error::InvalidArgument("attach needs a first message naming the container".into())
+        })?;
         let id = first.id.clone();
         self.running(&ns, &id)?;
         let sock = if first.exec_id.is_empty() {
@@ -21,13 +20,14 @@ impl RuntimeService {
         } else if first.exec_id.len() == 32 && first.exec_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             Bundle::new(self.bundle_dir(&ns, &id)).exec_socket(&first.exec_id)
         } else {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "exec id {:?} is not one this daemon gave out",
                 first.exec_id
-            )));
+            ))
+            .into());
         };
         let conn = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
-            Status::unavailable(format!(
+            Error::Unavailable(format!(
                 "container {id}: its shim does not answer on {}: {e}",
                 sock.display()
             ))

@@ -10,7 +10,7 @@ impl RuntimeService {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.into_inner();
         if r.args.is_empty() {
-            return Err(Status::invalid_argument("exec needs a command"));
+            return Err(Error::InvalidArgument("exec needs a command".into()).into());
         }
         let (c, _) = self.running(&ns, &r.id)?;
         // The container's own process, as stored in its spec.
@@ -29,7 +29,7 @@ impl RuntimeService {
         process.additional_gids = Vec::new();
         if !r.user.is_empty() {
             let who = crate::user::resolve(&r.user, &[b.rootfs()])
-                .map_err(|e| Status::new(e.code(), format!("container {}: {}", r.id, e.message())))?;
+                .map_err(|e| e.context(format!("container {}", r.id)))?;
             process.uid = Some(who.uid);
             process.gid = Some(who.gid);
             process.additional_gids = who.additional_gids;
@@ -40,7 +40,7 @@ impl RuntimeService {
         let exec_id = uuid::Uuid::new_v4().simple().to_string();
         let pfile = b
             .write_exec(&exec_id, &process)
-            .map_err(|e| Status::internal(format!("container {}: writing the exec: {e}", r.id)))?;
+            .map_err(|e| Error::Internal(format!("container {}: writing the exec: {e}", r.id)))?;
         let sock = b.exec_socket(&exec_id);
         let attached = r.interactive || r.tty;
         let mut cmd = tokio::process::Command::new(&self.shim);
@@ -64,7 +64,7 @@ impl RuntimeService {
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| Status::internal(format!("starting {}: {e}", self.shim.display())))?;
+            .map_err(|e| Error::Internal(format!("starting {}: {e}", self.shim.display())))?;
         let (tx, rx) = mpsc::channel(64);
         if attached {
             // The client attaches (Attach with this exec id) once the shim listens.

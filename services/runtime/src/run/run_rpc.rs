@@ -10,7 +10,7 @@ impl RuntimeService {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.into_inner();
         if r.image.is_empty() && !r.rootfs_parent_set {
-            return Err(Status::invalid_argument("run needs an image"));
+            return Err(Error::InvalidArgument("run needs an image".into()).into());
         }
         let (id, bundle) = self.start(&ns, &r).await?;
         // Report back once the shim started the container, or why it could not.
@@ -28,12 +28,13 @@ impl RuntimeService {
                 if r.rm {
                     self.remove(&ns, &id).await;
                 }
-                return Err(Status::failed_precondition(format!("container {id}: {msg}")));
+                return Err(Error::FailedPrecondition(format!("container {id}: {msg}")).into());
             }
             if started.elapsed() > Duration::from_secs(60) {
-                return Err(Status::deadline_exceeded(format!(
+                return Err(Error::DeadlineExceeded(format!(
                     "container {id}: its shim did not start it within 60s"
-                )));
+                ))
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -55,12 +56,7 @@ impl RuntimeService {
                     send(&tx, Event::Exited(api::Exited { status, oom_killed })).await;
                 }
                 Err(s) => {
-                    let _ = tx
-                        .send(Err(Status::new(
-                            s.code(),
-                            format!("container {id}: {}", s.message()),
-                        )))
-                        .await;
+                    let _ = tx.send(Err(s.context(format!("container {id}")).into())).await;
                 }
             }
         });

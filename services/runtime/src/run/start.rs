@@ -1,10 +1,11 @@
 //! Starting a container: its record, rootfs snapshot, spec, network and bundle, then its shim; following its log until it exits.
 
 use super::*;
+use molde_common::errdefs::OrLog;
 
 impl RuntimeService {
     /// Everything up to a running shim. On failure, what was made is undone.
-    pub(super) async fn start(&self, ns: &str, req: &api::RunRequest) -> Result<(String, PathBuf), Status> {
+    pub(super) async fn start(&self, ns: &str, req: &api::RunRequest) -> Result<(String, PathBuf), Error> {
         let id = if req.name.is_empty() {
             uuid::Uuid::new_v4().simple().to_string()
         } else {
@@ -17,10 +18,10 @@ impl RuntimeService {
         if self
             .store
             .get(&key)
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Error::Internal(e.to_string()))?
             .is_some()
         {
-            return Err(Status::already_exists(format!(
+            return Err(Error::AlreadyExists(format!(
                 "container name {id:?} is already in use"
             )));
         }
@@ -43,16 +44,11 @@ impl RuntimeService {
                 },
             ))
             .await
-            .map_err(|s| {
-                Status::new(
-                    s.code(),
-                    format!("container {id}: preparing its rootfs: {}", s.message()),
-                )
-            })?
+            .map_err(Error::upstream(format!("container {id}: preparing its rootfs")))?
             .into_inner()
             .mounts;
         let undo_snapshot = || async {
-            let _ = SnapshotsClient::new(self.snapshotter.clone())
+            SnapshotsClient::new(self.snapshotter.clone())
                 .remove(namespaced(
                     ns,
                     RemoveSnapshotRequest {
@@ -60,7 +56,8 @@ impl RuntimeService {
                         key: id.clone(),
                     },
                 ))
-                .await;
+                .await
+                .or_log("removing a failed container's snapshot");
         };
         // The image's layers, top first, as the snapshotter presents them.
         let layers: Vec<PathBuf> = mounts
@@ -85,7 +82,7 @@ impl RuntimeService {
             Ok(s) => s,
             Err(e) => {
                 undo_snapshot().await;
-                return Err(Status::new(e.code(), format!("container {id}: {}", e.message())));
+                return Err(e.context(format!("container {id}")));
             }
         };
         let bundle = self.bundle_dir(ns, &id);
@@ -110,18 +107,16 @@ impl RuntimeService {
                 Ok(x) => x,
                 Err(e) => {
                     undo_snapshot().await;
-                    return Err(Status::new(
-                        e.code(),
-                        format!("container {id}: network: {}", e.message()),
-                    ));
+                    return Err(e.context(format!("container {id}: network")));
                 }
             };
             saved["key"] = serde_json::json!(key);
-            let _ = std::fs::create_dir_all(&bundle);
-            let _ = std::fs::write(
+            std::fs::create_dir_all(&bundle).or_log("creating a container's bundle");
+            std::fs::write(
                 bundle.join("network.json"),
                 serde_json::to_vec(&saved).unwrap_or_default(),
-            );
+            )
+            .or_log("writing a container's network record");
             if let Some(nss) = spec
                 .linux_mut()
                 .as_mut()
@@ -136,7 +131,7 @@ impl RuntimeService {
             tracing::info!(container = %id, address = ?crate::network::address(&saved), "network attached");
         } else if !req.ports.is_empty() {
             undo_snapshot().await;
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "container {id}: -p needs the bridge network"
             )));
         }
@@ -147,7 +142,7 @@ impl RuntimeService {
             .and_then(|v| crate::network::address(&v));
         if let Err(e) = spec::add_etc_files(&mut spec, &bundle, address.as_deref(), req.network == "host") {
             self.remove(ns, &id).await;
-            return Err(Status::internal(format!("container {id}: {e}")));
+            return Err(Error::Internal(format!("container {id}: {e}")));
         }
         if req.tty
             && let Some(p) = spec.process_mut()
@@ -155,10 +150,12 @@ impl RuntimeService {
             p.set_terminal(Some(true));
         }
         if req.interactive {
-            let _ = std::fs::create_dir_all(&bundle);
-            let _ = Bundle::new(&bundle).set_interactive();
+            std::fs::create_dir_all(&bundle).or_log("creating a container's bundle");
+            Bundle::new(&bundle)
+                .set_interactive()
+                .or_log("marking a container interactive");
         }
-        let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Status::internal(e.to_string()))?;
+        let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         let written = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
             std::fs::write(bundle.join("config.json"), &spec_json)?;
@@ -167,7 +164,7 @@ impl RuntimeService {
         if let Err(e) = written {
             undo_snapshot().await;
             let _ = std::fs::remove_dir_all(&bundle);
-            return Err(Status::internal(format!(
+            return Err(Error::Internal(format!(
                 "container {id}: writing its bundle: {e}"
             )));
         }
@@ -196,11 +193,11 @@ impl RuntimeService {
                     .when(Compare::absent(key.clone()))
                     .put(key, record.encode_to_vec()),
             )
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         if out == TxnOutcome::CompareFailed {
             undo_snapshot().await;
             let _ = std::fs::remove_dir_all(&bundle);
-            return Err(Status::already_exists(format!(
+            return Err(Error::AlreadyExists(format!(
                 "container name {id:?} is already in use"
             )));
         }
@@ -224,10 +221,10 @@ impl RuntimeService {
         Ok((id, bundle))
     }
 
-    pub(super) fn spawn_shim(&self, ns: &str, id: &str, bundle: &Path) -> Result<(), Status> {
+    pub(super) fn spawn_shim(&self, ns: &str, id: &str, bundle: &Path) -> Result<(), Error> {
         use std::os::unix::process::CommandExt;
         let log =
-            std::fs::File::create(bundle.join("shim.log")).map_err(|e| Status::internal(e.to_string()))?;
+            std::fs::File::create(bundle.join("shim.log")).map_err(|e| Error::Internal(e.to_string()))?;
         let mut child = std::process::Command::new(&self.shim)
             .arg("start")
             .args(["--id", &format!("{ns}-{id}")])
@@ -236,14 +233,12 @@ impl RuntimeService {
             .arg("--state")
             .arg(self.state.join(".libcontainer"))
             .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(|e| Status::internal(e.to_string()))?)
+            .stdout(log.try_clone().map_err(|e| Error::Internal(e.to_string()))?)
             .stderr(log)
             // Its own process group: signals meant for molded do not reach it.
             .process_group(0)
             .spawn()
-            .map_err(|e| {
-                Status::internal(format!("container {id}: starting {}: {e}", self.shim.display()))
-            })?;
+            .map_err(|e| Error::Internal(format!("container {id}: starting {}: {e}", self.shim.display())))?;
         // Reap the shim when it ends; it reports through its files.
         std::thread::spawn(move || {
             let _ = child.wait();
@@ -252,7 +247,7 @@ impl RuntimeService {
     }
 
     /// Streams the container's log to `tx` until the shim reports its exit.
-    pub(super) async fn follow(&self, bundle: &Path, tx: &Tx) -> Result<(i32, bool), Status> {
+    pub(super) async fn follow(&self, bundle: &Path, tx: &Tx) -> Result<(i32, bool), Error> {
         let b = Bundle::new(bundle);
         let log = b.log();
         let mut offset = 0u64;
@@ -261,12 +256,12 @@ impl RuntimeService {
             let exited = b.exit();
             if let Ok(mut f) = std::fs::File::open(&log) {
                 f.seek(SeekFrom::Start(offset))
-                    .map_err(|e| Status::internal(e.to_string()))?;
+                    .map_err(|e| Error::Internal(e.to_string()))?;
                 let mut r = BufReader::new(f);
                 let mut line = String::new();
                 while r
                     .read_line(&mut line)
-                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Error::Internal(e.to_string()))?
                     > 0
                 {
                     offset += line.len() as u64;
@@ -290,7 +285,7 @@ impl RuntimeService {
                 return Ok((exit.status, exit.oom_killed));
             }
             if let Some(msg) = b.error() {
-                return Err(Status::failed_precondition(msg));
+                return Err(Error::FailedPrecondition(msg));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
