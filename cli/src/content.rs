@@ -7,16 +7,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use futures::StreamExt;
-use molde_api::containerd::services::content::v1::{self as api, WriteAction, content_client::ContentClient};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use molde_api::containerd::services::content::v1::{self as api, content_client::ContentClient};
 
 use crate::daemon::{Daemon, status};
 use crate::output::{self, Format};
 
 /// Bytes per Write message.
-const CHUNK: usize = 1 << 20;
-
 #[derive(Debug, Subcommand)]
 pub enum ContentCmd {
     /// List blobs
@@ -150,16 +146,7 @@ pub async fn run(d: &Daemon, cmd: ContentCmd) -> Result<()> {
             labels,
         } => {
             let labels = parse_labels(&labels)?;
-            let (digest, size) = ingest(
-                d,
-                &mut c,
-                &reference,
-                file,
-                expected_size,
-                expected_digest,
-                labels,
-            )
-            .await?;
+            let (digest, size) = ingest(d, &reference, file, expected_size, expected_digest, labels).await?;
             eprintln!("stored {size} bytes");
             println!("{digest}");
         }
@@ -257,7 +244,6 @@ impl Read for Source {
 /// offset the daemon reports; stdin cannot seek, so it starts over at 0.
 async fn ingest(
     d: &Daemon,
-    c: &mut ContentClient<tonic::transport::Channel>,
     reference: &str,
     file: Option<PathBuf>,
     expected_size: Option<i64>,
@@ -265,7 +251,7 @@ async fn ingest(
     labels: HashMap<String, String>,
 ) -> Result<(String, i64)> {
     let what = format!("ingesting {reference:?}");
-    let mut source = match &file {
+    let source = match &file {
         Some(p) => Source::File(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
         None => Source::Stdin(std::io::stdin()),
     };
@@ -275,90 +261,29 @@ async fn ingest(
         (Source::Stdin(_), None) => 0,
     };
     let expected = expected_digest.unwrap_or_default();
-    let (tx, rx) = mpsc::channel::<api::WriteContentRequest>(8);
-    tx.send(api::WriteContentRequest {
-        action: WriteAction::Stat as i32,
-        r#ref: reference.to_string(),
-        total,
-        expected: expected.clone(),
-        ..Default::default()
-    })
-    .await?;
-    let mut responses = c
-        .write(d.request(ReceiverStream::new(rx)))
-        .await
-        .map_err(status(&what))?
-        .into_inner();
-    let stat = responses
-        .message()
-        .await
-        .map_err(status(&what))?
-        .ok_or_else(|| anyhow!("{what}: the daemon closed the stream"))?;
-    let mut offset = match &mut source {
-        Source::File(f) if stat.offset > 0 && stat.offset <= total => {
-            f.seek(SeekFrom::Start(stat.offset as u64))?;
-            eprintln!("resuming at byte {}", stat.offset);
-            stat.offset
+    let open: molde_api::client::OpenAt = Box::new(move |held| match source {
+        Source::File(mut f) if held > 0 && held as i64 <= total => {
+            f.seek(SeekFrom::Start(held))?;
+            eprintln!("resuming at byte {held}");
+            Ok((Box::new(f), held))
         }
-        _ => 0,
-    };
-
-    // Reading happens on a blocking thread so the upload stays pipelined.
-    let producer = tokio::task::spawn_blocking(move || -> Result<()> {
-        loop {
-            // A fresh buffer per chunk becomes the message's bytes without a copy.
-            let mut buf = vec![0u8; CHUNK];
-            let n = read_full(&mut source, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            let msg = api::WriteContentRequest {
-                action: WriteAction::Write as i32,
-                offset,
-                data: buf.into(),
-                ..Default::default()
-            };
-            offset += n as i64;
-            if tx.blocking_send(msg).is_err() {
-                return Ok(());
-            }
-        }
-        let _ = tx.blocking_send(api::WriteContentRequest {
-            action: WriteAction::Commit as i32,
-            total: if total > 0 { total } else { offset },
-            expected,
-            offset,
-            labels,
-            ..Default::default()
-        });
-        Ok(())
+        Source::File(f) => Ok((Box::new(f), 0)),
+        Source::Stdin(i) => Ok((Box::new(i), 0)),
     });
-
-    let mut last = None;
-    while let Some(m) = responses.message().await.map_err(status(&what))? {
-        if m.action == WriteAction::Commit as i32 {
-            last = Some(m);
-            break;
-        }
-    }
-    producer.await??;
-    let done = last.ok_or_else(|| anyhow!("{what}: the daemon closed the stream before the commit"))?;
-    if done.digest.is_empty() {
+    let (digest, size) = molde_api::client::write_stream(
+        &d.channel,
+        &d.namespace,
+        None,
+        reference,
+        total,
+        &expected,
+        labels,
+        open,
+    )
+    .await
+    .map_err(status(&what))?;
+    if digest.is_empty() {
         bail!("{what}: commit returned no digest");
     }
-    Ok((done.digest, done.offset))
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+    Ok((digest, size))
 }

@@ -193,3 +193,110 @@ pub async fn write_blob(
         }
     }
 }
+
+/// Opens what a streamed write sends, given the offset the content service
+/// already holds for the ref: a reader positioned at that offset (resuming)
+/// or at 0 (starting over), and the offset it is at.
+pub type OpenAt = Box<dyn FnOnce(u64) -> std::io::Result<(Box<dyn std::io::Read + Send>, u64)> + Send>;
+
+/// Streams a blob into the ingest `reference` through content.v1 (in `ns`,
+/// under `lease`) and commits it with `labels`: `total` bytes (0 when
+/// unknown) of digest `expected` ("" when unknown). Reading runs on a blocking
+/// thread, so the upload stays pipelined. Returns the committed digest and
+/// size; a blob the namespace already has is `AlreadyExists`.
+#[allow(clippy::too_many_arguments)]
+pub async fn write_stream(
+    ch: &Channel,
+    ns: &str,
+    lease: Option<&str>,
+    reference: &str,
+    total: i64,
+    expected: &str,
+    labels: std::collections::HashMap<String, String>,
+    open: OpenAt,
+) -> Result<(String, i64), tonic::Status> {
+    use crate::containerd::services::content::v1::{
+        WriteAction, WriteContentRequest, content_client::ContentClient,
+    };
+    const CHUNK: usize = 1 << 20;
+    let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(8);
+    let _ = tx
+        .send(WriteContentRequest {
+            action: WriteAction::Stat as i32,
+            r#ref: reference.to_string(),
+            total,
+            expected: expected.to_string(),
+            ..Default::default()
+        })
+        .await;
+    let mut responses = ContentClient::new(ch.clone())
+        .max_encoding_message_size(4 * CHUNK)
+        .write(request(
+            ns,
+            lease,
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .await?
+        .into_inner();
+    let closed = || {
+        tonic::Status::unavailable(format!(
+            "ingest {reference}: the content service closed the stream"
+        ))
+    };
+    let stat = responses.message().await?.ok_or_else(closed)?;
+    let expected = expected.to_string();
+    let producer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let (mut source, start) = open(stat.offset.max(0) as u64)?;
+        let mut offset = start as i64;
+        loop {
+            // A fresh buffer per chunk becomes the message's bytes without a copy.
+            let mut buf = vec![0u8; CHUNK];
+            let mut n = 0;
+            while n < CHUNK {
+                match source.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            let msg = WriteContentRequest {
+                action: WriteAction::Write as i32,
+                offset,
+                data: buf.into(),
+                ..Default::default()
+            };
+            offset += n as i64;
+            if tx.blocking_send(msg).is_err() {
+                // The service ended the stream; its answer says why.
+                return Ok(());
+            }
+        }
+        let _ = tx.blocking_send(WriteContentRequest {
+            action: WriteAction::Commit as i32,
+            total: if total > 0 { total } else { offset },
+            expected,
+            offset,
+            labels,
+            ..Default::default()
+        });
+        Ok(())
+    });
+    let mut committed = None;
+    while let Some(m) = responses.message().await? {
+        if m.action == WriteAction::Commit as i32 {
+            committed = Some(m);
+            break;
+        }
+    }
+    producer
+        .await
+        .map_err(|e| tonic::Status::internal(format!("ingest {reference}: {e}")))?
+        .map_err(|e| tonic::Status::failed_precondition(format!("ingest {reference}: reading: {e}")))?;
+    let done = committed.ok_or_else(closed)?;
+    Ok((done.digest, done.offset))
+}

@@ -10,17 +10,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use molde_api::containerd::services::content::v1::{
-    WriteAction, WriteContentRequest, content_client::ContentClient,
-};
 use molde_api::containerd::services::diff::v1::DiffRequest;
 use molde_api::containerd::types::{Descriptor, Mount};
 use molde_common::{Algorithm, Digest, Hasher};
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{Result, SnapshotError};
 use crate::snapshotter::Snapshotter;
@@ -379,6 +375,7 @@ pub async fn diff(
     })
 }
 
+/// Streams the compressed diff in `file` into content under `lease`.
 #[allow(clippy::too_many_arguments)]
 async fn upload(
     content: tonic::transport::Channel,
@@ -390,73 +387,26 @@ async fn upload(
     digest: &Digest,
     labels: std::collections::HashMap<String, String>,
 ) -> Result<()> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let first = WriteContentRequest {
-        action: WriteAction::Stat as i32,
-        r#ref: reference.to_string(),
-        total: size,
-        expected: digest.to_string(),
-        ..Default::default()
-    };
-    tx.send(first).await.ok();
-    let req = molde_common::context::request(ns, lease, ReceiverStream::new(rx));
-    let mut client = ContentClient::new(content).max_encoding_message_size(64 << 20);
-    let mut resp = match client.write(req).await {
-        Ok(r) => r.into_inner(),
-        Err(s) if s.code() == tonic::Code::AlreadyExists => return Ok(()),
-        Err(s) => return Err(SnapshotError::from(s)),
-    };
-    resp.message().await.map_err(SnapshotError::from)?;
     let path = file.to_path_buf();
-    let expected = digest.to_string();
-    let producer = tokio::task::spawn_blocking(move || -> io::Result<()> {
-        let mut f = File::open(&path)?;
-        let mut offset = 0i64;
-        loop {
-            let mut buf = vec![0u8; 1 << 20];
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            if tx
-                .blocking_send(WriteContentRequest {
-                    action: WriteAction::Write as i32,
-                    offset,
-                    data: buf.into(),
-                    ..Default::default()
-                })
-                .is_err()
-            {
-                return Ok(());
-            }
-            offset += n as i64;
-        }
-        let _ = tx.blocking_send(WriteContentRequest {
-            action: WriteAction::Commit as i32,
-            offset,
-            total: offset,
-            expected,
-            labels,
-            ..Default::default()
-        });
-        Ok(())
+    let open: molde_api::client::OpenAt = Box::new(move |_| {
+        // Each diff has a ref of its own: nothing to resume.
+        Ok((Box::new(File::open(&path)?), 0))
     });
-    loop {
-        match resp.message().await {
-            Ok(Some(m)) if m.action == WriteAction::Commit as i32 => break,
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(s) if s.code() == tonic::Code::AlreadyExists => break,
-            Err(s) => return Err(SnapshotError::from(s)),
-        }
+    let written = molde_api::client::write_stream(
+        &content,
+        ns,
+        lease,
+        reference,
+        size,
+        &digest.to_string(),
+        labels,
+        open,
+    )
+    .await;
+    match written {
+        Ok(_) => Ok(()),
+        // Content that is already there (the same diff made before).
+        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(s) => Err(SnapshotError::upstream("uploading the diff")(s)),
     }
-    producer
-        .await
-        .map_err(|e| SnapshotError::Io {
-            context: "uploading diff".into(),
-            source: io::Error::other(e.to_string()),
-        })?
-        .map_err(SnapshotError::io("uploading diff"))?;
-    Ok(())
 }
