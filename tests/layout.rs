@@ -39,7 +39,9 @@ fn service_crates_depend_only_on_the_shared_libraries() {
         .filter(|n| !SHARED.contains(&n.as_str()) && !WIRING.contains(&n.as_str()))
         .collect();
     assert!(
-        services.iter().any(|s| *s == "molde-content") && services.iter().any(|s| *s == "molde-builder"),
+        ["molde-content", "molde-transfer", "molde-builder"]
+            .iter()
+            .all(|want| services.iter().any(|s| s == want)),
         "the service crates are found: {services:?}"
     );
     for s in services {
