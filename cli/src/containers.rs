@@ -117,6 +117,7 @@ pub async fn stop(d: &Daemon, ids: Vec<String>, timeout: u32) -> Result<()> {
             .stop(d.request(api::StopRequest {
                 id: id.clone(),
                 timeout,
+                signal: String::new(),
             }))
             .await
             .map_err(status(format!("stopping {id}")))?;

@@ -307,6 +307,7 @@ pub async fn exec(d: &Daemon, a: ExecArgs) -> Result<i32> {
         workdir: a.workdir.unwrap_or_default(),
         interactive: a.interactive,
         tty: a.tty,
+        timeout_ms: 0,
     };
     let mut stream = RuntimeClient::new(d.channel.clone())
         .exec(d.request(req))

@@ -16,8 +16,14 @@ pub const MAX_STDIN: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     Stdin(Vec<u8>),
-    Resize { rows: u16, cols: u16 },
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
     CloseStdin,
+    /// Reopen the container's CRI log file (it was rotated); the shim closes
+    /// the connection once the new file is open.
+    ReopenLog,
 }
 
 impl Frame {
@@ -38,6 +44,7 @@ impl Frame {
                 out.extend_from_slice(&cols.to_be_bytes());
             }
             Frame::CloseStdin => out.push(2),
+            Frame::ReopenLog => out.push(3),
         }
     }
 
@@ -73,6 +80,7 @@ impl Frame {
                 }))
             }
             2 => Ok(Some(Frame::CloseStdin)),
+            3 => Ok(Some(Frame::ReopenLog)),
             k => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("attach: unknown frame kind {k}"),
@@ -91,6 +99,7 @@ mod tests {
             Frame::Resize { rows: 24, cols: 80 },
             Frame::Stdin(b"echo hi\n".to_vec()),
             Frame::CloseStdin,
+            Frame::ReopenLog,
         ];
         let mut buf = Vec::new();
         for f in &frames {

@@ -52,6 +52,10 @@ pub struct Stdio {
     pub stdout: String,
     #[serde(default)]
     pub stderr: String,
+    /// A CRI log file the shim writes both streams to, in the kubelet's
+    /// format, instead of FIFOs (a `cri-log://` stdout in tasks.v1 Create).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cri_log: String,
 }
 
 /// The process an exec runs in the container.

@@ -6,11 +6,13 @@
 //!   `LogRecord`);
 //! - `state`: a container's state read from those files (`State`);
 //! - `attach`: the frames attach clients send the shim;
-//! - `mount`: mounting a snapshot's mounts (`mounts.json`).
+//! - `mount`: mounting a snapshot's mounts (`mounts.json`);
+//! - `sock`: binding and connecting a bundle's sockets, however long their path.
 
 pub mod attach;
 mod dir;
 pub mod mount;
+pub mod sock;
 mod state;
 
 pub use dir::{Bundle, ExecProcess, Exit, LogRecord, Stdio, TaskExec, WORKDIR_OWNER};

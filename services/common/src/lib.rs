@@ -1,12 +1,14 @@
 //! What every molde service parses at its edge: digests (`digest`), the
 //! namespace and lease of a request (`context`), labels and timestamps.
 
+pub mod cni;
 pub mod context;
 pub mod digest;
 pub mod errdefs;
 pub mod image;
 pub mod labels;
 pub mod reference;
+pub mod spec;
 pub mod store;
 
 pub use context::RequestContext;

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// Services `molded` can host. `all` in the config means every one of them.
-pub const SERVICES: &[&str] = &["content", "snapshotter", "transfer", "runtime", "builder"];
+pub const SERVICES: &[&str] = &["content", "snapshotter", "transfer", "runtime", "builder", "cri"];
 
 pub const DEFAULT_CONFIG: &str = "/etc/molde/config.toml";
 
@@ -30,6 +30,45 @@ pub struct Config {
     pub snapshotter: SnapshotterConfig,
     pub transfer: TransferConfig,
     pub builder: BuilderConfig,
+    pub cri: CriConfig,
+    pub registry: RegistryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriConfig {
+    /// The CRI socket the kubelet talks to; empty: `cri.sock` next to `address`.
+    pub address: String,
+    /// Where pods' network configs are; the first by name is used.
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are looked for, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The streaming server's address and port (0: any free port).
+    pub stream_address: String,
+    pub stream_port: u16,
+    /// "cgroupfs" or "systemd", as the kubelet is configured.
+    pub cgroup_driver: String,
+}
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            stream_address: "127.0.0.1".into(),
+            stream_port: 0,
+            cgroup_driver: "cgroupfs".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `hosts.toml` per registry (containerd's format) for every pull;
+    /// the same setting as `[transfer] hosts_dir`.
+    pub config_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +170,8 @@ impl Default for Config {
             snapshotter: SnapshotterConfig::default(),
             transfer: TransferConfig::default(),
             builder: BuilderConfig::default(),
+            cri: CriConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -168,7 +209,40 @@ impl Config {
                 bail!("service {s:?} is both hosted here and configured as remote");
             }
         }
+        if self.remote.contains_key("cri") {
+            bail!("cri cannot be remote: the kubelet reaches it on its own socket ([cri] address)");
+        }
+        if !["cgroupfs", "systemd"].contains(&self.cri.cgroup_driver.as_str()) {
+            bail!(
+                "[cri] cgroup_driver {:?}: expected \"cgroupfs\" or \"systemd\"",
+                self.cri.cgroup_driver
+            );
+        }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Where pulls find `hosts.toml` files: `[registry] config_path`, else `[transfer] hosts_dir`.
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.registry
+            .config_path
+            .clone()
+            .unwrap_or_else(|| self.transfer.hosts_dir.clone())
+    }
+
+    /// The CRI socket: `[cri] address`, else `cri.sock` next to the main socket.
+    pub fn cri_address(&self) -> String {
+        if !self.cri.address.is_empty() {
+            return self.cri.address.clone();
+        }
+        let main = self.address.strip_prefix("unix://").unwrap_or(&self.address);
+        Path::new(main)
+            .parent()
+            .unwrap_or(Path::new("/run/molde"))
+            .join("cri.sock")
+            .display()
+            .to_string()
     }
 }
 
@@ -216,8 +290,8 @@ mod tests {
         let front: Config = toml::from_str(include_str!("../../../deploy/split/front.toml")).unwrap();
         front.validate().unwrap();
         assert!(
-            SERVICES.iter().all(|s| !front.hosts(s)),
-            "the front hosts nothing"
+            SERVICES.iter().all(|s| !front.hosts(s) || *s == "cri"),
+            "the front hosts nothing but CRI, which the kubelet reaches on its own socket"
         );
         let all: Config = toml::from_str(include_str!("../../../deploy/config.example.toml")).unwrap();
         all.validate().unwrap();

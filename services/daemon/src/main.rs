@@ -83,6 +83,10 @@ fn config(args: Args) -> anyhow::Result<Config> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The init of a pod's shared PID namespace (molde's own holder, no pause image).
+    if std::env::args().nth(1).as_deref() == Some("pod-init") {
+        molde_cri::sandbox::pod_init_main();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -125,6 +129,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         root_dirs.extend(["build-cache", "build-cache-mounts"]);
         state_dirs.push("build");
     }
+    if cfg.hosts("cri") {
+        state_dirs.push("cri");
+    }
     perms::seal(&cfg.root, &root_dirs, &[])?;
     perms::seal(&cfg.state, &state_dirs, &[])?;
     let address = Address::parse(&cfg.address)?;
@@ -146,19 +153,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     // The builder cleans up after an earlier molded once it serves.
     let mut recover = None;
 
-    let store = if cfg.hosts("content") || cfg.hosts("snapshotter") || cfg.hosts("runtime") {
-        let meta_path = cfg.root.join("meta.redb");
-        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&meta_path).with_context(|| {
-            format!(
-                "opening metadata {} (is another molded using root {}?)",
-                meta_path.display(),
-                cfg.root.display()
-            )
-        })?);
-        Some(store)
-    } else {
-        None
-    };
+    let store =
+        if cfg.hosts("content") || cfg.hosts("snapshotter") || cfg.hosts("runtime") || cfg.hosts("cri") {
+            let meta_path = cfg.root.join("meta.redb");
+            let store: Arc<dyn Store> = Arc::new(RedbStore::open(&meta_path).with_context(|| {
+                format!(
+                    "opening metadata {} (is another molded using root {}?)",
+                    meta_path.display(),
+                    cfg.root.display()
+                )
+            })?);
+            Some(store)
+        } else {
+            None
+        };
     // How this process reaches each service: itself, or a remote molded.
     let own = address.clone();
     let reach = |service: &str| -> anyhow::Result<Address> {
@@ -221,7 +229,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             content,
             molde_api::client::channel(&reach("snapshotter")?),
             molde_transfer::TransferConfig {
-                hosts_dir: cfg.transfer.hosts_dir.clone(),
+                hosts_dir: cfg.hosts_dir(),
                 parallel: cfg.transfer.parallel,
             },
         );
@@ -338,6 +346,39 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         plugins.push(plugin("io.molde.grpc.v1", "builder", &[("remote", remote)]));
         hosted.push(format!("builder (remote {remote})"));
     }
+    // CRI, on a socket of its own for the kubelet.
+    let mut cri = None;
+    if let Some(store) = store.clone().filter(|_| cfg.hosts("cri")) {
+        let pod_init = std::env::current_exe().context("finding molded's own binary for pod-init")?;
+        let c = molde_cri::Cri::new(
+            molde_cri::CriConfig {
+                state: cfg.state.join("cri"),
+                cni_conf_dir: cfg.cri.cni_conf_dir.clone(),
+                cni_bin_dirs: cfg.cri.cni_bin_dirs.clone(),
+                cgroup_driver: cfg.cri.cgroup_driver.clone(),
+                pod_init,
+            },
+            molde_cri::Channels {
+                content: molde_api::client::channel(&reach("content")?),
+                transfer: molde_api::client::channel(&reach("transfer")?),
+                snapshotter: molde_api::client::channel(&reach("snapshotter")?),
+                runtime: molde_api::client::channel(&reach("runtime")?),
+            },
+            store,
+        );
+        let cri_address = Address::parse(&cfg.cri_address())?;
+        let Address::Unix(cri_path) = &cri_address;
+        let (l, guard) = listener::bind(cri_path)?;
+        let s = molde_cri::servers(c);
+        let server = Server::builder().add_service(s.runtime).add_service(s.image);
+        plugins.push(plugin(
+            "io.containerd.grpc.v1",
+            "cri",
+            &[("address", &cri_address.to_string())],
+        ));
+        hosted.push(format!("cri ({cri_address})"));
+        cri = Some((server, l, guard));
+    }
     if hosted.is_empty() {
         bail!("nothing to serve: no service is hosted here or configured as remote");
     }
@@ -363,25 +404,39 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         "molded serving"
     );
     let incoming = UnixListenerStream::new(listener);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-        let _ = stop_rx.await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stopped = stop_rx.clone();
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stopped.wait_for(|s| *s).await;
     }));
+    let mut cri_socket = None;
+    let cri_server = cri.map(|(server, l, guard)| {
+        cri_socket = Some(guard);
+        let mut stopped = stop_rx.clone();
+        tokio::spawn(
+            server.serve_with_incoming_shutdown(UnixListenerStream::new(l), async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }),
+        )
+    });
     if let Some((builder, guard)) = recover {
         tokio::spawn(async move { builder.recover(guard).await });
     }
 
     let signal = shutdown_signal().await?;
     tracing::info!(signal, "shutting down");
-    let _ = stop_tx.send(());
+    let _ = stop_tx.send(true);
     // Streams still open get a grace period; then the process ends regardless.
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-        Err(_) => tracing::warn!("open streams did not finish within 5s; closing them"),
+    for s in std::iter::once(server).chain(cri_server) {
+        match tokio::time::timeout(Duration::from_secs(5), s).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!("open streams did not finish within 5s; closing them"),
+        }
     }
     drop(socket);
+    drop(cri_socket);
     tracing::info!("stopped");
     Ok(())
 }

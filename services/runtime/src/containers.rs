@@ -174,7 +174,7 @@ impl api::containers_server::Containers for ContainersService {
             )
             .map_err(meta)?;
         if out == TxnOutcome::CompareFailed {
-            return Err(Error::AlreadyExists(format!("container {:?}: already exists", c.id)).into());
+            return Err(Error::AlreadyExists(format!("container {:?}", c.id)).into());
         }
         tracing::info!(namespace = %ns, container = %c.id, image = %c.image, "container created");
         self.events.publish(

@@ -198,10 +198,17 @@ impl RuntimeService {
         }
     }
 
-    pub(crate) async fn stop(&self, ns: &str, id: &str, timeout: Duration) -> Result<Observed, Error> {
+    /// Stops with `signal` first, then SIGKILL after `timeout`.
+    pub(crate) async fn stop_with(
+        &self,
+        ns: &str,
+        id: &str,
+        timeout: Duration,
+        signal: Signal,
+    ) -> Result<Observed, Error> {
         self.record(ns, id)?;
         if self.observe(ns, id).state == "running" {
-            let _ = self.kill(ns, id, Signal::SIGTERM);
+            let _ = self.kill(ns, id, signal);
             if let Some(o) = self.wait(ns, id, Some(timeout)).await? {
                 return Ok(o);
             }

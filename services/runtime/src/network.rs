@@ -8,14 +8,11 @@
 //! bundle as `network.json`, and teardown (CNI DEL in reverse, unpin) runs
 //! when the container is removed — also after a crash, from that file.
 
+use std::path::PathBuf;
+
+use molde_common::cni::{Attachment, NetworkList, Pinned, loopback, unpin};
 use molde_common::errdefs::Error;
-use molde_common::errdefs::OrLog;
-use std::path::{Path, PathBuf};
-
-use std::process::Stdio;
-
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 
 const CNI_VERSION: &str = "1.0.0";
 const NETWORK: &str = "molde";
@@ -60,26 +57,26 @@ pub struct Cni {
 /// The network's plugins. Addresses are kept by host-local in its host-wide
 /// default place (/var/lib/cni/networks/molde): the bridge is host-wide too,
 /// so every molded on the host must draw from one pool.
-fn plugins() -> Vec<Value> {
-    vec![
-        json!({
-            "type": "bridge",
-            "bridge": "molde0",
-            "isGateway": true,
-            "ipMasq": true,
-            "hairpinMode": true,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": "10.89.0.0/16"}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-            },
-        }),
-        json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}),
-    ]
-}
-
-fn err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Internal(format!("{what}: {e}"))
+fn network() -> NetworkList {
+    NetworkList {
+        name: NETWORK.into(),
+        cni_version: CNI_VERSION.into(),
+        plugins: vec![
+            json!({
+                "type": "bridge",
+                "bridge": "molde0",
+                "isGateway": true,
+                "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": "10.89.0.0/16"}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            }),
+            json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}),
+        ],
+    }
 }
 
 impl Cni {
@@ -87,87 +84,29 @@ impl Cni {
         self.netns_dir.join(key)
     }
 
-    /// Creates a network namespace and pins it at `netns_path(key)`.
-    fn create_netns(&self, key: &str) -> Result<PathBuf, Error> {
-        let path = self.netns_path(key);
-        std::fs::create_dir_all(path.parent().expect("has a parent"))
-            .map_err(err("creating the netns dir"))?;
-        std::fs::File::create(&path).map_err(err("creating the netns pin"))?;
-        let target = path.clone();
-        // unshare(CLONE_NEWNET) moves only the calling thread: do it on a
-        // thread of its own, pin the new namespace, and let the thread end.
-        std::thread::spawn(move || -> std::io::Result<()> {
-            // SAFETY: only the network namespace of this short-lived thread
-            // changes; it shares no file descriptor table or filesystem state
-            // differently afterwards, and it touches no other thread's data.
-            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET)? };
-            rustix::mount::mount_bind("/proc/thread-self/ns/net", &target)?;
-            Ok(())
-        })
-        .join()
-        .map_err(|_| Error::Internal("creating the network namespace panicked".into()))?
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&path);
-            Error::Internal(format!("creating the network namespace: {e}"))
-        })?;
-        Ok(path)
-    }
-
-    fn remove_netns(&self, key: &str) {
-        let path = self.netns_path(key);
-        rustix::mount::unmount(&path, rustix::mount::UnmountFlags::DETACH)
-            .or_log("unmounting a network namespace");
-        let _ = std::fs::remove_file(&path);
-    }
-
-    async fn invoke(&self, command: &str, key: &str, netns: &Path, conf: &Value) -> Result<Value, Error> {
-        let kind = conf["type"].as_str().unwrap_or_default().to_string();
-        let bin = self.bin_dir.join(&kind);
-        let mut child = tokio::process::Command::new(&bin)
-            .env_clear()
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", key)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", if kind == "loopback" { "lo" } else { "eth0" })
-            .env("CNI_PATH", &self.bin_dir)
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                Error::FailedPrecondition(format!(
-                    "CNI plugin {}: {e} (install containernetworking-plugins)",
-                    bin.display()
-                ))
-            })?;
-        let input = serde_json::to_vec(conf).expect("json");
-        let mut stdin = child.stdin.take().expect("piped");
-        stdin
-            .write_all(&input)
-            .await
-            .map_err(err("writing to a CNI plugin"))?;
-        drop(stdin);
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(err("running a CNI plugin"))?;
-        if !out.status.success() {
-            let msg: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            return Err(Error::Internal(format!(
-                "CNI {command} with {kind}: {} {}",
-                msg["msg"].as_str().unwrap_or_default(),
-                msg["details"]
-                    .as_str()
-                    .unwrap_or(&String::from_utf8_lossy(&out.stderr))
-            )));
+    fn plugins(&self) -> molde_common::cni::Cni {
+        molde_common::cni::Cni {
+            bin_dirs: vec![self.bin_dir.clone()],
         }
-        Ok(serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+    }
+
+    fn attachment(&self, key: &str, ifname: &str, ports: &Value) -> Attachment {
+        let mut a = Attachment {
+            container_id: key.to_string(),
+            netns: self.netns_path(key),
+            ifname: ifname.into(),
+            ..Default::default()
+        };
+        if ports.as_array().is_some_and(|p| !p.is_empty()) {
+            a.capabilities.insert("portMappings".into(), ports.clone());
+        }
+        a
     }
 
     /// Creates the namespace and attaches it; returns (netns path, CNI result).
     pub async fn setup(&self, key: &str, ports: &[PortMapping]) -> Result<(PathBuf, Value), Error> {
-        let netns = self.create_netns(key)?;
+        let netns = self.netns_path(key);
+        molde_common::cni::pin_namespaces(&[Pinned::Net], None, &[], |_| netns.clone())?;
         let mappings: Vec<Value> = ports
             .iter()
             .map(|p| {
@@ -178,60 +117,30 @@ impl Cni {
                 m
             })
             .collect();
-        let mut prev = Value::Null;
-        let mut list = plugins();
-        list.push(json!({"type": "loopback"}));
-        for mut conf in list.clone() {
-            conf["cniVersion"] = json!(CNI_VERSION);
-            conf["name"] = json!(NETWORK);
-            if conf["type"] == "portmap" {
-                if mappings.is_empty() {
-                    continue;
-                }
-                conf["runtimeConfig"] = json!({"portMappings": mappings});
+        let ports = Value::Array(mappings);
+        let cni = self.plugins();
+        let result = match cni.add(&network(), &self.attachment(key, "eth0", &ports)).await {
+            Ok(r) => r,
+            Err(e) => {
+                unpin(&[netns]);
+                return Err(e);
             }
-            if conf["type"] == "loopback" {
-                self.invoke("ADD", key, &netns, &conf).await.inspect_err(|_| {})?;
-                continue;
-            }
-            if !prev.is_null() {
-                conf["prevResult"] = prev.clone();
-            }
-            match self.invoke("ADD", key, &netns, &conf).await {
-                Ok(r) => prev = r,
-                Err(e) => {
-                    self.teardown(key, &json!({"result": prev, "ports": mappings}))
-                        .await;
-                    return Err(e);
-                }
-            }
+        };
+        let lo = self.attachment(key, "lo", &Value::Null);
+        if let Err(e) = cni.add(&loopback(), &lo).await {
+            self.teardown(key, &json!({"result": result, "ports": ports}))
+                .await;
+            return Err(e);
         }
-        Ok((netns, json!({"result": prev, "ports": mappings})))
+        Ok((netns, json!({"result": result, "ports": ports})))
     }
 
     /// CNI DEL in reverse order, then the namespace goes. Errors are logged:
     /// teardown must finish whatever state a crash left.
     pub async fn teardown(&self, key: &str, saved: &Value) {
-        let netns = self.netns_path(key);
-        let mut list = plugins();
-        list.reverse();
-        for mut conf in list {
-            conf["cniVersion"] = json!(CNI_VERSION);
-            conf["name"] = json!(NETWORK);
-            if conf["type"] == "portmap" {
-                if saved["ports"].as_array().is_none_or(|a| a.is_empty()) {
-                    continue;
-                }
-                conf["runtimeConfig"] = json!({"portMappings": saved["ports"]});
-            }
-            if !saved["result"].is_null() {
-                conf["prevResult"] = saved["result"].clone();
-            }
-            if let Err(e) = self.invoke("DEL", key, &netns, &conf).await {
-                tracing::warn!(container = key, error = %e.message(), "CNI DEL");
-            }
-        }
-        self.remove_netns(key);
+        let a = self.attachment(key, "eth0", &saved["ports"]);
+        self.plugins().del(&network(), &a, &saved["result"]).await;
+        unpin(&[self.netns_path(key)]);
     }
 }
 

@@ -183,7 +183,13 @@ impl api::runtime_server::Runtime for RuntimeService {
     async fn stop(&self, req: Request<api::StopRequest>) -> Result<Response<api::StopResponse>, Status> {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.get_ref();
-        let o = RuntimeService::stop(self, &ns, &r.id, Duration::from_secs(r.timeout as u64)).await?;
+        let signal = if r.signal.is_empty() {
+            nix::sys::signal::Signal::SIGTERM
+        } else {
+            crate::lifecycle::parse_signal(&r.signal)?
+        };
+        let o = RuntimeService::stop_with(self, &ns, &r.id, Duration::from_secs(r.timeout as u64), signal)
+            .await?;
         Ok(Response::new(api::StopResponse {
             exit_code: o.exit_code,
         }))
@@ -197,6 +203,7 @@ impl api::runtime_server::Runtime for RuntimeService {
         Ok(Response::new(api::Exited {
             status: o.exit_code,
             oom_killed: o.oom_killed,
+            timed_out: false,
         }))
     }
 
@@ -222,6 +229,15 @@ impl api::runtime_server::Runtime for RuntimeService {
         req: Request<tonic::Streaming<api::AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         self.attach_rpc(req).await
+    }
+
+    async fn reopen_log(
+        &self,
+        req: Request<api::ReopenLogRequest>,
+    ) -> Result<Response<api::ReopenLogResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        self.reopen_log(&ns, &req.get_ref().id).await?;
+        Ok(Response::new(api::ReopenLogResponse {}))
     }
 
     type ExecStream = ReceiverStream<Result<api::RunEvent, Status>>;

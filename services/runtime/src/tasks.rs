@@ -161,7 +161,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         }
         let bundle = self.bundle_dir(&ns, &r.container_id);
         if bundle.join("config.json").exists() {
-            return Err(Error::AlreadyExists(format!("task {:?}: already exists", r.container_id)).into());
+            return Err(Error::AlreadyExists(format!("task {:?}", r.container_id)).into());
         }
         let spec = c.spec.as_ref().ok_or_else(|| {
             Error::FailedPrecondition(format!("container {:?} has no spec", r.container_id))
@@ -170,11 +170,21 @@ impl api::tasks_server::Tasks for RuntimeService {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
             std::fs::write(bundle.join("config.json"), &spec.value)?;
             molde_bundle::mount::write(&bundle, &molde_common::bundle_mounts(&r.rootfs))?;
-            Bundle::new(&bundle).write_stdio(&molde_bundle::Stdio {
-                stdin: r.stdin.clone(),
-                stdout: r.stdout.clone(),
-                stderr: r.stderr.clone(),
-            })
+            // `cri-log:///path`: the shim writes both streams to that file in
+            // the kubelet's format (molde's CRI service asks for this).
+            let stdio = match r.stdout.strip_prefix("cri-log://") {
+                Some(path) => molde_bundle::Stdio {
+                    cri_log: path.to_string(),
+                    ..Default::default()
+                },
+                None => molde_bundle::Stdio {
+                    stdin: r.stdin.clone(),
+                    stdout: r.stdout.clone(),
+                    stderr: r.stderr.clone(),
+                    cri_log: String::new(),
+                },
+            };
+            Bundle::new(&bundle).write_stdio(&stdio)
         };
         write().map_err(|e| Error::Internal(format!("task {}: writing its bundle: {e}", r.container_id)))?;
         tracing::info!(namespace = %ns, container = %r.container_id, "task created");
@@ -346,6 +356,7 @@ impl api::tasks_server::Tasks for RuntimeService {
                 stdin: r.stdin.clone(),
                 stdout: r.stdout.clone(),
                 stderr: r.stderr.clone(),
+                cri_log: String::new(),
             },
         };
         Bundle::new(self.bundle_dir(&ns, &r.container_id))

@@ -21,7 +21,11 @@ pub struct Attach {
     input: Arc<Mutex<Option<File>>>,
     /// The pty master, for resizes.
     master: Arc<Mutex<Option<OwnedFd>>>,
+    /// Reopens the container's log file, when it has one that rotates.
+    reopen: Arc<Mutex<Option<ReopenFn>>>,
 }
+
+type ReopenFn = Box<dyn Fn() -> std::io::Result<()> + Send>;
 
 impl Attach {
     pub fn new(input: Option<File>, master: Option<OwnedFd>) -> Attach {
@@ -29,7 +33,13 @@ impl Attach {
             clients: Default::default(),
             input: Arc::new(Mutex::new(input)),
             master: Arc::new(Mutex::new(master)),
+            reopen: Default::default(),
         }
+    }
+
+    /// What a `ReopenLog` frame does.
+    pub fn on_reopen(&self, f: impl Fn() -> std::io::Result<()> + Send + 'static) {
+        *self.reopen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(f));
     }
 
     /// Sends output to every attached client, dropping those that went away.
@@ -69,7 +79,7 @@ impl Attach {
     /// Accepts clients on the socket at `path` on a thread of its own.
     pub fn serve(&self, path: &Path) -> std::io::Result<()> {
         let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
+        let listener = UnixListener::bind(molde_bundle::sock::reachable(path)?.path())?;
         let me = self.clone();
         std::thread::Builder::new().stack_size(64 << 10).spawn(move || {
             for conn in listener.incoming().flatten() {
@@ -105,6 +115,16 @@ impl Attach {
                         // SAFETY: TIOCSWINSZ reads a winsize the call borrows; the fd is the pty master we own.
                         unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
                     }
+                }
+                Frame::ReopenLog => {
+                    if let Some(f) = self.reopen.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+                        && let Err(e) = f()
+                    {
+                        eprintln!("molde-shim: reopening the container log: {e}");
+                    }
+                    // The connection's end tells the client the new file is open.
+                    let _ = conn.shutdown(std::net::Shutdown::Both);
+                    return;
                 }
                 Frame::CloseStdin => {
                     // Closing our end of a pipe gives the container EOF; a pty gets ^D.

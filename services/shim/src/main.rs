@@ -14,6 +14,7 @@
 
 mod attach;
 mod cgroupfs;
+mod crilog;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -141,7 +142,8 @@ fn exec(args: &Args) -> Result<i32> {
             a.serve(sock).context("serving the exec's attach socket")?;
             let path = sock.with_extension("console");
             let _ = fs::remove_file(&path);
-            console = Some((std::os::unix::net::UnixListener::bind(&path)?, path));
+            let reach = molde_bundle::sock::reachable(&path)?;
+            console = Some((std::os::unix::net::UnixListener::bind(reach.path())?, reach));
             attach = Some(a);
             let null = || -> Result<OwnedFd> { Ok(File::open("/dev/null")?.into()) };
             (null()?, null()?, null()?)
@@ -169,7 +171,7 @@ fn exec(args: &Args) -> Result<i32> {
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
-        .with_console_socket(console.as_ref().map(|(_, path)| path.clone()))
+        .with_console_socket(console.as_ref().map(|(_, reach)| reach.path().to_path_buf()))
         .as_tenant();
     builder = if args.tty {
         // A terminal comes through libcontainer's console socket only when the
@@ -191,11 +193,13 @@ fn exec(args: &Args) -> Result<i32> {
         .with_context(|| format!("running {:?} in container {}", p.args, args.id))?;
     if let (Some((listener, path)), Some(a)) = (&console, &attach) {
         let master = attach::receive_master(listener).context("receiving the exec's terminal")?;
-        let _ = fs::remove_file(path);
+        let _ = fs::remove_file(path.path());
         readers.push(relay(File::from(master.try_clone()?), a.clone()));
         a.set_terminal(master)?;
     }
     let pid = nix::unistd::Pid::from_raw(pid.as_raw());
+    // molded kills this process (and only it) when an exec times out.
+    fs::write(pfile.with_extension("pid"), pid.as_raw().to_string())?;
     let code = loop {
         match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, code)) => break code,
@@ -418,6 +422,12 @@ fn run(args: &Args) -> Result<i32> {
     // A containerd client (ctr) hands FIFOs to write into; molde's own runs
     // get pipes that this shim copies into log.json.
     let fifos = bundle.stdio()?;
+    // A CRI container: both streams go to the kubelet's log file.
+    let cri_log = fifos
+        .as_ref()
+        .filter(|io| !io.cri_log.is_empty())
+        .map(|io| PathBuf::from(&io.cri_log));
+    let fifos = fifos.filter(|io| io.cri_log.is_empty());
     let spec = bundle.spec().context("reading config.json")?;
     if let Some(p) = spec.process() {
         let for_user = spec
@@ -460,7 +470,8 @@ fn run(args: &Args) -> Result<i32> {
     let console = if terminal {
         let path = bundle.console_socket();
         let _ = fs::remove_file(&path);
-        Some((std::os::unix::net::UnixListener::bind(&path)?, path))
+        let reach = molde_bundle::sock::reachable(&path)?;
+        Some((std::os::unix::net::UnixListener::bind(reach.path())?, reach))
     } else {
         None
     };
@@ -472,7 +483,7 @@ fn run(args: &Args) -> Result<i32> {
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
-        .with_console_socket(console.as_ref().map(|(_, p)| p.clone()))
+        .with_console_socket(console.as_ref().map(|(_, reach)| reach.path().to_path_buf()))
         .as_init(&args.bundle)
         .with_systemd(false)
         .with_detach(true)
@@ -498,20 +509,50 @@ fn run(args: &Args) -> Result<i32> {
     let log = Arc::new(Mutex::new(
         OpenOptions::new().create(true).append(true).open(bundle.log())?,
     ));
+    let cri_log = match &cri_log {
+        Some(p) => Some(crilog::CriLog::open(p).with_context(|| format!("opening the log {}", p.display()))?),
+        None => None,
+    };
     let attach = match &console {
         Some((listener, _)) => {
             let master = attach::receive_master(listener).context("receiving the container's terminal")?;
             let reader = File::from(master.try_clone()?);
             let input = File::from(master.try_clone()?);
             let a = attach::Attach::new(Some(input), Some(master));
-            readers.push(pump(reader, "stdout", log.clone(), a.clone()));
+            match &cri_log {
+                Some(cri) => {
+                    readers.push(crilog::pump(reader, "stdout", cri.clone(), a.clone()));
+                    let cri = cri.clone();
+                    a.on_reopen(move || cri.reopen());
+                }
+                None => readers.push(pump(reader, "stdout", log.clone(), a.clone())),
+            }
             a
         }
         None => attach::Attach::new(stdin_w, None),
     };
-    if let Some((out_r, err_r)) = pipes {
-        readers.push(pump(File::from(out_r), "stdout", log.clone(), attach.clone()));
-        readers.push(pump(File::from(err_r), "stderr", log, attach.clone()));
+    match (pipes, &cri_log) {
+        (Some((out_r, err_r)), Some(cri)) => {
+            readers.push(crilog::pump(
+                File::from(out_r),
+                "stdout",
+                cri.clone(),
+                attach.clone(),
+            ));
+            readers.push(crilog::pump(
+                File::from(err_r),
+                "stderr",
+                cri.clone(),
+                attach.clone(),
+            ));
+            let cri = cri.clone();
+            attach.on_reopen(move || cri.reopen());
+        }
+        (Some((out_r, err_r)), None) => {
+            readers.push(pump(File::from(out_r), "stdout", log.clone(), attach.clone()));
+            readers.push(pump(File::from(err_r), "stderr", log, attach.clone()));
+        }
+        (None, _) => {}
     }
     attach
         .serve(&bundle.attach_socket())

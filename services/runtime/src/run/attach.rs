@@ -26,7 +26,9 @@ impl RuntimeService {
             ))
             .into());
         };
-        let conn = tokio::net::UnixStream::connect(&sock).await.map_err(|e| {
+        let reach = molde_bundle::sock::reachable(&sock)
+            .map_err(Error::io(format!("container {id}: its attach socket")))?;
+        let conn = tokio::net::UnixStream::connect(reach.path()).await.map_err(|e| {
             Error::Unavailable(format!(
                 "container {id}: its shim does not answer on {}: {e}",
                 sock.display()
@@ -77,5 +79,33 @@ impl RuntimeService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    /// Asks the shim to reopen the container's CRI log; returns once it did
+    /// (the shim closes the connection when the new file is open).
+    pub(crate) async fn reopen_log(&self, ns: &str, id: &str) -> Result<(), Error> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.running(ns, id)?;
+        let sock = Bundle::new(self.bundle_dir(ns, id)).attach_socket();
+        let reach = molde_bundle::sock::reachable(&sock)
+            .map_err(Error::io(format!("container {id}: its attach socket")))?;
+        let mut conn = tokio::net::UnixStream::connect(reach.path()).await.map_err(|e| {
+            Error::Unavailable(format!(
+                "container {id}: its shim does not answer on {}: {e}",
+                sock.display()
+            ))
+        })?;
+        let mut frame = Vec::new();
+        molde_bundle::attach::Frame::ReopenLog.encode(&mut frame);
+        conn.write_all(&frame).await.map_err(Error::io(format!(
+            "container {id}: asking its shim to reopen the log"
+        )))?;
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = vec![0u8; 8 << 10];
+            while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
+        drained
+            .map_err(|_| Error::DeadlineExceeded(format!("container {id}: its shim did not reopen the log")))
     }
 }

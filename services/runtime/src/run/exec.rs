@@ -81,10 +81,37 @@ impl RuntimeService {
         let err = child.stderr.take().expect("piped");
         let a = tokio::spawn(pump(Box::new(out), 1, tx.clone()));
         let b = tokio::spawn(pump(Box::new(err), 2, tx.clone()));
+        let limit = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
         tokio::spawn(async move {
-            let status = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(255);
+            let mut timed_out = false;
+            let status = match limit {
+                Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+                    Ok(s) => s,
+                    Err(_) => {
+                        timed_out = true;
+                        // The exec'd process, not the container: its pid is in the shim's pid file.
+                        let pid = std::fs::read_to_string(pfile.with_extension("pid"))
+                            .ok()
+                            .and_then(|p| p.trim().parse::<i32>().ok());
+                        match pid {
+                            Some(p) => nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(p),
+                                nix::sys::signal::Signal::SIGKILL,
+                            )
+                            .or_log("killing an exec at its timeout"),
+                            None => tracing::warn!("an exec timed out before its process started"),
+                        }
+                        child.wait().await
+                    }
+                },
+                None => child.wait().await,
+            }
+            .ok()
+            .and_then(|s| s.code())
+            .unwrap_or(255);
             let _ = a.await;
             let _ = b.await;
+            let _ = std::fs::remove_file(pfile.with_extension("pid"));
             let _ = std::fs::remove_file(&pfile);
             let _ = std::fs::remove_file(pfile.with_extension("process.json"));
             let _ = std::fs::remove_file(&sock);
@@ -93,6 +120,7 @@ impl RuntimeService {
                 Event::Exited(api::Exited {
                     status,
                     oom_killed: false,
+                    timed_out,
                 }),
             )
             .await;

@@ -53,7 +53,15 @@ impl RuntimeService {
             match result {
                 Ok((status, oom_killed)) => {
                     tracing::info!(namespace = %ns, container = %id, status, oom_killed, "container exited");
-                    send(&tx, Event::Exited(api::Exited { status, oom_killed })).await;
+                    send(
+                        &tx,
+                        Event::Exited(api::Exited {
+                            status,
+                            oom_killed,
+                            timed_out: false,
+                        }),
+                    )
+                    .await;
                 }
                 Err(s) => {
                     let _ = tx.send(Err(s.context(format!("container {id}")).into())).await;

@@ -1,0 +1,473 @@
+//! A pod's containers, through the runtime's APIs: the spec (`spec.rs`) and
+//! rootfs snapshot go into containers.v1 and snapshots.v1, tasks.v1 creates
+//! and starts it in a shim that writes its output to the kubelet's log file
+//! (a `cri-log://` stdout), and molde's runtime.v1 reports its state, stops
+//! it (the image's stop signal, then SIGKILL), reopens its log and removes it.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+use molde_api::containerd::services::containers::v1::{
+    Container as ContainerRecordV1, CreateContainerRequest, DeleteContainerRequest, container::Runtime,
+    containers_client::ContainersClient,
+};
+use molde_api::containerd::services::snapshots::v1::{
+    PrepareSnapshotRequest, RemoveSnapshotRequest, snapshots_client::SnapshotsClient,
+};
+use molde_api::containerd::services::tasks::v1::{
+    CreateTaskRequest, StartRequest, tasks_client::TasksClient,
+};
+use molde_api::molde::services::runtime::v1 as rt;
+use molde_api::molde::services::runtime::v1::runtime_client::RuntimeClient;
+use molde_common::errdefs::{Error, OrLog};
+
+use crate::store::{self, CONTAINERS, ContainerRecord};
+use crate::{Cri, names, request};
+
+/// The runtime name molde's runtime runs (and lists) containers under.
+const RUNTIME_NAME: &str = "io.molde.shim.v1";
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// A container's state as the runtime sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub state: i32,
+    pub exit_code: i32,
+    pub oom_killed: bool,
+    pub finished_at: i64,
+    pub pid: i32,
+    pub error: String,
+}
+
+fn rfc3339_nanos(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(0)
+}
+
+impl Cri {
+    fn runtime(&self) -> RuntimeClient<tonic::transport::Channel> {
+        RuntimeClient::new(self.channels.runtime.clone())
+    }
+
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, Error> {
+        store::list(&*self.store, CONTAINERS)
+    }
+
+    pub fn containers_of(&self, sandbox: &str) -> Result<Vec<ContainerRecord>, Error> {
+        Ok(self
+            .containers()?
+            .into_iter()
+            .filter(|c| c.sandbox_id == sandbox)
+            .collect())
+    }
+
+    /// The container `id` names (a unique prefix will do).
+    pub fn container(&self, id: &str) -> Result<ContainerRecord, Error> {
+        let all = self.containers()?;
+        let id = names::resolve(all.iter().map(|c| c.id.as_str()), id, "container")?;
+        Ok(all.into_iter().find(|c| c.id == id).expect("resolved"))
+    }
+
+    /// The runtime's view of every container in the namespace, by id.
+    pub async fn observe_all(&self) -> Result<HashMap<String, Observed>, Error> {
+        let list = self
+            .runtime()
+            .list(request(rt::ListRequest { all: true }))
+            .await
+            .map_err(Error::upstream("listing containers"))?
+            .into_inner()
+            .containers;
+        Ok(list.into_iter().map(|c| (c.id.clone(), observed(&c))).collect())
+    }
+
+    pub async fn observe(&self, id: &str) -> Result<Observed, Error> {
+        Ok(self.observe_all().await?.remove(id).unwrap_or(Observed {
+            state: cri::ContainerState::ContainerUnknown as i32,
+            ..Default::default()
+        }))
+    }
+
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: cri::ContainerConfig,
+    ) -> Result<String, Error> {
+        let sandbox = self.sandbox(sandbox_id)?;
+        if !sandbox.ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                sandbox.id
+            )));
+        }
+        let meta = names::check_container_metadata(config.metadata.as_ref())?.clone();
+        let pod_meta = sandbox.config.metadata.clone().unwrap_or_default();
+        let image_spec = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image = crate::image::find(self, &image_spec)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("image {image_spec:?}")))?;
+        let id = crate::new_id();
+        let name = names::container_name(&meta, &pod_meta);
+        if let Err(holder) = store::reserve(&*self.store, "container", &name, &id)? {
+            return Err(Error::AlreadyExists(format!(
+                "container name {name:?} is reserved for {holder}"
+            )));
+        }
+        let log_path = match (sandbox.config.log_directory.as_str(), config.log_path.as_str()) {
+            (_, "") => String::new(),
+            (dir, p) if !dir.is_empty() => std::path::Path::new(dir).join(p).display().to_string(),
+            (_, p) => p.to_string(),
+        };
+        let rec = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox.id.clone(),
+            config: config.clone(),
+            created_at: crate::now_nanos(),
+            image_id: image.id.clone(),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            log_path,
+            started_at: 0,
+            stop_signal: image.process.stop_signal().clone().unwrap_or_default(),
+        };
+        let made = self.make(&rec, &sandbox, &image, &image_spec).await;
+        if let Err(e) = made {
+            self.unmake(&id).await;
+            store::release(&*self.store, "container", &name, &id).or_log("releasing a container's name");
+            return Err(e);
+        }
+        store::put(&*self.store, CONTAINERS, &id, &rec)?;
+        self.event(&rec.id, cri::ContainerEventType::ContainerCreatedEvent)
+            .await;
+        tracing::info!(container = %name, id = %id, pod = %sandbox.id, "CRI container created");
+        Ok(id)
+    }
+
+    async fn make(
+        &self,
+        rec: &ContainerRecord,
+        sandbox: &store::SandboxRecord,
+        image: &crate::image::ImageInfo,
+        image_name: &str,
+    ) -> Result<(), Error> {
+        let sc = rec
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone())
+            .unwrap_or_default();
+        let (uid, gid) = self.user(&sc, image)?;
+        let spec = crate::spec::build(&crate::spec::Inputs {
+            id: &rec.id,
+            config: &rec.config,
+            sandbox,
+            image,
+            image_name,
+            uid,
+            gid,
+            cgroup_driver: &self.config.cgroup_driver,
+        })?;
+        let mounts = SnapshotsClient::new(self.channels.snapshotter.clone())
+            .prepare(request(PrepareSnapshotRequest {
+                snapshotter: "overlayfs".into(),
+                key: rec.id.clone(),
+                parent: image.top.clone(),
+                labels: Default::default(),
+            }))
+            .await
+            .map_err(Error::upstream("preparing the container's rootfs"))?
+            .into_inner()
+            .mounts;
+        let mut labels = rec.config.labels.clone();
+        labels.insert("io.cri-containerd.kind".into(), "container".into());
+        labels.insert("io.kubernetes.cri.sandbox-id".into(), sandbox.id.clone());
+        ContainersClient::new(self.channels.runtime.clone())
+            .create(request(CreateContainerRequest {
+                container: Some(ContainerRecordV1 {
+                    id: rec.id.clone(),
+                    labels,
+                    image: image.names.first().cloned().unwrap_or_default(),
+                    runtime: Some(Runtime {
+                        name: RUNTIME_NAME.into(),
+                        options: None,
+                    }),
+                    spec: Some(prost_types::Any {
+                        type_url: SPEC_TYPE.into(),
+                        value: serde_json::to_vec(&spec).map_err(|e| Error::Internal(e.to_string()))?,
+                    }),
+                    snapshotter: "overlayfs".into(),
+                    snapshot_key: rec.id.clone(),
+                    sandbox: sandbox.id.clone(),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .map_err(Error::upstream("recording the container"))?;
+        let stdout = if rec.log_path.is_empty() {
+            String::new()
+        } else {
+            format!("cri-log://{}", rec.log_path)
+        };
+        TasksClient::new(self.channels.runtime.clone())
+            .create(request(CreateTaskRequest {
+                container_id: rec.id.clone(),
+                rootfs: mounts,
+                stdout,
+                terminal: rec.config.tty,
+                ..Default::default()
+            }))
+            .await
+            .map_err(Error::upstream("creating the container's task"))?;
+        Ok(())
+    }
+
+    /// The uid and gid the container runs as: the security context's, else the image's.
+    fn user(
+        &self,
+        sc: &cri::LinuxContainerSecurityContext,
+        image: &crate::image::ImageInfo,
+    ) -> Result<(u32, u32), Error> {
+        let from_image = image.user.clone();
+        let (img_user, img_group) = match from_image.split_once(':') {
+            Some((u, g)) => (u.to_string(), Some(g.to_string())),
+            None => (from_image.clone(), None),
+        };
+        let uid: u32 = match (&sc.run_as_user, sc.run_as_username.as_str()) {
+            (Some(u), _) => u.value as u32,
+            (None, name) if !name.is_empty() => numeric_user(name)?,
+            (None, _) if img_user.is_empty() => 0,
+            (None, _) => numeric_user(&img_user)?,
+        };
+        let gid: u32 = match &sc.run_as_group {
+            Some(g) => g.value as u32,
+            None => match img_group.as_deref() {
+                Some(g) if sc.run_as_user.is_none() => g.parse().map_err(|_| {
+                    Error::InvalidArgument(format!("the image's group {g:?}: molde needs a numeric group"))
+                })?,
+                _ => 0,
+            },
+        };
+        Ok((uid, gid))
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), Error> {
+        let mut rec = self.container(id)?;
+        let o = self.observe(&rec.id).await?;
+        if o.state != cri::ContainerState::ContainerCreated as i32 {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not in the created state",
+                rec.id
+            )));
+        }
+        TasksClient::new(self.channels.runtime.clone())
+            .start(request(StartRequest {
+                container_id: rec.id.clone(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(Error::upstream(format!("starting container {}", rec.id)))?;
+        rec.started_at = crate::now_nanos();
+        store::put(&*self.store, CONTAINERS, &rec.id, &rec)?;
+        self.event(&rec.id, cri::ContainerEventType::ContainerStartedEvent)
+            .await;
+        Ok(())
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Error> {
+        let rec = self.container(id)?;
+        let o = self.observe(&rec.id).await?;
+        if o.state != cri::ContainerState::ContainerRunning as i32 {
+            return Ok(());
+        }
+        self.runtime()
+            .stop(request(rt::StopRequest {
+                id: rec.id.clone(),
+                timeout: timeout.max(0) as u32,
+                signal: rec.stop_signal.clone(),
+            }))
+            .await
+            .map_err(Error::upstream(format!("stopping container {}", rec.id)))?;
+        self.event(&rec.id, cri::ContainerEventType::ContainerStoppedEvent)
+            .await;
+        Ok(())
+    }
+
+    /// Stops a container whatever it is up to, logging a failure (a pod stop).
+    pub async fn stop_container_quietly(&self, id: &str, timeout: i64) {
+        self.stop_container(id, timeout)
+            .await
+            .or_log("stopping a pod's container");
+    }
+
+    /// Removes a container (stopping it first); removing one that is gone does nothing.
+    pub async fn remove_container(&self, id: &str) -> Result<(), Error> {
+        let rec = match self.container(id) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.unmake(&rec.id).await;
+        store::delete(&*self.store, CONTAINERS, &rec.id)?;
+        if let Ok(sandbox) = self.sandbox(&rec.sandbox_id)
+            && let (Some(m), Some(pm)) = (&rec.config.metadata, &sandbox.config.metadata)
+        {
+            store::release(&*self.store, "container", &names::container_name(m, pm), &rec.id)?;
+        }
+        self.event(&rec.id, cri::ContainerEventType::ContainerDeletedEvent)
+            .await;
+        tracing::info!(id = %rec.id, "CRI container removed");
+        Ok(())
+    }
+
+    /// Removes what the runtime holds for a container: task, record, snapshot.
+    async fn unmake(&self, id: &str) {
+        match self
+            .runtime()
+            .remove(request(rt::RemoveRequest {
+                id: id.to_string(),
+                force: true,
+            }))
+            .await
+        {
+            Ok(_) => return,
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => tracing::warn!(container = id, error = %s.message(), "removing a container failed"),
+        }
+        // Not (or not yet) a container the runtime knows: what may be left.
+        ContainersClient::new(self.channels.runtime.clone())
+            .delete(request(DeleteContainerRequest { id: id.to_string() }))
+            .await
+            .ok();
+        SnapshotsClient::new(self.channels.snapshotter.clone())
+            .remove(request(RemoveSnapshotRequest {
+                snapshotter: "overlayfs".into(),
+                key: id.to_string(),
+            }))
+            .await
+            .ok();
+    }
+
+    pub async fn reopen_log(&self, id: &str) -> Result<(), Error> {
+        let rec = self.container(id)?;
+        if self.observe(&rec.id).await?.state != cri::ContainerState::ContainerRunning as i32 {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        self.runtime()
+            .reopen_log(request(rt::ReopenLogRequest { id: rec.id.clone() }))
+            .await
+            .map_err(Error::upstream(format!("reopening the log of {}", rec.id)))?;
+        Ok(())
+    }
+
+    pub fn container_status(&self, rec: &ContainerRecord, o: &Observed) -> cri::ContainerStatus {
+        let reason = if o.state == cri::ContainerState::ContainerExited as i32 {
+            if o.oom_killed {
+                "OOMKilled"
+            } else if o.exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            }
+        } else {
+            ""
+        };
+        cri::ContainerStatus {
+            id: rec.id.clone(),
+            metadata: rec.config.metadata.clone(),
+            state: o.state,
+            created_at: rec.created_at,
+            started_at: rec.started_at,
+            finished_at: o.finished_at,
+            exit_code: o.exit_code,
+            image: rec.config.image.clone(),
+            image_ref: rec.image_ref.clone(),
+            reason: reason.into(),
+            message: o.error.clone(),
+            labels: rec.config.labels.clone(),
+            annotations: rec.config.annotations.clone(),
+            mounts: rec.config.mounts.clone(),
+            log_path: rec.log_path.clone(),
+            resources: None,
+            image_id: rec.image_id.clone(),
+            user: None,
+        }
+    }
+
+    pub fn to_container(&self, rec: &ContainerRecord, o: &Observed) -> cri::Container {
+        cri::Container {
+            id: rec.id.clone(),
+            pod_sandbox_id: rec.sandbox_id.clone(),
+            metadata: rec.config.metadata.clone(),
+            image: rec.config.image.clone(),
+            image_ref: rec.image_ref.clone(),
+            state: o.state,
+            created_at: rec.created_at,
+            labels: rec.config.labels.clone(),
+            annotations: rec.config.annotations.clone(),
+            image_id: rec.image_id.clone(),
+        }
+    }
+
+    /// Tells GetContainerEvents' watchers what happened to a container.
+    pub async fn event(&self, id: &str, kind: cri::ContainerEventType) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let (sandbox_status, statuses) = match self.container(id) {
+            Ok(rec) => {
+                let o = self.observe(id).await.unwrap_or_default();
+                (
+                    self.sandbox(&rec.sandbox_id)
+                        .ok()
+                        .map(|s| self.sandbox_status(&s)),
+                    vec![self.container_status(&rec, &o)],
+                )
+            }
+            Err(_) => (None, Vec::new()),
+        };
+        let _ = self.events.send(cri::ContainerEventResponse {
+            container_id: id.to_string(),
+            container_event_type: kind as i32,
+            created_at: crate::now_nanos(),
+            pod_sandbox_status: sandbox_status,
+            containers_statuses: statuses,
+        });
+    }
+}
+
+fn observed(c: &rt::ContainerStatus) -> Observed {
+    let state = match c.state.as_str() {
+        "created" => cri::ContainerState::ContainerCreated,
+        "running" => cri::ContainerState::ContainerRunning,
+        "exited" => cri::ContainerState::ContainerExited,
+        _ => cri::ContainerState::ContainerUnknown,
+    };
+    Observed {
+        state: state as i32,
+        exit_code: c.exit_code,
+        oom_killed: c.oom_killed,
+        finished_at: rfc3339_nanos(&c.finished_at),
+        pid: c.pid,
+        error: c.error.clone(),
+    }
+}
+
+/// A numeric user; `root` is 0. Names other than root need the image's
+/// /etc/passwd, which CRI does not read.
+fn numeric_user(u: &str) -> Result<u32, Error> {
+    if u == "root" {
+        return Ok(0);
+    }
+    u.parse().map_err(|_| {
+        Error::InvalidArgument(format!(
+            "user {u:?}: molde's CRI runs containers as numeric users (set runAsUser)"
+        ))
+    })
+}

@@ -1,0 +1,119 @@
+//! molde's CRI service: Kubernetes' CRI v1 (`runtime.v1` RuntimeService and
+//! ImageService, from the `k8s-cri` crate) for the kubelet, crictl and
+//! critest.
+//!
+//! It is one more client of molde's services and reaches them only through
+//! their gRPC APIs, in the `k8s.io` namespace: images through transfer.v1 and
+//! images.v1 (`image.rs`), containers through containers.v1, snapshots.v1,
+//! tasks.v1 and molde's runtime.v1 (`container.rs`, `spec.rs`, `exec.rs`).
+//! What is its own is the pod: a sandbox is namespaces molde pins itself
+//! (network, IPC, UTS; a PID namespace held by a tiny init only when the pod
+//! shares one), the pod's files (hostname, hosts, resolv.conf, /dev/shm) and
+//! its network through CNI (`sandbox.rs`), with records of its own in the
+//! metadata store (`store.rs`). No sandbox (pause) image is ever pulled.
+
+pub mod container;
+pub mod exec;
+pub mod image;
+pub mod names;
+pub mod runtime;
+pub mod sandbox;
+pub mod spec;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use molde_meta::Store;
+use tonic::transport::Channel;
+
+/// The containerd namespace CRI's images and containers live in.
+pub const NAMESPACE: &str = "k8s.io";
+
+/// The `[cri]` section of molded's configuration.
+#[derive(Debug, Clone)]
+pub struct CriConfig {
+    /// Where the pods' state lives (`<state>/cri`): namespace pins, the
+    /// files pods share.
+    pub state: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// "cgroupfs" or "systemd".
+    pub cgroup_driver: String,
+    /// The binary a pod's PID namespace init runs (molded's own, with `pod-init`).
+    pub pod_init: PathBuf,
+}
+
+/// How the CRI service reaches molde's other services.
+#[derive(Clone)]
+pub struct Channels {
+    /// content.v1, images.v1, leases.v1.
+    pub content: Channel,
+    pub transfer: Channel,
+    /// snapshots.v1, diff.v1.
+    pub snapshotter: Channel,
+    /// containers.v1, tasks.v1, runtime.v1.
+    pub runtime: Channel,
+}
+
+/// State shared by both CRI services.
+pub struct Cri {
+    pub config: CriConfig,
+    pub channels: Channels,
+    pub store: Arc<dyn Store>,
+    /// The pod CIDR the kubelet set with UpdateRuntimeConfig.
+    pub pod_cidr: std::sync::Mutex<String>,
+    /// Container events for GetContainerEvents.
+    pub events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
+}
+
+impl Cri {
+    pub fn new(config: CriConfig, channels: Channels, store: Arc<dyn Store>) -> Arc<Cri> {
+        let (events, _) = tokio::sync::broadcast::channel(256);
+        Arc::new(Cri {
+            config,
+            channels,
+            store,
+            pod_cidr: Default::default(),
+            events,
+        })
+    }
+}
+
+/// The runtime and image services, ready to add to a router.
+pub struct Servers {
+    pub runtime: RuntimeServiceServer<runtime::RuntimeService>,
+    pub image: ImageServiceServer<image::ImageService>,
+}
+
+pub fn servers(cri: Arc<Cri>) -> Servers {
+    Servers {
+        runtime: RuntimeServiceServer::new(runtime::RuntimeService { cri: cri.clone() })
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(16 << 20),
+        image: ImageServiceServer::new(image::ImageService { cri })
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(16 << 20),
+    }
+}
+
+/// Nanoseconds since the epoch, as CRI timestamps are.
+pub fn now_nanos() -> i64 {
+    molde_common::now_nanos()
+}
+
+/// A request to another molde service in the `k8s.io` namespace.
+pub fn request<T>(msg: T) -> tonic::Request<T> {
+    molde_api::client::namespaced(NAMESPACE, msg)
+}
+
+/// A new 64-hex-digit id, as containerd's CRI gives sandboxes and containers.
+pub fn new_id() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}

@@ -1,0 +1,572 @@
+//! CRI's RuntimeService: each RPC validated and handed to the sandbox,
+//! container and exec code; status, runtime config, stats and events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService as CriRuntimeService;
+use molde_api::containerd::services::snapshots::v1::{UsageRequest, snapshots_client::SnapshotsClient};
+use molde_api::molde::services::runtime::v1 as rt;
+use molde_api::molde::services::runtime::v1::runtime_client::RuntimeClient;
+use molde_common::errdefs::Error;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{Cri, names, request};
+
+pub struct RuntimeService {
+    pub cri: Arc<Cri>,
+}
+
+/// The runtime's name and the CRI version it speaks.
+pub const RUNTIME_NAME: &str = "molde";
+pub const API_VERSION: &str = "v1";
+
+fn streaming() -> Status {
+    Error::Unimplemented("exec, attach and port-forward streaming are not served by molde yet".into()).into()
+}
+
+impl Cri {
+    async fn container_stats(&self, rec: &crate::store::ContainerRecord) -> cri::ContainerStats {
+        let now = crate::now_nanos();
+        let usage = RuntimeClient::new(self.channels.runtime.clone())
+            .stats(request(rt::StatsRequest { id: rec.id.clone() }))
+            .await
+            .map(|r| r.into_inner())
+            .unwrap_or_default();
+        let layer = SnapshotsClient::new(self.channels.snapshotter.clone())
+            .usage(request(UsageRequest {
+                snapshotter: "overlayfs".into(),
+                key: rec.id.clone(),
+            }))
+            .await
+            .map(|r| r.into_inner())
+            .unwrap_or_default();
+        cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: rec.id.clone(),
+                metadata: rec.config.metadata.clone(),
+                labels: rec.config.labels.clone(),
+                annotations: rec.config.annotations.clone(),
+            }),
+            cpu: Some(cri::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: Some(cri::UInt64Value {
+                    value: usage.cpu_usage_ns,
+                }),
+                usage_nano_cores: None,
+            }),
+            memory: Some(cri::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: Some(cri::UInt64Value {
+                    value: usage.memory_bytes,
+                }),
+                usage_bytes: Some(cri::UInt64Value {
+                    value: usage.memory_bytes,
+                }),
+                available_bytes: (usage.memory_limit_bytes > 0).then(|| cri::UInt64Value {
+                    value: usage.memory_limit_bytes.saturating_sub(usage.memory_bytes),
+                }),
+                ..Default::default()
+            }),
+            writable_layer: Some(cri::FilesystemUsage {
+                timestamp: now,
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: String::new(),
+                }),
+                used_bytes: Some(cri::UInt64Value {
+                    value: layer.size.max(0) as u64,
+                }),
+                inodes_used: Some(cri::UInt64Value {
+                    value: layer.inodes.max(0) as u64,
+                }),
+            }),
+            swap: None,
+        }
+    }
+
+    async fn sandbox_stats(&self, rec: &crate::store::SandboxRecord) -> Result<cri::PodSandboxStats, Error> {
+        let now = crate::now_nanos();
+        let mut containers = Vec::new();
+        for c in self.containers_of(&rec.id)? {
+            containers.push(self.container_stats(&c).await);
+        }
+        let cpu: u64 = containers
+            .iter()
+            .filter_map(|c| c.cpu.as_ref()?.usage_core_nano_seconds.as_ref().map(|v| v.value))
+            .sum();
+        let mem: u64 = containers
+            .iter()
+            .filter_map(|c| c.memory.as_ref()?.working_set_bytes.as_ref().map(|v| v.value))
+            .sum();
+        let interfaces = if rec.netns.is_empty() {
+            Vec::new()
+        } else {
+            net_usage(&rec.netns).unwrap_or_default()
+        };
+        let default_interface = interfaces.iter().find(|i| i.name == "eth0").cloned();
+        Ok(cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: rec.id.clone(),
+                metadata: rec.config.metadata.clone(),
+                labels: rec.config.labels.clone(),
+                annotations: rec.config.annotations.clone(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: Some(cri::CpuUsage {
+                    timestamp: now,
+                    usage_core_nano_seconds: Some(cri::UInt64Value { value: cpu }),
+                    usage_nano_cores: None,
+                }),
+                memory: Some(cri::MemoryUsage {
+                    timestamp: now,
+                    working_set_bytes: Some(cri::UInt64Value { value: mem }),
+                    ..Default::default()
+                }),
+                network: Some(cri::NetworkUsage {
+                    timestamp: now,
+                    default_interface,
+                    interfaces,
+                }),
+                process: None,
+                containers,
+            }),
+            windows: None,
+        })
+    }
+}
+
+/// Traffic counters of every interface of a pinned network namespace, read
+/// from /proc/net/dev by a thread that enters it.
+fn net_usage(netns: &str) -> std::io::Result<Vec<cri::NetworkInterfaceUsage>> {
+    let ns = std::fs::File::open(netns)?;
+    std::thread::spawn(move || -> std::io::Result<Vec<cri::NetworkInterfaceUsage>> {
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&ns),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )?;
+        let text = std::fs::read_to_string("/proc/thread-self/net/dev")?;
+        Ok(text
+            .lines()
+            .skip(2)
+            .filter_map(|l| {
+                let (name, rest) = l.split_once(':')?;
+                let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                (f.len() >= 12 && name.trim() != "lo").then(|| cri::NetworkInterfaceUsage {
+                    name: name.trim().to_string(),
+                    rx_bytes: Some(cri::UInt64Value { value: f[0] }),
+                    rx_errors: Some(cri::UInt64Value { value: f[2] }),
+                    tx_bytes: Some(cri::UInt64Value { value: f[8] }),
+                    tx_errors: Some(cri::UInt64Value { value: f[10] }),
+                })
+            })
+            .collect())
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("reading the pod's network counters panicked"))?
+}
+
+#[tonic::async_trait]
+impl CriRuntimeService for RuntimeService {
+    async fn version(
+        &self,
+        _req: Request<cri::VersionRequest>,
+    ) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: RUNTIME_NAME.into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: API_VERSION.into(),
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let r = req.into_inner();
+        let config = r
+            .config
+            .ok_or_else(|| Error::InvalidArgument("RunPodSandbox needs a config".into()))?;
+        let pod_sandbox_id = self.cri.run_sandbox(config, r.runtime_handler).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        self.cri.stop_sandbox(&req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        self.cri.remove_sandbox(&req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let r = req.into_inner();
+        let rec = self.cri.sandbox(&r.pod_sandbox_id)?;
+        let info = if r.verbose {
+            self.cri.sandbox_info(&rec)
+        } else {
+            HashMap::new()
+        };
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(self.cri.sandbox_status(&rec)),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: crate::now_nanos(),
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let items = self
+            .cri
+            .sandboxes()?
+            .into_iter()
+            .filter(|s| filter.id.is_empty() || s.id.starts_with(&filter.id))
+            .map(|s| self.cri.sandbox_status(&s))
+            .filter(|s| filter.state.as_ref().is_none_or(|st| st.state == s.state))
+            .filter(|s| names::selected(&s.labels, &filter.label_selector))
+            .map(|s| cri::PodSandbox {
+                id: s.id,
+                metadata: s.metadata,
+                state: s.state,
+                created_at: s.created_at,
+                labels: s.labels,
+                annotations: s.annotations,
+                runtime_handler: s.runtime_handler,
+            })
+            .collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let r = req.into_inner();
+        let config = r
+            .config
+            .ok_or_else(|| Error::InvalidArgument("CreateContainer needs a config".into()))?;
+        let container_id = self.cri.create_container(&r.pod_sandbox_id, config).await?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id }))
+    }
+
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        self.cri.start_container(&req.into_inner().container_id).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        let r = req.into_inner();
+        self.cri.stop_container(&r.container_id, r.timeout).await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        self.cri.remove_container(&req.into_inner().container_id).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let observed = self.cri.observe_all().await?;
+        let containers = self
+            .cri
+            .containers()?
+            .into_iter()
+            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+            .filter(|c| filter.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.pod_sandbox_id))
+            .filter(|c| names::selected(&c.config.labels, &filter.label_selector))
+            .map(|c| {
+                let o = observed
+                    .get(&c.id)
+                    .cloned()
+                    .unwrap_or(crate::container::Observed {
+                        state: cri::ContainerState::ContainerUnknown as i32,
+                        ..Default::default()
+                    });
+                self.cri.to_container(&c, &o)
+            })
+            .filter(|c| filter.state.as_ref().is_none_or(|st| st.state == c.state))
+            .collect();
+        Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        let r = req.into_inner();
+        let rec = self.cri.container(&r.container_id)?;
+        let o = self.cri.observe(&rec.id).await?;
+        let mut info = HashMap::new();
+        if r.verbose {
+            let v = serde_json::json!({
+                "id": rec.id,
+                "sandboxID": rec.sandbox_id,
+                "pid": o.pid,
+                "imageID": rec.image_id,
+                "logPath": rec.log_path,
+                "config": rec.config,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(self.cri.container_status(&rec, &o)),
+            info,
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        let rec = self.cri.container(&req.into_inner().container_id)?;
+        Err(Error::Unimplemented(format!(
+            "container {}: molde does not update a running container's resources yet",
+            rec.id
+        ))
+        .into())
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        self.cri.reopen_log(&req.into_inner().container_id).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(
+        &self,
+        req: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        Ok(Response::new(self.cri.exec_sync(req.into_inner()).await?))
+    }
+
+    async fn exec(&self, _req: Request<cri::ExecRequest>) -> Result<Response<cri::ExecResponse>, Status> {
+        Err(streaming())
+    }
+
+    async fn attach(
+        &self,
+        _req: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        Err(streaming())
+    }
+
+    async fn port_forward(
+        &self,
+        _req: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        Err(streaming())
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        let rec = self.cri.container(&req.into_inner().container_id)?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(self.cri.container_stats(&rec).await),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        let mut stats = Vec::new();
+        for c in self.cri.containers()? {
+            if (f.id.is_empty() || c.id.starts_with(&f.id))
+                && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
+                && names::selected(&c.config.labels, &f.label_selector)
+            {
+                stats.push(self.cri.container_stats(&c).await);
+            }
+        }
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        let rec = self.cri.sandbox(&req.into_inner().pod_sandbox_id)?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(self.cri.sandbox_stats(&rec).await?),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        let mut stats = Vec::new();
+        for s in self.cri.sandboxes()? {
+            if (f.id.is_empty() || s.id.starts_with(&f.id))
+                && names::selected(&s.config.labels, &f.label_selector)
+            {
+                stats.push(self.cri.sandbox_stats(&s).await?);
+            }
+        }
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if !cidr.is_empty() {
+            tracing::info!(pod_cidr = %cidr, "pod CIDR set");
+            *self.cri.pod_cidr.lock().unwrap_or_else(|p| p.into_inner()) = cidr;
+        }
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(
+        &self,
+        req: Request<cri::StatusRequest>,
+    ) -> Result<Response<cri::StatusResponse>, Status> {
+        let network = self.cri.network();
+        let mut net = cri::RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: network.is_some(),
+            ..Default::default()
+        };
+        if network.is_none() {
+            net.reason = "NetworkPluginNotReady".into();
+            net.message = format!(
+                "Network plugin returns error: no network config found in {}",
+                self.cri.config.cni_conf_dir.display()
+            );
+        }
+        let mut info = HashMap::new();
+        if req.into_inner().verbose {
+            let v = serde_json::json!({
+                "cniConfDir": self.cri.config.cni_conf_dir,
+                "cniBinDirs": self.cri.config.cni_bin_dirs,
+                "network": network.map(|(f, l)| serde_json::json!({"file": f, "name": l.name})),
+                "cgroupDriver": self.cri.config.cgroup_driver,
+            });
+            info.insert("config".to_string(), v.to_string());
+        }
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![
+                    cri::RuntimeCondition {
+                        r#type: "RuntimeReady".into(),
+                        status: true,
+                        ..Default::default()
+                    },
+                    net,
+                ],
+            }),
+            info,
+            runtime_handlers: Vec::new(),
+            features: None,
+        }))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _req: Request<cri::CheckpointContainerRequest>,
+    ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
+        Err(Error::Unimplemented("molde does not checkpoint containers".into()).into())
+    }
+
+    type GetContainerEventsStream = ReceiverStream<Result<cri::ContainerEventResponse, Status>>;
+
+    async fn get_container_events(
+        &self,
+        _req: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        let mut rx = self.cri.events.subscribe();
+        let (tx, out) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        if tx.send(Ok(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "a container events watcher fell behind");
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: Vec::new(),
+        }))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: Vec::new(),
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _req: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        let driver = if self.cri.config.cgroup_driver == "systemd" {
+            cri::CgroupDriver::Systemd
+        } else {
+            cri::CgroupDriver::Cgroupfs
+        };
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
+        }))
+    }
+}

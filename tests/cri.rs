@@ -1,0 +1,716 @@
+//! CRI: pods and containers driven as the kubelet drives them, through a
+//! client of the same `k8s-cri` crate molde's CRI service is built on, on
+//! molded's CRI socket; real pods on a CNI bridge (Debian's plugins), images
+//! from a real registry.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use molde_tests::Daemon;
+use molde_tests::image::{self, Compression, Entry, busybox_rootfs, host_arch, tar};
+use molde_tests::registry::{Registry, free_port};
+use tonic::transport::Channel;
+
+/// The test network: a bridge and subnet of its own (not podman's 10.88/16,
+/// not molde run's 10.89/16).
+const CONFLIST: &str = r#"{
+  "cniVersion": "1.0.0",
+  "name": "molde-cri-test",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "mcritest0",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{ "subnet": "10.91.0.0/16" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }]
+      }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true }
+  ]
+}"#;
+
+struct Node {
+    rt: tokio::runtime::Runtime,
+    daemon: Daemon,
+    reg: Registry,
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    /// `<registry>/cri/busybox:1`
+    busybox: String,
+    logs: PathBuf,
+}
+
+impl Node {
+    fn start() -> Node {
+        Self::start_with(true)
+    }
+
+    fn start_with(network: bool) -> Node {
+        let mut daemon = Daemon::prepare(&[]);
+        let net_d = daemon.dir.path().join("net.d");
+        std::fs::create_dir_all(&net_d).unwrap();
+        if network {
+            std::fs::write(net_d.join("10-test.conflist"), CONFLIST).unwrap();
+        }
+        let config = daemon.dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[cri]\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"/usr/lib/cni\"]\n",
+                net_d.display()
+            ),
+        )
+        .unwrap();
+        daemon.args(&["--config".into(), config.display().to_string()]);
+        daemon.spawn();
+        let reg = Registry::start();
+        let work = daemon.dir.path().join("image");
+        let mut rootfs = busybox_rootfs();
+        for applet in [
+            "wget", "httpd", "hostname", "ps", "pidof", "unshare", "tail", "grep",
+        ] {
+            rootfs.push(Entry::Symlink(format!("bin/{applet}"), "busybox".into()));
+        }
+        let l = image::layout(&work, &[tar(&rootfs)], Compression::Gzip, host_arch());
+        reg.push_layout(&l.dir, "cri/busybox:1");
+        let busybox = format!("{}/cri/busybox:1", reg.host);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sock = daemon.dir.path().join("cri.sock");
+        let ch = rt
+            .block_on(molde_api::client::connect(&molde_api::client::Address::Unix(
+                sock,
+            )))
+            .expect("the CRI socket answers");
+        let logs = daemon.dir.path().join("logs");
+        Node {
+            runtime: RuntimeServiceClient::new(ch.clone()),
+            images: ImageServiceClient::new(ch),
+            rt,
+            daemon,
+            reg,
+            busybox,
+            logs,
+        }
+    }
+
+    fn pull(&mut self, image: &str) -> String {
+        let r = self.rt.block_on(self.images.pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+        r.expect("PullImage").into_inner().image_ref
+    }
+
+    fn pod_config(&self, name: &str) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: format!("{name}-host"),
+            log_directory: self.logs.join(name).display().to_string(),
+            labels: [("app".to_string(), name.to_string())].into(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: format!("/molde-cri-test/pod-{name}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn run_pod(&mut self, config: cri::PodSandboxConfig) -> String {
+        self.rt
+            .block_on(self.runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            }))
+            .expect("RunPodSandbox")
+            .into_inner()
+            .pod_sandbox_id
+    }
+
+    fn container_config(&self, name: &str, command: &[&str]) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: self.busybox.clone(),
+                ..Default::default()
+            }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}/0.log"),
+            labels: [("container".to_string(), name.to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    fn create(
+        &mut self,
+        pod: &str,
+        config: cri::ContainerConfig,
+        pod_config: &cri::PodSandboxConfig,
+    ) -> Result<String, tonic::Status> {
+        self.rt
+            .block_on(self.runtime.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(config),
+                sandbox_config: Some(pod_config.clone()),
+            }))
+            .map(|r| r.into_inner().container_id)
+    }
+
+    fn start_container(&mut self, id: &str) {
+        self.rt
+            .block_on(self.runtime.start_container(cri::StartContainerRequest {
+                container_id: id.into(),
+            }))
+            .expect("StartContainer");
+    }
+
+    /// Creates and starts a container; its id.
+    fn run(&mut self, pod: &str, pod_config: &cri::PodSandboxConfig, config: cri::ContainerConfig) -> String {
+        let id = self.create(pod, config, pod_config).expect("CreateContainer");
+        self.start_container(&id);
+        id
+    }
+
+    fn exec(&mut self, id: &str, cmd: &[&str], timeout: i64) -> Result<cri::ExecSyncResponse, tonic::Status> {
+        self.rt
+            .block_on(self.runtime.exec_sync(cri::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            }))
+            .map(|r| r.into_inner())
+    }
+
+    /// Runs a command in a container; its stdout, which must succeed.
+    fn sh(&mut self, id: &str, script: &str) -> String {
+        let r = self.exec(id, &["sh", "-c", script], 30).expect("ExecSync");
+        assert_eq!(r.exit_code, 0, "{script}: {}", String::from_utf8_lossy(&r.stderr));
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    }
+
+    fn status(&mut self, id: &str) -> cri::ContainerStatus {
+        self.rt
+            .block_on(self.runtime.container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            }))
+            .expect("ContainerStatus")
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    fn pod_status(&mut self, id: &str) -> cri::PodSandboxStatus {
+        self.rt
+            .block_on(self.runtime.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: true,
+            }))
+            .expect("PodSandboxStatus")
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    fn wait_exited(&mut self, id: &str) -> cri::ContainerStatus {
+        for _ in 0..300 {
+            let s = self.status(id);
+            if s.state == cri::ContainerState::ContainerExited as i32 {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("container {id} did not exit within 30s");
+    }
+
+    fn stop_and_remove_pod(&mut self, id: &str) {
+        self.rt
+            .block_on(self.runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            }))
+            .expect("StopPodSandbox");
+        self.rt
+            .block_on(self.runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            }))
+            .expect("RemovePodSandbox");
+    }
+
+    fn netns_pins(&self) -> Vec<PathBuf> {
+        molde_tests::files_under(&self.daemon.state.join("cri/netns"))
+    }
+}
+
+fn http_get(addr: &str) -> std::io::Result<String> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn eventually_get(addr: &str) -> String {
+    let mut last = None;
+    for _ in 0..100 {
+        match http_get(addr) {
+            Ok(body) if body.contains("200") => return body,
+            other => last = Some(other),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("GET {addr}: {last:?}");
+}
+
+/// Serves `text` over HTTP on `port` (busybox httpd), in the foreground.
+fn server(port: u16, text: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mkdir -p /www && echo {text} > /www/index.html && echo serving && exec httpd -f -p {port} -h /www"
+        ),
+    ]
+}
+
+#[test]
+fn a_pod_of_two_containers_shares_its_network_files_and_logs() {
+    let mut n = Node::start();
+    let image_ref = n.pull(&n.busybox.clone());
+    assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+    let host_port = free_port();
+    let mut pc = n.pod_config("web");
+    pc.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["default.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    pc.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: host_port as i32,
+        host_ip: String::new(),
+    }];
+    let pod = n.run_pod(pc.clone());
+    let st = n.pod_status(&pod);
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    let ip = st.network.clone().unwrap().ip;
+    assert!(ip.starts_with("10.91."), "pod ip {ip}");
+
+    let srv_cfg = cri::ContainerConfig {
+        command: server(8080, "pod-says-hi"),
+        ..n.container_config("server", &[])
+    };
+    let srv = n.run(&pod, &pc, srv_cfg);
+    let client = n.run(&pod, &pc, n.container_config("client", &["sleep", "3600"]));
+    assert_eq!(n.status(&srv).state, cri::ContainerState::ContainerRunning as i32);
+
+    // One network: the client reaches the server on localhost.
+    let mut got = String::new();
+    for _ in 0..50 {
+        let r = n
+            .exec(&client, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"], 10)
+            .unwrap();
+        got = String::from_utf8_lossy(&r.stdout).into_owned();
+        if got.contains("pod-says-hi") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got.trim(), "pod-says-hi");
+    // The pod's IP answers from the host, and so does the port mapping.
+    assert!(eventually_get(&format!("{ip}:8080")).contains("pod-says-hi"));
+    assert!(eventually_get(&format!("127.0.0.1:{host_port}")).contains("pod-says-hi"));
+    // The pod's files: hostname, DNS.
+    assert_eq!(n.sh(&client, "hostname").trim(), "web-host");
+    let resolv = n.sh(&client, "cat /etc/resolv.conf");
+    assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
+    assert!(resolv.contains("search default.svc.cluster.local"), "{resolv}");
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+    // ExecSync reports stderr and the exit code.
+    let r = n
+        .exec(&client, &["sh", "-c", "echo oops >&2; exit 3"], 10)
+        .unwrap();
+    assert_eq!((r.exit_code, r.stderr.as_slice()), (3, b"oops\n".as_slice()));
+
+    // The log, in the kubelet's format, where the kubelet asked for it.
+    let log = n.logs.join("web/server/0.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let first = text.lines().next().unwrap();
+    let parts: Vec<&str> = first.splitn(4, ' ').collect();
+    assert!(parts[0].ends_with('Z') && parts[0].contains('T'), "{first}");
+    assert_eq!(&parts[1..], ["stdout", "F", "serving"], "{first}");
+    assert_eq!(n.status(&srv).log_path, log.display().to_string());
+
+    // Listing by pod and by label.
+    let listed =
+        n.rt.block_on(n.runtime.list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: pod.clone(),
+                label_selector: [("container".to_string(), "client".to_string())].into(),
+                ..Default::default()
+            }),
+        }))
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(
+        listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [client.as_str()]
+    );
+
+    // Stop: the server gets SIGTERM and exits; its status says so.
+    n.rt.block_on(n.runtime.stop_container(cri::StopContainerRequest {
+        container_id: srv.clone(),
+        timeout: 10,
+    }))
+    .unwrap();
+    let s = n.wait_exited(&srv);
+    assert!(s.finished_at >= s.started_at && s.started_at > 0, "{s:?}");
+    assert_ne!(s.reason, "");
+
+    // Nothing is left once the pod is gone.
+    assert_eq!(n.netns_pins().len(), 1);
+    n.stop_and_remove_pod(&pod);
+    assert!(n.netns_pins().is_empty(), "{:?}", n.netns_pins());
+    assert!(!n.daemon.state.join("cri/sandboxes").join(&pod).exists());
+    let left =
+        n.rt.block_on(n.runtime.list_containers(cri::ListContainersRequest::default()))
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert!(left.is_empty(), "{left:?}");
+    assert!(http_get(&format!("127.0.0.1:{host_port}")).is_err());
+    // Removing again is not an error.
+    n.stop_and_remove_pod(&pod);
+    drop(n.reg);
+}
+
+#[test]
+fn security_context_user_readonly_rootfs_capabilities_seccomp_and_no_new_privs() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("secure");
+    let pod = n.run_pod(pc.clone());
+    let mut c = n.container_config("locked", &["sleep", "3600"]);
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 1001 }),
+            readonly_rootfs: true,
+            no_new_privs: true,
+            capabilities: Some(cri::Capability {
+                drop_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            ..Default::default()
+        }),
+    });
+    let id = n.run(&pod, &pc, c);
+    assert_eq!(n.sh(&id, "id -u; id -g"), "1000\n1001\n");
+    // The container's own process (exec'd ones are checked below).
+    let status = n.sh(&id, "cat /proc/$(pidof sleep)/status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("CapBnd:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Seccomp:"), "2");
+    let r = n.exec(&id, &["touch", "/written"], 10).unwrap();
+    assert_ne!(r.exit_code, 0, "a read-only rootfs was written");
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Read-only"),
+        "{:?}",
+        r
+    );
+
+    // The default seccomp profile refuses unshare, even to root with CAP_SYS_ADMIN.
+    let mut rootc = n.container_config(
+        "root",
+        &["sh", "-c", "unshare -u true; echo unshare=$?; exec sleep 3600"],
+    );
+    rootc.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            capabilities: Some(cri::Capability {
+                add_capabilities: vec!["SYS_ADMIN".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    });
+    n.run(&pod, &pc, rootc);
+    let log = n.logs.join("secure/root/0.log");
+    molde_tests::eventually(10, "the root container's log", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("unshare="))
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("Operation not permitted"), "{text}");
+    assert!(text.contains("stdout F unshare=1"), "{text}");
+    n.stop_and_remove_pod(&pod);
+}
+
+#[test]
+fn exec_sync_times_out_killing_only_its_process_and_an_oom_kill_says_so() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("limits");
+    let pod = n.run_pod(pc.clone());
+    let id = n.run(&pod, &pc, n.container_config("sleeper", &["sleep", "3600"]));
+    let err = n.exec(&id, &["sleep", "30"], 1).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("timed out"), "{err:?}");
+    // The container runs on, and the timed-out process is gone.
+    assert_eq!(n.status(&id).state, cri::ContainerState::ContainerRunning as i32);
+    assert!(!n.sh(&id, "ps").contains("sleep 30"));
+
+    let mut hog = n.container_config("hog", &["sh", "-c", "tail /dev/zero"]);
+    hog.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+        security_context: None,
+    });
+    let hog = n.run(&pod, &pc, hog);
+    let s = n.wait_exited(&hog);
+    assert_eq!(s.reason, "OOMKilled", "{s:?}");
+    assert_ne!(s.exit_code, 0);
+    n.stop_and_remove_pod(&pod);
+}
+
+#[test]
+fn bad_requests_get_the_codes_the_kubelet_expects_and_leave_nothing() {
+    let mut n = Node::start();
+    let bad =
+        n.rt.block_on(n.runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig::default()),
+            runtime_handler: String::new(),
+        }))
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+
+    let pc = n.pod_config("dup");
+    let pod = n.run_pod(pc.clone());
+    let again =
+        n.rt.block_on(n.runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: String::new(),
+        }))
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists);
+    assert!(
+        again.message().contains(&pod),
+        "the error names the pod holding the name: {again:?}"
+    );
+
+    // A missing image: NotFound, and no container, snapshot or name is left.
+    let missing = n
+        .create(
+            &pod,
+            cri::ContainerConfig {
+                image: Some(cri::ImageSpec {
+                    image: "127.0.0.1:1/nothing:here".into(),
+                    ..Default::default()
+                }),
+                ..n.container_config("c", &["true"])
+            },
+            &pc,
+        )
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+    n.pull(&n.busybox.clone());
+    let id = n.create(&pod, n.container_config("c", &["true"]), &pc).unwrap();
+    let dup = n
+        .create(&pod, n.container_config("c", &["true"]), &pc)
+        .unwrap_err();
+    assert_eq!(dup.code(), tonic::Code::AlreadyExists);
+    assert!(dup.message().contains(&id), "{dup:?}");
+
+    for (what, code) in [
+        (
+            n.rt.block_on(n.runtime.container_status(cri::ContainerStatusRequest {
+                container_id: "0123456789abcdef".into(),
+                verbose: false,
+            }))
+            .map(|_| ()),
+            tonic::Code::NotFound,
+        ),
+        (
+            n.rt.block_on(n.runtime.start_container(cri::StartContainerRequest {
+                container_id: "0123456789abcdef".into(),
+            }))
+            .map(|_| ()),
+            tonic::Code::NotFound,
+        ),
+    ] {
+        assert_eq!(what.unwrap_err().code(), code);
+    }
+
+    // A stopped pod takes no new containers.
+    n.rt.block_on(n.runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    }))
+    .unwrap();
+    let stopped = n
+        .create(&pod, n.container_config("late", &["true"]), &pc)
+        .unwrap_err();
+    assert_eq!(stopped.code(), tonic::Code::FailedPrecondition, "{stopped:?}");
+    n.stop_and_remove_pod(&pod);
+    assert!(n.netns_pins().is_empty());
+}
+
+#[test]
+fn status_says_the_network_is_not_ready_without_a_cni_config() {
+    let mut n = Node::start_with(false);
+    let st =
+        n.rt.block_on(n.runtime.status(cri::StatusRequest { verbose: false }))
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+    let cond: HashMap<String, (bool, String)> = st
+        .conditions
+        .into_iter()
+        .map(|c| (c.r#type, (c.status, c.reason)))
+        .collect();
+    assert!(cond["RuntimeReady"].0);
+    assert_eq!(cond["NetworkReady"], (false, "NetworkPluginNotReady".to_string()));
+    let v =
+        n.rt.block_on(n.runtime.version(cri::VersionRequest::default()))
+            .unwrap()
+            .into_inner();
+    assert_eq!(
+        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+        ("molde", "v1")
+    );
+    // A host-network pod needs no CNI config.
+    let mut pc = n.pod_config("hostnet");
+    pc.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(cri::NamespaceOption {
+            network: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = n.run_pod(pc.clone());
+    n.pull(&n.busybox.clone());
+    let port = free_port();
+    let srv_cfg = cri::ContainerConfig {
+        command: server(port, "from-the-host-network"),
+        ..n.container_config("srv", &[])
+    };
+    n.run(&pod, &pc, srv_cfg);
+    assert!(eventually_get(&format!("127.0.0.1:{port}")).contains("from-the-host-network"));
+    n.stop_and_remove_pod(&pod);
+    // A pod on the network fails clearly and leaves nothing.
+    let err =
+        n.rt.block_on(n.runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(n.pod_config("nonet")),
+            runtime_handler: String::new(),
+        }))
+        .unwrap_err();
+    assert!(err.message().contains("no network config"), "{err:?}");
+    assert!(n.netns_pins().is_empty());
+    let pods =
+        n.rt.block_on(n.runtime.list_pod_sandbox(cri::ListPodSandboxRequest::default()))
+            .unwrap()
+            .into_inner()
+            .items;
+    assert!(pods.is_empty(), "{pods:?}");
+}
+
+#[test]
+fn cri_images_live_in_k8s_io_and_are_listed_removed_and_described() {
+    let mut n = Node::start();
+    let id = n.pull(&n.busybox.clone());
+    let images =
+        n.rt.block_on(n.images.list_images(cri::ListImagesRequest::default()))
+            .unwrap()
+            .into_inner()
+            .images;
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].id, id);
+    assert_eq!(images[0].repo_tags, [n.busybox.clone()]);
+    assert!(images[0].repo_digests[0].starts_with(&format!("{}/cri/busybox@sha256:", n.reg.host)));
+    assert!(images[0].size > 0);
+    assert!(
+        n.daemon
+            .molde(&["-n", "k8s.io", "images"])
+            .ok()
+            .contains("cri/busybox")
+    );
+    // Status by id, by tag and by digest reference.
+    for spec in [id.clone(), n.busybox.clone(), images[0].repo_digests[0].clone()] {
+        let st =
+            n.rt.block_on(n.images.image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: spec.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            }))
+            .unwrap()
+            .into_inner();
+        assert_eq!(st.image.map(|i| i.id), Some(id.clone()), "{spec}");
+    }
+    let fs =
+        n.rt.block_on(n.images.image_fs_info(cri::ImageFsInfoRequest {}))
+            .unwrap()
+            .into_inner();
+    let usage = &fs.image_filesystems[0];
+    assert!(usage.used_bytes.as_ref().unwrap().value > 0);
+    assert!(Path::new(&usage.fs_id.as_ref().unwrap().mountpoint).is_dir());
+    n.rt.block_on(n.images.remove_image(cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec {
+            image: id.clone(),
+            ..Default::default()
+        }),
+    }))
+    .unwrap();
+    let st =
+        n.rt.block_on(n.images.image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: id,
+                ..Default::default()
+            }),
+            verbose: false,
+        }))
+        .unwrap()
+        .into_inner();
+    assert!(st.image.is_none());
+}
