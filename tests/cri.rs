@@ -55,6 +55,11 @@ impl Node {
     }
 
     fn start_with(network: bool) -> Node {
+        Self::start_full(network, Registry::start(), |_, _| String::new())
+    }
+
+    /// A node whose config gets `extra(daemon dir, registry)` appended.
+    fn start_full(network: bool, reg: Registry, extra: impl Fn(&Path, &Registry) -> String) -> Node {
         let mut daemon = Daemon::prepare(&[]);
         let net_d = daemon.dir.path().join("net.d");
         std::fs::create_dir_all(&net_d).unwrap();
@@ -65,14 +70,14 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "[cri]\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"/usr/lib/cni\"]\n",
-                net_d.display()
+                "[cri]\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"/usr/lib/cni\"]\n{}",
+                net_d.display(),
+                extra(daemon.dir.path(), &reg)
             ),
         )
         .unwrap();
         daemon.args(&["--config".into(), config.display().to_string()]);
         daemon.spawn();
-        let reg = Registry::start();
         let work = daemon.dir.path().join("image");
         let mut rootfs = busybox_rootfs();
         for applet in [
@@ -81,6 +86,7 @@ impl Node {
             rootfs.push(Entry::Symlink(format!("bin/{applet}"), "busybox".into()));
         }
         let l = image::layout(&work, &[tar(&rootfs)], Compression::Gzip, host_arch());
+        // push_layout sends the registry's own credentials, if it has any.
         reg.push_layout(&l.dir, "cri/busybox:1");
         let busybox = format!("{}/cri/busybox:1", reg.host);
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -103,14 +109,19 @@ impl Node {
     }
 
     fn pull(&mut self, image: &str) -> String {
+        self.pull_with(image, None).expect("PullImage")
+    }
+
+    fn pull_with(&mut self, image: &str, auth: Option<cri::AuthConfig>) -> Result<String, tonic::Status> {
         let r = self.rt.block_on(self.images.pull_image(cri::PullImageRequest {
             image: Some(cri::ImageSpec {
                 image: image.into(),
                 ..Default::default()
             }),
-            ..Default::default()
+            auth,
+            sandbox_config: None,
         }));
-        r.expect("PullImage").into_inner().image_ref
+        r.map(|r| r.into_inner().image_ref)
     }
 
     fn pod_config(&self, name: &str) -> cri::PodSandboxConfig {
@@ -713,4 +724,245 @@ fn cri_images_live_in_k8s_io_and_are_listed_removed_and_described() {
         .unwrap()
         .into_inner();
     assert!(st.image.is_none());
+}
+
+#[test]
+fn pulls_with_basic_auth_and_through_a_registry_k8s_io_mirror_and_users_by_name() {
+    let reg = Registry::start_with_auth("kube", "s3cret");
+    let mut n = Node::start_full(true, reg, |dir, reg| {
+        // registry.k8s.io comes from the loopback registry, and only from it.
+        let certs = dir.join("certs.d/registry.k8s.io");
+        std::fs::create_dir_all(&certs).unwrap();
+        std::fs::write(
+            certs.join("hosts.toml"),
+            format!(
+                "server = \"http://{0}\"\n\n[host.\"http://{0}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+                reg.host
+            ),
+        )
+        .unwrap();
+        format!(
+            "[registry]\nconfig_path = \"{}\"\n",
+            dir.join("certs.d").display()
+        )
+    });
+    let image = n.busybox.clone();
+    let denied = n.pull_with(&image, None).unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated, "{denied:?}");
+    let wrong = n
+        .pull_with(
+            &image,
+            Some(cri::AuthConfig {
+                username: "kube".into(),
+                password: "wrong".into(),
+                ..Default::default()
+            }),
+        )
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated, "{wrong:?}");
+    use base64::Engine;
+    let auth = cri::AuthConfig {
+        auth: base64::engine::general_purpose::STANDARD.encode("kube:s3cret"),
+        ..Default::default()
+    };
+    let id = n.pull_with(&image, Some(auth.clone())).unwrap();
+    // The same image under registry.k8s.io's name, through the mirror.
+    let mirrored = n.pull_with("registry.k8s.io/cri/busybox:1", Some(auth)).unwrap();
+    assert_eq!(mirrored, id);
+    assert!(
+        n.daemon
+            .molde(&["-n", "k8s.io", "images"])
+            .ok()
+            .contains("registry.k8s.io/cri/busybox")
+    );
+
+    // A user by name, from the image's /etc/passwd.
+    let pc = n.pod_config("users");
+    let pod = n.run_pod(pc.clone());
+    let mut c = n.container_config("named", &["sleep", "3600"]);
+    c.image = Some(cri::ImageSpec {
+        image: "registry.k8s.io/cri/busybox:1".into(),
+        ..Default::default()
+    });
+    c.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_username: "nobody".into(),
+            ..Default::default()
+        }),
+    });
+    let named = n.run(&pod, &pc, c);
+    assert_eq!(
+        n.sh(
+            &named,
+            "cat /proc/$(pidof sleep)/status | grep -E '^(Uid|Gid)' | cut -f2"
+        ),
+        "65534\n65534\n"
+    );
+    let mut missing = n.container_config("ghost", &["true"]);
+    missing.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_username: "ghost".into(),
+            ..Default::default()
+        }),
+    });
+    let err = n.create(&pod, missing, &pc).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("ghost"), "{err:?}");
+    n.stop_and_remove_pod(&pod);
+}
+
+#[test]
+fn pods_run_on_through_a_kill_9_of_molded_and_are_stopped_and_removed_after() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("survivor");
+    let pod = n.run_pod(pc.clone());
+    let c = n.run(&pod, &pc, n.container_config("long", &["sleep", "3600"]));
+    n.daemon.kill9();
+    n.daemon.restart();
+    assert_eq!(
+        n.pod_status(&pod).state,
+        cri::PodSandboxState::SandboxReady as i32
+    );
+    assert_eq!(n.status(&c).state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(n.sh(&c, "echo still-here"), "still-here\n");
+    n.stop_and_remove_pod(&pod);
+    assert!(n.netns_pins().is_empty());
+    let shims = std::process::Command::new("pgrep")
+        .args(["-f", &format!("molde-shim.*{c}")])
+        .output()
+        .unwrap();
+    assert!(
+        shims.stdout.is_empty(),
+        "a shim is left: {}",
+        String::from_utf8_lossy(&shims.stdout)
+    );
+}
+
+#[test]
+fn thirty_pods_of_two_containers_at_once_leave_nothing_behind() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pods: Vec<(cri::PodSandboxConfig, cri::ContainerConfig, cri::ContainerConfig)> = (0..30)
+        .map(|i| {
+            let pc = n.pod_config(&format!("many-{i}"));
+            (
+                pc,
+                n.container_config("a", &["sleep", "3600"]),
+                n.container_config("b", &["sleep", "3600"]),
+            )
+        })
+        .collect();
+    let runtime = n.runtime.clone();
+    let ids: Vec<String> = n.rt.block_on(async {
+        let mut tasks = Vec::new();
+        for (pc, a, b) in pods {
+            let mut rt = runtime.clone();
+            tasks.push(tokio::spawn(async move {
+                let pod = rt
+                    .run_pod_sandbox(cri::RunPodSandboxRequest {
+                        config: Some(pc.clone()),
+                        runtime_handler: String::new(),
+                    })
+                    .await
+                    .expect("RunPodSandbox")
+                    .into_inner()
+                    .pod_sandbox_id;
+                for c in [a, b] {
+                    let id = rt
+                        .create_container(cri::CreateContainerRequest {
+                            pod_sandbox_id: pod.clone(),
+                            config: Some(c),
+                            sandbox_config: Some(pc.clone()),
+                        })
+                        .await
+                        .expect("CreateContainer")
+                        .into_inner()
+                        .container_id;
+                    rt.start_container(cri::StartContainerRequest { container_id: id })
+                        .await
+                        .expect("StartContainer");
+                }
+                pod
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+        ids
+    });
+    let running =
+        n.rt.block_on(n.runtime.list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                state: Some(cri::ContainerStateValue {
+                    state: cri::ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }),
+        }))
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(running.len(), 60);
+    n.rt.block_on(async {
+        let mut tasks = Vec::new();
+        for pod in ids.clone() {
+            let mut rt = runtime.clone();
+            tasks.push(tokio::spawn(async move {
+                rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                })
+                .await
+                .expect("StopPodSandbox");
+                rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod })
+                    .await
+                    .expect("RemovePodSandbox");
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    assert!(n.netns_pins().is_empty(), "{:?}", n.netns_pins());
+    assert!(
+        std::fs::read_dir(n.daemon.state.join("cri/sandboxes"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "pod directories are left"
+    );
+    // No address of ours is still allocated.
+    if let Ok(dir) = std::fs::read_dir("/var/lib/cni/networks/molde-cri-test") {
+        for e in dir.flatten() {
+            let holder = std::fs::read_to_string(e.path()).unwrap_or_default();
+            assert!(
+                !ids.iter().any(|id| holder.contains(id.as_str())),
+                "{:?} is still allocated",
+                e.path()
+            );
+        }
+    }
+    let left =
+        n.rt.block_on(n.runtime.list_containers(cri::ListContainersRequest::default()))
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert!(left.is_empty());
+    let cgroups = Path::new("/sys/fs/cgroup/memory/molde-cri-test");
+    if cgroups.exists() {
+        let leftover: Vec<_> = std::fs::read_dir(cgroups)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pod-many-"))
+            .filter(|e| {
+                e.path()
+                    .read_dir()
+                    .is_ok_and(|mut d| d.any(|x| x.is_ok_and(|x| x.path().is_dir())))
+            })
+            .collect();
+        assert!(leftover.is_empty(), "container cgroups are left: {leftover:?}");
+    }
 }

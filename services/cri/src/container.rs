@@ -160,7 +160,7 @@ impl Cri {
             .as_ref()
             .and_then(|l| l.security_context.clone())
             .unwrap_or_default();
-        let (uid, gid) = self.user(&sc, image)?;
+        let (uid, gid) = self.user(&sc, image).await?;
         let spec = crate::spec::build(&crate::spec::Inputs {
             id: &rec.id,
             config: &rec.config,
@@ -225,33 +225,39 @@ impl Cri {
         Ok(())
     }
 
-    /// The uid and gid the container runs as: the security context's, else the image's.
-    fn user(
+    /// The uid and gid the container runs as: the security context's (a uid
+    /// or a name), else the image's `User`; a gid not given is the user's
+    /// primary group in the image's /etc/passwd.
+    async fn user(
         &self,
         sc: &cri::LinuxContainerSecurityContext,
         image: &crate::image::ImageInfo,
     ) -> Result<(u32, u32), Error> {
-        let from_image = image.user.clone();
-        let (img_user, img_group) = match from_image.split_once(':') {
-            Some((u, g)) => (u.to_string(), Some(g.to_string())),
-            None => (from_image.clone(), None),
+        let (uid, gid) = match (&sc.run_as_user, sc.run_as_username.as_str()) {
+            (Some(u), _) => {
+                let uid = u.value as u32;
+                let gid = match &sc.run_as_group {
+                    Some(_) => 0,
+                    None => {
+                        let files = self.read_image_files(&image.top, &["/etc/passwd"]).await?;
+                        files[0]
+                            .as_deref()
+                            .and_then(|p| {
+                                p.lines().find_map(|l| {
+                                    let f: Vec<&str> = l.split(':').collect();
+                                    (f.len() >= 4 && f[2] == uid.to_string()).then(|| f[3].parse().ok())?
+                                })
+                            })
+                            .unwrap_or(0)
+                    }
+                };
+                (uid, gid)
+            }
+            (None, name) if !name.is_empty() => self.resolve_user(&image.top, name).await?,
+            (None, _) if image.user.is_empty() => (0, 0),
+            (None, _) => self.resolve_user(&image.top, &image.user).await?,
         };
-        let uid: u32 = match (&sc.run_as_user, sc.run_as_username.as_str()) {
-            (Some(u), _) => u.value as u32,
-            (None, name) if !name.is_empty() => numeric_user(name)?,
-            (None, _) if img_user.is_empty() => 0,
-            (None, _) => numeric_user(&img_user)?,
-        };
-        let gid: u32 = match &sc.run_as_group {
-            Some(g) => g.value as u32,
-            None => match img_group.as_deref() {
-                Some(g) if sc.run_as_user.is_none() => g.parse().map_err(|_| {
-                    Error::InvalidArgument(format!("the image's group {g:?}: molde needs a numeric group"))
-                })?,
-                _ => 0,
-            },
-        };
-        Ok((uid, gid))
+        Ok((uid, sc.run_as_group.as_ref().map_or(gid, |g| g.value as u32)))
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), Error> {
@@ -457,17 +463,4 @@ fn observed(c: &rt::ContainerStatus) -> Observed {
         pid: c.pid,
         error: c.error.clone(),
     }
-}
-
-/// A numeric user; `root` is 0. Names other than root need the image's
-/// /etc/passwd, which CRI does not read.
-fn numeric_user(u: &str) -> Result<u32, Error> {
-    if u == "root" {
-        return Ok(0);
-    }
-    u.parse().map_err(|_| {
-        Error::InvalidArgument(format!(
-            "user {u:?}: molde's CRI runs containers as numeric users (set runAsUser)"
-        ))
-    })
 }

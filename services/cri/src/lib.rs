@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod spec;
 pub mod store;
+pub mod user;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -107,15 +107,15 @@ impl Puller {
                 }
             }
         }
-        let client = reg.client(&dest).await;
+        let (client, to) = reg.client(&dest).await?;
         for (digest, mt) in &manifests {
             let body = self.read_local(ns, digest).await?;
             let at = if (digest, mt) == (&tag_target.0, &tag_target.1) && dest.digest().is_none() {
-                dest.clone()
+                to.clone()
             } else {
                 Reference::with_digest(
-                    dest.registry().to_string(),
-                    dest.repository().to_string(),
+                    to.registry().to_string(),
+                    to.repository().to_string(),
                     digest.clone(),
                 )
             };
@@ -157,7 +157,7 @@ impl Puller {
         size: i64,
         tx: &ProgressTx,
     ) -> Result<Option<u64>> {
-        let client = reg.client(dest).await;
+        let (client, to) = reg.client(dest).await?;
         let progress = |status: &str| {
             api::progress::Event::Blob(api::BlobProgress {
                 digest: digest.to_string(),
@@ -167,7 +167,7 @@ impl Puller {
             })
         };
         if client
-            .blob_exists(dest, digest)
+            .blob_exists(&to, digest)
             .await
             .map_err(|e| remote(&format!("checking {digest} at {dest}"), e))?
         {
@@ -182,9 +182,8 @@ impl Puller {
         if let Some(source) = info.labels.get(&format!("{SOURCE_LABEL}{}", dest.registry()))
             && source != dest.repository()
         {
-            let from =
-                Reference::with_digest(dest.registry().to_string(), source.clone(), digest.to_string());
-            if client.mount_blob(dest, &from, digest).await.is_ok() {
+            let from = Reference::with_digest(to.registry().to_string(), source.clone(), digest.to_string());
+            if client.mount_blob(&to, &from, digest).await.is_ok() {
                 send(tx, progress("mounted")).await;
                 return Ok(None);
             }
@@ -195,7 +194,7 @@ impl Puller {
             })
         });
         client
-            .push_blob_stream(dest, stream, digest, Some(size as u64))
+            .push_blob_stream(&to, stream, digest, Some(size as u64))
             .await
             .map_err(|e| remote(&format!("pushing {digest} to {dest}"), e))?;
         send(tx, progress("pushed")).await;

@@ -1,18 +1,28 @@
 //! Talking to registries: a thin wrapper over the `oci-client` crate that adds
-//! molde's host configuration, plain HTTP for loopback registries, size caps,
-//! retries with backoff and resumable blob downloads.
+//! molde's host configuration (mirrors included), plain HTTP for loopback
+//! registries, size caps, retries with backoff and resumable blob downloads.
 //!
 //! Host configuration follows containerd's `hosts.toml`, one directory per
-//! registry under `/etc/molde/certs.d/<host>/hosts.toml`:
+//! registry under `/etc/molde/certs.d/<host>/hosts.toml` (`_default/` for
+//! registries without one):
 //!
 //! ```toml
-//! plain_http = false                        # talk HTTP instead of HTTPS
-//! skip_verify = false                       # accept any TLS certificate
+//! server = "https://registry.example.com"   # the upstream (default: the registry itself)
+//! skip_verify = false                       # accept any TLS certificate (of the server)
 //! ca = ["/etc/molde/certs.d/registry.example.com/ca.crt"]
+//! plain_http = false                        # molde's own: talk HTTP to the server
+//!
+//! [host."http://127.0.0.1:5000"]            # a mirror, tried before the server
+//!   capabilities = ["pull", "resolve"]      # what it is asked for (push too, if listed)
+//!   skip_verify = true
+//!   ca = "/etc/molde/mirror-ca.pem"
+//!   override_path = false                   # true: the URL's path is the API root (.../v2/prefix)
 //! ```
 //!
-//! As Docker does, registries on `localhost` and `127.0.0.0/8` are reached over
-//! plain HTTP without any configuration.
+//! Mirrors are tried in the order the file lists them, then the server; a
+//! mirror that fails or lacks what is asked for passes to the next. As Docker
+//! does, registries on `localhost` and `127.0.0.0/8` are reached over plain
+//! HTTP without any configuration.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,12 +46,89 @@ pub use molde_common::labels::DISTRIBUTION_SOURCE as SOURCE_LABEL;
 /// Attempts per request before a pull gives up on a registry.
 pub const ATTEMPTS: u32 = 5;
 
+/// One string or a list of them (`ca = "x"` or `ca = ["x", "y"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl Default for OneOrMany {
+    fn default() -> Self {
+        OneOrMany::Many(Vec::new())
+    }
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<PathBuf> {
+        match self {
+            OneOrMany::One(p) => vec![p],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct HostConfig {
+struct HostFile {
+    server: Option<String>,
+    plain_http: bool,
+    skip_verify: bool,
+    ca: OneOrMany,
+    host: toml::Table,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct HostEntry {
+    capabilities: Option<Vec<String>>,
+    skip_verify: bool,
+    ca: OneOrMany,
+    override_path: bool,
+    /// Containerd's other keys, accepted and not used by molde.
+    client: Option<toml::Value>,
+    header: Option<toml::Value>,
+    dial_timeout: Option<toml::Value>,
+}
+
+/// Where requests for a registry go: a mirror or the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host[:port]` as a reference's registry.
+    pub host: String,
     pub plain_http: bool,
     pub skip_verify: bool,
     pub ca: Vec<PathBuf>,
+    pub pull: bool,
+    pub resolve: bool,
+    pub push: bool,
+    /// A path the repository goes under (`override_path` mirrors).
+    pub prefix: String,
+}
+
+/// A registry's endpoints, mirrors first, the server last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl HostConfig {
+    /// The registry itself, over HTTPS (HTTP for loopback ones).
+    fn upstream(registry: &str) -> HostConfig {
+        HostConfig {
+            endpoints: vec![Endpoint {
+                host: registry.to_string(),
+                plain_http: is_loopback(registry),
+                skip_verify: false,
+                ca: Vec::new(),
+                pull: true,
+                resolve: true,
+                push: true,
+                prefix: String::new(),
+            }],
+        }
+    }
 }
 
 /// Reads per-registry settings from a certs.d-style directory.
@@ -52,23 +139,99 @@ pub struct Hosts {
 
 impl Hosts {
     pub fn config_for(&self, registry: &str) -> Result<HostConfig> {
-        let p = self.dir.join(registry).join("hosts.toml");
-        match std::fs::read_to_string(&p) {
-            Ok(text) => parse_hosts(&text, &p),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HostConfig::default()),
-            Err(e) => Err(Error::Io {
-                context: format!("reading {}", p.display()),
-                source: e,
-            }),
+        for dir in [registry, "_default"] {
+            let p = self.dir.join(dir).join("hosts.toml");
+            match std::fs::read_to_string(&p) {
+                Ok(text) => return parse_hosts(&text, &p, registry),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: format!("reading {}", p.display()),
+                        source: e,
+                    });
+                }
+            }
         }
+        Ok(HostConfig::upstream(registry))
     }
 }
 
-fn parse_hosts(text: &str, path: &Path) -> Result<HostConfig> {
-    let v: toml::Value =
-        toml::from_str(text).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
-    v.try_into()
-        .map_err(|e: toml::de::Error| Error::InvalidArgument(format!("{}: {e}", path.display())))
+/// `scheme://host[:port][/path]` → (host, plain, path).
+fn split_url(url: &str, path: &Path) -> Result<(String, bool, String)> {
+    let bad = || Error::InvalidArgument(format!("{}: {url:?} is not an http(s) URL", path.display()));
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let plain = match scheme {
+        "http" => true,
+        "https" => false,
+        _ => return Err(bad()),
+    };
+    let (host, p) = match rest.split_once('/') {
+        Some((h, p)) => (h.to_string(), p.trim_end_matches('/').to_string()),
+        None => (rest.to_string(), String::new()),
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok((host, plain, p))
+}
+
+fn parse_hosts(text: &str, path: &Path, registry: &str) -> Result<HostConfig> {
+    let bad = |e: toml::de::Error| Error::InvalidArgument(format!("{}: {e}", path.display()));
+    let f: HostFile = toml::from_str(text).map_err(bad)?;
+    let mut endpoints = Vec::new();
+    // In the order the file lists them (a table's keys come sorted).
+    let mut hosts: Vec<(&String, &toml::Value)> = f.host.iter().collect();
+    hosts.sort_by_key(|(url, _)| text.find(&format!("\"{url}\"")).unwrap_or(usize::MAX));
+    for (url, v) in hosts {
+        let e: HostEntry = v.clone().try_into().map_err(bad)?;
+        let (host, plain, p) = split_url(url, path)?;
+        let prefix = if e.override_path {
+            // The URL's path is the API root: /v2[/prefix].
+            p.strip_prefix("v2")
+                .unwrap_or(&p)
+                .trim_start_matches('/')
+                .to_string()
+        } else if p.is_empty() || p == "v2" {
+            String::new()
+        } else {
+            return Err(Error::InvalidArgument(format!(
+                "{}: mirror {url}: a path needs override_path = true (its path is then the API root)",
+                path.display()
+            )));
+        };
+        let caps = e
+            .capabilities
+            .unwrap_or_else(|| vec!["pull".into(), "resolve".into(), "push".into()]);
+        for c in &caps {
+            if !["pull", "resolve", "push"].contains(&c.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: mirror {url}: unknown capability {c:?} (pull, resolve, push)",
+                    path.display()
+                )));
+            }
+        }
+        endpoints.push(Endpoint {
+            host,
+            plain_http: plain,
+            skip_verify: e.skip_verify,
+            ca: e.ca.into_vec(),
+            pull: caps.iter().any(|c| c == "pull"),
+            resolve: caps.iter().any(|c| c == "resolve"),
+            push: caps.iter().any(|c| c == "push"),
+            prefix,
+        });
+    }
+    let mut server = HostConfig::upstream(registry).endpoints.remove(0);
+    if let Some(url) = &f.server {
+        let (host, plain, _) = split_url(url, path)?;
+        server.host = host;
+        server.plain_http = plain;
+    }
+    server.plain_http |= f.plain_http || is_loopback(&server.host);
+    server.skip_verify = f.skip_verify;
+    server.ca = f.ca.into_vec();
+    endpoints.push(server);
+    Ok(HostConfig { endpoints })
 }
 
 /// Whether a registry host is on the loopback network.
@@ -84,31 +247,31 @@ pub fn is_loopback(registry: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || host == "::1"
 }
 
-/// A client for one registry, with one set of credentials.
+/// A client for one registry, with one set of credentials, reaching it
+/// through its endpoints.
 pub struct Registry {
-    config: ConfigParts,
+    endpoints: Vec<EndpointClient>,
     auth: RegistryAuth,
-    /// The client and the credentials it sends, settled on first use.
-    state: tokio::sync::OnceCell<(Client, RegistryAuth)>,
     pub registry: String,
 }
 
-/// What a client is built from (oci-client's config is not Clone).
-struct ConfigParts {
-    plain: bool,
-    skip_verify: bool,
+struct EndpointClient {
+    endpoint: Endpoint,
     ca: Vec<Vec<u8>>,
+    /// The client and the credentials it sends, settled on first use.
+    state: tokio::sync::OnceCell<(Client, RegistryAuth)>,
 }
 
-impl ConfigParts {
-    fn client(&self, registry: &str) -> Client {
+impl EndpointClient {
+    fn client(&self) -> Client {
+        let e = &self.endpoint;
         Client::new(ClientConfig {
-            protocol: if self.plain {
-                ClientProtocol::HttpsExcept(vec![registry.to_string()])
+            protocol: if e.plain_http {
+                ClientProtocol::HttpsExcept(vec![e.host.clone()])
             } else {
                 ClientProtocol::Https
             },
-            accept_invalid_certificates: self.skip_verify,
+            accept_invalid_certificates: e.skip_verify,
             extra_root_certificates: self
                 .ca
                 .iter()
@@ -123,34 +286,52 @@ impl ConfigParts {
             ..Default::default()
         })
     }
+
+    /// `reference` as this endpoint serves it.
+    fn rewrite(&self, reference: &Reference) -> Reference {
+        let e = &self.endpoint;
+        let repo = if e.prefix.is_empty() {
+            reference.repository().to_string()
+        } else {
+            format!("{}/{}", e.prefix, reference.repository())
+        };
+        match (reference.digest(), reference.tag()) {
+            (Some(d), _) => Reference::with_digest(e.host.clone(), repo, d.to_string()),
+            (None, Some(t)) => Reference::with_tag(e.host.clone(), repo, t.to_string()),
+            (None, None) => Reference::with_tag(e.host.clone(), repo, "latest".into()),
+        }
+    }
 }
 
 impl Registry {
     pub fn new(registry: &str, auth: RegistryAuth, hosts: &Hosts) -> Result<Registry> {
         let hc = hosts.config_for(registry)?;
-        let mut ca = Vec::new();
-        for p in &hc.ca {
-            ca.push(std::fs::read(p).map_err(Error::io(format!("reading CA file {}", p.display())))?);
+        let mut endpoints = Vec::new();
+        for e in hc.endpoints {
+            let mut ca = Vec::new();
+            for p in &e.ca {
+                ca.push(std::fs::read(p).map_err(Error::io(format!("reading CA file {}", p.display())))?);
+            }
+            endpoints.push(EndpointClient {
+                endpoint: e,
+                ca,
+                state: tokio::sync::OnceCell::new(),
+            });
         }
         Ok(Registry {
-            config: ConfigParts {
-                plain: hc.plain_http || is_loopback(registry),
-                skip_verify: hc.skip_verify,
-                ca,
-            },
+            endpoints,
             auth,
-            state: tokio::sync::OnceCell::new(),
             registry: registry.to_string(),
         })
     }
 
-    /// The client and credentials to use. Anonymous access to a registry that
-    /// sends no auth challenge is settled once: oci-client would otherwise ask
-    /// `/v2/` again before every request.
-    async fn session(&self, reference: &Reference) -> &(Client, RegistryAuth) {
-        self.state
+    /// The client and credentials to use at an endpoint. Anonymous access to
+    /// a registry that sends no auth challenge is settled once: oci-client
+    /// would otherwise ask `/v2/` again before every request.
+    async fn session<'a>(&self, ep: &'a EndpointClient, reference: &Reference) -> &'a (Client, RegistryAuth) {
+        ep.state
             .get_or_init(|| async {
-                let client = self.config.client(&self.registry);
+                let client = ep.client();
                 if matches!(self.auth, RegistryAuth::Anonymous)
                     && let Ok(None) = client
                         .auth(
@@ -162,22 +343,44 @@ impl Registry {
                 {
                     // No challenge: nothing to authenticate. An empty bearer token
                     // is cached by the client and ignored by the registry.
-                    return (
-                        self.config.client(&self.registry),
-                        RegistryAuth::Bearer(String::new()),
-                    );
+                    return (ep.client(), RegistryAuth::Bearer(String::new()));
                 }
                 (client, self.auth.clone())
             })
             .await
     }
 
-    /// The raw manifest or index `reference` points at, with its digest.
+    /// The raw manifest or index `reference` points at, with its digest:
+    /// from the first endpoint that can resolve it (a tag needs `resolve`).
     pub async fn manifest(&self, reference: &Reference) -> Result<(Bytes, String)> {
+        let by_digest = reference.digest().is_some();
+        let mut last = None;
+        for ep in self
+            .endpoints
+            .iter()
+            .filter(|e| e.endpoint.resolve || (by_digest && e.endpoint.pull))
+        {
+            let at = ep.rewrite(reference);
+            match self.manifest_at(ep, &at).await {
+                Ok(m) => return Ok(m),
+                Err(e) => {
+                    if !std::ptr::eq(ep, self.endpoints.last().expect("the server")) {
+                        tracing::info!(%reference, mirror = %ep.endpoint.host, error = %e, "mirror failed; trying the next");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Error::FailedPrecondition(format!("no endpoint of {} resolves {reference}", self.registry))
+        }))
+    }
+
+    async fn manifest_at(&self, ep: &EndpointClient, reference: &Reference) -> Result<(Bytes, String)> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (client, auth) = self.session(reference).await;
+            let (client, auth) = self.session(ep, reference).await;
             match client.pull_manifest_raw(reference, auth, ACCEPTED).await {
                 Ok((body, digest)) => {
                     if body.len() > MAX_METADATA {
@@ -198,36 +401,44 @@ impl Registry {
     }
 
     /// A stream of the blob's bytes from `offset` on; `true` if the registry
-    /// honoured the range (otherwise the stream starts at 0).
+    /// honoured the range (otherwise the stream starts at 0). From the first
+    /// endpoint with `pull` that answers.
     pub async fn blob(
         &self,
         reference: &Reference,
         digest: &str,
         offset: u64,
     ) -> Result<(BoxStream<'static, std::io::Result<Bytes>>, bool)> {
-        let what = format!("fetching {digest} of {reference}");
-        let (client, auth) = self.session(reference).await;
-        client
-            .store_auth_if_needed(reference.resolve_registry(), auth)
-            .await;
-        // Always a range request: a 206 answer is streamed without oci-client
-        // hashing it too; the ingest verifies the digest at commit either way.
-        let r = client
-            .pull_blob_stream_partial(reference, &digest, offset, None)
-            .await;
-        match r.map_err(|e| remote(&what, e))? {
-            BlobResponse::Full(s) => Ok((s.stream, false)),
-            BlobResponse::Partial(s) => Ok((s.stream, true)),
+        let mut last = None;
+        for ep in self.endpoints.iter().filter(|e| e.endpoint.pull) {
+            let at = ep.rewrite(reference);
+            let what = format!("fetching {digest} of {reference}");
+            let (client, auth) = self.session(ep, &at).await;
+            client.store_auth_if_needed(at.resolve_registry(), auth).await;
+            // Always a range request: a 206 answer is streamed without oci-client
+            // hashing it too; the ingest verifies the digest at commit either way.
+            match client.pull_blob_stream_partial(&at, &digest, offset, None).await {
+                Ok(BlobResponse::Full(s)) => return Ok((s.stream, false)),
+                Ok(BlobResponse::Partial(s)) => return Ok((s.stream, true)),
+                Err(e) => last = Some(remote(&what, e)),
+            }
         }
+        Err(last.unwrap_or_else(|| {
+            Error::FailedPrecondition(format!("no endpoint of {} serves pulls", self.registry))
+        }))
     }
 
-    /// The client, with credentials stored for `reference`'s registry.
-    pub async fn client(&self, reference: &Reference) -> &Client {
-        let (client, auth) = self.session(reference).await;
-        client
-            .store_auth_if_needed(reference.resolve_registry(), auth)
-            .await;
-        client
+    /// The client for pushing to `reference` (the first endpoint with
+    /// `push`), with credentials stored for it, and the reference as it
+    /// serves it.
+    pub async fn client(&self, reference: &Reference) -> Result<(&Client, Reference)> {
+        let ep = self.endpoints.iter().find(|e| e.endpoint.push).ok_or_else(|| {
+            Error::FailedPrecondition(format!("no endpoint of {} takes pushes", self.registry))
+        })?;
+        let at = ep.rewrite(reference);
+        let (client, auth) = self.session(ep, &at).await;
+        client.store_auth_if_needed(at.resolve_registry(), auth).await;
+        Ok((client, at))
     }
 }
 
@@ -324,14 +535,71 @@ mod tests {
         let c = parse_hosts(
             "plain_http = true\nskip_verify = true\nca = [\"/x.pem\"]\n",
             Path::new("h"),
+            "r.example",
         )
         .unwrap();
-        assert!(c.plain_http && c.skip_verify);
-        assert_eq!(c.ca, [PathBuf::from("/x.pem")]);
+        let server = &c.endpoints[0];
+        assert!(server.plain_http && server.skip_verify);
+        assert_eq!(server.ca, [PathBuf::from("/x.pem")]);
         assert!(
-            parse_hosts("mirrors = []", Path::new("h")).is_err(),
+            parse_hosts("mirrors = []", Path::new("h"), "r").is_err(),
             "unknown keys are refused"
         );
-        assert!(parse_hosts("plain_http = 3", Path::new("h")).is_err());
+        assert!(parse_hosts("plain_http = 3", Path::new("h"), "r").is_err());
+    }
+
+    #[test]
+    fn mirrors_come_first_in_file_order_then_the_server() {
+        let c = parse_hosts(
+            r#"server = "https://upstream.example"
+
+[host."http://127.0.0.1:5001"]
+  capabilities = ["pull", "resolve"]
+
+[host."https://a-mirror.example/v2/cache"]
+  capabilities = ["pull"]
+  override_path = true
+  skip_verify = true
+  ca = "/m.pem"
+"#,
+            Path::new("h"),
+            "registry.k8s.io",
+        )
+        .unwrap();
+        let hosts: Vec<&str> = c.endpoints.iter().map(|e| e.host.as_str()).collect();
+        assert_eq!(hosts, ["127.0.0.1:5001", "a-mirror.example", "upstream.example"]);
+        let (m1, m2, s) = (&c.endpoints[0], &c.endpoints[1], &c.endpoints[2]);
+        assert!(m1.plain_http && m1.resolve && m1.pull && !m1.push);
+        assert!(!m2.plain_http && !m2.resolve && m2.skip_verify && m2.prefix == "cache");
+        assert_eq!(m2.ca, [PathBuf::from("/m.pem")]);
+        assert!(s.push && s.resolve && !s.plain_http);
+        // A path without override_path cannot be served, and says so.
+        assert!(parse_hosts("[host.\"https://m/x\"]\n", Path::new("h"), "r").is_err());
+        assert!(parse_hosts("[host.\"ftp://m\"]\n", Path::new("h"), "r").is_err());
+        assert!(
+            parse_hosts(
+                "[host.\"http://m\"]\ncapabilities = [\"fly\"]\n",
+                Path::new("h"),
+                "r"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_default_directory_serves_registries_without_their_own() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("_default")).unwrap();
+        std::fs::write(
+            d.path().join("_default/hosts.toml"),
+            "[host.\"http://127.0.0.1:5002\"]\ncapabilities = [\"pull\", \"resolve\"]\n",
+        )
+        .unwrap();
+        let hosts = Hosts {
+            dir: d.path().to_path_buf(),
+        };
+        let c = hosts.config_for("docker.io").unwrap();
+        assert_eq!(c.endpoints[0].host, "127.0.0.1:5002");
+        assert_eq!(c.endpoints.last().unwrap().host, "docker.io");
     }
 }
