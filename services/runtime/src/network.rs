@@ -54,28 +54,30 @@ pub struct Cni {
     pub netns_dir: PathBuf,
 }
 
-/// The network's plugins. Addresses are kept by host-local in its host-wide
-/// default place (/var/lib/cni/networks/molde): the bridge is host-wide too,
-/// so every molded on the host must draw from one pool.
-fn network() -> NetworkList {
+/// The network's plugins; portmap only when ports are published (it costs
+/// iptables work on ADD and DEL). Addresses are kept by host-local in its
+/// host-wide default place (/var/lib/cni/networks/molde): the bridge is
+/// host-wide too, so every molded on the host must draw from one pool.
+fn network(ports: &Value) -> NetworkList {
+    let mut plugins = vec![json!({
+        "type": "bridge",
+        "bridge": "molde0",
+        "isGateway": true,
+        "ipMasq": true,
+        "hairpinMode": true,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": "10.89.0.0/16"}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
+        },
+    })];
+    if ports.as_array().is_some_and(|p| !p.is_empty()) {
+        plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+    }
     NetworkList {
         name: NETWORK.into(),
         cni_version: CNI_VERSION.into(),
-        plugins: vec![
-            json!({
-                "type": "bridge",
-                "bridge": "molde0",
-                "isGateway": true,
-                "ipMasq": true,
-                "hairpinMode": true,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": "10.89.0.0/16"}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                },
-            }),
-            json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}),
-        ],
+        plugins,
     }
 }
 
@@ -119,7 +121,10 @@ impl Cni {
             .collect();
         let ports = Value::Array(mappings);
         let cni = self.plugins();
-        let result = match cni.add(&network(), &self.attachment(key, "eth0", &ports)).await {
+        let result = match cni
+            .add(&network(&ports), &self.attachment(key, "eth0", &ports))
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 unpin(&[netns]);
@@ -139,7 +144,9 @@ impl Cni {
     /// teardown must finish whatever state a crash left.
     pub async fn teardown(&self, key: &str, saved: &Value) {
         let a = self.attachment(key, "eth0", &saved["ports"]);
-        self.plugins().del(&network(), &a, &saved["result"]).await;
+        self.plugins()
+            .del(&network(&saved["ports"]), &a, &saved["result"])
+            .await;
         unpin(&[self.netns_path(key)]);
     }
 }
