@@ -160,7 +160,7 @@ impl Cri {
             .as_ref()
             .and_then(|l| l.security_context.clone())
             .unwrap_or_default();
-        let (uid, gid) = self.user(&sc, image).await?;
+        let (uid, gid, groups) = self.user(&sc, image).await?;
         let spec = crate::spec::build(&crate::spec::Inputs {
             id: &rec.id,
             config: &rec.config,
@@ -169,6 +169,7 @@ impl Cri {
             image_name,
             uid,
             gid,
+            groups,
             cgroup_driver: &self.config.cgroup_driver,
         })?;
         let mounts = SnapshotsClient::new(self.channels.snapshotter.clone())
@@ -225,39 +226,38 @@ impl Cri {
         Ok(())
     }
 
-    /// The uid and gid the container runs as: the security context's (a uid
-    /// or a name), else the image's `User`; a gid not given is the user's
-    /// primary group in the image's /etc/passwd.
+    /// The uid, gid and extra groups the container runs with: the security
+    /// context's user (a uid or a name), else the image's `User`; a gid not
+    /// given is the user's primary group in the image's /etc/passwd, and the
+    /// groups of the image's /etc/group that list the user come along.
     async fn user(
         &self,
         sc: &cri::LinuxContainerSecurityContext,
         image: &crate::image::ImageInfo,
-    ) -> Result<(u32, u32), Error> {
-        let (uid, gid) = match (&sc.run_as_user, sc.run_as_username.as_str()) {
-            (Some(u), _) => {
-                let uid = u.value as u32;
-                let gid = match &sc.run_as_group {
-                    Some(_) => 0,
-                    None => {
-                        let files = self.read_image_files(&image.top, &["/etc/passwd"]).await?;
-                        files[0]
-                            .as_deref()
-                            .and_then(|p| {
-                                p.lines().find_map(|l| {
-                                    let f: Vec<&str> = l.split(':').collect();
-                                    (f.len() >= 4 && f[2] == uid.to_string()).then(|| f[3].parse().ok())?
-                                })
-                            })
-                            .unwrap_or(0)
-                    }
-                };
-                (uid, gid)
-            }
-            (None, name) if !name.is_empty() => self.resolve_user(&image.top, name).await?,
-            (None, _) if image.user.is_empty() => (0, 0),
-            (None, _) => self.resolve_user(&image.top, &image.user).await?,
+    ) -> Result<(u32, u32, Vec<u32>), Error> {
+        if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+            return Err(Error::InvalidArgument(
+                "runAsGroup needs runAsUser or runAsUsername".into(),
+            ));
+        }
+        let files = self
+            .read_image_files(&image.top, &["/etc/passwd", "/etc/group"])
+            .await?;
+        let passwd = files[0].clone().unwrap_or_default();
+        let group = files[1].clone().unwrap_or_default();
+        let spec = match (&sc.run_as_user, sc.run_as_username.as_str()) {
+            (Some(u), _) => u.value.to_string(),
+            (None, name) if !name.is_empty() => name.to_string(),
+            (None, _) if image.user.is_empty() => "0".to_string(),
+            (None, _) => image.user.clone(),
         };
-        Ok((uid, sc.run_as_group.as_ref().map_or(gid, |g| g.value as u32)))
+        let (uid, gid, name) = crate::user::resolve_in(&passwd, &group, &spec)?;
+        let gid = sc.run_as_group.as_ref().map_or(gid, |g| g.value as u32);
+        let extra = crate::user::member_of(&group, &name)
+            .into_iter()
+            .filter(|g| *g != gid)
+            .collect();
+        Ok((uid, gid, extra))
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), Error> {

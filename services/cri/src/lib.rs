@@ -12,6 +12,7 @@
 //! its network through CNI (`sandbox.rs`), with records of its own in the
 //! metadata store (`store.rs`). No sandbox (pause) image is ever pulled.
 
+pub mod authority;
 pub mod container;
 pub mod exec;
 pub mod image;

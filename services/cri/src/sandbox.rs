@@ -119,13 +119,17 @@ impl Cri {
         // Saved first: a crash from here on leaves a record that removal cleans up.
         store::put(&*self.store, SANDBOXES, &rec.id, rec)?;
 
-        let hostname = if host_net {
+        // The pod's hostname; without one (or on the host's network), the node's.
+        let hostname = if host_net || c.hostname.is_empty() {
             rustix::system::uname().nodename().to_string_lossy().into_owned()
-        } else if c.hostname.is_empty() {
-            c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default()
         } else {
             c.hostname.clone()
         };
+        if hostname.len() > 64 {
+            return Err(Error::InvalidArgument(format!(
+                "hostname {hostname:?} is longer than 64 characters"
+            )));
+        }
         write_files(&dir, &hostname, c.dns_config.as_ref(), host_net)?;
         if host_ipc {
             rec.ipc = String::new();

@@ -82,16 +82,43 @@ fn capability(name: &str) -> Result<Capability, Error> {
         .map_err(|_| Error::InvalidArgument(format!("capability {name:?}: no such capability")))
 }
 
+/// The capabilities molded itself may pass on: its bounding set (root may
+/// lack some, e.g. CAP_SYS_RESOURCE on some hosts, and cannot grant those).
+fn host_bounding() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
 fn all_capabilities() -> HashSet<Capability> {
     let last: usize = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(37);
+    let bounding = host_bounding();
     ALL_CAPS
         .iter()
+        .enumerate()
         .take(last + 1)
-        .filter_map(|c| capability(c).ok())
+        .filter(|(bit, _)| bounding & (1 << bit) != 0)
+        .filter_map(|(_, c)| capability(c).ok())
         .collect()
+}
+
+/// Drops what this host cannot grant, saying so.
+fn within_host(set: HashSet<Capability>) -> HashSet<Capability> {
+    let allowed = all_capabilities();
+    let (keep, dropped): (HashSet<Capability>, HashSet<Capability>) =
+        set.into_iter().partition(|c| allowed.contains(c));
+    if !dropped.is_empty() {
+        tracing::info!(capabilities = ?dropped, "capabilities this host does not have are not granted");
+    }
+    keep
 }
 
 fn caps(set: HashSet<Capability>) -> LinuxCapabilities {
@@ -140,7 +167,7 @@ pub fn capabilities(sc: &cri::LinuxContainerSecurityContext) -> Result<LinuxCapa
             }
         }
     }
-    Ok(caps(set))
+    Ok(caps(within_host(set)))
 }
 
 /// The seccomp profile a container runs under; None for unconfined.
@@ -159,7 +186,12 @@ pub fn seccomp(sc: &cri::LinuxContainerSecurityContext) -> Result<Option<LinuxSe
         None => match sc.seccomp_profile_path.as_str() {
             "runtime/default" | "docker/default" => (ProfileType::RuntimeDefault, String::new()),
             p if p.starts_with("localhost/") => (ProfileType::Localhost, p["localhost/".len()..].to_string()),
-            _ => (ProfileType::Unconfined, String::new()),
+            "" | "unconfined" => (ProfileType::Unconfined, String::new()),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "seccomp profile {other:?}: expected runtime/default, unconfined or localhost/PATH"
+                )));
+            }
         },
     };
     match kind {
@@ -242,6 +274,8 @@ pub struct Inputs<'a> {
     /// The user the process runs as (resolved from names by the caller).
     pub uid: u32,
     pub gid: u32,
+    /// Groups the image gives the user, besides its primary one.
+    pub groups: Vec<u32>,
     pub cgroup_driver: &'a str,
 }
 
@@ -293,7 +327,12 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
     let mut user = User::default();
     user.set_uid(i.uid);
     user.set_gid(i.gid);
-    let gids: Vec<u32> = sc.supplemental_groups.iter().map(|g| *g as u32).collect();
+    let mut gids: Vec<u32> = i.groups.clone();
+    for g in &sc.supplemental_groups {
+        if !gids.contains(&(*g as u32)) {
+            gids.push(*g as u32);
+        }
+    }
     if !gids.is_empty() {
         user.set_additional_gids(Some(gids));
     }
@@ -520,7 +559,22 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
     linux.set_devices(Some(devices));
     resources.set_devices(Some(rules));
     linux.set_resources(Some(resources));
-    linux.set_seccomp(seccomp(&sc)?);
+    let profile = seccomp(&sc)?;
+    if profile.is_some() && !sc.no_new_privs {
+        // youki's libcontainer loads a seccomp filter after the process gave
+        // up CAP_SYS_ADMIN, which the kernel then refuses unless no new
+        // privileges are allowed: a filtered process gets no_new_privs.
+        let keeps_admin = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone())
+            .and_then(|c| c.effective().clone())
+            .is_some_and(|e| e.contains(&Capability::SysAdmin));
+        if !keeps_admin && let Some(p) = spec.process_mut() {
+            p.set_no_new_privileges(Some(true));
+        }
+    }
+    linux.set_seccomp(profile);
     if !propagation.is_empty() {
         linux.set_rootfs_propagation(Some(propagation.into()));
     }

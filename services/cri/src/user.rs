@@ -66,41 +66,57 @@ impl Cri {
         .or_log("removing an image view");
         read
     }
+}
 
-    /// The uid and gid of `user[:group]` (names or numbers) in an image.
-    pub async fn resolve_user(&self, top: &str, user: &str) -> Result<(u32, u32), Error> {
-        let (u, g) = match user.split_once(':') {
-            Some((u, g)) => (u, Some(g)),
-            None => (user, None),
-        };
-        let numeric_u = u.parse::<u32>().ok();
-        let numeric_g = g.and_then(|g| g.parse::<u32>().ok());
-        if let Some(uid) = numeric_u
-            && (g.is_none() || numeric_g.is_some())
-        {
-            // Numbers need no lookup; a numeric user without a group is in group 0.
-            return Ok((uid, numeric_g.unwrap_or(0)));
+/// A user in an image: its uid, primary gid and name (empty when unnamed).
+pub type Who = (u32, u32, String);
+
+/// `user[:group]` (names or numbers) against an image's passwd and group texts.
+pub fn resolve_in(passwd: &str, group: &str, user: &str) -> Result<Who, Error> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let (uid, primary, name) = match u.parse::<u32>() {
+        Ok(n) => {
+            let entry = passwd.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 4 && f[2] == n.to_string()).then(|| (f[3].parse().unwrap_or(0), f[0].to_string()))
+            });
+            let (gid, name) = entry.unwrap_or((0, String::new()));
+            (n, gid, name)
         }
-        let files = self.read_image_files(top, &["/etc/passwd", "/etc/group"]).await?;
-        let passwd = files[0].clone().unwrap_or_default();
-        let group = files[1].clone().unwrap_or_default();
-        let (uid, primary) = match numeric_u {
-            Some(n) => (n, 0),
-            None => lookup_passwd(&passwd, u).ok_or_else(|| {
+        Err(_) => {
+            let (uid, gid) = lookup_passwd(passwd, u).ok_or_else(|| {
                 Error::InvalidArgument(format!("user {u:?} is not in the image's /etc/passwd"))
+            })?;
+            (uid, gid, u.to_string())
+        }
+    };
+    let gid = match g {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => lookup_group(group, g).ok_or_else(|| {
+                Error::InvalidArgument(format!("group {g:?} is not in the image's /etc/group"))
             })?,
-        };
-        let gid = match g {
-            None => primary,
-            Some(g) => match g.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => lookup_group(&group, g).ok_or_else(|| {
-                    Error::InvalidArgument(format!("group {g:?} is not in the image's /etc/group"))
-                })?,
-            },
-        };
-        Ok((uid, gid))
+        },
+    };
+    Ok((uid, gid, name))
+}
+
+/// The groups of an image's /etc/group that list `name` as a member.
+pub fn member_of(group: &str, name: &str) -> Vec<u32> {
+    if name.is_empty() {
+        return Vec::new();
     }
+    group
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[3].split(',').any(|m| m == name)).then(|| f[2].parse().ok())?
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -115,5 +131,28 @@ mod tests {
         assert_eq!(lookup_passwd(passwd, "nobody"), None);
         assert_eq!(lookup_group("root:x:0:\nstaff:x:50:a,b\n", "staff"), Some(50));
         assert_eq!(lookup_group("", "staff"), None);
+    }
+
+    #[test]
+    fn users_resolve_with_groups_and_memberships() {
+        let passwd = "root:x:0:0::/:/bin/sh\nalice:x:1000:1000::/:/bin/sh\n";
+        let group = "root:x:0:\nalice:x:1000:\nstaff:x:50:alice,bob\nwheel:x:10:bob\n";
+        assert_eq!(
+            resolve_in(passwd, group, "alice").unwrap(),
+            (1000, 1000, "alice".into())
+        );
+        assert_eq!(
+            resolve_in(passwd, group, "1000").unwrap(),
+            (1000, 1000, "alice".into())
+        );
+        assert_eq!(resolve_in(passwd, group, "alice:staff").unwrap().1, 50);
+        assert_eq!(
+            resolve_in(passwd, group, "4242:7").unwrap(),
+            (4242, 7, String::new())
+        );
+        assert!(resolve_in(passwd, group, "mallory").is_err());
+        assert!(resolve_in(passwd, group, "alice:nogroup").is_err());
+        assert_eq!(member_of(group, "alice"), [50]);
+        assert!(member_of(group, "").is_empty());
     }
 }

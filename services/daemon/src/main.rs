@@ -413,8 +413,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let cri_server = cri.map(|(server, l, guard)| {
         cri_socket = Some(guard);
         let mut stopped = stop_rx.clone();
+        // Through the authority fixer: kubelets of 1.26 send the socket path as :authority.
         tokio::spawn(
-            server.serve_with_incoming_shutdown(UnixListenerStream::new(l), async move {
+            server.serve_with_incoming_shutdown(molde_cri::authority::incoming(l), async move {
                 let _ = stopped.wait_for(|s| *s).await;
             }),
         )

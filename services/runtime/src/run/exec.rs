@@ -25,8 +25,7 @@ impl RuntimeService {
         let mut process = molde_bundle::ExecProcess::from(&base);
         process.args = r.args.clone();
         process.env = spec::merge_env(&process.env, &r.env);
-        // The image's user without the container's extra groups, or the one asked for.
-        process.additional_gids = Vec::new();
+        // The container's user with its groups, or the one asked for.
         if !r.user.is_empty() {
             let who = crate::user::resolve(&r.user, &[b.rootfs()])
                 .map_err(|e| e.context(format!("container {}", r.id)))?;
