@@ -830,15 +830,15 @@ fn pods_run_on_through_a_kill_9_of_molded_and_are_stopped_and_removed_after() {
     assert_eq!(n.sh(&c, "echo still-here"), "still-here\n");
     n.stop_and_remove_pod(&pod);
     assert!(n.netns_pins().is_empty());
-    let shims = std::process::Command::new("pgrep")
-        .args(["-f", &format!("molde-shim.*{c}")])
-        .output()
-        .unwrap();
-    assert!(
-        shims.stdout.is_empty(),
-        "a shim is left: {}",
-        String::from_utf8_lossy(&shims.stdout)
-    );
+    // No shim of the container is left running.
+    let shims: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .filter(|cmd| cmd.contains("molde-shim") && cmd.contains(c.as_str()))
+        .collect();
+    assert!(shims.is_empty(), "a shim is left: {shims:?}");
 }
 
 #[test]
