@@ -41,6 +41,8 @@ const CONFLIST: &str = r#"{
 struct Node {
     rt: tokio::runtime::Runtime,
     daemon: Daemon,
+    /// The molded hosting every other service, when CRI runs in a process of its own.
+    _backend: Option<Daemon>,
     reg: Registry,
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
@@ -60,7 +62,37 @@ impl Node {
 
     /// A node whose config gets `extra(daemon dir, registry)` appended.
     fn start_full(network: bool, reg: Registry, extra: impl Fn(&Path, &Registry) -> String) -> Node {
-        let mut daemon = Daemon::prepare(&[]);
+        Self::start_on(Daemon::prepare(&[]), None, network, reg, extra)
+    }
+
+    /// CRI alone in one molded (`--service cri`), every other service in another.
+    fn start_split() -> Node {
+        let mut backend = Daemon::prepare(&[
+            "--service",
+            "content",
+            "--service",
+            "snapshotter",
+            "--service",
+            "transfer",
+            "--service",
+            "runtime",
+        ]);
+        backend.spawn();
+        let mut cri = Daemon::prepare(&["--service", "cri"]);
+        let at = format!("unix://{}", backend.sock.display());
+        for svc in ["content", "snapshotter", "transfer", "runtime"] {
+            cri.args(&["--remote".into(), format!("{svc}={at}")]);
+        }
+        Self::start_on(cri, Some(backend), true, Registry::start(), |_, _| String::new())
+    }
+
+    fn start_on(
+        mut daemon: Daemon,
+        backend: Option<Daemon>,
+        network: bool,
+        reg: Registry,
+        extra: impl Fn(&Path, &Registry) -> String,
+    ) -> Node {
         let net_d = daemon.dir.path().join("net.d");
         std::fs::create_dir_all(&net_d).unwrap();
         if network {
@@ -98,6 +130,7 @@ impl Node {
             .expect("the CRI socket answers");
         let logs = daemon.dir.path().join("logs");
         Node {
+            _backend: backend,
             runtime: RuntimeServiceClient::new(ch.clone()),
             images: ImageServiceClient::new(ch),
             rt,
@@ -965,4 +998,21 @@ fn thirty_pods_of_two_containers_at_once_leave_nothing_behind() {
             .collect();
         assert!(leftover.is_empty(), "container cgroups are left: {leftover:?}");
     }
+}
+
+#[test]
+fn cri_runs_as_a_process_of_its_own_against_the_other_services() {
+    let mut n = Node::start_split();
+    let id = n.pull(&n.busybox.clone());
+    let pc = n.pod_config("split");
+    let pod = n.run_pod(pc.clone());
+    let c = n.run(&pod, &pc, n.container_config("alone", &["sleep", "3600"]));
+    assert_eq!(n.sh(&c, "hostname"), "split-host\n");
+    assert_eq!(n.status(&c).image_id, id);
+    // The images and containers are the other molded's.
+    let backend = n._backend.as_ref().unwrap();
+    assert!(backend.molde(&["-n", "k8s.io", "images"]).ok().contains("cri/busybox"));
+    assert!(backend.molde(&["-n", "k8s.io", "ps"]).ok().contains(&c[..12]));
+    n.stop_and_remove_pod(&pod);
+    assert!(n.netns_pins().is_empty());
 }
