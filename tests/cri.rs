@@ -1011,8 +1011,104 @@ fn cri_runs_as_a_process_of_its_own_against_the_other_services() {
     assert_eq!(n.status(&c).image_id, id);
     // The images and containers are the other molded's.
     let backend = n._backend.as_ref().unwrap();
-    assert!(backend.molde(&["-n", "k8s.io", "images"]).ok().contains("cri/busybox"));
+    assert!(
+        backend
+            .molde(&["-n", "k8s.io", "images"])
+            .ok()
+            .contains("cri/busybox")
+    );
     assert!(backend.molde(&["-n", "k8s.io", "ps"]).ok().contains(&c[..12]));
     n.stop_and_remove_pod(&pod);
     assert!(n.netns_pins().is_empty());
+}
+
+#[test]
+fn stats_are_read_from_the_pods_cgroups_and_resources_update_live() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("stats");
+    let pod = n.run_pod(pc.clone());
+    let id = n.run(
+        &pod,
+        &pc,
+        n.container_config(
+            "busy",
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 3600",
+            ],
+        ),
+    );
+    // Traffic into the pod, for its network counters.
+    let ip = n.pod_status(&pod).network.unwrap().ip;
+    let _ = http_get(&format!("{ip}:80"));
+    let mut stats = None;
+    for _ in 0..100 {
+        let s =
+            n.rt.block_on(n.runtime.container_stats(cri::ContainerStatsRequest {
+                container_id: id.clone(),
+            }))
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+        if s.cpu
+            .as_ref()
+            .unwrap()
+            .usage_core_nano_seconds
+            .as_ref()
+            .unwrap()
+            .value
+            > 10_000_000
+        {
+            stats = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stats = stats.expect("the container's CPU time shows in its stats");
+    assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    let pod_stats =
+        n.rt.block_on(n.runtime.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        }))
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let linux = pod_stats.linux.unwrap();
+    assert_eq!(linux.containers.len(), 1);
+    let eth0 = linux.network.unwrap().default_interface.expect("eth0's counters");
+    assert!(eth0.rx_bytes.unwrap().value > 0);
+
+    // New limits reach the cgroup of the running container, and its status.
+    n.rt.block_on(
+        n.runtime
+            .update_container_resources(cri::UpdateContainerResourcesRequest {
+                container_id: id.clone(),
+                linux: Some(cri::LinuxContainerResources {
+                    memory_limit_in_bytes: 48 << 20,
+                    cpu_period: 100_000,
+                    cpu_quota: 50_000,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+    )
+    .unwrap();
+    let cg = format!("molde-cri-test/pod-stats/{id}");
+    let v1 = Path::new("/sys/fs/cgroup/memory")
+        .join(&cg)
+        .join("memory.limit_in_bytes");
+    let limit = std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(&cg).join("memory.max")))
+        .unwrap();
+    assert_eq!(limit.trim(), (48u64 << 20).to_string());
+    let s = n.status(&id);
+    assert_eq!(
+        s.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
+        48 << 20
+    );
+    n.stop_and_remove_pod(&pod);
 }

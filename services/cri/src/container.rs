@@ -357,6 +357,36 @@ impl Cri {
             .ok();
     }
 
+    /// New CPU and memory limits for a running container, kept for its status.
+    pub async fn update_resources(&self, id: &str, res: cri::LinuxContainerResources) -> Result<(), Error> {
+        let mut rec = self.container(id)?;
+        if self.observe(&rec.id).await?.state != cri::ContainerState::ContainerRunning as i32 {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        if res.memory_limit_in_bytes < 0 || res.cpu_quota < -1 || res.cpu_period < 0 || res.cpu_shares < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "container {}: resources must not be negative",
+                rec.id
+            )));
+        }
+        let mut oci = oci_spec::runtime::LinuxResources::default();
+        crate::spec::limits(&mut oci, &res);
+        self.runtime()
+            .update(request(rt::UpdateRequest {
+                id: rec.id.clone(),
+                resources_json: serde_json::to_string(&oci).map_err(|e| Error::Internal(e.to_string()))?,
+            }))
+            .await
+            .map_err(Error::upstream(format!("updating container {}", rec.id)))?;
+        let linux = rec.config.linux.get_or_insert_with(Default::default);
+        linux.resources = Some(res);
+        store::put(&*self.store, CONTAINERS, &rec.id, &rec)?;
+        Ok(())
+    }
+
     pub async fn reopen_log(&self, id: &str) -> Result<(), Error> {
         let rec = self.container(id)?;
         if self.observe(&rec.id).await?.state != cri::ContainerState::ContainerRunning as i32 {
@@ -400,7 +430,15 @@ impl Cri {
             annotations: rec.config.annotations.clone(),
             mounts: rec.config.mounts.clone(),
             log_path: rec.log_path.clone(),
-            resources: None,
+            resources: rec
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.resources.clone())
+                .map(|r| cri::ContainerResources {
+                    linux: Some(r),
+                    windows: None,
+                }),
             image_id: rec.image_id.clone(),
             user: None,
         }

@@ -348,12 +348,11 @@ impl CriRuntimeService for RuntimeService {
         &self,
         req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        let rec = self.cri.container(&req.into_inner().container_id)?;
-        Err(Error::Unimplemented(format!(
-            "container {}: molde does not update a running container's resources yet",
-            rec.id
-        ))
-        .into())
+        let r = req.into_inner();
+        self.cri
+            .update_resources(&r.container_id, r.linux.unwrap_or_default())
+            .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(

@@ -285,38 +285,7 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
     linux.set_cgroups_path(Some(cgroups_path(i.cgroup_driver, &parent, i.id)));
 
     let mut resources: LinuxResources = linux.resources().clone().unwrap_or_default();
-    if res_cfg.cpu_period > 0
-        || res_cfg.cpu_quota > 0
-        || res_cfg.cpu_shares > 0
-        || !res_cfg.cpuset_cpus.is_empty()
-        || !res_cfg.cpuset_mems.is_empty()
-    {
-        let mut cpu = LinuxCpu::default();
-        if res_cfg.cpu_period > 0 {
-            cpu.set_period(Some(res_cfg.cpu_period as u64));
-        }
-        if res_cfg.cpu_quota > 0 {
-            cpu.set_quota(Some(res_cfg.cpu_quota));
-        }
-        if res_cfg.cpu_shares > 0 {
-            cpu.set_shares(Some(res_cfg.cpu_shares as u64));
-        }
-        if !res_cfg.cpuset_cpus.is_empty() {
-            cpu.set_cpus(Some(res_cfg.cpuset_cpus.clone()));
-        }
-        if !res_cfg.cpuset_mems.is_empty() {
-            cpu.set_mems(Some(res_cfg.cpuset_mems.clone()));
-        }
-        resources.set_cpu(Some(cpu));
-    }
-    if res_cfg.memory_limit_in_bytes > 0 {
-        let mut mem = LinuxMemory::default();
-        mem.set_limit(Some(res_cfg.memory_limit_in_bytes));
-        if res_cfg.memory_swap_limit_in_bytes > 0 {
-            mem.set_swap(Some(res_cfg.memory_swap_limit_in_bytes));
-        }
-        resources.set_memory(Some(mem));
-    }
+    limits(&mut resources, &res_cfg);
     if !res_cfg.hugepage_limits.is_empty() {
         let limits = res_cfg
             .hugepage_limits
@@ -381,6 +350,42 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
     }
     spec.set_linux(Some(linux));
     Ok(spec)
+}
+
+/// The CPU and memory limits of CRI resources, into an OCI LinuxResources.
+pub fn limits(resources: &mut LinuxResources, res_cfg: &cri::LinuxContainerResources) {
+    if res_cfg.cpu_period > 0
+        || res_cfg.cpu_quota > 0
+        || res_cfg.cpu_shares > 0
+        || !res_cfg.cpuset_cpus.is_empty()
+        || !res_cfg.cpuset_mems.is_empty()
+    {
+        let mut cpu = LinuxCpu::default();
+        if res_cfg.cpu_period > 0 {
+            cpu.set_period(Some(res_cfg.cpu_period as u64));
+        }
+        if res_cfg.cpu_quota > 0 {
+            cpu.set_quota(Some(res_cfg.cpu_quota));
+        }
+        if res_cfg.cpu_shares > 0 {
+            cpu.set_shares(Some(res_cfg.cpu_shares as u64));
+        }
+        if !res_cfg.cpuset_cpus.is_empty() {
+            cpu.set_cpus(Some(res_cfg.cpuset_cpus.clone()));
+        }
+        if !res_cfg.cpuset_mems.is_empty() {
+            cpu.set_mems(Some(res_cfg.cpuset_mems.clone()));
+        }
+        resources.set_cpu(Some(cpu));
+    }
+    if res_cfg.memory_limit_in_bytes > 0 {
+        let mut mem = LinuxMemory::default();
+        mem.set_limit(Some(res_cfg.memory_limit_in_bytes));
+        if res_cfg.memory_swap_limit_in_bytes > 0 {
+            mem.set_swap(Some(res_cfg.memory_swap_limit_in_bytes));
+        }
+        resources.set_memory(Some(mem));
+    }
 }
 
 /// The container's cgroup: under the pod's parent (cgroupfs paths), or a

@@ -240,6 +240,13 @@ impl api::runtime_server::Runtime for RuntimeService {
         Ok(Response::new(api::ReopenLogResponse {}))
     }
 
+    async fn update(
+        &self,
+        req: Request<api::UpdateRequest>,
+    ) -> Result<Response<api::UpdateResponse>, Status> {
+        self.update_rpc(req).await
+    }
+
     type ExecStream = ReceiverStream<Result<api::RunEvent, Status>>;
 
     async fn exec(&self, req: Request<api::ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {

@@ -103,7 +103,7 @@ impl RuntimeService {
         let id = &req.get_ref().id;
         self.running(&ns, id)?;
         let mut processes = Vec::new();
-        for pid in crate::lifecycle::cgroup_pids(&crate::spec::cgroup_path(&ns, id)) {
+        for pid in crate::lifecycle::cgroup_pids(&self.cgroup(&ns, id)) {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let command = cmd
                 .split(|b| *b == 0)
@@ -137,12 +137,34 @@ impl RuntimeService {
         let id = &req.get_ref().id;
         self.running(&ns, id)?;
         let (memory_bytes, memory_limit_bytes, cpu_usage_ns, pids) =
-            crate::lifecycle::cgroup_stats(&crate::spec::cgroup_path(&ns, id));
+            crate::lifecycle::cgroup_stats(&self.cgroup(&ns, id));
         Ok(Response::new(api::StatsResponse {
             memory_bytes,
             memory_limit_bytes,
             cpu_usage_ns,
             pids,
         }))
+    }
+
+    /// The cgroup a container runs in: its spec's (a pod's container's is
+    /// under the pod's parent), else molde's own layout.
+    pub(crate) fn cgroup(&self, ns: &str, id: &str) -> String {
+        crate::lifecycle::cgroup_of(&self.bundle_dir(ns, id))
+            .unwrap_or_else(|| crate::spec::cgroup_path(ns, id))
+    }
+
+    pub(super) async fn update_rpc(
+        &self,
+        req: Request<api::UpdateRequest>,
+    ) -> Result<Response<api::UpdateResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let r = req.into_inner();
+        self.running(&ns, &r.id)?;
+        let res: oci_spec::runtime::LinuxResources = serde_json::from_str(&r.resources_json)
+            .map_err(|e| Error::InvalidArgument(format!("resources of {}: {e}", r.id)))?;
+        crate::lifecycle::cgroup_update(&self.cgroup(&ns, &r.id), &res)
+            .map_err(|e| e.context(format!("container {}", r.id)))?;
+        tracing::info!(namespace = %ns, container = %r.id, "resources updated");
+        Ok(Response::new(api::UpdateResponse {}))
     }
 }
