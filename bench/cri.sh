@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# CRI: critest's benchmarks (pod lifecycle, container lifecycle) against
+# molde's CRI and containerd 1.6's in the same run, each with the same CNI
+# bridge and the same images from a loopback registry. Rewrites the CRI table
+# in docs/benchmarks.md.
+#
+#   bench/cri.sh CRITEST      # critest v1.26.1, built by hand (never part of the repo)
+#
+# The images critest uses must be in a registry on 127.0.0.1:5000 first: see
+# ../shared/critest/README.md (make-images.sh). containerd runs with
+# restrict_oom_score_adj = true (root cannot lower oom_score_adj on these hosts).
+set -euo pipefail
+
+critest=${1:?usage: bench/cri.sh CRITEST (a critest v1.26.1 binary)}
+here=$(cd "$(dirname "$0")/.." && pwd)
+shared=${CRITEST_SHARED:-$here/../shared/critest}
+dir=${BENCH_DIR:-/var/tmp/molde-bench-cri}
+pods=${PODS:-20}
+for tool in containerd python3 curl; do
+  command -v "$tool" >/dev/null || { echo "bench/cri.sh needs $tool (deploy/install-deps.sh)" >&2; exit 1; }
+done
+curl -fs http://127.0.0.1:5000/v2/ >/dev/null || { echo "no registry on 127.0.0.1:5000: see $shared/README.md" >&2; exit 1; }
+
+cargo build --release -p molded -p molde -p molde-shim --manifest-path "$here/Cargo.toml" >&2
+bin=${CARGO_TARGET_DIR:-$here/target}/release
+
+cleanup() {
+  for p in "$dir"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
+  sleep 1
+  grep -o " $dir/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+}
+trap cleanup EXIT
+cleanup
+rm -rf "$dir"
+mkdir -p "$dir/net.d" "$dir/out-molde" "$dir/out-containerd"
+cp "$shared/10-critest-bridge.conflist" "$dir/net.d/"
+cat > "$dir/params.yaml" <<EOF
+podsNumber: $pods
+podsNumberParallel: 1
+containersNumber: $pods
+containersNumberParallel: 1
+EOF
+
+cat > "$dir/molde.toml" <<EOF
+root = "$dir/m/root"
+state = "$dir/m/state"
+address = "$dir/m/molde.sock"
+[cri]
+cni_conf_dir = "$dir/net.d"
+cni_bin_dirs = ["/usr/lib/cni"]
+[registry]
+config_path = "$shared/certs.d"
+EOF
+"$bin/molded" --config "$dir/molde.toml" >"$dir/molded.log" 2>&1 &
+echo $! >"$dir/molded.pid"
+
+cat > "$dir/containerd.toml" <<EOF
+version = 2
+root = "$dir/c/root"
+state = "$dir/c/state"
+[grpc]
+  address = "$dir/c/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.9"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$dir/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$shared/certs.d"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+EOF
+containerd --config "$dir/containerd.toml" >"$dir/containerd.log" 2>&1 &
+echo $! >"$dir/containerd.pid"
+for s in "$dir/m/cri.sock" "$dir/c/containerd.sock"; do
+  for _ in $(seq 100); do [ -S "$s" ] && break; sleep 0.1; done
+  [ -S "$s" ] || { echo "$s did not appear" >&2; exit 1; }
+done
+
+run() { # name endpoint
+  "$critest" -runtime-endpoint "unix://$2" -benchmark -benchmarking-params-file "$dir/params.yaml" \
+    -benchmarking-output-dir "$dir/out-$1" -ginkgo.no-color \
+    -ginkgo.focus "lifecycle of PodSandbox|basic operations on Container" >"$dir/critest-$1.log" 2>&1 \
+    || { echo "critest against $1 failed: $dir/critest-$1.log" >&2; tail -20 "$dir/critest-$1.log" >&2; exit 1; }
+}
+run containerd "$dir/c/containerd.sock"
+run molde "$dir/m/cri.sock"
+
+table=$(python3 - "$dir" "$(nproc)" "$pods" <<'PY'
+import json, os, statistics, sys, datetime
+d, cores, n = sys.argv[1], sys.argv[2], sys.argv[3]
+def medians(who):
+    out = {}
+    for f in ("pod_benchmark_data.json", "container_benchmark_data.json"):
+        r = json.load(open(os.path.join(d, f"out-{who}", f)))
+        names = r["operationsNames"]
+        for i, name in enumerate(names):
+            vals = [p["operationsDurationsNs"][i] for p in r["datapoints"] if len(p["operationsDurationsNs"]) == len(names)]
+            out[name] = (statistics.median(vals) / 1e6, min(vals) / 1e6, max(vals) / 1e6)
+    return out
+m, c = medians("molde"), medians("containerd")
+rows = ["CreatePod", "StatusPod", "StopPod", "RemovePod", "CreateContainer", "StartContainer", "StatusContainer", "StopContainer", "RemoveContainer"]
+print(f"critest v1.26.1 -benchmark, {n} pods and {n} containers one after the other, median (min–max) in ms; {cores} cores; {datetime.date.today()}; containerd 1.6 with runc and a pause image, molde with no pause image; both on the same CNI bridge.")
+print()
+print("| operation | molde | containerd | containerd / molde |")
+print("|---|---|---|---|")
+for r in rows:
+    if r in m and r in c:
+        print(f"| {r} | {m[r][0]:.1f} ({m[r][1]:.1f}–{m[r][2]:.1f}) | {c[r][0]:.1f} ({c[r][1]:.1f}–{c[r][2]:.1f}) | {c[r][0]/m[r][0]:.2f}x |")
+pm = m["CreatePod"][0] + m["CreateContainer"][0] + m["StartContainer"][0]
+pc = c["CreatePod"][0] + c["CreateContainer"][0] + c["StartContainer"][0]
+print()
+print(f"Pod + container (CreatePod + CreateContainer + StartContainer medians): molde {pm:.0f} ms, containerd {pc:.0f} ms.")
+print("Goals: CreatePod ≤ 50 ms, StartContainer ≤ 20 ms, pod + container ≤ 120 ms.")
+PY
+)
+echo "$table"
+doc=$here/docs/benchmarks.md
+python3 - "$doc" "$table" <<'PY'
+import sys
+doc, table = sys.argv[1], sys.argv[2]
+s = open(doc).read()
+begin, end = "<!-- cri:begin -->", "<!-- cri:end -->"
+block = f"{begin}\n{table}\n{end}"
+if begin in s:
+    a, b = s.index(begin), s.index(end) + len(end)
+    s = s[:a] + block + s[b:]
+else:
+    s = s.rstrip("\n") + f"\n\n## CRI (`bench/cri.sh`)\n\n{block}\n"
+open(doc, "w").write(s)
+PY
+echo "updated $doc"
