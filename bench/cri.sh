@@ -84,12 +84,24 @@ run() { # name endpoint
     -ginkgo.focus "lifecycle of PodSandbox|basic operations on Container" >"$dir/critest-$1.log" 2>&1 \
     || { echo "critest against $1 failed: $dir/critest-$1.log" >&2; tail -20 "$dir/critest-$1.log" >&2; exit 1; }
 }
+rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+idle_with=$(rss "$(cat "$dir/molded.pid")")
 run containerd "$dir/c/containerd.sock"
 run molde "$dir/m/cri.sock"
+after=$(rss "$(cat "$dir/molded.pid")")
+# The same molded without the CRI service, idle, for what CRI adds.
+"$bin/molded" --root "$dir/n/root" --state "$dir/n/state" --address "$dir/n/molde.sock" \
+  --service content --service snapshotter --service transfer --service runtime --service builder \
+  >"$dir/molded-nocri.log" 2>&1 &
+echo $! >"$dir/molded-nocri.pid"
+for _ in $(seq 100); do [ -S "$dir/n/molde.sock" ] && break; sleep 0.1; done
+sleep 1
+idle_without=$(rss "$(cat "$dir/molded-nocri.pid")")
 
-table=$(python3 - "$dir" "$(nproc)" "$pods" <<'PY'
+table=$(python3 - "$dir" "$(nproc)" "$pods" "$idle_without" "$idle_with" "$after" <<'PY'
 import json, os, statistics, sys, datetime
 d, cores, n = sys.argv[1], sys.argv[2], sys.argv[3]
+idle_without, idle_with, after = (float(x) for x in sys.argv[4:7])
 def medians(who):
     out = {}
     for f in ("pod_benchmark_data.json", "container_benchmark_data.json"):
@@ -112,7 +124,8 @@ pm = m["CreatePod"][0] + m["CreateContainer"][0] + m["StartContainer"][0]
 pc = c["CreatePod"][0] + c["CreateContainer"][0] + c["StartContainer"][0]
 print()
 print(f"Pod + container (CreatePod + CreateContainer + StartContainer medians): molde {pm:.0f} ms, containerd {pc:.0f} ms.")
-print("Goals: CreatePod ≤ 50 ms, StartContainer ≤ 20 ms, pod + container ≤ 120 ms.")
+print(f"molded's RSS: {idle_without:.1f} MB idle without the CRI service, {idle_with:.1f} MB idle with it (CRI's own: {idle_with - idle_without:.1f} MB), {after:.1f} MB after the benchmarks (every service's growth over {n} pods and containers, images pulled).")
+print("Goals: CreatePod ≤ 50 ms, StartContainer ≤ 20 ms, pod + container ≤ 120 ms, CRI's overhead on molded's RSS ≤ 10 MB.")
 PY
 )
 echo "$table"
