@@ -1112,3 +1112,52 @@ fn stats_are_read_from_the_pods_cgroups_and_resources_update_live() {
     );
     n.stop_and_remove_pod(&pod);
 }
+
+#[test]
+fn a_host_to_container_mount_sees_what_the_host_mounts_later() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("propagation");
+    let pod = n.run_pod(pc.clone());
+    // A shared mount on the host, as the kubelet's volume directories are.
+    let src = n.daemon.dir.path().join("shared-src");
+    std::fs::create_dir_all(src.join("later")).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = src.to_str().unwrap();
+    run(&["mount", "--bind", s, s]);
+    run(&["mount", "--make-rshared", s]);
+    let mut c = n.container_config("watcher", &["sleep", "3600"]);
+    c.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: s.into(),
+        propagation: cri::MountPropagation::PropagationHostToContainer as i32,
+        ..Default::default()
+    }];
+    let id = n.run(&pod, &pc, c);
+    let later = src.join("later");
+    run(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=1m",
+        "later",
+        later.to_str().unwrap(),
+    ]);
+    std::fs::write(later.join("flag"), "from the host\n").unwrap();
+    let seen = n.sh(&id, "cat /data/later/flag");
+    run(&["umount", "-l", later.to_str().unwrap()]);
+    run(&["umount", "-l", s]);
+    assert_eq!(seen, "from the host\n");
+    n.stop_and_remove_pod(&pod);
+}

@@ -203,16 +203,18 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
             })?;
         }
         let prop = match cri::MountPropagation::try_from(m.propagation) {
+            // The root's propagation in the runtime spec's words (recursive
+            // always): a slave root lets host mounts in, a shared one both ways.
             Ok(cri::MountPropagation::PropagationHostToContainer) => {
-                propagation = if propagation == "rshared" {
-                    "rshared"
+                propagation = if propagation == "shared" {
+                    "shared"
                 } else {
-                    "rslave"
+                    "slave"
                 };
                 "rslave"
             }
             Ok(cri::MountPropagation::PropagationBidirectional) => {
-                propagation = "rshared";
+                propagation = "shared";
                 "rshared"
             }
             _ => "rprivate",
