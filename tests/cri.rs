@@ -1161,3 +1161,46 @@ fn a_host_to_container_mount_sees_what_the_host_mounts_later() {
     assert_eq!(seen, "from the host\n");
     n.stop_and_remove_pod(&pod);
 }
+
+#[test]
+fn container_events_follow_a_containers_life() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("events");
+    let pod = n.run_pod(pc.clone());
+    let mut events =
+        n.rt.block_on(n.runtime.get_container_events(cri::GetEventsRequest {}))
+            .unwrap()
+            .into_inner();
+    let id = n.run(&pod, &pc, n.container_config("watched", &["sleep", "3600"]));
+    n.rt.block_on(n.runtime.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 1,
+    }))
+    .unwrap();
+    n.rt.block_on(n.runtime.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    }))
+    .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let ev =
+            n.rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), events.message()).await })
+                .expect("an event within 10s")
+                .unwrap()
+                .unwrap();
+        assert_eq!(ev.container_id, id);
+        assert!(ev.created_at > 0);
+        seen.push(ev.container_event_type);
+    }
+    assert_eq!(
+        seen,
+        [
+            cri::ContainerEventType::ContainerCreatedEvent as i32,
+            cri::ContainerEventType::ContainerStartedEvent as i32,
+            cri::ContainerEventType::ContainerStoppedEvent as i32,
+            cri::ContainerEventType::ContainerDeletedEvent as i32,
+        ]
+    );
+    n.stop_and_remove_pod(&pod);
+}
