@@ -390,16 +390,29 @@ pub fn limits(resources: &mut LinuxResources, res_cfg: &cri::LinuxContainerResou
     }
 }
 
-/// The container's cgroup: under the pod's parent (cgroupfs paths), or a
-/// systemd scope name in the pod's slice.
+/// The container's cgroup: under the pod's parent. With the systemd driver
+/// the parent is a slice name (`kubepods-besteffort-pod1.slice`), expanded to
+/// where systemd keeps that slice (`/kubepods.slice/kubepods-besteffort.slice/
+/// kubepods-besteffort-pod1.slice`) and the container gets a scope in it;
+/// the shim writes the cgroup files there itself.
 pub fn cgroups_path(driver: &str, parent: &str, id: &str) -> PathBuf {
     if driver == "systemd" {
         let slice = Path::new(parent)
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
-            .filter(|s| s.ends_with(".slice"))
+            .filter(|s| s.ends_with(".slice") && s != "-.slice")
             .unwrap_or_else(|| "system.slice".into());
-        return PathBuf::from(format!("{slice}:cri-molde:{id}"));
+        let name = slice.trim_end_matches(".slice");
+        let mut path = PathBuf::from("/");
+        let mut prefix = String::new();
+        for part in name.split('-') {
+            if !prefix.is_empty() {
+                prefix.push('-');
+            }
+            prefix.push_str(part);
+            path.push(format!("{prefix}.slice"));
+        }
+        return path.join(format!("cri-molde-{id}.scope"));
     }
     let parent = if parent.is_empty() { "/k8s.io" } else { parent };
     Path::new(parent).join(id)

@@ -49,8 +49,14 @@ fn cgroups_go_under_the_pods_parent() {
     );
     assert_eq!(cgroups_path("cgroupfs", "", "c1"), PathBuf::from("/k8s.io/c1"));
     assert_eq!(
-        cgroups_path("systemd", "/kubepods.slice/kubepods-pod1.slice", "c1"),
-        PathBuf::from("kubepods-pod1.slice:cri-molde:c1")
+        cgroups_path("systemd", "kubepods-besteffort-pod1.slice", "c1"),
+        PathBuf::from(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-molde-c1.scope"
+        )
+    );
+    assert_eq!(
+        cgroups_path("systemd", "", "c1"),
+        PathBuf::from("/system.slice/cri-molde-c1.scope")
     );
 }
 
