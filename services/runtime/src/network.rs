@@ -151,11 +151,9 @@ impl Cni {
     }
 }
 
-/// The container's address on the bridge, from a CNI result.
+/// The container's address on the bridge, from what `setup` saved.
 pub fn address(saved: &Value) -> Option<String> {
-    saved["result"]["ips"][0]["address"]
-        .as_str()
-        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+    molde_common::cni::first_ip(&saved["result"])
 }
 
 #[cfg(test)]

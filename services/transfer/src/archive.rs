@@ -387,13 +387,7 @@ impl Puller {
                 &format!("config of {name}"),
             )?;
             let diff_ids = config.rootfs().diff_ids();
-            if diff_ids.len() != manifest.layers().len() {
-                return Err(Error::InvalidArgument(format!(
-                    "{name}: the config lists {} diff IDs for {} layers",
-                    diff_ids.len(),
-                    manifest.layers().len()
-                )));
-            }
+            media::check_diff_ids(&name, &config, &manifest)?;
             self.complete_image(ImageJob {
                 ns,
                 lease: &lease.id,

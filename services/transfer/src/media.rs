@@ -54,6 +54,17 @@ pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<
     serde_json::from_slice(body).map_err(|e| Error::InvalidArgument(format!("{what}: {e}")))
 }
 
+/// Refuses a config whose diff IDs do not pair with the manifest's layers.
+pub fn check_diff_ids(name: &str, config: &ImageConfiguration, manifest: &ImageManifest) -> Result<()> {
+    let (ids, layers) = (config.rootfs().diff_ids().len(), manifest.layers().len());
+    if ids != layers {
+        return Err(Error::InvalidArgument(format!(
+            "{name}: the config lists {ids} diff IDs for {layers} layers"
+        )));
+    }
+    Ok(())
+}
+
 /// A descriptor's digest as molde's `Digest`.
 pub fn digest_of(d: &Descriptor) -> Result<molde_common::Digest> {
     Ok(molde_common::Digest::parse_field(

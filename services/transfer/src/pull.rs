@@ -314,13 +314,7 @@ impl Puller {
             .await?;
         let config: ImageConfiguration = parse(&config_body, &format!("config of {name}"))?;
         let diff_ids = config.rootfs().diff_ids();
-        if diff_ids.len() != manifest.layers().len() {
-            return Err(Error::InvalidArgument(format!(
-                "{name}: the config lists {} diff IDs for {} layers",
-                diff_ids.len(),
-                manifest.layers().len()
-            )));
-        }
+        media::check_diff_ids(&name, &config, &manifest)?;
         send(
             tx,
             api::progress::Event::Resolved(api::Resolved {
