@@ -540,7 +540,7 @@ fn security_context_user_readonly_rootfs_capabilities_seccomp_and_no_new_privs()
             ..Default::default()
         }),
     });
-    n.run(&pod, &pc, rootc);
+    let root = n.run(&pod, &pc, rootc);
     let log = n.logs.join("secure/root/0.log");
     molde_tests::eventually(10, "the root container's log", || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("unshare="))
@@ -548,6 +548,87 @@ fn security_context_user_readonly_rootfs_capabilities_seccomp_and_no_new_privs()
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("Operation not permitted"), "{text}");
     assert!(text.contains("stdout F unshare=1"), "{text}");
+
+    // A process exec'd into the container is filtered as the container is.
+    let out = n.sh(&root, "unshare -u true 2>/dev/null; echo unshare=$?");
+    assert_eq!(out.trim(), "unshare=1");
+
+    // Without no_new_privs and without CAP_SYS_ADMIN the exec'd process is
+    // filtered too, and keeps exactly the container's capabilities.
+    let mut plain = n.container_config("plain", &["sleep", "3601"]);
+    plain.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            ..Default::default()
+        }),
+    });
+    let plain = n.run(&pod, &pc, plain);
+
+    let out = n.sh(&plain, "unshare -u true 2>/dev/null; echo unshare=$?");
+    assert_eq!(out.trim(), "unshare=1");
+    let caps = |pid: &str, n: &mut Node| -> Vec<String> {
+        n.sh(
+            &plain,
+            &format!("grep -E '^(Cap|NoNewPrivs|Seccomp:)' /proc/{pid}/status"),
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+    };
+    // The pod shares a PID namespace: its PID 1 is the pod's holder.
+    let main = n.sh(&plain, "grep -l '360[1]' /proc/[0-9]*/cmdline");
+    let main = main
+        .trim()
+        .trim_start_matches("/proc/")
+        .trim_end_matches("/cmdline")
+        .to_string();
+    let (own, execd) = (caps(&main, &mut n), caps("self", &mut n));
+    assert!(own.iter().any(|l| l.starts_with("CapBnd")), "{own:?}");
+    assert_eq!(own, execd);
+    n.stop_and_remove_pod(&pod);
+}
+
+/// Containers that join their pod's PID namespace get pids there that the
+/// host's /proc knows nothing of (or names another process by): every one
+/// starts, sees its own cgroup at /sys/fs/cgroup, and cannot write to it.
+#[test]
+fn containers_of_a_shared_pid_pod_start_whatever_pid_they_get_and_see_their_own_cgroup() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("sharedpid");
+    let pod = n.run_pod(pc.clone());
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+    let (file, limit) = if v1 {
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", 48u64 << 20)
+    } else {
+        ("/sys/fs/cgroup/memory.max", 48u64 << 20)
+    };
+    // Started one after another, they get consecutive pids in the pod (2,
+    // 3, 4, ...): some of those name no process on the host.
+    let ids: Vec<String> = (0..14)
+        .map(|i| {
+            let mut c = n.container_config(&format!("c{i}"), &["sleep", "3600"]);
+            c.linux = Some(cri::LinuxContainerConfig {
+                resources: Some(cri::LinuxContainerResources {
+                    memory_limit_in_bytes: limit as i64,
+                    ..Default::default()
+                }),
+                security_context: None,
+            });
+            n.run(&pod, &pc, c)
+        })
+        .collect();
+    for id in &ids {
+        let seen = n.sh(
+            id,
+            &format!("cat {file}; (echo 1 > {file}) 2>/dev/null && echo wrote; true"),
+        );
+        assert_eq!(seen.trim(), limit.to_string(), "its own limit, read-only");
+    }
     n.stop_and_remove_pod(&pod);
 }
 

@@ -275,6 +275,9 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
         ns.set_path(path);
         namespaces.push(ns);
     }
+    let joins_pid = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_some());
     linux.set_namespaces(Some(namespaces));
 
     let parent = i
@@ -284,7 +287,11 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
         .as_ref()
         .map(|l| l.cgroup_parent.clone())
         .unwrap_or_default();
-    linux.set_cgroups_path(Some(cgroups_path(i.cgroup_driver, &parent, i.id)));
+    let cgroup = cgroups_path(i.cgroup_driver, &parent, i.id);
+    if joins_pid && let Some(view) = molde_common::spec::cgroup_v1_view(&cgroup) {
+        own_cgroup_view(&mut spec, view, sc.privileged);
+    }
+    linux.set_cgroups_path(Some(cgroup));
 
     let mut resources: LinuxResources = linux.resources().clone().unwrap_or_default();
     limits(&mut resources, &res_cfg);
@@ -388,6 +395,34 @@ pub fn limits(resources: &mut LinuxResources, res_cfg: &cri::LinuxContainerResou
         }
         resources.set_memory(Some(mem));
     }
+}
+
+/// Puts the container's own cgroup v1 view (see
+/// `molde_common::spec::cgroup_v1_view`) where the spec's `cgroup` mount was;
+/// writable for a privileged container.
+fn own_cgroup_view(spec: &mut Spec, view: Vec<Mount>, privileged: bool) {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let Some(at) = mounts
+        .iter()
+        .position(|m| m.destination() == Path::new("/sys/fs/cgroup") && m.typ().as_deref() == Some("cgroup"))
+    else {
+        return;
+    };
+    let view = view.into_iter().map(|mut m| {
+        if privileged {
+            let opts = m
+                .options()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| o != "ro")
+                .collect();
+            m.set_options(Some(opts));
+        }
+        m
+    });
+    mounts.splice(at..=at, view);
+    spec.set_mounts(Some(mounts));
 }
 
 /// The container's cgroup: under the pod's parent. With the systemd driver

@@ -23,12 +23,14 @@ use oci_spec::runtime::Spec;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// Whether the spec mounts the cgroup hierarchy read-only (docker's default).
+/// Whether the spec mounts the cgroup hierarchy read-only (docker's
+/// default): the `cgroup` mount, or a view of it made of bind mounts.
 pub fn wants_read_only(spec: &Spec) -> bool {
     spec.mounts().iter().flatten().any(|m| {
-        m.destination().as_os_str() == CGROUP_ROOT
-            && m.typ().as_deref() == Some("cgroup")
-            && m.options().iter().flatten().any(|o| o == "ro")
+        let at = m.destination().as_os_str() == CGROUP_ROOT;
+        let under = m.destination().starts_with(CGROUP_ROOT) && !at;
+        let ro = m.options().iter().flatten().any(|o| o == "ro");
+        ro && ((at && m.typ().as_deref() == Some("cgroup")) || (under && m.typ().as_deref() == Some("bind")))
     })
 }
 

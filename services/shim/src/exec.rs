@@ -53,10 +53,12 @@ pub(crate) fn exec(args: &Args) -> Result<i32> {
     {
         bail!("no client attached to the exec within 30s");
     }
+    let spec = Bundle::new(&args.bundle).spec().context("reading config.json")?;
+    let filter = crate::seccomp::Filter::of(&spec);
     let mut builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.state)
         .context("libcontainer state root")?
-        .with_executor(DefaultExecutor {})
+        .with_executor(crate::seccomp::FilteredExecutor(filter.clone()))
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
@@ -65,7 +67,7 @@ pub(crate) fn exec(args: &Args) -> Result<i32> {
     builder = if args.tty {
         // A terminal comes through libcontainer's console socket only when the
         // process is given whole: the container's own, with exec's changes.
-        let whole = tty_process(&args.bundle, &p, pfile)?;
+        let whole = tty_process(&spec, &filter, &p, pfile)?;
         builder.with_process(Some(whole))
     } else {
         builder
@@ -75,6 +77,7 @@ pub(crate) fn exec(args: &Args) -> Result<i32> {
             .with_user(p.uid)
             .with_group(p.gid)
             .with_additional_gids(p.additional_gids.clone())
+            .with_capabilities(filter.lent())
     };
     let pid = builder
         .with_detach(true)
@@ -116,8 +119,12 @@ pub(crate) fn exec(args: &Args) -> Result<i32> {
 
 /// The container's own process (config.json) with the exec's command, env,
 /// directory and user, and a terminal.
-fn tty_process(bundle: &Path, p: &ExecProcess, pfile: &Path) -> Result<PathBuf> {
-    let spec = Bundle::new(bundle).spec().context("reading config.json")?;
+fn tty_process(
+    spec: &oci_spec::runtime::Spec,
+    filter: &crate::seccomp::Filter,
+    p: &ExecProcess,
+    pfile: &Path,
+) -> Result<PathBuf> {
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_terminal(Some(true));
     process.set_args(Some(p.args.clone()));
@@ -129,6 +136,7 @@ fn tty_process(bundle: &Path, p: &ExecProcess, pfile: &Path) -> Result<PathBuf> 
     user.set_additional_gids(Some(p.additional_gids.clone()));
     process.set_user(user);
     process.set_console_size(None);
+    filter.lend_to(&mut process);
     let path = pfile.with_extension("process.json");
     fs::write(&path, serde_json::to_vec(&process)?)?;
     Ok(path)

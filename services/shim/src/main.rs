@@ -16,6 +16,7 @@ mod attach;
 mod cgroupfs;
 mod crilog;
 mod exec;
+mod seccomp;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -330,7 +331,7 @@ fn run(args: &Args) -> Result<i32> {
         None
     };
     fs::create_dir_all(&args.state)?;
-    let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+    let container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.state)
         .context("libcontainer state root")?
         .with_executor(DefaultExecutor {})
@@ -341,8 +342,20 @@ fn run(args: &Args) -> Result<i32> {
         .as_init(&args.bundle)
         .with_systemd(false)
         .with_detach(true)
-        .build()
-        .with_context(|| format!("creating container {}", args.id))?;
+        .build();
+    let mut container = match container {
+        Ok(c) => c,
+        Err(e) => {
+            // The container's init logs its failing step's cause on what
+            // was to be its stderr.
+            let cause = pipes.as_ref().map(|(_, err_r)| drain(err_r)).unwrap_or_default();
+            return Err(anyhow::Error::new(e).context(format!(
+                "creating container {}{}",
+                args.id,
+                cause_of(&cause)
+            )));
+        }
+    };
     if cgroupfs::wants_read_only(&spec) {
         let init = container.pid().context("the created container has no pid")?;
         if let Err(e) = cgroupfs::make_read_only(nix::unistd::Pid::from_raw(init.as_raw())) {
@@ -452,10 +465,40 @@ fn run(args: &Args) -> Result<i32> {
     Ok(status)
 }
 
+/// What is buffered in a pipe now, without waiting for more.
+fn drain(fd: &OwnedFd) -> String {
+    let _ = rustix::fs::fcntl_setfl(fd, rustix::fs::OFlags::NONBLOCK);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = rustix::io::read(fd, &mut buf) {
+        if n == 0 || out.len() > 64 << 10 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The first error libcontainer logged in `log`: its processes say which
+/// step failed and why only through tracing, not in the error they return.
+fn cause_of(log: &str) -> String {
+    log.lines()
+        .find_map(|l| l.split_once(" ERROR ").map(|(_, rest)| rest.trim()))
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default()
+}
+
 fn main() {
     // One malloc arena: the shim's few threads need no more, and each arena costs memory.
     // SAFETY: mallopt only tunes the allocator, before any thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    // libcontainer says why a step failed only through tracing: its errors go
+    // to this process's stderr, the bundle's shim.log.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::ERROR)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
