@@ -957,6 +957,28 @@ fn pods_run_on_through_a_kill_9_of_molded_and_are_stopped_and_removed_after() {
     let pc = n.pod_config("survivor");
     let pod = n.run_pod(pc.clone());
     let c = n.run(&pod, &pc, n.container_config("long", &["sleep", "3600"]));
+    // Created, not started: its shim holds it through the restart.
+    let later = n
+        .create(&pod, n.container_config("later", &["sleep", "3600"]), &pc)
+        .expect("CreateContainer");
+    // Created and removed without a start.
+    let never = n
+        .create(&pod, n.container_config("never", &["sleep", "3600"]), &pc)
+        .expect("CreateContainer");
+    assert_eq!(
+        n.status(&never).state,
+        cri::ContainerState::ContainerCreated as i32
+    );
+    n.rt.block_on(n.runtime.remove_container(cri::RemoveContainerRequest {
+        container_id: never.clone(),
+    }))
+    .expect("RemoveContainer");
+    assert!(
+        shims_of(&never).is_empty(),
+        "the created container's shim is left"
+    );
+    assert!(!mounted(&never), "the created container's rootfs is left mounted");
+
     n.daemon.kill9();
     n.daemon.restart();
     assert_eq!(
@@ -965,17 +987,37 @@ fn pods_run_on_through_a_kill_9_of_molded_and_are_stopped_and_removed_after() {
     );
     assert_eq!(n.status(&c).state, cri::ContainerState::ContainerRunning as i32);
     assert_eq!(n.sh(&c, "echo still-here"), "still-here\n");
+    assert_eq!(
+        n.status(&later).state,
+        cri::ContainerState::ContainerCreated as i32
+    );
+    n.start_container(&later);
+    assert_eq!(n.sh(&later, "echo started-after"), "started-after\n");
     n.stop_and_remove_pod(&pod);
     assert!(n.netns_pins().is_empty());
-    // No shim of the container is left running.
-    let shims: Vec<String> = std::fs::read_dir("/proc")
+    // No shim of any container is left running, nor a rootfs mounted.
+    for id in [&c, &later] {
+        assert!(shims_of(id).is_empty(), "a shim is left: {:?}", shims_of(id));
+        assert!(!mounted(id), "a rootfs is left mounted");
+    }
+}
+
+/// The command lines of the shims of container `id` still running.
+fn shims_of(id: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .filter(|cmd| cmd.contains("molde-shim") && cmd.contains(c.as_str()))
-        .collect();
-    assert!(shims.is_empty(), "a shim is left: {shims:?}");
+        .filter(|cmd| cmd.contains("molde-shim") && cmd.contains(id))
+        .collect()
+}
+
+/// Whether anything of container `id` is still mounted on the host.
+fn mounted(id: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(id)
 }
 
 #[test]

@@ -27,6 +27,11 @@ use serde::{Deserialize, Serialize};
 
 /// Annotation on a container's spec: its working directory, when missing,
 /// is created owned by the process's user (a build's RUN), not root.
+/// A holding shim's orders (see [`Bundle::order_held`]): start the
+/// container, or give it up (its init is killed, the shim records the exit).
+pub const HOLD_START: u8 = b's';
+pub const HOLD_ABANDON: u8 = b'x';
+
 pub const WORKDIR_OWNER: &str = "io.molde.workdir-owner";
 
 /// How a container ended, as its shim records it.
@@ -211,6 +216,37 @@ impl Bundle {
 
     pub fn shim_pid(&self) -> Option<i32> {
         read_pid(&self.dir.join("shim.pid"))
+    }
+
+    /// Written by a shim started with `--hold` once the container is created
+    /// and waits for its start: its init's pid.
+    pub fn write_created_pid(&self, pid: i32) -> io::Result<()> {
+        write_atomic(&self.dir.join("created.pid"), pid.to_string().as_bytes())
+    }
+
+    pub fn created_pid(&self) -> Option<i32> {
+        read_pid(&self.dir.join("created.pid"))
+    }
+
+    /// The FIFO a holding shim reads its order from: [`HOLD_START`] or
+    /// [`HOLD_ABANDON`].
+    pub fn hold_fifo(&self) -> PathBuf {
+        self.dir.join("hold.fifo")
+    }
+
+    /// Gives a holding shim its order. `Ok(false)` when no shim holds the
+    /// container (none reads the FIFO).
+    pub fn order_held(&self, order: u8) -> io::Result<bool> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        match rustix::fs::open(self.hold_fifo(), flags, Mode::empty()) {
+            Ok(fd) => {
+                rustix::io::write(&fd, &[order])?;
+                Ok(true)
+            }
+            Err(rustix::io::Errno::NXIO | rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Written last by the shim: molded takes it as "started".

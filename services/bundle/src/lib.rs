@@ -15,5 +15,7 @@ pub mod mount;
 pub mod sock;
 mod state;
 
-pub use dir::{Bundle, ExecProcess, Exit, LogRecord, Stdio, TaskExec, WORKDIR_OWNER};
+pub use dir::{
+    Bundle, ExecProcess, Exit, HOLD_ABANDON, HOLD_START, LogRecord, Stdio, TaskExec, WORKDIR_OWNER,
+};
 pub use state::State;

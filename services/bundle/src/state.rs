@@ -56,6 +56,8 @@ impl Bundle {
             Some(pid) if alive(pid, cgroup) => State::Running { pid: Some(pid) },
             Some(_) if self.shim_alive() => State::Running { pid: None },
             Some(_) => State::Lost,
+            // Created and held by a shim that is gone: it can never start.
+            None if self.created_pid().is_some() && !self.shim_alive() => State::Lost,
             None => State::Created,
         }
     }
@@ -78,6 +80,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let b = Bundle::new(d.path());
         assert_eq!(b.state("/molde/x"), State::Created);
+        // Created and held, but no shim holds it any more.
+        b.write_created_pid(999_999_999).unwrap();
+        assert_eq!(b.state("/molde/x"), State::Lost);
+        assert!(!b.order_held(crate::HOLD_START).unwrap(), "nobody reads the FIFO");
         b.write_init_pid(999_999_999).unwrap();
         assert_eq!(b.state("/molde/x"), State::Lost, "no such process, no shim");
         b.write_init_pid(std::process::id() as i32).unwrap();

@@ -227,6 +227,7 @@ impl RuntimeService {
 
     pub(crate) async fn remove_container(&self, ns: &str, id: &str, force: bool) -> Result<(), Error> {
         self.record(ns, id)?;
+        self.abandon_held(ns, id).await;
         self.exited(ns, id);
         if self.observe(ns, id).state == "running" {
             if !force {

@@ -75,8 +75,35 @@ async fn send(tx: &Tx, e: Event) -> bool {
 }
 
 impl RuntimeService {
-    pub(crate) fn spawn_task_shim(&self, ns: &str, id: &str, bundle: &Path) -> Result<(), Error> {
-        self.spawn_shim(ns, id, bundle)
+    /// A shim for a containerd task: with `hold`, it creates the container
+    /// and waits for the task's start (see `Bundle::order_held`).
+    pub(crate) fn spawn_task_shim(&self, ns: &str, id: &str, bundle: &Path, hold: bool) -> Result<(), Error> {
+        self.spawn_shim(ns, id, bundle, hold)
+    }
+
+    /// Ends the hold of a created, never started container: its shim kills
+    /// the init and records the exit. Waits (bounded) for that record.
+    pub(crate) async fn abandon_held(&self, ns: &str, id: &str) {
+        let b = Bundle::new(self.bundle_dir(ns, id));
+        if b.created_pid().is_none() || b.init_pid().is_some() || b.exit().is_some() {
+            return;
+        }
+        match b.order_held(molde_bundle::HOLD_ABANDON) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(
+                    namespace = ns,
+                    container = id,
+                    "giving up a created container: {e}"
+                );
+                return;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while b.exit().is_none() && b.shim_alive() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Publishes /tasks/exit for a container whose shim recorded its exit,

@@ -2,9 +2,10 @@
 //! (ctr, the Go and Rust clients) created through containers.v1.
 //!
 //! Create writes the bundle (the container record's spec, the rootfs mounts the
-//! client resolved, the client's stdio FIFOs); Start hands it to a
-//! `molde-shim`, the same one `molde run` uses; Wait, Kill, Get, List and
-//! Delete read and act on what the shim leaves on disk.
+//! client resolved, the client's stdio FIFOs) and hands it to a `molde-shim`
+//! (the one `molde run` uses) that creates the container and holds it; Start
+//! orders the held container started; Wait, Kill, Get, List and Delete read
+//! and act on what the shim leaves on disk.
 
 use molde_common::errdefs::Error;
 use molde_common::errdefs::OrLog;
@@ -119,6 +120,27 @@ impl RuntimeService {
         Ok(pid)
     }
 
+    /// Starts the task's shim holding the created container; the init's pid.
+    async fn create_held(&self, ns: &str, id: &str, bundle: &std::path::Path) -> Result<u32, Error> {
+        self.spawn_task_shim(ns, id, bundle, true)?;
+        let b = Bundle::new(bundle);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(pid) = b.created_pid() {
+                return Ok(pid as u32);
+            }
+            if let Some(msg) = b.error() {
+                return Err(Error::FailedPrecondition(format!("task {id}: {msg}")));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::DeadlineExceeded(format!(
+                    "task {id}: not created within 60s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     fn process(&self, ns: &str, id: &str) -> Result<Process, Error> {
         self.record(ns, id)?;
         let bundle = self.bundle_dir(ns, id);
@@ -132,10 +154,14 @@ impl RuntimeService {
             _ => TaskStatus::Created,
         };
         let stdio = Bundle::new(&bundle).stdio().ok().flatten().unwrap_or_default();
+        let pid = match status {
+            TaskStatus::Created => Bundle::new(&bundle).created_pid().unwrap_or(0),
+            _ => o.pid,
+        };
         Ok(Process {
             container_id: id.to_string(),
             id: id.to_string(),
-            pid: o.pid.max(0) as u32,
+            pid: pid.max(0) as u32,
             status: status as i32,
             stdin: stdio.stdin,
             stdout: stdio.stdout,
@@ -187,6 +213,15 @@ impl api::tasks_server::Tasks for RuntimeService {
             Bundle::new(&bundle).write_stdio(&stdio)
         };
         write().map_err(|e| Error::Internal(format!("task {}: writing its bundle: {e}", r.container_id)))?;
+        // The shim creates the container now and holds it: Start is then one
+        // write to its FIFO, as a runtime's start is after its create.
+        let pid = match self.create_held(&ns, &r.container_id, &bundle).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&bundle);
+                return Err(e.into());
+            }
+        };
         tracing::info!(namespace = %ns, container = %r.container_id, "task created");
         self.events.publish(
             &ns,
@@ -195,12 +230,12 @@ impl api::tasks_server::Tasks for RuntimeService {
             molde_api::containerd::events::TaskCreate {
                 container_id: r.container_id.clone(),
                 bundle: bundle.display().to_string(),
-                pid: 0,
+                pid,
             },
         );
         Ok(Response::new(api::CreateTaskResponse {
             container_id: r.container_id,
-            pid: 0,
+            pid,
         }))
     }
 
@@ -218,9 +253,23 @@ impl api::tasks_server::Tasks for RuntimeService {
             );
         }
         let bundle = self.bundle_dir(&ns, &r.container_id);
-        self.spawn_task_shim(&ns, &r.container_id, &bundle)?;
-        let started = tokio::time::Instant::now();
         let b = Bundle::new(&bundle);
+        if b.created_pid().is_some() {
+            let ordered = b
+                .order_held(molde_bundle::HOLD_START)
+                .map_err(|e| Error::Internal(format!("task {}: ordering its start: {e}", r.container_id)))?;
+            if !ordered {
+                return Err(Error::FailedPrecondition(format!(
+                    "task {}: its shim is gone; delete the task and create it again",
+                    r.container_id
+                ))
+                .into());
+            }
+        } else {
+            // A task created by a molded from before holding shims.
+            self.spawn_task_shim(&ns, &r.container_id, &bundle, false)?;
+        }
+        let started = tokio::time::Instant::now();
         loop {
             if let Some(pid) = b.init_pid() {
                 let pid = pid as u32;
@@ -251,6 +300,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         if p.status == TaskStatus::Running as i32 {
             return Err(Error::FailedPrecondition(format!("task {id:?} is running: kill it first")).into());
         }
+        self.abandon_held(&ns, &id).await;
         self.exited(&ns, &id);
         let _ = std::fs::remove_dir_all(self.bundle_dir(&ns, &id));
         self.events.publish(

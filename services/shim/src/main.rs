@@ -16,6 +16,7 @@ mod attach;
 mod cgroupfs;
 mod crilog;
 mod exec;
+mod hold;
 mod seccomp;
 
 use std::fs::{self, File, OpenOptions};
@@ -78,6 +79,9 @@ struct Args {
     attach: Option<PathBuf>,
     /// For exec -t: give the process a terminal.
     tty: bool,
+    /// For start: create the container, then wait for molded's order to
+    /// start it (containerd's task create, then start).
+    hold: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -85,14 +89,15 @@ fn parse_args() -> Result<Args> {
     let cmd = it.next().unwrap_or_default();
     if cmd != "start" && cmd != "exec" {
         bail!(
-            "usage: molde-shim start|exec --id ID --bundle DIR --state DIR [--process FILE] [--attach SOCK] [--tty]"
+            "usage: molde-shim start|exec --id ID --bundle DIR --state DIR [--hold] [--process FILE] [--attach SOCK] [--tty]"
         );
     }
-    let (mut id, mut bundle, mut state, mut process, mut attach, mut tty) =
-        (None, None, None, None, None, false);
+    let (mut id, mut bundle, mut state, mut process, mut attach, mut tty, mut hold) =
+        (None, None, None, None, None, false, false);
     while let Some(a) = it.next() {
-        if a == "--tty" {
-            tty = true;
+        if a == "--tty" || a == "--hold" {
+            tty |= a == "--tty";
+            hold |= a == "--hold";
             continue;
         }
         let v = it.next().with_context(|| format!("{a} needs a value"))?;
@@ -113,6 +118,7 @@ fn parse_args() -> Result<Args> {
         process,
         attach,
         tty,
+        hold,
     })
 }
 
@@ -363,13 +369,10 @@ fn run(args: &Args) -> Result<i32> {
             return Err(e);
         }
     }
-    container
-        .start()
-        .with_context(|| format!("starting container {}", args.id))?;
     let pid = nix::unistd::Pid::from_raw(
         container
             .pid()
-            .context("the started container has no pid")?
+            .context("the created container has no pid")?
             .as_raw(),
     );
     let mut readers = Vec::new();
@@ -424,23 +427,49 @@ fn run(args: &Args) -> Result<i32> {
     attach
         .serve(&bundle.attach_socket())
         .context("serving attach.sock")?;
-    // Written last: molded takes init.pid as "started", and by then
-    // attach.sock answers.
-    bundle.write_init_pid(pid.as_raw())?;
+    // The container is created, its log and attach socket ready: with
+    // --hold, it waits here for molded's order, so a start is one write.
+    let held = if args.hold {
+        hold::hold(&bundle, pid)?
+    } else {
+        hold::Held::Start
+    };
+    let ended = match held {
+        hold::Held::Start => {
+            container
+                .start()
+                .with_context(|| format!("starting container {}", args.id))?;
+            // Written last: molded takes init.pid as "started", and by then
+            // attach.sock answers.
+            bundle.write_init_pid(pid.as_raw())?;
+            None
+        }
+        hold::Held::Abandon => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            None
+        }
+        hold::Held::Ended(status) => Some(status),
+    };
     // A container that runs on is watched by a small process; one that exits
     // at once is not slowed down by pages faulting back in.
     let _ = std::thread::Builder::new().stack_size(64 << 10).spawn(|| {
         std::thread::sleep(std::time::Duration::from_secs(1));
         shrink();
     });
-    let (status, signal) = loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => break (code, None),
-            Ok(WaitStatus::Signaled(_, sig, _)) => break (128 + sig as i32, Some(sig as i32)),
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => bail!("waiting for container {}: {e}", args.id),
-        }
+    let ended = match ended {
+        Some(status) => status,
+        None => loop {
+            match waitpid(pid, None) {
+                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => break s,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => bail!("waiting for container {}: {e}", args.id),
+            }
+        },
+    };
+    let (status, signal) = match ended {
+        WaitStatus::Exited(_, code) => (code, None),
+        WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
+        other => bail!("container {}: unexpected wait status {other:?}", args.id),
     };
     for r in readers {
         let _ = r.join();

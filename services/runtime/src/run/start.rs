@@ -201,7 +201,7 @@ impl RuntimeService {
                 "container name {id:?} is already in use"
             )));
         }
-        if let Err(e) = self.spawn_shim(ns, &id, &bundle) {
+        if let Err(e) = self.spawn_shim(ns, &id, &bundle, false) {
             self.remove(ns, &id).await;
             return Err(e);
         }
@@ -221,7 +221,7 @@ impl RuntimeService {
         Ok((id, bundle))
     }
 
-    pub(super) fn spawn_shim(&self, ns: &str, id: &str, bundle: &Path) -> Result<(), Error> {
+    pub(super) fn spawn_shim(&self, ns: &str, id: &str, bundle: &Path, hold: bool) -> Result<(), Error> {
         use std::os::unix::process::CommandExt;
         let log =
             std::fs::File::create(bundle.join("shim.log")).map_err(|e| Error::Internal(e.to_string()))?;
@@ -232,6 +232,7 @@ impl RuntimeService {
             .arg(bundle)
             .arg("--state")
             .arg(self.state.join(".libcontainer"))
+            .args(hold.then_some("--hold"))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::Internal(e.to_string()))?)
             .stderr(log)
