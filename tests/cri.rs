@@ -113,7 +113,7 @@ impl Node {
         let work = daemon.dir.path().join("image");
         let mut rootfs = busybox_rootfs();
         for applet in [
-            "wget", "httpd", "hostname", "ps", "pidof", "unshare", "tail", "grep",
+            "wget", "httpd", "hostname", "ps", "pidof", "unshare", "tail", "grep", "stty", "readlink",
         ] {
             rootfs.push(Entry::Symlink(format!("bin/{applet}"), "busybox".into()));
         }
@@ -1350,3 +1350,6 @@ fn container_events_follow_a_containers_life() {
     );
     n.stop_and_remove_pod(&pod);
 }
+
+#[path = "cri_streaming.rs"]
+mod streaming;

@@ -5,6 +5,7 @@
 pub mod faults;
 pub mod image;
 pub mod registry;
+pub mod spdy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -6,6 +6,9 @@
 //! mounts.json     the rootfs mounts (see `mount`)      runtime → shim
 //! stdio.json      a containerd client's FIFOs          runtime → shim
 //! interactive     keep stdin open for attach clients   runtime → shim
+//!                 ("once": close it when the first one leaves)
+//! created.pid     the held container's init (--hold)   shim → runtime
+//! hold.fifo       start or abandon a held container    runtime → shim
 //! shim.pid        the shim's pid                       shim → runtime
 //! init.pid        the container's init; written last   shim → runtime
 //! attach.sock     attach clients (see `attach`)        shim ↔ runtime
@@ -30,6 +33,11 @@ use serde::{Deserialize, Serialize};
 /// A holding shim's orders (see [`Bundle::order_held`]): start the
 /// container, or give it up (its init is killed, the shim records the exit).
 pub const HOLD_START: u8 = b's';
+/// tasks.v1 Create's `stdin` for a container whose stdin comes from attach
+/// clients (molde's CRI asks for this), and for one whose stdin closes when
+/// its first attach client leaves.
+pub const STDIN_ATTACH: &str = "molde-attach://";
+pub const STDIN_ATTACH_ONCE: &str = "molde-attach-once://";
 pub const HOLD_ABANDON: u8 = b'x';
 
 pub const WORKDIR_OWNER: &str = "io.molde.workdir-owner";
@@ -304,8 +312,18 @@ impl Bundle {
         fs::write(self.dir.join("interactive"), b"")
     }
 
+    /// Interactive, and stdin closes once the first attach client leaves
+    /// (the CRI's `stdin_once`).
+    pub fn set_interactive_once(&self) -> io::Result<()> {
+        fs::write(self.dir.join("interactive"), b"once")
+    }
+
     pub fn interactive(&self) -> bool {
         self.dir.join("interactive").exists()
+    }
+
+    pub fn stdin_once(&self) -> bool {
+        fs::read(self.dir.join("interactive")).is_ok_and(|b| b == b"once")
     }
 
     /// Marks the exit as published; true for the one caller that marked it.

@@ -16,6 +16,7 @@ pub mod sock;
 mod state;
 
 pub use dir::{
-    Bundle, ExecProcess, Exit, HOLD_ABANDON, HOLD_START, LogRecord, Stdio, TaskExec, WORKDIR_OWNER,
+    Bundle, ExecProcess, Exit, HOLD_ABANDON, HOLD_START, LogRecord, STDIN_ATTACH, STDIN_ATTACH_ONCE, Stdio,
+    TaskExec, WORKDIR_OWNER,
 };
 pub use state::State;

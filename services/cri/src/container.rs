@@ -218,6 +218,11 @@ impl Cri {
                 container_id: rec.id.clone(),
                 rootfs: mounts,
                 stdout,
+                stdin: match (rec.config.stdin, rec.config.stdin_once) {
+                    (false, _) => String::new(),
+                    (true, false) => molde_bundle::STDIN_ATTACH.into(),
+                    (true, true) => molde_bundle::STDIN_ATTACH_ONCE.into(),
+                },
                 terminal: rec.config.tty,
                 ..Default::default()
             }))

@@ -14,17 +14,23 @@ use crate::{Cri, request};
 pub const MAX_OUTPUT: usize = 16 << 20;
 
 impl Cri {
-    pub async fn exec_sync(&self, req: cri::ExecSyncRequest) -> Result<cri::ExecSyncResponse, Error> {
-        if req.cmd.is_empty() {
-            return Err(Error::InvalidArgument("ExecSync needs a command".into()));
-        }
-        let rec = self.container(&req.container_id)?;
+    /// The record of a running container; FailedPrecondition when it is not running.
+    pub async fn running_container(&self, id: &str) -> Result<crate::store::ContainerRecord, Error> {
+        let rec = self.container(id)?;
         if self.observe(&rec.id).await?.state != cri::ContainerState::ContainerRunning as i32 {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
                 rec.id
             )));
         }
+        Ok(rec)
+    }
+
+    pub async fn exec_sync(&self, req: cri::ExecSyncRequest) -> Result<cri::ExecSyncResponse, Error> {
+        if req.cmd.is_empty() {
+            return Err(Error::InvalidArgument("ExecSync needs a command".into()));
+        }
+        let rec = self.running_container(&req.container_id).await?;
         let mut stream = RuntimeClient::new(self.channels.runtime.clone())
             .exec(request(rt::ExecRequest {
                 id: rec.id.clone(),

@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod spec;
 pub mod store;
+pub mod stream;
 pub mod user;
 
 use std::path::PathBuf;
@@ -69,6 +70,8 @@ pub struct Cri {
     pub pod_cidr: std::sync::Mutex<String>,
     /// Container events for GetContainerEvents.
     pub events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
+    /// The streaming server's tokens (Exec, Attach, PortForward URLs).
+    pub streams: stream::Streams,
 }
 
 impl Cri {
@@ -80,6 +83,7 @@ impl Cri {
             store,
             pod_cidr: Default::default(),
             events,
+            streams: Default::default(),
         })
     }
 }

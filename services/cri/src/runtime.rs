@@ -23,10 +23,6 @@ pub struct RuntimeService {
 pub const RUNTIME_NAME: &str = "molde";
 pub const API_VERSION: &str = "v1";
 
-fn streaming() -> Status {
-    Error::Unimplemented("exec, attach and port-forward streaming are not served by molde yet".into()).into()
-}
-
 impl Cri {
     async fn container_stats(&self, rec: &crate::store::ContainerRecord) -> cri::ContainerStats {
         let now = crate::now_nanos();
@@ -370,22 +366,54 @@ impl CriRuntimeService for RuntimeService {
         Ok(Response::new(self.cri.exec_sync(req.into_inner()).await?))
     }
 
-    async fn exec(&self, _req: Request<cri::ExecRequest>) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(streaming())
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> Result<Response<cri::ExecResponse>, Status> {
+        let r = req.into_inner();
+        if r.cmd.is_empty() {
+            return Err(Error::InvalidArgument("Exec needs a command".into()).into());
+        }
+        if r.tty && r.stderr {
+            return Err(Error::InvalidArgument("Exec: tty and stderr cannot both be true".into()).into());
+        }
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(
+                Error::InvalidArgument("Exec: one of stdin, stdout and stderr must be true".into()).into(),
+            );
+        }
+        self.cri.running_container(&r.container_id).await?;
+        let url = self.cri.streams.url(crate::stream::Pending::Exec(r))?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(
         &self,
-        _req: Request<cri::AttachRequest>,
+        req: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(streaming())
+        let r = req.into_inner();
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Error::InvalidArgument(
+                "Attach: one of stdin, stdout and stderr must be true".into(),
+            )
+            .into());
+        }
+        self.cri.running_container(&r.container_id).await?;
+        let url = self.cri.streams.url(crate::stream::Pending::Attach(r))?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _req: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(streaming())
+        let r = req.into_inner();
+        let sandbox = self.cri.sandbox(&r.pod_sandbox_id)?;
+        if !sandbox.ready {
+            return Err(Error::FailedPrecondition(format!("pod sandbox {} is not ready", sandbox.id)).into());
+        }
+        if let Some(p) = r.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Error::InvalidArgument(format!("PortForward: port {p} is out of range")).into());
+        }
+        let url = self.cri.streams.url(crate::stream::Pending::PortForward(r))?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(

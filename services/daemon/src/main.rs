@@ -369,14 +369,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let cri_address = Address::parse(&cfg.cri_address())?;
         let Address::Unix(cri_path) = &cri_address;
         let (l, guard) = listener::bind(cri_path)?;
+        let streaming = molde_cri::stream::serve(c.clone(), &cfg.cri.stream_address, cfg.cri.stream_port)
+            .await
+            .context("starting the CRI streaming server")?;
         let s = molde_cri::servers(c);
         let server = Server::builder().add_service(s.runtime).add_service(s.image);
         plugins.push(plugin(
             "io.containerd.grpc.v1",
             "cri",
-            &[("address", &cri_address.to_string())],
+            &[
+                ("address", &cri_address.to_string()),
+                ("stream_address", &streaming.to_string()),
+            ],
         ));
-        hosted.push(format!("cri ({cri_address})"));
+        hosted.push(format!("cri ({cri_address}, streaming on {streaming})"));
         cri = Some((server, l, guard));
     }
     if hosted.is_empty() {

@@ -182,7 +182,8 @@ impl api::tasks_server::Tasks for RuntimeService {
         let ns = ns(&req)?;
         let r = req.into_inner();
         let c = self.record(&ns, &r.container_id)?;
-        if r.terminal {
+        // A CRI container's terminal is the shim's: it logs and relays it.
+        if r.terminal && !r.stdout.starts_with("cri-log://") {
             return Err(unsupported("a terminal (-t)").into());
         }
         let bundle = self.bundle_dir(&ns, &r.container_id);
@@ -204,13 +205,23 @@ impl api::tasks_server::Tasks for RuntimeService {
                     ..Default::default()
                 },
                 None => molde_bundle::Stdio {
-                    stdin: r.stdin.clone(),
+                    stdin: if r.stdin.starts_with("molde-attach") {
+                        String::new()
+                    } else {
+                        r.stdin.clone()
+                    },
                     stdout: r.stdout.clone(),
                     stderr: r.stderr.clone(),
                     cri_log: String::new(),
                 },
             };
-            Bundle::new(&bundle).write_stdio(&stdio)
+            let b = Bundle::new(&bundle);
+            match r.stdin.as_str() {
+                molde_bundle::STDIN_ATTACH => b.set_interactive()?,
+                molde_bundle::STDIN_ATTACH_ONCE => b.set_interactive_once()?,
+                _ => {}
+            }
+            b.write_stdio(&stdio)
         };
         write().map_err(|e| Error::Internal(format!("task {}: writing its bundle: {e}", r.container_id)))?;
         // The shim creates the container now and holds it: Start is then one

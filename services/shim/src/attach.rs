@@ -23,6 +23,11 @@ pub struct Attach {
     master: Arc<Mutex<Option<OwnedFd>>>,
     /// Reopens the container's log file, when it has one that rotates.
     reopen: Arc<Mutex<Option<ReopenFn>>>,
+    /// Close stdin when the first client leaves (the CRI's `stdin_once`).
+    stdin_once: Arc<std::sync::atomic::AtomicBool>,
+    /// The last size a client asked for: a terminal that comes later (an
+    /// exec's) starts with it.
+    size: Arc<Mutex<Option<(u16, u16)>>>,
 }
 
 type ReopenFn = Box<dyn Fn() -> std::io::Result<()> + Send>;
@@ -34,7 +39,14 @@ impl Attach {
             input: Arc::new(Mutex::new(input)),
             master: Arc::new(Mutex::new(master)),
             reopen: Default::default(),
+            stdin_once: Default::default(),
+            size: Default::default(),
         }
+    }
+
+    /// Closes the container's stdin once its first attach client leaves.
+    pub fn close_stdin_after_first_client(&self) {
+        self.stdin_once.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// What a `ReopenLog` frame does.
@@ -60,6 +72,9 @@ impl Attach {
     pub fn set_terminal(&self, master: OwnedFd) -> std::io::Result<()> {
         let input = File::from(master.try_clone()?);
         *self.input.lock().unwrap_or_else(|p| p.into_inner()) = Some(input);
+        if let Some((rows, cols)) = *self.size.lock().unwrap_or_else(|p| p.into_inner()) {
+            resize(&master, rows, cols);
+        }
         *self.master.lock().unwrap_or_else(|p| p.into_inner()) = Some(master);
         Ok(())
     }
@@ -105,15 +120,10 @@ impl Attach {
                     }
                 }
                 Frame::Resize { rows, cols } => {
-                    let ws = libc::winsize {
-                        ws_row: rows,
-                        ws_col: cols,
-                        ws_xpixel: 0,
-                        ws_ypixel: 0,
-                    };
-                    if let Some(m) = self.master.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                        // SAFETY: TIOCSWINSZ reads a winsize the call borrows; the fd is the pty master we own.
-                        unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                    let master = self.master.lock().unwrap_or_else(|p| p.into_inner());
+                    *self.size.lock().unwrap_or_else(|p| p.into_inner()) = Some((rows, cols));
+                    if let Some(m) = master.as_ref() {
+                        resize(m, rows, cols);
                     }
                 }
                 Frame::ReopenLog => {
@@ -126,20 +136,37 @@ impl Attach {
                     let _ = conn.shutdown(std::net::Shutdown::Both);
                     return;
                 }
-                Frame::CloseStdin => {
-                    // Closing our end of a pipe gives the container EOF; a pty gets ^D.
-                    let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
-                    if self.master.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-                        if let Some(f) = input.as_mut() {
-                            let _ = f.write_all(&[4]);
-                        }
-                    } else {
-                        *input = None;
-                    }
-                }
+                Frame::CloseStdin => self.close_stdin(),
             }
         }
+        if self.stdin_once.load(std::sync::atomic::Ordering::Relaxed) {
+            self.close_stdin();
+        }
     }
+
+    fn close_stdin(&self) {
+        // Closing our end of a pipe gives the container EOF; a pty gets ^D.
+        let mut input = self.input.lock().unwrap_or_else(|p| p.into_inner());
+        if self.master.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            if let Some(f) = input.as_mut() {
+                let _ = f.write_all(&[4]);
+            }
+        } else {
+            *input = None;
+        }
+    }
+}
+
+/// Sets a terminal's size.
+fn resize(master: &OwnedFd, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize the call borrows; the fd is the pty master we own.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }
 
 /// Receives the pty master libcontainer sends over the console socket.

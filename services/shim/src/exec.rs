@@ -1,5 +1,7 @@
 //! `molde-shim exec`: a process run in a running container (libcontainer's
-//! tenant builder), with its stdio relayed to an attach client when asked.
+//! tenant builder). Its output goes to this process's stdout and stderr;
+//! with `--attach`, its stdin comes from an attach client, and with `--tty`
+//! its terminal is relayed to that client both ways.
 
 use super::*;
 
@@ -38,14 +40,17 @@ pub(crate) fn exec(args: &Args) -> Result<i32> {
             (null()?, null()?, null()?)
         }
         Some(sock) => {
+            // Input from the attach client; output stays on this process's
+            // stdout and stderr, two streams molded tells apart.
             let (in_r, in_w) = nix::unistd::pipe().context("creating the stdin pipe")?;
-            let (out_r, out_w) = nix::unistd::pipe().context("creating the stdout pipe")?;
-            let err_w = out_w.try_clone()?;
             let a = attach::Attach::new(Some(File::from(in_w)), None);
             a.serve(sock).context("serving the exec's attach socket")?;
-            readers.push(relay(File::from(out_r), a.clone()));
             attach = Some(a);
-            (in_r, out_w, err_w)
+            (
+                in_r,
+                std::io::stdout().as_fd().try_clone_to_owned()?,
+                std::io::stderr().as_fd().try_clone_to_owned()?,
+            )
         }
     };
     if let Some(a) = &attach

@@ -401,6 +401,9 @@ fn run(args: &Args) -> Result<i32> {
         }
         None => attach::Attach::new(stdin_w, None),
     };
+    if bundle.stdin_once() {
+        attach.close_stdin_after_first_client();
+    }
     match (pipes, &cri_log) {
         (Some((out_r, err_r)), Some(cri)) => {
             readers.push(crilog::pump(

@@ -82,28 +82,41 @@ impl RuntimeService {
         let b = tokio::spawn(pump(Box::new(err), 2, tx.clone()));
         let limit = (r.timeout_ms > 0).then(|| Duration::from_millis(r.timeout_ms));
         tokio::spawn(async move {
-            let mut timed_out = false;
-            let status = match limit {
-                Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
-                    Ok(s) => s,
-                    Err(_) => {
-                        timed_out = true;
-                        // The exec'd process, not the container: its pid is in the shim's pid file.
-                        let pid = std::fs::read_to_string(pfile.with_extension("pid"))
-                            .ok()
-                            .and_then(|p| p.trim().parse::<i32>().ok());
-                        match pid {
-                            Some(p) => nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(p),
-                                nix::sys::signal::Signal::SIGKILL,
-                            )
-                            .or_log("killing an exec at its timeout"),
-                            None => tracing::warn!("an exec timed out before its process started"),
+            // The exec'd process, not the container: its pid is in the shim's pid file.
+            let kill = |why: &str| {
+                let pid = std::fs::read_to_string(pfile.with_extension("pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok());
+                match pid {
+                    Some(p) => nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p),
+                        nix::sys::signal::Signal::SIGKILL,
+                    )
+                    .or_log(&format!("killing an exec ({why})")),
+                    None => tracing::warn!("an exec ended ({why}) before its process started"),
+                }
+            };
+            let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+            let (mut timed_out, mut client_gone) = (false, false);
+            let status = loop {
+                tokio::select! {
+                    s = child.wait() => break s,
+                    _ = async {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
                         }
-                        child.wait().await
+                    }, if !timed_out => {
+                        timed_out = true;
+                        kill("its timeout");
                     }
-                },
-                None => child.wait().await,
+                    // Nobody reads its output or status any more: a client that
+                    // went away leaves no process behind.
+                    _ = tx.closed(), if !client_gone => {
+                        client_gone = true;
+                        kill("its client went away");
+                    }
+                }
             }
             .ok()
             .and_then(|s| s.code())
