@@ -185,9 +185,11 @@ fn attach_to_a_talking_container_and_to_one_reading_stdin() {
 
     // A shell reading its stdin (stdin_once): commands in, output out, and
     // closing stdin ends it.
+    // No log path, as critest's: its stdin still comes from attach.
     let mut cfg = n.container_config("shell", &["sh"]);
     cfg.stdin = true;
     cfg.stdin_once = true;
+    cfg.log_path = String::new();
     let shell = n.run(&pod, &pc, cfg);
     let url = n.attach_url(&shell, true);
     let mut c = Client::connect(&url, V4).unwrap();

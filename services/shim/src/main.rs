@@ -288,7 +288,11 @@ fn run(args: &Args) -> Result<i32> {
         .as_ref()
         .filter(|io| !io.cri_log.is_empty())
         .map(|io| PathBuf::from(&io.cri_log));
-    let fifos = fifos.filter(|io| io.cri_log.is_empty());
+    // No FIFOs at all (a CRI container without a log path): pipes, as for
+    // molde's own runs, so stdin can still come from attach clients.
+    let fifos = fifos.filter(|io| {
+        io.cri_log.is_empty() && !(io.stdin.is_empty() && io.stdout.is_empty() && io.stderr.is_empty())
+    });
     let spec = bundle.spec().context("reading config.json")?;
     if let Some(p) = spec.process() {
         let for_user = spec
