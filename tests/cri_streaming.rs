@@ -391,3 +391,126 @@ fn exec_and_port_forward_over_websocket() {
     assert!(String::from_utf8_lossy(&body).contains("served-ws"));
     n.stop_and_remove_pod(&pod);
 }
+
+/// `kubectl logs -f` reads the file the shim writes; the kubelet rotates it
+/// (rename, then ReopenContainerLog). Read the way the kubelet follows a
+/// log, the old file then the new one hold every line once, in order.
+#[test]
+fn logs_follow_across_a_rotation() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("stream-logs");
+    let pod = n.run_pod(pc.clone());
+    let id = n.run(
+        &pod,
+        &pc,
+        n.container_config(
+            "counter",
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.02; done",
+            ],
+        ),
+    );
+    let log = n.logs.join("stream-logs/counter/0.log");
+    let lines = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut f = l.splitn(4, ' ');
+                let (time, stream, tag, msg) = (f.next(), f.next(), f.next(), f.next());
+                assert!(time.is_some_and(|t| t.ends_with('Z')), "{l}");
+                assert_eq!((stream, tag), (Some("stdout"), Some("F")), "{l}");
+                msg.unwrap_or_default().to_string()
+            })
+            .collect()
+    };
+    molde_tests::eventually(10, "some lines", || lines(&log).len() >= 10);
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    n.rt.block_on(n.runtime.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: id.clone(),
+    }))
+    .expect("ReopenContainerLog");
+    molde_tests::eventually(10, "lines in the new file", || lines(&log).len() >= 10);
+    let mut all = lines(&rotated);
+    let old = all.len();
+    all.extend(lines(&log));
+    let want: Vec<String> = (0..all.len()).map(|i| format!("line{i}")).collect();
+    assert_eq!(all, want, "{old} lines before the rotation");
+    n.stop_and_remove_pod(&pod);
+}
+
+/// With a certificate and key in `[cri]`, the URLs are https and the
+/// streams run over TLS.
+#[test]
+fn the_streaming_server_speaks_tls_when_given_a_certificate() {
+    use futures::StreamExt;
+    use tokio_rustls::rustls;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let ca = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert_pem = ca.cert.pem();
+    let key_pem = ca.signing_key.serialize_pem();
+    let mut n = Node::start_full(true, Registry::start(), |dir, _| {
+        std::fs::write(dir.join("stream.crt"), &cert_pem).unwrap();
+        std::fs::write(dir.join("stream.key"), &key_pem).unwrap();
+        format!(
+            "stream_tls_cert = \"{}\"\nstream_tls_key = \"{}\"\n",
+            dir.join("stream.crt").display(),
+            dir.join("stream.key").display()
+        )
+    });
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("stream-tls");
+    let pod = n.run_pod(pc.clone());
+    let id = n.run(&pod, &pc, n.container_config("box", &["sleep", "3600"]));
+    let url = n.exec_url(&id, &["echo", "over tls"], false, false);
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // A plain-text client gets no stream.
+    assert!(Client::connect(&url.replace("https://", "http://"), V4).is_err());
+
+    let url = n.exec_url(&id, &["echo", "over tls"], false, false);
+    let out = n.rt.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let addr = url
+            .trim_start_matches("https://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("a TLS handshake with the server's certificate");
+        let mut req = url.replace("https://", "wss://").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            match m {
+                Message::Binary(b) if b.first() == Some(&1) => out.extend_from_slice(&b[1..]),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = ws.close(None).await;
+        out
+    });
+    assert_eq!(String::from_utf8_lossy(&out), "over tls\n");
+    n.stop_and_remove_pod(&pod);
+}

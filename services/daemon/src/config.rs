@@ -46,6 +46,9 @@ pub struct CriConfig {
     /// The streaming server's address and port (0: any free port).
     pub stream_address: String,
     pub stream_port: u16,
+    /// A PEM certificate (chain) and key: the streaming server speaks TLS.
+    pub stream_tls_cert: Option<PathBuf>,
+    pub stream_tls_key: Option<PathBuf>,
     /// "cgroupfs" or "systemd", as the kubelet is configured.
     pub cgroup_driver: String,
 }
@@ -58,6 +61,8 @@ impl Default for CriConfig {
             cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
             stream_address: "127.0.0.1".into(),
             stream_port: 0,
+            stream_tls_cert: None,
+            stream_tls_key: None,
             cgroup_driver: "cgroupfs".into(),
         }
     }

@@ -369,9 +369,18 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let cri_address = Address::parse(&cfg.cri_address())?;
         let Address::Unix(cri_path) = &cri_address;
         let (l, guard) = listener::bind(cri_path)?;
-        let streaming = molde_cri::stream::serve(c.clone(), &cfg.cri.stream_address, cfg.cri.stream_port)
-            .await
-            .context("starting the CRI streaming server")?;
+        let tls = match (&cfg.cri.stream_tls_cert, &cfg.cri.stream_tls_key) {
+            (Some(cert), Some(key)) => Some(molde_cri::stream::Tls {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => bail!("[cri] stream_tls_cert and stream_tls_key go together"),
+        };
+        let streaming =
+            molde_cri::stream::serve(c.clone(), &cfg.cri.stream_address, cfg.cri.stream_port, tls)
+                .await
+                .context("starting the CRI streaming server")?;
         let s = molde_cri::servers(c);
         let server = Server::builder().add_service(s.runtime).add_service(s.image);
         plugins.push(plugin(

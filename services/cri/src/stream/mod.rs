@@ -91,9 +91,47 @@ impl Streams {
     }
 }
 
-/// Binds the streaming server and serves it on a task of its own; the
-/// address it listens on.
-pub async fn serve(cri: Arc<Cri>, address: &str, port: u16) -> Result<std::net::SocketAddr, Error> {
+/// A certificate (chain) and its key, PEM files, for serving over TLS.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+fn tls_acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, Error> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        Error::InvalidArgument(format!("CRI streaming TLS: {}: {e}", what.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(|e| bad(&tls.cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&tls.cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad(&tls.cert, &"no certificate in it"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| bad(&tls.key, &e))?;
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&tls.cert, &e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| bad(&tls.key, &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds the streaming server (over TLS when given a certificate) and
+/// serves it on a task of its own; the address it listens on.
+pub async fn serve(
+    cri: Arc<Cri>,
+    address: &str,
+    port: u16,
+    tls: Option<Tls>,
+) -> Result<std::net::SocketAddr, Error> {
+    let acceptor = tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = tokio::net::TcpListener::bind((address, port))
         .await
         .map_err(|e| Error::Unavailable(format!("CRI streaming server on {address}:{port}: {e}")))?;
@@ -104,16 +142,25 @@ pub async fn serve(cri: Arc<Cri>, address: &str, port: u16) -> Result<std::net::
         std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         a => a.to_string(),
     };
-    let _ = cri.streams.base.set(format!("http://{host}"));
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let _ = cri.streams.base.set(format!("{scheme}://{host}"));
     tokio::spawn(async move {
         loop {
             let Ok((conn, _)) = listener.accept().await else {
                 continue;
             };
             let _ = conn.set_nodelay(true);
-            let cri = cri.clone();
+            let (cri, acceptor) = (cri.clone(), acceptor.clone());
             tokio::spawn(async move {
-                if let Err(e) = handle(cri, conn).await {
+                let r = match acceptor {
+                    Some(a) => match tokio::time::timeout(Duration::from_secs(30), a.accept(conn)).await {
+                        Ok(Ok(tls)) => handle(cri, tls).await,
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Ok(()),
+                    },
+                    None => handle(cri, conn).await,
+                };
+                if let Err(e) = r {
                     tracing::debug!("CRI streaming connection: {e}");
                 }
             });
@@ -212,7 +259,10 @@ pub async fn respond(conn: &mut (impl AsyncWrite + Unpin), status: &str, body: &
     conn.shutdown().await
 }
 
-async fn handle(cri: Arc<Cri>, mut conn: tokio::net::TcpStream) -> std::io::Result<()> {
+async fn handle<T>(cri: Arc<Cri>, mut conn: T) -> std::io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (head, early) = match tokio::time::timeout(Duration::from_secs(30), read_head(&mut conn)).await {
         Ok(r) => r?,
         Err(_) => return Ok(()),
