@@ -32,7 +32,7 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 rm -rf "$dir"
-mkdir -p "$dir/net.d" "$dir/out-molde" "$dir/out-containerd"
+mkdir -p "$dir/net.d" "$dir/out-molde" "$dir/out-containerd" "$dir/out-molde-split"
 cp "$shared/10-critest-bridge.conflist" "$dir/net.d/"
 cat > "$dir/params.yaml" <<EOF
 podsNumber: $pods
@@ -89,6 +89,19 @@ idle_with=$(rss "$(cat "$dir/molded.pid")")
 run containerd "$dir/c/containerd.sock"
 run molde "$dir/m/cri.sock"
 after=$(rss "$(cat "$dir/molded.pid")")
+# CRI as a process of its own (the other services in the molded above), under
+# the same load: what the CRI service itself holds.
+mkdir -p "$dir/s"
+at="unix://$dir/m/molde.sock"
+"$bin/molded" --address "$dir/s/molde.sock" --service cri \
+  --remote content="$at" --remote snapshotter="$at" --remote transfer="$at" --remote runtime="$at" \
+  --config <(sed -e "s#$dir/m/#$dir/s/#" -e '/^address/d' "$dir/molde.toml") >"$dir/molded-cri.log" 2>&1 &
+echo $! >"$dir/molded-cri.pid"
+for _ in $(seq 100); do [ -S "$dir/s/cri.sock" ] && break; sleep 0.1; done
+sleep 1
+cri_idle=$(rss "$(cat "$dir/molded-cri.pid")")
+run molde-split "$dir/s/cri.sock"
+cri_after=$(rss "$(cat "$dir/molded-cri.pid")")
 # The same molded without the CRI service, idle, for what CRI adds.
 "$bin/molded" --root "$dir/n/root" --state "$dir/n/state" --address "$dir/n/molde.sock" \
   --service content --service snapshotter --service transfer --service runtime --service builder \
@@ -98,10 +111,10 @@ for _ in $(seq 100); do [ -S "$dir/n/molde.sock" ] && break; sleep 0.1; done
 sleep 1
 idle_without=$(rss "$(cat "$dir/molded-nocri.pid")")
 
-table=$(python3 - "$dir" "$(nproc)" "$pods" "$idle_without" "$idle_with" "$after" <<'PY'
+table=$(python3 - "$dir" "$(nproc)" "$pods" "$idle_without" "$idle_with" "$after" "$cri_idle" "$cri_after" <<'PY'
 import json, os, statistics, sys, datetime
 d, cores, n = sys.argv[1], sys.argv[2], sys.argv[3]
-idle_without, idle_with, after = (float(x) for x in sys.argv[4:7])
+idle_without, idle_with, after, cri_idle, cri_after = (float(x) for x in sys.argv[4:9])
 def medians(who):
     out = {}
     for f in ("pod_benchmark_data.json", "container_benchmark_data.json"):
@@ -125,6 +138,7 @@ pc = c["CreatePod"][0] + c["CreateContainer"][0] + c["StartContainer"][0]
 print()
 print(f"Pod + container (CreatePod + CreateContainer + StartContainer medians): molde {pm:.0f} ms, containerd {pc:.0f} ms.")
 print(f"molded's RSS: {idle_without:.1f} MB idle without the CRI service, {idle_with:.1f} MB idle with it (CRI's own: {idle_with - idle_without:.1f} MB), {after:.1f} MB after the benchmarks (every service's growth over {n} pods and containers, images pulled).")
+print(f"CRI as a process of its own (`molded --service cri`, the other services in another molded), under the same benchmark: {cri_idle:.1f} MB idle, {cri_after:.1f} MB after.")
 print("Goals: CreatePod ≤ 50 ms, StartContainer ≤ 20 ms, pod + container ≤ 120 ms, CRI's overhead on molded's RSS ≤ 10 MB.")
 PY
 )
