@@ -10,6 +10,8 @@ packages=(
   # tests and benchmarks: containerd's ctr (interop), and the peers later issues use
   containerd runc skopeo docker-registry busybox-static hyperfine iproute2 curl python3
   containernetworking-plugins iptables buildah openssh-client git
+  # cluster mode: the cluster's etcd
+  etcd-server
 )
 
 missing=()

@@ -124,3 +124,29 @@ pub async fn gc(d: &Daemon) -> Result<()> {
     );
     Ok(())
 }
+
+/// `molde node ls`: the cluster's nodes, this one marked.
+pub async fn nodes(d: &Daemon) -> Result<()> {
+    use molde_api::molde::services::cluster::v1::{NodesRequest, cluster_client::ClusterClient};
+    let r = ClusterClient::new(d.channel.clone())
+        .nodes(d.request(NodesRequest {}))
+        .await
+        .map_err(status("listing the cluster's nodes"))?
+        .into_inner();
+    println!(
+        "{:<24} {:<22} {:<8} {:>10} {:>7}",
+        "NAME", "ADDRESS", "VERSION", "FREE DISK", "IMAGES"
+    );
+    for n in r.nodes {
+        let me = if n.name == r.self_name { " *" } else { "" };
+        println!(
+            "{:<24} {:<22} {:<8} {:>10} {:>7}",
+            format!("{}{me}", n.name),
+            n.address,
+            n.version,
+            crate::output::human_size(n.free_disk_bytes as i64),
+            n.images
+        );
+    }
+    Ok(())
+}

@@ -13,7 +13,7 @@ mod output;
 mod run;
 mod transfer;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -191,6 +191,34 @@ enum Command {
     Logout { registry: String },
     /// Run a garbage collection now and show what it removed
     Gc,
+    /// The nodes of the cluster this molded is part of
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// A cluster's certificates (no daemon needed)
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ClusterCmd {
+    /// Write a new cluster CA (ca.crt, ca.key) into DIR
+    Init {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+    /// Write node NAME's certificate and key into DIR, signed by its CA
+    Join {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        node_name: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum NodeCmd {
+    /// List the nodes registered now
+    Ls,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -225,6 +253,17 @@ fn main() {
 async fn run(cli: Cli) -> Result<()> {
     // Commands that need no daemon.
     match &cli.command {
+        Command::Cluster(ClusterCmd::Init { dir }) => {
+            let crt = molde_cluster::certs::init(dir).map_err(|e| anyhow!("molde cluster init: {e}"))?;
+            println!("{}", crt.display());
+            return Ok(());
+        }
+        Command::Cluster(ClusterCmd::Join { dir, node_name }) => {
+            let crt =
+                molde_cluster::certs::join(dir, node_name).map_err(|e| anyhow!("molde cluster join: {e}"))?;
+            println!("{}", crt.display());
+            return Ok(());
+        }
         Command::Login {
             registry,
             username,
@@ -311,6 +350,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Top { id } => containers::top(&d, &id).await,
         Command::Stats { ids } => containers::stats(&d, ids).await,
         Command::Gc => daemon::gc(&d).await,
-        Command::Login { .. } | Command::Logout { .. } => unreachable!("handled above"),
+        Command::Node(NodeCmd::Ls) => daemon::nodes(&d).await,
+        Command::Login { .. } | Command::Logout { .. } | Command::Cluster(_) => unreachable!("handled above"),
     }
 }

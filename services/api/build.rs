@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "molde/transfer/v1/transfer.proto",
         "molde/runtime/v1/runtime.proto",
         "molde/builder/v1/builder.proto",
+        "molde/cluster/v1/cluster.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

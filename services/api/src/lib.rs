@@ -106,6 +106,11 @@ pub mod molde {
                 tonic::include_proto!("molde.services.builder.v1");
             }
         }
+        pub mod cluster {
+            pub mod v1 {
+                tonic::include_proto!("molde.services.cluster.v1");
+            }
+        }
     }
 }
 

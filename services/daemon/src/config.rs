@@ -32,6 +32,22 @@ pub struct Config {
     pub builder: BuilderConfig,
     pub cri: CriConfig,
     pub registry: RegistryConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: many nodes, one etcd (see docs/cluster.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd endpoints (`http://HOST:2379`); empty: this molded runs alone.
+    pub etcd: Vec<String>,
+    /// This node's name in the cluster; default: the host name.
+    pub node_name: String,
+    /// Where peers reach this node (host:port).
+    pub advertise: String,
+    /// The cluster's CA and this node's certificate (`molde cluster
+    /// init|join`): with them, peers reach this node over mutual TLS.
+    pub certs: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +193,7 @@ impl Default for Config {
             builder: BuilderConfig::default(),
             cri: CriConfig::default(),
             registry: RegistryConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -56,6 +56,18 @@ struct Args {
     /// Reach SERVICE at ADDRESS instead of hosting it (split mode), e.g. content=/run/molde/content.sock
     #[arg(long = "remote", value_name = "SERVICE=ADDRESS")]
     remotes: Vec<String>,
+    /// Join a cluster: etcd=http://HOST:2379[,...]
+    #[arg(long, value_name = "etcd=URL[,URL...]")]
+    cluster: Option<String>,
+    /// This node's name in the cluster [default: the host name]
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Where this node's peers reach it (HOST:PORT)
+    #[arg(long)]
+    advertise: Option<String>,
+    /// The cluster's CA and this node's certificate (molde cluster init|join)
+    #[arg(long)]
+    cluster_certs: Option<PathBuf>,
 }
 
 fn config(args: Args) -> anyhow::Result<Config> {
@@ -71,6 +83,25 @@ fn config(args: Args) -> anyhow::Result<Config> {
     }
     if !args.services.is_empty() {
         c.services = args.services;
+    }
+    if let Some(cl) = args.cluster {
+        let urls = cl
+            .strip_prefix("etcd=")
+            .with_context(|| format!("--cluster {cl:?}: expected etcd=URL[,URL...]"))?;
+        c.cluster.etcd = urls
+            .split(',')
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
+    if let Some(n) = args.node_name {
+        c.cluster.node_name = n;
+    }
+    if let Some(a) = args.advertise {
+        c.cluster.advertise = a;
+    }
+    if let Some(d) = args.cluster_certs {
+        c.cluster.certs = Some(d);
     }
     for r in args.remotes {
         let (svc, addr) = r
@@ -397,6 +428,26 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if hosted.is_empty() {
         bail!("nothing to serve: no service is hosted here or configured as remote");
     }
+    let membership = cluster_membership(&cfg, store.clone())?;
+    if let Some(m) = &membership {
+        hosted.push(format!(
+            "cluster node {} (etcd {})",
+            m.name,
+            cfg.cluster.etcd.join(",")
+        ));
+        if let Some(dir) = &cfg.cluster.certs {
+            let content = local_content
+                .clone()
+                .context("serving peers needs the content service in this process")?;
+            serve_peers(dir, &m.name, &cfg.cluster.advertise, content).await?;
+            hosted.push(format!("peers over mutual TLS on {}", cfg.cluster.advertise));
+        }
+    }
+    router = router.add_service(
+        molde_api::molde::services::cluster::v1::cluster_server::ClusterServer::new(
+            molde_cluster::service::ClusterService { membership },
+        ),
+    );
 
     if !cfg.remote.contains_key("runtime") {
         router = router.add_service(
@@ -476,4 +527,81 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// Joins the cluster `[cluster]` names, if any: registers this node in etcd
+/// and keeps it registered (an etcd that is down now is retried, and every
+/// local service works meanwhile).
+fn cluster_membership(
+    cfg: &Config,
+    store: Option<Arc<dyn Store>>,
+) -> anyhow::Result<Option<Arc<molde_cluster::Membership>>> {
+    if cfg.cluster.etcd.is_empty() {
+        return Ok(None);
+    }
+    let name = if cfg.cluster.node_name.is_empty() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name for --node-name")?
+            .trim()
+            .to_string()
+    } else {
+        cfg.cluster.node_name.clone()
+    };
+    molde_cluster::check_node_name(&name).map_err(anyhow::Error::msg)?;
+    if cfg.cluster.advertise.is_empty() {
+        bail!("[cluster] advertise (or --advertise HOST:PORT) is needed to join a cluster");
+    }
+    for u in &cfg.cluster.etcd {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            bail!("[cluster] etcd endpoint {u:?}: expected http://HOST:PORT");
+        }
+    }
+    let etcd = Arc::new(molde_meta::EtcdStore::connect(&cfg.cluster.etcd)?);
+    let images: molde_cluster::membership::ImageCount = match store {
+        Some(s) => Box::new(move || {
+            s.range("/v1/ns/")
+                .map(|es| es.iter().filter(|e| e.key.contains("/images/")).count() as u64)
+                .unwrap_or(0)
+        }),
+        None => Box::new(|| 0),
+    };
+    Ok(Some(molde_cluster::Membership::start(
+        etcd,
+        name,
+        cfg.cluster.advertise.clone(),
+        info::VERSION.to_string(),
+        cfg.root.clone(),
+        images,
+    )))
+}
+
+/// Serves this node's content to its peers (content.v1 Read and Info) on
+/// its advertise address, over mutual TLS under the cluster's CA.
+async fn serve_peers(
+    dir: &std::path::Path,
+    name: &str,
+    advertise: &str,
+    content: Arc<molde_content::Shared>,
+) -> anyhow::Result<()> {
+    let id = molde_cluster::certs::Identity::load(dir, name).map_err(|e| {
+        anyhow::anyhow!(
+            "[cluster] certs: {e} (molde cluster join --dir {} --node-name {name})",
+            dir.display()
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(advertise)
+        .await
+        .with_context(|| format!("listening for peers on {advertise}"))?;
+    let incoming = molde_cluster::peer::incoming(listener, &id).map_err(anyhow::Error::msg)?;
+    let s = molde_content::servers(content);
+    tokio::spawn(async move {
+        let r = Server::builder()
+            .add_service(s.content)
+            .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(incoming))
+            .await;
+        if let Err(e) = r {
+            tracing::error!("the peer server stopped: {e}");
+        }
+    });
+    Ok(())
 }

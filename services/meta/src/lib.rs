@@ -8,9 +8,11 @@
 //!
 //! [`filter`] implements containerd's list filter syntax over any record.
 
+mod etcd_store;
 pub mod filter;
 mod redb_store;
 
+pub use etcd_store::EtcdStore;
 pub use redb_store::RedbStore;
 
 /// One key with its value and the revision of the transaction that last wrote it.

@@ -1,0 +1,157 @@
+//! A node's registration: `/molde/nodes/<name>` holds its record, bound to
+//! a lease the node renews every few seconds. A node that dies, or loses
+//! etcd for longer than the lease, drops out by itself; once etcd answers
+//! again the node takes a new lease and registers again.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use molde_meta::{EtcdStore, Store};
+use serde::{Deserialize, Serialize};
+
+/// How long a node stays listed after its last renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often a node renews its lease (and refreshes its record).
+pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+
+/// What a node publishes about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub name: String,
+    pub address: String,
+    pub version: String,
+    pub free_disk_bytes: u64,
+    pub images: u64,
+    pub registered_unix: i64,
+    pub refreshed_unix: i64,
+}
+
+/// How the registration stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    Starting,
+    Registered,
+    /// etcd did not answer: why.
+    Unreachable(String),
+}
+
+pub struct Membership {
+    pub store: Arc<EtcdStore>,
+    pub name: String,
+    pub address: String,
+    standing: Mutex<Standing>,
+}
+
+/// What the node counts of itself each time it refreshes its record.
+pub type ImageCount = Box<dyn Fn() -> u64 + Send + Sync>;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn free_disk(root: &PathBuf) -> u64 {
+    rustix::fs::statvfs(root)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(0)
+}
+
+impl Membership {
+    /// Registers this node and keeps it registered, on a thread of its own,
+    /// for the life of the process.
+    pub fn start(
+        store: Arc<EtcdStore>,
+        name: String,
+        address: String,
+        version: String,
+        root: PathBuf,
+        images: ImageCount,
+    ) -> Arc<Membership> {
+        let m = Arc::new(Membership {
+            store,
+            name,
+            address,
+            standing: Mutex::new(Standing::Starting),
+        });
+        let me = m.clone();
+        std::thread::Builder::new()
+            .name("cluster-membership".into())
+            .spawn(move || me.run(version, root, images))
+            .expect("starting the membership thread");
+        m
+    }
+
+    pub fn standing(&self) -> Standing {
+        self.standing.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, s: Standing) {
+        let mut cur = self.standing.lock().unwrap_or_else(|e| e.into_inner());
+        if *cur != s {
+            match &s {
+                Standing::Registered => tracing::info!(node = %self.name, "registered in the cluster"),
+                Standing::Unreachable(why) => tracing::warn!(node = %self.name, "cluster: {why}"),
+                Standing::Starting => {}
+            }
+        }
+        *cur = s;
+    }
+
+    fn key(&self) -> String {
+        format!("{}{}", crate::NODES, self.name)
+    }
+
+    fn run(&self, version: String, root: PathBuf, images: ImageCount) {
+        let mut lease: Option<i64> = None;
+        let mut registered = now();
+        loop {
+            let record = |registered| NodeRecord {
+                name: self.name.clone(),
+                address: self.address.clone(),
+                version: version.clone(),
+                free_disk_bytes: free_disk(&root),
+                images: images(),
+                registered_unix: registered,
+                refreshed_unix: now(),
+            };
+            let mut step = || -> molde_meta::Result<Option<i64>> {
+                match lease {
+                    Some(l) if self.store.keep_alive(l)? => {
+                        let value = serde_json::to_vec(&record(registered)).expect("a JSON record");
+                        self.store.put_leased(&self.key(), value, l)?;
+                        Ok(Some(l))
+                    }
+                    // No lease yet, or it expired while etcd was away.
+                    _ => {
+                        let l = self.store.grant(LEASE_TTL)?;
+                        registered = now();
+                        let value = serde_json::to_vec(&record(registered)).expect("a JSON record");
+                        self.store.put_leased(&self.key(), value, l)?;
+                        Ok(Some(l))
+                    }
+                }
+            };
+            match step() {
+                Ok(l) => {
+                    lease = l;
+                    self.set(Standing::Registered);
+                }
+                Err(e) => self.set(Standing::Unreachable(e.to_string())),
+            }
+            std::thread::sleep(RENEW_EVERY);
+        }
+    }
+
+    /// The nodes registered now.
+    pub fn nodes(&self) -> molde_meta::Result<Vec<NodeRecord>> {
+        Ok(self
+            .store
+            .range(crate::NODES)?
+            .iter()
+            .filter_map(|e| serde_json::from_slice(&e.value).ok())
+            .collect())
+    }
+}

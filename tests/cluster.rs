@@ -1,0 +1,333 @@
+//! Cluster mode: molded nodes registered in a real etcd (Debian's
+//! etcd-server, on loopback ports of the test's own).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use molde_meta::{Compare, EtcdStore, Event, Store, Txn, TxnOutcome};
+use molde_tests::Daemon;
+use molde_tests::registry::free_port;
+
+/// An etcd member of its own: a data directory, a client and a peer port.
+struct Etcd {
+    dir: tempfile::TempDir,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let mut e = Etcd {
+            dir: tempfile::tempdir().unwrap(),
+            client: free_port(),
+            peer: free_port(),
+            child: None,
+        };
+        e.spawn();
+        e
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client)
+    }
+
+    fn spawn(&mut self) {
+        let client = self.url();
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let data: PathBuf = self.dir.path().join("data");
+        let child = Command::new(molde_tests::require("etcd"))
+            .args(["--name", "t", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("etcd.log")).unwrap())
+            .spawn()
+            .expect("starting etcd");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.client);
+        molde_tests::eventually(20, "etcd to answer", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn etcd_behind_the_store_trait_gets_ranges_compares_and_watches() {
+    let etcd = Etcd::start();
+    let s = EtcdStore::connect(&[etcd.url()]).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut watch = s.watch("/molde/t/");
+    // Writes only when the key is absent, then only at its revision.
+    let first = s
+        .txn(
+            Txn::new()
+                .when(Compare::absent("/molde/t/a"))
+                .put("/molde/t/a", b"1".to_vec()),
+        )
+        .unwrap();
+    let TxnOutcome::Committed { revision } = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        s.txn(
+            Txn::new()
+                .when(Compare::absent("/molde/t/a"))
+                .put("/molde/t/a", b"x".to_vec())
+        )
+        .unwrap(),
+        TxnOutcome::CompareFailed
+    );
+    let a = s.get("/molde/t/a").unwrap().unwrap();
+    assert_eq!((a.value.as_slice(), a.mod_revision), (b"1".as_slice(), revision));
+    s.txn(
+        Txn::new()
+            .when(Compare::ModRevision("/molde/t/a".into(), revision))
+            .put("/molde/t/a", b"2".to_vec())
+            .put("/molde/t/c", b"3".to_vec())
+            .put("/molde/t/b", b"4".to_vec()),
+    )
+    .unwrap();
+    let keys: Vec<String> = s.range("/molde/t/").unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, ["/molde/t/a", "/molde/t/b", "/molde/t/c"]);
+    s.txn(Txn::new().delete_prefix("/molde/t/")).unwrap();
+    assert!(s.range("/molde/t/").unwrap().is_empty());
+    assert!(s.get("/molde/t/a").unwrap().is_none());
+    // The watch saw each write and the deletes, in order.
+    let seen: Vec<String> = rt.block_on(async {
+        let mut seen = Vec::new();
+        while seen.len() < 7 {
+            match tokio::time::timeout(Duration::from_secs(10), watch.recv()).await {
+                Ok(Some(Event::Put(e))) => seen.push(format!("put {}", e.key)),
+                Ok(Some(Event::Delete { key, .. })) => seen.push(format!("delete {key}")),
+                _ => break,
+            }
+        }
+        seen
+    });
+    assert_eq!(
+        seen,
+        [
+            "put /molde/t/a",
+            "put /molde/t/a",
+            "put /molde/t/c",
+            "put /molde/t/b",
+            "delete /molde/t/a",
+            "delete /molde/t/b",
+            "delete /molde/t/c"
+        ]
+    );
+    // A lease's keys go with it.
+    let lease = s.grant(Duration::from_secs(5)).unwrap();
+    s.put_leased("/molde/t/leased", b"x".to_vec(), lease).unwrap();
+    assert!(s.keep_alive(lease).unwrap());
+    s.revoke(lease).unwrap();
+    assert!(s.get("/molde/t/leased").unwrap().is_none());
+    assert!(!s.keep_alive(lease).unwrap(), "a revoked lease is gone");
+}
+
+fn node(etcd: &Etcd, name: &str) -> Daemon {
+    let mut d = Daemon::prepare(&[]);
+    d.args(&[
+        "--cluster".into(),
+        format!("etcd={}", etcd.url()),
+        "--node-name".into(),
+        name.into(),
+        "--advertise".into(),
+        format!("127.0.0.1:{}", free_port()),
+    ]);
+    d.spawn();
+    d
+}
+
+fn names(d: &Daemon) -> Vec<String> {
+    let r = d.molde(&["node", "ls"]);
+    if !r.out.status.success() {
+        return vec![format!("error: {}", r.stderr())];
+    }
+    r.stdout()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn nodes_register_drop_out_and_register_again_after_an_etcd_outage() {
+    let mut etcd = Etcd::start();
+    let a = node(&etcd, "node-a");
+    let mut b = node(&etcd, "node-b");
+    molde_tests::eventually(20, "both nodes listed", || names(&a) == ["node-a", "node-b"]);
+    let table = a.molde(&["node", "ls"]).ok();
+    assert!(table.contains("node-a *"), "this node is marked:\n{table}");
+
+    // A node that stops renewing drops out by itself.
+    b.kill9();
+    molde_tests::eventually(30, "node-b to drop out", || names(&a) == ["node-a"]);
+
+    // etcd away: local work goes on; cluster commands say what is wrong.
+    etcd.stop();
+    let err = a.molde(&["node", "ls"]).fails();
+    assert!(err.contains("etcd"), "{err}");
+    a.molde(&["images"]).ok();
+    a.molde(&["content", "ls"]).ok();
+    // Away for longer than a lease: the node's record is gone with it.
+    std::thread::sleep(Duration::from_secs(12));
+    etcd.spawn();
+    molde_tests::eventually(30, "node-a to register again", || names(&a) == ["node-a"]);
+
+    // A molded on its own is no cluster's node.
+    let alone = Daemon::start();
+    let err = alone.molde(&["node", "ls"]).fails();
+    assert!(err.contains("not part of a cluster"), "{err}");
+}
+
+#[test]
+fn peers_read_content_over_mutual_tls_and_strangers_are_refused() {
+    use molde_api::containerd::services::content::v1::ReadContentRequest;
+    use molde_api::containerd::services::content::v1::content_client::ContentClient;
+    use molde_cluster::certs::Identity;
+
+    let etcd = Etcd::start();
+    let dirs = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (dirs.path().join("ours"), dirs.path().join("theirs"));
+    let molde = |args: &[&str]| {
+        let out = Command::new(molde_tests::bin("molde"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "molde {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = |p: &std::path::Path| p.display().to_string();
+    molde(&["cluster", "init", "--dir", &s(&ours)]);
+    for n in ["node-a", "node-x"] {
+        molde(&["cluster", "join", "--dir", &s(&ours), "--node-name", n]);
+    }
+    // Another cluster's CA, and a node of it with the same name.
+    molde(&["cluster", "init", "--dir", &s(&theirs)]);
+    molde(&["cluster", "join", "--dir", &s(&theirs), "--node-name", "node-x"]);
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut a = Daemon::prepare(&[]);
+    a.args(&[
+        "--cluster".into(),
+        format!("etcd={}", etcd.url()),
+        "--node-name".into(),
+        "node-a".into(),
+        "--advertise".into(),
+        addr.clone(),
+        "--cluster-certs".into(),
+        s(&ours),
+    ]);
+    a.spawn();
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let digest = a
+        .molde_stdin(
+            &[
+                "content",
+                "ingest",
+                "-l",
+                "containerd.io/gc.root=test",
+                "peer-blob",
+            ],
+            &data,
+        )
+        .ok()
+        .trim()
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let read = |id: &Identity, offset: i64, size: i64| -> Result<Vec<u8>, String> {
+        rt.block_on(async {
+            let ch = molde_cluster::peer::channel(id, "node-a", &addr)?;
+            let mut stream = ContentClient::new(ch)
+                .read(molde_api::client::namespaced(
+                    "default",
+                    ReadContentRequest {
+                        digest: digest.clone(),
+                        offset,
+                        size,
+                    },
+                ))
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(m) = stream.message().await.map_err(|e| e.to_string())? {
+                out.extend_from_slice(&m.data);
+            }
+            Ok(out)
+        })
+    };
+    // A node of this cluster reads the blob, whole and by range.
+    let member = Identity::load(&ours, "node-x").unwrap();
+    assert!(read(&member, 0, 0).unwrap() == data, "the whole blob");
+    assert_eq!(
+        read(&member, 1 << 20, 1000).unwrap(),
+        &data[1 << 20..(1 << 20) + 1000]
+    );
+    // A node of another cluster is refused.
+    let stranger = Identity::load(&theirs, "node-x").unwrap();
+    let err = read(&stranger, 0, 0).unwrap_err();
+    assert!(!err.is_empty());
+    // And so is a client with no certificate at all.
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(member.ca[0].clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("node-a").unwrap();
+        // TLS 1.3: the server's refusal comes with the first read.
+        let refused = match tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+        {
+            Err(_) => true,
+            Ok(mut tls) => {
+                let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+                let mut buf = [0u8; 64];
+                !matches!(tls.read(&mut buf).await, Ok(n) if n > 0)
+            }
+        };
+        assert!(refused, "a client without a certificate got an answer");
+    });
+}
