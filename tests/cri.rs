@@ -629,6 +629,22 @@ fn containers_of_a_shared_pid_pod_start_whatever_pid_they_get_and_see_their_own_
         );
         assert_eq!(seen.trim(), limit.to_string(), "its own limit, read-only");
     }
+    // A container whose init exits while a child it started still holds its
+    // output: in the shared namespace the child outlives the init. The
+    // container ends with the init, and the child with it.
+    let leaver = n.run(
+        &pod,
+        &pc,
+        n.container_config("leaver", &["sh", "-c", "sleep 1234567 & echo started; exit 3"]),
+    );
+    let s = n.wait_exited(&leaver);
+    assert_eq!(s.exit_code, 3, "{s:?}");
+    molde_tests::eventually(10, "the init's child to be gone", || {
+        !std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"sleep\01234567")))
+    });
     n.stop_and_remove_pod(&pod);
 }
 

@@ -47,6 +47,27 @@ fn open_fifo(path: &str, write: bool) -> Result<OwnedFd> {
     Ok(f.into())
 }
 
+/// Kills every process left in the container's cgroup (v2, or the first v1
+/// controller that has it).
+fn kill_leftovers(cgroups_path: &str) {
+    let rel = cgroups_path.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let candidates = [
+        format!("/sys/fs/cgroup/{rel}/cgroup.procs"),
+        format!("/sys/fs/cgroup/pids/{rel}/cgroup.procs"),
+        format!("/sys/fs/cgroup/memory/{rel}/cgroup.procs"),
+        format!("/sys/fs/cgroup/cpu,cpuacct/{rel}/cgroup.procs"),
+    ];
+    let Some(procs) = candidates.iter().find_map(|p| fs::read_to_string(p).ok()) else {
+        return;
+    };
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// OOM kills the kernel counted in the container's cgroup (v1 memory
 /// controller or v2 unified hierarchy), read before the cgroup goes away.
 fn oom_kills(cgroups_path: &str) -> u64 {
@@ -478,16 +499,21 @@ fn run(args: &Args) -> Result<i32> {
         WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
         other => bail!("container {}: unexpected wait status {other:?}", args.id),
     };
-    for r in readers {
-        let _ = r.join();
-    }
-    attach.close();
     let cgroups_path = spec
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().as_ref())
         .map(|p| p.display().to_string())
         .unwrap_or_default();
+    // The container ends with its init: what it left running (in a pod's
+    // shared PID namespace its children outlive it) is killed, and with it
+    // the last holders of its output pipes.
+    kill_leftovers(&cgroups_path);
+    let start = std::time::Instant::now();
+    while readers.iter().any(|r| !r.is_finished()) && start.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    attach.close();
     let oom_killed = !cgroups_path.is_empty() && oom_kills(&cgroups_path) > 0;
     let _ = container.delete(true);
     let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
