@@ -640,10 +640,9 @@ fn containers_of_a_shared_pid_pod_start_whatever_pid_they_get_and_see_their_own_
     let s = n.wait_exited(&leaver);
     assert_eq!(s.exit_code, 3, "{s:?}");
     molde_tests::eventually(10, "the init's child to be gone", || {
-        !std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"sleep\01234567")))
+        !std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c.starts_with(b"sleep\x001234567"))
+        })
     });
     n.stop_and_remove_pod(&pod);
 }
