@@ -208,6 +208,39 @@ fn attach_to_a_talking_container_and_to_one_reading_stdin() {
     assert_eq!(status(&o)["status"], "Success");
     let s = n.wait_exited(&shell);
     assert_eq!(s.exit_code, 0);
+
+    // A container with a terminal: attach with one, resize it, type.
+    let mut cfg = n.container_config("tty", &["sh"]);
+    cfg.stdin = true;
+    cfg.tty = true;
+    let tty = n.run(&pod, &pc, cfg);
+    let url = n
+        .rt
+        .block_on(n.runtime.attach(cri::AttachRequest {
+            container_id: tty.clone(),
+            stdin: true,
+            tty: true,
+            stdout: true,
+            stderr: false,
+        }))
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let mut c = Client::connect(&url, V4).unwrap();
+    let ids = spdy::open_remote(&mut c, &["error", "stdin", "stdout", "resize"]);
+    c.send(ids["resize"], br#"{"Width":77,"Height":11}"#, false);
+    std::thread::sleep(Duration::from_millis(300));
+    c.send(ids["stdin"], b"stty size; echo done-$((6*7))\r", false);
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains("done-42") {
+        match c.next_event() {
+            Some(Event::Data { stream, data, .. }) if stream == ids["stdout"] => out.extend(data),
+            Some(_) => {}
+            None => panic!("attach ended: {:?}", String::from_utf8_lossy(&out)),
+        }
+    }
+    assert!(String::from_utf8_lossy(&out).contains("11 77"), "{:?}", String::from_utf8_lossy(&out));
+    drop(c);
     n.stop_and_remove_pod(&pod);
 }
 
@@ -358,6 +391,25 @@ fn exec_and_port_forward_over_websocket() {
     assert_eq!(String::from_utf8_lossy(&err), "err\n");
     let s: serde_json::Value = serde_json::from_slice(&status).unwrap();
     assert_eq!(s["details"]["causes"][0]["message"], "4");
+
+    // base64.channel.k8s.io: text messages, the channel as a digit.
+    let url = n.exec_url(&id, &["echo", "in base64"], false, false);
+    let out = n.rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(connect(&url, "base64.channel.k8s.io")).await.unwrap();
+        let mut out = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            match m {
+                Message::Text(t) if t.starts_with('1') => {
+                    use base64::Engine;
+                    out.extend(base64::engine::general_purpose::STANDARD.decode(&t.as_bytes()[1..]).unwrap());
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        out
+    });
+    assert_eq!(String::from_utf8_lossy(&out), "in base64\n");
 
     // Port forward: the port comes first on each channel, then the bytes.
     let url = n.port_forward_url(&pod) + "?port=8083";
