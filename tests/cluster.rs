@@ -331,3 +331,151 @@ fn peers_read_content_over_mutual_tls_and_strangers_are_refused() {
         assert!(refused, "a client without a certificate got an answer");
     });
 }
+
+/// A cluster of two whose nodes hold certificates of its CA.
+fn certified_node(etcd: &Etcd, certs: &std::path::Path, name: &str) -> Daemon {
+    let out = Command::new(molde_tests::bin("molde"))
+        .args(["cluster", "join", "--dir"])
+        .arg(certs)
+        .args(["--node-name", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut d = Daemon::prepare(&[]);
+    d.args(&[
+        "--cluster".into(),
+        format!("etcd={}", etcd.url()),
+        "--node-name".into(),
+        name.into(),
+        "--advertise".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--cluster-certs".into(),
+        certs.display().to_string(),
+    ]);
+    d.spawn();
+    d
+}
+
+/// The registry's blob requests that moved bytes (not HEADs).
+fn blob_gets(proxy: &molde_tests::faults::FaultProxy) -> Vec<String> {
+    proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .collect()
+}
+
+#[test]
+fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
+    use molde_tests::image::{self, Compression, Entry, busybox_rootfs, host_arch, tar};
+    let etcd = Etcd::start();
+    let certs = tempfile::tempdir().unwrap();
+    let out = Command::new(molde_tests::bin("molde"))
+        .args(["cluster", "init", "--dir"])
+        .arg(certs.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let reg = molde_tests::registry::Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..2_000_000u32)
+        .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+        .collect();
+    let layers = vec![
+        tar(&busybox_rootfs()),
+        tar(&[
+            Entry::Dir("data", 0o755),
+            Entry::File("data/big".into(), big, 0o644),
+        ]),
+    ];
+    let l = image::layout(&tmp.path().join("oci"), &layers, Compression::Gzip, host_arch());
+    reg.push_layout(&l.dir, "shared/app:1");
+    let proxy = molde_tests::faults::FaultProxy::start(&reg.host);
+    let reference = format!("{}/shared/app:1", proxy.host);
+
+    let a = certified_node(&etcd, certs.path(), "node-a");
+    let b = certified_node(&etcd, certs.path(), "node-b");
+    a.molde(&["pull", "-q", &reference]).ok();
+    let from_registry = blob_gets(&proxy);
+    for (digest, _) in &l.layers {
+        assert!(
+            from_registry.iter().any(|r| r.contains(digest.as_str())),
+            "node-a took {digest} from the registry: {from_registry:#?}"
+        );
+    }
+    // node-a's index reaches etcd on its next renewal.
+    molde_tests::eventually(20, "node-a to publish its layers", || {
+        let s = EtcdStore::connect(&[etcd.url()]).unwrap();
+        l.layers.iter().all(|(d, _)| {
+            s.get(&format!("/molde/blobs/{d}/node-a"))
+                .is_ok_and(|e| e.is_some())
+        })
+    });
+    b.molde(&["pull", "-q", &reference]).ok();
+    let after = blob_gets(&proxy);
+    let layer_gets = |reqs: &[String]| {
+        reqs.iter()
+            .filter(|r| l.layers.iter().any(|(d, _)| r.contains(d.as_str())))
+            .count()
+    };
+    assert_eq!(
+        layer_gets(&after),
+        layer_gets(&from_registry),
+        "node-b asked the registry for a layer node-a holds: {after:#?}"
+    );
+    // What node-b got is the image: it runs, and the big file is whole.
+    let sum = |d: &Daemon| {
+        d.molde(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &reference,
+            "sh",
+            "-c",
+            "ls -l /data/big",
+        ])
+        .ok()
+    };
+    let expected = sum(&a);
+    assert_eq!(sum(&b), expected);
+    assert!(
+        b.log_text().contains("blob taken from a peer"),
+        "{}",
+        b.log_text()
+    );
+
+    // A peer that serves wrong bytes: node-a's copy of the big layer is
+    // damaged on disk, node-b is gone; node-c catches it at the digest and
+    // takes the layer from the registry.
+    let mut b = b;
+    b.kill9();
+    let (big, _) = &l.layers[1];
+    molde_tests::eventually(30, "node-b's index entries to expire", || {
+        let s = EtcdStore::connect(&[etcd.url()]).unwrap();
+        s.get(&format!("/molde/blobs/{big}/node-b"))
+            .is_ok_and(|e| e.is_none())
+    });
+    let file = a
+        .root
+        .join("content/blobs/sha256")
+        .join(big.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let before = layer_gets(&blob_gets(&proxy));
+    let c = certified_node(&etcd, certs.path(), "node-c");
+    c.molde(&["pull", "-q", &reference]).ok();
+    assert!(
+        c.log_text().contains("do not match the digest"),
+        "node-c did not see the bad copy: {}",
+        c.log_text()
+    );
+    assert_eq!(
+        layer_gets(&blob_gets(&proxy)),
+        before + 1,
+        "the bad layer came from the registry"
+    );
+    assert_eq!(sum(&c), expected);
+}

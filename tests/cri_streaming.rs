@@ -214,9 +214,8 @@ fn attach_to_a_talking_container_and_to_one_reading_stdin() {
     cfg.stdin = true;
     cfg.tty = true;
     let tty = n.run(&pod, &pc, cfg);
-    let url = n
-        .rt
-        .block_on(n.runtime.attach(cri::AttachRequest {
+    let url =
+        n.rt.block_on(n.runtime.attach(cri::AttachRequest {
             container_id: tty.clone(),
             stdin: true,
             tty: true,
@@ -239,7 +238,11 @@ fn attach_to_a_talking_container_and_to_one_reading_stdin() {
             None => panic!("attach ended: {:?}", String::from_utf8_lossy(&out)),
         }
     }
-    assert!(String::from_utf8_lossy(&out).contains("11 77"), "{:?}", String::from_utf8_lossy(&out));
+    assert!(
+        String::from_utf8_lossy(&out).contains("11 77"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
     drop(c);
     n.stop_and_remove_pod(&pod);
 }
@@ -395,13 +398,19 @@ fn exec_and_port_forward_over_websocket() {
     // base64.channel.k8s.io: text messages, the channel as a digit.
     let url = n.exec_url(&id, &["echo", "in base64"], false, false);
     let out = n.rt.block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(connect(&url, "base64.channel.k8s.io")).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(connect(&url, "base64.channel.k8s.io"))
+            .await
+            .unwrap();
         let mut out = Vec::new();
         while let Some(Ok(m)) = ws.next().await {
             match m {
                 Message::Text(t) if t.starts_with('1') => {
                     use base64::Engine;
-                    out.extend(base64::engine::general_purpose::STANDARD.decode(&t.as_bytes()[1..]).unwrap());
+                    out.extend(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(&t.as_bytes()[1..])
+                            .unwrap(),
+                    );
                 }
                 Message::Close(_) => break,
                 _ => {}

@@ -11,6 +11,7 @@
 pub mod certs;
 pub mod membership;
 pub mod peer;
+pub mod peers;
 pub mod service;
 
 pub use membership::{Membership, NodeRecord};
@@ -19,6 +20,9 @@ pub use membership::{Membership, NodeRecord};
 pub const PREFIX: &str = "/molde/";
 /// `/molde/nodes/<name>`: a node's record, bound to its lease.
 pub const NODES: &str = "/molde/nodes/";
+/// `/molde/blobs/<digest>/<node>`: node holds the blob (the value: a
+/// namespace it has it in), bound to the node's lease.
+pub const BLOBS: &str = "/molde/blobs/";
 
 /// A node name: letters, digits, `-`, `_`, `.`, at most 63 (it is a key
 /// component and a certificate name).

@@ -46,6 +46,9 @@ pub struct Membership {
 /// What the node counts of itself each time it refreshes its record.
 pub type ImageCount = Box<dyn Fn() -> u64 + Send + Sync>;
 
+/// The blobs the node holds now: digest → a namespace that has it.
+pub type LocalBlobs = Box<dyn Fn() -> std::collections::BTreeMap<String, String> + Send + Sync>;
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -69,6 +72,7 @@ impl Membership {
         version: String,
         root: PathBuf,
         images: ImageCount,
+        blobs: LocalBlobs,
     ) -> Arc<Membership> {
         let m = Arc::new(Membership {
             store,
@@ -79,7 +83,7 @@ impl Membership {
         let me = m.clone();
         std::thread::Builder::new()
             .name("cluster-membership".into())
-            .spawn(move || me.run(version, root, images))
+            .spawn(move || me.run(version, root, images, blobs))
             .expect("starting the membership thread");
         m
     }
@@ -104,9 +108,11 @@ impl Membership {
         format!("{}{}", crate::NODES, self.name)
     }
 
-    fn run(&self, version: String, root: PathBuf, images: ImageCount) {
+    fn run(&self, version: String, root: PathBuf, images: ImageCount, blobs: LocalBlobs) {
         let mut lease: Option<i64> = None;
         let mut registered = now();
+        // What this node published of its blobs under its current lease.
+        let mut published = std::collections::BTreeMap::<String, String>::new();
         loop {
             let record = |registered| NodeRecord {
                 name: self.name.clone(),
@@ -134,15 +140,52 @@ impl Membership {
                     }
                 }
             };
+            let before = lease;
             match step() {
                 Ok(l) => {
                     lease = l;
-                    self.set(Standing::Registered);
+                    if lease != before {
+                        // A new lease: what was published went with the old one.
+                        published.clear();
+                    }
+                    match self.publish(lease.expect("registered"), &blobs(), &mut published) {
+                        Ok(()) => self.set(Standing::Registered),
+                        Err(e) => self.set(Standing::Unreachable(e.to_string())),
+                    }
                 }
                 Err(e) => self.set(Standing::Unreachable(e.to_string())),
             }
             std::thread::sleep(RENEW_EVERY);
         }
+    }
+
+    /// Brings the index of this node's blobs (`/molde/blobs/<digest>/<node>`,
+    /// bound to its lease) in line with what it holds: new blobs added,
+    /// removed ones deleted, so the index never names a blob it lost.
+    fn publish(
+        &self,
+        lease: i64,
+        now: &std::collections::BTreeMap<String, String>,
+        published: &mut std::collections::BTreeMap<String, String>,
+    ) -> molde_meta::Result<()> {
+        let key = |d: &str| format!("{}{d}/{}", crate::BLOBS, self.name);
+        for (digest, ns) in now {
+            if published.get(digest) != Some(ns) {
+                self.store
+                    .put_leased(&key(digest), ns.clone().into_bytes(), lease)?;
+                published.insert(digest.clone(), ns.clone());
+            }
+        }
+        let gone: Vec<String> = published
+            .keys()
+            .filter(|d| !now.contains_key(*d))
+            .cloned()
+            .collect();
+        for digest in gone {
+            self.store.txn(molde_meta::Txn::new().delete(key(&digest)))?;
+            published.remove(&digest);
+        }
+        Ok(())
     }
 
     /// The nodes registered now.

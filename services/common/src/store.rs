@@ -105,3 +105,19 @@ pub trait BlobWriter: Send {
     /// Removes the ingest.
     async fn abort(self: Box<Self>) -> Result<()>;
 }
+
+/// Other nodes of a cluster that may hold a blob (cluster mode): a pull
+/// takes a layer from one of them before it asks the registry.
+#[tonic::async_trait]
+pub trait PeerBlobs: Send + Sync {
+    /// The peers that say they hold `digest`, best first (never this node).
+    async fn holders(&self, digest: &str) -> Vec<String>;
+
+    /// The blob's bytes from `offset`, from peer `peer`.
+    async fn read(
+        &self,
+        peer: &str,
+        digest: &str,
+        offset: u64,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>>;
+}

@@ -209,6 +209,21 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let content_root = cfg.root.join("content");
     // The content service's state, when this process hosts it.
     let mut local_content = None;
+    // This node in its cluster, and the peers it takes layers from.
+    let membership = cluster_membership(&cfg, store.clone())?;
+    let peers: Option<Arc<dyn molde_common::store::PeerBlobs>> = match (&membership, &cfg.cluster.certs) {
+        (Some(m), Some(dir)) => {
+            let id = molde_cluster::certs::Identity::load(dir, &m.name).map_err(|e| {
+                anyhow::anyhow!(
+                    "[cluster] certs: {e} (molde cluster join --dir {} --node-name {})",
+                    dir.display(),
+                    m.name
+                )
+            })?;
+            Some(Arc::new(molde_cluster::peers::Peers::new(m.clone(), id)))
+        }
+        _ => None,
+    };
 
     if let Some(store) = store.clone().filter(|_| cfg.hosts("content")) {
         let mut cc = ContentConfig::new(content_root.clone());
@@ -256,7 +271,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 molde_api::client::channel(&reach("content")?),
             )),
         };
-        let transfer = molde_transfer::TransferService::new(
+        let mut transfer = molde_transfer::TransferService::new(
             content,
             molde_api::client::channel(&reach("snapshotter")?),
             molde_transfer::TransferConfig {
@@ -264,6 +279,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 parallel: cfg.transfer.parallel,
             },
         );
+        if let Some(p) = &peers {
+            transfer = transfer.with_peers(p.clone());
+        }
         router = router.add_service(
             molde_api::molde::services::transfer::v1::transfer_server::TransferServer::new(transfer),
         );
@@ -428,7 +446,6 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if hosted.is_empty() {
         bail!("nothing to serve: no service is hosted here or configured as remote");
     }
-    let membership = cluster_membership(&cfg, store.clone())?;
     if let Some(m) = &membership {
         hosted.push(format!(
             "cluster node {} (etcd {})",
@@ -557,13 +574,30 @@ fn cluster_membership(
         }
     }
     let etcd = Arc::new(molde_meta::EtcdStore::connect(&cfg.cluster.etcd)?);
-    let images: molde_cluster::membership::ImageCount = match store {
+    let images: molde_cluster::membership::ImageCount = match store.clone() {
         Some(s) => Box::new(move || {
             s.range("/v1/ns/")
                 .map(|es| es.iter().filter(|e| e.key.contains("/images/")).count() as u64)
                 .unwrap_or(0)
         }),
         None => Box::new(|| 0),
+    };
+    let blobs: molde_cluster::membership::LocalBlobs = match store {
+        Some(s) => Box::new(move || {
+            // /v1/ns/<ns>/content/<digest>
+            s.range("/v1/ns/")
+                .map(|es| {
+                    es.iter()
+                        .filter_map(|e| {
+                            let rest = e.key.strip_prefix("/v1/ns/")?;
+                            let (ns, digest) = rest.split_once("/content/")?;
+                            Some((digest.to_string(), ns.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }),
+        None => Box::new(Default::default),
     };
     Ok(Some(molde_cluster::Membership::start(
         etcd,
@@ -572,6 +606,7 @@ fn cluster_membership(
         info::VERSION.to_string(),
         cfg.root.clone(),
         images,
+        blobs,
     )))
 }
 

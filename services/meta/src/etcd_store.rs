@@ -203,11 +203,17 @@ impl Store for EtcdStore {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut c = self.client.watch_client();
         let prefix = prefix.to_string();
+        // Returns once etcd has the watch: a write made after this call is seen.
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<()>(1);
         self.handle.spawn(async move {
             let Ok(mut stream) = c.watch(prefix, Some(WatchOptions::new().with_prefix())).await else {
+                let _ = ready_tx.send(());
                 return;
             };
-            while let Ok(Some(resp)) = stream.message().await {
+            // etcd's first answer says the watch is created.
+            let mut next = stream.message().await;
+            let _ = ready_tx.send(());
+            while let Ok(Some(resp)) = next {
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
                     let e = match ev.event_type() {
@@ -221,8 +227,10 @@ impl Store for EtcdStore {
                         return;
                     }
                 }
+                next = stream.message().await;
             }
         });
+        let _ = ready_rx.recv_timeout(REQUEST_TIMEOUT);
         rx
     }
 }

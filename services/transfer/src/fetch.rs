@@ -41,6 +41,68 @@ pub struct Dest<'a> {
     pub lease: &'a str,
 }
 
+/// Takes `digest` from a peer of the cluster that holds it, into an ingest,
+/// and commits it: a peer that breaks off is left for the next from where it
+/// stopped; bytes that do not match the digest (a lying or broken peer) are
+/// dropped at commit and the next peer starts over. Ok(None) when no peer
+/// gave it: the caller goes to the registry.
+pub async fn from_peers(
+    dest: &Dest<'_>,
+    peers: &dyn molde_common::store::PeerBlobs,
+    digest: &Digest,
+    size: i64,
+    progress: &impl Fn(u64),
+) -> Result<Option<u64>> {
+    let Dest { store, ns, lease } = *dest;
+    let ingest_ref = format!("pull-{digest}");
+    let d = digest.to_string();
+    let mut fetched = 0u64;
+    for peer in peers.holders(&d).await {
+        let mut w = store.writer(ns, lease, &ingest_ref, size, Some(digest)).await?;
+        let mut stream = match peers.read(&peer, &d, w.offset()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%digest, %peer, error = %e, "a peer could not serve a blob");
+                continue;
+            }
+        };
+        let mut broke = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    fetched += c.len() as u64;
+                    w.write(c).await?;
+                    progress(fetched);
+                }
+                Err(e) => {
+                    broke = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = broke {
+            tracing::warn!(%digest, %peer, error = %e, "a peer broke off; the next one resumes");
+            continue;
+        }
+        match w.commit().await {
+            Ok(_) => {
+                tracing::info!(%digest, %peer, "blob taken from a peer");
+                return Ok(Some(fetched));
+            }
+            Err(Error::FailedPrecondition(m)) => {
+                tracing::warn!(%digest, %peer, "a peer's bytes do not match the digest ({m}); dropped");
+                store
+                    .writer(ns, lease, &ingest_ref, size, Some(digest))
+                    .await?
+                    .reset()
+                    .await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// Downloads `digest` from the registry into an ingest and commits it. Resumes
 /// an ingest an earlier pull (or an earlier molded) left with a Range request,
 /// and retries broken downloads from where they broke.

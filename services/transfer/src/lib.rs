@@ -56,6 +56,15 @@ pub struct TransferService {
 impl TransferService {
     /// `store` is the content store images go into; `snapshotter` reaches the
     /// snapshots and diff services pulls unpack into.
+    /// Layers are asked of the cluster's other nodes before the registry.
+    pub fn with_peers(self, peers: Arc<dyn molde_common::store::PeerBlobs>) -> Self {
+        let mut puller = Arc::try_unwrap(self.puller).unwrap_or_else(|_| unreachable!("not shared yet"));
+        puller.peers = Some(peers);
+        Self {
+            puller: Arc::new(puller),
+        }
+    }
+
     pub fn new(store: Arc<dyn ContentStore>, snapshotter: Channel, config: TransferConfig) -> Self {
         Self {
             puller: Arc::new(pull::Puller {
@@ -66,6 +75,7 @@ impl TransferService {
                 },
                 inflight: Default::default(),
                 parallel: config.parallel,
+                peers: None,
                 clients: Default::default(),
             }),
         }

@@ -47,6 +47,8 @@ pub struct Puller {
     pub inflight: Arc<Inflight>,
     /// Blobs fetched at once per pull.
     pub parallel: usize,
+    /// Other nodes of the cluster, asked for a layer before the registry.
+    pub peers: Option<Arc<dyn molde_common::store::PeerBlobs>>,
     /// Registry clients by (registry, user, password): kept so tokens and
     /// connections are reused and a re-pull is a single request.
     pub clients: std::sync::Mutex<HashMap<(String, String, String), Arc<Registry>>>,

@@ -70,6 +70,7 @@ impl Puller {
                 store: self.store.clone(),
                 snapshotter_ch: self.snapshotter.clone(),
                 inflight: self.inflight.clone(),
+                peers: self.peers.clone(),
                 reg: job.source.as_ref().map(|(_, r)| r.clone()),
                 remote: job.source.as_ref().map(|(r, _)| (*r).clone()),
                 reference: job.name.to_string(),
@@ -213,6 +214,7 @@ struct LayerTask {
     store: Arc<dyn ContentStore>,
     snapshotter_ch: Channel,
     inflight: Arc<Inflight>,
+    peers: Option<Arc<dyn molde_common::store::PeerBlobs>>,
     reg: Option<Arc<Registry>>,
     remote: Option<Reference>,
     /// The image, for messages.
@@ -258,34 +260,36 @@ impl LayerTask {
                     let d = layer_digest.clone();
                     let total = size;
                     let last = std::sync::atomic::AtomicU64::new(0);
-                    let n = fetch::download(
-                        &fetch::Dest {
-                            store: &*self.store,
-                            ns: &self.ns,
-                            lease: &self.lease,
-                        },
-                        reg,
-                        remote,
-                        &digest,
-                        size,
-                        |n| {
-                            // At most a report per 4 MiB, dropped when the client is slow.
-                            if n - last.load(std::sync::atomic::Ordering::Relaxed) >= 4 << 20
-                                || n as i64 == total
-                            {
-                                last.store(n, std::sync::atomic::Ordering::Relaxed);
-                                let _ = tx.try_send(Ok(api::Progress {
-                                    event: Some(api::progress::Event::Blob(api::BlobProgress {
-                                        digest: d.clone(),
-                                        offset: n as i64,
-                                        total,
-                                        status: "downloading".into(),
-                                    })),
-                                }));
-                            }
-                        },
-                    )
-                    .await?;
+                    let dest = fetch::Dest {
+                        store: &*self.store,
+                        ns: &self.ns,
+                        lease: &self.lease,
+                    };
+                    let report = |n: u64| {
+                        // At most a report per 4 MiB, dropped when the client is slow;
+                        // a count that starts over (a peer gave up, the registry
+                        // takes over) is reported at once.
+                        let prev = last.load(std::sync::atomic::Ordering::Relaxed);
+                        if n < prev || n - prev >= 4 << 20 || n as i64 == total {
+                            last.store(n, std::sync::atomic::Ordering::Relaxed);
+                            let _ = tx.try_send(Ok(api::Progress {
+                                event: Some(api::progress::Event::Blob(api::BlobProgress {
+                                    digest: d.clone(),
+                                    offset: n as i64,
+                                    total,
+                                    status: "downloading".into(),
+                                })),
+                            }));
+                        }
+                    };
+                    let from_peer = match &self.peers {
+                        Some(p) => fetch::from_peers(&dest, &**p, &digest, size, &report).await?,
+                        None => None,
+                    };
+                    let n = match from_peer {
+                        Some(n) => n,
+                        None => fetch::download(&dest, reg, remote, &digest, size, report).await?,
+                    };
                     let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
                     s.0 += n;
                     s.1 += 1;

@@ -1,0 +1,124 @@
+//! Blobs from the cluster's other nodes, for pulls (`PeerBlobs`): who holds
+//! a digest comes from the index in etcd; the bytes come over the peer
+//! transport (content.v1 Read from an offset). The pull verifies the digest
+//! at commit, so a peer that lies poisons nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use molde_api::containerd::services::content::v1::ReadContentRequest;
+use molde_api::containerd::services::content::v1::content_client::ContentClient;
+use molde_common::errdefs::{Error, Result};
+use molde_meta::Store;
+
+use crate::certs::Identity;
+use crate::{Membership, NodeRecord};
+
+pub struct Peers {
+    pub membership: Arc<Membership>,
+    pub identity: Identity,
+    channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+}
+
+impl Peers {
+    pub fn new(membership: Arc<Membership>, identity: Identity) -> Peers {
+        Peers {
+            membership,
+            identity,
+            channels: Default::default(),
+        }
+    }
+
+    async fn etcd<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&molde_meta::EtcdStore) -> molde_meta::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.membership.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Unavailable(format!("the cluster's etcd: {e}")))
+    }
+
+    fn channel(&self, peer: &str, address: &str) -> Result<tonic::transport::Channel> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(peer) {
+            return Ok(c.clone());
+        }
+        let c = crate::peer::channel(&self.identity, peer, address).map_err(Error::Unavailable)?;
+        channels.insert(peer.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+#[tonic::async_trait]
+impl molde_common::store::PeerBlobs for Peers {
+    async fn holders(&self, digest: &str) -> Vec<String> {
+        let prefix = format!("{}{digest}/", crate::BLOBS);
+        let me = self.membership.name.clone();
+        let mut names: Vec<String> = match self.etcd(move |s| s.range(&prefix)).await {
+            Ok(entries) => entries
+                .iter()
+                .filter_map(|e| e.key.rsplit('/').next().map(str::to_string))
+                .filter(|n| *n != me)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(%digest, "no peers asked: {e}");
+                Vec::new()
+            }
+        };
+        // Spread the readers of one blob over its holders.
+        if !names.is_empty() {
+            let turn = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() as usize)
+                .unwrap_or(0);
+            let n = names.len();
+            names.rotate_left(turn % n);
+        }
+        names
+    }
+
+    async fn read(
+        &self,
+        peer: &str,
+        digest: &str,
+        offset: u64,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        let (node_key, blob_key) = (
+            format!("{}{peer}", crate::NODES),
+            format!("{}{digest}/{peer}", crate::BLOBS),
+        );
+        let (node, ns) = self
+            .etcd(move |s| Ok((s.get(&node_key)?, s.get(&blob_key)?)))
+            .await?;
+        let node: NodeRecord = node
+            .and_then(|e| serde_json::from_slice(&e.value).ok())
+            .ok_or_else(|| Error::Unavailable(format!("peer {peer} is not registered")))?;
+        let ns = ns
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned())
+            .ok_or_else(|| Error::NotFound(format!("peer {peer} no longer holds {digest}")))?;
+        let ch = self.channel(peer, &node.address)?;
+        let stream = ContentClient::new(ch)
+            .read(molde_api::client::namespaced(
+                &ns,
+                ReadContentRequest {
+                    digest: digest.to_string(),
+                    offset: offset as i64,
+                    size: 0,
+                },
+            ))
+            .await
+            .map_err(Error::upstream(format!("reading {digest} from peer {peer}")))?
+            .into_inner();
+        let peer = peer.to_string();
+        Ok(stream
+            .map(move |m| {
+                m.map(|m| m.data)
+                    .map_err(|s| Error::Unavailable(format!("peer {peer}: {}", s.message())))
+            })
+            .boxed())
+    }
+}
