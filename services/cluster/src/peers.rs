@@ -56,6 +56,10 @@ impl Peers {
 #[tonic::async_trait]
 impl molde_common::store::PeerBlobs for Peers {
     async fn holders(&self, digest: &str) -> Vec<String> {
+        // etcd away: the registry at once, not after a timeout per layer.
+        if !matches!(self.membership.standing(), crate::membership::Standing::Registered) {
+            return Vec::new();
+        }
         let prefix = format!("{}{digest}/", crate::BLOBS);
         let me = self.membership.name.clone();
         let mut names: Vec<String> = match self.etcd(move |s| s.range(&prefix)).await {
