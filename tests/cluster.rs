@@ -479,3 +479,69 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
     );
     assert_eq!(sum(&c), expected);
 }
+
+/// Three nodes pull the same image at the same moment: each layer leaves the
+/// registry once; the nodes that did not download it read it from the one
+/// that did.
+#[test]
+fn three_nodes_pulling_at_once_take_each_layer_from_the_registry_once() {
+    use molde_tests::image::{self, Compression, Entry, busybox_rootfs, host_arch, tar};
+    let etcd = Etcd::start();
+    let certs = tempfile::tempdir().unwrap();
+    let out = Command::new(molde_tests::bin("molde"))
+        .args(["cluster", "init", "--dir"])
+        .arg(certs.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let reg = molde_tests::registry::Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = |seed: u32| -> Vec<u8> {
+        let data: Vec<u8> = (0..1_000_000u32)
+            .flat_map(|i| (i ^ seed).wrapping_mul(2654435761).to_le_bytes())
+            .collect();
+        tar(&[
+            Entry::Dir("data", 0o755),
+            Entry::File(format!("data/{seed}"), data, 0o644),
+        ])
+    };
+    let layers = vec![tar(&busybox_rootfs()), layer(1), layer(2)];
+    let l = image::layout(&tmp.path().join("oci"), &layers, Compression::Gzip, host_arch());
+    reg.push_layout(&l.dir, "together/app:1");
+    let proxy = molde_tests::faults::FaultProxy::start(&reg.host);
+    // Slow enough that the three pulls overlap.
+    proxy.set(molde_tests::faults::Faults {
+        slow: Some(Duration::from_millis(20)),
+        ..Default::default()
+    });
+    let reference = format!("{}/together/app:1", proxy.host);
+    let nodes: Vec<Daemon> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| certified_node(&etcd, certs.path(), n))
+        .collect();
+    molde_tests::eventually(20, "three nodes registered", || names(&nodes[0]).len() == 3);
+    std::thread::scope(|s| {
+        for d in &nodes {
+            let r = reference.clone();
+            s.spawn(move || d.molde(&["pull", "-q", &r]).ok());
+        }
+    });
+    let gets = blob_gets(&proxy);
+    for (digest, _) in &l.layers {
+        let n = gets.iter().filter(|r| r.contains(digest.as_str())).count();
+        assert_eq!(n, 1, "{digest} left the registry {n} times: {gets:#?}");
+    }
+    for d in &nodes {
+        d.molde(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &reference,
+            "ls",
+            "/data/1",
+            "/data/2",
+        ])
+        .ok();
+    }
+}

@@ -23,6 +23,9 @@ pub const NODES: &str = "/molde/nodes/";
 /// `/molde/blobs/<digest>/<node>`: node holds the blob (the value: a
 /// namespace it has it in), bound to the node's lease.
 pub const BLOBS: &str = "/molde/blobs/";
+/// `/molde/claims/<digest>`: the node that downloads the blob from the
+/// registry now, bound to its lease.
+pub const CLAIMS: &str = "/molde/claims/";
 
 /// A node name: letters, digits, `-`, `_`, `.`, at most 63 (it is a key
 /// component and a certificate name).

@@ -41,6 +41,9 @@ pub struct Membership {
     pub name: String,
     pub address: String,
     standing: Mutex<Standing>,
+    /// The lease this node holds now, and what it published of its blobs
+    /// under it (digest → namespace).
+    held: Mutex<(Option<i64>, std::collections::BTreeMap<String, String>)>,
 }
 
 /// What the node counts of itself each time it refreshes its record.
@@ -79,6 +82,7 @@ impl Membership {
             name,
             address,
             standing: Mutex::new(Standing::Starting),
+            held: Default::default(),
         });
         let me = m.clone();
         std::thread::Builder::new()
@@ -111,8 +115,6 @@ impl Membership {
     fn run(&self, version: String, root: PathBuf, images: ImageCount, blobs: LocalBlobs) {
         let mut lease: Option<i64> = None;
         let mut registered = now();
-        // What this node published of its blobs under its current lease.
-        let mut published = std::collections::BTreeMap::<String, String>::new();
         loop {
             let record = |registered| NodeRecord {
                 name: self.name.clone(),
@@ -140,15 +142,18 @@ impl Membership {
                     }
                 }
             };
-            let before = lease;
             match step() {
                 Ok(l) => {
                     lease = l;
-                    if lease != before {
-                        // A new lease: what was published went with the old one.
-                        published.clear();
+                    {
+                        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                        if held.0 != lease {
+                            // A new lease: what was published went with the old one.
+                            held.1.clear();
+                            held.0 = lease;
+                        }
                     }
-                    match self.publish(lease.expect("registered"), &blobs(), &mut published) {
+                    match self.publish(&blobs()) {
                         Ok(()) => self.set(Standing::Registered),
                         Err(e) => self.set(Standing::Unreachable(e.to_string())),
                     }
@@ -162,29 +167,45 @@ impl Membership {
     /// Brings the index of this node's blobs (`/molde/blobs/<digest>/<node>`,
     /// bound to its lease) in line with what it holds: new blobs added,
     /// removed ones deleted, so the index never names a blob it lost.
-    fn publish(
-        &self,
-        lease: i64,
-        now: &std::collections::BTreeMap<String, String>,
-        published: &mut std::collections::BTreeMap<String, String>,
-    ) -> molde_meta::Result<()> {
-        let key = |d: &str| format!("{}{d}/{}", crate::BLOBS, self.name);
+    fn publish(&self, now: &std::collections::BTreeMap<String, String>) -> molde_meta::Result<()> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(lease) = held.0 else {
+            return Ok(());
+        };
         for (digest, ns) in now {
-            if published.get(digest) != Some(ns) {
+            if held.1.get(digest) != Some(ns) {
                 self.store
-                    .put_leased(&key(digest), ns.clone().into_bytes(), lease)?;
-                published.insert(digest.clone(), ns.clone());
+                    .put_leased(&self.blob_key(digest), ns.clone().into_bytes(), lease)?;
+                held.1.insert(digest.clone(), ns.clone());
             }
         }
-        let gone: Vec<String> = published
-            .keys()
-            .filter(|d| !now.contains_key(*d))
-            .cloned()
-            .collect();
+        let gone: Vec<String> = held.1.keys().filter(|d| !now.contains_key(*d)).cloned().collect();
         for digest in gone {
-            self.store.txn(molde_meta::Txn::new().delete(key(&digest)))?;
-            published.remove(&digest);
+            self.store
+                .txn(molde_meta::Txn::new().delete(self.blob_key(&digest)))?;
+            held.1.remove(&digest);
         }
+        Ok(())
+    }
+
+    fn blob_key(&self, digest: &str) -> String {
+        format!("{}{digest}/{}", crate::BLOBS, self.name)
+    }
+
+    /// This node's current lease, when it is registered.
+    pub fn lease(&self) -> Option<i64> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Publishes one blob now (it was just committed), ahead of the next renewal.
+    pub fn publish_one(&self, digest: &str, ns: &str) -> molde_meta::Result<()> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(lease) = held.0 else {
+            return Ok(());
+        };
+        self.store
+            .put_leased(&self.blob_key(digest), ns.as_bytes().to_vec(), lease)?;
+        held.1.insert(digest.to_string(), ns.to_string());
         Ok(())
     }
 

@@ -57,7 +57,10 @@ impl Peers {
 impl molde_common::store::PeerBlobs for Peers {
     async fn holders(&self, digest: &str) -> Vec<String> {
         // etcd away: the registry at once, not after a timeout per layer.
-        if !matches!(self.membership.standing(), crate::membership::Standing::Registered) {
+        if !matches!(
+            self.membership.standing(),
+            crate::membership::Standing::Registered
+        ) {
             return Vec::new();
         }
         let prefix = format!("{}{digest}/", crate::BLOBS);
@@ -83,6 +86,37 @@ impl molde_common::store::PeerBlobs for Peers {
             names.rotate_left(turn % n);
         }
         names
+    }
+
+    async fn claim(&self, digest: &str) -> bool {
+        let Some(lease) = self.membership.lease() else {
+            return true;
+        };
+        let (key, me) = (format!("{}{digest}", crate::CLAIMS), self.membership.name.clone());
+        let r = self
+            .etcd(move |s| {
+                if s.claim(&key, me.as_bytes().to_vec(), lease)? {
+                    return Ok(true);
+                }
+                // A claim of this node's own (an earlier attempt) is still its own.
+                Ok(s.get(&key)?.is_some_and(|e| e.value == me.as_bytes()))
+            })
+            .await;
+        r.unwrap_or(true)
+    }
+
+    async fn downloaded(&self, digest: &str, ns: &str) {
+        let (m, d, ns) = (self.membership.clone(), digest.to_string(), ns.to_string());
+        let key = format!("{}{digest}", crate::CLAIMS);
+        let r = self
+            .etcd(move |s| {
+                m.publish_one(&d, &ns)?;
+                s.txn(molde_meta::Txn::new().delete(key)).map(|_| ())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(%digest, "publishing a downloaded blob: {e}");
+        }
     }
 
     async fn read(

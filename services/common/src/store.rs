@@ -120,4 +120,15 @@ pub trait PeerBlobs: Send + Sync {
         digest: &str,
         offset: u64,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>>;
+
+    /// Claims the registry download of `digest` for this node. True: this
+    /// node downloads it (and calls `downloaded`); false: another node's
+    /// claim stands — it downloads, and this node reads from it once it
+    /// holds the blob. Without the cluster's store, every node is on its own:
+    /// true.
+    async fn claim(&self, digest: &str) -> bool;
+
+    /// This node committed `digest` (in namespace `ns`): it is published at
+    /// once and the claim is dropped.
+    async fn downloaded(&self, digest: &str, ns: &str);
 }

@@ -119,6 +119,23 @@ impl EtcdStore {
         })
     }
 
+    /// Creates `key` bound to `lease` if no key of that name exists; whether
+    /// it did.
+    pub fn claim(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<bool> {
+        let mut c = self.client.kv_client();
+        let key = key.to_string();
+        self.call(async move {
+            let txn = etcd_client::Txn::new()
+                .when([EtcdCompare::mod_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.as_str(),
+                    value,
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            c.txn(txn).await.map(|r| r.succeeded())
+        })
+    }
+
     /// Ends a lease now, and the keys bound to it.
     pub fn revoke(&self, lease: i64) -> Result<()> {
         let mut c = self.client.lease_client();

@@ -103,6 +103,43 @@ pub async fn from_peers(
     Ok(None)
 }
 
+/// How long a node waits for another node's registry download of a blob it
+/// also wants before it downloads the blob itself.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `digest` the cluster's way: from a peer that holds it; else, if no other
+/// node is downloading it, from the registry (claimed, so the others wait and
+/// then read it from this node); else, once the node that claimed it holds
+/// it, from that node. A claim that lapses (its node died) is taken over.
+pub async fn through_cluster(
+    dest: &Dest<'_>,
+    peers: &dyn molde_common::store::PeerBlobs,
+    reg: &Registry,
+    reference: &Reference,
+    digest: &Digest,
+    size: i64,
+    progress: &(impl Fn(u64) + Sync),
+) -> Result<u64> {
+    let d = digest.to_string();
+    let started = tokio::time::Instant::now();
+    let mut waiting = false;
+    loop {
+        if let Some(n) = from_peers(dest, peers, digest, size, progress).await? {
+            return Ok(n);
+        }
+        if started.elapsed() > CLAIM_WAIT || peers.claim(&d).await {
+            let n = download(dest, reg, reference, digest, size, progress).await?;
+            peers.downloaded(&d, dest.ns).await;
+            return Ok(n);
+        }
+        if !waiting {
+            tracing::info!(%digest, "another node is downloading this blob; waiting to read it from there");
+            waiting = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Downloads `digest` from the registry into an ingest and commits it. Resumes
 /// an ingest an earlier pull (or an earlier molded) left with a Range request,
 /// and retries broken downloads from where they broke.

@@ -282,12 +282,10 @@ impl LayerTask {
                             }));
                         }
                     };
-                    let from_peer = match &self.peers {
-                        Some(p) => fetch::from_peers(&dest, &**p, &digest, size, &report).await?,
-                        None => None,
-                    };
-                    let n = match from_peer {
-                        Some(n) => n,
+                    let n = match &self.peers {
+                        Some(p) => {
+                            fetch::through_cluster(&dest, &**p, reg, remote, &digest, size, &report).await?
+                        }
                         None => fetch::download(&dest, reg, remote, &digest, size, report).await?,
                     };
                     let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
