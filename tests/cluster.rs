@@ -445,6 +445,44 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
         b.log_text()
     );
 
+    // Any command on another node, through the peer transport.
+    let certs_dir = certs.path().display().to_string();
+    let digest_on_a = a
+        .molde_stdin(
+            &["content", "ingest", "-l", "containerd.io/gc.root=t", "only-on-a"],
+            b"only on node-a",
+        )
+        .ok();
+    let listed = b
+        .molde(&[
+            "--node",
+            "node-a",
+            "--cluster-certs",
+            &certs_dir,
+            "content",
+            "ls",
+            "-q",
+        ])
+        .ok();
+    assert!(listed.contains(digest_on_a.trim()), "{listed}");
+    assert!(
+        !b.molde(&["content", "ls", "-q"])
+            .ok()
+            .contains(digest_on_a.trim())
+    );
+    let all = b
+        .molde(&["--all-nodes", "--cluster-certs", &certs_dir, "images"])
+        .ok();
+    assert!(
+        all.contains("== node-a ==") && all.contains("== node-b =="),
+        "{all}"
+    );
+    assert_eq!(all.matches("shared/app").count(), 2, "{all}");
+    let err = b
+        .molde(&["--node", "node-z", "--cluster-certs", &certs_dir, "images"])
+        .fails();
+    assert!(err.contains("node-z"), "{err}");
+
     // A peer that serves wrong bytes: node-a's copy of the big layer is
     // damaged on disk, node-b is gone; node-c catches it at the digest and
     // takes the layer from the registry.

@@ -150,3 +150,50 @@ pub async fn nodes(d: &Daemon) -> Result<()> {
     }
     Ok(())
 }
+
+/// A connection to node `node` of the cluster the local molded is part of:
+/// through the peer transport, with this node's certificate from `certs`.
+pub async fn cluster_node(local: &Daemon, certs: &std::path::Path, node: &str) -> Result<Daemon> {
+    let all = cluster_nodes(local, certs).await?;
+    let known: Vec<String> = all.iter().map(|(n, _)| n.clone()).collect();
+    all.into_iter()
+        .find(|(n, _)| n == node)
+        .map(|(_, d)| d)
+        .ok_or_else(|| {
+            anyhow!(
+                "no node {node:?} is registered in the cluster (nodes: {})",
+                known.join(", ")
+            )
+        })
+}
+
+/// Every node of the cluster, each reached through the peer transport (this
+/// one through its socket).
+pub async fn cluster_nodes(local: &Daemon, certs: &std::path::Path) -> Result<Vec<(String, Daemon)>> {
+    use molde_api::molde::services::cluster::v1::{NodesRequest, cluster_client::ClusterClient};
+    let r = ClusterClient::new(local.channel.clone())
+        .nodes(local.request(NodesRequest {}))
+        .await
+        .map_err(status("listing the cluster's nodes"))?
+        .into_inner();
+    let id = molde_cluster::certs::Identity::load(certs, &r.self_name)
+        .map_err(|e| anyhow!("this node's cluster certificate: {e} (--cluster-certs)"))?;
+    let mut out = Vec::new();
+    for n in r.nodes {
+        if n.name == r.self_name {
+            out.push((n.name, local.clone()));
+            continue;
+        }
+        let channel = molde_cluster::peer::channel(&id, &n.name, &n.address).map_err(anyhow::Error::msg)?;
+        out.push((
+            n.name.clone(),
+            Daemon {
+                channel,
+                namespace: local.namespace.clone(),
+                header: local.header.clone(),
+                address: format!("{} ({})", n.name, n.address),
+            },
+        ));
+    }
+    Ok(out)
+}

@@ -36,6 +36,20 @@ struct Cli {
         default_value = "default"
     )]
     namespace: String,
+    /// Run the command on this node of the cluster, through the peer transport
+    #[arg(long, global = true, env = "MOLDE_NODE")]
+    node: Option<String>,
+    /// Run `images` or `ps` on every node of the cluster
+    #[arg(long, global = true)]
+    all_nodes: bool,
+    /// The cluster's CA and this node's certificate, for --node and --all-nodes
+    #[arg(
+        long,
+        global = true,
+        env = "MOLDE_CLUSTER_CERTS",
+        default_value = "/etc/molde/cluster"
+    )]
+    cluster_certs: std::path::PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -293,7 +307,25 @@ async fn run(cli: Cli) -> Result<()> {
         }
         _ => {}
     }
-    let d = daemon::Daemon::connect(&cli.address, &cli.namespace).await?;
+    let local = daemon::Daemon::connect(&cli.address, &cli.namespace).await?;
+    if cli.all_nodes {
+        let nodes = daemon::cluster_nodes(&local, &cli.cluster_certs).await?;
+        for (name, d) in nodes {
+            println!("== {name} ==");
+            match &cli.command {
+                Command::Images { cmd: None, list } => {
+                    images::run(&d, images::ImagesCmd::Ls(list.clone())).await?
+                }
+                Command::Ps { all, quiet, format } => containers::ps(&d, *all, *quiet, *format).await?,
+                _ => anyhow::bail!("--all-nodes goes with `images` and `ps`"),
+            }
+        }
+        return Ok(());
+    }
+    let d = match &cli.node {
+        Some(node) => daemon::cluster_node(&local, &cli.cluster_certs, node).await?,
+        None => local,
+    };
     match cli.command {
         Command::Version => daemon::version(&d).await,
         Command::Info => daemon::info(&d).await,

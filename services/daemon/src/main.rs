@@ -453,10 +453,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.cluster.etcd.join(",")
         ));
         if let Some(dir) = &cfg.cluster.certs {
-            let content = local_content
-                .clone()
-                .context("serving peers needs the content service in this process")?;
-            serve_peers(dir, &m.name, &cfg.cluster.advertise, content).await?;
+            serve_peers(dir, &m.name, &cfg.cluster.advertise, &address).await?;
             hosted.push(format!("peers over mutual TLS on {}", cfg.cluster.advertise));
         }
     }
@@ -610,13 +607,14 @@ fn cluster_membership(
     )))
 }
 
-/// Serves this node's content to its peers (content.v1 Read and Info) on
-/// its advertise address, over mutual TLS under the cluster's CA.
+/// Serves this node's API to its peers on its advertise address, over
+/// mutual TLS under the cluster's CA: every call is forwarded to this
+/// molded's own socket (`molde --node`, and content reads for peer pulls).
 async fn serve_peers(
     dir: &std::path::Path,
     name: &str,
     advertise: &str,
-    content: Arc<molde_content::Shared>,
+    own: &Address,
 ) -> anyhow::Result<()> {
     let id = molde_cluster::certs::Identity::load(dir, name).map_err(|e| {
         anyhow::anyhow!(
@@ -627,15 +625,28 @@ async fn serve_peers(
     let listener = tokio::net::TcpListener::bind(advertise)
         .await
         .with_context(|| format!("listening for peers on {advertise}"))?;
-    let incoming = molde_cluster::peer::incoming(listener, &id).map_err(anyhow::Error::msg)?;
-    let s = molde_content::servers(content);
+    let mut incoming = molde_cluster::peer::incoming(listener, &id).map_err(anyhow::Error::msg)?;
+    let local = molde_api::client::channel(own);
     tokio::spawn(async move {
-        let r = Server::builder()
-            .add_service(s.content)
-            .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(incoming))
-            .await;
-        if let Err(e) = r {
-            tracing::error!("the peer server stopped: {e}");
+        while let Some(Ok(peer)) = incoming.recv().await {
+            let local = local.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let local = local.clone();
+                    async move {
+                        let req = req.map(tonic::body::Body::new);
+                        match tower::ServiceExt::oneshot(local, req).await {
+                            Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
+                            Err(e) => Ok(tonic::Status::unavailable(format!("this molded: {e}")).into_http()),
+                        }
+                    }
+                });
+                let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(peer.0), svc);
+                if let Err(e) = conn.await {
+                    tracing::debug!("a peer connection ended: {e}");
+                }
+            });
         }
     });
     Ok(())
