@@ -12,8 +12,12 @@ use serde::{Deserialize, Serialize};
 
 /// How long a node stays listed after its last renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
-/// How often a node renews its lease (and refreshes its record).
+/// How often a node renews its lease (and brings its blob index in line).
 pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// Every how many renewals a node rewrites its record (free disk, image
+/// count): etcd's write load grows with the nodes, so the record is
+/// refreshed less often than the lease.
+pub const REFRESH_EVERY: u32 = 8;
 
 /// What a node publishes about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -115,6 +119,7 @@ impl Membership {
     fn run(&self, version: String, root: PathBuf, images: ImageCount, blobs: LocalBlobs) {
         let mut lease: Option<i64> = None;
         let mut registered = now();
+        let mut round = 0u32;
         loop {
             let record = |registered| NodeRecord {
                 name: self.name.clone(),
@@ -128,8 +133,11 @@ impl Membership {
             let mut step = || -> molde_meta::Result<Option<i64>> {
                 match lease {
                     Some(l) if self.store.keep_alive(l)? => {
-                        let value = serde_json::to_vec(&record(registered)).expect("a JSON record");
-                        self.store.put_leased(&self.key(), value, l)?;
+                        round += 1;
+                        if round.is_multiple_of(REFRESH_EVERY) {
+                            let value = serde_json::to_vec(&record(registered)).expect("a JSON record");
+                            self.store.put_leased(&self.key(), value, l)?;
+                        }
                         Ok(Some(l))
                     }
                     // No lease yet, or it expired while etcd was away.
