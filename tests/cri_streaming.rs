@@ -575,3 +575,28 @@ fn the_streaming_server_speaks_tls_when_given_a_certificate() {
     assert_eq!(String::from_utf8_lossy(&out), "over tls\n");
     n.stop_and_remove_pod(&pod);
 }
+
+/// A URL is good for a minute: one not used within it is refused.
+#[test]
+fn an_expired_streaming_url_is_refused() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("stream-expiry");
+    let pod = n.run_pod(pc.clone());
+    let id = n.run(&pod, &pc, n.container_config("box", &["sleep", "3600"]));
+    let url = n.exec_url(&id, &["echo", "late"], false, false);
+    std::thread::sleep(Duration::from_secs(61));
+    let err = Client::connect(&url, V4)
+        .err()
+        .expect("an expired token is refused");
+    assert!(err.starts_with("HTTP/1.1 404"), "{err}");
+    // A fresh one still works.
+    let url = n.exec_url(&id, &["echo", "in time"], false, false);
+    let mut c = Client::connect(&url, V4).unwrap();
+    let ids = spdy::open_remote(&mut c, &["error", "stdout", "stderr"]);
+    assert_eq!(
+        String::from_utf8_lossy(&spdy::collect(&mut c, &ids).stdout),
+        "in time\n"
+    );
+    n.stop_and_remove_pod(&pod);
+}

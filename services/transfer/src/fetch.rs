@@ -128,7 +128,12 @@ pub async fn through_cluster(
             return Ok(n);
         }
         if started.elapsed() > CLAIM_WAIT || peers.claim(&d).await {
-            let n = download(dest, reg, reference, digest, size, progress).await?;
+            // The node whose claim this was may have published the blob and
+            // dropped its claim just after this node last looked.
+            let n = match from_peers(dest, peers, digest, size, progress).await? {
+                Some(n) => n,
+                None => download(dest, reg, reference, digest, size, progress).await?,
+            };
             peers.downloaded(&d, dest.ns).await;
             return Ok(n);
         }
