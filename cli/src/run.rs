@@ -136,16 +136,18 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     let mut id = String::new();
+    // A signal that came before the container's id: sent once the id is known.
+    let mut pending: Option<&str> = None;
     loop {
         // Signals to `molde run` go to the container, as with docker.
         let msg = tokio::select! {
             m = stream.message() => m.map_err(|s| anyhow!("{}", s.message()))?,
             _ = sigint.recv() => {
-                forward(d, &id, "INT").await;
+                if id.is_empty() { pending = Some("INT") } else { forward(d, &id, "INT").await }
                 continue;
             }
             _ = sigterm.recv() => {
-                forward(d, &id, "TERM").await;
+                if id.is_empty() { pending = Some("TERM") } else { forward(d, &id, "TERM").await }
                 continue;
             }
         };
@@ -158,7 +160,12 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
             }
             Some(api::RunEvent {
                 event: Some(Event::Started(s)),
-            }) => id = s.id,
+            }) => {
+                id = s.id;
+                if let Some(sig) = pending.take() {
+                    forward(d, &id, sig).await;
+                }
+            }
             Some(api::RunEvent {
                 event: Some(Event::Output(o)),
             }) => {
