@@ -152,6 +152,19 @@ fn etcd_behind_the_store_trait_gets_ranges_compares_and_watches() {
     assert!(!s.keep_alive(lease).unwrap(), "a revoked lease is gone");
 }
 
+/// `molde ARGS` with no daemon (the cluster's certificates), which must succeed.
+fn molde_cli(args: &[&str]) {
+    let out = Command::new(molde_tests::bin("molde"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "molde {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn node(etcd: &Etcd, name: &str) -> Daemon {
     let mut d = Daemon::prepare(&[]);
     d.args(&[
@@ -217,25 +230,14 @@ fn peers_read_content_over_mutual_tls_and_strangers_are_refused() {
     let etcd = Etcd::start();
     let dirs = tempfile::tempdir().unwrap();
     let (ours, theirs) = (dirs.path().join("ours"), dirs.path().join("theirs"));
-    let molde = |args: &[&str]| {
-        let out = Command::new(molde_tests::bin("molde"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "molde {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let s = |p: &std::path::Path| p.display().to_string();
-    molde(&["cluster", "init", "--dir", &s(&ours)]);
+    molde_cli(&["cluster", "init", "--dir", &s(&ours)]);
     for n in ["node-a", "node-x"] {
-        molde(&["cluster", "join", "--dir", &s(&ours), "--node-name", n]);
+        molde_cli(&["cluster", "join", "--dir", &s(&ours), "--node-name", n]);
     }
     // Another cluster's CA, and a node of it with the same name.
-    molde(&["cluster", "init", "--dir", &s(&theirs)]);
-    molde(&["cluster", "join", "--dir", &s(&theirs), "--node-name", "node-x"]);
+    molde_cli(&["cluster", "init", "--dir", &s(&theirs)]);
+    molde_cli(&["cluster", "join", "--dir", &s(&theirs), "--node-name", "node-x"]);
 
     let addr = format!("127.0.0.1:{}", free_port());
     let mut a = Daemon::prepare(&[]);
@@ -334,13 +336,14 @@ fn peers_read_content_over_mutual_tls_and_strangers_are_refused() {
 
 /// A cluster of two whose nodes hold certificates of its CA.
 fn certified_node(etcd: &Etcd, certs: &std::path::Path, name: &str) -> Daemon {
-    let out = Command::new(molde_tests::bin("molde"))
-        .args(["cluster", "join", "--dir"])
-        .arg(certs)
-        .args(["--node-name", name])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    molde_cli(&[
+        "cluster",
+        "join",
+        "--dir",
+        &certs.display().to_string(),
+        "--node-name",
+        name,
+    ]);
     let mut d = Daemon::prepare(&[]);
     d.args(&[
         "--cluster".into(),
@@ -370,12 +373,7 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
     use molde_tests::image::{self, Compression, Entry, busybox_rootfs, host_arch, tar};
     let etcd = Etcd::start();
     let certs = tempfile::tempdir().unwrap();
-    let out = Command::new(molde_tests::bin("molde"))
-        .args(["cluster", "init", "--dir"])
-        .arg(certs.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    molde_cli(&["cluster", "init", "--dir", &certs.path().display().to_string()]);
     let reg = molde_tests::registry::Registry::start();
     let tmp = tempfile::tempdir().unwrap();
     let big: Vec<u8> = (0..2_000_000u32)
@@ -526,12 +524,7 @@ fn three_nodes_pulling_at_once_take_each_layer_from_the_registry_once() {
     use molde_tests::image::{self, Compression, Entry, busybox_rootfs, host_arch, tar};
     let etcd = Etcd::start();
     let certs = tempfile::tempdir().unwrap();
-    let out = Command::new(molde_tests::bin("molde"))
-        .args(["cluster", "init", "--dir"])
-        .arg(certs.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    molde_cli(&["cluster", "init", "--dir", &certs.path().display().to_string()]);
     let reg = molde_tests::registry::Registry::start();
     let tmp = tempfile::tempdir().unwrap();
     let layer = |seed: u32| -> Vec<u8> {

@@ -289,6 +289,21 @@ where
     }
 }
 
+/// What goes on a remote command's error stream: v4's (and WebSocket v5's)
+/// status, always; for older protocols a message, only when it failed.
+pub fn error_stream(outcome: &Result<i32, String>, with_status: bool) -> Option<Vec<u8>> {
+    if with_status {
+        return Some(status_json(outcome));
+    }
+    match outcome {
+        Ok(0) => None,
+        Ok(code) => {
+            Some(format!("command terminated with non-zero exit code: exit status {code}").into_bytes())
+        }
+        Err(e) => Some(e.clone().into_bytes()),
+    }
+}
+
 /// The status a v4 (and WebSocket v5) client reads on the error channel,
 /// as a Kubernetes `metav1.Status`.
 pub fn status_json(outcome: &Result<i32, String>) -> Vec<u8> {

@@ -409,17 +409,7 @@ async fn remote_command(
     for t in sinks {
         let _ = t.await;
     }
-    let message = if v4 {
-        Some(super::status_json(&outcome))
-    } else {
-        match &outcome {
-            Ok(0) => None,
-            Ok(code) => {
-                Some(format!("command terminated with non-zero exit code: exit status {code}").into_bytes())
-            }
-            Err(e) => Some(e.clone().into_bytes()),
-        }
-    };
+    let message = super::error_stream(&outcome, v4);
     if let Some(m) = message {
         out.data(error.id, &m).await;
     }

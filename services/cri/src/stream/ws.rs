@@ -194,17 +194,7 @@ where
     for t in tasks {
         let _ = t.await;
     }
-    let msg = if status {
-        Some(super::status_json(&outcome))
-    } else {
-        match &outcome {
-            Ok(0) => None,
-            Ok(code) => {
-                Some(format!("command terminated with non-zero exit code: exit status {code}").into_bytes())
-            }
-            Err(e) => Some(e.clone().into_bytes()),
-        }
-    };
+    let msg = super::error_stream(&outcome, status);
     if let Some(m) = msg {
         let _ = out_tx.send(message(base64, ERROR, &m)).await;
     }
