@@ -1,17 +1,25 @@
-//! Cluster mode: molded nodes registered in a real etcd (Debian's
-//! etcd-server, on loopback ports of the test's own).
+//! Cluster mode: molded nodes on "hosts" of their own — network namespaces
+//! on a bridge of the test's (`molde_tests::hosts`), each with its own
+//! molded, root and state — a real etcd (Debian's etcd-server) on a fourth,
+//! and a registry on the machine's side of the bridge.
 
-use std::path::PathBuf;
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use molde_meta::{Compare, EtcdStore, Event, Store, Txn, TxnOutcome};
 use molde_tests::Daemon;
-use molde_tests::registry::free_port;
+use molde_tests::faults::FaultProxy;
+use molde_tests::hosts::{Host, Lan};
+use molde_tests::image::{self, Compression, Entry, Layout, busybox_rootfs, host_arch, tar};
+use molde_tests::registry::{Registry, free_port};
 
-/// An etcd member of its own: a data directory, a client and a peer port.
+/// An etcd member of its own: a data directory, a client and a peer port,
+/// on loopback or on a host of a `Lan`.
 struct Etcd {
     dir: tempfile::TempDir,
+    host: Option<Host>,
     client: u16,
     peer: u16,
     child: Option<Child>,
@@ -19,25 +27,47 @@ struct Etcd {
 
 impl Etcd {
     fn start() -> Etcd {
+        Self::start_on(None)
+    }
+
+    fn start_on(host: Option<Host>) -> Etcd {
+        let (client, peer) = match host {
+            Some(_) => (2379, 2380),
+            None => (free_port(), free_port()),
+        };
         let mut e = Etcd {
             dir: tempfile::tempdir().unwrap(),
-            client: free_port(),
-            peer: free_port(),
+            host,
+            client,
+            peer,
             child: None,
         };
         e.spawn();
         e
     }
 
+    fn ip(&self) -> String {
+        self.host.as_ref().map_or("127.0.0.1".into(), |h| h.ip.clone())
+    }
+
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
+        format!("http://{}:{}", self.ip(), self.client)
+    }
+
+    fn store(&self) -> EtcdStore {
+        EtcdStore::connect(&[self.url()]).unwrap()
     }
 
     fn spawn(&mut self) {
         let client = self.url();
-        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let peer = format!("http://{}:{}", self.ip(), self.peer);
         let data: PathBuf = self.dir.path().join("data");
-        let child = Command::new(molde_tests::require("etcd"))
+        let etcd = molde_tests::require("etcd");
+        let mut c = match &self.host {
+            Some(h) => h.command(etcd),
+            None => Command::new(etcd),
+        };
+        let child = c
             .args(["--name", "t", "--data-dir"])
             .arg(&data)
             .args([
@@ -58,7 +88,7 @@ impl Etcd {
             .spawn()
             .expect("starting etcd");
         self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.client);
+        let addr = format!("{}:{}", self.ip(), self.client);
         molde_tests::eventually(20, "etcd to answer", || {
             std::net::TcpStream::connect(&addr).is_ok()
         });
@@ -76,6 +106,159 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The port each node's peers reach it on (each node has its own address).
+const PEER_PORT: u16 = 7443;
+
+/// A molded on a host of its own.
+struct Node {
+    d: Daemon,
+    host: Host,
+}
+
+impl Deref for Node {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.d
+    }
+}
+
+impl DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.d
+    }
+}
+
+impl Node {
+    fn address(&self) -> String {
+        format!("{}:{PEER_PORT}", self.host.ip)
+    }
+}
+
+/// Hosts on one LAN: etcd on one of them, the registry on the machine's
+/// side (behind a proxy that counts what it is asked for), a cluster CA,
+/// and the nodes the test adds.
+struct Cluster {
+    etcd: Etcd,
+    proxy: FaultProxy,
+    reg: Registry,
+    certs: tempfile::TempDir,
+    hosts_dir: tempfile::TempDir,
+    tmp: tempfile::TempDir,
+    /// Last: dropped after everything that runs on it.
+    lan: Lan,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let mut lan = Lan::new();
+        let etcd = Etcd::start_on(Some(lan.host("etcd")));
+        let certs = tempfile::tempdir().unwrap();
+        molde_cli(&["cluster", "init", "--dir", &certs.path().display().to_string()]);
+        let reg = Registry::start();
+        let proxy = FaultProxy::start_on(&lan.gateway(), &reg.host);
+        // The registry is not on loopback for the nodes: plain HTTP by configuration.
+        let hosts_dir = tempfile::tempdir().unwrap();
+        let d = hosts_dir.path().join(&proxy.host);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("hosts.toml"), "plain_http = true\n").unwrap();
+        Cluster {
+            etcd,
+            proxy,
+            reg,
+            certs,
+            hosts_dir,
+            tmp: tempfile::tempdir().unwrap(),
+            lan,
+        }
+    }
+
+    fn certs(&self) -> String {
+        self.certs.path().display().to_string()
+    }
+
+    /// A new host on the LAN with a molded of the cluster on it (its
+    /// certificate from the cluster's CA unless `certs` names another).
+    fn node(&mut self, name: &str) -> Node {
+        let certs = self.certs();
+        self.node_with(name, &certs)
+    }
+
+    fn node_with(&mut self, name: &str, certs: &str) -> Node {
+        if !Path::new(certs).join(format!("{name}.key")).exists() {
+            molde_cli(&["cluster", "join", "--dir", certs, "--node-name", name]);
+        }
+        let host = self.lan.host(name);
+        let mut d = Daemon::prepare(&[]);
+        let config = d.dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!("[transfer]\nhosts_dir = {:?}\n", self.hosts_dir.path()),
+        )
+        .unwrap();
+        d.args(&[
+            "--config".into(),
+            config.display().to_string(),
+            "--cluster".into(),
+            format!("etcd={}", self.etcd.url()),
+            "--node-name".into(),
+            name.into(),
+            "--advertise".into(),
+            format!("{}:{PEER_PORT}", host.ip),
+            "--cluster-certs".into(),
+            certs.into(),
+        ]);
+        d.on_host(&host);
+        d.spawn();
+        Node { d, host }
+    }
+
+    /// Pushes an image of `layers` (busybox first) as `repo_tag`; returns
+    /// its layout and the reference the nodes pull.
+    fn push(&self, repo_tag: &str, layers: &[Vec<u8>]) -> (Layout, String) {
+        let mut all = vec![tar(&busybox_rootfs())];
+        all.extend_from_slice(layers);
+        let dir = self.tmp.path().join(repo_tag.replace([':', '/'], "-"));
+        let l = image::layout(&dir, &all, Compression::Gzip, host_arch());
+        self.reg.push_layout(&l.dir, repo_tag);
+        (l, format!("{}/{repo_tag}", self.proxy.host))
+    }
+
+    /// The registry's blob requests that moved bytes (not HEADs).
+    fn blob_gets(&self) -> Vec<String> {
+        self.proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+            .collect()
+    }
+
+    /// Whether node `name` is listed in the index as holding `digest`.
+    fn indexed(&self, digest: &str, name: &str) -> bool {
+        self.etcd
+            .store()
+            .get(&format!("/molde/blobs/{digest}/{name}"))
+            .is_ok_and(|e| e.is_some())
+    }
+}
+
+/// A layer with one file of `len` bytes that do not compress (`seed` picks them).
+fn noise_layer(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed as u64 | 1 << 40;
+    let data: Vec<u8> = (0..len.div_ceil(8))
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .take(len)
+        .collect();
+    tar(&[
+        Entry::Dir("data", 0o755),
+        Entry::File(format!("data/{seed}"), data, 0o644),
+    ])
 }
 
 #[test]
@@ -165,20 +348,7 @@ fn molde_cli(args: &[&str]) {
     );
 }
 
-fn node(etcd: &Etcd, name: &str) -> Daemon {
-    let mut d = Daemon::prepare(&[]);
-    d.args(&[
-        "--cluster".into(),
-        format!("etcd={}", etcd.url()),
-        "--node-name".into(),
-        name.into(),
-        "--advertise".into(),
-        format!("127.0.0.1:{}", free_port()),
-    ]);
-    d.spawn();
-    d
-}
-
+/// The nodes `molde node ls` lists, or the error it gives.
 fn names(d: &Daemon) -> Vec<String> {
     let r = d.molde(&["node", "ls"]);
     if !r.out.status.success() {
@@ -191,29 +361,52 @@ fn names(d: &Daemon) -> Vec<String> {
         .collect()
 }
 
+/// What `ls -l` says of `files` in `reference` run on node `d` (size and name).
+fn listing(d: &Daemon, reference: &str, files: &[&str]) -> String {
+    let mut args = vec!["run", "--rm", "--network", "none", reference, "ls", "-l"];
+    args.extend_from_slice(files);
+    d.molde(&args)
+        .ok()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {}", f[4], f[f.len() - 1])
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
-fn nodes_register_drop_out_and_register_again_after_an_etcd_outage() {
-    let mut etcd = Etcd::start();
-    let a = node(&etcd, "node-a");
-    let mut b = node(&etcd, "node-b");
+fn nodes_register_drop_out_and_local_work_goes_on_while_etcd_is_down() {
+    let mut cl = Cluster::new();
+    let a = cl.node("node-a");
+    let mut b = cl.node("node-b");
     molde_tests::eventually(20, "both nodes listed", || names(&a) == ["node-a", "node-b"]);
     let table = a.molde(&["node", "ls"]).ok();
     assert!(table.contains("node-a *"), "this node is marked:\n{table}");
+    assert!(table.contains(&a.address()), "{table}");
 
     // A node that stops renewing drops out by itself.
     b.kill9();
     molde_tests::eventually(30, "node-b to drop out", || names(&a) == ["node-a"]);
 
-    // etcd away: local work goes on; cluster commands say what is wrong.
-    etcd.stop();
+    // etcd away: pulls and runs go on; cluster commands say what is wrong.
+    let (l, reference) = cl.push("outage/app:1", &[noise_layer(1, 300_000)]);
+    cl.etcd.stop();
     let err = a.molde(&["node", "ls"]).fails();
     assert!(err.contains("etcd"), "{err}");
+    a.molde(&["pull", "-q", &reference]).ok();
+    assert_eq!(listing(&a, &reference, &["/data/1"]), "300000 /data/1");
     a.molde(&["images"]).ok();
-    a.molde(&["content", "ls"]).ok();
-    // Away for longer than a lease: the node's record is gone with it.
+    // Away for longer than a lease: the node's record and index go with it.
     std::thread::sleep(Duration::from_secs(12));
-    etcd.spawn();
+    a.molde(&["run", "--rm", "--network", "none", &reference, "true"]).ok();
+    cl.etcd.spawn();
     molde_tests::eventually(30, "node-a to register again", || names(&a) == ["node-a"]);
+    // Its index is back, with what it pulled while etcd was away.
+    molde_tests::eventually(20, "node-a's index to come back", || {
+        l.layers.iter().all(|(d, _)| cl.indexed(d, "node-a"))
+    });
 
     // A molded on its own is no cluster's node.
     let alone = Daemon::start();
@@ -227,41 +420,20 @@ fn peers_read_content_over_mutual_tls_and_strangers_are_refused() {
     use molde_api::containerd::services::content::v1::content_client::ContentClient;
     use molde_cluster::certs::Identity;
 
-    let etcd = Etcd::start();
-    let dirs = tempfile::tempdir().unwrap();
-    let (ours, theirs) = (dirs.path().join("ours"), dirs.path().join("theirs"));
-    let s = |p: &std::path::Path| p.display().to_string();
-    molde_cli(&["cluster", "init", "--dir", &s(&ours)]);
-    for n in ["node-a", "node-x"] {
-        molde_cli(&["cluster", "join", "--dir", &s(&ours), "--node-name", n]);
-    }
+    let mut cl = Cluster::new();
+    let a = cl.node("node-a");
+    let ours = cl.certs.path().to_path_buf();
+    molde_cli(&["cluster", "join", "--dir", &cl.certs(), "--node-name", "node-x"]);
     // Another cluster's CA, and a node of it with the same name.
+    let theirs = cl.tmp.path().join("theirs");
+    let s = |p: &Path| p.display().to_string();
     molde_cli(&["cluster", "init", "--dir", &s(&theirs)]);
     molde_cli(&["cluster", "join", "--dir", &s(&theirs), "--node-name", "node-x"]);
 
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut a = Daemon::prepare(&[]);
-    a.args(&[
-        "--cluster".into(),
-        format!("etcd={}", etcd.url()),
-        "--node-name".into(),
-        "node-a".into(),
-        "--advertise".into(),
-        addr.clone(),
-        "--cluster-certs".into(),
-        s(&ours),
-    ]);
-    a.spawn();
     let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
     let digest = a
         .molde_stdin(
-            &[
-                "content",
-                "ingest",
-                "-l",
-                "containerd.io/gc.root=test",
-                "peer-blob",
-            ],
+            &["content", "ingest", "-l", "containerd.io/gc.root=test", "peer-blob"],
             &data,
         )
         .ok()
@@ -269,6 +441,7 @@ fn peers_read_content_over_mutual_tls_and_strangers_are_refused() {
         .to_string();
     assert!(digest.starts_with("sha256:"), "{digest}");
 
+    let addr = a.address();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let read = |id: &Identity, offset: i64, size: i64| -> Result<Vec<u8>, String> {
         rt.block_on(async {
@@ -332,69 +505,36 @@ fn peers_read_content_over_mutual_tls_and_strangers_are_refused() {
         };
         assert!(refused, "a client without a certificate got an answer");
     });
-}
 
-/// A cluster of two whose nodes hold certificates of its CA.
-fn certified_node(etcd: &Etcd, certs: &std::path::Path, name: &str) -> Daemon {
-    molde_cli(&[
-        "cluster",
-        "join",
-        "--dir",
-        &certs.display().to_string(),
-        "--node-name",
-        name,
-    ]);
-    let mut d = Daemon::prepare(&[]);
-    d.args(&[
-        "--cluster".into(),
-        format!("etcd={}", etcd.url()),
-        "--node-name".into(),
-        name.into(),
-        "--advertise".into(),
-        format!("127.0.0.1:{}", free_port()),
-        "--cluster-certs".into(),
-        certs.display().to_string(),
-    ]);
-    d.spawn();
-    d
-}
-
-/// The registry's blob requests that moved bytes (not HEADs).
-fn blob_gets(proxy: &molde_tests::faults::FaultProxy) -> Vec<String> {
-    proxy
-        .requests()
-        .into_iter()
-        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
-        .collect()
+    // A molded whose certificate is another CA's joins etcd, but its peers
+    // refuse it: its pull of a layer node-a holds goes to the registry.
+    let (l, reference) = cl.push("stranger/app:1", &[noise_layer(9, 500_000)]);
+    a.molde(&["pull", "-q", &reference]).ok();
+    molde_tests::eventually(20, "node-a to publish the layer", || {
+        cl.indexed(&l.layers[1].0, "node-a")
+    });
+    let x = cl.node_with("node-x", &s(&theirs));
+    molde_tests::eventually(20, "node-x registered", || names(&x) == ["node-a", "node-x"]);
+    let before = cl.blob_gets().len();
+    x.molde(&["pull", "-q", &reference]).ok();
+    let took: Vec<String> = cl.blob_gets().split_off(before);
+    assert!(
+        took.iter().any(|r| r.contains(l.layers[1].0.as_str())),
+        "node-x was not refused by node-a: {took:#?}"
+    );
+    let log = x.log_text();
+    assert!(log.contains("a peer could not serve a blob") || log.contains("a peer broke off"), "{log}");
+    assert!(!log.contains("blob taken from a peer"), "{log}");
 }
 
 #[test]
 fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
-    use molde_tests::image::{self, Compression, Entry, busybox_rootfs, host_arch, tar};
-    let etcd = Etcd::start();
-    let certs = tempfile::tempdir().unwrap();
-    molde_cli(&["cluster", "init", "--dir", &certs.path().display().to_string()]);
-    let reg = molde_tests::registry::Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let big: Vec<u8> = (0..2_000_000u32)
-        .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
-        .collect();
-    let layers = vec![
-        tar(&busybox_rootfs()),
-        tar(&[
-            Entry::Dir("data", 0o755),
-            Entry::File("data/big".into(), big, 0o644),
-        ]),
-    ];
-    let l = image::layout(&tmp.path().join("oci"), &layers, Compression::Gzip, host_arch());
-    reg.push_layout(&l.dir, "shared/app:1");
-    let proxy = molde_tests::faults::FaultProxy::start(&reg.host);
-    let reference = format!("{}/shared/app:1", proxy.host);
-
-    let a = certified_node(&etcd, certs.path(), "node-a");
-    let b = certified_node(&etcd, certs.path(), "node-b");
+    let mut cl = Cluster::new();
+    let (l, reference) = cl.push("shared/app:1", &[noise_layer(2, 8_000_000)]);
+    let a = cl.node("node-a");
+    let b = cl.node("node-b");
     a.molde(&["pull", "-q", &reference]).ok();
-    let from_registry = blob_gets(&proxy);
+    let from_registry = cl.blob_gets();
     for (digest, _) in &l.layers {
         assert!(
             from_registry.iter().any(|r| r.contains(digest.as_str())),
@@ -403,48 +543,28 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
     }
     // node-a's index reaches etcd on its next renewal.
     molde_tests::eventually(20, "node-a to publish its layers", || {
-        let s = EtcdStore::connect(&[etcd.url()]).unwrap();
-        l.layers.iter().all(|(d, _)| {
-            s.get(&format!("/molde/blobs/{d}/node-a"))
-                .is_ok_and(|e| e.is_some())
-        })
+        l.layers.iter().all(|(d, _)| cl.indexed(d, "node-a"))
     });
     b.molde(&["pull", "-q", &reference]).ok();
-    let after = blob_gets(&proxy);
     let layer_gets = |reqs: &[String]| {
         reqs.iter()
             .filter(|r| l.layers.iter().any(|(d, _)| r.contains(d.as_str())))
             .count()
     };
     assert_eq!(
-        layer_gets(&after),
+        layer_gets(&cl.blob_gets()),
         layer_gets(&from_registry),
-        "node-b asked the registry for a layer node-a holds: {after:#?}"
+        "node-b asked the registry for a layer node-a holds: {:#?}",
+        cl.blob_gets()
     );
     // What node-b got is the image: it runs, and the big file is whole.
-    let sum = |d: &Daemon| {
-        d.molde(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            &reference,
-            "sh",
-            "-c",
-            "ls -l /data/big",
-        ])
-        .ok()
-    };
-    let expected = sum(&a);
-    assert_eq!(sum(&b), expected);
-    assert!(
-        b.log_text().contains("blob taken from a peer"),
-        "{}",
-        b.log_text()
-    );
+    let expected = listing(&a, &reference, &["/data/2"]);
+    assert_eq!(expected, "8000000 /data/2");
+    assert_eq!(listing(&b, &reference, &["/data/2"]), expected);
+    assert!(b.log_text().contains("blob taken from a peer"), "{}", b.log_text());
 
     // Any command on another node, through the peer transport.
-    let certs_dir = certs.path().display().to_string();
+    let certs = cl.certs();
     let digest_on_a = a
         .molde_stdin(
             &["content", "ingest", "-l", "containerd.io/gc.root=t", "only-on-a"],
@@ -452,32 +572,15 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
         )
         .ok();
     let listed = b
-        .molde(&[
-            "--node",
-            "node-a",
-            "--cluster-certs",
-            &certs_dir,
-            "content",
-            "ls",
-            "-q",
-        ])
+        .molde(&["--node", "node-a", "--cluster-certs", &certs, "content", "ls", "-q"])
         .ok();
     assert!(listed.contains(digest_on_a.trim()), "{listed}");
-    assert!(
-        !b.molde(&["content", "ls", "-q"])
-            .ok()
-            .contains(digest_on_a.trim())
-    );
-    let all = b
-        .molde(&["--all-nodes", "--cluster-certs", &certs_dir, "images"])
-        .ok();
-    assert!(
-        all.contains("== node-a ==") && all.contains("== node-b =="),
-        "{all}"
-    );
+    assert!(!b.molde(&["content", "ls", "-q"]).ok().contains(digest_on_a.trim()));
+    let all = b.molde(&["--all-nodes", "--cluster-certs", &certs, "images"]).ok();
+    assert!(all.contains("== node-a ==") && all.contains("== node-b =="), "{all}");
     assert_eq!(all.matches("shared/app").count(), 2, "{all}");
     let err = b
-        .molde(&["--node", "node-z", "--cluster-certs", &certs_dir, "images"])
+        .molde(&["--node", "node-z", "--cluster-certs", &certs, "images"])
         .fails();
     assert!(err.contains("node-z"), "{err}");
 
@@ -487,11 +590,7 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
     let mut b = b;
     b.kill9();
     let (big, _) = &l.layers[1];
-    molde_tests::eventually(30, "node-b's index entries to expire", || {
-        let s = EtcdStore::connect(&[etcd.url()]).unwrap();
-        s.get(&format!("/molde/blobs/{big}/node-b"))
-            .is_ok_and(|e| e.is_none())
-    });
+    molde_tests::eventually(30, "node-b's index entries to expire", || !cl.indexed(big, "node-b"));
     let file = a
         .root
         .join("content/blobs/sha256")
@@ -500,20 +599,16 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
-    let before = layer_gets(&blob_gets(&proxy));
-    let c = certified_node(&etcd, certs.path(), "node-c");
+    let before = layer_gets(&cl.blob_gets());
+    let c = cl.node("node-c");
     c.molde(&["pull", "-q", &reference]).ok();
     assert!(
         c.log_text().contains("do not match the digest"),
         "node-c did not see the bad copy: {}",
         c.log_text()
     );
-    assert_eq!(
-        layer_gets(&blob_gets(&proxy)),
-        before + 1,
-        "the bad layer came from the registry"
-    );
-    assert_eq!(sum(&c), expected);
+    assert_eq!(layer_gets(&cl.blob_gets()), before + 1, "the bad layer came from the registry");
+    assert_eq!(listing(&c, &reference, &["/data/2"]), expected);
 }
 
 /// Three nodes pull the same image at the same moment: each layer leaves the
@@ -521,35 +616,17 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
 /// that did.
 #[test]
 fn three_nodes_pulling_at_once_take_each_layer_from_the_registry_once() {
-    use molde_tests::image::{self, Compression, Entry, busybox_rootfs, host_arch, tar};
-    let etcd = Etcd::start();
-    let certs = tempfile::tempdir().unwrap();
-    molde_cli(&["cluster", "init", "--dir", &certs.path().display().to_string()]);
-    let reg = molde_tests::registry::Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let layer = |seed: u32| -> Vec<u8> {
-        let data: Vec<u8> = (0..1_000_000u32)
-            .flat_map(|i| (i ^ seed).wrapping_mul(2654435761).to_le_bytes())
-            .collect();
-        tar(&[
-            Entry::Dir("data", 0o755),
-            Entry::File(format!("data/{seed}"), data, 0o644),
-        ])
-    };
-    let layers = vec![tar(&busybox_rootfs()), layer(1), layer(2)];
-    let l = image::layout(&tmp.path().join("oci"), &layers, Compression::Gzip, host_arch());
-    reg.push_layout(&l.dir, "together/app:1");
-    let proxy = molde_tests::faults::FaultProxy::start(&reg.host);
+    let mut cl = Cluster::new();
+    let (l, reference) = cl.push(
+        "together/app:1",
+        &[noise_layer(1, 3_000_000), noise_layer(2, 3_000_000)],
+    );
     // Slow enough that the three pulls overlap.
-    proxy.set(molde_tests::faults::Faults {
+    cl.proxy.set(molde_tests::faults::Faults {
         slow: Some(Duration::from_millis(20)),
         ..Default::default()
     });
-    let reference = format!("{}/together/app:1", proxy.host);
-    let nodes: Vec<Daemon> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| certified_node(&etcd, certs.path(), n))
-        .collect();
+    let nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|n| cl.node(n)).collect();
     molde_tests::eventually(20, "three nodes registered", || names(&nodes[0]).len() == 3);
     std::thread::scope(|s| {
         for d in &nodes {
@@ -557,22 +634,94 @@ fn three_nodes_pulling_at_once_take_each_layer_from_the_registry_once() {
             s.spawn(move || d.molde(&["pull", "-q", &r]).ok());
         }
     });
-    let gets = blob_gets(&proxy);
+    let gets = cl.blob_gets();
     for (digest, _) in &l.layers {
         let n = gets.iter().filter(|r| r.contains(digest.as_str())).count();
         assert_eq!(n, 1, "{digest} left the registry {n} times: {gets:#?}");
     }
     for d in &nodes {
-        d.molde(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            &reference,
-            "ls",
-            "/data/1",
-            "/data/2",
-        ])
-        .ok();
+        assert_eq!(
+            listing(d, &reference, &["/data/1", "/data/2"]),
+            "3000000 /data/1\n3000000 /data/2"
+        );
     }
+}
+
+/// The bytes of ingests in progress under a node's content store.
+fn ingesting(d: &Daemon) -> u64 {
+    molde_tests::files_under(&d.root.join("content/ingest"))
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_pull_whose_peer_is_killed_mid_transfer_completes() {
+    let mut cl = Cluster::new();
+    let (l, reference) = cl.push("killed/app:1", &[noise_layer(3, 24_000_000)]);
+    let (big, _) = &l.layers[1];
+    let mut a = cl.node("node-a");
+    let b = cl.node("node-b");
+    a.molde(&["pull", "-q", &reference]).ok();
+    molde_tests::eventually(20, "node-a to publish the layer", || cl.indexed(big, "node-a"));
+    // node-a sends slowly (24 MB take ~5 s); it is killed once node-b has
+    // part of the layer.
+    a.host.throttle(40);
+    let pulling = {
+        let (sock, r) = (b.sock.clone(), reference.clone());
+        std::thread::spawn(move || {
+            Command::new(molde_tests::bin("molde"))
+                .env("MOLDE_ADDRESS", sock)
+                .args(["pull", "-q", &r])
+                .output()
+                .unwrap()
+        })
+    };
+    molde_tests::eventually(30, "node-b to be reading the layer from node-a", || {
+        ingesting(&b) > 2_000_000
+    });
+    a.kill9();
+    let out = pulling.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listing(&b, &reference, &["/data/3"]), "24000000 /data/3");
+    // The rest came from the registry, from where node-a stopped.
+    let resumed: Vec<String> = cl
+        .blob_gets()
+        .into_iter()
+        .filter(|r| r.contains(big.as_str()))
+        .collect();
+    assert_eq!(resumed.len(), 2, "{resumed:#?}");
+    assert!(resumed[1].to_ascii_lowercase().contains("range: bytes="), "{resumed:#?}");
+    assert!(b.log_text().contains("a peer broke off"), "{}", b.log_text());
+}
+
+#[test]
+fn after_a_partition_heals_the_index_names_no_blob_the_node_removed() {
+    let mut cl = Cluster::new();
+    let (la, first) = cl.push("part/a:1", &[noise_layer(4, 200_000)]);
+    let (lb, second) = cl.push("part/b:1", &[noise_layer(5, 200_000)]);
+    let a = cl.node("node-a");
+    let watcher = cl.node("node-w");
+    a.molde(&["pull", "-q", &first]).ok();
+    a.molde(&["pull", "-q", &second]).ok();
+    let (gone, kept) = (&la.layers[1].0, &lb.layers[1].0);
+    molde_tests::eventually(20, "node-a to publish both", || {
+        cl.indexed(gone, "node-a") && cl.indexed(kept, "node-a")
+    });
+    // Cut off for less than a lease: its entries stay in etcd meanwhile, and
+    // the blob it removes cannot be taken out of the index then.
+    a.host.cut();
+    a.molde(&["rmi", &first]).ok();
+    a.molde(&["gc"]).ok();
+    assert!(!a.molde(&["content", "ls", "-q"]).ok().contains(gone.as_str()));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(cl.indexed(gone, "node-a"), "the lease outlived the partition");
+    a.host.heal();
+    molde_tests::eventually(20, "the removed blob to leave the index", || {
+        !cl.indexed(gone, "node-a")
+    });
+    assert!(cl.indexed(kept, "node-a"));
+    assert_eq!(names(&watcher), ["node-a", "node-w"]);
 }

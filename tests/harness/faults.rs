@@ -33,12 +33,17 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// A proxy in front of the registry at `upstream` (host:port).
     pub fn start(upstream: &str) -> FaultProxy {
+        Self::start_on("127.0.0.1", upstream)
+    }
+
+    /// The same, listening on `ip` (e.g. the machine's address on a `hosts::Lan`).
+    pub fn start_on(ip: &str, upstream: &str) -> FaultProxy {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = rt.block_on(TcpListener::bind(format!("{ip}:0"))).unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let faults: Arc<Mutex<Faults>> = Default::default();
         let seen: Arc<Mutex<Vec<String>>> = Default::default();

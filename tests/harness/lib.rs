@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod image;
+pub mod hosts;
 pub mod registry;
 pub mod spdy;
 
@@ -69,6 +70,8 @@ pub struct Daemon {
     /// Runs molded in a mount namespace of its own where /sys/fs/cgroup is the
     /// cgroup v2 hierarchy alone: a pure v2 host's view on a hybrid one.
     cgroup_v2_view: bool,
+    /// The network namespace (a `hosts::Host`) molded runs in, if not the machine's.
+    netns: Option<String>,
 }
 
 impl Daemon {
@@ -110,12 +113,19 @@ impl Daemon {
             child: None,
             starts: 0,
             cgroup_v2_view: false,
+            netns: None,
         }
     }
 
     /// Adds arguments before the daemon is spawned.
     pub fn args(&mut self, extra: &[String]) {
         self.extra.extend(extra.iter().cloned());
+    }
+
+    /// Runs molded (once spawned) on `host` of a `hosts::Lan`: its network
+    /// is that host's; its files and its socket stay on the machine.
+    pub fn on_host(&mut self, host: &hosts::Host) {
+        self.netns = Some(host.netns.clone());
     }
 
     /// Starts molded seeing only the cgroup v2 hierarchy at /sys/fs/cgroup,
@@ -143,7 +153,11 @@ impl Daemon {
 
     /// The molded command line this daemon runs with.
     pub fn command(&self) -> Command {
-        let mut c = if self.cgroup_v2_view {
+        let mut c = if let Some(ns) = &self.netns {
+            let mut c = Command::new(require("nsenter"));
+            c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(bin("molded"));
+            c
+        } else if self.cgroup_v2_view {
             let mut c = Command::new(require("unshare"));
             c.args(["--mount", "--propagation", "private", "sh", "-c"])
                 .arg("umount -l /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec \"$@\"")
