@@ -400,7 +400,8 @@ fn nodes_register_drop_out_and_local_work_goes_on_while_etcd_is_down() {
     a.molde(&["images"]).ok();
     // Away for longer than a lease: the node's record and index go with it.
     std::thread::sleep(Duration::from_secs(12));
-    a.molde(&["run", "--rm", "--network", "none", &reference, "true"]).ok();
+    a.molde(&["run", "--rm", "--network", "none", &reference, "true"])
+        .ok();
     cl.etcd.spawn();
     molde_tests::eventually(30, "node-a to register again", || names(&a) == ["node-a"]);
     // Its index is back, with what it pulled while etcd was away.
@@ -433,7 +434,13 @@ fn peers_read_content_over_mutual_tls_and_strangers_are_refused() {
     let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
     let digest = a
         .molde_stdin(
-            &["content", "ingest", "-l", "containerd.io/gc.root=test", "peer-blob"],
+            &[
+                "content",
+                "ingest",
+                "-l",
+                "containerd.io/gc.root=test",
+                "peer-blob",
+            ],
             &data,
         )
         .ok()
@@ -523,7 +530,10 @@ fn peers_read_content_over_mutual_tls_and_strangers_are_refused() {
         "node-x was not refused by node-a: {took:#?}"
     );
     let log = x.log_text();
-    assert!(log.contains("a peer could not serve a blob") || log.contains("a peer broke off"), "{log}");
+    assert!(
+        log.contains("a peer could not serve a blob") || log.contains("a peer broke off"),
+        "{log}"
+    );
     assert!(!log.contains("blob taken from a peer"), "{log}");
 }
 
@@ -561,7 +571,11 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
     let expected = listing(&a, &reference, &["/data/2"]);
     assert_eq!(expected, "8000000 /data/2");
     assert_eq!(listing(&b, &reference, &["/data/2"]), expected);
-    assert!(b.log_text().contains("blob taken from a peer"), "{}", b.log_text());
+    assert!(
+        b.log_text().contains("blob taken from a peer"),
+        "{}",
+        b.log_text()
+    );
 
     // Any command on another node, through the peer transport.
     let certs = cl.certs();
@@ -572,12 +586,29 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
         )
         .ok();
     let listed = b
-        .molde(&["--node", "node-a", "--cluster-certs", &certs, "content", "ls", "-q"])
+        .molde(&[
+            "--node",
+            "node-a",
+            "--cluster-certs",
+            &certs,
+            "content",
+            "ls",
+            "-q",
+        ])
         .ok();
     assert!(listed.contains(digest_on_a.trim()), "{listed}");
-    assert!(!b.molde(&["content", "ls", "-q"]).ok().contains(digest_on_a.trim()));
-    let all = b.molde(&["--all-nodes", "--cluster-certs", &certs, "images"]).ok();
-    assert!(all.contains("== node-a ==") && all.contains("== node-b =="), "{all}");
+    assert!(
+        !b.molde(&["content", "ls", "-q"])
+            .ok()
+            .contains(digest_on_a.trim())
+    );
+    let all = b
+        .molde(&["--all-nodes", "--cluster-certs", &certs, "images"])
+        .ok();
+    assert!(
+        all.contains("== node-a ==") && all.contains("== node-b =="),
+        "{all}"
+    );
     assert_eq!(all.matches("shared/app").count(), 2, "{all}");
     let err = b
         .molde(&["--node", "node-z", "--cluster-certs", &certs, "images"])
@@ -590,7 +621,9 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
     let mut b = b;
     b.kill9();
     let (big, _) = &l.layers[1];
-    molde_tests::eventually(30, "node-b's index entries to expire", || !cl.indexed(big, "node-b"));
+    molde_tests::eventually(30, "node-b's index entries to expire", || {
+        !cl.indexed(big, "node-b")
+    });
     let file = a
         .root
         .join("content/blobs/sha256")
@@ -607,7 +640,11 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
         "node-c did not see the bad copy: {}",
         c.log_text()
     );
-    assert_eq!(layer_gets(&cl.blob_gets()), before + 1, "the bad layer came from the registry");
+    assert_eq!(
+        layer_gets(&cl.blob_gets()),
+        before + 1,
+        "the bad layer came from the registry"
+    );
     assert_eq!(listing(&c, &reference, &["/data/2"]), expected);
 }
 
@@ -693,7 +730,10 @@ fn a_pull_whose_peer_is_killed_mid_transfer_completes() {
         .filter(|r| r.contains(big.as_str()))
         .collect();
     assert_eq!(resumed.len(), 2, "{resumed:#?}");
-    assert!(resumed[1].to_ascii_lowercase().contains("range: bytes="), "{resumed:#?}");
+    assert!(
+        resumed[1].to_ascii_lowercase().contains("range: bytes="),
+        "{resumed:#?}"
+    );
     assert!(b.log_text().contains("a peer broke off"), "{}", b.log_text());
 }
 
@@ -724,4 +764,86 @@ fn after_a_partition_heals_the_index_names_no_blob_the_node_removed() {
     });
     assert!(cl.indexed(kept, "node-a"));
     assert_eq!(names(&watcher), ["node-a", "node-w"]);
+}
+
+#[test]
+fn a_build_on_one_node_runs_no_step_when_another_node_builds_it() {
+    let mut cl = Cluster::new();
+    let a = cl.node("node-a");
+    let b = cl.node("node-b");
+    for n in [&a, &b] {
+        n.load_busybox();
+    }
+    let ctx = cl.tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM localhost/molde/busybox\n\
+         COPY a.txt /a.txt\n\
+         RUN echo ran-the-step && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /random\n\
+         COPY b.txt /b.txt\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    std::fs::write(ctx.join("b.txt"), "b\n").unwrap();
+    let ctx = ctx.display().to_string();
+    let build = |n: &Node| n.molde(&["build", "-t", "localhost/test/shared", &ctx]);
+    let cached = |log: &str| log.lines().filter(|l| l.contains(" CACHED ")).count();
+    let ran = |log: &str| log.lines().any(|l| l == "ran-the-step");
+
+    let on_a = build(&a);
+    assert!(on_a.out.status.success(), "{}", on_a.stderr());
+    assert!(
+        ran(&on_a.stderr()) && cached(&on_a.stderr()) == 0,
+        "{}",
+        on_a.stderr()
+    );
+    // node-a's three steps reach the index on its next renewal.
+    molde_tests::eventually(20, "node-a to publish its steps", || {
+        cl.etcd
+            .store()
+            .range("/molde/build-cache/")
+            .is_ok_and(|es| es.iter().filter(|e| e.key.ends_with("/node-a")).count() == 3)
+    });
+    let on_b = build(&b);
+    assert!(on_b.out.status.success(), "{}", on_b.stderr());
+    assert_eq!(cached(&on_b.stderr()), 3, "node-b ran a step:\n{}", on_b.stderr());
+    assert!(!ran(&on_b.stderr()), "{}", on_b.stderr());
+    assert!(
+        b.log_text()
+            .contains("build step taken from the cluster's build cache")
+    );
+    // The same image: the RUN's random bytes are node-a's.
+    let show = |n: &Node| n.run_image("localhost/test/shared", &["cat", "/random", "/a.txt", "/b.txt"]);
+    let (x, y) = (show(&a), show(&b));
+    assert_eq!(x, y);
+    assert_eq!(x.len(), 64 + 4, "{x:?}");
+    // And node-b's own cache now has the steps: a rebuild there runs none.
+    let again = build(&b);
+    assert_eq!(cached(&again.stderr()), 3, "{}", again.stderr());
+
+    // Records that lie about what their layers unpack to are caught: node-c
+    // runs the steps itself.
+    drop(b);
+    let s = cl.etcd.store();
+    molde_tests::eventually(30, "node-b's records to expire", || {
+        s.range("/molde/build-cache/")
+            .is_ok_and(|es| es.iter().all(|e| e.key.ends_with("/node-a")))
+    });
+    for e in s.range("/molde/build-cache/").unwrap() {
+        let mut rec: serde_json::Value = serde_json::from_slice(&e.value).unwrap();
+        rec["diff_id"] = format!("sha256:{}", "0".repeat(64)).into();
+        s.txn(Txn::new().put(e.key, serde_json::to_vec(&rec).unwrap()))
+            .unwrap();
+    }
+    let c = cl.node("node-c");
+    c.load_busybox();
+    let on_c = build(&c);
+    assert!(on_c.out.status.success(), "{}", on_c.stderr());
+    assert!(
+        ran(&on_c.stderr()) && cached(&on_c.stderr()) == 0,
+        "{}",
+        on_c.stderr()
+    );
+    assert!(c.log_text().contains("not to its diff ID"), "{}", c.log_text());
 }

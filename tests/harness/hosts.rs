@@ -135,10 +135,32 @@ impl Host {
     /// Limits what the host sends to `mbit` megabits a second.
     pub fn throttle(&self, mbit: u32) {
         let out = Command::new(require("ip"))
-            .args(["netns", "exec", &self.netns, "tc", "qdisc", "replace", "dev", &self.inner])
-            .args(["root", "tbf", "rate", &format!("{mbit}mbit"), "burst", "64kb", "latency", "500ms"])
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "tc",
+                "qdisc",
+                "replace",
+                "dev",
+                &self.inner,
+            ])
+            .args([
+                "root",
+                "tbf",
+                "rate",
+                &format!("{mbit}mbit"),
+                "burst",
+                "64kb",
+                "latency",
+                "500ms",
+            ])
             .output()
             .expect("tc");
-        assert!(out.status.success(), "tc: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -3,8 +3,8 @@
 //! failures that carry the daemon's log.
 
 pub mod faults;
-pub mod image;
 pub mod hosts;
+pub mod image;
 pub mod registry;
 pub mod spdy;
 
@@ -155,7 +155,9 @@ impl Daemon {
     pub fn command(&self) -> Command {
         let mut c = if let Some(ns) = &self.netns {
             let mut c = Command::new(require("nsenter"));
-            c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(bin("molded"));
+            c.arg(format!("--net=/run/netns/{ns}"))
+                .arg("--")
+                .arg(bin("molded"));
             c
         } else if self.cgroup_v2_view {
             let mut c = Command::new(require("unshare"));

@@ -106,6 +106,9 @@ pub struct BuilderService {
     /// Held for writing while `recover` cleans up after an earlier molded;
     /// builds wait for it.
     pub recovering: std::sync::Arc<tokio::sync::RwLock<()>>,
+    /// The build cache of the cluster's other nodes (cluster mode): a step
+    /// not in this node's cache is looked for there before it runs.
+    pub shared_cache: Option<std::sync::Arc<dyn molde_common::store::SharedBuildCache>>,
 }
 
 type Tx = mpsc::Sender<Result<api::BuildEvent, Status>>;

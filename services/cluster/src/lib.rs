@@ -6,6 +6,7 @@
 //! so a node that stops renewing drops out by itself; it re-registers when
 //! etcd comes back after an outage. `certs.rs`: the cluster's CA and the
 //! nodes' certificates; `peer.rs`: gRPC between nodes over mutual TLS.
+//! `peers.rs`: blobs and build-cache records of the other nodes.
 //! `service.rs`: molde's cluster.v1 (`molde node ls`).
 
 pub mod certs;
@@ -26,6 +27,10 @@ pub const BLOBS: &str = "/molde/blobs/";
 /// `/molde/claims/<digest>`: the node that downloads the blob from the
 /// registry now, bound to its lease.
 pub const CLAIMS: &str = "/molde/claims/";
+/// `/molde/build-cache/<step key>/<node>`: node built the step (the value:
+/// its build cache's record of the layer the step made), bound to the
+/// node's lease.
+pub const BUILD_CACHE: &str = "/molde/build-cache/";
 
 /// A node name: letters, digits, `-`, `_`, `.`, at most 63 (it is a key
 /// component and a certificate name).

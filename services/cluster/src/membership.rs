@@ -3,6 +3,7 @@
 //! etcd for longer than the lease, drops out by itself; once etcd answers
 //! again the node takes a new lease and registers again.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,16 +46,25 @@ pub struct Membership {
     pub name: String,
     pub address: String,
     standing: Mutex<Standing>,
-    /// The lease this node holds now, and what it published of its blobs
-    /// under it (digest → namespace).
-    held: Mutex<(Option<i64>, std::collections::BTreeMap<String, String>)>,
+    /// The lease this node holds now, and what it published under it: its
+    /// index entries (blobs, build-cache records), etcd key → value.
+    held: Mutex<(Option<i64>, BTreeMap<String, Vec<u8>>)>,
 }
 
 /// What the node counts of itself each time it refreshes its record.
 pub type ImageCount = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// The blobs the node holds now: digest → a namespace that has it.
-pub type LocalBlobs = Box<dyn Fn() -> std::collections::BTreeMap<String, String> + Send + Sync>;
+pub type LocalBlobs = Box<dyn Fn() -> BTreeMap<String, String> + Send + Sync>;
+
+/// The node's build-cache records now: step key (hex) → the record.
+pub type LocalBuildCache = Box<dyn Fn() -> BTreeMap<String, Vec<u8>> + Send + Sync>;
+
+/// What the node lists of itself in the cluster's index.
+pub struct Index {
+    pub blobs: LocalBlobs,
+    pub build_cache: LocalBuildCache,
+}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -79,7 +89,7 @@ impl Membership {
         version: String,
         root: PathBuf,
         images: ImageCount,
-        blobs: LocalBlobs,
+        index: Index,
     ) -> Arc<Membership> {
         let m = Arc::new(Membership {
             store,
@@ -91,7 +101,7 @@ impl Membership {
         let me = m.clone();
         std::thread::Builder::new()
             .name("cluster-membership".into())
-            .spawn(move || me.run(version, root, images, blobs))
+            .spawn(move || me.run(version, root, images, index))
             .expect("starting the membership thread");
         m
     }
@@ -116,7 +126,7 @@ impl Membership {
         format!("{}{}", crate::NODES, self.name)
     }
 
-    fn run(&self, version: String, root: PathBuf, images: ImageCount, blobs: LocalBlobs) {
+    fn run(&self, version: String, root: PathBuf, images: ImageCount, index: Index) {
         let mut lease: Option<i64> = None;
         let mut registered = now();
         let mut round = 0u32;
@@ -161,7 +171,7 @@ impl Membership {
                             held.0 = lease;
                         }
                     }
-                    match self.publish(&blobs()) {
+                    match self.publish(&self.entries(&index)) {
                         Ok(()) => self.set(Standing::Registered),
                         Err(e) => self.set(Standing::Unreachable(e.to_string())),
                     }
@@ -172,26 +182,40 @@ impl Membership {
         }
     }
 
-    /// Brings the index of this node's blobs (`/molde/blobs/<digest>/<node>`,
-    /// bound to its lease) in line with what it holds: new blobs added,
-    /// removed ones deleted, so the index never names a blob it lost.
-    fn publish(&self, now: &std::collections::BTreeMap<String, String>) -> molde_meta::Result<()> {
+    /// The index entries that say what this node holds now.
+    fn entries(&self, index: &Index) -> BTreeMap<String, Vec<u8>> {
+        let mut all: BTreeMap<String, Vec<u8>> = (index.blobs)()
+            .into_iter()
+            .map(|(digest, ns)| (self.blob_key(&digest), ns.into_bytes()))
+            .collect();
+        all.extend(
+            (index.build_cache)()
+                .into_iter()
+                .map(|(key, record)| (format!("{}{key}/{}", crate::BUILD_CACHE, self.name), record)),
+        );
+        all
+    }
+
+    /// Brings this node's index entries (`/molde/blobs/<digest>/<node>`,
+    /// `/molde/build-cache/<key>/<node>`, bound to its lease) in line with
+    /// what it holds: new ones added, changed ones rewritten, gone ones
+    /// deleted — also those whose delete failed while etcd was away — so
+    /// the index never names what the node lost.
+    fn publish(&self, now: &BTreeMap<String, Vec<u8>>) -> molde_meta::Result<()> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let Some(lease) = held.0 else {
             return Ok(());
         };
-        for (digest, ns) in now {
-            if held.1.get(digest) != Some(ns) {
-                self.store
-                    .put_leased(&self.blob_key(digest), ns.clone().into_bytes(), lease)?;
-                held.1.insert(digest.clone(), ns.clone());
+        for (key, value) in now {
+            if held.1.get(key) != Some(value) {
+                self.store.put_leased(key, value.clone(), lease)?;
+                held.1.insert(key.clone(), value.clone());
             }
         }
-        let gone: Vec<String> = held.1.keys().filter(|d| !now.contains_key(*d)).cloned().collect();
-        for digest in gone {
-            self.store
-                .txn(molde_meta::Txn::new().delete(self.blob_key(&digest)))?;
-            held.1.remove(&digest);
+        let gone: Vec<String> = held.1.keys().filter(|k| !now.contains_key(*k)).cloned().collect();
+        for key in gone {
+            self.store.txn(molde_meta::Txn::new().delete(key.clone()))?;
+            held.1.remove(&key);
         }
         Ok(())
     }
@@ -211,9 +235,9 @@ impl Membership {
         let Some(lease) = held.0 else {
             return Ok(());
         };
-        self.store
-            .put_leased(&self.blob_key(digest), ns.as_bytes().to_vec(), lease)?;
-        held.1.insert(digest.to_string(), ns.to_string());
+        let key = self.blob_key(digest);
+        self.store.put_leased(&key, ns.as_bytes().to_vec(), lease)?;
+        held.1.insert(key, ns.as_bytes().to_vec());
         Ok(())
     }
 

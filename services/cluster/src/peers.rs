@@ -1,7 +1,8 @@
 //! Blobs from the cluster's other nodes, for pulls (`PeerBlobs`): who holds
 //! a digest comes from the index in etcd; the bytes come over the peer
 //! transport (content.v1 Read from an offset). The pull verifies the digest
-//! at commit, so a peer that lies poisons nothing.
+//! at commit, so a peer that lies poisons nothing. The same index lists the
+//! steps the nodes built (their build caches' records).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,30 @@ impl Peers {
             .await
             .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(|e| Error::Unavailable(format!("the cluster's etcd: {e}")))
+    }
+
+    /// The build-cache records other nodes published for step key `key`
+    /// (`sha256:<hex>`): empty when etcd is away or no node built it.
+    pub async fn build_records(&self, key: &str) -> Vec<Vec<u8>> {
+        if !matches!(
+            self.membership.standing(),
+            crate::membership::Standing::Registered
+        ) {
+            return Vec::new();
+        }
+        let prefix = format!("{}{}/", crate::BUILD_CACHE, key.trim_start_matches("sha256:"));
+        let me = format!("/{}", self.membership.name);
+        match self.etcd(move |s| s.range(&prefix)).await {
+            Ok(entries) => entries
+                .into_iter()
+                .filter(|e| !e.key.ends_with(&me))
+                .map(|e| e.value)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(key, "the cluster's build cache was not asked: {e}");
+                Vec::new()
+            }
+        }
     }
 
     fn channel(&self, peer: &str, address: &str) -> Result<tonic::transport::Channel> {

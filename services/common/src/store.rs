@@ -132,3 +132,18 @@ pub trait PeerBlobs: Send + Sync {
     /// once and the claim is dropped.
     async fn downloaded(&self, digest: &str, ns: &str);
 }
+
+/// The build cache of a cluster's other nodes (cluster mode): a step
+/// another node built is reused here, its layer taken from a node that
+/// holds it.
+#[tonic::async_trait]
+pub trait SharedBuildCache: Send + Sync {
+    /// The records other nodes published for step key `key` (each the JSON
+    /// a node's build cache keeps for the key), nearest first.
+    async fn lookup(&self, key: &str) -> Vec<Vec<u8>>;
+
+    /// Brings blob `digest` (`size` bytes) from a node that holds it into
+    /// namespace `ns` under `lease`, verified against its digest. Ok(false):
+    /// no node gave it.
+    async fn fetch(&self, ns: &str, lease: &str, digest: &str, size: i64) -> Result<bool>;
+}

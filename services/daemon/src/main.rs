@@ -5,6 +5,7 @@
 //! process hosts; `--remote SERVICE=ADDRESS` (or `[remote]` in the config)
 //! forwards a service to another molded (split mode).
 
+mod cluster_cache;
 mod config;
 mod events;
 mod info;
@@ -211,7 +212,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut local_content = None;
     // This node in its cluster, and the peers it takes layers from.
     let membership = cluster_membership(&cfg, store.clone())?;
-    let peers: Option<Arc<dyn molde_common::store::PeerBlobs>> = match (&membership, &cfg.cluster.certs) {
+    let peers: Option<Arc<molde_cluster::peers::Peers>> = match (&membership, &cfg.cluster.certs) {
         (Some(m), Some(dir)) => {
             let id = molde_cluster::certs::Identity::load(dir, &m.name).map_err(|e| {
                 anyhow::anyhow!(
@@ -265,12 +266,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if cfg.hosts("transfer") {
         // The content store: this process's own, or the content service's
         // through its gRPC APIs.
-        let content: Arc<dyn molde_common::store::ContentStore> = match &local_content {
-            Some(shared) => Arc::new(molde_content::LocalStore::new(shared.clone())),
-            None => Arc::new(molde_transfer::remote::RemoteStore::new(
-                molde_api::client::channel(&reach("content")?),
-            )),
-        };
+        let content = content_store(&local_content, &reach("content")?);
         let mut transfer = molde_transfer::TransferService::new(
             content,
             molde_api::client::channel(&reach("snapshotter")?),
@@ -376,6 +372,13 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             cache_max_bytes: cfg.builder.cache_max_bytes,
             entitlements: cfg.builder.entitlements.clone(),
             recovering: Default::default(),
+            shared_cache: match &peers {
+                Some(p) => Some(Arc::new(cluster_cache::ClusterBuildCache {
+                    peers: p.clone(),
+                    content: content_store(&local_content, &reach("content")?),
+                })),
+                None => None,
+            },
         };
         let guard = builder
             .recovering
@@ -543,6 +546,20 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
     })
 }
 
+/// The content store as this process reaches it: its own, or the content
+/// service's through its gRPC APIs.
+fn content_store(
+    local: &Option<Arc<Shared>>,
+    remote: &Address,
+) -> Arc<dyn molde_common::store::ContentStore> {
+    match local {
+        Some(shared) => Arc::new(molde_content::LocalStore::new(shared.clone())),
+        None => Arc::new(molde_transfer::remote::RemoteStore::new(
+            molde_api::client::channel(remote),
+        )),
+    }
+}
+
 /// Joins the cluster `[cluster]` names, if any: registers this node in etcd
 /// and keeps it registered (an etcd that is down now is retried, and every
 /// local service works meanwhile).
@@ -596,6 +613,19 @@ fn cluster_membership(
         }),
         None => Box::new(Default::default),
     };
+    // <root>/build-cache/<key hex>.json, the builder's records.
+    let cache_dir = cfg.root.join("build-cache");
+    let build_cache: molde_cluster::membership::LocalBuildCache = Box::new(move || {
+        let Ok(dir) = std::fs::read_dir(&cache_dir) else {
+            return Default::default();
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".json")?.to_string();
+                Some((name, std::fs::read(e.path()).ok()?))
+            })
+            .collect()
+    });
     Ok(Some(molde_cluster::Membership::start(
         etcd,
         name,
@@ -603,7 +633,7 @@ fn cluster_membership(
         info::VERSION.to_string(),
         cfg.root.clone(),
         images,
-        blobs,
+        molde_cluster::membership::Index { blobs, build_cache },
     )))
 }
 

@@ -70,6 +70,66 @@ impl Job {
         })
     }
 
+    /// A layer for this key from this node's cache, else from the cluster's:
+    /// a step another node built, its layer taken from a node that holds it
+    /// and stacked on `parent` here (then recorded in this node's cache).
+    pub(super) async fn cached_anywhere(&self, key: &str, parent: &str) -> Option<Layer> {
+        if let Some(layer) = self.cached(key).await {
+            return Some(layer);
+        }
+        let shared = self.svc.shared_cache.as_ref()?;
+        for raw in shared.lookup(key).await {
+            let Ok(rec) = serde_json::from_slice::<CacheRecord>(&raw) else {
+                tracing::warn!(key, "an unreadable build-cache record in the cluster; skipped");
+                continue;
+            };
+            match self.from_cluster(shared.as_ref(), &rec, parent).await {
+                Ok(layer) => {
+                    tracing::info!(key, layer = %layer.descriptor.digest(), "build step taken from the cluster's build cache");
+                    self.remember(key, &layer).await;
+                    return Some(layer);
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "a build-cache record of the cluster could not be used")
+                }
+            }
+        }
+        None
+    }
+
+    /// The layer `rec` names, brought here (unless it is) and stacked on
+    /// `parent`; what it unpacks to must be the record's diff ID.
+    async fn from_cluster(
+        &self,
+        shared: &dyn molde_common::store::SharedBuildCache,
+        rec: &CacheRecord,
+        parent: &str,
+    ) -> Result<Layer, Error> {
+        let digest = rec.digest();
+        self.hold(&digest, "content").await?;
+        let here = ContentClient::new(self.svc.content.clone())
+            .info(
+                self.plain(molde_api::containerd::services::content::v1::InfoRequest {
+                    digest: digest.clone(),
+                }),
+            )
+            .await
+            .is_ok();
+        if !here
+            && !shared
+                .fetch(&self.ns, &self.lease, &digest, rec.layer.size() as i64)
+                .await?
+        {
+            return Err(Error::NotFound(format!("no node gave layer {digest}")));
+        }
+        let layer = Layer {
+            descriptor: rec.layer.clone(),
+            diff_id: rec.diff_id.clone(),
+            chain_id: String::new(),
+        };
+        self.stack(layer, parent).await
+    }
+
     /// Records a step's layer under its key (written whole, then renamed) and
     /// holds the layer in the cache's lease until the record is pruned.
     pub(super) async fn remember(&self, key: &str, layer: &Layer) {

@@ -185,7 +185,7 @@ impl Job {
             tracing::debug!(step = %ins.original, key = %key, "build step");
             if what != Step::Metadata
                 && !self.req.no_cache
-                && let Some(layer) = self.cached(&key).await
+                && let Some(layer) = self.cached_anywhere(&key, &built.top).await
             {
                 built = add_layer(built, layer);
                 self.finish(step, true, started).await;

@@ -140,7 +140,14 @@ impl Job {
             let chain_id = molde_common::chain_id("", &alone.diff_id);
             return Ok(Layer { chain_id, ..alone });
         }
-        let name = molde_common::chain_id(parent, &alone.diff_id);
+        self.stack(alone, parent).await
+    }
+
+    /// `layer`'s blob (in content) applied onto a snapshot over `parent` and
+    /// committed under the chain ID, unless that snapshot is there already;
+    /// the blob must unpack to the layer's diff ID.
+    pub(super) async fn stack(&self, layer: Layer, parent: &str) -> Result<Layer, Error> {
+        let name = molde_common::chain_id(parent, &layer.diff_id);
         let exists = SnapshotsClient::new(self.svc.snapshotter.clone())
             .stat(self.plain(
                 molde_api::containerd::services::snapshots::v1::StatSnapshotRequest {
@@ -154,14 +161,25 @@ impl Job {
             let key = format!("build-{}", uuid::Uuid::new_v4().simple());
             let result = async {
                 let mounts = self.prepare(&key, parent).await?;
-                DiffClient::new(self.svc.snapshotter.clone())
+                let applied = DiffClient::new(self.svc.snapshotter.clone())
                     .apply(self.req(ApplyRequest {
-                        diff: Some(api_descriptor(&alone.descriptor)),
+                        diff: Some(api_descriptor(&layer.descriptor)),
                         mounts,
                         payloads: Default::default(),
                         sync_fs: false,
                     }))
-                    .await?;
+                    .await?
+                    .into_inner()
+                    .applied
+                    .unwrap_or_default();
+                if applied.digest != layer.diff_id {
+                    return Err(Error::DataLoss(format!(
+                        "layer {} unpacks to {}, not to its diff ID {}",
+                        layer.descriptor.digest(),
+                        applied.digest,
+                        layer.diff_id
+                    )));
+                }
                 self.commit_as(&key, &name).await
             }
             .await;
@@ -173,7 +191,7 @@ impl Job {
         self.hold(&name, &format!("snapshots/{SNAPSHOTTER}")).await?;
         Ok(Layer {
             chain_id: name,
-            ..alone
+            ..layer
         })
     }
 }
