@@ -847,3 +847,46 @@ fn a_build_on_one_node_runs_no_step_when_another_node_builds_it() {
     );
     assert!(c.log_text().contains("not to its diff ID"), "{}", c.log_text());
 }
+
+#[test]
+fn with_the_registry_away_a_tag_the_cluster_holds_still_resolves() {
+    let mut cl = Cluster::new();
+    let (l, reference) = cl.push("offline/app:1", &[noise_layer(6, 500_000)]);
+    let a = cl.node("node-a");
+    let b = cl.node("node-b");
+    a.molde(&["pull", "-q", &reference]).ok();
+    molde_tests::eventually(20, "node-a to publish the image's blobs", || {
+        [&l.manifest_digest, &l.config_digest]
+            .into_iter()
+            .chain(l.layers.iter().map(|(d, _)| d))
+            .all(|d| cl.indexed(d, "node-a"))
+    });
+    cl.reg.stop();
+    // The registry is authoritative: without the flag the pull fails.
+    let err = b.molde(&["pull", "-q", &reference]).fails();
+    assert!(err.contains(&cl.proxy.host), "{err}");
+    b.molde(&["pull", "-q", "--cluster-resolve", &reference]).ok();
+    assert_eq!(listing(&b, &reference, &["/data/6"]), "500000 /data/6");
+    assert!(
+        b.log_text().contains("tag resolved in the cluster"),
+        "{}",
+        b.log_text()
+    );
+    let digest = |n: &Node| {
+        n.molde(&["images"])
+            .ok()
+            .lines()
+            .find(|l| l.contains("offline/app"))
+            .map(str::to_string)
+    };
+    let on_a = digest(&a).and_then(|l| l.split_whitespace().nth(2).map(str::to_string));
+    assert!(on_a.is_some());
+    assert_eq!(
+        on_a,
+        digest(&b).and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+    );
+    // A tag no node holds says so.
+    let missing = format!("{}/offline/none:1", cl.proxy.host);
+    let err = b.molde(&["pull", "--cluster-resolve", &missing]).fails();
+    assert!(err.contains("no node of the cluster holds"), "{err}");
+}

@@ -147,6 +147,10 @@ enum Command {
         /// os/arch[/variant]; the host's by default
         #[arg(long)]
         platform: Option<String>,
+        /// Cluster mode: if the registry cannot be reached, resolve the tag
+        /// as the cluster's nodes hold it and take its blobs from them
+        #[arg(long)]
+        cluster_resolve: bool,
         #[arg(short, long)]
         quiet: bool,
     },
@@ -361,8 +365,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pull {
             reference,
             platform,
+            cluster_resolve,
             quiet,
-        } => transfer::pull(&d, &reference, platform, quiet).await,
+        } => transfer::pull(&d, &reference, platform, cluster_resolve, quiet).await,
         Command::Push {
             name,
             destination,

@@ -25,11 +25,18 @@ pub fn auth_for(reference: &str) -> Result<Option<api::RegistryAuth>> {
         .map(|(username, password)| api::RegistryAuth { username, password }))
 }
 
-pub async fn pull(d: &Daemon, reference: &str, platform: Option<String>, quiet: bool) -> Result<()> {
+pub async fn pull(
+    d: &Daemon,
+    reference: &str,
+    platform: Option<String>,
+    cluster_resolve: bool,
+    quiet: bool,
+) -> Result<()> {
     let req = api::PullRequest {
         reference: reference.to_string(),
         platform: platform.unwrap_or_default(),
         auth: auth_for(reference)?,
+        cluster_resolve,
         ..Default::default()
     };
     let stream = TransferClient::new(d.channel.clone())

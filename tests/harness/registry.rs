@@ -111,6 +111,12 @@ impl Registry {
         c.output().unwrap()
     }
 
+    /// Stops the registry (it cannot be reached afterwards).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -144,6 +144,61 @@ impl molde_common::store::PeerBlobs for Peers {
         }
     }
 
+    async fn image(&self, ns: &str, name: &str) -> Option<(molde_common::store::ImageTarget, String)> {
+        use molde_api::containerd::services::images::v1::GetImageRequest;
+        use molde_api::containerd::services::images::v1::images_client::ImagesClient;
+        if !matches!(
+            self.membership.standing(),
+            crate::membership::Standing::Registered
+        ) {
+            return None;
+        }
+        let m = self.membership.clone();
+        let nodes = match self.etcd(move |_| m.nodes()).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(image = name, "the cluster's nodes were not asked: {e}");
+                return None;
+            }
+        };
+        // Every other node at once, each given a few seconds.
+        let asks = nodes
+            .into_iter()
+            .filter(|n| n.name != self.membership.name)
+            .map(|node| {
+                let (ns, name) = (ns.to_string(), name.to_string());
+                async move {
+                    let ch = self.channel(&node.name, &node.address).ok()?;
+                    let got = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        ImagesClient::new(ch)
+                            .get(molde_api::client::namespaced(&ns, GetImageRequest { name })),
+                    )
+                    .await
+                    .ok()?
+                    .ok()?
+                    .into_inner()
+                    .image?;
+                    let updated = got.updated_at.map(|t| (t.seconds, t.nanos)).unwrap_or_default();
+                    let t = got.target?;
+                    Some((updated, t, node.name))
+                }
+            });
+        let found = futures::future::join_all(asks).await;
+        let (_, t, node) = found
+            .into_iter()
+            .flatten()
+            .max_by_key(|(updated, _, _)| *updated)?;
+        Some((
+            molde_common::store::ImageTarget {
+                media_type: t.media_type,
+                digest: t.digest,
+                size: t.size,
+            },
+            node,
+        ))
+    }
+
     async fn read(
         &self,
         peer: &str,

@@ -131,6 +131,11 @@ pub trait PeerBlobs: Send + Sync {
     /// This node committed `digest` (in namespace `ns`): it is published at
     /// once and the claim is dropped.
     async fn downloaded(&self, digest: &str, ns: &str);
+
+    /// What image `name` points at on the other nodes (namespace `ns`): the
+    /// most recently updated, and the node that has it. None: no node holds
+    /// it, or the cluster cannot be asked.
+    async fn image(&self, ns: &str, name: &str) -> Option<(ImageTarget, String)>;
 }
 
 /// The build cache of a cluster's other nodes (cluster mode): a step

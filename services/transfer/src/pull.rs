@@ -54,6 +54,13 @@ pub struct Puller {
     pub clients: std::sync::Mutex<HashMap<(String, String, String), Arc<Registry>>>,
 }
 
+/// Whether a registry error says it could not be reached (as opposed to
+/// an answer: not found, denied, …).
+fn unreachable(e: &Error) -> bool {
+    matches!(e, Error::Remote { code, .. } if *code == tonic::Code::Unavailable)
+        || matches!(e, Error::Unavailable(_))
+}
+
 fn upstream(what: impl std::fmt::Display) -> impl FnOnce(tonic::Status) -> Error {
     Error::upstream(what)
 }
@@ -121,14 +128,15 @@ impl Puller {
             reference.repository().to_string(),
             name.clone(),
         );
-        let body = if media::is_manifest(d.media_type()) || media::is_index(d.media_type()) {
-            reg.manifest(&by_digest).await?.0.to_vec()
-        } else {
+        let from_registry = async {
+            if media::is_manifest(d.media_type()) || media::is_index(d.media_type()) {
+                return Ok(reg.manifest(&by_digest).await?.0.to_vec());
+            }
             let mut attempt = 0;
             loop {
                 attempt += 1;
                 match self.fetch_small(reg, reference, &name).await {
-                    Ok(b) => break b,
+                    Ok(b) => break Ok(b),
                     Err(Error::Remote {
                         code: tonic::Code::Unavailable,
                         message,
@@ -139,6 +147,18 @@ impl Puller {
                     Err(e) => return Err(e),
                 }
             }
+        };
+        let body = match from_registry.await {
+            Ok(b) => b,
+            // The registry away: a node of the cluster may hold it (taken
+            // under this lease, its digest checked at commit).
+            Err(e) if unreachable(&e) => {
+                return self
+                    .small_from_cluster(ns, lease, &digest, d.size() as i64)
+                    .await
+                    .ok_or(e);
+            }
+            Err(e) => return Err(e),
         };
         let got = Digest::of(digest.algorithm(), &body);
         if got != digest || body.len() as u64 != d.size() {
@@ -154,6 +174,63 @@ impl Puller {
             .put(ns, lease, &digest, Bytes::from(body.clone()))
             .await?;
         Ok(body)
+    }
+
+    /// A manifest, index or config from a node of the cluster, when the
+    /// registry cannot be reached.
+    async fn small_from_cluster(&self, ns: &str, lease: &str, digest: &Digest, size: i64) -> Option<Vec<u8>> {
+        let peers = self.peers.as_ref()?;
+        let dest = fetch::Dest {
+            store: self.store.as_ref(),
+            ns,
+            lease,
+        };
+        match fetch::from_peers(&dest, peers.as_ref(), digest, size, &|_| {}).await {
+            Ok(Some(_)) => self.local(ns, &digest.to_string()).await,
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "taking a blob from the cluster");
+                None
+            }
+        }
+    }
+
+    /// `name` as the cluster's nodes hold it (the registry could not be
+    /// reached: `why`), its target brought from the node that has it.
+    async fn resolve_in_cluster(
+        &self,
+        ns: &str,
+        lease: &str,
+        name: &str,
+        why: Error,
+    ) -> Result<(Bytes, String)> {
+        let Some(peers) = self.peers.as_ref() else {
+            return Err(Error::Unavailable(format!(
+                "{why} (--cluster-resolve: this node is in no cluster)"
+            )));
+        };
+        let Some((target, node)) = peers.image(ns, name).await else {
+            return Err(Error::Unavailable(format!(
+                "{why}; and no node of the cluster holds {name} (--cluster-resolve)"
+            )));
+        };
+        let digest: Digest = target.digest.parse().map_err(|e| Error::Remote {
+            code: tonic::Code::DataLoss,
+            message: format!("node {node} says {name} is {:?}: {e}", target.digest),
+        })?;
+        let body = match self.local(ns, &target.digest).await {
+            Some(b) => b,
+            None => self
+                .small_from_cluster(ns, lease, &digest, target.size)
+                .await
+                .ok_or_else(|| {
+                    Error::Unavailable(format!(
+                        "{why}; node {node} holds {name} as {digest} but no node gave that manifest"
+                    ))
+                })?,
+        };
+        tracing::info!(namespace = ns, image = name, %digest, %node, "registry unreachable: tag resolved in the cluster");
+        Ok((Bytes::from(body), target.digest))
     }
 
     /// One attempt at a small blob, refused past the metadata size limit.
@@ -254,7 +331,19 @@ impl Puller {
         let unpack = !req.skip_unpack;
         let reg = self.registry(&reference, req.auth.as_ref())?;
 
-        let (body, digest) = reg.manifest(&reference).await?;
+        // A pull lease made early: a tag resolved in the cluster brings its
+        // target from a node at once.
+        let mut early_lease = None;
+        let (body, digest) = match reg.manifest(&reference).await {
+            Ok(found) => found,
+            Err(e) if req.cluster_resolve && unreachable(&e) => {
+                let lease = PullLease::new(&self.store, ns).await?;
+                let found = self.resolve_in_cluster(ns, &lease.id, &name, e).await?;
+                early_lease = Some(lease);
+                found
+            }
+            Err(e) => return Err(e),
+        };
         let top_type = media::sniff(&body, &format!("manifest of {name}"))?;
         let target = media::descriptor(&top_type, &digest, body.len() as u64)?;
         if self
@@ -274,7 +363,10 @@ impl Puller {
             return Ok(());
         }
 
-        let lease = PullLease::new(&self.store, ns).await?;
+        let lease = match early_lease {
+            Some(l) => l,
+            None => PullLease::new(&self.store, ns).await?,
+        };
         self.store
             .put(ns, &lease.id, &digest_of(&target)?, body.clone())
             .await?;
