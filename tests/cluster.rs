@@ -682,6 +682,17 @@ fn three_nodes_pulling_at_once_take_each_layer_from_the_registry_once() {
             "3000000 /data/1\n3000000 /data/2"
         );
     }
+    // The others read each layer from its downloader as it arrived there,
+    // not after it was whole.
+    let followed = nodes
+        .iter()
+        .map(|n| {
+            n.log_text()
+                .matches("blob taken from a peer as it downloaded it")
+                .count()
+        })
+        .sum::<usize>();
+    assert!(followed >= 2, "{followed}");
 }
 
 /// The bytes of ingests in progress under a node's content store.
@@ -889,4 +900,50 @@ fn with_the_registry_away_a_tag_the_cluster_holds_still_resolves() {
     let missing = format!("{}/offline/none:1", cl.proxy.host);
     let err = b.molde(&["pull", "--cluster-resolve", &missing]).fails();
     assert!(err.contains("no node of the cluster holds"), "{err}");
+}
+
+#[test]
+fn a_node_following_a_download_finishes_it_when_the_downloader_is_killed() {
+    let mut cl = Cluster::new();
+    let (l, reference) = cl.push("followed/app:1", &[noise_layer(7, 6_000_000)]);
+    let (big, _) = &l.layers[1];
+    // ~3 MB/s out of the registry: the download takes a few seconds.
+    cl.proxy.set(molde_tests::faults::Faults {
+        slow: Some(Duration::from_millis(20)),
+        ..Default::default()
+    });
+    let mut a = cl.node("node-a");
+    let b = cl.node("node-b");
+    molde_tests::eventually(20, "both registered", || names(&b).len() == 2);
+    let pull = |n: &Node| {
+        let (sock, r) = (n.sock.clone(), reference.clone());
+        std::thread::spawn(move || {
+            Command::new(molde_tests::bin("molde"))
+                .env("MOLDE_ADDRESS", sock)
+                .args(["pull", "-q", &r])
+                .output()
+                .unwrap()
+        })
+    };
+    let _on_a = pull(&a);
+    molde_tests::eventually(30, "node-a to be downloading", || ingesting(&a) > 1_000_000);
+    let on_b = pull(&b);
+    molde_tests::eventually(30, "node-b to be following node-a", || ingesting(&b) > 1_500_000);
+    a.kill9();
+    let out = on_b.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listing(&b, &reference, &["/data/7"]), "6000000 /data/7");
+    let log = b.log_text();
+    assert!(log.contains("reading it from there as it arrives"), "{log}");
+    // node-b took over the download from where its copy stopped.
+    let gets: Vec<String> = cl
+        .blob_gets()
+        .into_iter()
+        .filter(|r| r.contains(big.as_str()))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:#?}");
+    assert!(
+        gets[1].to_ascii_lowercase().contains("range: bytes="),
+        "{gets:#?}"
+    );
 }

@@ -20,6 +20,9 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// refreshed less often than the lease.
 pub const REFRESH_EVERY: u32 = 8;
 
+/// Index entries: etcd key → value.
+type Entries = BTreeMap<String, Vec<u8>>;
+
 /// What a node publishes about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeRecord {
@@ -48,7 +51,7 @@ pub struct Membership {
     standing: Mutex<Standing>,
     /// The lease this node holds now, and what it published under it: its
     /// index entries (blobs, build-cache records), etcd key → value.
-    held: Mutex<(Option<i64>, BTreeMap<String, Vec<u8>>)>,
+    held: Mutex<(Option<i64>, Entries)>,
 }
 
 /// What the node counts of itself each time it refreshes its record.

@@ -130,6 +130,24 @@ impl molde_common::store::PeerBlobs for Peers {
         r.unwrap_or(true)
     }
 
+    async fn claimant(&self, digest: &str) -> Option<String> {
+        let key = format!("{}{digest}", crate::CLAIMS);
+        let me = self.membership.name.clone();
+        self.etcd(move |s| s.get(&key))
+            .await
+            .ok()
+            .flatten()
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned())
+            .filter(|n| *n != me)
+    }
+
+    async fn holds(&self, digest: &str, ns: &str) {
+        let (m, d, ns) = (self.membership.clone(), digest.to_string(), ns.to_string());
+        if let Err(e) = self.etcd(move |_| m.publish_one(&d, &ns)).await {
+            tracing::warn!(%digest, "publishing a blob: {e}");
+        }
+    }
+
     async fn downloaded(&self, digest: &str, ns: &str) {
         let (m, d, ns) = (self.membership.clone(), digest.to_string(), ns.to_string());
         let key = format!("{}{digest}", crate::CLAIMS);
@@ -204,6 +222,7 @@ impl molde_common::store::PeerBlobs for Peers {
         peer: &str,
         digest: &str,
         offset: u64,
+        follow: bool,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
         let (node_key, blob_key) = (
             format!("{}{peer}", crate::NODES),
@@ -215,19 +234,29 @@ impl molde_common::store::PeerBlobs for Peers {
         let node: NodeRecord = node
             .and_then(|e| serde_json::from_slice(&e.value).ok())
             .ok_or_else(|| Error::Unavailable(format!("peer {peer} is not registered")))?;
-        let ns = ns
-            .map(|e| String::from_utf8_lossy(&e.value).into_owned())
-            .ok_or_else(|| Error::NotFound(format!("peer {peer} no longer holds {digest}")))?;
+        // A blob still downloading there is found in any namespace.
+        let ns = match ns {
+            Some(e) => String::from_utf8_lossy(&e.value).into_owned(),
+            None if follow => "default".to_string(),
+            None => return Err(Error::NotFound(format!("peer {peer} no longer holds {digest}"))),
+        };
         let ch = self.channel(peer, &node.address)?;
+        let mut req = molde_api::client::namespaced(
+            &ns,
+            ReadContentRequest {
+                digest: digest.to_string(),
+                offset: offset as i64,
+                size: 0,
+            },
+        );
+        if follow {
+            req.metadata_mut().insert(
+                molde_common::context::FOLLOW_INGEST,
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
         let stream = ContentClient::new(ch)
-            .read(molde_api::client::namespaced(
-                &ns,
-                ReadContentRequest {
-                    digest: digest.to_string(),
-                    offset: offset as i64,
-                    size: 0,
-                },
-            ))
+            .read(req)
             .await
             .map_err(Error::upstream(format!("reading {digest} from peer {peer}")))?
             .into_inner();

@@ -66,6 +66,12 @@ pub fn validate_namespace(ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// Request metadata of a content.v1 Read (molde's own): with it, a blob
+/// that is not committed yet but is being downloaded here is read as the
+/// download writes it, up to its end (a cluster node following the node
+/// that fetches the blob from the registry).
+pub const FOLLOW_INGEST: &str = "molde-follow-ingest";
+
 #[cfg(test)]
 mod tests {
     use super::*;

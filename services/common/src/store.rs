@@ -113,13 +113,23 @@ pub trait PeerBlobs: Send + Sync {
     /// The peers that say they hold `digest`, best first (never this node).
     async fn holders(&self, digest: &str) -> Vec<String>;
 
-    /// The blob's bytes from `offset`, from peer `peer`.
+    /// The blob's bytes from `offset`, from peer `peer`; with `follow`, also
+    /// while that peer is still downloading it (the bytes come as they
+    /// arrive there).
     async fn read(
         &self,
         peer: &str,
         digest: &str,
         offset: u64,
+        follow: bool,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>>;
+
+    /// The node whose claim on downloading `digest` stands, if any.
+    async fn claimant(&self, digest: &str) -> Option<String>;
+
+    /// This node committed `digest` (in namespace `ns`) that another node
+    /// downloaded: it is published at once.
+    async fn holds(&self, digest: &str, ns: &str);
 
     /// Claims the registry download of `digest` for this node. True: this
     /// node downloads it (and calls `downloaded`); false: another node's

@@ -146,6 +146,16 @@ impl BlobStore {
         Self::read_status(&dir)
     }
 
+    /// The data file of an ingest that is writing `digest` (expected), in
+    /// any namespace, and the size it will have.
+    pub fn ingest_writing(&self, d: &Digest) -> Option<(PathBuf, i64)> {
+        let want = d.to_string();
+        self.list_ingests().ok()?.into_iter().find_map(|(dir, st)| {
+            let st = st.ok()?;
+            (st.meta.expected.as_deref() == Some(want.as_str())).then(|| (dir.join("data"), st.meta.total))
+        })
+    }
+
     /// Every ingest on disk, with the directory that holds it.
     pub fn list_ingests(&self) -> Result<Vec<(PathBuf, Result<IngestStatus>)>> {
         let dir = self.root.join("ingest");

@@ -24,6 +24,85 @@ const READ_CHUNK: usize = 1 << 20;
 /// Infos per List response message.
 const LIST_BATCH: usize = 100;
 
+/// How long a followed download may write nothing before its reader gives up.
+const FOLLOW_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Streams blob `digest` from `offset` as the ingest writing it (`data`,
+/// `total` bytes once done) grows, until all of it is sent. The file stays
+/// open, so a commit (a rename to `blob`) changes nothing for the reader; a
+/// download that restarts (the file shrinks), is given up (gone without a
+/// blob) or stalls ends the stream with an error, and the reader turns
+/// elsewhere.
+fn follow(
+    digest: &Digest,
+    data: &std::path::Path,
+    blob: &std::path::Path,
+    total: i64,
+    offset: i64,
+    tx: &mpsc::Sender<std::result::Result<api::ReadContentResponse, Status>>,
+) {
+    let fail = |s: Status| {
+        let _ = tx.blocking_send(Err(s));
+    };
+    let mut file = match std::fs::File::open(data).or_else(|_| std::fs::File::open(blob)) {
+        Ok(f) => f,
+        Err(e) => {
+            return fail(Status::not_found(format!(
+                "content {digest}: its download ended ({e})"
+            )));
+        }
+    };
+    let mut pos = offset;
+    if let Err(e) = file.seek(SeekFrom::Start(pos as u64)) {
+        return fail(Status::internal(format!("seeking content {digest}: {e}")));
+    }
+    let mut quiet_since = std::time::Instant::now();
+    let mut buf = vec![0u8; READ_CHUNK];
+    while total <= 0 || pos < total {
+        match file.read(&mut buf) {
+            Ok(0) => {
+                let len = file.metadata().map(|m| m.len() as i64).unwrap_or(0);
+                if len < pos {
+                    return fail(Status::aborted(format!(
+                        "content {digest}: its download started over"
+                    )));
+                }
+                let committed = std::fs::metadata(blob).is_ok_and(|m| m.len() as i64 == len);
+                if committed && len == pos {
+                    break;
+                }
+                if !committed && !data.exists() {
+                    return fail(Status::aborted(format!(
+                        "content {digest}: its download was given up"
+                    )));
+                }
+                if quiet_since.elapsed() > FOLLOW_STALL {
+                    return fail(Status::unavailable(format!(
+                        "content {digest}: its download stalled"
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(n) => {
+                quiet_since = std::time::Instant::now();
+                let msg = api::ReadContentResponse {
+                    offset: pos,
+                    data: buf[..n].to_vec().into(),
+                };
+                if tx.blocking_send(Ok(msg)).is_err() {
+                    return;
+                }
+                pos += n as i64;
+            }
+            Err(e) => {
+                return fail(Status::data_loss(format!(
+                    "reading content {digest} at {pos}: {e}"
+                )));
+            }
+        }
+    }
+}
+
 /// The content.v1 gRPC service.
 #[derive(Clone)]
 pub struct ContentService {
@@ -197,9 +276,27 @@ impl api::content_server::Content for ContentService {
         req: Request<api::ReadContentRequest>,
     ) -> std::result::Result<Response<Self::ReadStream>, Status> {
         let ctx = RequestContext::of(&req)?;
+        let req_follow = req.metadata().get(molde_common::context::FOLLOW_INGEST).is_some();
         let r = req.into_inner();
         let digest = Digest::parse_field(&r.digest, "digest")?;
-        let (rec, _) = self.record(&ctx.namespace, &digest)?;
+        let rec = match self.record(&ctx.namespace, &digest) {
+            Ok((rec, _)) => rec,
+            Err(ContentError::NotFound(m)) => {
+                let Some((data, total)) = req_follow
+                    .then(|| self.shared.blobs.ingest_writing(&digest))
+                    .flatten()
+                else {
+                    return Err(ContentError::NotFound(m).into());
+                };
+                let (tx, rx) = mpsc::channel(4);
+                let blob = self.shared.blobs.blob_path(&digest);
+                tokio::task::spawn_blocking(move || {
+                    follow(&digest, &data, &blob, total, r.offset.max(0), &tx)
+                });
+                return Ok(Response::new(ReceiverStream::new(rx)));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if r.offset < 0 || r.size < 0 {
             return Err(ContentError::InvalidArgument(format!(
                 "read of content {digest}: offset {} and size {} must not be negative",

@@ -53,54 +53,81 @@ pub async fn from_peers(
     size: i64,
     progress: &impl Fn(u64),
 ) -> Result<Option<u64>> {
-    let Dest { store, ns, lease } = *dest;
-    let ingest_ref = format!("pull-{digest}");
-    let d = digest.to_string();
-    let mut fetched = 0u64;
-    for peer in peers.holders(&d).await {
-        let mut w = store.writer(ns, lease, &ingest_ref, size, Some(digest)).await?;
-        let mut stream = match peers.read(&peer, &d, w.offset()).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(%digest, %peer, error = %e, "a peer could not serve a blob");
-                continue;
-            }
-        };
-        let mut broke = None;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(c) => {
-                    fetched += c.len() as u64;
-                    w.write(c).await?;
-                    progress(fetched);
-                }
-                Err(e) => {
-                    broke = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = broke {
-            tracing::warn!(%digest, %peer, error = %e, "a peer broke off; the next one resumes");
-            continue;
-        }
-        match w.commit().await {
-            Ok(_) => {
-                tracing::info!(%digest, %peer, "blob taken from a peer");
-                return Ok(Some(fetched));
-            }
-            Err(Error::FailedPrecondition(m)) => {
-                tracing::warn!(%digest, %peer, "a peer's bytes do not match the digest ({m}); dropped");
-                store
-                    .writer(ns, lease, &ingest_ref, size, Some(digest))
-                    .await?
-                    .reset()
-                    .await?;
-            }
-            Err(e) => return Err(e),
+    for peer in peers.holders(&digest.to_string()).await {
+        if let Some(n) = from_peer(dest, peers, &peer, digest, size, false, progress).await? {
+            return Ok(Some(n));
         }
     }
     Ok(None)
+}
+
+/// `digest` from one peer (`follow`: also while that peer downloads it),
+/// resumed where an earlier attempt left the ingest. Ok(None): the peer did
+/// not give all of it, or gave bytes that are not the blob (dropped).
+async fn from_peer(
+    dest: &Dest<'_>,
+    peers: &dyn molde_common::store::PeerBlobs,
+    peer: &str,
+    digest: &Digest,
+    size: i64,
+    follow: bool,
+    progress: &impl Fn(u64),
+) -> Result<Option<u64>> {
+    let Dest { store, ns, lease } = *dest;
+    let ingest_ref = format!("pull-{digest}");
+    let d = digest.to_string();
+    let mut w = store.writer(ns, lease, &ingest_ref, size, Some(digest)).await?;
+    let mut stream = match peers.read(peer, &d, w.offset(), follow).await {
+        Ok(s) => s,
+        // Following: the peer may not have started its download yet.
+        Err(e) if follow => {
+            tracing::debug!(%digest, %peer, error = %e, "nothing to follow yet");
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::warn!(%digest, %peer, error = %e, "a peer could not serve a blob");
+            return Ok(None);
+        }
+    };
+    let mut fetched = 0u64;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                fetched += c.len() as u64;
+                w.write(c).await?;
+                progress(fetched);
+            }
+            Err(e) if follow && fetched == 0 => {
+                tracing::debug!(%digest, %peer, error = %e, "nothing to follow yet");
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!(%digest, %peer, error = %e, "a peer broke off; the next one resumes");
+                return Ok(None);
+            }
+        }
+    }
+    match w.commit().await {
+        Ok(_) => {
+            let how = if follow {
+                "blob taken from a peer as it downloaded it"
+            } else {
+                "blob taken from a peer"
+            };
+            tracing::info!(%digest, %peer, "{how}");
+            Ok(Some(fetched))
+        }
+        Err(Error::FailedPrecondition(m)) => {
+            tracing::warn!(%digest, %peer, "a peer's bytes do not match the digest ({m}); dropped");
+            store
+                .writer(ns, lease, &ingest_ref, size, Some(digest))
+                .await?
+                .reset()
+                .await?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// How long a node waits for another node's registry download of a blob it
@@ -108,9 +135,11 @@ pub async fn from_peers(
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// `digest` the cluster's way: from a peer that holds it; else, if no other
-/// node is downloading it, from the registry (claimed, so the others wait and
-/// then read it from this node); else, once the node that claimed it holds
-/// it, from that node. A claim that lapses (its node died) is taken over.
+/// node is downloading it, from the registry (claimed, so the others read it
+/// from this node as it arrives); else from the node that claimed it, as it
+/// downloads it. A claim that lapses (its node died) is taken over; a
+/// claimant that breaks off is followed again or, once its claim is gone,
+/// replaced — the ingest keeps what arrived.
 pub async fn through_cluster(
     dest: &Dest<'_>,
     peers: &dyn molde_common::store::PeerBlobs,
@@ -137,11 +166,17 @@ pub async fn through_cluster(
             peers.downloaded(&d, dest.ns).await;
             return Ok(n);
         }
-        if !waiting {
-            tracing::info!(%digest, "another node is downloading this blob; waiting to read it from there");
-            waiting = true;
+        if let Some(claimant) = peers.claimant(&d).await {
+            if !waiting {
+                tracing::info!(%digest, %claimant, "another node is downloading this blob; reading it from there as it arrives");
+                waiting = true;
+            }
+            if let Some(n) = from_peer(dest, peers, &claimant, digest, size, true, progress).await? {
+                peers.holds(&d, dest.ns).await;
+                return Ok(n);
+            }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

@@ -83,7 +83,7 @@ impl Job {
                 tracing::warn!(key, "an unreadable build-cache record in the cluster; skipped");
                 continue;
             };
-            match self.from_cluster(shared.as_ref(), &rec, parent).await {
+            match self.bring_from_cluster(shared.as_ref(), &rec, parent).await {
                 Ok(layer) => {
                     tracing::info!(key, layer = %layer.descriptor.digest(), "build step taken from the cluster's build cache");
                     self.remember(key, &layer).await;
@@ -99,7 +99,7 @@ impl Job {
 
     /// The layer `rec` names, brought here (unless it is) and stacked on
     /// `parent`; what it unpacks to must be the record's diff ID.
-    async fn from_cluster(
+    async fn bring_from_cluster(
         &self,
         shared: &dyn molde_common::store::SharedBuildCache,
         rec: &CacheRecord,
