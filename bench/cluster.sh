@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# Cluster mode at scale, by simulation: a load generator plays NODES molde
-# nodes (each with IMAGES images of LAYERS layers) against a real etcd
-# (Debian's etcd-server, on loopback ports of its own) with the keys and the
-# write pattern membership.rs gives them, and reports etcd's key count,
-# database size, registration and steady-state rates and latencies.
-# Rewrites the scale table in docs/cluster.md.
+# Cluster mode, measured two ways:
 #
-#   bench/cluster.sh [NODES] [IMAGES] [LAYERS] [SECONDS]     # default 1000 200 5 30
+#   bench/cluster.sh pull [RUNS]        three nodes (network namespaces) pulling one
+#                                       ~185 MB image at once, as a cluster vs alone:
+#                                       registry egress and each node's pull time
+#                                       (bench/cluster-pull.sh; default 3 runs)
+#   bench/cluster.sh scale [NODES] [IMAGES] [LAYERS] [SECONDS]
+#                                       default 1000 200 5 30: scale by simulation
+#   bench/cluster.sh                    both, with their defaults
+#
+# Scale: a load generator plays NODES molde nodes (each with IMAGES images of
+# LAYERS layers) against a real etcd (Debian's etcd-server, on loopback ports
+# of its own) with the keys and the write pattern membership.rs gives them,
+# and reports etcd's key count, database size, registration and steady-state
+# rates and latencies. Each part rewrites its table in docs/cluster.md.
 set -euo pipefail
+case "${1:-}" in
+  pull) shift; exec "$(dirname "$0")/cluster-pull.sh" "$@" ;;
+  scale) shift ;;
+  "") "$(dirname "$0")/cluster-pull.sh" ;;
+esac
 nodes=${1:-1000} images=${2:-200} layers=${3:-5} seconds=${4:-30}
 here=$(cd "$(dirname "$0")/.." && pwd)
 dir=${BENCH_DIR:-/var/tmp/molde-bench-cluster}
