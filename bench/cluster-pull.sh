@@ -4,6 +4,10 @@
 # the registry (Debian's docker-registry) listens on the machine's side of
 # the bridge, etcd on a host of its own, a release molded on each node host.
 # The image: 5 layers of real files (bench/make-image.py, ~185 MB gzip).
+# Each node's molded gets the same CPU (a cgroup's quota, CPUS_PER_NODE,
+# default 0.6 of a core): the hosts share this machine's cores, and a pull
+# is CPU-bound (gunzip, digests, files), so without it three nodes pulling
+# at once would measure the machine's cores, not the cluster.
 #
 # Each run, with fresh roots:
 #   single   one node pulls alone (no cluster)
@@ -26,7 +30,7 @@ cargo build --release -p molded -p molde --manifest-path "$here/Cargo.toml" >&2
 bin=${CARGO_TARGET_DIR:-$here/target}/release
 
 mkdir -p "$dir"
-[ -f "$dir/image/index.json" ] || python3 "$here/bench/make-image.py" "$dir/image" 5 111 >/dev/null
+[ -f "$dir/image/index.json" ] || python3 "$here/bench/make-image.py" "$dir/image" 5 98 >/dev/null
 image_bytes=$(python3 - "$dir/image" <<'PY'
 import json, os, sys
 d = sys.argv[1]
@@ -39,9 +43,27 @@ PY
 net=10.232.0 br=mbench0
 nodes=(n1 n2 n3)
 pids=()
+cpus=${CPUS_PER_NODE:-0.6}
+quota=$(python3 -c "print(int($cpus * 100000))")
+# cgroup v1's cpu controller (hybrid hosts) or cgroup v2's.
+if [ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then cg_root=/sys/fs/cgroup/cpu; else cg_root=/sys/fs/cgroup; fi
+# limit NODE PID: the node's molded (and what it starts) gets $cpus of a core.
+limit() {
+  local d=$cg_root/molde-bench-$1
+  mkdir -p "$d"
+  if [ "$cg_root" = /sys/fs/cgroup ]; then
+    echo +cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+    echo "$quota 100000" > "$d/cpu.max"
+  else
+    echo 100000 > "$d/cpu.cfs_period_us"
+    echo "$quota" > "$d/cpu.cfs_quota_us"
+  fi
+  echo "$2" > "$d/cgroup.procs"
+}
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  for n in "${nodes[@]}"; do rmdir "$cg_root/molde-bench-$n" 2>/dev/null || true; done
   for h in etcd "${nodes[@]}"; do ip netns del "mbench-$h" 2>/dev/null || true; done
   ip link del "$br" 2>/dev/null || true
   for n in "${nodes[@]}"; do umount -R "$dir/$n" 2>/dev/null || true; done
@@ -111,7 +133,10 @@ start() {
     --state "$dir/$n/state" --address "$dir/$n/molde.sock" "${extra[@]}" >"$dir/$n.log" 2>&1 &
   molded_pid[$n]=$!
   pids+=($!)
+  limit "$n" "$!"
   for _ in $(seq 200); do [ -S "$dir/$n/molde.sock" ] && break; sleep 0.05; done
+  # What the last phase wrote reaches the disk now, not during this one.
+  sync
 }
 stop() {
   local n=$1
@@ -164,12 +189,13 @@ for r in $(seq "$runs"); do
   echo "$r $single $single_egress $alone $cluster" | tee -a "$results" >&2
 done
 
-table=$(python3 - "$results" "$image_bytes" "$(nproc)" <<'PY'
+table=$(python3 - "$results" "$image_bytes" "$(nproc)" "$cpus" <<'PY'
 import sys, datetime
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
 image = int(sys.argv[2])
 print(f"Three nodes pulling a 5-layer image of {image/1e6:.0f} MB (gzip; bench/make-image.py, real files) at once; "
-      f"{len(rows)} runs, fresh roots each; release build; {sys.argv[3]} cores; {datetime.date.today()}.")
+      f"{len(rows)} runs, fresh roots each; each node's molded held to {sys.argv[4]} of a core (the hosts share "
+      f"this machine's {sys.argv[3]} cores); release build; {datetime.date.today()}.")
 print()
 print("| run | single pull | alone: egress | alone: each pull | cluster: egress | cluster: each pull | cluster pull / single |")
 print("|---|---|---|---|---|---|---|")

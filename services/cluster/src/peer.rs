@@ -87,7 +87,11 @@ pub fn channel(id: &Identity, name: &str, address: &str) -> Result<tonic::transp
     let address = address.to_string();
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| format!("peer {name} at {address}: {e}"))?
-        .connect_timeout(std::time::Duration::from_secs(5));
+        .connect_timeout(std::time::Duration::from_secs(5))
+        // Blobs stream between nodes: h2's 64 KiB windows would hold them back.
+        .initial_stream_window_size(molde_api::client::STREAM_WINDOW)
+        .initial_connection_window_size(molde_api::client::CONNECTION_WINDOW)
+        .max_frame_size(molde_api::client::MAX_FRAME);
     Ok(
         endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
             let (connector, server, address) = (connector.clone(), server.clone(), address.clone());

@@ -81,7 +81,7 @@ fn follow(
                         "content {digest}: its download stalled"
                     )));
                 }
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Ok(n) => {
                 quiet_since = std::time::Instant::now();

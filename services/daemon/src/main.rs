@@ -672,6 +672,9 @@ async fn serve_peers(
                     }
                 });
                 let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .initial_stream_window_size(molde_api::client::STREAM_WINDOW)
+                    .initial_connection_window_size(molde_api::client::CONNECTION_WINDOW)
+                    .max_frame_size(molde_api::client::MAX_FRAME)
                     .serve_connection(hyper_util::rt::TokioIo::new(peer.0), svc);
                 if let Err(e) = conn.await {
                     tracing::debug!("a peer connection ended: {e}");

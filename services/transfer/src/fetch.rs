@@ -76,8 +76,8 @@ async fn from_peer(
     let Dest { store, ns, lease } = *dest;
     let ingest_ref = format!("pull-{digest}");
     let d = digest.to_string();
-    let mut w = store.writer(ns, lease, &ingest_ref, size, Some(digest)).await?;
-    let mut stream = match peers.read(peer, &d, w.offset(), follow).await {
+    let w = store.writer(ns, lease, &ingest_ref, size, Some(digest)).await?;
+    let stream = match peers.read(peer, &d, w.offset(), follow).await {
         Ok(s) => s,
         // Following: the peer may not have started its download yet.
         Err(e) if follow => {
@@ -89,22 +89,16 @@ async fn from_peer(
             return Ok(None);
         }
     };
-    let mut fetched = 0u64;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(c) => {
-                fetched += c.len() as u64;
-                w.write(c).await?;
-                progress(fetched);
-            }
-            Err(e) if follow && fetched == 0 => {
-                tracing::debug!(%digest, %peer, error = %e, "nothing to follow yet");
-                return Ok(None);
-            }
-            Err(e) => {
-                tracing::warn!(%digest, %peer, error = %e, "a peer broke off; the next one resumes");
-                return Ok(None);
-            }
+    let (w, fetched, failure) = pipe(w, stream, progress).await?;
+    match failure {
+        None => {}
+        Some(e) if follow && fetched == 0 => {
+            tracing::debug!(%digest, %peer, error = %e, "nothing to follow yet");
+            return Ok(None);
+        }
+        Some(e) => {
+            tracing::warn!(%digest, %peer, error = %e, "a peer broke off; the next one resumes");
+            return Ok(None);
         }
     }
     match w.commit().await {
@@ -139,12 +133,12 @@ const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 /// from this node as it arrives); else from the node that claimed it, as it
 /// downloads it. A claim that lapses (its node died) is taken over; a
 /// claimant that breaks off is followed again or, once its claim is gone,
-/// replaced — the ingest keeps what arrived.
+/// replaced — the ingest keeps what arrived. Only the registry download
+/// takes one of `registry_slots`.
 pub async fn through_cluster(
     dest: &Dest<'_>,
     peers: &dyn molde_common::store::PeerBlobs,
-    reg: &Registry,
-    reference: &Reference,
+    (reg, reference, registry_slots): (&Registry, &Reference, &tokio::sync::Semaphore),
     digest: &Digest,
     size: i64,
     progress: &(impl Fn(u64) + Sync),
@@ -152,11 +146,23 @@ pub async fn through_cluster(
     let d = digest.to_string();
     let started = tokio::time::Instant::now();
     let mut waiting = false;
+    let cancelled = |_| Error::FailedPrecondition("pull cancelled".into());
     loop {
         if let Some(n) = from_peers(dest, peers, digest, size, progress).await? {
             return Ok(n);
         }
-        if started.elapsed() > CLAIM_WAIT || peers.claim(&d).await {
+        // A node claims a download only when it can start it: claims spread
+        // over the nodes instead of piling up on the first.
+        let slot = match registry_slots.try_acquire() {
+            Ok(s) => Some(s),
+            Err(_) if peers.claimant(&d).await.is_none() => {
+                Some(registry_slots.acquire().await.map_err(cancelled)?)
+            }
+            Err(_) => None,
+        };
+        if let Some(_slot) = slot
+            && (started.elapsed() > CLAIM_WAIT || peers.claim(&d).await)
+        {
             // The node whose claim this was may have published the blob and
             // dropped its claim just after this node last looked.
             let n = match from_peers(dest, peers, digest, size, progress).await? {
@@ -178,6 +184,61 @@ pub async fn through_cluster(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Streams `stream` into `w`: chunks gathered to ~1 MiB and written by a
+/// task of their own, so the network and the disk are busy at once. Gives
+/// the writer back with the bytes received and the error that broke the
+/// stream, if one did; a write that failed is the Err.
+async fn pipe<E>(
+    w: Box<dyn BlobWriter>,
+    mut stream: futures::stream::BoxStream<'_, std::result::Result<Bytes, E>>,
+    progress: &impl Fn(u64),
+) -> Result<(Box<dyn BlobWriter>, u64, Option<E>)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let mut w = w;
+    let writer = tokio::spawn(async move {
+        let mut r = Ok(());
+        while let Some(chunk) = rx.recv().await {
+            if let Err(e) = w.write(chunk).await {
+                r = Err(e);
+                break;
+            }
+        }
+        (w, r)
+    });
+    let mut fetched = 0u64;
+    let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+    let mut failure = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) => {
+                fetched += chunk.len() as u64;
+                buf.extend_from_slice(&chunk);
+                if buf.len() >= 1 << 20 {
+                    if tx.send(buf.split().freeze()).await.is_err() {
+                        break;
+                    }
+                    progress(fetched);
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    if !buf.is_empty() {
+        let _ = tx.send(buf.split().freeze()).await;
+    }
+    drop(tx);
+    let (w, wrote) = writer.await.map_err(|e| Error::Io {
+        context: "writing a download".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    wrote?;
+    progress(fetched);
+    Ok((w, fetched, failure))
 }
 
 /// Downloads `digest` from the registry into an ingest and commits it. Resumes
@@ -202,7 +263,7 @@ pub async fn download(
         if offset as i64 == size && size > 0 {
             break;
         }
-        let (mut stream, partial) = match reg.blob(reference, &digest.to_string(), offset).await {
+        let (stream, partial) = match reg.blob(reference, &digest.to_string(), offset).await {
             Ok(s) => s,
             Err(e)
                 if attempt < ATTEMPTS
@@ -219,51 +280,10 @@ pub async fn download(
         } else if offset > 0 && partial {
             tracing::info!(%digest, offset, "resuming download");
         }
-        // Chunks are gathered to ~1 MiB and written by a task of their own,
-        // so the network and the disk are busy at once.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-        let mut w: Box<dyn BlobWriter> = ingest.take().expect("open");
-        let writer = tokio::spawn(async move {
-            let mut r = Ok(());
-            while let Some(chunk) = rx.recv().await {
-                if let Err(e) = w.write(chunk).await {
-                    r = Err(e);
-                    break;
-                }
-            }
-            (w, r)
-        });
-        let mut buf = bytes::BytesMut::with_capacity(1 << 20);
-        let mut failure = None;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(chunk) => {
-                    fetched += chunk.len() as u64;
-                    buf.extend_from_slice(&chunk);
-                    if buf.len() >= 1 << 20 {
-                        if tx.send(buf.split().freeze()).await.is_err() {
-                            break;
-                        }
-                        progress(fetched);
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        if !buf.is_empty() {
-            let _ = tx.send(buf.split().freeze()).await;
-        }
-        drop(tx);
-        let (back, wrote) = writer.await.map_err(|e| Error::Io {
-            context: "writing download".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let (back, n, failure) =
+            pipe(ingest.take().expect("open"), stream, &|n| progress(fetched + n)).await?;
         ingest = Some(back);
-        wrote?;
-        progress(fetched);
+        fetched += n;
         match failure {
             None => break,
             Some(e) if attempt < ATTEMPTS => {

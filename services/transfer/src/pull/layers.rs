@@ -241,11 +241,18 @@ impl LayerTask {
         let layer_digest = digest.to_string();
         let size = self.layer.size() as i64;
         {
-            let _permit = self
-                .sem
-                .acquire()
-                .await
-                .map_err(|_| Error::FailedPrecondition("pull cancelled".into()))?;
+            // The registry's downloads are limited to `parallel` at once; in
+            // a cluster, reads from peers (and following a peer's download)
+            // are not: `through_cluster` takes a permit for the registry only.
+            let _permit = match self.peers {
+                Some(_) => None,
+                None => Some(
+                    self.sem
+                        .acquire()
+                        .await
+                        .map_err(|_| Error::FailedPrecondition("pull cancelled".into()))?,
+                ),
+            };
             let _one = self.inflight.hold(&layer_digest).await;
             let status = match self.store.hold(&self.ns, &self.lease, &digest, size).await? {
                 Some(_) => "exists",
@@ -284,7 +291,15 @@ impl LayerTask {
                     };
                     let n = match &self.peers {
                         Some(p) => {
-                            fetch::through_cluster(&dest, &**p, reg, remote, &digest, size, &report).await?
+                            fetch::through_cluster(
+                                &dest,
+                                &**p,
+                                (reg, remote, &self.sem),
+                                &digest,
+                                size,
+                                &report,
+                            )
+                            .await?
                         }
                         None => fetch::download(&dest, reg, remote, &digest, size, report).await?,
                     };
