@@ -5,9 +5,10 @@
 # the bridge, etcd on a host of its own, a release molded on each node host.
 # The image: 5 layers of real files (bench/make-image.py, ~185 MB gzip).
 # Each node's molded gets the same CPU (a cgroup's quota, CPUS_PER_NODE,
-# default 0.6 of a core): the hosts share this machine's cores, and a pull
-# is CPU-bound (gunzip, digests, files), so without it three nodes pulling
-# at once would measure the machine's cores, not the cluster.
+# default 0.6 of a core) and keeps its root in memory (a tmpfs): the hosts
+# share this machine's cores and disk, and a pull is CPU- and write-bound
+# (gunzip, digests, files), so without both, three nodes pulling at once
+# would measure the machine's cores and disk, not the cluster.
 #
 # Each run, with fresh roots:
 #   single   one node pulls alone (no cluster)
@@ -67,6 +68,7 @@ cleanup() {
   for h in etcd "${nodes[@]}"; do ip netns del "mbench-$h" 2>/dev/null || true; done
   ip link del "$br" 2>/dev/null || true
   for n in "${nodes[@]}"; do umount -R "$dir/$n" 2>/dev/null || true; done
+  umount -R "$dir/nodes" 2>/dev/null || true
 }
 trap cleanup EXIT
 cleanup
@@ -118,23 +120,27 @@ rm -rf "$dir/certs"
 "$bin/molde" cluster init --dir "$dir/certs" >/dev/null
 for n in "${nodes[@]}"; do "$bin/molde" cluster join --dir "$dir/certs" --node-name "$n" >/dev/null; done
 
+# The nodes' roots and state, in memory.
+mkdir -p "$dir/nodes"
+mount -t tmpfs -o size=12g,mode=0700 molde-bench "$dir/nodes"
+
 declare -A molded_pid
 # start NODE cluster|alone: a fresh molded on NODE's host.
 start() {
   local n=$1 mode=$2 ip_var=ip_$1
-  umount -R "$dir/$n" 2>/dev/null || true
-  rm -rf "$dir/$n" && mkdir -p "$dir/$n"
+  umount -R "$dir/nodes/$n" 2>/dev/null || true
+  rm -rf "${dir:?}/nodes/$n" && mkdir -p "$dir/nodes/$n"
   local extra=()
   if [ "$mode" = cluster ]; then
     extra=(--cluster "etcd=http://$ip_etcd:2379" --node-name "$n" --advertise "${!ip_var}:7443" --cluster-certs "$dir/certs")
   fi
   printf '[transfer]\nhosts_dir = "%s"\n' "$dir/hosts" > "$dir/$n.toml"
-  nsenter --net="/run/netns/mbench-$n" -- "$bin/molded" --config "$dir/$n.toml" --root "$dir/$n/root" \
-    --state "$dir/$n/state" --address "$dir/$n/molde.sock" "${extra[@]}" >"$dir/$n.log" 2>&1 &
+  nsenter --net="/run/netns/mbench-$n" -- "$bin/molded" --config "$dir/$n.toml" --root "$dir/nodes/$n/root" \
+    --state "$dir/nodes/$n/state" --address "$dir/nodes/$n/molde.sock" "${extra[@]}" >"$dir/$n.log" 2>&1 &
   molded_pid[$n]=$!
   pids+=($!)
   limit "$n" "$!"
-  for _ in $(seq 200); do [ -S "$dir/$n/molde.sock" ] && break; sleep 0.05; done
+  for _ in $(seq 200); do [ -S "$dir/nodes/$n/molde.sock" ] && break; sleep 0.05; done
   # What the last phase wrote reaches the disk now, not during this one.
   sync
 }
@@ -142,13 +148,13 @@ stop() {
   local n=$1
   kill "${molded_pid[$n]}" 2>/dev/null || true
   wait "${molded_pid[$n]}" 2>/dev/null || true
-  umount -R "$dir/$n" 2>/dev/null || true
+  umount -R "$dir/nodes/$n" 2>/dev/null || true
 }
 # pull NODE: prints the seconds the pull took.
 pull() {
   local t0 t1
   t0=$(date +%s.%N)
-  MOLDE_ADDRESS=$dir/$1/molde.sock "$bin/molde" pull -q "$ref" >/dev/null
+  MOLDE_ADDRESS=$dir/nodes/$1/molde.sock "$bin/molde" pull -q "$ref" >/dev/null
   t1=$(date +%s.%N)
   python3 -c "print(f'{$t1 - $t0:.2f}')"
 }
@@ -159,7 +165,7 @@ three() {
   for n in "${nodes[@]}"; do start "$n" "$mode"; done
   if [ "$mode" = cluster ]; then
     for _ in $(seq 100); do
-      [ "$(MOLDE_ADDRESS=$dir/n1/molde.sock "$bin/molde" node ls 2>/dev/null | tail -n +2 | wc -l)" = 3 ] && break
+      [ "$(MOLDE_ADDRESS=$dir/nodes/n1/molde.sock "$bin/molde" node ls 2>/dev/null | tail -n +2 | wc -l)" = 3 ] && break
       sleep 0.1
     done
   fi
@@ -194,8 +200,8 @@ import sys, datetime
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
 image = int(sys.argv[2])
 print(f"Three nodes pulling a 5-layer image of {image/1e6:.0f} MB (gzip; bench/make-image.py, real files) at once; "
-      f"{len(rows)} runs, fresh roots each; each node's molded held to {sys.argv[4]} of a core (the hosts share "
-      f"this machine's {sys.argv[3]} cores); release build; {datetime.date.today()}.")
+      f"{len(rows)} runs, fresh roots each; each node's molded held to {sys.argv[4]} of a core and its root on a "
+      f"tmpfs (the hosts share this machine's {sys.argv[3]} cores and disk); release build; {datetime.date.today()}.")
 print()
 print("| run | single pull | alone: egress | alone: each pull | cluster: egress | cluster: each pull | cluster pull / single |")
 print("|---|---|---|---|---|---|---|")

@@ -186,6 +186,10 @@ impl Cluster {
     }
 
     fn node_with(&mut self, name: &str, certs: &str) -> Node {
+        self.node_with_args(name, certs, &[])
+    }
+
+    fn node_with_args(&mut self, name: &str, certs: &str, extra: &[&str]) -> Node {
         if !Path::new(certs).join(format!("{name}.key")).exists() {
             molde_cli(&["cluster", "join", "--dir", certs, "--node-name", name]);
         }
@@ -209,6 +213,7 @@ impl Cluster {
             "--cluster-certs".into(),
             certs.into(),
         ]);
+        d.args(&extra.iter().map(|a| a.to_string()).collect::<Vec<_>>());
         d.on_host(&host);
         d.spawn();
         Node { d, host }
@@ -872,6 +877,9 @@ fn with_the_registry_away_a_tag_the_cluster_holds_still_resolves() {
             .chain(l.layers.iter().map(|(d, _)| d))
             .all(|d| cl.indexed(d, "node-a"))
     });
+    // A node that resolves in the cluster whenever its registry is away.
+    let certs = cl.certs();
+    let c = cl.node_with_args("node-c", &certs, &["--cluster-resolve"]);
     cl.reg.stop();
     // The registry is authoritative: without the flag the pull fails.
     let err = b.molde(&["pull", "-q", &reference]).fails();
@@ -896,6 +904,8 @@ fn with_the_registry_away_a_tag_the_cluster_holds_still_resolves() {
         on_a,
         digest(&b).and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
     );
+    c.molde(&["pull", "-q", &reference]).ok();
+    assert_eq!(listing(&c, &reference, &["/data/6"]), "500000 /data/6");
     // A tag no node holds says so.
     let missing = format!("{}/offline/none:1", cl.proxy.host);
     let err = b.molde(&["pull", "--cluster-resolve", &missing]).fails();

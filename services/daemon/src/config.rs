@@ -48,6 +48,10 @@ pub struct ClusterConfig {
     /// The cluster's CA and this node's certificate (`molde cluster
     /// init|join`): with them, peers reach this node over mutual TLS.
     pub certs: Option<PathBuf>,
+    /// Every pull on this node (CRI's and builds' too) resolves a tag the
+    /// cluster holds when its registry cannot be reached, as `molde pull
+    /// --cluster-resolve` does.
+    pub resolve: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -69,6 +69,9 @@ struct Args {
     /// The cluster's CA and this node's certificate (molde cluster init|join)
     #[arg(long)]
     cluster_certs: Option<PathBuf>,
+    /// Every pull resolves a tag the cluster holds when the registry cannot be reached
+    #[arg(long)]
+    cluster_resolve: bool,
 }
 
 fn config(args: Args) -> anyhow::Result<Config> {
@@ -104,6 +107,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
     if let Some(d) = args.cluster_certs {
         c.cluster.certs = Some(d);
     }
+    c.cluster.resolve |= args.cluster_resolve;
     for r in args.remotes {
         let (svc, addr) = r
             .split_once('=')
@@ -276,7 +280,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             },
         );
         if let Some(p) = &peers {
-            transfer = transfer.with_peers(p.clone());
+            transfer = transfer.with_peers(p.clone(), cfg.cluster.resolve);
         }
         router = router.add_service(
             molde_api::molde::services::transfer::v1::transfer_server::TransferServer::new(transfer),

@@ -115,7 +115,7 @@ impl DiffService {
             .await
             .map_err(|_| SnapshotError::FailedPrecondition("shutting down".into()))?;
         let started = std::time::Instant::now();
-        let applied = tokio::task::spawn_blocking(move || match blob {
+        let applied = below_serving(move || match blob {
             crate::content::Blob::File(mut f) => {
                 // A whole local gzip blob decompresses faster in one call.
                 let mut data = Vec::new();
@@ -193,4 +193,29 @@ impl api::diff_server::Diff for DiffService {
         .await?;
         Ok(Response::new(api::DiffResponse { diff: Some(d) }))
     }
+}
+
+/// How much less CPU weight an unpack has than the daemon's other work.
+const UNPACK_NICENESS: i32 = 5;
+
+/// Runs `f` (an unpack: gunzip and files, CPU-bound for seconds) on a
+/// thread of its own at a lower priority than the daemon's other threads,
+/// so that what others wait on — a peer following a blob this node
+/// downloads, API calls — is not starved by unpacks when CPU is short.
+/// Where the priority cannot be changed, it runs at the daemon's.
+async fn below_serving<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::result::Result<T, tokio::sync::oneshot::error::RecvError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("unpack".into()).spawn(move || {
+        let me = rustix::thread::gettid();
+        if let Ok(nice) = rustix::process::getpriority_process(Some(me)) {
+            let _ = rustix::process::setpriority_process(Some(me), nice + UNPACK_NICENESS);
+        }
+        let _ = tx.send(f());
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread for an unpack");
+    }
+    rx.await
 }

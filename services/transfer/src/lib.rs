@@ -56,10 +56,13 @@ pub struct TransferService {
 impl TransferService {
     /// `store` is the content store images go into; `snapshotter` reaches the
     /// snapshots and diff services pulls unpack into.
-    /// Layers are asked of the cluster's other nodes before the registry.
-    pub fn with_peers(self, peers: Arc<dyn molde_common::store::PeerBlobs>) -> Self {
+    /// Layers are asked of the cluster's other nodes before the registry;
+    /// with `resolve`, every pull resolves a tag in the cluster when the
+    /// registry cannot be reached (as a request's `cluster_resolve` asks).
+    pub fn with_peers(self, peers: Arc<dyn molde_common::store::PeerBlobs>, resolve: bool) -> Self {
         let mut puller = Arc::try_unwrap(self.puller).unwrap_or_else(|_| unreachable!("not shared yet"));
         puller.peers = Some(peers);
+        puller.cluster_resolve = resolve;
         Self {
             puller: Arc::new(puller),
         }
@@ -76,6 +79,7 @@ impl TransferService {
                 inflight: Default::default(),
                 parallel: config.parallel,
                 peers: None,
+                cluster_resolve: false,
                 clients: Default::default(),
             }),
         }

@@ -49,6 +49,9 @@ pub struct Puller {
     pub parallel: usize,
     /// Other nodes of the cluster, asked for a layer before the registry.
     pub peers: Option<Arc<dyn molde_common::store::PeerBlobs>>,
+    /// Every pull resolves a tag in the cluster when the registry cannot be
+    /// reached (`[cluster] resolve`).
+    pub cluster_resolve: bool,
     /// Registry clients by (registry, user, password): kept so tokens and
     /// connections are reused and a re-pull is a single request.
     pub clients: std::sync::Mutex<HashMap<(String, String, String), Arc<Registry>>>,
@@ -336,7 +339,7 @@ impl Puller {
         let mut early_lease = None;
         let (body, digest) = match reg.manifest(&reference).await {
             Ok(found) => found,
-            Err(e) if req.cluster_resolve && unreachable(&e) => {
+            Err(e) if (req.cluster_resolve || self.cluster_resolve) && unreachable(&e) => {
                 let lease = PullLease::new(&self.store, ns).await?;
                 let found = self.resolve_in_cluster(ns, &lease.id, &name, e).await?;
                 early_lease = Some(lease);
