@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use molde_api::client::Address;
+use molde_api::containerd::services::content::v1::content_server::ContentServer;
 use molde_api::containerd::services::{
     introspection::v1::introspection_server::IntrospectionServer, version::v1::version_server::VersionServer,
 };
@@ -460,7 +461,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.cluster.etcd.join(",")
         ));
         if let Some(dir) = &cfg.cluster.certs {
-            serve_peers(dir, &m.name, &cfg.cluster.advertise, &address).await?;
+            let content = local_content
+                .clone()
+                .map(|shared| molde_content::servers(shared).content);
+            serve_peers(dir, &m.name, &cfg.cluster.advertise, &address, content).await?;
             hosted.push(format!("peers over mutual TLS on {}", cfg.cluster.advertise));
         }
     }
@@ -641,6 +645,9 @@ fn cluster_membership(
     )))
 }
 
+/// The gRPC path prefix of containerd's content service.
+const CONTENT_PATH: &str = "/containerd.services.content.v1.Content/";
+
 /// Serves this node's API to its peers on its advertise address, over
 /// mutual TLS under the cluster's CA: every call is forwarded to this
 /// molded's own socket (`molde --node`, and content reads for peer pulls).
@@ -649,6 +656,7 @@ async fn serve_peers(
     name: &str,
     advertise: &str,
     own: &Address,
+    content: Option<ContentServer<molde_content::content::ContentService>>,
 ) -> anyhow::Result<()> {
     let id = molde_cluster::certs::Identity::load(dir, name).map_err(|e| {
         anyhow::anyhow!(
@@ -663,12 +671,22 @@ async fn serve_peers(
     let local = molde_api::client::channel(own);
     tokio::spawn(async move {
         while let Some(Ok(peer)) = incoming.recv().await {
-            let local = local.clone();
+            let (local, content) = (local.clone(), content.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let local = local.clone();
+                    let (local, content) = (local.clone(), content.clone());
                     async move {
                         let req = req.map(tonic::body::Body::new);
+                        // Content reads, what peers ask most (a layer's bytes), are
+                        // answered here when this process holds content; the rest
+                        // goes to this molded's socket.
+                        if let Some(content) = content
+                            && req.uri().path().starts_with(CONTENT_PATH)
+                        {
+                            return Ok(tower::ServiceExt::oneshot(content, req)
+                                .await
+                                .unwrap_or_else(|e| match e {}));
+                        }
                         match tower::ServiceExt::oneshot(local, req).await {
                             Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
                             Err(e) => Ok(tonic::Status::unavailable(format!("this molded: {e}")).into_http()),
