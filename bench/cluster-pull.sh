@@ -215,7 +215,7 @@ ratios = [max(r[8:11]) / r[1] for r in rows]
 print()
 print(f"Goals: registry egress <= 1.1x the image — {min(eg):.2f}-{max(eg):.2f}x; "
       f"each node's pull <= 1.3x a single pull — the slowest node {min(ratios):.2f}-{max(ratios):.2f}x. "
-      "Egress is what the machine sent onto the bridge (TCP/IP headers included, ~3%).")
+      "Egress is what the machine sent onto the bridge, where the registry is the only sender.")
 PY
 )
 echo "$table"
