@@ -58,13 +58,18 @@ limit() {
   else
     echo 100000 > "$d/cpu.cfs_period_us"
     echo "$quota" > "$d/cpu.cfs_quota_us"
+    # cgroup v1 counts CPU time in the cpuacct hierarchy.
+    mkdir -p "/sys/fs/cgroup/cpuacct/molde-bench-$1"
+    echo "$2" > "/sys/fs/cgroup/cpuacct/molde-bench-$1/cgroup.procs"
   fi
   echo "$2" > "$d/cgroup.procs"
 }
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  for n in "${nodes[@]}"; do rmdir "$cg_root/molde-bench-$n" 2>/dev/null || true; done
+  for n in "${nodes[@]}"; do
+    rmdir "$cg_root/molde-bench-$n" "/sys/fs/cgroup/cpuacct/molde-bench-$n" 2>/dev/null || true
+  done
   for h in etcd "${nodes[@]}"; do ip netns del "mbench-$h" 2>/dev/null || true; done
   ip link del "$br" 2>/dev/null || true
   for n in "${nodes[@]}"; do umount -R "$dir/$n" 2>/dev/null || true; done
@@ -150,16 +155,23 @@ stop() {
   wait "${molded_pid[$n]}" 2>/dev/null || true
   umount -R "$dir/nodes/$n" 2>/dev/null || true
 }
-# pull NODE: prints the seconds the pull took.
+# cpu NODE: the CPU nanoseconds NODE's molded has used in its cgroup.
+cpu() {
+  if [ "$cg_root" != /sys/fs/cgroup ]; then cat "/sys/fs/cgroup/cpuacct/molde-bench-$1/cpuacct.usage"
+  else echo $(($(awk '$1 == "usage_usec" {print $2}' "$cg_root/molde-bench-$1/cpu.stat") * 1000)); fi
+}
+# pull NODE: prints the seconds the pull took and the CPU seconds its molded used.
 pull() {
-  local t0 t1
+  local t0 t1 c0 c1
+  c0=$(cpu "$1")
   t0=$(date +%s.%N)
   MOLDE_ADDRESS=$dir/nodes/$1/molde.sock "$bin/molde" pull -q "$ref" >/dev/null
   t1=$(date +%s.%N)
-  python3 -c "print(f'{$t1 - $t0:.2f}')"
+  c1=$(cpu "$1")
+  python3 -c "print(f'{$t1 - $t0:.2f} {($c1 - $c0) / 1e9:.2f}')"
 }
 tx() { cat "/sys/class/net/$br/statistics/tx_bytes"; }
-# three MODE: the three nodes pull at once; prints "egress_bytes t1 t2 t3".
+# three MODE: the three nodes pull at once; prints "egress_bytes t1 cpu1 t2 cpu2 t3 cpu3".
 three() {
   local mode=$1
   for n in "${nodes[@]}"; do start "$n" "$mode"; done
@@ -182,12 +194,14 @@ three() {
   for n in "${nodes[@]}"; do stop "$n"; done
 }
 
+# Each line: run, single (seconds, CPU seconds), its egress, then alone and
+# cluster (egress, then seconds and CPU seconds of each node).
 results=$dir/results.txt
 : > "$results"
 for r in $(seq "$runs"); do
   start n1 alone
   before=$(tx)
-  single=$(pull n1)
+  single=$(pull n1)   # "seconds cpu"
   single_egress=$(($(tx) - before))
   stop n1
   alone=$(three alone)
@@ -203,19 +217,24 @@ print(f"Three nodes pulling a 5-layer image of {image/1e6:.0f} MB (gzip; bench/m
       f"{len(rows)} runs, fresh roots each; each node's molded held to {sys.argv[4]} of a core and its root on a "
       f"tmpfs (the hosts share this machine's {sys.argv[3]} cores and disk); release build; {datetime.date.today()}.")
 print()
-print("| run | single pull | alone: egress | alone: each pull | cluster: egress | cluster: each pull | cluster pull / single |")
-print("|---|---|---|---|---|---|---|")
+print("| run | single pull | alone: egress | alone: each pull | cluster: egress | cluster: each pull | cluster pull / single | CPU per node: single, alone, cluster |")
+print("|---|---|---|---|---|---|---|---|")
+worst, egress = [], []
 for r in rows:
-    run, single, single_eg, a_eg, a1, a2, a3, c_eg, c1, c2, c3 = r
-    worst = max(c1, c2, c3) / single
-    print(f"| {int(run)} | {single:.2f} s | {a_eg/image:.2f}x | {a1:.2f} / {a2:.2f} / {a3:.2f} s "
-          f"| {c_eg/image:.2f}x | {c1:.2f} / {c2:.2f} / {c3:.2f} s | {min(c1,c2,c3)/single:.2f}-{worst:.2f}x |")
-eg = [r[7] / image for r in rows]
-ratios = [max(r[8:11]) / r[1] for r in rows]
+    run, single, single_cpu, _single_eg = r[:4]
+    a_eg, a = r[4], r[5:11]
+    c_eg, c = r[11], r[12:18]
+    at, acpu, ct, ccpu = a[0::2], a[1::2], c[0::2], c[1::2]
+    worst.append(max(ct) / single)
+    egress.append(c_eg / image)
+    print(f"| {int(run)} | {single:.2f} s | {a_eg/image:.2f}x | {' / '.join(f'{t:.2f}' for t in at)} s "
+          f"| {c_eg/image:.2f}x | {' / '.join(f'{t:.2f}' for t in ct)} s | {min(ct)/single:.2f}-{max(ct)/single:.2f}x "
+          f"| {single_cpu:.2f}; {sum(acpu)/3:.2f}; {sum(ccpu)/3:.2f} s |")
 print()
-print(f"Goals: registry egress <= 1.1x the image — {min(eg):.2f}-{max(eg):.2f}x; "
-      f"each node's pull <= 1.3x a single pull — the slowest node {min(ratios):.2f}-{max(ratios):.2f}x. "
-      "Egress is what the machine sent onto the bridge, where the registry is the only sender.")
+print(f"Goals: registry egress <= 1.1x the image — {min(egress):.2f}-{max(egress):.2f}x; "
+      f"each node's pull <= 1.3x a single pull — the slowest node {min(worst):.2f}-{max(worst):.2f}x. "
+      "Egress is what the machine sent onto the bridge, where the registry is the only sender; "
+      "CPU is what a node's molded used during its pull (alone and cluster: the mean of the three).")
 PY
 )
 echo "$table"
