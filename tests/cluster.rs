@@ -335,8 +335,17 @@ fn etcd_behind_the_store_trait_gets_ranges_compares_and_watches() {
     let lease = s.grant(Duration::from_secs(5)).unwrap();
     s.put_leased("/molde/t/leased", b"x".to_vec(), lease).unwrap();
     assert!(s.keep_alive(lease).unwrap());
+    // Many at once: more than one transaction's worth.
+    let many: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("/molde/t/many/{i:03}"), vec![1]))
+        .collect();
+    let (put, r) = s.put_leased_many(&many, lease);
+    r.unwrap();
+    assert_eq!(put, 300);
+    assert_eq!(s.range("/molde/t/many/").unwrap().len(), 300);
     s.revoke(lease).unwrap();
     assert!(s.get("/molde/t/leased").unwrap().is_none());
+    assert!(s.range("/molde/t/many/").unwrap().is_empty());
     assert!(!s.keep_alive(lease).unwrap(), "a revoked lease is gone");
 }
 

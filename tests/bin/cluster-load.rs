@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_client::{Client, GetOptions, PutOptions, Txn, TxnOp};
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -64,10 +64,13 @@ async fn main() {
             c.put(format!("/molde/nodes/node-{n}"), record, opts())
                 .await
                 .unwrap();
-            for b in &blobs {
-                c.put(format!("/molde/blobs/{b}/node-{n}"), "default", opts())
-                    .await
-                    .unwrap();
+            // As membership publishes: TXN_OPS puts to a transaction.
+            for chunk in blobs.chunks(molde_meta::TXN_OPS) {
+                let ops: Vec<TxnOp> = chunk
+                    .iter()
+                    .map(|b| TxnOp::put(format!("/molde/blobs/{b}/node-{n}"), "default", opts()))
+                    .collect();
+                c.txn(Txn::new().and_then(ops)).await.unwrap();
             }
         });
     }

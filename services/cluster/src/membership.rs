@@ -209,16 +209,26 @@ impl Membership {
         let Some(lease) = held.0 else {
             return Ok(());
         };
-        for (key, value) in now {
-            if held.1.get(key) != Some(value) {
-                self.store.put_leased(key, value.clone(), lease)?;
-                held.1.insert(key.clone(), value.clone());
-            }
+        // New and changed entries, in transactions of many.
+        let new: Vec<(String, Vec<u8>)> = now
+            .iter()
+            .filter(|(k, v)| held.1.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let (put, result) = self.store.put_leased_many(&new, lease);
+        for (k, v) in new.into_iter().take(put) {
+            held.1.insert(k, v);
         }
+        result?;
         let gone: Vec<String> = held.1.keys().filter(|k| !now.contains_key(*k)).cloned().collect();
-        for key in gone {
-            self.store.txn(molde_meta::Txn::new().delete(key.clone()))?;
-            held.1.remove(&key);
+        for chunk in gone.chunks(molde_meta::TXN_OPS) {
+            let txn = chunk
+                .iter()
+                .fold(molde_meta::Txn::new(), |t, k| t.delete(k.clone()));
+            self.store.txn(txn)?;
+            for k in chunk {
+                held.1.remove(k);
+            }
         }
         Ok(())
     }

@@ -18,6 +18,10 @@ use crate::{Compare, Entry, Event, MetaError, Op, Result, Store, Txn, TxnOutcome
 /// How long one request to etcd may take before it counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most operations etcd takes in one transaction (its `--max-txn-ops`
+/// default).
+pub const TXN_OPS: usize = 128;
+
 pub struct EtcdStore {
     client: Client,
     handle: tokio::runtime::Handle,
@@ -117,6 +121,28 @@ impl EtcdStore {
                 .await
                 .map(|_| ())
         })
+    }
+
+    /// Puts many keys bound to a lease, `TXN_OPS` to a transaction (etcd
+    /// commits each transaction as one entry: a node publishing a thousand
+    /// keys writes eight entries, not a thousand). Returns how many were put
+    /// before an error, if one came.
+    pub fn put_leased_many(&self, entries: &[(String, Vec<u8>)], lease: i64) -> (usize, Result<()>) {
+        let mut done = 0;
+        for chunk in entries.chunks(TXN_OPS) {
+            let mut c = self.client.kv_client();
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(k, v)| TxnOp::put(k.as_str(), v.clone(), Some(PutOptions::new().with_lease(lease))))
+                .collect();
+            if let Err(e) =
+                self.call(async move { c.txn(etcd_client::Txn::new().and_then(ops)).await.map(|_| ()) })
+            {
+                return (done, Err(e));
+            }
+            done += chunk.len();
+        }
+        (done, Ok(()))
     }
 
     /// Creates `key` bound to `lease` if no key of that name exists; whether
