@@ -239,6 +239,25 @@ impl Cluster {
             .collect()
     }
 
+    /// The registry's blob requests for `digest` that moved bytes.
+    fn gets_of(&self, digest: &str) -> Vec<String> {
+        self.blob_gets()
+            .into_iter()
+            .filter(|r| r.contains(digest))
+            .collect()
+    }
+
+    /// `digest` left the registry twice: a first download, then the rest of
+    /// it from where a broken copy stopped (a range request).
+    fn assert_resumed(&self, digest: &str) {
+        let gets = self.gets_of(digest);
+        assert_eq!(gets.len(), 2, "{gets:#?}");
+        assert!(
+            gets[1].to_ascii_lowercase().contains("range: bytes="),
+            "{gets:#?}"
+        );
+    }
+
     /// Whether node `name` is listed in the index as holding `digest`.
     fn indexed(&self, digest: &str, name: &str) -> bool {
         self.etcd
@@ -709,6 +728,18 @@ fn three_nodes_pulling_at_once_take_each_layer_from_the_registry_once() {
     assert!(followed >= 2, "{followed}");
 }
 
+/// `molde pull -q REFERENCE` on node `n`, on a thread of its own.
+fn pull_in_background(n: &Node, reference: &str) -> std::thread::JoinHandle<std::process::Output> {
+    let (sock, r) = (n.sock.clone(), reference.to_string());
+    std::thread::spawn(move || {
+        Command::new(molde_tests::bin("molde"))
+            .env("MOLDE_ADDRESS", sock)
+            .args(["pull", "-q", &r])
+            .output()
+            .unwrap()
+    })
+}
+
 /// The bytes of ingests in progress under a node's content store.
 fn ingesting(d: &Daemon) -> u64 {
     molde_tests::files_under(&d.root.join("content/ingest"))
@@ -731,16 +762,7 @@ fn a_pull_whose_peer_is_killed_mid_transfer_completes() {
     // node-a sends slowly (24 MB take ~5 s); it is killed once node-b has
     // part of the layer.
     a.host.throttle(40);
-    let pulling = {
-        let (sock, r) = (b.sock.clone(), reference.clone());
-        std::thread::spawn(move || {
-            Command::new(molde_tests::bin("molde"))
-                .env("MOLDE_ADDRESS", sock)
-                .args(["pull", "-q", &r])
-                .output()
-                .unwrap()
-        })
-    };
+    let pulling = pull_in_background(&b, &reference);
     molde_tests::eventually(30, "node-b to be reading the layer from node-a", || {
         ingesting(&b) > 2_000_000
     });
@@ -749,16 +771,7 @@ fn a_pull_whose_peer_is_killed_mid_transfer_completes() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(listing(&b, &reference, &["/data/3"]), "24000000 /data/3");
     // The rest came from the registry, from where node-a stopped.
-    let resumed: Vec<String> = cl
-        .blob_gets()
-        .into_iter()
-        .filter(|r| r.contains(big.as_str()))
-        .collect();
-    assert_eq!(resumed.len(), 2, "{resumed:#?}");
-    assert!(
-        resumed[1].to_ascii_lowercase().contains("range: bytes="),
-        "{resumed:#?}"
-    );
+    cl.assert_resumed(big);
     assert!(b.log_text().contains("a peer broke off"), "{}", b.log_text());
 }
 
@@ -934,19 +947,9 @@ fn a_node_following_a_download_finishes_it_when_the_downloader_is_killed() {
     let mut a = cl.node("node-a");
     let b = cl.node("node-b");
     molde_tests::eventually(20, "both registered", || names(&b).len() == 2);
-    let pull = |n: &Node| {
-        let (sock, r) = (n.sock.clone(), reference.clone());
-        std::thread::spawn(move || {
-            Command::new(molde_tests::bin("molde"))
-                .env("MOLDE_ADDRESS", sock)
-                .args(["pull", "-q", &r])
-                .output()
-                .unwrap()
-        })
-    };
-    let _on_a = pull(&a);
+    let _on_a = pull_in_background(&a, &reference);
     molde_tests::eventually(30, "node-a to be downloading", || ingesting(&a) > 1_000_000);
-    let on_b = pull(&b);
+    let on_b = pull_in_background(&b, &reference);
     molde_tests::eventually(30, "node-b to be following node-a", || ingesting(&b) > 1_500_000);
     a.kill9();
     let out = on_b.join().unwrap();
@@ -955,14 +958,5 @@ fn a_node_following_a_download_finishes_it_when_the_downloader_is_killed() {
     let log = b.log_text();
     assert!(log.contains("reading it from there as it arrives"), "{log}");
     // node-b took over the download from where its copy stopped.
-    let gets: Vec<String> = cl
-        .blob_gets()
-        .into_iter()
-        .filter(|r| r.contains(big.as_str()))
-        .collect();
-    assert_eq!(gets.len(), 2, "{gets:#?}");
-    assert!(
-        gets[1].to_ascii_lowercase().contains("range: bytes="),
-        "{gets:#?}"
-    );
+    cl.assert_resumed(big);
 }
