@@ -13,7 +13,7 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use molde_tests::Daemon;
 use molde_tests::image::{self, Compression, Entry, busybox_rootfs, host_arch, tar};
-use molde_tests::registry::{Registry, free_port};
+use molde_tests::registry::{Registry, free_port_outside_ephemeral};
 use tonic::transport::Channel;
 
 /// The test network: a bridge and subnet of its own (not podman's 10.88/16,
@@ -365,7 +365,7 @@ fn a_pod_of_two_containers_shares_its_network_files_and_logs() {
     let mut n = Node::start();
     let image_ref = n.pull(&n.busybox.clone());
     assert!(image_ref.starts_with("sha256:"), "{image_ref}");
-    let host_port = free_port();
+    let host_port = free_port_outside_ephemeral();
     let mut pc = n.pod_config("web");
     pc.dns_config = Some(cri::DnsConfig {
         servers: vec!["10.96.0.10".into()],
@@ -792,7 +792,7 @@ fn status_says_the_network_is_not_ready_without_a_cni_config() {
     });
     let pod = n.run_pod(pc.clone());
     n.pull(&n.busybox.clone());
-    let port = free_port();
+    let port = free_port_outside_ephemeral();
     let srv_cfg = cri::ContainerConfig {
         command: server(port, "from-the-host-network"),
         ..n.container_config("srv", &[])

@@ -317,7 +317,7 @@ fn port_forward_into_a_pod_and_a_host_network_pod_two_at_once() {
         ..Default::default()
     });
     let hpod = n.run_pod(hc.clone());
-    let port = free_port();
+    let port = free_port_outside_ephemeral();
     n.run(
         &hpod,
         &hc,

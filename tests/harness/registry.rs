@@ -25,6 +25,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free port outside the kernel's ephemeral range (below 32768), for a
+/// port a test hands to something else to bind later — a pod's hostPort, a
+/// server in a container: a port from `free_port` is one that any socket
+/// bound to port 0 (another test's molded, say) may be given meanwhile, and
+/// a hostPort's DNAT would then take that socket's connections.
+pub fn free_port_outside_ephemeral() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 6000) as u16;
+    for _ in 0..12000 {
+        let port = 20000 + (base - 20000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12000;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
+
 impl Registry {
     pub fn start() -> Registry {
         Self::spawn(None)
