@@ -43,28 +43,41 @@ impl Peers {
             .map_err(|e| Error::Unavailable(format!("the cluster's etcd: {e}")))
     }
 
-    /// The build-cache records other nodes published for step key `key`
-    /// (`sha256:<hex>`): empty when etcd is away or no node built it.
-    pub async fn build_records(&self, key: &str) -> Vec<Vec<u8>> {
-        if !matches!(
+    /// Whether this node is registered now: with etcd away, cluster lookups
+    /// give nothing at once rather than a timeout each.
+    fn registered(&self) -> bool {
+        matches!(
             self.membership.standing(),
             crate::membership::Standing::Registered
-        ) {
+        )
+    }
+
+    /// The entries under `prefix` — index keys that end in a node's name —
+    /// of the nodes other than this one; none when this node is not
+    /// registered or etcd fails (logged, naming `what` was looked up).
+    async fn others(&self, prefix: String, what: &str) -> Vec<molde_meta::Entry> {
+        if !self.registered() {
             return Vec::new();
         }
-        let prefix = format!("{}{}/", crate::BUILD_CACHE, key.trim_start_matches("sha256:"));
         let me = format!("/{}", self.membership.name);
         match self.etcd(move |s| s.range(&prefix)).await {
-            Ok(entries) => entries
-                .into_iter()
-                .filter(|e| !e.key.ends_with(&me))
-                .map(|e| e.value)
-                .collect(),
+            Ok(entries) => entries.into_iter().filter(|e| !e.key.ends_with(&me)).collect(),
             Err(e) => {
-                tracing::warn!(key, "the cluster's build cache was not asked: {e}");
+                tracing::warn!(what, "the cluster was not asked: {e}");
                 Vec::new()
             }
         }
+    }
+
+    /// The build-cache records other nodes published for step key `key`
+    /// (`sha256:<hex>`): empty when etcd is away or no node built it.
+    pub async fn build_records(&self, key: &str) -> Vec<Vec<u8>> {
+        let prefix = format!("{}{}/", crate::BUILD_CACHE, key.trim_start_matches("sha256:"));
+        self.others(prefix, key)
+            .await
+            .into_iter()
+            .map(|e| e.value)
+            .collect()
     }
 
     fn channel(&self, peer: &str, address: &str) -> Result<tonic::transport::Channel> {
@@ -81,26 +94,12 @@ impl Peers {
 #[tonic::async_trait]
 impl molde_common::store::PeerBlobs for Peers {
     async fn holders(&self, digest: &str) -> Vec<String> {
-        // etcd away: the registry at once, not after a timeout per layer.
-        if !matches!(
-            self.membership.standing(),
-            crate::membership::Standing::Registered
-        ) {
-            return Vec::new();
-        }
-        let prefix = format!("{}{digest}/", crate::BLOBS);
-        let me = self.membership.name.clone();
-        let mut names: Vec<String> = match self.etcd(move |s| s.range(&prefix)).await {
-            Ok(entries) => entries
-                .iter()
-                .filter_map(|e| e.key.rsplit('/').next().map(str::to_string))
-                .filter(|n| *n != me)
-                .collect(),
-            Err(e) => {
-                tracing::warn!(%digest, "no peers asked: {e}");
-                Vec::new()
-            }
-        };
+        let mut names: Vec<String> = self
+            .others(format!("{}{digest}/", crate::BLOBS), digest)
+            .await
+            .iter()
+            .filter_map(|e| e.key.rsplit('/').next().map(str::to_string))
+            .collect();
         // Spread the readers of one blob over its holders.
         if !names.is_empty() {
             let turn = std::time::SystemTime::now()
@@ -149,26 +148,20 @@ impl molde_common::store::PeerBlobs for Peers {
     }
 
     async fn downloaded(&self, digest: &str, ns: &str) {
-        let (m, d, ns) = (self.membership.clone(), digest.to_string(), ns.to_string());
+        self.holds(digest, ns).await;
         let key = format!("{}{digest}", crate::CLAIMS);
-        let r = self
-            .etcd(move |s| {
-                m.publish_one(&d, &ns)?;
-                s.txn(molde_meta::Txn::new().delete(key)).map(|_| ())
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(%digest, "publishing a downloaded blob: {e}");
+        if let Err(e) = self
+            .etcd(move |s| s.txn(molde_meta::Txn::new().delete(key)))
+            .await
+        {
+            tracing::warn!(%digest, "dropping the claim on a downloaded blob: {e}");
         }
     }
 
     async fn image(&self, ns: &str, name: &str) -> Option<(molde_common::store::ImageTarget, String)> {
         use molde_api::containerd::services::images::v1::GetImageRequest;
         use molde_api::containerd::services::images::v1::images_client::ImagesClient;
-        if !matches!(
-            self.membership.standing(),
-            crate::membership::Standing::Registered
-        ) {
+        if !self.registered() {
             return None;
         }
         let m = self.membership.clone();

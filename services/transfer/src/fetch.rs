@@ -153,12 +153,12 @@ pub async fn through_cluster(
         }
         // A node claims a download only when it can start it: claims spread
         // over the nodes instead of piling up on the first.
-        let slot = match registry_slots.try_acquire() {
-            Ok(s) => Some(s),
-            Err(_) if peers.claimant(&d).await.is_none() => {
-                Some(registry_slots.acquire().await.map_err(cancelled)?)
-            }
-            Err(_) => None,
+        let (slot, mut claimant) = match registry_slots.try_acquire() {
+            Ok(s) => (Some(s), None),
+            Err(_) => match peers.claimant(&d).await {
+                None => (Some(registry_slots.acquire().await.map_err(cancelled)?), None),
+                Some(c) => (None, Some(c)),
+            },
         };
         if let Some(_slot) = slot
             && (started.elapsed() > CLAIM_WAIT || peers.claim(&d).await)
@@ -172,7 +172,11 @@ pub async fn through_cluster(
             peers.downloaded(&d, dest.ns).await;
             return Ok(n);
         }
-        if let Some(claimant) = peers.claimant(&d).await {
+        if claimant.is_none() {
+            // The claim this node did not get: whose it is.
+            claimant = peers.claimant(&d).await;
+        }
+        if let Some(claimant) = claimant {
             if !waiting {
                 tracing::info!(%digest, %claimant, "another node is downloading this blob; reading it from there as it arrives");
                 waiting = true;
