@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   # building
-  protobuf-compiler libprotobuf-dev pkg-config libseccomp-dev gcc
+  protobuf-compiler libprotobuf-dev pkg-config libseccomp-dev gcc libc6-dev
   # tests and benchmarks: containerd's ctr (interop), and the peers later issues use
   containerd runc skopeo docker-registry busybox-static hyperfine iproute2 curl python3
   containernetworking-plugins iptables buildah openssh-client git

@@ -67,10 +67,35 @@ pub struct RunArgs {
     /// Publish a port, [IP:]HOST:CONTAINER[/tcp|udp] (repeatable)
     #[arg(short = 'p', long = "publish")]
     ports: Vec<String>,
+    /// Add a host device, HOST[:CONTAINER][:PERMISSIONS] (repeatable)
+    #[arg(long = "device")]
+    devices: Vec<String>,
+    /// Give the container every capability and host device, unfiltered
+    #[arg(long)]
+    privileged: bool,
+    /// Add a supplementary group, by name or number (repeatable)
+    #[arg(long)]
+    group_add: Vec<String>,
+    /// seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false] (repeatable)
+    #[arg(long)]
+    security_opt: Vec<String>,
     image: String,
     /// Command and arguments (replace the image's Cmd)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// `seccomp=FILE` is sent as the profile it holds, as docker's CLI does:
+/// the file is the user's, read where the user is.
+fn security_opt(opt: &str) -> Result<String> {
+    match opt.split_once(['=', ':']) {
+        Some(("seccomp", v)) if v != "unconfined" => {
+            let profile =
+                std::fs::read_to_string(v).map_err(|e| anyhow!("--security-opt seccomp={v}: {e}"))?;
+            Ok(format!("seccomp={profile}"))
+        }
+        _ => Ok(opt.to_string()),
+    }
 }
 
 /// Runs the container; returns its exit status.
@@ -120,6 +145,14 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
         ports: a.ports,
         tty: a.tty,
         interactive: a.interactive,
+        devices: a.devices,
+        privileged: a.privileged,
+        group_add: a.group_add,
+        security_opt: a
+            .security_opt
+            .iter()
+            .map(|o| security_opt(o))
+            .collect::<Result<_>>()?,
         ..Default::default()
     };
     if a.interactive || a.tty {

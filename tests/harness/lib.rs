@@ -42,6 +42,40 @@ pub fn base_image_script() -> PathBuf {
     tests_dir().join("../deploy/make-base-image.py")
 }
 
+/// The syscall probe (`tests/probes/syscalls.rs`) as a static binary, built
+/// once per test process with rustc alone, to be bind-mounted into a
+/// container whose rootfs has no libc.
+pub fn probe() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("molde-probe-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("probe directory");
+            let out = dir.join("probe");
+            let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+            let built = Command::new(rustc)
+                .args([
+                    "--edition",
+                    "2024",
+                    "-O",
+                    "-C",
+                    "target-feature=+crt-static",
+                    "-o",
+                ])
+                .arg(&out)
+                .arg(tests_dir().join("probes/syscalls.rs"))
+                .output()
+                .expect("rustc");
+            assert!(
+                built.status.success(),
+                "building the probe: {}",
+                String::from_utf8_lossy(&built.stderr)
+            );
+            out
+        })
+        .clone()
+}
+
 /// Whether an external tool is installed; tests that need it fail loudly when it is not.
 pub fn require(tool: &str) -> PathBuf {
     let out = Command::new("sh")
@@ -368,7 +402,7 @@ impl Run {
         String::from_utf8_lossy(&self.out.stderr).into_owned()
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         format!(
             "command: {}\nstatus: {}\nstdout:\n{}\nstderr:\n{}\n---- molded log ----\n{}",
             self.cmdline,

@@ -1,13 +1,7 @@
 //! What every OCI runtime spec molde writes starts from, for `molde run`
 //! (the runtime) and for pods (CRI): the capability set docker and
-//! containerd give, their default seccomp profile, and rlimits clamped to
-//! what this host allows.
-
-use crate::errdefs::Error;
-
-fn bad(e: impl std::fmt::Display) -> Error {
-    Error::Internal(format!("building the runtime spec: {e}"))
-}
+//! containerd give, their default seccomp profile (an allow-list, in
+//! `spec/seccomp.toml`), and rlimits clamped to what this host allows.
 
 /// The capabilities a container's process has: the set docker and
 /// containerd give by default (enough for `chown`, reading any file as root,
@@ -78,82 +72,12 @@ pub fn clamp_rlimits(limits: Vec<oci_spec::runtime::PosixRlimit>) -> Vec<oci_spe
         .collect()
 }
 
-/// A default seccomp profile: everything is allowed except syscalls a
-/// container has no business making (loading kernel code, rebooting, swap,
-/// clock changes, kernel keyrings, bpf, perf, namespaces and mounts of its
-/// own), which fail with EPERM.
-pub fn default_seccomp() -> Result<oci_spec::runtime::LinuxSeccomp, Error> {
-    use oci_spec::runtime::{Arch, LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder};
-    const DENIED: &[&str] = &[
-        "acct",
-        "add_key",
-        "bpf",
-        "clock_adjtime",
-        "clock_settime",
-        "create_module",
-        "delete_module",
-        "finit_module",
-        "get_kernel_syms",
-        "get_mempolicy",
-        "init_module",
-        "ioperm",
-        "iopl",
-        "kcmp",
-        "kexec_file_load",
-        "kexec_load",
-        "keyctl",
-        "lookup_dcookie",
-        "mbind",
-        "mount",
-        "move_pages",
-        "name_to_handle_at",
-        "nfsservctl",
-        "open_by_handle_at",
-        "perf_event_open",
-        "pivot_root",
-        "process_vm_readv",
-        "process_vm_writev",
-        "quotactl",
-        "reboot",
-        "request_key",
-        "set_mempolicy",
-        "setns",
-        "settimeofday",
-        "swapoff",
-        "swapon",
-        "sysfs",
-        "umount",
-        "umount2",
-        "unshare",
-        "uselib",
-        "userfaultfd",
-        "ustat",
-        "vm86",
-        "vm86old",
-    ];
-    let arches = match std::env::consts::ARCH {
-        "x86_64" => vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32],
-        "aarch64" => vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm],
-        _ => vec![],
-    };
-    LinuxSeccompBuilder::default()
-        .default_action(LinuxSeccompAction::ScmpActAllow)
-        .architectures(arches)
-        .syscalls(vec![
-            LinuxSyscallBuilder::default()
-                .names(DENIED.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .action(LinuxSeccompAction::ScmpActErrno)
-                .errno_ret(libc_eperm())
-                .build()
-                .map_err(bad)?,
-        ])
-        .build()
-        .map_err(bad)
-}
-
-fn libc_eperm() -> u32 {
-    1
-}
+mod caps;
+mod devices;
+mod seccomp;
+pub use caps::{all_capabilities, capability};
+pub use devices::{all_devices_rule, default_device_rules, device, host_devices};
+pub use seccomp::default_profile as default_seccomp;
 
 /// The mounts that give a container its own cgroup v1 view without
 /// libcontainer's `cgroup` mount: a tmpfs at /sys/fs/cgroup and, for every

@@ -5,16 +5,15 @@
 //! privileges, read-only rootfs, masked paths, privileged).
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::NamespaceMode;
 use molde_common::errdefs::Error;
-use molde_common::spec::clamp_rlimits;
+use molde_common::spec::{all_devices_rule, clamp_rlimits, default_device_rules, device, host_devices};
 use oci_spec::runtime::{
-    Capability, LinuxCpu, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType, LinuxHugepageLimit, LinuxMemory,
-    LinuxNamespace, LinuxNamespaceType, LinuxResources, Mount, Spec, User,
+    Capability, LinuxCpu, LinuxDevice, LinuxDeviceCgroup, LinuxHugepageLimit, LinuxMemory, LinuxNamespace,
+    LinuxNamespaceType, LinuxResources, Mount, Spec, User,
 };
 
 use crate::image::ImageInfo;
@@ -128,15 +127,20 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
     let mut user = User::default();
     user.set_uid(i.uid);
     user.set_gid(i.gid);
-    let mut gids: Vec<u32> = i.groups.clone();
-    for g in &sc.supplemental_groups {
-        if !gids.contains(&(*g as u32)) {
-            gids.push(*g as u32);
+    // The process's own group, the image's memberships, then the pod's
+    // supplemental groups, as containerd lists them.
+    let mut gids: Vec<u32> = vec![i.gid];
+    for g in i
+        .groups
+        .iter()
+        .copied()
+        .chain(sc.supplemental_groups.iter().map(|g| *g as u32))
+    {
+        if !gids.contains(&g) {
+            gids.push(g);
         }
     }
-    if !gids.is_empty() {
-        user.set_additional_gids(Some(gids));
-    }
+    user.set_additional_gids(Some(gids));
     process.set_user(user);
     process.set_capabilities(Some(capabilities(&sc)?));
     process.set_no_new_privileges(Some(sc.no_new_privs));
@@ -312,19 +316,21 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
         resources.set_unified(Some(res_cfg.unified.clone()));
     }
 
-    // Devices: the config's, and for privileged containers every device of the host.
-    let mut devices: Vec<LinuxDevice> = linux.devices().clone().unwrap_or_default();
-    let mut rules: Vec<LinuxDeviceCgroup> = resources.devices().clone().unwrap_or_default();
+    // Devices: deny all but the defaults, then the config's with the
+    // permissions asked; a privileged container gets every device of the host.
+    let mut devices: Vec<LinuxDevice> = Vec::new();
+    let mut rules: Vec<LinuxDeviceCgroup> = default_device_rules();
+    if sc.privileged {
+        devices = host_devices();
+        rules.push(all_devices_rule());
+    }
     for d in &c.devices {
         let (dev, rule) = device(&d.host_path, &d.container_path, &d.permissions)?;
+        devices.retain(|have| have.path() != dev.path());
         devices.push(dev);
         rules.push(rule);
     }
     if sc.privileged {
-        let mut all = LinuxDeviceCgroup::default();
-        all.set_allow(true);
-        all.set_access(Some("rwm".into()));
-        rules.push(all);
         linux.set_masked_paths(Some(Vec::new()));
         linux.set_readonly_paths(Some(Vec::new()));
     } else {
@@ -482,40 +488,6 @@ fn can_lower_oom_score() -> bool {
                 .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
         })
         .is_some_and(|eff| eff & (1 << 24) != 0)
-}
-
-/// A host device as the container sees it, and the cgroup rule that allows it.
-fn device(host: &str, container: &str, permissions: &str) -> Result<(LinuxDevice, LinuxDeviceCgroup), Error> {
-    let md = std::fs::metadata(host).map_err(|e| Error::InvalidArgument(format!("device {host}: {e}")))?;
-    let ft = md.file_type();
-    let typ = if ft.is_char_device() {
-        LinuxDeviceType::C
-    } else if ft.is_block_device() {
-        LinuxDeviceType::B
-    } else {
-        return Err(Error::InvalidArgument(format!("device {host}: not a device")));
-    };
-    let rdev = md.rdev();
-    let (major, minor) = (libc::major(rdev) as i64, libc::minor(rdev) as i64);
-    let mut d = LinuxDevice::default();
-    d.set_path(PathBuf::from(if container.is_empty() { host } else { container }));
-    d.set_typ(typ);
-    d.set_major(major);
-    d.set_minor(minor);
-    d.set_file_mode(Some(md.mode() & 0o777));
-    d.set_uid(Some(0));
-    d.set_gid(Some(0));
-    let mut r = LinuxDeviceCgroup::default();
-    r.set_allow(true);
-    r.set_typ(Some(typ));
-    r.set_major(Some(major));
-    r.set_minor(Some(minor));
-    r.set_access(Some(if permissions.is_empty() {
-        "rwm".into()
-    } else {
-        permissions.into()
-    }));
-    Ok((d, r))
 }
 
 mod security;

@@ -9,6 +9,7 @@ mod events;
 mod image;
 mod lifecycle;
 pub mod network;
+mod ports;
 pub mod run;
 mod service;
 mod spec;
@@ -60,10 +61,12 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
             bin_dir: cfg.cni_bin_dir,
             netns_dir: cfg.netns_dir,
         }),
+        ports: Arc::default(),
         state: cfg.state,
         shim: cfg.shim,
         volumes: cfg.volumes,
     };
+    rt.hold_published_ports();
     tokio::spawn(run::watch_exits(rt.clone()));
     Servers {
         containers: ContainersServer::new(containers::ContainersService { store, events })

@@ -151,6 +151,23 @@ impl Cni {
     }
 }
 
+/// The published ports `setup` saved.
+pub fn saved_ports(saved: &Value) -> Vec<PortMapping> {
+    saved["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            Some(PortMapping {
+                host_ip: m["hostIP"].as_str().unwrap_or_default().to_string(),
+                host_port: u16::try_from(m["hostPort"].as_u64()?).ok()?,
+                container_port: u16::try_from(m["containerPort"].as_u64()?).ok()?,
+                protocol: m["protocol"].as_str().unwrap_or("tcp").to_string(),
+            })
+        })
+        .collect()
+}
+
 /// The container's address on the bridge, from what `setup` saved.
 pub fn address(saved: &Value) -> Option<String> {
     molde_common::cni::first_ip(&saved["result"])

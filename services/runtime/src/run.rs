@@ -144,8 +144,41 @@ impl RuntimeService {
         );
     }
 
+    /// The host ports of the containers a restarted molded finds, taken
+    /// again (a port taken meanwhile is logged: its DNAT rules still point
+    /// at the container).
+    pub(crate) fn hold_published_ports(&self) {
+        let Ok(namespaces) = std::fs::read_dir(&self.state) else {
+            return;
+        };
+        for ns in namespaces.flatten() {
+            let Ok(containers) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
+            for c in containers.flatten() {
+                let Ok(raw) = std::fs::read(c.path().join("network.json")) else {
+                    continue;
+                };
+                let saved: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+                let ports = crate::network::saved_ports(&saved);
+                if ports.is_empty() {
+                    continue;
+                }
+                let owner = format!(
+                    "{}/{}",
+                    ns.file_name().to_string_lossy(),
+                    c.file_name().to_string_lossy()
+                );
+                if let Err(e) = self.ports.reserve(&owner, &ports) {
+                    tracing::warn!(container = %owner, error = %e, "a published port could not be held again");
+                }
+            }
+        }
+    }
+
     /// CNI teardown of a container's network, once.
     pub(crate) async fn release_network(&self, ns: &str, id: &str) {
+        self.ports.release(&format!("{ns}/{id}"));
         let path = self.bundle_dir(ns, id).join("network.json");
         if let Ok(raw) = std::fs::read(&path) {
             let saved: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();

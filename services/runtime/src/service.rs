@@ -23,6 +23,8 @@ pub struct RuntimeService {
     pub(crate) shim: PathBuf,
     pub(crate) volumes: PathBuf,
     pub(crate) cni: Arc<crate::network::Cni>,
+    /// Host ports published containers hold.
+    pub(crate) ports: Arc<crate::ports::HostPorts>,
     pub(crate) events: crate::events::Publisher,
 }
 

@@ -6,8 +6,9 @@ use molde_common::errdefs::Error;
 use std::path::Path;
 
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
-    MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxCapabilities, LinuxCpuBuilder, LinuxDevice, LinuxDeviceCgroup, LinuxMemoryBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use crate::image::ProcessConfig;
@@ -167,6 +168,7 @@ pub fn build(
     } else {
         "/".into()
     };
+    let security = Security::of(req)?;
     let mut spec = Spec::default();
     let mut process = spec.process().clone().unwrap_or_default();
     process = ProcessBuilder::default()
@@ -182,9 +184,9 @@ pub fn build(
                 .build()
                 .map_err(bad)?,
         )
-        .capabilities(default_capabilities().map_err(bad)?)
+        .capabilities(security.capabilities.clone())
         .rlimits(clamp_rlimits(process.rlimits().clone().unwrap_or_default()))
-        .no_new_privileges(true)
+        .no_new_privileges(security.no_new_privileges)
         .build()
         .map_err(bad)?;
     spec.set_process(Some(process));
@@ -239,8 +241,15 @@ pub fn build(
                     .map_err(bad)?,
             );
         }
+        let (devices, rules) = security.devices(req)?;
+        res = res.devices(rules);
+        linux.set_devices(Some(devices));
         linux.set_resources(Some(res.build().map_err(bad)?));
-        linux.set_seccomp(Some(default_seccomp()?));
+        linux.set_seccomp(security.seccomp);
+        if req.privileged {
+            linux.set_masked_paths(Some(Vec::new()));
+            linux.set_readonly_paths(Some(Vec::new()));
+        }
         match req.network.as_str() {
             // bridge: the runtime points the namespace at the one CNI set up.
             "" | "none" | "bridge" => {}
@@ -321,6 +330,98 @@ pub fn add_etc_files(
 }
 
 pub use molde_common::spec::{clamp_rlimits, default_capabilities, default_seccomp};
+
+/// What `--privileged`, `--security-opt` and `--device` make of a
+/// container's capabilities, seccomp filter, no_new_privs and devices.
+struct Security {
+    capabilities: LinuxCapabilities,
+    seccomp: Option<LinuxSeccomp>,
+    no_new_privileges: bool,
+}
+
+impl Security {
+    fn of(req: &RunRequest) -> Result<Security, Error> {
+        let capabilities = if req.privileged {
+            let all = molde_common::spec::all_capabilities();
+            let mut c = LinuxCapabilities::default();
+            c.set_bounding(Some(all.clone()));
+            c.set_effective(Some(all.clone()));
+            c.set_permitted(Some(all));
+            c.set_inheritable(None);
+            c.set_ambient(None);
+            c
+        } else {
+            default_capabilities().map_err(bad)?
+        };
+        let held = capabilities.bounding().clone().unwrap_or_default();
+        // Privileged containers run unfiltered, as docker's do.
+        let mut seccomp = if req.privileged {
+            None
+        } else {
+            Some(default_seccomp(&held)?)
+        };
+        let mut no_new_privileges = !req.privileged;
+        for opt in &req.security_opt {
+            let (key, value) = opt.split_once(['=', ':']).unwrap_or((opt, ""));
+            match key {
+                "seccomp" if value == "unconfined" => seccomp = None,
+                "seccomp" => {
+                    let profile: LinuxSeccomp = serde_json::from_str(value).map_err(|e| {
+                        Error::InvalidArgument(format!("--security-opt seccomp: not a seccomp profile: {e}"))
+                    })?;
+                    seccomp = Some(profile);
+                }
+                "no-new-privileges" => {
+                    no_new_privileges = match value {
+                        "" | "true" => true,
+                        "false" => false,
+                        other => {
+                            return Err(Error::InvalidArgument(format!(
+                                "--security-opt no-new-privileges={other}: expected true or false"
+                            )));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "--security-opt {opt:?}: molde knows seccomp=unconfined|PROFILE and no-new-privileges"
+                    )));
+                }
+            }
+        }
+        Ok(Security {
+            capabilities,
+            seccomp,
+            no_new_privileges,
+        })
+    }
+
+    /// The device nodes and cgroup rules: the defaults, every host device
+    /// when privileged, and each `--device HOST[:CONTAINER[:PERMISSIONS]]`.
+    fn devices(&self, req: &RunRequest) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>), Error> {
+        let mut rules = molde_common::spec::default_device_rules();
+        let mut nodes = Vec::new();
+        if req.privileged {
+            nodes = molde_common::spec::host_devices();
+            rules.push(molde_common::spec::all_devices_rule());
+        }
+        for d in &req.devices {
+            let mut parts = d.splitn(3, ':');
+            let host = parts.next().unwrap_or_default();
+            let (container, perms) = match (parts.next(), parts.next()) {
+                // HOST:PERMS when the second part is not a path.
+                (Some(p), None) if !p.starts_with('/') => ("", p),
+                (c, p) => (c.unwrap_or_default(), p.unwrap_or_default()),
+            };
+            let (node, rule) = molde_common::spec::device(host, container, perms)
+                .map_err(|e| e.context(format!("--device {d}")))?;
+            nodes.retain(|n: &LinuxDevice| n.path() != node.path());
+            nodes.push(node);
+            rules.push(rule);
+        }
+        Ok((nodes, rules))
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -44,8 +44,42 @@ fn read_in_layers(layers: &[PathBuf], rel: &str) -> Option<String> {
     None
 }
 
-/// Resolves `spec` (`user`, `uid`, `user:group`, `uid:gid`); empty means root.
-pub fn resolve(spec: &str, layers: &[PathBuf]) -> Result<Identity, Error> {
+/// Resolves `spec` (`user`, `uid`, `user:group`, `uid:gid`; empty means
+/// root) and `extra` groups (`--group-add`, names or numbers). The
+/// supplementary groups are the process's own group, the groups the image's
+/// /etc/group lists the user in, and the extra ones, as docker and
+/// containerd set them.
+pub fn resolve(spec: &str, extra: &[String], layers: &[PathBuf]) -> Result<Identity, Error> {
+    let mut who = resolve_user(spec, layers)?;
+    let groups = if extra.is_empty() {
+        String::new()
+    } else {
+        read_in_layers(layers, "etc/group").unwrap_or_default()
+    };
+    let mut gids = vec![who.gid];
+    gids.append(&mut who.additional_gids);
+    for g in extra {
+        gids.push(group_id(g, &groups)?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    gids.retain(|g| seen.insert(*g));
+    who.additional_gids = gids;
+    Ok(who)
+}
+
+fn group_id(g: &str, groups: &str) -> Result<u32, Error> {
+    match g.parse::<u32>() {
+        Ok(n) => Ok(n),
+        Err(_) => groups
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 3 && f[0] == g)
+            .and_then(|f| f[2].parse().ok())
+            .ok_or_else(|| Error::InvalidArgument(format!("group {g:?} is not in the image's /etc/group"))),
+    }
+}
+
+fn resolve_user(spec: &str, layers: &[PathBuf]) -> Result<Identity, Error> {
     if spec.is_empty() {
         return Ok(Identity::default());
     }
@@ -76,17 +110,7 @@ pub fn resolve(spec: &str, layers: &[PathBuf]) -> Result<Identity, Error> {
     };
     let gid = match group {
         None => primary,
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => groups
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() >= 3 && f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!("group {g:?} is not in the image's /etc/group"))
-                })?,
-        },
+        Some(g) => group_id(g, &groups)?,
     };
     let additional_gids = if name.is_empty() {
         Vec::new()
@@ -131,25 +155,31 @@ mod tests {
         let l = layer();
         let layers = vec![l.path().to_path_buf()];
         assert_eq!(
-            resolve("app", &layers).unwrap(),
+            resolve("app", &[], &layers).unwrap(),
             Identity {
                 uid: 1000,
                 gid: 1000,
-                additional_gids: vec![44]
+                additional_gids: vec![1000, 44]
             }
         );
-        assert_eq!(resolve("app:video", &layers).unwrap().gid, 44);
+        assert_eq!(resolve("app:video", &[], &layers).unwrap().gid, 44);
         assert_eq!(
-            resolve("1000:5", &layers).unwrap(),
+            resolve("1000:5", &["video".into(), "1234".into()], &layers).unwrap(),
             Identity {
                 uid: 1000,
                 gid: 5,
-                additional_gids: vec![44]
+                additional_gids: vec![5, 44, 1234]
             }
         );
-        assert_eq!(resolve("4242", &layers).unwrap().uid, 4242);
-        assert!(resolve("nobody-here", &layers).is_err());
-        assert!(resolve("app:nogroup", &layers).is_err());
+        assert_eq!(resolve("4242", &[], &layers).unwrap().uid, 4242);
+        assert!(resolve("nobody-here", &[], &layers).is_err());
+        assert!(resolve("app:nogroup", &[], &layers).is_err());
+        assert!(resolve("app", &["nogroup".into()], &layers).is_err());
+        // Root keeps group 0 among its groups.
+        assert_eq!(
+            resolve("", &["10".into()], &layers).unwrap().additional_gids,
+            vec![0, 10]
+        );
     }
 
     #[test]
@@ -158,6 +188,6 @@ mod tests {
         std::fs::remove_file(l.path().join("etc/passwd")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", l.path().join("etc/passwd")).unwrap();
         // /etc/passwd resolves to the layer's own etc/passwd: itself, a loop, so nothing is read.
-        assert!(resolve("root", &[l.path().to_path_buf()]).is_err());
+        assert!(resolve("root", &[], &[l.path().to_path_buf()]).is_err());
     }
 }

@@ -15,6 +15,7 @@
 mod attach;
 mod cgroupfs;
 mod crilog;
+mod devices;
 mod exec;
 mod hold;
 mod seccomp;
@@ -314,7 +315,11 @@ fn run(args: &Args) -> Result<i32> {
     let fifos = fifos.filter(|io| {
         io.cri_log.is_empty() && !(io.stdin.is_empty() && io.stdout.is_empty() && io.stderr.is_empty())
     });
-    let spec = bundle.spec().context("reading config.json")?;
+    let mut spec = bundle.spec().context("reading config.json")?;
+    if seccomp::order_args_for_libcontainer(&mut spec) {
+        spec.save(bundle.config())
+            .context("writing config.json with libcontainer's seccomp argument order")?;
+    }
     if let Some(p) = spec.process() {
         let for_user = spec
             .annotations()
@@ -387,6 +392,17 @@ fn run(args: &Args) -> Result<i32> {
             )));
         }
     };
+    // cgroup v2: the device rules as a BPF program, before the process runs.
+    if let Err(e) = devices::apply(
+        &spec,
+        container
+            .pid()
+            .context("the created container has no pid")?
+            .as_raw(),
+    ) {
+        let _ = container.delete(true);
+        return Err(e);
+    }
     if cgroupfs::wants_read_only(&spec) {
         let init = container.pid().context("the created container has no pid")?;
         if let Err(e) = cgroupfs::make_read_only(nix::unistd::Pid::from_raw(init.as_raw())) {

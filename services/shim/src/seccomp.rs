@@ -15,8 +15,66 @@
 use caps::{CapSet, Capability};
 use libcontainer::capabilities::CapabilityExt;
 use libcontainer::oci_spec::runtime::{Capability as SpecCapability, LinuxSeccomp, Process, Spec};
+use libcontainer::oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompOperator};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+
+/// The annotation that marks a config.json whose masked-equal comparisons
+/// were already put in libcontainer's order.
+const ARGS_ORDER: &str = "io.molde.seccomp.masked-eq";
+
+/// Puts the spec's masked-equal comparisons in the order libcontainer reads
+/// them; true when the spec changed (the caller saves it).
+///
+/// The runtime spec's `SCMP_CMP_MASKED_EQ` means `(arg & value) ==
+/// valueTwo` (runc reads it so, and Docker's and containerd's profiles are
+/// written so); libcontainer 0.7 hands `valueTwo` to libseccomp as the mask
+/// and `value` as the datum, which makes a rule such as "clone without
+/// namespace flags" allow every clone. Every config.json the shim runs
+/// (molde's own, a CRI Localhost profile, a containerd client's) passes
+/// through here once, marked by an annotation so it is never swapped twice.
+pub(crate) fn order_args_for_libcontainer(spec: &mut Spec) -> bool {
+    if spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ARGS_ORDER))
+    {
+        return false;
+    }
+    let Some(seccomp) = spec.linux_mut().as_mut().and_then(|l| l.seccomp_mut().as_mut()) else {
+        return false;
+    };
+    let mut changed = false;
+    let mut syscalls = seccomp.syscalls().clone().unwrap_or_default();
+    for call in &mut syscalls {
+        let Some(args) = call.args().clone() else { continue };
+        let swapped = args
+            .iter()
+            .map(|a| {
+                if a.op() != LinuxSeccompOperator::ScmpCmpMaskedEq {
+                    return *a;
+                }
+                changed = true;
+                LinuxSeccompArgBuilder::default()
+                    .index(a.index())
+                    .op(a.op())
+                    .value(a.value_two().unwrap_or(0))
+                    .value_two(a.value())
+                    .build()
+                    .unwrap_or(*a)
+            })
+            .collect::<Vec<_>>();
+        call.set_args(Some(swapped));
+    }
+    if !changed {
+        return false;
+    }
+    seccomp.set_syscalls(Some(syscalls));
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(ARGS_ORDER.to_string(), "libcontainer".to_string());
+    spec.set_annotations(Some(annotations));
+    true
+}
 
 /// What an exec'd process needs to load the container's filter: the profile
 /// and the capabilities it lends the process for the load.
@@ -168,6 +226,55 @@ mod tests {
             )
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn masked_equal_comparisons_are_swapped_once() {
+        let mut s = spec(true, &[]);
+        let arg = LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+            .value(0x7e02_0000u64)
+            .value_two(0u64)
+            .build()
+            .unwrap();
+        let eq = LinuxSeccompArgBuilder::default()
+            .index(1usize)
+            .op(LinuxSeccompOperator::ScmpCmpEq)
+            .value(8u64)
+            .build()
+            .unwrap();
+        let call = libcontainer::oci_spec::runtime::LinuxSyscallBuilder::default()
+            .names(vec!["clone".to_string()])
+            .action(LinuxSeccompAction::ScmpActAllow)
+            .args(vec![arg, eq])
+            .build()
+            .unwrap();
+        if let Some(sc) = s.linux_mut().as_mut().and_then(|l| l.seccomp_mut().as_mut()) {
+            sc.set_syscalls(Some(vec![call]));
+        }
+        let args = |s: &Spec| {
+            s.linux()
+                .as_ref()
+                .unwrap()
+                .seccomp()
+                .as_ref()
+                .unwrap()
+                .syscalls()
+                .as_ref()
+                .unwrap()[0]
+                .args()
+                .clone()
+                .unwrap()
+        };
+        assert!(order_args_for_libcontainer(&mut s));
+        let a = args(&s);
+        assert_eq!((a[0].value(), a[0].value_two()), (0, Some(0x7e02_0000)));
+        // Other comparisons are left alone.
+        assert_eq!((a[1].value(), a[1].value_two()), (8, None));
+        // Marked: a second pass (a restart) changes nothing.
+        assert!(!order_args_for_libcontainer(&mut s));
+        assert_eq!(args(&s)[0].value_two(), Some(0x7e02_0000));
     }
 
     #[test]

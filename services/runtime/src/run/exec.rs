@@ -27,7 +27,7 @@ impl RuntimeService {
         process.env = spec::merge_env(&process.env, &r.env);
         // The container's user with its groups, or the one asked for.
         if !r.user.is_empty() {
-            let who = crate::user::resolve(&r.user, &[b.rootfs()])
+            let who = crate::user::resolve(&r.user, &[], &[b.rootfs()])
                 .map_err(|e| e.context(format!("container {}", r.id)))?;
             process.uid = Some(who.uid);
             process.gid = Some(who.gid);

@@ -76,7 +76,7 @@ impl RuntimeService {
         } else {
             req.user.clone()
         };
-        let spec = match crate::user::resolve(&user, &layers)
+        let spec = match crate::user::resolve(&user, &req.group_add, &layers)
             .and_then(|who| spec::build(ns, &id, &img.process, req, &who, &self.volumes))
         {
             Ok(s) => s,
@@ -100,12 +100,19 @@ impl RuntimeService {
                     return Err(e);
                 }
             };
+            // The host ports first: a port someone has fails the run before
+            // any rule could take its connections.
+            if let Err(e) = self.ports.reserve(&format!("{ns}/{id}"), &ports) {
+                undo_snapshot().await;
+                return Err(e.context(format!("container {id}")));
+            }
             // Unique per container instance: addresses an earlier container of the
             // same name left allocated (a crash) can never clash with this one.
             let key = format!("{ns}-{id}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
             let (netns, mut saved) = match self.cni.setup(&key, &ports).await {
                 Ok(x) => x,
                 Err(e) => {
+                    self.ports.release(&format!("{ns}/{id}"));
                     undo_snapshot().await;
                     return Err(e.context(format!("container {id}: network")));
                 }
