@@ -56,6 +56,12 @@ pub const STREAM_WINDOW: u32 = 8 << 20;
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
 pub const MAX_FRAME: u32 = 1 << 20;
 
+/// The largest header list (decoded, as RFC 9113 counts it: names, values
+/// and 32 bytes a field) a molde server accepts on a request. gRPC metadata
+/// is small; a peer's compressed header block that expands beyond this is a
+/// protocol error, not memory molded spends.
+pub const MAX_HEADER_LIST: u32 = 64 << 10;
+
 fn endpoint() -> Endpoint {
     // The URI is required by the builder but never dialled: the connector opens the socket.
     Endpoint::from_static("http://localhost")

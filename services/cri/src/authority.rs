@@ -11,6 +11,14 @@
 //! is not a valid authority, and re-encoded as literals that need no dynamic
 //! table; every other frame, and everything the server sends back, passes
 //! unchanged.
+//!
+//! The relay decodes what any local client sends, so it is bounded like a
+//! server: a header block of at most [`MAX_HEADER_LIST`] bytes, a decoded
+//! header list no larger (a small block that expands, a "header bomb",
+//! stops there), a dynamic table of at most the 4 KiB the server advertises,
+//! and no panic on malformed input. A client that breaks a bound gets a
+//! GOAWAY (COMPRESSION_ERROR for HPACK it cannot decode, PROTOCOL_ERROR
+//! otherwise) and its connection ends; other connections go on.
 
 use std::io;
 
@@ -26,8 +34,15 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 /// The largest frame payload every HTTP/2 peer accepts (SETTINGS_MAX_FRAME_SIZE's floor).
 const MAX_FRAME: usize = 16_384;
-/// Header blocks larger than this are refused (the connection ends).
-const MAX_BLOCK: usize = 1 << 20;
+/// Header blocks, and the header lists they decode to, larger than this
+/// are refused (the connection ends).
+const MAX_HEADER_LIST: usize = molde_api::client::MAX_HEADER_LIST as usize;
+/// The dynamic table a client's encoder may use: h2's default
+/// SETTINGS_HEADER_TABLE_SIZE, which the gRPC server behind advertises.
+const MAX_TABLE: usize = 4096;
+const GOAWAY: u8 = 0x7;
+const PROTOCOL_ERROR: u32 = 0x1;
+const COMPRESSION_ERROR: u32 = 0x9;
 
 /// Accepts connections on `listener`, each relayed through an authority fixer
 /// to the stream the gRPC server reads.
@@ -62,12 +77,17 @@ async fn relay(client: UnixStream, server: DuplexStream) {
         let _ = sw.shutdown().await;
         r
     };
-    let down = async move {
-        let r = tokio::io::copy(&mut sr, &mut cw).await.map(|_| ());
-        let _ = cw.shutdown().await;
-        r
-    };
+    let down = async { tokio::io::copy(&mut sr, &mut cw).await.map(|_| ()) };
     let (a, b) = tokio::join!(up, down);
+    // The server has said all it will (it saw the client's side end), so a
+    // GOAWAY can follow its last frame whole.
+    if let Err(e) = &a
+        && let Some(code) = refusal(e)
+    {
+        tracing::info!(error = %e, "a CRI client broke the HTTP/2 limits; its connection ends");
+        let _ = cw.write_all(&goaway(code, &e.to_string())).await;
+    }
+    let _ = cw.shutdown().await;
     if let Err(e) = a.and(b)
         && e.kind() != io::ErrorKind::UnexpectedEof
         && e.kind() != io::ErrorKind::BrokenPipe
@@ -75,6 +95,59 @@ async fn relay(client: UnixStream, server: DuplexStream) {
     {
         tracing::debug!(error = %e, "CRI connection ended");
     }
+}
+
+/// A refusal this relay made, and its HTTP/2 error code.
+#[derive(Debug)]
+struct Refused {
+    code: u32,
+    why: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn refuse(code: u32, why: impl Into<String>) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        Refused {
+            code,
+            why: why.into(),
+        },
+    )
+}
+
+fn refusal(e: &io::Error) -> Option<u32> {
+    e.get_ref()
+        .and_then(|r| r.downcast_ref::<Refused>())
+        .map(|r| r.code)
+}
+
+/// A GOAWAY frame: no stream processed past what the server answered (0
+/// here: the relay does not track streams), the code, and why.
+fn goaway(code: u32, why: &str) -> Vec<u8> {
+    let debug = &why.as_bytes()[..why.len().min(256)];
+    let len = (8 + debug.len()) as u32;
+    let mut f = vec![
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        GOAWAY,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    f.extend_from_slice(&0u32.to_be_bytes());
+    f.extend_from_slice(&code.to_be_bytes());
+    f.extend_from_slice(debug);
+    f
 }
 
 /// Whether `s` can be an HTTP authority (`host[:port]`, no path): what h2 accepts.
@@ -99,7 +172,8 @@ where
         ));
     }
     to.write_all(&preface).await?;
-    let mut decoder = fluke_hpack::Decoder::new();
+    let mut decoder = loona_hpack::Decoder::new();
+    decoder.set_max_allowed_table_size(MAX_TABLE);
     // A header block being gathered: (stream, flags of its HEADERS frame, fragments).
     let mut block: Option<(u32, u8, Vec<u8>)> = None;
     loop {
@@ -112,6 +186,9 @@ where
         let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
         let (kind, flags) = (head[3], head[4]);
         let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        if matches!(kind, HEADERS | CONTINUATION) && len > MAX_HEADER_LIST {
+            return Err(refuse(PROTOCOL_ERROR, format!("a header frame of {len} bytes")));
+        }
         let mut payload = vec![0u8; len];
         from.read_exact(&mut payload).await?;
         match kind {
@@ -138,8 +215,14 @@ where
                 let Some((s, end_stream, mut fragments)) = block.take() else {
                     return Err(bad_frame());
                 };
-                if s != stream || fragments.len() + payload.len() > MAX_BLOCK {
+                if s != stream {
                     return Err(bad_frame());
+                }
+                if fragments.len() + payload.len() > MAX_HEADER_LIST {
+                    return Err(refuse(
+                        PROTOCOL_ERROR,
+                        format!("a header block over {MAX_HEADER_LIST} bytes"),
+                    ));
                 }
                 fragments.extend_from_slice(&payload);
                 if flags & END_HEADERS != 0 {
@@ -158,25 +241,38 @@ where
 }
 
 fn bad_frame() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, "malformed HTTP/2 header frame")
+    refuse(PROTOCOL_ERROR, "malformed HTTP/2 header frame")
 }
 
 /// Decodes a header block, fixes `:authority`, and encodes it again as
-/// literals without indexing (no dynamic table on the server's side).
-fn rewrite(decoder: &mut fluke_hpack::Decoder<'_>, block: &[u8]) -> io::Result<Vec<u8>> {
-    let headers = decoder
-        .decode(block)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("HPACK: {e:?}")))?;
+/// literals without indexing (no dynamic table on the server's side). A
+/// header list that decodes to more than [`MAX_HEADER_LIST`] bytes is
+/// refused: nothing past the limit is kept while the rest is decoded (the
+/// decoder must still see the whole block to keep its table in step).
+fn rewrite(decoder: &mut loona_hpack::Decoder<'_>, block: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(block.len() + 64);
-    for (name, value) in headers {
-        let value = if name == b":authority" && !valid_authority(&value) {
-            b"localhost".to_vec()
-        } else {
-            value
-        };
-        out.push(0x00);
-        encode_string(&mut out, &name);
-        encode_string(&mut out, &value);
+    let mut size = 0usize;
+    decoder
+        .decode_with_cb(block, |name, value| {
+            size = size.saturating_add(name.len() + value.len() + 32);
+            if size > MAX_HEADER_LIST {
+                return;
+            }
+            let value: &[u8] = if &*name == b":authority" && !valid_authority(&value) {
+                b"localhost"
+            } else {
+                &value
+            };
+            out.push(0x00);
+            encode_string(&mut out, &name);
+            encode_string(&mut out, value);
+        })
+        .map_err(|e| refuse(COMPRESSION_ERROR, format!("HPACK: {e:?}")))?;
+    if size > MAX_HEADER_LIST {
+        return Err(refuse(
+            PROTOCOL_ERROR,
+            format!("a header list of {size} bytes decoded (the limit is {MAX_HEADER_LIST})"),
+        ));
     }
     Ok(out)
 }
@@ -236,13 +332,13 @@ mod tests {
     use super::*;
 
     fn block(headers: &[(&[u8], &[u8])]) -> Vec<u8> {
-        let mut e = fluke_hpack::Encoder::new();
+        let mut e = loona_hpack::Encoder::new();
         e.encode(headers.iter().copied())
     }
 
     #[test]
     fn a_path_authority_becomes_localhost_and_the_rest_stays() {
-        let mut d = fluke_hpack::Decoder::new();
+        let mut d = loona_hpack::Decoder::new();
         let b = block(&[
             (b":method", b"POST"),
             (b":authority", b"/run/molde/cri.sock"),
@@ -250,17 +346,50 @@ mod tests {
             (b"content-type", b"application/grpc"),
         ]);
         let fixed = rewrite(&mut d, &b).unwrap();
-        let got = fluke_hpack::Decoder::new().decode(&fixed).unwrap();
+        let got = loona_hpack::Decoder::new().decode(&fixed).unwrap();
         assert_eq!(got[1], (b":authority".to_vec(), b"localhost".to_vec()));
         assert_eq!(got[2].1, b"/runtime.v1.RuntimeService/Version");
         assert_eq!(got.len(), 4);
         // A valid authority is kept.
-        let mut d = fluke_hpack::Decoder::new();
+        let mut d = loona_hpack::Decoder::new();
         let b = block(&[(b":authority", b"localhost:1234")]);
-        let got = fluke_hpack::Decoder::new()
+        let got = loona_hpack::Decoder::new()
             .decode(&rewrite(&mut d, &b).unwrap())
             .unwrap();
         assert_eq!(got[0].1, b"localhost:1234");
+    }
+
+    #[test]
+    fn a_block_that_expands_past_the_limit_is_refused() {
+        // One header of 3 KiB into the dynamic table, then a block of
+        // references to it: a few bytes that decode to megabytes.
+        let mut d = loona_hpack::Decoder::new();
+        d.set_max_allowed_table_size(MAX_TABLE);
+        let mut first = vec![0x40];
+        encode_string(&mut first, b"x-big");
+        encode_string(&mut first, &vec![b'v'; 3000]);
+        rewrite(&mut d, &first).unwrap();
+        let bomb = vec![0xbe; 4000];
+        let e = rewrite(&mut d, &bomb).unwrap_err();
+        assert_eq!(refusal(&e), Some(PROTOCOL_ERROR), "{e}");
+        assert!(e.to_string().contains("header list"), "{e}");
+    }
+
+    #[test]
+    fn malformed_hpack_is_an_error_not_a_panic() {
+        let mut d = loona_hpack::Decoder::new();
+        d.set_max_allowed_table_size(MAX_TABLE);
+        // A table size update whose integer never ends.
+        let e = rewrite(&mut d, &[0x3f]).unwrap_err();
+        assert_eq!(refusal(&e), Some(COMPRESSION_ERROR), "{e}");
+        // A table larger than the server allows.
+        let mut grow = Vec::new();
+        encode_int(&mut grow, 0x20, 5, 1 << 20);
+        let mut d = loona_hpack::Decoder::new();
+        d.set_max_allowed_table_size(MAX_TABLE);
+        assert!(rewrite(&mut d, &grow).is_err());
+        // An index past both tables.
+        assert!(rewrite(&mut loona_hpack::Decoder::new(), &[0xff, 0x80, 0x10]).is_err());
     }
 
     #[test]
@@ -300,7 +429,7 @@ mod tests {
             p = &p[9 + len..];
         }
         assert_eq!(kinds, [(HEADERS, END_STREAM), (CONTINUATION, END_HEADERS)]);
-        let got = fluke_hpack::Decoder::new().decode(&gathered).unwrap();
+        let got = loona_hpack::Decoder::new().decode(&gathered).unwrap();
         assert_eq!(got[0].1, b"localhost");
         assert_eq!(got[1].1.len(), 20_000);
     }

@@ -180,6 +180,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .initial_stream_window_size(molde_api::client::STREAM_WINDOW)
         .initial_connection_window_size(molde_api::client::CONNECTION_WINDOW)
         .max_frame_size(molde_api::client::MAX_FRAME)
+        .http2_max_header_list_size(molde_api::client::MAX_HEADER_LIST)
         .add_routes(Default::default());
     let mut plugins = vec![
         plugin("io.containerd.grpc.v1", "version", &[]),
@@ -439,7 +440,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 .await
                 .context("starting the CRI streaming server")?;
         let s = molde_cri::servers(c);
-        let server = Server::builder().add_service(s.runtime).add_service(s.image);
+        let server = Server::builder()
+            .http2_max_header_list_size(molde_api::client::MAX_HEADER_LIST)
+            .add_service(s.runtime)
+            .add_service(s.image);
         plugins.push(plugin(
             "io.containerd.grpc.v1",
             "cri",
@@ -697,6 +701,7 @@ async fn serve_peers(
                     .initial_stream_window_size(molde_api::client::STREAM_WINDOW)
                     .initial_connection_window_size(molde_api::client::CONNECTION_WINDOW)
                     .max_frame_size(molde_api::client::MAX_FRAME)
+                    .max_header_list_size(molde_api::client::MAX_HEADER_LIST)
                     .serve_connection(hyper_util::rt::TokioIo::new(peer.0), svc);
                 if let Err(e) = conn.await {
                     tracing::debug!("a peer connection ended: {e}");

@@ -1,5 +1,5 @@
-use super::security::capability;
 use super::*;
+use molde_common::spec::capability;
 use oci_spec::runtime::LinuxCapabilities;
 
 #[test]
