@@ -600,3 +600,94 @@ fn an_expired_streaming_url_is_refused() {
     );
     n.stop_and_remove_pod(&pod);
 }
+
+/// molded's CPU time so far (user + system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Connections that never present a token are closed (HEAD_TIMEOUT, 10 s),
+/// and a molded out of descriptors waits instead of spinning on accept; once
+/// the idle connections are gone, streaming works again.
+#[test]
+fn idle_streaming_connections_are_closed_and_running_out_of_descriptors_is_survived() {
+    use std::io::Read;
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("stream-limits");
+    let pod = n.run_pod(pc.clone());
+    let id = n.run(&pod, &pc, n.container_config("box", &["sleep", "3600"]));
+    let url = n.exec_url(&id, &["echo", "after"], false, false);
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // Leave molded about 40 descriptors to spare (its soft limit: the hard
+    // one could not be raised again without CAP_SYS_RESOURCE).
+    let pid = n.daemon.pid();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let limit = open + 40;
+    let before = String::from_utf8(
+        std::process::Command::new(molde_tests::require("prlimit"))
+            .args([
+                "--pid",
+                &pid.to_string(),
+                "--nofile",
+                "--raw",
+                "--noheadings",
+                "-o",
+                "SOFT",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let out = std::process::Command::new(molde_tests::require("prlimit"))
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let started = std::time::Instant::now();
+    let ticks = cpu_ticks(pid);
+    let conns: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    for mut c in conns {
+        c.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        let mut b = [0u8; 16];
+        match c.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("an idle connection was not closed: {other:?}"),
+        }
+    }
+    // Waiting for descriptors is not spinning: far less CPU than time passed.
+    let cpu = (cpu_ticks(pid) - ticks) as f64 / 100.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        cpu < elapsed / 2.0,
+        "molded used {cpu:.1} s of CPU in {elapsed:.1} s"
+    );
+
+    // The limit given back (an exec's shim inherits it, and the container
+    // asks for more), the server serves again.
+    let out = std::process::Command::new(molde_tests::require("prlimit"))
+        .args(["--pid", &pid.to_string(), &format!("--nofile={before}:")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut c = Client::connect(&url, V4).unwrap();
+    let ids = spdy::open_remote(&mut c, &["error", "stdout", "stderr"]);
+    let o = spdy::collect(&mut c, &ids);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "after\n", "{o:?}");
+    n.stop_and_remove_pod(&pod);
+}

@@ -9,8 +9,16 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::certs::Identity;
 
-/// A TLS connection accepted from a peer, for tonic's `serve_with_incoming`.
-pub struct PeerStream(pub tokio_rustls::server::TlsStream<TcpStream>);
+/// Connections from peers served at once; more wait in the listen backlog.
+pub const MAX_PEER_CONNECTIONS: usize = 256;
+
+/// A TLS connection accepted from a peer. It holds one of the listener's
+/// connection slots until it is dropped.
+pub struct PeerStream(
+    pub tokio_rustls::server::TlsStream<TcpStream>,
+    // Held, never read: dropping it frees the slot.
+    #[allow(dead_code)] Option<tokio::sync::oneshot::Sender<()>>,
+);
 
 impl tonic::transport::server::Connected for PeerStream {
     type ConnectInfo = Option<std::net::SocketAddr>;
@@ -59,23 +67,27 @@ pub fn incoming(
 ) -> Result<tokio::sync::mpsc::Receiver<Result<PeerStream, std::io::Error>>, String> {
     let acceptor = TlsAcceptor::from(Arc::new(id.server_config()?));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, from)) = listener.accept().await else {
-                continue;
-            };
+    tokio::spawn(molde_common::accept::serve(
+        listener,
+        MAX_PEER_CONNECTIONS,
+        "cluster peers",
+        move |tcp, from| {
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
+            async move {
                 match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(PeerStream(tls))).await;
+                        // The connection's slot is held while it is served.
+                        let (done_tx, done) = tokio::sync::oneshot::channel();
+                        if tx.send(Ok(PeerStream(tls, Some(done_tx)))).await.is_ok() {
+                            let _ = done.await;
+                        }
                     }
                     Ok(Err(e)) => tracing::warn!(peer = %from, "a peer was refused: {e}"),
                     Err(_) => tracing::warn!(peer = %from, "a peer did not finish its TLS handshake"),
                 }
-            });
-        }
-    });
+            }
+        },
+    ));
     Ok(rx)
 }
 

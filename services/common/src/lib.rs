@@ -1,6 +1,7 @@
 //! What every molde service parses at its edge: digests (`digest`), the
 //! namespace and lease of a request (`context`), labels and timestamps.
 
+pub mod accept;
 pub mod cni;
 pub mod context;
 pub mod digest;

@@ -702,7 +702,7 @@ async fn serve_peers(
                     .initial_connection_window_size(molde_api::client::CONNECTION_WINDOW)
                     .max_frame_size(molde_api::client::MAX_FRAME)
                     .max_header_list_size(molde_api::client::MAX_HEADER_LIST)
-                    .serve_connection(hyper_util::rt::TokioIo::new(peer.0), svc);
+                    .serve_connection(hyper_util::rt::TokioIo::new(peer), svc);
                 if let Err(e) = conn.await {
                     tracing::debug!("a peer connection ended: {e}");
                 }

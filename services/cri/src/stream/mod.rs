@@ -34,6 +34,12 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest request head accepted.
 const MAX_HEAD: usize = 16 << 10;
+/// Connections served at once; more wait in the listen backlog. A kubelet
+/// opens one per exec, attach or port-forward in flight.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a connection may take to present its token (TLS handshake and
+/// request head): an idle connection holds a slot no longer.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a token was made for.
 #[derive(Debug, Clone)]
@@ -144,16 +150,16 @@ pub async fn serve(
     };
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     let _ = cri.streams.base.set(format!("{scheme}://{host}"));
-    tokio::spawn(async move {
-        loop {
-            let Ok((conn, _)) = listener.accept().await else {
-                continue;
-            };
+    tokio::spawn(molde_common::accept::serve(
+        listener,
+        MAX_CONNECTIONS,
+        "CRI streaming",
+        move |conn, _| {
             let _ = conn.set_nodelay(true);
             let (cri, acceptor) = (cri.clone(), acceptor.clone());
-            tokio::spawn(async move {
+            async move {
                 let r = match acceptor {
-                    Some(a) => match tokio::time::timeout(Duration::from_secs(30), a.accept(conn)).await {
+                    Some(a) => match tokio::time::timeout(HEAD_TIMEOUT, a.accept(conn)).await {
                         Ok(Ok(tls)) => handle(cri, tls).await,
                         Ok(Err(e)) => Err(e),
                         Err(_) => Ok(()),
@@ -163,9 +169,9 @@ pub async fn serve(
                 if let Err(e) = r {
                     tracing::debug!("CRI streaming connection: {e}");
                 }
-            });
-        }
-    });
+            }
+        },
+    ));
     Ok(local)
 }
 
@@ -263,7 +269,7 @@ async fn handle<T>(cri: Arc<Cri>, mut conn: T) -> std::io::Result<()>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (head, early) = match tokio::time::timeout(Duration::from_secs(30), read_head(&mut conn)).await {
+    let (head, early) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut conn)).await {
         Ok(r) => r?,
         Err(_) => return Ok(()),
     };
