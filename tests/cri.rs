@@ -131,8 +131,9 @@ impl Node {
         let logs = daemon.dir.path().join("logs");
         Node {
             _backend: backend,
-            runtime: RuntimeServiceClient::new(ch.clone()),
-            images: ImageServiceClient::new(ch),
+            // The kubelet's message limit (grpc-go's default is 4 MiB).
+            runtime: RuntimeServiceClient::new(ch.clone()).max_decoding_message_size(16 << 20),
+            images: ImageServiceClient::new(ch).max_decoding_message_size(16 << 20),
             rt,
             daemon,
             reg,
@@ -1486,4 +1487,81 @@ fn runtime_default_seccomp_devices_and_groups_follow_docker_and_containerd() {
     assert_eq!(groups(&mut n, "g3", None, None, &[10]), "0 10");
     n.stop_and_remove_pod(&pod);
     n.stop_and_remove_pod(&ppod);
+}
+
+/// Labels and annotations are bounded per pod and container as the API
+/// server bounds them, and a node full of large pods still lists; ExecSync's
+/// output is cut to what fits the kubelet's message.
+#[test]
+fn large_metadata_is_refused_lists_fit_and_exec_sync_output_is_capped() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    // 300 KiB of annotations: refused, naming the pod.
+    let mut pc = n.pod_config("oversized");
+    pc.annotations = [("big".to_string(), "x".repeat(300 << 10))].into();
+    let e =
+        n.rt.block_on(n.runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pc),
+            runtime_handler: String::new(),
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("oversized"), "{e}");
+
+    // 70 host-network pods of 250 KiB each: 17 MiB in all.
+    let mut ids = Vec::new();
+    for i in 0..70 {
+        let mut pc = n.pod_config(&format!("large-{i}"));
+        pc.annotations = [
+            ("big".to_string(), "x".repeat(250 << 10)),
+            ("small".to_string(), format!("{i}")),
+        ]
+        .into();
+        if let Some(l) = pc.linux.as_mut() {
+            l.security_context = Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        ids.push(n.run_pod(pc));
+    }
+    let items =
+        n.rt.block_on(n.runtime.list_pod_sandbox(cri::ListPodSandboxRequest::default()))
+            .expect("ListPodSandbox on a node of large pods")
+            .into_inner()
+            .items;
+    assert_eq!(items.len(), 70);
+    for p in &items {
+        assert!(!p.annotations.contains_key("big"));
+        assert_eq!(p.annotations["io.molde.cri.list-trimmed"], "true");
+        assert!(p.annotations.contains_key("small"));
+    }
+    // Status answers in full.
+    let status = n.pod_status(&ids[0]);
+    assert_eq!(status.annotations["big"].len(), 250 << 10);
+    let mut c = n.container_config("talker", &["sleep", "3600"]);
+    c.annotations = [("big".to_string(), "x".repeat(300 << 10))].into();
+    let e = n.create(&ids[0], c, &n.pod_config("large-0")).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+
+    // 20 MB of output: ExecSync answers with what fits.
+    let mut pc0 = n.pod_config("large-0");
+    pc0.annotations = status.annotations.clone();
+    let id = n.run(&ids[0], &pc0, n.container_config("talker", &["sleep", "3600"]));
+    let r = n
+        .exec(&id, &["sh", "-c", "head -c 20000000 /dev/zero; echo err >&2"], 30)
+        .expect("ExecSync of 20 MB");
+    assert_eq!(r.exit_code, 0);
+    assert_eq!(r.stdout.len() + r.stderr.len(), molde_cri_max_output());
+    for id in ids {
+        n.stop_and_remove_pod(&id);
+    }
+}
+
+/// ExecSync's cap: 16 MiB less 4 KiB.
+fn molde_cri_max_output() -> usize {
+    (16 << 20) - (4 << 10)
 }

@@ -102,6 +102,11 @@ impl Cri {
             )));
         }
         let meta = names::check_container_metadata(config.metadata.as_ref())?.clone();
+        crate::limits::check_metadata(
+            &format!("container {:?}", meta.name),
+            &config.labels,
+            &config.annotations,
+        )?;
         let pod_meta = sandbox.config.metadata.clone().unwrap_or_default();
         let image_spec = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
         let image = crate::image::find(self, &image_spec)

@@ -10,8 +10,11 @@ use molde_common::errdefs::Error;
 
 use crate::{Cri, request};
 
-/// The most output ExecSync returns per stream (the kubelet's cap).
-pub const MAX_OUTPUT: usize = 16 << 20;
+/// The most output ExecSync returns, both streams together: the answer
+/// must fit the kubelet's 16 MiB message limit, with room for the message's
+/// own framing and exit code. Output past it is dropped, as the kubelet
+/// drops what exceeds its cap.
+pub const MAX_OUTPUT: usize = (16 << 20) - (4 << 10);
 
 impl Cri {
     /// The record of a running container; FailedPrecondition when it is not running.
@@ -50,8 +53,8 @@ impl Cri {
         {
             match ev.event {
                 Some(Event::Output(o)) => {
+                    let room = MAX_OUTPUT.saturating_sub(stdout.len() + stderr.len());
                     let buf = if o.stream == 2 { &mut stderr } else { &mut stdout };
-                    let room = MAX_OUTPUT.saturating_sub(buf.len());
                     buf.extend_from_slice(&o.data[..o.data.len().min(room)]);
                 }
                 Some(Event::Exited(e)) => exit = Some(e),

@@ -16,6 +16,7 @@ pub mod authority;
 pub mod container;
 pub mod exec;
 pub mod image;
+pub mod limits;
 pub mod names;
 pub mod runtime;
 pub mod sandbox;

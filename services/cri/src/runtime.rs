@@ -247,7 +247,14 @@ impl CriRuntimeService for RuntimeService {
                 runtime_handler: s.runtime_handler,
             })
             .collect();
-        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+        let mut answer = cri::ListPodSandboxResponse { items };
+        crate::limits::trim_list(&mut answer, prost::Message::encoded_len, |a| {
+            a.items
+                .iter_mut()
+                .map(|p| (&mut p.labels, &mut p.annotations))
+                .collect()
+        });
+        Ok(Response::new(answer))
     }
 
     async fn create_container(
@@ -312,7 +319,14 @@ impl CriRuntimeService for RuntimeService {
             })
             .filter(|c| filter.state.as_ref().is_none_or(|st| st.state == c.state))
             .collect();
-        Ok(Response::new(cri::ListContainersResponse { containers }))
+        let mut answer = cri::ListContainersResponse { containers };
+        crate::limits::trim_list(&mut answer, prost::Message::encoded_len, |a| {
+            a.containers
+                .iter_mut()
+                .map(|c| (&mut c.labels, &mut c.annotations))
+                .collect()
+        });
+        Ok(Response::new(answer))
     }
 
     async fn container_status(

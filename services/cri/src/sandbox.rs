@@ -67,6 +67,11 @@ impl Cri {
 
     pub async fn run_sandbox(&self, config: cri::PodSandboxConfig, handler: String) -> Result<String, Error> {
         let meta = names::check_sandbox_metadata(config.metadata.as_ref())?.clone();
+        crate::limits::check_metadata(
+            &format!("pod sandbox {:?}", meta.name),
+            &config.labels,
+            &config.annotations,
+        )?;
         if !handler.is_empty() && handler != "runc" && handler != "molde" {
             return Err(Error::NotFound(format!(
                 "runtime handler {handler:?} (molde has \"runc\", the default)"
