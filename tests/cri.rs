@@ -1565,3 +1565,82 @@ fn large_metadata_is_refused_lists_fit_and_exec_sync_output_is_capped() {
 fn molde_cri_max_output() -> usize {
     (16 << 20) - (4 << 10)
 }
+
+/// A pod name that would inject CNI arguments is refused, and a mount's
+/// propagation must be one its host mount can carry (as containerd says).
+#[test]
+fn cni_argument_injection_and_unshareable_bidirectional_mounts_are_refused() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let mut pc = n.pod_config("inj");
+    pc.metadata.as_mut().unwrap().name = "inj;IP=10.77.222.222".into();
+    let e =
+        n.rt.block_on(n.runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pc),
+            runtime_handler: String::new(),
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("inj;IP=10.77.222.222"), "{e}");
+
+    let mut pc = n.pod_config("bidi");
+    pc.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        privileged: true,
+        ..Default::default()
+    });
+    let pod = n.run_pod(pc.clone());
+    // A private mount of its own, whatever the host's root is.
+    let src = n.daemon.dir.path().join("private-src");
+    std::fs::create_dir_all(&src).unwrap();
+    let s = src.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["mount", "-t", "tmpfs", "tmpfs", &s]);
+    run(&["mount", "--make-private", &s]);
+    // Privileged, as the CSI drivers that ask for Bidirectional are: it mounts.
+    let mut base = n.container_config("bidi", &["sleep", "3600"]);
+    base.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+    });
+    let config = |_: &str| {
+        let mut c = base.clone();
+        c.mounts = vec![cri::Mount {
+            container_path: "/data".into(),
+            host_path: s.clone(),
+            propagation: cri::MountPropagation::PropagationBidirectional as i32,
+            ..Default::default()
+        }];
+        c
+    };
+    let e = n.create(&pod, config("bidi"), &pc).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(
+        e.message().contains("Bidirectional") && e.message().contains(&s),
+        "{e}"
+    );
+    // Made shared, the same request is honoured: a mount made in the
+    // container shows on the host.
+    run(&["mount", "--make-rshared", &s]);
+    let id = n.run(&pod, &pc, config("bidi"));
+    n.sh(
+        &id,
+        "mkdir -p /data/inner && mount -t tmpfs tmpfs /data/inner && touch /data/inner/from-container",
+    );
+    let seen = src.join("inner/from-container").exists();
+    n.stop_and_remove_pod(&pod);
+    let _ = std::process::Command::new("umount").args(["-R", &s]).status();
+    assert!(seen, "the container's mount propagated to the host");
+}

@@ -93,6 +93,22 @@ pub struct Attachment {
     pub capabilities: serde_json::Map<String, Value>,
 }
 
+/// CNI_ARGS as plugins read it: `K=V` pairs joined with `;`. The format
+/// has no escaping, so a key or value holding `;` or `=` (a pod named
+/// `x;IP=10.0.0.1` would set the plugin's IP argument) is refused.
+pub fn cni_args(args: &[(String, String)]) -> Result<String, Error> {
+    let mut out = Vec::with_capacity(args.len());
+    for (k, v) in args {
+        if [k, v].iter().any(|s| s.contains([';', '='])) {
+            return Err(Error::InvalidArgument(format!(
+                "CNI argument {k}={v:?}: a CNI argument may not contain ';' or '='"
+            )));
+        }
+        out.push(format!("{k}={v}"));
+    }
+    Ok(out.join(";"))
+}
+
 /// Runs plugins found in `bin_dirs` (first match wins).
 #[derive(Debug, Clone)]
 pub struct Cni {
@@ -141,14 +157,14 @@ impl Cni {
             ))
         })?;
         let path = std::env::join_paths(&self.bin_dirs).unwrap_or_default();
-        let args: Vec<String> = a.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let args = cni_args(&a.args)?;
         let mut child = tokio::process::Command::new(&bin)
             .env_clear()
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &a.container_id)
             .env("CNI_NETNS", &a.netns)
             .env("CNI_IFNAME", &a.ifname)
-            .env("CNI_ARGS", args.join(";"))
+            .env("CNI_ARGS", args)
             .env("CNI_PATH", path)
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(Stdio::piped())
@@ -338,6 +354,19 @@ pub fn unpin(paths: &[PathBuf]) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn cni_args_refuse_separators_in_values() {
+        let ok = cni_args(&[
+            ("K8S_POD_NAME".into(), "web-0".into()),
+            ("IgnoreUnknown".into(), "1".into()),
+        ]);
+        assert_eq!(ok.unwrap(), "K8S_POD_NAME=web-0;IgnoreUnknown=1");
+        let e = cni_args(&[("K8S_POD_NAME".into(), "inj;IP=10.77.222.222".into())]).unwrap_err();
+        assert!(e.to_string().contains("K8S_POD_NAME"), "{e}");
+        assert!(cni_args(&[("K8S_POD_UID".into(), "a=b".into())]).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -40,6 +40,15 @@ pub fn check_sandbox_metadata(m: Option<&PodSandboxMetadata>) -> Result<&PodSand
             "the pod sandbox metadata has no name".into(),
         ));
     }
+    // They become CNI_ARGS, whose format has no escaping; Kubernetes never
+    // sends either character in them.
+    for (field, value) in [("name", &m.name), ("namespace", &m.namespace), ("uid", &m.uid)] {
+        if value.contains([';', '=']) {
+            return Err(Error::InvalidArgument(format!(
+                "the pod sandbox metadata's {field} {value:?} may not contain ';' or '='"
+            )));
+        }
+    }
     Ok(m)
 }
 

@@ -210,6 +210,7 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
             // The root's propagation in the runtime spec's words (recursive
             // always): a slave root lets host mounts in, a shared one both ways.
             Ok(cri::MountPropagation::PropagationHostToContainer) => {
+                propagation::check(&src, "slave")?;
                 propagation = if propagation == "shared" {
                     "shared"
                 } else {
@@ -218,6 +219,7 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
                 "rslave"
             }
             Ok(cri::MountPropagation::PropagationBidirectional) => {
+                propagation::check(&src, "shared")?;
                 propagation = "shared";
                 "rshared"
             }
@@ -490,6 +492,7 @@ fn can_lower_oom_score() -> bool {
         .is_some_and(|eff| eff & (1 << 24) != 0)
 }
 
+mod propagation;
 mod security;
 
 use security::check_apparmor;
