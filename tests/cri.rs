@@ -1644,3 +1644,110 @@ fn cni_argument_injection_and_unshareable_bidirectional_mounts_are_refused() {
     let _ = std::process::Command::new("umount").args(["-R", &s]).status();
     assert!(seen, "the container's mount propagated to the host");
 }
+
+/// CreateContainer and RemovePodSandbox of one pod at once: whichever runs
+/// first, no container is left in a pod that is gone.
+#[test]
+fn removing_a_pod_while_a_container_is_created_in_it_leaves_nothing() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    for i in 0..16 {
+        let pc = n.pod_config(&format!("race-{i}"));
+        let pod = n.run_pod(pc.clone());
+        let (mut a, mut b) = (n.runtime.clone(), n.runtime.clone());
+        let create = cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(n.container_config("c", &["sleep", "3600"])),
+            sandbox_config: Some(pc.clone()),
+        };
+        let remove = cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        };
+        let (created, removed) = n.rt.block_on(async {
+            tokio::join!(a.create_container(create), async {
+                tokio::time::sleep(Duration::from_millis(i * 3)).await;
+                b.remove_pod_sandbox(remove).await
+            })
+        });
+        removed.expect("RemovePodSandbox");
+        if let Err(e) = &created {
+            assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+        }
+        let left =
+            n.rt.block_on(n.runtime.list_containers(cri::ListContainersRequest::default()))
+                .unwrap()
+                .into_inner()
+                .containers;
+        assert!(left.is_empty(), "try {i}: containers left: {left:?}");
+        if let Ok(c) = created {
+            let id = c.into_inner().container_id;
+            assert!(shims_of(&id).is_empty(), "try {i}: a shim is left");
+        }
+    }
+    let records = n.daemon.ctr(&["-n", "k8s.io", "containers", "ls", "-q"]).ok();
+    assert_eq!(records.trim(), "", "containers.v1 records left");
+}
+
+/// What a molded killed inside CreateContainer leaves — a container record
+/// with its task and bundle, a writable snapshot — has no CRI record; the
+/// next molded removes it before it serves the kubelet, and keeps what CRI
+/// knows.
+#[test]
+fn a_restart_removes_what_a_crash_left_in_k8s_io_without_records() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("kept");
+    let pod = n.run_pod(pc.clone());
+    let kept = n.run(&pod, &pc, n.container_config("kept", &["sleep", "3600"]));
+    // The parts CreateContainer makes before its record, made directly.
+    let half = "ab".repeat(32);
+    let bare = "cd".repeat(32);
+    n.daemon
+        .ctr(&[
+            "-n",
+            "k8s.io",
+            "run",
+            "-d",
+            "--label",
+            "io.cri-containerd.kind=container",
+            &n.busybox.clone(),
+            &half,
+            "sleep",
+            "3600",
+        ])
+        .ok();
+    let parent = n
+        .daemon
+        .ctr(&["-n", "k8s.io", "snapshots", "ls"])
+        .ok()
+        .lines()
+        .find(|l| l.contains("Committed"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a committed layer")
+        .to_string();
+    n.daemon
+        .ctr(&["-n", "k8s.io", "snapshots", "prepare", &bare, &parent])
+        .ok();
+    assert!(!shims_of(&half).is_empty());
+
+    n.daemon.kill9();
+    n.daemon.restart();
+    // The CRI socket serves once the leftovers are gone.
+    assert_eq!(
+        n.status(&kept).state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    let records = n.daemon.ctr(&["-n", "k8s.io", "containers", "ls", "-q"]).ok();
+    assert_eq!(records.trim(), kept, "only the container CRI knows is left");
+    let snapshots = n.daemon.ctr(&["-n", "k8s.io", "snapshots", "ls"]).ok();
+    assert!(
+        !snapshots.contains(&half) && !snapshots.contains(&bare),
+        "{snapshots}"
+    );
+    assert!(snapshots.contains(&kept), "{snapshots}");
+    molde_tests::eventually(10, "the leftover's shim to end", || shims_of(&half).is_empty());
+    assert!(!mounted(&half));
+    assert!(!n.daemon.state.join("runtime/k8s.io").join(&half).exists());
+    assert!(n.daemon.log_text().contains("left by a crash"));
+    n.stop_and_remove_pod(&pod);
+}

@@ -239,7 +239,12 @@ impl Daemon {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if std::os::unix::net::UnixStream::connect(&self.sock).is_ok() {
+            // Every listener (the CRI socket's too) is bound once molded
+            // says it serves; a socket file a killed molded left refuses
+            // connections until then.
+            if std::os::unix::net::UnixStream::connect(&self.sock).is_ok()
+                && self.log_text().matches("molded serving").count() >= self.starts as usize
+            {
                 return;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {

@@ -94,6 +94,9 @@ impl Cri {
         sandbox_id: &str,
         config: cri::ContainerConfig,
     ) -> Result<String, Error> {
+        // Held until the container's record is written: a RemovePodSandbox
+        // that comes meanwhile waits, then removes this container too.
+        let _pod = self.lock_pod(sandbox_id).await;
         let sandbox = self.sandbox(sandbox_id)?;
         if !sandbox.ready {
             return Err(Error::FailedPrecondition(format!(
@@ -340,7 +343,7 @@ impl Cri {
     }
 
     /// Removes what the runtime holds for a container: task, record, snapshot.
-    async fn unmake(&self, id: &str) {
+    pub(crate) async fn unmake(&self, id: &str) {
         match self
             .runtime()
             .remove(request(rt::RemoveRequest {

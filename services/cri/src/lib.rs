@@ -18,6 +18,7 @@ pub mod exec;
 pub mod image;
 pub mod limits;
 pub mod names;
+mod reconcile;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
@@ -25,6 +26,7 @@ pub mod store;
 pub mod stream;
 pub mod user;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -73,6 +75,9 @@ pub struct Cri {
     pub events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
     /// The streaming server's tokens (Exec, Attach, PortForward URLs).
     pub streams: stream::Streams,
+    /// One lock per pod: creating a container in a pod and removing or
+    /// stopping the pod never interleave.
+    pods: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Cri {
@@ -85,7 +90,25 @@ impl Cri {
             pod_cidr: Default::default(),
             events,
             streams: Default::default(),
+            pods: Default::default(),
         })
+    }
+
+    /// Holds pod `id`'s lock until the guard is dropped.
+    pub(crate) async fn lock_pod(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// Forgets the lock of a pod that is gone.
+    pub(crate) fn forget_pod(&self, id: &str) {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 }
 

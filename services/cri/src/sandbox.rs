@@ -334,6 +334,7 @@ impl Cri {
     /// Stops a pod: its containers are killed, its network goes, its init ends.
     /// Stopping a stopped (or removed) pod does nothing.
     pub async fn stop_sandbox(&self, id: &str) -> Result<(), Error> {
+        let _pod = self.lock_pod(id).await;
         let mut rec = match self.sandbox(id) {
             Ok(r) => r,
             // Stopping a pod that was removed: there is nothing left to stop.
@@ -356,6 +357,7 @@ impl Cri {
 
     /// Removes a pod and its containers; removing one that is gone does nothing.
     pub async fn remove_sandbox(&self, id: &str) -> Result<(), Error> {
+        let pod = self.lock_pod(id).await;
         let rec = match self.sandbox(id) {
             Ok(r) => r,
             Err(e) if e.is_not_found() => return Ok(()),
@@ -370,6 +372,8 @@ impl Cri {
             store::release(&*self.store, "sandbox", &names::sandbox_name(m), &rec.id)?;
         }
         tracing::info!(id = %rec.id, "pod sandbox removed");
+        drop(pod);
+        self.forget_pod(&rec.id);
         Ok(())
     }
 

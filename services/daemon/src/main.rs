@@ -406,6 +406,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     // CRI, on a socket of its own for the kubelet.
     let mut cri = None;
+    let mut cri_state = None;
     if let Some(store) = store.clone().filter(|_| cfg.hosts("cri")) {
         let pod_init = std::env::current_exe().context("finding molded's own binary for pod-init")?;
         let c = molde_cri::Cri::new(
@@ -439,6 +440,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             molde_cri::stream::serve(c.clone(), &cfg.cri.stream_address, cfg.cri.stream_port, tls)
                 .await
                 .context("starting the CRI streaming server")?;
+        cri_state = Some(c.clone());
         let s = molde_cri::servers(c);
         let server = Server::builder()
             .http2_max_header_list_size(molde_api::client::MAX_HEADER_LIST)
@@ -508,12 +510,24 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let cri_server = cri.map(|(server, l, guard)| {
         cri_socket = Some(guard);
         let mut stopped = stop_rx.clone();
-        // Through the authority fixer: kubelets of 1.26 send the socket path as :authority.
-        tokio::spawn(
-            server.serve_with_incoming_shutdown(molde_cri::authority::incoming(l), async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }),
-        )
+        let cri = cri_state.clone();
+        tokio::spawn(async move {
+            // What a crash left half made goes before the kubelet is served
+            // (the services it calls are being served by now).
+            if let Some(c) = cri {
+                match c.reconcile().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(removed = n, "CRI: removed what a crash left without records"),
+                    Err(e) => tracing::warn!(error = %e, "CRI: looking for what a crash left failed"),
+                }
+            }
+            // Through the authority fixer: kubelets of 1.26 send the socket path as :authority.
+            server
+                .serve_with_incoming_shutdown(molde_cri::authority::incoming(l), async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        })
     });
     if let Some((builder, guard)) = recover {
         tokio::spawn(async move { builder.recover(guard).await });
