@@ -303,3 +303,88 @@ fn what_molded_writes_is_readable_by_root_only() {
     assert!(!out.status.success(), "another user lists the root");
     d.molde(&["rm", "-f", "secretive"]).ok();
 }
+
+/// A root on a small tmpfs, filled: writes fail with the disk's error, and
+/// once space is back the next tag, pull, run and build work without a
+/// restart, with nothing committed before lost.
+#[test]
+fn a_full_disk_fails_writes_and_molded_recovers_once_space_is_back() {
+    use std::io::Write;
+    let mut d = Daemon::prepare(&[]);
+    std::fs::create_dir_all(&d.root).unwrap();
+    let root = d.root.to_str().unwrap().to_string();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs", &root])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").args(["-l", &self.0]).status();
+        }
+    }
+    let _unmount = Unmount(root.clone());
+    d.spawn();
+    d.load_busybox();
+    let image = "localhost/molde/busybox";
+    let reg = molde_tests::registry::Registry::start();
+    let remote = format!("{}/full/busybox:1", reg.host);
+    d.molde(&["tag", image, &remote]).ok();
+    d.molde(&["push", &remote]).ok();
+
+    // Fill the disk.
+    let filler = d.root.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    while f.write_all(&chunk).is_ok() {}
+    while f.write_all(&chunk[..4096]).is_ok() {}
+    drop(f);
+    // Metadata writes until one meets the full disk.
+    let mut failure = None;
+    for i in 0..400 {
+        let r = d.molde(&["tag", image, &format!("localhost/full/t{i}:1")]);
+        if !r.out.status.success() {
+            failure = Some(r.stderr());
+            break;
+        }
+    }
+    let failure = failure.expect("a tag fails on a full disk");
+    assert!(failure.contains("No space left on device"), "{failure}");
+    let r = d.molde(&["run", "--rm", image, "true"]);
+    assert!(!r.out.status.success(), "a run on a full disk fails");
+
+    // Space back: everything works, no restart.
+    std::fs::remove_file(&filler).unwrap();
+    d.molde(&["tag", image, "localhost/full/after:1"]).ok();
+    assert!(d.molde(&["images", "-q"]).ok().lines().count() >= 2);
+    d.molde(&["rmi", &remote]).ok();
+    d.molde(&["pull", "-q", &remote]).ok();
+    assert_eq!(d.molde(&["run", "--rm", &remote, "echo", "ran"]).ok(), "ran\n");
+    let ctx = d.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {image}\nRUN echo built > /built\n"),
+    )
+    .unwrap();
+    d.molde(&[
+        "build",
+        "-q",
+        "-t",
+        "localhost/full/built:1",
+        ctx.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        d.molde(&["run", "--rm", "localhost/full/built:1", "cat", "/built"])
+            .ok(),
+        "built\n"
+    );
+    // What was committed before the disk filled is all there.
+    assert!(d.molde(&["images"]).ok().contains("localhost/full/t0"));
+    assert!(
+        d.log_text().contains("reopened"),
+        "the database was reopened in place"
+    );
+}
