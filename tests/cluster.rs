@@ -610,8 +610,10 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
         b.log_text()
     );
 
-    // Any command on another node, through the peer transport.
+    // Any command on another node, through the peer transport, with an
+    // admin's certificate.
     let certs = cl.certs();
+    molde_cli(&["cluster", "join", "--dir", &certs, "--admin", "ops"]);
     let digest_on_a = a
         .molde_stdin(
             &["content", "ingest", "-l", "containerd.io/gc.root=t", "only-on-a"],
@@ -624,6 +626,8 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
             "node-a",
             "--cluster-certs",
             &certs,
+            "--cluster-identity",
+            "ops",
             "content",
             "ls",
             "-q",
@@ -636,7 +640,14 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
             .contains(digest_on_a.trim())
     );
     let all = b
-        .molde(&["--all-nodes", "--cluster-certs", &certs, "images"])
+        .molde(&[
+            "--all-nodes",
+            "--cluster-certs",
+            &certs,
+            "--cluster-identity",
+            "ops",
+            "images",
+        ])
         .ok();
     assert!(
         all.contains("== node-a ==") && all.contains("== node-b =="),
@@ -644,7 +655,15 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
     );
     assert_eq!(all.matches("shared/app").count(), 2, "{all}");
     let err = b
-        .molde(&["--node", "node-z", "--cluster-certs", &certs, "images"])
+        .molde(&[
+            "--node",
+            "node-z",
+            "--cluster-certs",
+            &certs,
+            "--cluster-identity",
+            "ops",
+            "images",
+        ])
         .fails();
     assert!(err.contains("node-z"), "{err}");
 
@@ -959,4 +978,352 @@ fn a_node_following_a_download_finishes_it_when_the_downloader_is_killed() {
     assert!(log.contains("reading it from there as it arrives"), "{log}");
     // node-b took over the download from where its copy stopped.
     cl.assert_resumed(big);
+}
+
+/// A node's certificate has the peer role: it reads from other nodes and
+/// runs nothing there; an admin's certificate runs any command; a revoked
+/// certificate is refused by every node within a lease period.
+#[test]
+fn node_certificates_only_read_admins_run_and_revoked_certificates_are_refused() {
+    let mut cl = Cluster::new();
+    let a = cl.node("node-a");
+    let b = cl.node("node-b");
+    molde_tests::eventually(20, "both registered", || names(&b).len() == 2);
+    let certs = cl.certs();
+    // With node-b's own certificate (the default identity): refused, naming the role.
+    let err = b
+        .molde(&[
+            "--node",
+            "node-a",
+            "--cluster-certs",
+            &certs,
+            "run",
+            "--rm",
+            "-v",
+            "/:/host",
+            "x",
+            "true",
+        ])
+        .fails();
+    assert!(err.contains("peer role") && err.contains("admin"), "{err}");
+    let err = b
+        .molde(&["--node", "node-a", "--cluster-certs", &certs, "content", "ls"])
+        .fails();
+    assert!(
+        err.contains("PermissionDenied") || err.contains("peer role"),
+        "{err}"
+    );
+    // An admin's certificate runs commands there.
+    molde_cli(&[
+        "cluster", "join", "--dir", &certs, "--admin", "ops", "--days", "30",
+    ]);
+    let admin = [
+        "--node",
+        "node-a",
+        "--cluster-certs",
+        certs.as_str(),
+        "--cluster-identity",
+        "ops",
+    ];
+    let out = b.molde(&[&admin[..], &["version"]].concat()).ok();
+    assert!(out.contains("Server:"), "{out}");
+    let certified = molde_cluster::certs::Presented::load(&Path::new(&certs).join("ops.crt")).unwrap();
+    let days = (certified.not_after
+        - std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64)
+        / 86_400;
+    assert!((29..=30).contains(&days), "{days}");
+    // Revoked through node-b's molded: node-a refuses it within a lease.
+    let said = b.molde(&["cluster", "revoke", "--dir", &certs, "ops"]).ok();
+    assert!(said.contains("revoked ops"), "{said}");
+    molde_tests::eventually(15, "node-a to refuse the revoked certificate", || {
+        let r = b.molde(&[&admin[..], &["version"]].concat());
+        !r.out.status.success() && r.stderr().contains("revoked")
+    });
+    // Renewed, it is a new certificate, and it is accepted again.
+    molde_cli(&["cluster", "renew", "--dir", &certs, "ops"]);
+    b.molde(&[&admin[..], &["version"]].concat()).ok();
+    drop(a);
+}
+
+/// One molded per node name: a second one with the name fails at start
+/// naming the first, and a certificate under another name is refused.
+#[test]
+fn a_node_name_is_held_by_one_molded_and_bound_to_its_certificate() {
+    let mut cl = Cluster::new();
+    let a = cl.node("node-a");
+    molde_tests::eventually(20, "node-a registered", || names(&a) == ["node-a"]);
+    let record = |cl: &Cluster| {
+        cl.etcd
+            .store()
+            .get("/molde/nodes/node-a")
+            .unwrap()
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(record(&cl).contains(&a.address()));
+    // A second molded calling itself node-a, on another host.
+    let host = cl.lan.host("node-a2");
+    let mut twin = Daemon::prepare(&[]);
+    twin.args(&[
+        "--cluster".into(),
+        format!("etcd={}", cl.etcd.url()),
+        "--node-name".into(),
+        "node-a".into(),
+        "--advertise".into(),
+        format!("{}:{PEER_PORT}", host.ip),
+        "--cluster-certs".into(),
+        cl.certs(),
+    ]);
+    twin.on_host(&host);
+    let log = twin.spawn_failing();
+    assert!(
+        log.contains("node name \"node-a\" is registered by another molded"),
+        "{log}"
+    );
+    assert!(log.contains(&a.address()), "names the holder: {log}");
+    assert!(record(&cl).contains(&a.address()), "the record is node-a's still");
+    // node-a's certificate copied under another name.
+    let certs = PathBuf::from(cl.certs());
+    std::fs::copy(certs.join("node-a.crt"), certs.join("node-q.crt")).unwrap();
+    std::fs::copy(certs.join("node-a.key"), certs.join("node-q.key")).unwrap();
+    let host = cl.lan.host("node-q");
+    let mut q = Daemon::prepare(&[]);
+    q.args(&[
+        "--cluster".into(),
+        format!("etcd={}", cl.etcd.url()),
+        "--node-name".into(),
+        "node-q".into(),
+        "--advertise".into(),
+        format!("{}:{PEER_PORT}", host.ip),
+        "--cluster-certs".into(),
+        cl.certs(),
+    ]);
+    q.on_host(&host);
+    let log = q.spawn_failing();
+    assert!(log.contains("issued to \"node-a\""), "{log}");
+    assert!(cl.etcd.store().get("/molde/nodes/node-q").unwrap().is_none());
+}
+
+/// A molded that cannot serve its peers fails at start without ever
+/// registering, and says why once, without a backtrace.
+#[test]
+fn a_molded_that_cannot_bind_its_peer_port_never_registers() {
+    let mut cl = Cluster::new();
+    let a = cl.node("node-a");
+    molde_tests::eventually(20, "node-a registered", || names(&a) == ["node-a"]);
+    molde_cli(&["cluster", "join", "--dir", &cl.certs(), "--node-name", "node-c"]);
+    let host = cl.lan.host("node-c");
+    let mut c = Daemon::prepare(&[]);
+    // node-a's address: not this host's, so the peer listener cannot bind.
+    c.args(&[
+        "--cluster".into(),
+        format!("etcd={}", cl.etcd.url()),
+        "--node-name".into(),
+        "node-c".into(),
+        "--advertise".into(),
+        a.address(),
+        "--cluster-certs".into(),
+        cl.certs(),
+    ]);
+    c.on_host(&host);
+    let log = c.spawn_failing();
+    assert_eq!(log.matches("listening for peers").count(), 1, "said once: {log}");
+    assert!(!log.contains("backtrace") && !log.contains("Error: "), "{log}");
+    assert!(cl.etcd.store().get("/molde/nodes/node-c").unwrap().is_none());
+    assert_eq!(names(&a), ["node-a"]);
+}
+
+/// A download that fails drops its claim at once; a claim whose node is not
+/// registered has lapsed; a peer frozen mid-transfer (SIGSTOP) is left for
+/// the registry.
+#[test]
+fn failed_downloads_drop_their_claims_and_frozen_peers_are_left_behind() {
+    let mut cl = Cluster::new();
+    let (l, reference) = cl.push("claims/app:1", &[noise_layer(5, 8_000_000)]);
+    let (big, _) = &l.layers[1];
+    let a = cl.node("node-a");
+    let b = cl.node("node-b");
+    molde_tests::eventually(20, "both registered", || names(&b).len() == 2);
+    let claim = format!("/molde/claims/{big}");
+    // node-a's registry download fails: its claim goes with it.
+    cl.proxy.set(molde_tests::faults::Faults {
+        blob_status: Some(500),
+        ..Default::default()
+    });
+    a.molde(&["pull", "-q", &reference]).fails();
+    assert!(
+        cl.etcd.store().get(&claim).unwrap().is_none(),
+        "node-a kept its claim"
+    );
+    cl.proxy.set(Default::default());
+
+    // A claim of a node that is not registered, under a long lease.
+    let store = cl.etcd.store();
+    let lease = store.grant(Duration::from_secs(300)).unwrap();
+    assert!(store.claim(&claim, b"ghost".to_vec(), lease).unwrap());
+    let pulling = pull_in_background(&b, &reference);
+    molde_tests::eventually(60, "node-b's pull past the ghost's claim", || {
+        pulling.is_finished()
+    });
+    let out = pulling.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(b.log_text().contains("has lapsed"), "{}", b.log_text());
+
+    // node-b serves the layer slowly and freezes mid-transfer: node-c
+    // notices within the stall limit and takes the rest from the registry.
+    molde_tests::eventually(20, "node-b to publish the layer", || cl.indexed(big, "node-b"));
+    let c = cl.node("node-c");
+    molde_tests::eventually(20, "node-c registered", || names(&c).len() == 3);
+    b.host.throttle(40);
+    let pulling = pull_in_background(&c, &reference);
+    molde_tests::eventually(30, "node-c to be reading from node-b", || {
+        ingesting(&c) > 1_000_000
+    });
+    let pid = nix::unistd::Pid::from_raw(b.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    molde_tests::eventually(60, "node-c's pull past the frozen peer", || pulling.is_finished());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let out = pulling.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listing(&c, &reference, &["/data/5"]), "8000000 /data/5");
+    assert!(c.log_text().contains("sent nothing"), "{}", c.log_text());
+}
+
+/// Certificates for an etcd that wants TLS and client certificates, as
+/// kubeadm's does: a CA, etcd's own (for 127.0.0.1), and a client's.
+fn etcd_pki(dir: &Path) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "etcd-ca");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+    for (name, sans) in [
+        ("server", vec!["127.0.0.1".to_string(), "localhost".into()]),
+        ("client", vec!["molde".into()]),
+    ] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// molded joins a cluster whose etcd speaks TLS, wants a client certificate
+/// and, with auth on, a user and password.
+#[test]
+fn a_node_joins_an_etcd_with_tls_client_certificates_and_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path();
+    etcd_pki(pki);
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("https://127.0.0.1:{client}");
+    let s = |p: &str| pki.join(p).display().to_string();
+    let mut etcd = Command::new(molde_tests::require("etcd"))
+        .args(["--name", "t", "--data-dir", &s("data")])
+        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args(["--initial-cluster", &format!("t=http://127.0.0.1:{peer}")])
+        .args(["--client-cert-auth", "--trusted-ca-file", &s("ca.crt")])
+        .args(["--cert-file", &s("server.crt"), "--key-file", &s("server.key")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(pki.join("etcd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _etcd = Kill(&mut etcd);
+    molde_tests::eventually(20, "etcd to answer", || {
+        std::net::TcpStream::connect(("127.0.0.1", client)).is_ok()
+    });
+    let tls = [
+        "--etcd-ca".to_string(),
+        s("ca.crt"),
+        "--etcd-cert".into(),
+        s("client.crt"),
+        "--etcd-key".into(),
+        s("client.key"),
+    ];
+    let node_args = |name: &str| -> Vec<String> {
+        vec![
+            "--cluster".into(),
+            format!("etcd={url}"),
+            "--node-name".into(),
+            name.into(),
+            "--advertise".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ]
+    };
+    // TLS and a client certificate.
+    let mut d = Daemon::prepare(&[]);
+    d.args(&[node_args("tls-node"), tls.to_vec()].concat());
+    d.spawn();
+    molde_tests::eventually(20, "tls-node registered", || names(&d) == ["tls-node"]);
+    drop(d);
+    // An https endpoint without the CA is refused at start, saying what is missing.
+    let mut bare = Daemon::prepare(&[]);
+    bare.args(&node_args("bare"));
+    let log = bare.spawn_failing();
+    assert!(log.contains("--etcd-ca"), "{log}");
+
+    // etcd's auth on: a root user with a password.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let opts = etcd_client::ConnectOptions::new().with_tls(
+            etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(
+                    std::fs::read(pki.join("ca.crt")).unwrap(),
+                ))
+                .identity(etcd_client::Identity::from_pem(
+                    std::fs::read(pki.join("client.crt")).unwrap(),
+                    std::fs::read(pki.join("client.key")).unwrap(),
+                )),
+        );
+        let mut c = etcd_client::Client::connect([url.clone()], Some(opts))
+            .await
+            .unwrap();
+        c.user_add("root", "s3cret", None).await.unwrap();
+        c.user_grant_role("root", "root").await.unwrap();
+        c.auth_enable().await.unwrap();
+    });
+    std::fs::write(pki.join("password"), "s3cret\n").unwrap();
+    let mut d = Daemon::prepare(&[]);
+    let config = d.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\netcd_user = \"root\"\netcd_password_file = {:?}\n",
+            pki.join("password")
+        ),
+    )
+    .unwrap();
+    d.args(
+        &[
+            vec!["--config".into(), config.display().to_string()],
+            node_args("auth-node"),
+            tls.to_vec(),
+        ]
+        .concat(),
+    );
+    d.spawn();
+    molde_tests::eventually(20, "auth-node registered", || names(&d) == ["auth-node"]);
 }

@@ -153,8 +153,13 @@ pub async fn nodes(d: &Daemon) -> Result<()> {
 
 /// A connection to node `node` of the cluster the local molded is part of:
 /// through the peer transport, with this node's certificate from `certs`.
-pub async fn cluster_node(local: &Daemon, certs: &std::path::Path, node: &str) -> Result<Daemon> {
-    let all = cluster_nodes(local, certs).await?;
+pub async fn cluster_node(
+    local: &Daemon,
+    certs: &std::path::Path,
+    identity: Option<&str>,
+    node: &str,
+) -> Result<Daemon> {
+    let all = cluster_nodes(local, certs, identity).await?;
     let known: Vec<String> = all.iter().map(|(n, _)| n.clone()).collect();
     all.into_iter()
         .find(|(n, _)| n == node)
@@ -168,16 +173,23 @@ pub async fn cluster_node(local: &Daemon, certs: &std::path::Path, node: &str) -
 }
 
 /// Every node of the cluster, each reached through the peer transport (this
-/// one through its socket).
-pub async fn cluster_nodes(local: &Daemon, certs: &std::path::Path) -> Result<Vec<(String, Daemon)>> {
+/// one through its socket) with the certificate `identity` names in
+/// `certs` (an admin's), or the local node's own.
+pub async fn cluster_nodes(
+    local: &Daemon,
+    certs: &std::path::Path,
+    identity: Option<&str>,
+) -> Result<Vec<(String, Daemon)>> {
     use molde_api::molde::services::cluster::v1::{NodesRequest, cluster_client::ClusterClient};
     let r = ClusterClient::new(local.channel.clone())
         .nodes(local.request(NodesRequest {}))
         .await
         .map_err(status("listing the cluster's nodes"))?
         .into_inner();
-    let id = molde_cluster::certs::Identity::load(certs, &r.self_name)
-        .map_err(|e| anyhow!("this node's cluster certificate: {e} (--cluster-certs)"))?;
+    let who = identity.unwrap_or(&r.self_name);
+    let id = molde_cluster::certs::Identity::load(certs, who).map_err(|e| {
+        anyhow!("the cluster certificate of {who}: {e} (--cluster-certs, --cluster-identity)")
+    })?;
     let mut out = Vec::new();
     for n in r.nodes {
         if n.name == r.self_name {
@@ -196,4 +208,22 @@ pub async fn cluster_nodes(local: &Daemon, certs: &std::path::Path) -> Result<Ve
         ));
     }
     Ok(out)
+}
+
+/// `molde cluster revoke`: the certificate DIR/NAME.crt recorded as revoked
+/// in the cluster the local molded is part of.
+pub async fn revoke(local: &Daemon, dir: &std::path::Path, name: &str) -> Result<()> {
+    use molde_api::molde::services::cluster::v1::{RevokeRequest, cluster_client::ClusterClient};
+    let cert = molde_cluster::certs::Presented::load(&dir.join(format!("{name}.crt")))
+        .map_err(|e| anyhow!("molde cluster revoke: {e}"))?;
+    ClusterClient::new(local.channel.clone())
+        .revoke(local.request(RevokeRequest {
+            name: cert.name.clone(),
+            serial: cert.serial.clone(),
+            not_after: cert.not_after,
+        }))
+        .await
+        .map_err(status(format!("revoking the certificate of {name}")))?;
+    println!("revoked {} (serial {})", cert.name, cert.serial);
+    Ok(())
 }

@@ -50,6 +50,11 @@ struct Cli {
         default_value = "/etc/molde/cluster"
     )]
     cluster_certs: std::path::PathBuf,
+    /// The certificate in --cluster-certs that --node and --all-nodes
+    /// present: an admin's (molde cluster join --admin NAME); the local
+    /// node's own when not given, which may only read from other nodes
+    #[arg(long, global = true, env = "MOLDE_CLUSTER_IDENTITY")]
+    cluster_identity: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -224,12 +229,36 @@ enum ClusterCmd {
         #[arg(long)]
         dir: std::path::PathBuf,
     },
-    /// Write node NAME's certificate and key into DIR, signed by its CA
+    /// Write a node's certificate and key (--node-name NAME), or an
+    /// administrator's (--admin NAME), into DIR, signed by its CA
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["node_name", "admin"])))]
     Join {
         #[arg(long)]
         dir: std::path::PathBuf,
         #[arg(long)]
-        node_name: String,
+        node_name: Option<String>,
+        /// An administrator's certificate: may run any command on any node
+        #[arg(long)]
+        admin: Option<String>,
+        /// Days the certificate is valid
+        #[arg(long, default_value_t = molde_cluster::certs::DEFAULT_DAYS)]
+        days: u32,
+    },
+    /// Issue NAME's certificate again (a new key, the same role) in DIR
+    Renew {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        name: String,
+        /// Days the new certificate is valid
+        #[arg(long, default_value_t = molde_cluster::certs::DEFAULT_DAYS)]
+        days: u32,
+    },
+    /// Have every node refuse NAME's certificate (DIR/NAME.crt), through
+    /// the local molded's cluster
+    Revoke {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        name: String,
     },
 }
 
@@ -276,9 +305,24 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", crt.display());
             return Ok(());
         }
-        Command::Cluster(ClusterCmd::Join { dir, node_name }) => {
-            let crt =
-                molde_cluster::certs::join(dir, node_name).map_err(|e| anyhow!("molde cluster join: {e}"))?;
+        Command::Cluster(ClusterCmd::Join {
+            dir,
+            node_name,
+            admin,
+            days,
+        }) => {
+            let crt = match (node_name, admin) {
+                (Some(n), None) => molde_cluster::certs::join(dir, n, *days),
+                (None, Some(a)) => molde_cluster::certs::join_admin(dir, a, *days),
+                _ => Err("give one of --node-name and --admin".to_string()),
+            }
+            .map_err(|e| anyhow!("molde cluster join: {e}"))?;
+            println!("{}", crt.display());
+            return Ok(());
+        }
+        Command::Cluster(ClusterCmd::Renew { dir, name, days }) => {
+            let crt = molde_cluster::certs::renew(dir, name, *days)
+                .map_err(|e| anyhow!("molde cluster renew: {e}"))?;
             println!("{}", crt.display());
             return Ok(());
         }
@@ -312,8 +356,12 @@ async fn run(cli: Cli) -> Result<()> {
         _ => {}
     }
     let local = daemon::Daemon::connect(&cli.address, &cli.namespace).await?;
+    if let Command::Cluster(ClusterCmd::Revoke { dir, name }) = &cli.command {
+        return daemon::revoke(&local, dir, name).await;
+    }
+    let identity = cli.cluster_identity.as_deref();
     if cli.all_nodes {
-        let nodes = daemon::cluster_nodes(&local, &cli.cluster_certs).await?;
+        let nodes = daemon::cluster_nodes(&local, &cli.cluster_certs, identity).await?;
         for (name, d) in nodes {
             println!("== {name} ==");
             match &cli.command {
@@ -327,7 +375,7 @@ async fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let d = match &cli.node {
-        Some(node) => daemon::cluster_node(&local, &cli.cluster_certs, node).await?,
+        Some(node) => daemon::cluster_node(&local, &cli.cluster_certs, identity, node).await?,
         None => local,
     };
     match cli.command {

@@ -236,6 +236,37 @@ impl Daemon {
         self.wait_ready();
     }
 
+    /// Starts molded and expects it to fail before it serves: its log.
+    pub fn spawn_failing(&mut self) -> String {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("daemon log");
+        use std::os::unix::process::CommandExt;
+        let mut child = self
+            .command()
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn molded");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                assert!(!status.success(), "molded exited 0\n{}", self.log_text());
+                return self.log_text();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("molded did not fail within 30s\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

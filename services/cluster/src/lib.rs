@@ -15,7 +15,7 @@ pub mod peer;
 pub mod peers;
 pub mod service;
 
-pub use membership::{Membership, NodeRecord};
+pub use membership::{Membership, NodeRecord, Registration};
 
 /// Where the cluster's records live in etcd.
 pub const PREFIX: &str = "/molde/";
@@ -31,6 +31,9 @@ pub const CLAIMS: &str = "/molde/claims/";
 /// its build cache's record of the layer the step made), bound to the
 /// node's lease.
 pub const BUILD_CACHE: &str = "/molde/build-cache/";
+/// `/molde/revoked/<serial>`: a certificate every node refuses (the value:
+/// whom it was issued to and when it expires, JSON).
+pub const REVOKED: &str = "/molde/revoked/";
 
 /// A node name: letters, digits, `-`, `_`, `.`, at most 63 (it is a key
 /// component and a certificate name).

@@ -35,6 +35,13 @@ pub struct NodeRecord {
     pub refreshed_unix: i64,
 }
 
+/// Why a registration did not happen.
+enum Refused {
+    /// Another live node holds the name: its record.
+    Taken(NodeRecord),
+    Etcd(molde_meta::MetaError),
+}
+
 /// How the registration stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
@@ -52,6 +59,9 @@ pub struct Membership {
     /// The lease this node holds now, and what it published under it: its
     /// index entries (blobs, build-cache records), etcd key → value.
     held: Mutex<(Option<i64>, Entries)>,
+    /// Serial numbers (hex) of the revoked certificates, read again each
+    /// renewal: the peer listener refuses them.
+    revoked: std::sync::RwLock<std::collections::HashSet<String>>,
 }
 
 /// What the node counts of itself each time it refreshes its record.
@@ -82,31 +92,129 @@ fn free_disk(root: &PathBuf) -> u64 {
         .unwrap_or(0)
 }
 
+/// What a node needs to register and to keep its record and index fresh.
+pub struct Registration {
+    pub version: String,
+    pub root: PathBuf,
+    pub images: ImageCount,
+    pub index: Index,
+}
+
 impl Membership {
-    /// Registers this node and keeps it registered, on a thread of its own,
-    /// for the life of the process.
-    pub fn start(
-        store: Arc<EtcdStore>,
-        name: String,
-        address: String,
-        version: String,
-        root: PathBuf,
-        images: ImageCount,
-        index: Index,
-    ) -> Arc<Membership> {
-        let m = Arc::new(Membership {
+    /// This node of the cluster, not registered yet: see [`Membership::join`].
+    pub fn new(store: Arc<EtcdStore>, name: String, address: String) -> Arc<Membership> {
+        Arc::new(Membership {
             store,
             name,
             address,
             standing: Mutex::new(Standing::Starting),
             held: Default::default(),
-        });
-        let me = m.clone();
+            revoked: Default::default(),
+        })
+    }
+
+    /// Whether the certificate with this serial (hex) is revoked.
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&serial.to_ascii_lowercase())
+    }
+
+    /// Records a certificate as revoked, for every node.
+    pub fn revoke(&self, name: &str, serial: &str, not_after: i64) -> molde_meta::Result<()> {
+        let serial = serial.to_ascii_lowercase();
+        let value = serde_json::json!({"name": name, "not_after": not_after}).to_string();
+        self.store
+            .txn(molde_meta::Txn::new().put(format!("{}{serial}", crate::REVOKED), value.into_bytes()))?;
+        self.revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(serial);
+        Ok(())
+    }
+
+    fn read_revoked(&self) {
+        match self.store.range(crate::REVOKED) {
+            Ok(entries) => {
+                let set = entries
+                    .iter()
+                    .filter_map(|e| e.key.strip_prefix(crate::REVOKED).map(str::to_string))
+                    .collect();
+                *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = set;
+            }
+            Err(e) => tracing::debug!("reading the revoked certificates: {e}"),
+        }
+    }
+
+    /// Registers this node — its name is its own only if no other node
+    /// holds it — and keeps it registered on a thread of its own for the
+    /// life of the process. Called once every listener is bound, so a node
+    /// that cannot serve never appears. A name another live node holds is
+    /// an error naming that node; an etcd that does not answer now is not
+    /// (the node registers when it does).
+    pub fn join(self: &Arc<Self>, r: Registration) -> Result<(), String> {
+        let mut lease = None;
+        let mut registered = now();
+        self.read_revoked();
+        match self.register(&r, &mut registered) {
+            Ok(l) => {
+                lease = Some(l);
+                self.set(Standing::Registered);
+            }
+            Err(Refused::Taken(holder)) => return Err(self.taken(&holder)),
+            Err(Refused::Etcd(e)) => self.set(Standing::Unreachable(e.to_string())),
+        }
+        let me = self.clone();
         std::thread::Builder::new()
             .name("cluster-membership".into())
-            .spawn(move || me.run(version, root, images, index))
-            .expect("starting the membership thread");
-        m
+            .spawn(move || me.run(r, lease, registered))
+            .map_err(|e| format!("starting the membership thread: {e}"))?;
+        Ok(())
+    }
+
+    fn taken(&self, holder: &NodeRecord) -> String {
+        format!(
+            "node name {:?} is registered by another molded (advertising {}, registered at {} s since the epoch): \
+             stop it or choose another --node-name",
+            self.name, holder.address, holder.registered_unix
+        )
+    }
+
+    /// A new lease and this node's record under it, created only if no
+    /// record of that name exists.
+    fn register(&self, r: &Registration, registered: &mut i64) -> Result<i64, Refused> {
+        let l = self.store.grant(LEASE_TTL).map_err(Refused::Etcd)?;
+        *registered = now();
+        let value = serde_json::to_vec(&self.record(r, *registered)).expect("a JSON record");
+        if self.store.claim(&self.key(), value, l).map_err(Refused::Etcd)? {
+            return Ok(l);
+        }
+        let _ = self.store.revoke(l);
+        let holder = self
+            .store
+            .get(&self.key())
+            .map_err(Refused::Etcd)?
+            .and_then(|e| serde_json::from_slice::<NodeRecord>(&e.value).ok());
+        match holder {
+            Some(h) => Err(Refused::Taken(h)),
+            // Gone meanwhile: the next round takes it.
+            None => Err(Refused::Etcd(molde_meta::MetaError::Backend(
+                "the node's record changed while registering".into(),
+            ))),
+        }
+    }
+
+    fn record(&self, r: &Registration, registered: i64) -> NodeRecord {
+        NodeRecord {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            version: r.version.clone(),
+            free_disk_bytes: free_disk(&r.root),
+            images: (r.images)(),
+            registered_unix: registered,
+            refreshed_unix: now(),
+        }
     }
 
     pub fn standing(&self) -> Standing {
@@ -129,59 +237,59 @@ impl Membership {
         format!("{}{}", crate::NODES, self.name)
     }
 
-    fn run(&self, version: String, root: PathBuf, images: ImageCount, index: Index) {
-        let mut lease: Option<i64> = None;
-        let mut registered = now();
+    fn run(&self, r: Registration, mut lease: Option<i64>, mut registered: i64) {
         let mut round = 0u32;
         loop {
-            let record = |registered| NodeRecord {
-                name: self.name.clone(),
-                address: self.address.clone(),
-                version: version.clone(),
-                free_disk_bytes: free_disk(&root),
-                images: images(),
-                registered_unix: registered,
-                refreshed_unix: now(),
-            };
-            let mut step = || -> molde_meta::Result<Option<i64>> {
-                match lease {
-                    Some(l) if self.store.keep_alive(l)? => {
-                        round += 1;
-                        if round.is_multiple_of(REFRESH_EVERY) {
-                            let value = serde_json::to_vec(&record(registered)).expect("a JSON record");
-                            self.store.put_leased(&self.key(), value, l)?;
-                        }
-                        Ok(Some(l))
-                    }
-                    // No lease yet, or it expired while etcd was away.
-                    _ => {
-                        let l = self.store.grant(LEASE_TTL)?;
-                        registered = now();
-                        let value = serde_json::to_vec(&record(registered)).expect("a JSON record");
-                        self.store.put_leased(&self.key(), value, l)?;
-                        Ok(Some(l))
-                    }
-                }
-            };
-            match step() {
-                Ok(l) => {
-                    lease = l;
-                    {
-                        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-                        if held.0 != lease {
-                            // A new lease: what was published went with the old one.
-                            held.1.clear();
-                            held.0 = lease;
-                        }
-                    }
-                    match self.publish(&self.entries(&index)) {
-                        Ok(()) => self.set(Standing::Registered),
-                        Err(e) => self.set(Standing::Unreachable(e.to_string())),
-                    }
-                }
-                Err(e) => self.set(Standing::Unreachable(e.to_string())),
+            self.read_revoked();
+            if lease.is_some() {
+                self.publish_round(&r, lease);
             }
             std::thread::sleep(RENEW_EVERY);
+            let step = match lease {
+                Some(l) => match self.store.keep_alive(l) {
+                    Ok(true) => {
+                        round += 1;
+                        if round.is_multiple_of(REFRESH_EVERY) {
+                            let value =
+                                serde_json::to_vec(&self.record(&r, registered)).expect("a JSON record");
+                            self.store
+                                .put_leased(&self.key(), value, l)
+                                .map(|_| l)
+                                .map_err(Refused::Etcd)
+                        } else {
+                            Ok(l)
+                        }
+                    }
+                    // It expired while etcd was away: register again.
+                    Ok(false) => self.register(&r, &mut registered),
+                    Err(e) => Err(Refused::Etcd(e)),
+                },
+                None => self.register(&r, &mut registered),
+            };
+            match step {
+                Ok(l) => lease = Some(l),
+                Err(Refused::Taken(holder)) => {
+                    lease = None;
+                    self.set(Standing::Unreachable(self.taken(&holder)));
+                }
+                Err(Refused::Etcd(e)) => self.set(Standing::Unreachable(e.to_string())),
+            }
+        }
+    }
+
+    /// After a renewal: the index brought in line under the lease held.
+    fn publish_round(&self, r: &Registration, lease: Option<i64>) {
+        {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            if held.0 != lease {
+                // A new lease: what was published went with the old one.
+                held.1.clear();
+                held.0 = lease;
+            }
+        }
+        match self.publish(&self.entries(&r.index)) {
+            Ok(()) => self.set(Standing::Registered),
+            Err(e) => self.set(Standing::Unreachable(e.to_string())),
         }
     }
 

@@ -20,6 +20,14 @@ pub struct PeerStream(
     #[allow(dead_code)] Option<tokio::sync::oneshot::Sender<()>>,
 );
 
+impl PeerStream {
+    /// What the peer's certificate (verified in the handshake) says of it.
+    pub fn presented(&self) -> Option<crate::certs::Presented> {
+        let leaf = self.0.get_ref().1.peer_certificates()?.first()?;
+        crate::certs::Presented::of(leaf).ok()
+    }
+}
+
 impl tonic::transport::server::Connected for PeerStream {
     type ConnectInfo = Option<std::net::SocketAddr>;
     fn connect_info(&self) -> Self::ConnectInfo {
@@ -100,6 +108,11 @@ pub fn channel(id: &Identity, name: &str, address: &str) -> Result<tonic::transp
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| format!("peer {name} at {address}: {e}"))?
         .connect_timeout(std::time::Duration::from_secs(5))
+        // A peer that stops answering (frozen, cut off) is noticed within
+        // ten seconds even when no request is waiting on it.
+        .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+        .keep_alive_timeout(std::time::Duration::from_secs(5))
+        .keep_alive_while_idle(true)
         // Blobs stream between nodes: h2's 64 KiB windows would hold them back.
         .initial_stream_window_size(molde_api::client::STREAM_WINDOW)
         .initial_connection_window_size(molde_api::client::CONNECTION_WINDOW)

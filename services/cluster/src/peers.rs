@@ -17,6 +17,24 @@ use molde_meta::Store;
 use crate::certs::Identity;
 use crate::{Membership, NodeRecord};
 
+/// How long a read from a peer may go without a byte before it counts as
+/// stalled (a frozen peer, or a download that stopped moving).
+pub const READ_STALL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Deletes the claim `key` if `claimant` still holds it.
+fn drop_claim_of(store: &molde_meta::EtcdStore, key: &str, claimant: &str) -> molde_meta::Result<()> {
+    if let Some(e) = store.get(key)?
+        && e.value == claimant.as_bytes()
+    {
+        store.txn(
+            molde_meta::Txn::new()
+                .when(molde_meta::Compare::ModRevision(key.to_string(), e.mod_revision))
+                .delete(key.to_string()),
+        )?;
+    }
+    Ok(())
+}
+
 pub struct Peers {
     pub membership: Arc<Membership>,
     pub identity: Identity,
@@ -132,12 +150,34 @@ impl molde_common::store::PeerBlobs for Peers {
     async fn claimant(&self, digest: &str) -> Option<String> {
         let key = format!("{}{digest}", crate::CLAIMS);
         let me = self.membership.name.clone();
-        self.etcd(move |s| s.get(&key))
-            .await
-            .ok()
-            .flatten()
-            .map(|e| String::from_utf8_lossy(&e.value).into_owned())
-            .filter(|n| *n != me)
+        self.etcd(move |s| {
+            let Some(claim) = s.get(&key)? else {
+                return Ok(None);
+            };
+            let claimant = String::from_utf8_lossy(&claim.value).into_owned();
+            if claimant == me {
+                return Ok(None);
+            }
+            // A claim whose node is not registered (it stopped, or lost its
+            // record) has lapsed, whatever its lease says.
+            if s.get(&format!("{}{claimant}", crate::NODES))?.is_none() {
+                tracing::info!(%key, %claimant, "a claim of a node that is not registered has lapsed");
+                drop_claim_of(s, &key, &claimant)?;
+                return Ok(None);
+            }
+            Ok(Some(claimant))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    async fn abandon(&self, digest: &str) {
+        let key = format!("{}{digest}", crate::CLAIMS);
+        let me = self.membership.name.clone();
+        if let Err(e) = self.etcd(move |s| drop_claim_of(s, &key, &me)).await {
+            tracing::warn!(%digest, "dropping the claim on a failed download: {e}");
+        }
     }
 
     async fn holds(&self, digest: &str, ns: &str) {
@@ -248,17 +288,48 @@ impl molde_common::store::PeerBlobs for Peers {
                 tonic::metadata::MetadataValue::from_static("1"),
             );
         }
-        let stream = ContentClient::new(ch)
-            .read(req)
+        let stream = tokio::time::timeout(READ_STALL, ContentClient::new(ch).read(req))
             .await
+            .map_err(|_| {
+                Error::DeadlineExceeded(format!("peer {peer} did not answer within {READ_STALL:?}"))
+            })?
             .map_err(Error::upstream(format!("reading {digest} from peer {peer}")))?
             .into_inner();
-        let peer = peer.to_string();
-        Ok(stream
+        let peer_name = peer.to_string();
+        let data = stream
             .map(move |m| {
                 m.map(|m| m.data)
-                    .map_err(|s| Error::Unavailable(format!("peer {peer}: {}", s.message())))
+                    .map_err(|s| Error::Unavailable(format!("peer {peer_name}: {}", s.message())))
             })
-            .boxed())
+            .boxed();
+        // A peer that sends nothing for READ_STALL (frozen, or a download
+        // that stopped moving) ends the read: the caller resumes elsewhere.
+        // A claim whose download made no progress that long has lapsed.
+        let (store, claim, peer) = (
+            self.membership.store.clone(),
+            format!("{}{digest}", crate::CLAIMS),
+            peer.to_string(),
+        );
+        Ok(futures::stream::unfold(Some(data), move |state| {
+            let (store, claim, peer) = (store.clone(), claim.clone(), peer.clone());
+            async move {
+                let mut data = state?;
+                match tokio::time::timeout(READ_STALL, data.next()).await {
+                    Ok(Some(item)) => Some((item, Some(data))),
+                    Ok(None) => None,
+                    Err(_) => {
+                        if follow {
+                            let p = peer.clone();
+                            let _ =
+                                tokio::task::spawn_blocking(move || drop_claim_of(&store, &claim, &p)).await;
+                        }
+                        let e =
+                            Error::DeadlineExceeded(format!("peer {peer} sent nothing for {READ_STALL:?}"));
+                        Some((Err(e), None))
+                    }
+                }
+            }
+        })
+        .boxed())
     }
 }

@@ -45,4 +45,25 @@ impl api::cluster_server::Cluster for ClusterService {
             self_name: m.name.clone(),
         }))
     }
+
+    async fn revoke(
+        &self,
+        req: Request<api::RevokeRequest>,
+    ) -> Result<Response<api::RevokeResponse>, Status> {
+        let Some(m) = self.membership.clone() else {
+            return Err(Error::FailedPrecondition(
+                "this molded is not part of a cluster: start it with --cluster etcd=URL".into(),
+            )
+            .into());
+        };
+        let r = req.into_inner();
+        if r.serial.is_empty() || !r.serial.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidArgument(format!("serial {:?}: expected hex digits", r.serial)).into());
+        }
+        tokio::task::spawn_blocking(move || m.revoke(&r.name, &r.serial, r.not_after))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Unavailable(format!("the cluster's etcd is unreachable: {e}")))?;
+        Ok(Response::new(api::RevokeResponse {}))
+    }
 }

@@ -142,6 +142,10 @@ pub trait PeerBlobs: Send + Sync {
     /// once and the claim is dropped.
     async fn downloaded(&self, digest: &str, ns: &str);
 
+    /// This node's download of `digest` failed: its claim is dropped at
+    /// once, so the others need not wait for it to lapse.
+    async fn abandon(&self, digest: &str);
+
     /// What image `name` points at on the other nodes (namespace `ns`): the
     /// most recently updated, and the node that has it. None: no node holds
     /// it, or the cluster cannot be asked.

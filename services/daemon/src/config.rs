@@ -52,6 +52,15 @@ pub struct ClusterConfig {
     /// cluster holds when its registry cannot be reached, as `molde pull
     /// --cluster-resolve` does.
     pub resolve: bool,
+    /// etcd over TLS (`https://` endpoints): the CA that signed etcd's
+    /// certificate, and this node's client certificate and key (etcd's
+    /// `--client-cert-auth`, as kubeadm's etcd wants).
+    pub etcd_ca: Option<PathBuf>,
+    pub etcd_cert: Option<PathBuf>,
+    pub etcd_key: Option<PathBuf>,
+    /// etcd's auth: a user, and a file holding its password (root's alone).
+    pub etcd_user: Option<String>,
+    pub etcd_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

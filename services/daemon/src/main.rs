@@ -73,6 +73,15 @@ struct Args {
     /// Every pull resolves a tag the cluster holds when the registry cannot be reached
     #[arg(long)]
     cluster_resolve: bool,
+    /// The CA of etcd's certificate (https:// endpoints)
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
+    /// This node's client certificate for etcd
+    #[arg(long)]
+    etcd_cert: Option<PathBuf>,
+    /// The key of --etcd-cert
+    #[arg(long)]
+    etcd_key: Option<PathBuf>,
 }
 
 fn config(args: Args) -> anyhow::Result<Config> {
@@ -109,6 +118,15 @@ fn config(args: Args) -> anyhow::Result<Config> {
         c.cluster.certs = Some(d);
     }
     c.cluster.resolve |= args.cluster_resolve;
+    if let Some(p) = args.etcd_ca {
+        c.cluster.etcd_ca = Some(p);
+    }
+    if let Some(p) = args.etcd_cert {
+        c.cluster.etcd_cert = Some(p);
+    }
+    if let Some(p) = args.etcd_key {
+        c.cluster.etcd_key = Some(p);
+    }
     for r in args.remotes {
         let (svc, addr) = r
             .split_once('=')
@@ -119,7 +137,7 @@ fn config(args: Args) -> anyhow::Result<Config> {
     Ok(c)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     // The init of a pod's shared PID namespace (molde's own holder, no pause image).
     if std::env::args().nth(1).as_deref() == Some("pod-init") {
         molde_cri::sandbox::pod_init_main();
@@ -131,18 +149,26 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cfg = config(Args::parse())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let res = rt.block_on(run(cfg));
-    if let Err(e) = &res {
+    // An error is said once, with its causes, without a backtrace.
+    let fail = |e: anyhow::Error| {
         tracing::error!("{e:#}");
-    }
+        std::process::ExitCode::FAILURE
+    };
+    let cfg = match config(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    let res = rt.block_on(run(cfg));
     // Don't wait for blocking threads still reading a stream from a gone client.
     rt.shutdown_timeout(Duration::from_secs(1));
-    res
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -217,7 +243,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     // The content service's state, when this process hosts it.
     let mut local_content = None;
     // This node in its cluster, and the peers it takes layers from.
-    let membership = cluster_membership(&cfg, store.clone())?;
+    // Registered last, once every listener is bound (`join` below).
+    let (membership, registration) = match cluster_membership(&cfg, store.clone())? {
+        Some((m, r)) => (Some(m), Some(r)),
+        None => (None, None),
+    };
     let peers: Option<Arc<molde_cluster::peers::Peers>> = match (&membership, &cfg.cluster.certs) {
         (Some(m), Some(dir)) => {
             let id = molde_cluster::certs::Identity::load(dir, &m.name).map_err(|e| {
@@ -470,8 +500,12 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             let content = local_content
                 .clone()
                 .map(|shared| molde_content::servers(shared).content);
-            serve_peers(dir, &m.name, &cfg.cluster.advertise, &address, content).await?;
+            serve_peers(dir, m.clone(), &cfg.cluster.advertise, &address, content).await?;
             hosted.push(format!("peers over mutual TLS on {}", cfg.cluster.advertise));
+        }
+        if let Some(r) = registration {
+            m.join(r)
+                .map_err(|e| anyhow::anyhow!("joining the cluster: {e}"))?;
         }
     }
     router = router.add_service(
@@ -592,7 +626,7 @@ fn content_store(
 fn cluster_membership(
     cfg: &Config,
     store: Option<Arc<dyn Store>>,
-) -> anyhow::Result<Option<Arc<molde_cluster::Membership>>> {
+) -> anyhow::Result<Option<(Arc<molde_cluster::Membership>, molde_cluster::Registration)>> {
     if cfg.cluster.etcd.is_empty() {
         return Ok(None);
     }
@@ -608,12 +642,36 @@ fn cluster_membership(
     if cfg.cluster.advertise.is_empty() {
         bail!("[cluster] advertise (or --advertise HOST:PORT) is needed to join a cluster");
     }
+    let tls = cfg.cluster.etcd_ca.is_some() || cfg.cluster.etcd_cert.is_some();
     for u in &cfg.cluster.etcd {
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
-            bail!("[cluster] etcd endpoint {u:?}: expected http://HOST:PORT");
+        match (u.split_once("://").map(|(s, _)| s), tls) {
+            (Some("http"), false) | (Some("https"), true) => {}
+            (Some("https"), false) => {
+                bail!(
+                    "[cluster] etcd endpoint {u:?}: https needs etcd_ca (--etcd-ca), and etcd_cert/etcd_key for client-cert-auth"
+                )
+            }
+            (Some("http"), true) => bail!("[cluster] etcd endpoint {u:?}: TLS is configured, use https://"),
+            _ => bail!("[cluster] etcd endpoint {u:?}: expected http://HOST:PORT or https://HOST:PORT"),
         }
     }
-    let etcd = Arc::new(molde_meta::EtcdStore::connect(&cfg.cluster.etcd)?);
+    let password = match &cfg.cluster.etcd_password_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("[cluster] etcd_password_file {}", p.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    let access = molde_meta::EtcdAccess {
+        ca: cfg.cluster.etcd_ca.clone(),
+        cert: cfg.cluster.etcd_cert.clone(),
+        key: cfg.cluster.etcd_key.clone(),
+        user: cfg.cluster.etcd_user.clone(),
+        password,
+    };
+    let etcd = Arc::new(molde_meta::EtcdStore::connect_with(&cfg.cluster.etcd, &access)?);
     let images: molde_cluster::membership::ImageCount = match store.clone() {
         Some(s) => Box::new(move || {
             s.range("/v1/ns/")
@@ -652,30 +710,65 @@ fn cluster_membership(
             })
             .collect()
     });
-    Ok(Some(molde_cluster::Membership::start(
-        etcd,
-        name,
-        cfg.cluster.advertise.clone(),
-        info::VERSION.to_string(),
-        cfg.root.clone(),
-        images,
-        molde_cluster::membership::Index { blobs, build_cache },
+    Ok(Some((
+        molde_cluster::Membership::new(etcd, name, cfg.cluster.advertise.clone()),
+        molde_cluster::Registration {
+            version: info::VERSION.to_string(),
+            root: cfg.root.clone(),
+            images,
+            index: molde_cluster::membership::Index { blobs, build_cache },
+        },
     )))
 }
 
 /// The gRPC path prefix of containerd's content service.
 const CONTENT_PATH: &str = "/containerd.services.content.v1.Content/";
 
+/// What the peer role may call: content reads (layers, build-cache layers)
+/// and image lookups (`--cluster-resolve`). Everything else needs an admin
+/// certificate.
+const PEER_CALLS: &[&str] = &[
+    "/containerd.services.content.v1.Content/Read",
+    "/containerd.services.content.v1.Content/Info",
+    "/containerd.services.images.v1.Images/Get",
+];
+
+/// Whether the holder of a certificate may make a call on this node: not
+/// with a revoked certificate, and only the peer calls with a node's.
+fn peer_may(
+    membership: &molde_cluster::Membership,
+    who: &molde_cluster::certs::Presented,
+    path: &str,
+) -> Result<(), tonic::Status> {
+    if membership.is_revoked(&who.serial) {
+        return Err(tonic::Status::permission_denied(format!(
+            "the certificate of {} (serial {}) is revoked",
+            who.name, who.serial
+        )));
+    }
+    match who.role {
+        molde_cluster::certs::Role::Admin => Ok(()),
+        molde_cluster::certs::Role::Peer if PEER_CALLS.contains(&path) => Ok(()),
+        role => Err(tonic::Status::permission_denied(format!(
+            "{} presents a certificate with the {} role, which may not call {path}: \
+             that needs an admin certificate (molde cluster join --admin NAME, then --cluster-identity NAME)",
+            who.name,
+            role.name()
+        ))),
+    }
+}
+
 /// Serves this node's API to its peers on its advertise address, over
 /// mutual TLS under the cluster's CA: every call is forwarded to this
 /// molded's own socket (`molde --node`, and content reads for peer pulls).
 async fn serve_peers(
     dir: &std::path::Path,
-    name: &str,
+    membership: Arc<molde_cluster::Membership>,
     advertise: &str,
     own: &Address,
     content: Option<ContentServer<molde_content::content::ContentService>>,
 ) -> anyhow::Result<()> {
+    let name = &membership.name;
     let id = molde_cluster::certs::Identity::load(dir, name).map_err(|e| {
         anyhow::anyhow!(
             "[cluster] certs: {e} (molde cluster join --dir {} --node-name {name})",
@@ -689,11 +782,21 @@ async fn serve_peers(
     let local = molde_api::client::channel(own);
     tokio::spawn(async move {
         while let Some(Ok(peer)) = incoming.recv().await {
-            let (local, content) = (local.clone(), content.clone());
+            let (local, content, membership) = (local.clone(), content.clone(), membership.clone());
+            // Who connected, from the certificate the handshake verified.
+            let Some(who) = peer.presented() else {
+                tracing::warn!("a peer's certificate could not be read; its connection ends");
+                continue;
+            };
+            let who = Arc::new(who);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (local, content) = (local.clone(), content.clone());
+                    let (local, content, membership, who) =
+                        (local.clone(), content.clone(), membership.clone(), who.clone());
                     async move {
+                        if let Err(refused) = peer_may(&membership, &who, req.uri().path()) {
+                            return Ok(refused.into_http());
+                        }
                         let req = req.map(tonic::body::Body::new);
                         // Content reads, what peers ask most (a layer's bytes), are
                         // answered here when this process holds content; the rest

@@ -22,6 +22,57 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// default).
 pub const TXN_OPS: usize = 128;
 
+/// How to reach etcd besides its endpoints: TLS (a CA to verify it, a
+/// client certificate and key for `--client-cert-auth`) and a user with
+/// its password (etcd's auth). All empty: plain `http://`.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdAccess {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl EtcdAccess {
+    fn options(&self) -> Result<ConnectOptions> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| MetaError::Backend(format!("etcd TLS: {}: {e}", p.display())))
+        };
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        if self.ca.is_some() || self.cert.is_some() {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &self.ca {
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+            }
+            match (&self.cert, &self.key) {
+                (Some(c), Some(k)) => tls = tls.identity(etcd_client::Identity::from_pem(read(c)?, read(k)?)),
+                (None, None) => {}
+                _ => {
+                    return Err(MetaError::Backend(
+                        "etcd TLS: a client certificate and its key go together".into(),
+                    ));
+                }
+            }
+            opts = opts.with_tls(tls);
+        }
+        match (&self.user, &self.password) {
+            (Some(u), Some(p)) => opts = opts.with_user(u.clone(), p.clone()),
+            (None, None) => {}
+            _ => {
+                return Err(MetaError::Backend(
+                    "etcd auth: a user and its password go together".into(),
+                ));
+            }
+        }
+        Ok(opts)
+    }
+}
+
 pub struct EtcdStore {
     client: Client,
     handle: tokio::runtime::Handle,
@@ -37,6 +88,13 @@ impl EtcdStore {
     /// etcd that is down now fails requests, not this call, and is used as
     /// soon as it is back.
     pub fn connect(endpoints: &[String]) -> Result<EtcdStore> {
+        Self::connect_with(endpoints, &EtcdAccess::default())
+    }
+
+    /// A store on etcd at `endpoints` (`http://` or `https://`), reached
+    /// as `access` says.
+    pub fn connect_with(endpoints: &[String], access: &EtcdAccess) -> Result<EtcdStore> {
+        let opts = access.options()?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("etcd".into())
@@ -53,16 +111,9 @@ impl EtcdStore {
             .recv()
             .map_err(|_| MetaError::Backend("etcd: its thread died".into()))?;
         let eps = endpoints.to_vec();
-        let client = run(&handle, async move {
-            let opts = ConnectOptions::new()
-                .with_connect_timeout(REQUEST_TIMEOUT)
-                .with_timeout(REQUEST_TIMEOUT)
-                .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
-                .with_keep_alive_while_idle(true);
-            Client::connect(eps, Some(opts)).await
-        })
-        .and_then(|r| r)
-        .map_err(backend(endpoints))?;
+        let client = run(&handle, async move { Client::connect(eps, Some(opts)).await })
+            .and_then(|r| r)
+            .map_err(backend(endpoints))?;
         Ok(EtcdStore {
             client,
             handle,

@@ -12,7 +12,7 @@ mod etcd_store;
 pub mod filter;
 mod redb_store;
 
-pub use etcd_store::{EtcdStore, TXN_OPS};
+pub use etcd_store::{EtcdAccess, EtcdStore, TXN_OPS};
 pub use redb_store::RedbStore;
 
 /// One key with its value and the revision of the transaction that last wrote it.

@@ -165,12 +165,23 @@ pub async fn through_cluster(
         {
             // The node whose claim this was may have published the blob and
             // dropped its claim just after this node last looked.
-            let n = match from_peers(dest, peers, digest, size, progress).await? {
-                Some(n) => n,
-                None => download(dest, reg, reference, digest, size, progress).await?,
+            let got = match from_peers(dest, peers, digest, size, progress).await {
+                Ok(Some(n)) => Ok(n),
+                Ok(None) => download(dest, reg, reference, digest, size, progress).await,
+                Err(e) => Err(e),
             };
-            peers.downloaded(&d, dest.ns).await;
-            return Ok(n);
+            match got {
+                Ok(n) => {
+                    peers.downloaded(&d, dest.ns).await;
+                    return Ok(n);
+                }
+                // Whatever failed, the claim goes with it: the others do
+                // not wait for a download that will not come.
+                Err(e) => {
+                    peers.abandon(&d).await;
+                    return Err(e);
+                }
+            }
         }
         if claimant.is_none() {
             // The claim this node did not get: whose it is.
