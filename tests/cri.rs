@@ -1430,6 +1430,46 @@ fn runtime_default_seccomp_devices_and_groups_follow_docker_and_containerd() {
         "{r:?}"
     );
 
+    // A Localhost profile in Docker's format: everything allowed but mkdir,
+    // and clone with CLONE_NEWUSER (a masked comparison, as runc reads it).
+    let profile = n.daemon.dir.path().join("local-profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+            {"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"},
+            {"names":["clone"],"action":"SCMP_ACT_ERRNO",
+             "args":[{"index":0,"value":268435456,"valueTwo":268435456,"op":"SCMP_CMP_MASKED_EQ"}]}]}"#,
+    )
+    .unwrap();
+    let mut local = n.container_config("local-profile", &["sleep", "3600"]);
+    local.mounts = vec![cri::Mount {
+        host_path: probe.display().to_string(),
+        container_path: "/probe".into(),
+        readonly: true,
+        ..Default::default()
+    }];
+    local.linux = Some(cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: profile.display().to_string(),
+            }),
+            ..Default::default()
+        }),
+    });
+    let local = n.run(&pod, &pc, local);
+    assert_eq!(
+        n.sh(&local, "/probe clone-newuser fork"),
+        "clone-newuser EPERM\nfork ok\n"
+    );
+    let r = n.exec(&local, &["mkdir", "/tmp/d"], 10).unwrap();
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Operation not permitted"),
+        "{r:?}"
+    );
+
     // A privileged container gets the host's devices.
     let mut p = n.container_config("privileged", &["sleep", "3600"]);
     p.linux = Some(cri::LinuxContainerConfig {
