@@ -148,7 +148,7 @@ pub(crate) fn program(rules: &[LinuxDeviceCgroup]) -> Vec<Insn> {
 
 /// Whether this shim sees a pure cgroup v2 hierarchy at /sys/fs/cgroup.
 pub(crate) fn unified() -> bool {
-    rustix::fs::statfs("/sys/fs/cgroup").is_ok_and(|s| s.f_type as i64 == libc::CGROUP2_SUPER_MAGIC as i64)
+    rustix::fs::statfs("/sys/fs/cgroup").is_ok_and(|s| s.f_type as u64 == libc::CGROUP2_SUPER_MAGIC as u64)
 }
 
 /// The v2 cgroup directory process `pid` is in.
