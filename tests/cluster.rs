@@ -219,6 +219,26 @@ impl Cluster {
         Node { d, host }
     }
 
+    /// A molded on a new host `host` calling itself `name` (advertising
+    /// `advertise`, its host's address by default) that is expected to
+    /// fail at start: its log.
+    fn failing_node(&mut self, host: &str, name: &str, advertise: Option<String>) -> String {
+        let host = self.lan.host(host);
+        let mut d = Daemon::prepare(&[]);
+        d.args(&[
+            "--cluster".into(),
+            format!("etcd={}", self.etcd.url()),
+            "--node-name".into(),
+            name.into(),
+            "--advertise".into(),
+            advertise.unwrap_or_else(|| format!("{}:{PEER_PORT}", host.ip)),
+            "--cluster-certs".into(),
+            self.certs(),
+        ]);
+        d.on_host(&host);
+        d.spawn_failing()
+    }
+
     /// Pushes an image of `layers` (busybox first) as `repo_tag`; returns
     /// its layout and the reference the nodes pull.
     fn push(&self, repo_tag: &str, layers: &[Vec<u8>]) -> (Layout, String) {
@@ -1065,20 +1085,7 @@ fn a_node_name_is_held_by_one_molded_and_bound_to_its_certificate() {
     };
     assert!(record(&cl).contains(&a.address()));
     // A second molded calling itself node-a, on another host.
-    let host = cl.lan.host("node-a2");
-    let mut twin = Daemon::prepare(&[]);
-    twin.args(&[
-        "--cluster".into(),
-        format!("etcd={}", cl.etcd.url()),
-        "--node-name".into(),
-        "node-a".into(),
-        "--advertise".into(),
-        format!("{}:{PEER_PORT}", host.ip),
-        "--cluster-certs".into(),
-        cl.certs(),
-    ]);
-    twin.on_host(&host);
-    let log = twin.spawn_failing();
+    let log = cl.failing_node("node-a2", "node-a", None);
     assert!(
         log.contains("node name \"node-a\" is registered by another molded"),
         "{log}"
@@ -1089,20 +1096,7 @@ fn a_node_name_is_held_by_one_molded_and_bound_to_its_certificate() {
     let certs = PathBuf::from(cl.certs());
     std::fs::copy(certs.join("node-a.crt"), certs.join("node-q.crt")).unwrap();
     std::fs::copy(certs.join("node-a.key"), certs.join("node-q.key")).unwrap();
-    let host = cl.lan.host("node-q");
-    let mut q = Daemon::prepare(&[]);
-    q.args(&[
-        "--cluster".into(),
-        format!("etcd={}", cl.etcd.url()),
-        "--node-name".into(),
-        "node-q".into(),
-        "--advertise".into(),
-        format!("{}:{PEER_PORT}", host.ip),
-        "--cluster-certs".into(),
-        cl.certs(),
-    ]);
-    q.on_host(&host);
-    let log = q.spawn_failing();
+    let log = cl.failing_node("node-q", "node-q", None);
     assert!(log.contains("issued to \"node-a\""), "{log}");
     assert!(cl.etcd.store().get("/molde/nodes/node-q").unwrap().is_none());
 }
@@ -1115,21 +1109,8 @@ fn a_molded_that_cannot_bind_its_peer_port_never_registers() {
     let a = cl.node("node-a");
     molde_tests::eventually(20, "node-a registered", || names(&a) == ["node-a"]);
     molde_cli(&["cluster", "join", "--dir", &cl.certs(), "--node-name", "node-c"]);
-    let host = cl.lan.host("node-c");
-    let mut c = Daemon::prepare(&[]);
     // node-a's address: not this host's, so the peer listener cannot bind.
-    c.args(&[
-        "--cluster".into(),
-        format!("etcd={}", cl.etcd.url()),
-        "--node-name".into(),
-        "node-c".into(),
-        "--advertise".into(),
-        a.address(),
-        "--cluster-certs".into(),
-        cl.certs(),
-    ]);
-    c.on_host(&host);
-    let log = c.spawn_failing();
+    let log = cl.failing_node("node-c", "node-c", Some(a.address()));
     assert_eq!(log.matches("listening for peers").count(), 1, "said once: {log}");
     assert!(!log.contains("backtrace") && !log.contains("Error: "), "{log}");
     assert!(cl.etcd.store().get("/molde/nodes/node-c").unwrap().is_none());

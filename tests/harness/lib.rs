@@ -216,6 +216,13 @@ impl Daemon {
 
     /// Starts a prepared daemon and waits until it serves.
     pub fn spawn(&mut self) {
+        let child = self.launch();
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Starts molded (one more start, its output appended to the log).
+    fn launch(&mut self) -> Child {
         self.starts += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -223,36 +230,19 @@ impl Daemon {
             .open(&self.log)
             .expect("daemon log");
         use std::os::unix::process::CommandExt;
-        let child = self
-            .command()
+        self.command()
             // Its own process group: nothing molded signals reaches the test runner.
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("spawn molded");
-        self.child = Some(child);
-        self.wait_ready();
+            .expect("spawn molded")
     }
 
     /// Starts molded and expects it to fail before it serves: its log.
     pub fn spawn_failing(&mut self) -> String {
-        self.starts += 1;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("daemon log");
-        use std::os::unix::process::CommandExt;
-        let mut child = self
-            .command()
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn molded");
+        let mut child = self.launch();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().ok().flatten() {

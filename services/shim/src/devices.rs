@@ -354,27 +354,8 @@ mod tests {
         assert_eq!(run(&p, DEV_CHAR, ACC_READ, 1, 11), 1);
     }
 
-    /// The defaults as molde-common writes them (deny all, then allows).
+    /// The defaults every container starts from.
     fn molde_common_rules() -> Vec<LinuxDeviceCgroup> {
-        let mut rules = vec![
-            rule(false, LinuxDeviceType::A, None, None, "rwm"),
-            rule(true, LinuxDeviceType::C, None, None, "m"),
-            rule(true, LinuxDeviceType::B, None, None, "m"),
-        ];
-        for (major, minor) in [
-            (1, 3),
-            (1, 5),
-            (1, 7),
-            (1, 8),
-            (1, 9),
-            (5, 0),
-            (5, 1),
-            (5, 2),
-            (10, 200),
-        ] {
-            rules.push(rule(true, LinuxDeviceType::C, Some(major), Some(minor), "rwm"));
-        }
-        rules.push(rule(true, LinuxDeviceType::C, Some(136), None, "rwm"));
-        rules
+        molde_common::spec::default_device_rules()
     }
 }
