@@ -505,7 +505,7 @@ fn peers_read_content_over_mutual_tls_and_strangers_are_refused() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let read = |id: &Identity, offset: i64, size: i64| -> Result<Vec<u8>, String> {
         rt.block_on(async {
-            let ch = molde_cluster::peer::channel(id, "node-a", &addr)?;
+            let ch = molde_cluster::peer::channel(id, "node-a", &addr).map_err(|e| e.to_string())?;
             let mut stream = ContentClient::new(ch)
                 .read(molde_api::client::namespaced(
                     "default",

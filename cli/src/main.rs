@@ -314,7 +314,9 @@ async fn run(cli: Cli) -> Result<()> {
             let crt = match (node_name, admin) {
                 (Some(n), None) => molde_cluster::certs::join(dir, n, *days),
                 (None, Some(a)) => molde_cluster::certs::join_admin(dir, a, *days),
-                _ => Err("give one of --node-name and --admin".to_string()),
+                _ => Err(molde_common::Error::InvalidArgument(
+                    "give one of --node-name and --admin".into(),
+                )),
             }
             .map_err(|e| anyhow!("molde cluster join: {e}"))?;
             println!("{}", crt.display());

@@ -20,6 +20,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use molde_common::errdefs::Error;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls;
@@ -55,7 +56,7 @@ impl Role {
     }
 }
 
-fn write_private(path: &Path, data: &str, replace: bool) -> Result<(), String> {
+fn write_private(path: &Path, data: &str, replace: bool) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     // A replacement is written beside and renamed over: never half a key.
@@ -70,13 +71,26 @@ fn write_private(path: &Path, data: &str, replace: bool) -> Result<(), String> {
         .create_new(true)
         .mode(0o600)
         .open(&target)
-        .map_err(|e| format!("{}: {e}", target.display()))?;
+        .map_err(Error::io(target.display().to_string()))?;
     f.write_all(data.as_bytes())
-        .map_err(|e| format!("{}: {e}", target.display()))?;
+        .map_err(Error::io(target.display().to_string()))?;
     if replace {
-        std::fs::rename(&target, path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::rename(&target, path).map_err(Error::io(path.display().to_string()))?;
     }
     Ok(())
+}
+
+fn pem_error(path: &Path, e: rustls_pki_types::pem::Error) -> Error {
+    match e {
+        rustls_pki_types::pem::Error::Io(io) => Error::io(path.display().to_string())(io),
+        e => Error::InvalidArgument(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Key generation, signing and TLS set-up fail only on a broken build or
+/// key material, never on what a user typed.
+fn crypto_error(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("cluster certificates: {e}"))
 }
 
 fn validity(p: &mut rcgen::CertificateParams, days: u32) {
@@ -87,17 +101,17 @@ fn validity(p: &mut rcgen::CertificateParams, days: u32) {
 }
 
 /// Writes a new CA into `dir`; refuses to replace one.
-pub fn init(dir: &Path) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn init(dir: &Path) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(dir).map_err(Error::io(dir.display().to_string()))?;
     let crt = dir.join("ca.crt");
     if crt.exists() {
-        return Err(format!(
+        return Err(Error::FailedPrecondition(format!(
             "{} exists: this directory holds a cluster CA already",
             crt.display()
-        ));
+        )));
     }
-    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    let key = rcgen::KeyPair::generate().map_err(crypto_error)?;
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(crypto_error)?;
     validity(&mut p, CA_DAYS);
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     p.distinguished_name
@@ -107,49 +121,50 @@ pub fn init(dir: &Path) -> Result<PathBuf, String> {
         rcgen::KeyUsagePurpose::CrlSign,
         rcgen::KeyUsagePurpose::DigitalSignature,
     ];
-    let cert = p.self_signed(&key).map_err(|e| e.to_string())?;
+    let cert = p.self_signed(&key).map_err(crypto_error)?;
     write_private(&dir.join("ca.key"), &key.serialize_pem(), false)?;
-    std::fs::write(&crt, cert.pem()).map_err(|e| format!("{}: {e}", crt.display()))?;
+    std::fs::write(&crt, cert.pem()).map_err(Error::io(crt.display().to_string()))?;
     Ok(crt)
 }
 
 /// Writes node `name`'s certificate and key into `dir`, signed by its CA,
 /// valid for `days`.
-pub fn join(dir: &Path, name: &str, days: u32) -> Result<PathBuf, String> {
+pub fn join(dir: &Path, name: &str, days: u32) -> Result<PathBuf, Error> {
     issue(dir, name, Role::Peer, days, false)
 }
 
 /// Writes administrator `name`'s certificate and key into `dir`.
-pub fn join_admin(dir: &Path, name: &str, days: u32) -> Result<PathBuf, String> {
+pub fn join_admin(dir: &Path, name: &str, days: u32) -> Result<PathBuf, Error> {
     issue(dir, name, Role::Admin, days, false)
 }
 
 /// Issues `name`'s certificate again, with a new key, in the role it had,
 /// valid for `days` from now; the old files are replaced.
-pub fn renew(dir: &Path, name: &str, days: u32) -> Result<PathBuf, String> {
+pub fn renew(dir: &Path, name: &str, days: u32) -> Result<PathBuf, Error> {
     let old = Presented::load(&dir.join(format!("{name}.crt")))?;
     issue(dir, name, old.role, days, true)
 }
 
-fn issue(dir: &Path, name: &str, role: Role, days: u32, replace: bool) -> Result<PathBuf, String> {
+fn issue(dir: &Path, name: &str, role: Role, days: u32, replace: bool) -> Result<PathBuf, Error> {
     crate::check_node_name(name)?;
     if days == 0 {
-        return Err("--days must be at least 1".into());
+        return Err(Error::InvalidArgument("--days must be at least 1".into()));
     }
     let read =
-        |f: &str| std::fs::read_to_string(dir.join(f)).map_err(|e| format!("{}: {e}", dir.join(f).display()));
-    let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")?).map_err(|e| format!("ca.key: {e}"))?;
-    let issuer =
-        rcgen::Issuer::from_ca_cert_pem(&read("ca.crt")?, ca_key).map_err(|e| format!("ca.crt: {e}"))?;
+        |f: &str| std::fs::read_to_string(dir.join(f)).map_err(Error::io(dir.join(f).display().to_string()));
+    let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")?)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.join("ca.key").display())))?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.crt")?, ca_key)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.join("ca.crt").display())))?;
     let crt = dir.join(format!("{name}.crt"));
     if !replace && crt.exists() {
-        return Err(format!(
+        return Err(Error::FailedPrecondition(format!(
             "{} exists: renew it with molde cluster renew",
             crt.display()
-        ));
+        )));
     }
-    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let mut p = rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| e.to_string())?;
+    let key = rcgen::KeyPair::generate().map_err(crypto_error)?;
+    let mut p = rcgen::CertificateParams::new(vec![name.to_string()]).map_err(crypto_error)?;
     validity(&mut p, days);
     p.distinguished_name.push(rcgen::DnType::CommonName, name);
     p.distinguished_name
@@ -161,11 +176,11 @@ fn issue(dir: &Path, name: &str, role: Role, days: u32, replace: bool) -> Result
         ],
         Role::Admin => vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
     };
-    let cert = p.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
+    let cert = p.signed_by(&key, &issuer).map_err(crypto_error)?;
     write_private(&dir.join(format!("{name}.key")), &key.serialize_pem(), replace)?;
     let tmp = crt.with_extension("crt.tmp");
-    std::fs::write(&tmp, cert.pem()).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &crt).map_err(|e| format!("{}: {e}", crt.display()))?;
+    std::fs::write(&tmp, cert.pem()).map_err(Error::io(tmp.display().to_string()))?;
+    std::fs::rename(&tmp, &crt).map_err(Error::io(crt.display().to_string()))?;
     Ok(crt)
 }
 
@@ -182,15 +197,16 @@ pub struct Presented {
 
 impl Presented {
     /// Reads a certificate (DER).
-    pub fn of(der: &[u8]) -> Result<Presented, String> {
+    pub fn of(der: &[u8]) -> Result<Presented, Error> {
         use x509_parser::prelude::*;
-        let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("not a certificate: {e}"))?;
+        let (_, cert) = X509Certificate::from_der(der)
+            .map_err(|e| Error::InvalidArgument(format!("not a certificate: {e}")))?;
         let subject = cert.subject();
         let name = subject
             .iter_common_name()
             .next()
             .and_then(|n| n.as_str().ok())
-            .ok_or("the certificate names no one")?
+            .ok_or_else(|| Error::InvalidArgument("the certificate names no one".into()))?
             .to_string();
         let role = match subject
             .iter_organizational_unit()
@@ -210,9 +226,9 @@ impl Presented {
     }
 
     /// Reads a certificate file (PEM).
-    pub fn load(path: &Path) -> Result<Presented, String> {
-        let der = CertificateDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Presented::of(&der).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Presented, Error> {
+        let der = CertificateDer::from_pem_file(path).map_err(|e| pem_error(path, e))?;
+        Presented::of(&der).map_err(|e| e.context(path.display()))
     }
 }
 
@@ -227,11 +243,11 @@ pub struct Identity {
 
 impl Identity {
     /// Node `name`'s certificate and key and the CA, from `dir`.
-    pub fn load(dir: &Path, name: &str) -> Result<Identity, String> {
-        let certs = |f: PathBuf| -> Result<Vec<CertificateDer<'static>>, String> {
+    pub fn load(dir: &Path, name: &str) -> Result<Identity, Error> {
+        let certs = |f: PathBuf| -> Result<Vec<CertificateDer<'static>>, Error> {
             CertificateDer::pem_file_iter(&f)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("{}: {e}", f.display()))
+                .map_err(|e| pem_error(&f, e))
         };
         let key = dir.join(format!("{name}.key"));
         let crt = dir.join(format!("{name}.crt"));
@@ -240,20 +256,20 @@ impl Identity {
         // node's files under this name are refused.
         let leaf = chain
             .first()
-            .ok_or_else(|| format!("{}: no certificate", crt.display()))?;
-        let presented = Presented::of(leaf).map_err(|e| format!("{}: {e}", crt.display()))?;
+            .ok_or_else(|| Error::InvalidArgument(format!("{}: no certificate", crt.display())))?;
+        let presented = Presented::of(leaf).map_err(|e| e.context(crt.display()))?;
         if presented.name != name {
-            return Err(format!(
+            return Err(Error::PermissionDenied(format!(
                 "{} was issued to {:?}, not {name:?}",
                 crt.display(),
                 presented.name
-            ));
+            )));
         }
         Ok(Identity {
             name: name.to_string(),
             ca: certs(dir.join("ca.crt"))?,
             chain,
-            key: Arc::new(PrivateKeyDer::from_pem_file(&key).map_err(|e| format!("{}: {e}", key.display()))?),
+            key: Arc::new(PrivateKeyDer::from_pem_file(&key).map_err(|e| pem_error(&key, e))?),
         })
     }
 
@@ -261,39 +277,41 @@ impl Identity {
         Arc::new(rustls::crypto::aws_lc_rs::default_provider())
     }
 
-    fn roots(&self) -> Result<Arc<rustls::RootCertStore>, String> {
+    fn roots(&self) -> Result<Arc<rustls::RootCertStore>, Error> {
         let mut roots = rustls::RootCertStore::empty();
         for c in &self.ca {
-            roots.add(c.clone()).map_err(|e| format!("the cluster CA: {e}"))?;
+            roots
+                .add(c.clone())
+                .map_err(|e| Error::InvalidArgument(format!("the cluster CA: {e}")))?;
         }
         Ok(Arc::new(roots))
     }
 
     /// The server side: only peers with a certificate from the cluster's CA.
-    pub fn server_config(&self) -> Result<rustls::ServerConfig, String> {
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, Error> {
         let verifier =
             rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, Self::provider())
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(crypto_error)?;
         let mut c = rustls::ServerConfig::builder_with_provider(Self::provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(crypto_error)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| e.to_string())?;
+            .map_err(crypto_error)?;
         c.alpn_protocols = vec![b"h2".to_vec()];
         Ok(c)
     }
 
     /// The client side: this node's certificate, and only servers the
     /// cluster's CA signed.
-    pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, Error> {
         let mut c = rustls::ClientConfig::builder_with_provider(Self::provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(crypto_error)?
             .with_root_certificates(self.roots()?)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| e.to_string())?;
+            .map_err(crypto_error)?;
         c.alpn_protocols = vec![b"h2".to_vec()];
         Ok(c)
     }
@@ -349,6 +367,7 @@ mod tests {
         std::fs::copy(d.path().join("node-a.crt"), d.path().join("node-b.crt")).unwrap();
         std::fs::copy(d.path().join("node-a.key"), d.path().join("node-b.key")).unwrap();
         let e = Identity::load(d.path(), "node-b").err().unwrap();
-        assert!(e.contains("issued to \"node-a\""), "{e}");
+        assert_eq!(e.kind(), molde_common::errdefs::Kind::PermissionDenied);
+        assert!(e.to_string().contains("issued to \"node-a\""), "{e}");
     }
 }

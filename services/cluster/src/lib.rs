@@ -37,7 +37,7 @@ pub const REVOKED: &str = "/molde/revoked/";
 
 /// A node name: letters, digits, `-`, `_`, `.`, at most 63 (it is a key
 /// component and a certificate name).
-pub fn check_node_name(name: &str) -> Result<(), String> {
+pub fn check_node_name(name: &str) -> Result<(), molde_common::errdefs::Error> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -47,9 +47,9 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(molde_common::errdefs::Error::InvalidArgument(format!(
             "node name {name:?}: use 1 to 63 letters, digits, '-', '_' or '.', not starting with '-' or '.'"
-        ))
+        )))
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use molde_common::errdefs::Error;
 use molde_meta::{EtcdStore, Store};
 use serde::{Deserialize, Serialize};
 
@@ -153,7 +154,7 @@ impl Membership {
     /// that cannot serve never appears. A name another live node holds is
     /// an error naming that node; an etcd that does not answer now is not
     /// (the node registers when it does).
-    pub fn join(self: &Arc<Self>, r: Registration) -> Result<(), String> {
+    pub fn join(self: &Arc<Self>, r: Registration) -> Result<(), Error> {
         let mut lease = None;
         let mut registered = now();
         self.read_revoked();
@@ -169,16 +170,16 @@ impl Membership {
         std::thread::Builder::new()
             .name("cluster-membership".into())
             .spawn(move || me.run(r, lease, registered))
-            .map_err(|e| format!("starting the membership thread: {e}"))?;
+            .map_err(Error::io("starting the membership thread"))?;
         Ok(())
     }
 
-    fn taken(&self, holder: &NodeRecord) -> String {
-        format!(
+    fn taken(&self, holder: &NodeRecord) -> Error {
+        Error::FailedPrecondition(format!(
             "node name {:?} is registered by another molded (advertising {}, registered at {} s since the epoch): \
              stop it or choose another --node-name",
             self.name, holder.address, holder.registered_unix
-        )
+        ))
     }
 
     /// A new lease and this node's record under it, created only if no
@@ -270,7 +271,7 @@ impl Membership {
                 Ok(l) => lease = Some(l),
                 Err(Refused::Taken(holder)) => {
                     lease = None;
-                    self.set(Standing::Unreachable(self.taken(&holder)));
+                    self.set(Standing::Unreachable(self.taken(&holder).to_string()));
                 }
                 Err(Refused::Etcd(e)) => self.set(Standing::Unreachable(e.to_string())),
             }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use molde_common::errdefs::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -72,7 +73,7 @@ impl tokio::io::AsyncWrite for PeerStream {
 pub fn incoming(
     listener: tokio::net::TcpListener,
     id: &Identity,
-) -> Result<tokio::sync::mpsc::Receiver<Result<PeerStream, std::io::Error>>, String> {
+) -> Result<tokio::sync::mpsc::Receiver<Result<PeerStream, std::io::Error>>, Error> {
     let acceptor = TlsAcceptor::from(Arc::new(id.server_config()?));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(molde_common::accept::serve(
@@ -100,13 +101,13 @@ pub fn incoming(
 }
 
 /// A gRPC channel to peer `name` at `address` (host:port), over mutual TLS.
-pub fn channel(id: &Identity, name: &str, address: &str) -> Result<tonic::transport::Channel, String> {
+pub fn channel(id: &Identity, name: &str, address: &str) -> Result<tonic::transport::Channel, Error> {
     let connector = TlsConnector::from(Arc::new(id.client_config()?));
-    let server =
-        rustls_pki_types::ServerName::try_from(name.to_string()).map_err(|e| format!("peer {name}: {e}"))?;
+    let server = rustls_pki_types::ServerName::try_from(name.to_string())
+        .map_err(|e| Error::Unavailable(format!("peer {name}: {e}")))?;
     let address = address.to_string();
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| format!("peer {name} at {address}: {e}"))?
+        .map_err(|e| Error::Unavailable(format!("peer {name} at {address}: {e}")))?
         .connect_timeout(std::time::Duration::from_secs(5))
         // A peer that stops answering (frozen, cut off) is noticed within
         // ten seconds even when no request is waiting on it.

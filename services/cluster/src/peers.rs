@@ -103,7 +103,7 @@ impl Peers {
         if let Some(c) = channels.get(peer) {
             return Ok(c.clone());
         }
-        let c = crate::peer::channel(&self.identity, peer, address).map_err(Error::Unavailable)?;
+        let c = crate::peer::channel(&self.identity, peer, address)?;
         channels.insert(peer.to_string(), c.clone());
         Ok(c)
     }

@@ -91,6 +91,9 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The caller went away or cancelled the call.
+    #[error("{0}")]
+    Cancelled(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -151,6 +154,7 @@ impl Error {
             Error::Unimplemented(_) => Kind::Unimplemented,
             Error::PermissionDenied(_) => Kind::PermissionDenied,
             Error::DeadlineExceeded(_) => Kind::DeadlineExceeded,
+            Error::Cancelled(_) => Kind::Cancelled,
             Error::Io { .. } | Error::Meta(_) | Error::Corrupt { .. } | Error::Internal(_) => Kind::Internal,
             Error::Remote { code, .. } => Kind::of(*code),
         }

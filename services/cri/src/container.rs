@@ -117,7 +117,7 @@ impl Cri {
             .ok_or_else(|| Error::NotFound(format!("image {image_spec:?}")))?;
         let id = crate::new_id();
         let name = names::container_name(&meta, &pod_meta);
-        if let Err(holder) = store::reserve(&*self.store, "container", &name, &id)? {
+        if let Some(holder) = store::reserve(&*self.store, "container", &name, &id)? {
             return Err(Error::AlreadyExists(format!(
                 "container name {name:?} is reserved for {holder}"
             )));

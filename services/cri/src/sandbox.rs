@@ -79,7 +79,7 @@ impl Cri {
         }
         let id = crate::new_id();
         let name = names::sandbox_name(&meta);
-        if let Err(holder) = store::reserve(&*self.store, "sandbox", &name, &id)? {
+        if let Some(holder) = store::reserve(&*self.store, "sandbox", &name, &id)? {
             return Err(Error::AlreadyExists(format!(
                 "pod sandbox name {name:?} is reserved for {holder}"
             )));

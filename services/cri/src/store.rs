@@ -101,8 +101,9 @@ pub fn list<T: DeserializeOwned>(store: &dyn Store, prefix: &str) -> Result<Vec<
     Ok(out)
 }
 
-/// Takes `name` for `id`; the id that already holds it otherwise.
-pub fn reserve(store: &dyn Store, kind: &str, name: &str, id: &str) -> Result<Result<(), String>, Error> {
+/// Takes `name` for `id`: `None` when it is now `id`'s, else the id that
+/// already holds it.
+pub fn reserve(store: &dyn Store, kind: &str, name: &str, id: &str) -> Result<Option<String>, Error> {
     let key = format!("{NAMES}{kind}/{name}");
     let out = store.txn(
         Txn::new()
@@ -110,13 +111,13 @@ pub fn reserve(store: &dyn Store, kind: &str, name: &str, id: &str) -> Result<Re
             .put(key.clone(), id.as_bytes().to_vec()),
     )?;
     if out != TxnOutcome::CompareFailed {
-        return Ok(Ok(()));
+        return Ok(None);
     }
     let holder = store
         .get(&key)?
         .map(|e| String::from_utf8_lossy(&e.value).into_owned())
         .unwrap_or_default();
-    Ok(Err(holder))
+    Ok(Some(holder))
 }
 
 /// Gives a name back (only if `id` still holds it).

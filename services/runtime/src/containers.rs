@@ -25,7 +25,7 @@ fn prefix(ns: &str) -> String {
 }
 
 fn meta(e: molde_meta::MetaError) -> Error {
-    Error::Internal(e.to_string())
+    Error::Meta(e)
 }
 
 fn ns<T>(req: &Request<T>) -> Result<String, Error> {

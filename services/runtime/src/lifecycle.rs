@@ -89,10 +89,12 @@ impl RuntimeService {
     pub(crate) fn record(&self, ns: &str, id: &str) -> Result<Container, Error> {
         let e = self
             .store
-            .get(&containers::key(ns, id))
-            .map_err(|e| Error::Internal(e.to_string()))?
+            .get(&containers::key(ns, id))?
             .ok_or_else(|| Error::NotFound(format!("container {id:?}")))?;
-        Container::decode(e.value.as_slice()).map_err(|e| Error::Internal(format!("container {id:?}: {e}")))
+        Container::decode(e.value.as_slice()).map_err(|err| Error::Corrupt {
+            key: e.key.clone(),
+            message: err.to_string(),
+        })
     }
 
     pub(crate) fn observe(&self, ns: &str, id: &str) -> Observed {
@@ -126,11 +128,7 @@ impl RuntimeService {
 
     pub(crate) fn list(&self, ns: &str, all: bool) -> Result<Vec<api::ContainerStatus>, Error> {
         let mut out = Vec::new();
-        for e in self
-            .store
-            .range(&format!("/v1/ns/{ns}/containers/"))
-            .map_err(|e| Error::Internal(e.to_string()))?
-        {
+        for e in self.store.range(&format!("/v1/ns/{ns}/containers/"))? {
             let Ok(c) = Container::decode(e.value.as_slice()) else {
                 continue;
             };
@@ -171,7 +169,7 @@ impl RuntimeService {
             return Ok(());
         }
         nix::sys::signal::kill(Pid::from_raw(o.pid), sig)
-            .map_err(|e| Error::Internal(format!("signalling container {id:?}: {e}")))?;
+            .map_err(|e| Error::io(format!("signalling container {id:?}"))(e.into()))?;
         tracing::info!(namespace = ns, container = id, signal = %sig, "container signalled");
         Ok(())
     }

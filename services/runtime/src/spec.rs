@@ -56,7 +56,7 @@ pub fn volume_mount(v: &str, volumes: &Path) -> Result<Mount, Error> {
             )));
         }
         let data = volumes.join(src).join("_data");
-        std::fs::create_dir_all(&data).map_err(|e| Error::Internal(format!("creating volume {src}: {e}")))?;
+        std::fs::create_dir_all(&data).map_err(Error::io(format!("creating volume {src}")))?;
         data.display().to_string()
     };
     MountBuilder::default()

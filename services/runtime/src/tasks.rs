@@ -79,11 +79,11 @@ impl RuntimeService {
         let dir = b.exec_dir();
         let rec = b
             .task_exec(exec_id)
-            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(Error::io(format!("reading exec {exec_id:?} of task {id:?}")))?
             .ok_or_else(|| Error::NotFound(format!("exec {exec_id:?} of task {id:?}")))?;
         let pfile = b
             .write_exec(exec_id, &rec.process)
-            .map_err(|e| Error::Internal(format!("exec {exec_id}: {e}")))?;
+            .map_err(Error::io(format!("exec {exec_id}")))?;
         // Opened read-write, a FIFO never blocks the open on its other end.
         let open = |path: &str| -> Result<std::process::Stdio, Error> {
             if path.is_empty() {
@@ -94,7 +94,7 @@ impl RuntimeService {
                 .write(true)
                 .open(path)
                 .map(std::process::Stdio::from)
-                .map_err(|e| Error::Internal(format!("opening {path}: {e}")))
+                .map_err(Error::io(format!("opening {path}")))
         };
         let mut child = std::process::Command::new(&self.shim)
             .arg("exec")
@@ -109,7 +109,7 @@ impl RuntimeService {
             .stdout(open(&rec.stdio.stdout)?)
             .stderr(open(&rec.stdio.stderr)?)
             .spawn()
-            .map_err(|e| Error::Internal(format!("starting {}: {e}", self.shim.display())))?;
+            .map_err(Error::io(format!("starting {}", self.shim.display())))?;
         let pid = child.id();
         let exit = dir.join(format!("{exec_id}.exit"));
         std::thread::spawn(move || {
@@ -371,7 +371,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         for e in self
             .store
             .range(&format!("/v1/ns/{ns}/containers/"))
-            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(Error::Meta)?
         {
             let id = e.key.rsplit('/').next().unwrap_or_default().to_string();
             if let Ok(p) = self.process(&ns, &id) {

@@ -6,12 +6,14 @@
 //! stands for the request it was made for, is good for one connection and
 //! expires after a minute; an unknown, used or expired one gets 404.
 //!
-//! - `spdy.rs`: SPDY/3.1 framing; `session.rs`: a SPDY connection's streams.
+//! - `spdy.rs`: SPDY/3.1 framing; `connection.rs`: a SPDY connection's
+//!   streams; `session.rs`: the Kubernetes protocols spoken over one.
 //! - `ws.rs`: the WebSocket channel protocols.
 //! - `remote.rs`: exec and attach over the runtime's gRPC API, whatever the
 //!   wire; `portforward.rs`: connections made inside the pod's network
 //!   namespace.
 
+pub mod connection;
 pub mod portforward;
 pub mod remote;
 pub mod session;
@@ -279,7 +281,7 @@ where
         return respond(&mut conn, "404 Not Found", "unknown or expired streaming token\n").await;
     };
     let upgrade = head.header("upgrade").unwrap_or("").to_ascii_lowercase();
-    let conn = session::Prefixed::new(early, conn);
+    let conn = connection::Prefixed::new(early, conn);
     if upgrade == "websocket" {
         ws::serve(cri, head, conn, pending).await
     } else if upgrade.starts_with("spdy/3.1") {
@@ -297,7 +299,7 @@ where
 
 /// What goes on a remote command's error stream: v4's (and WebSocket v5's)
 /// status, always; for older protocols a message, only when it failed.
-pub fn error_stream(outcome: &Result<i32, String>, with_status: bool) -> Option<Vec<u8>> {
+pub fn error_stream(outcome: &Result<i32, Error>, with_status: bool) -> Option<Vec<u8>> {
     if with_status {
         return Some(status_json(outcome));
     }
@@ -306,13 +308,13 @@ pub fn error_stream(outcome: &Result<i32, String>, with_status: bool) -> Option<
         Ok(code) => {
             Some(format!("command terminated with non-zero exit code: exit status {code}").into_bytes())
         }
-        Err(e) => Some(e.clone().into_bytes()),
+        Err(e) => Some(e.to_string().into_bytes()),
     }
 }
 
 /// The status a v4 (and WebSocket v5) client reads on the error channel,
 /// as a Kubernetes `metav1.Status`.
-pub fn status_json(outcome: &Result<i32, String>) -> Vec<u8> {
+pub fn status_json(outcome: &Result<i32, Error>) -> Vec<u8> {
     let v = match outcome {
         Ok(0) => serde_json::json!({"metadata": {}, "status": "Success"}),
         Ok(code) => serde_json::json!({
@@ -322,10 +324,10 @@ pub fn status_json(outcome: &Result<i32, String>) -> Vec<u8> {
             "reason": "NonZeroExitCode",
             "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
         }),
-        Err(msg) => serde_json::json!({
+        Err(e) => serde_json::json!({
             "metadata": {},
             "status": "Failure",
-            "message": msg,
+            "message": e.to_string(),
             "reason": "InternalError",
         }),
     };

@@ -9,15 +9,20 @@ use k8s_cri::v1 as cri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::session::{Incoming, Out};
+use super::connection::{Incoming, Out};
 use super::spdy::header;
+use molde_common::errdefs::Error;
+
 use crate::Cri;
 
 /// A TCP connection to `port` on the pod's loopback.
-pub async fn connect(cri: &Cri, pod: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
-    let sandbox = cri.sandbox(pod).map_err(|e| e.to_string())?;
+pub async fn connect(cri: &Cri, pod: &str, port: u16) -> Result<tokio::net::TcpStream, Error> {
+    let sandbox = cri.sandbox(pod)?;
     if !sandbox.ready {
-        return Err(format!("pod sandbox {} is not ready", sandbox.id));
+        return Err(Error::FailedPrecondition(format!(
+            "pod sandbox {} is not ready",
+            sandbox.id
+        )));
     }
     let netns = sandbox.netns.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -27,11 +32,11 @@ pub async fn connect(cri: &Cri, pod: &str, port: u16) -> Result<tokio::net::TcpS
         .name("portforward".into())
         .stack_size(64 << 10)
         .spawn(move || {
-            let r = (|| -> Result<std::net::TcpStream, String> {
+            let r = (|| -> Result<std::net::TcpStream, Error> {
                 if !netns.is_empty() {
-                    let ns = std::fs::File::open(&netns).map_err(|e| format!("opening {netns}: {e}"))?;
+                    let ns = std::fs::File::open(&netns).map_err(Error::io(format!("opening {netns}")))?;
                     nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| format!("entering the pod's network namespace: {e}"))?;
+                        .map_err(|e| Error::io("entering the pod's network namespace")(e.into()))?;
                 }
                 let addrs = [
                     std::net::SocketAddr::from(([127, 0, 0, 1], port)),
@@ -44,19 +49,20 @@ pub async fn connect(cri: &Cri, pod: &str, port: u16) -> Result<tokio::net::TcpS
                         Err(e) => last = Some(e),
                     }
                 }
-                Err(format!(
-                    "connecting to port {port} in the pod: {}",
-                    last.map(|e| e.to_string()).unwrap_or_default()
-                ))
+                let e = last.unwrap_or_else(|| std::io::ErrorKind::AddrNotAvailable.into());
+                Err(Error::Unavailable(format!(
+                    "connecting to port {port} in the pod: {e}"
+                )))
             })();
             let _ = tx.send(r);
         })
-        .map_err(|e| format!("starting a port-forward thread: {e}"))?;
+        .map_err(Error::io("starting a port-forward thread"))?;
     let s = rx
         .await
-        .map_err(|_| "the port-forward thread died".to_string())??;
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string())
+        .map_err(|_| Error::Internal("the port-forward thread died".into()))??;
+    s.set_nonblocking(true)
+        .map_err(Error::io("making a pod connection non-blocking"))?;
+    tokio::net::TcpStream::from_std(s).map_err(Error::io("registering a pod connection"))
 }
 
 /// Copies between a connection and the client until both sides are done:
@@ -125,7 +131,10 @@ pub async fn serve_spdy(
             let port = header(&data.headers, "port").and_then(|p| p.parse::<u16>().ok());
             let conn = match port {
                 Some(p) if p > 0 => connect(&cri, &pod, p).await,
-                _ => Err(format!("bad port {:?}", header(&data.headers, "port"))),
+                _ => Err(Error::InvalidArgument(format!(
+                    "bad port {:?}",
+                    header(&data.headers, "port")
+                ))),
             };
             match conn {
                 Ok(conn) => {

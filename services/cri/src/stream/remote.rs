@@ -8,6 +8,8 @@ use molde_api::molde::services::runtime::v1::run_event::Event;
 use molde_api::molde::services::runtime::v1::runtime_client::RuntimeClient;
 use tokio::sync::{mpsc, watch};
 
+use molde_common::errdefs::Error;
+
 use super::Pending;
 use crate::{Cri, request};
 
@@ -98,19 +100,26 @@ pub fn resizes(mut data: mpsc::Receiver<Vec<u8>>) -> mpsc::Receiver<(u16, u16)> 
 
 /// Runs an exec or an attach; the exit code (0 for an attach that ended),
 /// or why it could not run.
-pub async fn run(cri: &Cri, p: Pending, ch: Channels) -> Result<i32, String> {
+pub async fn run(cri: &Cri, p: Pending, ch: Channels) -> Result<i32, Error> {
     match p {
         Pending::Exec(r) => exec(cri, r, ch).await,
         Pending::Attach(r) => attach(cri, r, ch).await,
-        Pending::PortForward(_) => Err("not a remote command".into()),
+        Pending::PortForward(_) => Err(Error::InvalidArgument("not a remote command".into())),
     }
 }
 
-async fn running(cri: &Cri, id: &str) -> Result<String, String> {
-    let rec = cri.container(id).map_err(|e| e.to_string())?;
-    let o = cri.observe(&rec.id).await.map_err(|e| e.to_string())?;
+fn client_gone() -> Error {
+    Error::Cancelled("the client went away".into())
+}
+
+async fn running(cri: &Cri, id: &str) -> Result<String, Error> {
+    let rec = cri.container(id)?;
+    let o = cri.observe(&rec.id).await?;
     if o.state != cri::ContainerState::ContainerRunning as i32 {
-        return Err(format!("container {} is not running", rec.id));
+        return Err(Error::FailedPrecondition(format!(
+            "container {} is not running",
+            rec.id
+        )));
     }
     Ok(rec.id)
 }
@@ -124,7 +133,7 @@ async fn gone(g: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn exec(cri: &Cri, r: cri::ExecRequest, mut ch: Channels) -> Result<i32, String> {
+async fn exec(cri: &Cri, r: cri::ExecRequest, mut ch: Channels) -> Result<i32, Error> {
     let id = running(cri, &r.container_id).await?;
     let attached = r.tty || ch.stdin.is_some();
     let mut events = RuntimeClient::new(cri.channels.runtime.clone())
@@ -136,18 +145,20 @@ async fn exec(cri: &Cri, r: cri::ExecRequest, mut ch: Channels) -> Result<i32, S
             ..Default::default()
         }))
         .await
-        .map_err(|e| format!("exec in container {id}: {}", e.message()))?
+        .map_err(Error::upstream(format!("exec in container {id}")))?
         .into_inner();
     let mut relay: Option<tokio::task::JoinHandle<()>> = None;
     let mut gone_rx = ch.gone.clone();
     loop {
         let ev = tokio::select! {
-            ev = events.message() => ev.map_err(|e| format!("exec in container {id}: {}", e.message()))?,
+            ev = events.message() => ev.map_err(Error::upstream(format!("exec in container {id}")))?,
             // Dropping the exec's stream kills its process.
-            _ = gone(&mut gone_rx) => return Err("the client went away".into()),
+            _ = gone(&mut gone_rx) => return Err(client_gone()),
         };
         let Some(ev) = ev else {
-            return Err(format!("exec in container {id}: no exit status"));
+            return Err(Error::Unavailable(format!(
+                "exec in container {id}: no exit status"
+            )));
         };
         match ev.event {
             Some(Event::Started(s)) if attached => {
@@ -168,7 +179,7 @@ async fn exec(cri: &Cri, r: cri::ExecRequest, mut ch: Channels) -> Result<i32, S
                 if let Some(s) = sink
                     && s.send(o.data).await.is_err()
                 {
-                    return Err("the client went away".into());
+                    return Err(client_gone());
                 }
             }
             Some(Event::Exited(e)) => {
@@ -190,7 +201,7 @@ async fn relay_attach(
     id: String,
     exec_id: String,
     ch: Channels,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<tokio::task::JoinHandle<()>, Error> {
     let (in_tx, in_rx) = mpsc::channel::<rt::AttachInput>(16);
     in_tx
         .send(rt::AttachInput {
@@ -199,11 +210,11 @@ async fn relay_attach(
             ..Default::default()
         })
         .await
-        .map_err(|_| "attach: its input closed".to_string())?;
+        .map_err(|_| Error::Internal("attach: its input closed".into()))?;
     let mut output = RuntimeClient::new(cri.channels.runtime.clone())
         .attach(request(tokio_stream::wrappers::ReceiverStream::new(in_rx)))
         .await
-        .map_err(|e| format!("attach to container {id}: {}", e.message()))?
+        .map_err(Error::upstream(format!("attach to container {id}")))?
         .into_inner();
     let Channels {
         stdin,
@@ -262,12 +273,12 @@ async fn relay_attach(
     }))
 }
 
-async fn attach(cri: &Cri, r: cri::AttachRequest, ch: Channels) -> Result<i32, String> {
+async fn attach(cri: &Cri, r: cri::AttachRequest, ch: Channels) -> Result<i32, Error> {
     let id = running(cri, &r.container_id).await?;
     let mut gone_rx = ch.gone.clone();
     let relay = relay_attach(cri, id, String::new(), ch).await?;
     tokio::select! {
         _ = relay => Ok(0),
-        _ = gone(&mut gone_rx) => Err("the client went away".into()),
+        _ = gone(&mut gone_rx) => Err(client_gone()),
     }
 }

@@ -63,7 +63,7 @@ impl RuntimeService {
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| Error::Internal(format!("starting {}: {e}", self.shim.display())))?;
+            .map_err(Error::io(format!("starting {}", self.shim.display())))?;
         let (tx, rx) = mpsc::channel(64);
         if attached {
             // The client attaches (Attach with this exec id) once the shim listens.

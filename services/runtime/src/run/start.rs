@@ -15,12 +15,7 @@ impl RuntimeService {
         spec::check_limits(req, host_cpus())?;
         spec::check_controllers(req, std::path::Path::new("/sys/fs/cgroup"))?;
         let key = containers::key(ns, &id);
-        if self
-            .store
-            .get(&key)
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .is_some()
-        {
+        if self.store.get(&key)?.is_some() {
             return Err(Error::AlreadyExists(format!(
                 "container name {id:?} is already in use"
             )));
@@ -162,7 +157,8 @@ impl RuntimeService {
                 .set_interactive()
                 .or_log("marking a container interactive");
         }
-        let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        let spec_json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?;
         let written = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
             std::fs::write(bundle.join("config.json"), &spec_json)?;
@@ -193,14 +189,11 @@ impl RuntimeService {
             updated_at: Some(now),
             ..Default::default()
         };
-        let out = self
-            .store
-            .txn(
-                Txn::new()
-                    .when(Compare::absent(key.clone()))
-                    .put(key, record.encode_to_vec()),
-            )
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let out = self.store.txn(
+            Txn::new()
+                .when(Compare::absent(key.clone()))
+                .put(key, record.encode_to_vec()),
+        )?;
         if out == TxnOutcome::CompareFailed {
             undo_snapshot().await;
             let _ = std::fs::remove_dir_all(&bundle);
@@ -231,7 +224,7 @@ impl RuntimeService {
     pub(super) fn spawn_shim(&self, ns: &str, id: &str, bundle: &Path, hold: bool) -> Result<(), Error> {
         use std::os::unix::process::CommandExt;
         let log =
-            std::fs::File::create(bundle.join("shim.log")).map_err(|e| Error::Internal(e.to_string()))?;
+            std::fs::File::create(bundle.join("shim.log")).map_err(Error::io("creating the shim's log"))?;
         let mut child = std::process::Command::new(&self.shim)
             .arg("start")
             .args(["--id", &format!("{ns}-{id}")])
@@ -241,12 +234,15 @@ impl RuntimeService {
             .arg(self.state.join(".libcontainer"))
             .args(hold.then_some("--hold"))
             .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(|e| Error::Internal(e.to_string()))?)
+            .stdout(log.try_clone().map_err(Error::io("duplicating the shim's log"))?)
             .stderr(log)
             // Its own process group: signals meant for molded do not reach it.
             .process_group(0)
             .spawn()
-            .map_err(|e| Error::Internal(format!("container {id}: starting {}: {e}", self.shim.display())))?;
+            .map_err(Error::io(format!(
+                "container {id}: starting {}",
+                self.shim.display()
+            )))?;
         // Reap the shim when it ends; it reports through its files.
         std::thread::spawn(move || {
             let _ = child.wait();
@@ -264,12 +260,12 @@ impl RuntimeService {
             let exited = b.exit();
             if let Ok(mut f) = std::fs::File::open(&log) {
                 f.seek(SeekFrom::Start(offset))
-                    .map_err(|e| Error::Internal(e.to_string()))?;
+                    .map_err(Error::io("reading the shim's log"))?;
                 let mut r = BufReader::new(f);
                 let mut line = String::new();
                 while r
                     .read_line(&mut line)
-                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .map_err(Error::io("reading the shim's log"))?
                     > 0
                 {
                     offset += line.len() as u64;
