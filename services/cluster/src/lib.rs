@@ -10,11 +10,15 @@
 //! `service.rs`: molde's cluster.v1 (`molde node ls`).
 
 pub mod certs;
+#[cfg(feature = "node")]
 pub mod membership;
 pub mod peer;
+#[cfg(feature = "node")]
 pub mod peers;
+#[cfg(feature = "node")]
 pub mod service;
 
+#[cfg(feature = "node")]
 pub use membership::{Membership, NodeRecord, Registration};
 
 /// Where the cluster's records live in etcd.

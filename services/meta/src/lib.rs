@@ -8,11 +8,15 @@
 //!
 //! [`filter`] implements containerd's list filter syntax over any record.
 
+#[cfg(feature = "etcd")]
 mod etcd_store;
 pub mod filter;
+#[cfg(feature = "redb")]
 mod redb_store;
 
+#[cfg(feature = "etcd")]
 pub use etcd_store::{EtcdAccess, EtcdStore, TXN_OPS};
+#[cfg(feature = "redb")]
 pub use redb_store::RedbStore;
 
 /// One key with its value and the revision of the transaction that last wrote it.
