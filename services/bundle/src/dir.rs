@@ -117,6 +117,50 @@ pub struct LogRecord {
     pub time: String,
 }
 
+/// The files of one exec, named after its process file (`exec/<id>.json`,
+/// what `molde-shim exec --process` is given): `<id>.pid` (the exec'd
+/// process's host pid, for a timeout's kill) and `<id>.process.json` (the
+/// OCI process the shim hands libcontainer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecFiles {
+    process: PathBuf,
+}
+
+impl ExecFiles {
+    pub fn of(process: impl Into<PathBuf>) -> ExecFiles {
+        ExecFiles {
+            process: process.into(),
+        }
+    }
+
+    pub fn process(&self) -> &Path {
+        &self.process
+    }
+
+    pub fn runtime_process(&self) -> PathBuf {
+        self.process.with_extension("process.json")
+    }
+
+    pub fn write_pid(&self, pid: i32) -> io::Result<()> {
+        fs::write(self.process.with_extension("pid"), pid.to_string())
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        read_pid(&self.process.with_extension("pid"))
+    }
+
+    /// Every file of the exec, once it ended.
+    pub fn remove(&self) {
+        for p in [
+            self.process.with_extension("pid"),
+            self.runtime_process(),
+            self.process.clone(),
+        ] {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
 /// A bundle directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundle {
@@ -171,6 +215,45 @@ impl Bundle {
 
     pub fn network(&self) -> PathBuf {
         self.dir.join("network.json")
+    }
+
+    /// The container's CNI attachment, if it has one.
+    pub fn network_record(&self) -> io::Result<Option<crate::NetworkRecord>> {
+        match fs::read(self.network()) {
+            Ok(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("network.json: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn write_network_record(&self, r: &crate::NetworkRecord) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        write_atomic(&self.network(), &serde_json::to_vec(r)?)
+    }
+
+    /// Marks the attachment torn down: the record stays, under another name,
+    /// for inspection, and is never torn down again.
+    pub fn release_network_record(&self) -> io::Result<()> {
+        fs::rename(self.network(), self.network().with_extension("json.released"))
+    }
+
+    /// The log's records from byte `from` on, and the offset after the last
+    /// whole line; lines that are not records are skipped.
+    pub fn log_records(&self, from: u64) -> (Vec<LogRecord>, u64) {
+        let Ok(data) = fs::read(self.log()) else {
+            return (Vec::new(), from);
+        };
+        let mut out = Vec::new();
+        let mut pos = from as usize;
+        while let Some(nl) = data.get(pos..).and_then(|d| d.iter().position(|b| *b == b'\n')) {
+            if let Ok(r) = serde_json::from_slice::<LogRecord>(&data[pos..pos + nl]) {
+                out.push(r);
+            }
+            pos += nl + 1;
+        }
+        (out, pos as u64)
     }
 
     /// Where execs keep their files; created by `write_exec`.

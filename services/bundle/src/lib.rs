@@ -7,16 +7,20 @@
 //! - `state`: a container's state read from those files (`State`);
 //! - `attach`: the frames attach clients send the shim;
 //! - `mount`: mounting a snapshot's mounts (`mounts.json`);
+//! - `network`: a container's CNI attachment (`network.json`: `NetworkRecord`,
+//!   `CniResult`, `PortMapping`);
 //! - `sock`: binding and connecting a bundle's sockets, however long their path.
 
 pub mod attach;
 mod dir;
 pub mod mount;
+mod network;
 pub mod sock;
 mod state;
 
 pub use dir::{
-    Bundle, ExecProcess, Exit, HOLD_ABANDON, HOLD_START, LogRecord, STDIN_ATTACH, STDIN_ATTACH_ONCE, Stdio,
-    TaskExec, WORKDIR_OWNER,
+    Bundle, ExecFiles, ExecProcess, Exit, HOLD_ABANDON, HOLD_START, LogRecord, STDIN_ATTACH,
+    STDIN_ATTACH_ONCE, Stdio, TaskExec, WORKDIR_OWNER,
 };
+pub use network::{CniIp, CniResult, NetworkRecord, PortMapping};
 pub use state::State;

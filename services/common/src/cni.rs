@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+pub use molde_bundle::CniResult;
+
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
@@ -121,7 +123,7 @@ impl Cni {
     }
 
     /// One plugin's config as the plugin receives it.
-    fn config(list: &NetworkList, plugin: &Value, a: &Attachment, prev: &Value) -> Value {
+    fn config(list: &NetworkList, plugin: &Value, a: &Attachment, prev: &CniResult) -> Value {
         let mut conf = plugin.clone();
         conf["cniVersion"] = json!(list.cni_version);
         conf["name"] = json!(list.name);
@@ -138,8 +140,8 @@ impl Cni {
         if !runtime.is_empty() {
             conf["runtimeConfig"] = Value::Object(runtime);
         }
-        if !prev.is_null() {
-            conf["prevResult"] = prev.clone();
+        if !prev.is_empty() {
+            conf["prevResult"] = prev.to_value();
         }
         conf
     }
@@ -199,12 +201,12 @@ impl Cni {
 
     /// ADD through the list; the last plugin's result. A failure part-way
     /// undoes what was added (DEL in reverse).
-    pub async fn add(&self, list: &NetworkList, a: &Attachment) -> Result<Value, Error> {
-        let mut prev = Value::Null;
+    pub async fn add(&self, list: &NetworkList, a: &Attachment) -> Result<CniResult, Error> {
+        let mut prev = CniResult::default();
         for (i, plugin) in list.plugins.iter().enumerate() {
             let conf = Self::config(list, plugin, a, &prev);
             match self.invoke("ADD", a, &conf).await {
-                Ok(r) => prev = r,
+                Ok(r) => prev = CniResult::from_value(r),
                 Err(e) => {
                     let done = NetworkList {
                         plugins: list.plugins[..i].to_vec(),
@@ -220,7 +222,7 @@ impl Cni {
 
     /// DEL through the list in reverse. Failures are logged: a teardown must
     /// finish whatever state a crash left.
-    pub async fn del(&self, list: &NetworkList, a: &Attachment, result: &Value) {
+    pub async fn del(&self, list: &NetworkList, a: &Attachment, result: &CniResult) {
         for plugin in list.plugins.iter().rev() {
             let conf = Self::config(list, plugin, a, result);
             if let Err(e) = self.invoke("DEL", a, &conf).await {
@@ -237,24 +239,6 @@ pub fn loopback() -> NetworkList {
         cni_version: "1.0.0".into(),
         plugins: vec![json!({"type": "loopback"})],
     }
-}
-
-/// The first IP address in a CNI result, without its prefix length.
-pub fn first_ip(result: &Value) -> Option<String> {
-    ips(result).into_iter().next()
-}
-
-/// Every IP address in a CNI result (0.4.0 and 1.0.0 shapes), without prefix lengths.
-pub fn ips(result: &Value) -> Vec<String> {
-    result["ips"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|ip| ip["address"].as_str())
-                .map(|s| s.split('/').next().unwrap_or(s).to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Namespaces a pod or container holds without a process in them.
@@ -393,11 +377,13 @@ mod tests {
         let mut a = Attachment::default();
         a.capabilities
             .insert("portMappings".into(), json!([{"hostPort": 8080}]));
-        let bridge = Cni::config(&l, &l.plugins[0], &a, &Value::Null);
-        let portmap = Cni::config(&l, &l.plugins[1], &a, &json!({"ips": []}));
+        let prev = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}]});
+        let bridge = Cni::config(&l, &l.plugins[0], &a, &CniResult::default());
+        let portmap = Cni::config(&l, &l.plugins[1], &a, &CniResult::from_value(prev.clone()));
         assert!(bridge.get("runtimeConfig").is_none());
         assert_eq!(portmap["runtimeConfig"]["portMappings"][0]["hostPort"], 8080);
-        assert_eq!(portmap["prevResult"], json!({"ips": []}));
+        assert!(bridge.get("prevResult").is_none());
+        assert_eq!(portmap["prevResult"], prev);
         assert_eq!(portmap["name"], "n");
     }
 
@@ -425,7 +411,7 @@ mod tests {
     #[test]
     fn ips_come_without_prefix_lengths() {
         let r = json!({"ips": [{"address": "10.77.0.5/16"}, {"address": "fd00::5/64"}]});
-        assert_eq!(ips(&r), ["10.77.0.5", "fd00::5"]);
-        assert_eq!(first_ip(&Value::Null), None);
+        assert_eq!(CniResult::from_value(r).ips(), ["10.77.0.5", "fd00::5"]);
+        assert_eq!(CniResult::from_value(Value::Null).first_ip(), None);
     }
 }

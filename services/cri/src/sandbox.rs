@@ -95,7 +95,7 @@ impl Cri {
             pid_init: 0,
             ips: Vec::new(),
             cni_list: String::new(),
-            cni_result: serde_json::Value::Null,
+            cni_result: Default::default(),
             dir: self.sandbox_dir(&id).display().to_string(),
             runtime_handler: handler,
         };
@@ -221,7 +221,7 @@ impl Cri {
         let a = self.attachment(rec);
         let result = self.cni().add(&list, &a).await?;
         rec.cni_result = result.clone();
-        rec.ips = molde_common::cni::ips(&result);
+        rec.ips = result.ips();
         store::put(&*self.store, SANDBOXES, &rec.id, rec)?;
         let lo = Attachment {
             ifname: "lo".into(),
@@ -416,7 +416,7 @@ impl Cri {
             "ipcNamespacePath": rec.ipc,
             "utsNamespacePath": rec.uts,
             "pid": rec.pid_init,
-            "cniResult": rec.cni_result,
+            "cniResult": rec.cni_result.to_value(),
             "config": rec.config,
             "runtimeHandler": rec.runtime_handler,
         });

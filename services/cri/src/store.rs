@@ -35,7 +35,7 @@ pub struct SandboxRecord {
     /// The network list the pod was attached with (as text, so DEL works
     /// after the config changed) and the CNI result.
     pub cni_list: String,
-    pub cni_result: serde_json::Value,
+    pub cni_result: molde_common::cni::CniResult,
     /// What the pod's containers share: hostname, hosts, resolv.conf, shm.
     pub dir: String,
     pub runtime_handler: String,

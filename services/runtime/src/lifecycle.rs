@@ -108,9 +108,8 @@ impl RuntimeService {
         let command = c
             .spec
             .as_ref()
-            .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s.value).ok())
-            .and_then(|v| v["process"]["args"].as_array().cloned())
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .and_then(|s| serde_json::from_slice::<oci_spec::runtime::Spec>(&s.value).ok())
+            .and_then(|s| s.process().as_ref()?.args().clone())
             .unwrap_or_default();
         api::ContainerStatus {
             id: c.id.clone(),
@@ -243,24 +242,16 @@ impl RuntimeService {
 
     /// The log records of a container, the last `tail` of them when not 0.
     pub(crate) fn read_log(&self, ns: &str, id: &str, from: u64) -> (Vec<api::LogRecord>, u64) {
-        let path = self.bundle_dir(ns, id).join("log.json");
-        let Ok(data) = std::fs::read(&path) else {
-            return (Vec::new(), from);
-        };
-        let mut out = Vec::new();
-        let mut pos = from as usize;
-        while let Some(nl) = data.get(pos..).and_then(|d| d.iter().position(|b| *b == b'\n')) {
-            let line = &data[pos..pos + nl];
-            pos += nl + 1;
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
-                out.push(api::LogRecord {
-                    stream: if v["stream"] == "stderr" { 2 } else { 1 },
-                    data: v["log"].as_str().unwrap_or_default().as_bytes().to_vec(),
-                    time: v["time"].as_str().unwrap_or_default().to_string(),
-                });
-            }
-        }
-        (out, pos as u64)
+        let (records, end) = molde_bundle::Bundle::new(self.bundle_dir(ns, id)).log_records(from);
+        let out = records
+            .into_iter()
+            .map(|r| api::LogRecord {
+                stream: if r.stream == "stderr" { 2 } else { 1 },
+                data: r.log.into_bytes(),
+                time: r.time,
+            })
+            .collect();
+        (out, end)
     }
 }
 
@@ -353,9 +344,12 @@ pub fn cgroup_update(cg: &str, res: &oci_spec::runtime::LinuxResources) -> Resul
 
 /// The cgroup a bundle's spec names (molde's or a containerd client's).
 pub fn cgroup_of(bundle: &Path) -> Option<String> {
-    let spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
-    spec["linux"]["cgroupsPath"].as_str().map(str::to_string)
+    let spec = molde_bundle::Bundle::new(bundle).spec().ok()?;
+    spec.linux()
+        .as_ref()?
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// Pids in a container's cgroup.

@@ -10,22 +10,16 @@
 
 use std::path::PathBuf;
 
+use molde_bundle::NetworkRecord;
+pub use molde_bundle::PortMapping;
 use molde_common::cni::{Attachment, NetworkList, Pinned, loopback, unpin};
 use molde_common::errdefs::Error;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const CNI_VERSION: &str = "1.0.0";
 const NETWORK: &str = "molde";
 
 /// A published port: `HOST:CONTAINER[/tcp|udp]`, or `IP:HOST:CONTAINER[/proto]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortMapping {
-    pub host_ip: String,
-    pub host_port: u16,
-    pub container_port: u16,
-    pub protocol: String,
-}
-
 pub fn parse_port(p: &str) -> Result<PortMapping, Error> {
     let bad = || Error::InvalidArgument(format!("port {p:?}: expected [IP:]HOST:CONTAINER[/tcp|udp]"));
     let (spec, protocol) = match p.rsplit_once('/') {
@@ -58,7 +52,7 @@ pub struct Cni {
 /// iptables work on ADD and DEL). Addresses are kept by host-local in its
 /// host-wide default place (/var/lib/cni/networks/molde): the bridge is
 /// host-wide too, so every molded on the host must draw from one pool.
-fn network(ports: &Value) -> NetworkList {
+fn network(ports: &[PortMapping]) -> NetworkList {
     let mut plugins = vec![json!({
         "type": "bridge",
         "bridge": "molde0",
@@ -71,7 +65,7 @@ fn network(ports: &Value) -> NetworkList {
             "routes": [{"dst": "0.0.0.0/0"}],
         },
     })];
-    if ports.as_array().is_some_and(|p| !p.is_empty()) {
+    if !ports.is_empty() {
         plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
     }
     NetworkList {
@@ -92,37 +86,30 @@ impl Cni {
         }
     }
 
-    fn attachment(&self, key: &str, ifname: &str, ports: &Value) -> Attachment {
+    fn attachment(&self, key: &str, ifname: &str, ports: &[PortMapping]) -> Attachment {
         let mut a = Attachment {
             container_id: key.to_string(),
             netns: self.netns_path(key),
             ifname: ifname.into(),
             ..Default::default()
         };
-        if ports.as_array().is_some_and(|p| !p.is_empty()) {
-            a.capabilities.insert("portMappings".into(), ports.clone());
+        if !ports.is_empty() {
+            a.capabilities.insert(
+                "portMappings".into(),
+                serde_json::to_value(ports).unwrap_or_default(),
+            );
         }
         a
     }
 
-    /// Creates the namespace and attaches it; returns (netns path, CNI result).
-    pub async fn setup(&self, key: &str, ports: &[PortMapping]) -> Result<(PathBuf, Value), Error> {
+    /// Creates the namespace and attaches it; returns the netns path and
+    /// the record teardown needs (`network.json`).
+    pub async fn setup(&self, key: &str, ports: &[PortMapping]) -> Result<(PathBuf, NetworkRecord), Error> {
         let netns = self.netns_path(key);
         molde_common::cni::pin_namespaces(&[Pinned::Net], None, &[], |_| netns.clone())?;
-        let mappings: Vec<Value> = ports
-            .iter()
-            .map(|p| {
-                let mut m = json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol});
-                if !p.host_ip.is_empty() {
-                    m["hostIP"] = json!(p.host_ip);
-                }
-                m
-            })
-            .collect();
-        let ports = Value::Array(mappings);
         let cni = self.plugins();
         let result = match cni
-            .add(&network(&ports), &self.attachment(key, "eth0", &ports))
+            .add(&network(ports), &self.attachment(key, "eth0", ports))
             .await
         {
             Ok(r) => r,
@@ -131,46 +118,33 @@ impl Cni {
                 return Err(e);
             }
         };
-        let lo = self.attachment(key, "lo", &Value::Null);
+        let record = NetworkRecord {
+            key: key.to_string(),
+            ports: ports.to_vec(),
+            result,
+        };
+        let lo = self.attachment(key, "lo", &[]);
         if let Err(e) = cni.add(&loopback(), &lo).await {
-            self.teardown(key, &json!({"result": result, "ports": ports}))
-                .await;
+            self.teardown(&record).await;
             return Err(e);
         }
-        Ok((netns, json!({"result": result, "ports": ports})))
+        Ok((netns, record))
     }
 
     /// CNI DEL in reverse order, then the namespace goes. Errors are logged:
     /// teardown must finish whatever state a crash left.
-    pub async fn teardown(&self, key: &str, saved: &Value) {
-        let a = self.attachment(key, "eth0", &saved["ports"]);
+    pub async fn teardown(&self, saved: &NetworkRecord) {
+        let a = self.attachment(&saved.key, "eth0", &saved.ports);
         self.plugins()
-            .del(&network(&saved["ports"]), &a, &saved["result"])
+            .del(&network(&saved.ports), &a, &saved.result)
             .await;
-        unpin(&[self.netns_path(key)]);
+        unpin(&[self.netns_path(&saved.key)]);
     }
 }
 
-/// The published ports `setup` saved.
-pub fn saved_ports(saved: &Value) -> Vec<PortMapping> {
-    saved["ports"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| {
-            Some(PortMapping {
-                host_ip: m["hostIP"].as_str().unwrap_or_default().to_string(),
-                host_port: u16::try_from(m["hostPort"].as_u64()?).ok()?,
-                container_port: u16::try_from(m["containerPort"].as_u64()?).ok()?,
-                protocol: m["protocol"].as_str().unwrap_or("tcp").to_string(),
-            })
-        })
-        .collect()
-}
-
-/// The container's address on the bridge, from what `setup` saved.
-pub fn address(saved: &Value) -> Option<String> {
-    molde_common::cni::first_ip(&saved["result"])
+/// The container's address on the bridge.
+pub fn address(saved: &NetworkRecord) -> Option<String> {
+    saved.result.first_ip()
 }
 
 #[cfg(test)]

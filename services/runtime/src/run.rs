@@ -156,11 +156,10 @@ impl RuntimeService {
                 continue;
             };
             for c in containers.flatten() {
-                let Ok(raw) = std::fs::read(c.path().join("network.json")) else {
+                let Ok(Some(saved)) = molde_bundle::Bundle::new(c.path()).network_record() else {
                     continue;
                 };
-                let saved: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
-                let ports = crate::network::saved_ports(&saved);
+                let ports = saved.ports;
                 if ports.is_empty() {
                     continue;
                 }
@@ -179,16 +178,19 @@ impl RuntimeService {
     /// CNI teardown of a container's network, once.
     pub(crate) async fn release_network(&self, ns: &str, id: &str) {
         self.ports.release(&format!("{ns}/{id}"));
-        let path = self.bundle_dir(ns, id).join("network.json");
-        if let Ok(raw) = std::fs::read(&path) {
-            let saved: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
-            let key = saved["key"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{ns}-{id}"));
-            self.cni.teardown(&key, &saved).await;
-            std::fs::rename(&path, path.with_extension("json.released"))
-                .or_log("releasing a container's network record");
+        let bundle = molde_bundle::Bundle::new(self.bundle_dir(ns, id));
+        match bundle.network_record() {
+            Ok(Some(mut saved)) => {
+                if saved.key.is_empty() {
+                    saved.key = format!("{ns}-{id}");
+                }
+                self.cni.teardown(&saved).await;
+                bundle
+                    .release_network_record()
+                    .or_log("releasing a container's network record");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(container = %id, error = %e, "a network record could not be read"),
         }
     }
 

@@ -96,7 +96,7 @@ pub(crate) fn exec(args: &Args) -> Result<i32> {
     }
     let pid = nix::unistd::Pid::from_raw(pid.as_raw());
     // molded kills this process (and only it) when an exec times out.
-    fs::write(pfile.with_extension("pid"), pid.as_raw().to_string())?;
+    molde_bundle::ExecFiles::of(pfile).write_pid(pid.as_raw())?;
     let code = loop {
         match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, code)) => break code,
@@ -142,7 +142,7 @@ fn tty_process(
     process.set_user(user);
     process.set_console_size(None);
     filter.lend_to(&mut process);
-    let path = pfile.with_extension("process.json");
+    let path = molde_bundle::ExecFiles::of(pfile).runtime_process();
     fs::write(&path, serde_json::to_vec(&process)?)?;
     Ok(path)
 }

@@ -84,9 +84,7 @@ impl RuntimeService {
         tokio::spawn(async move {
             // The exec'd process, not the container: its pid is in the shim's pid file.
             let kill = |why: &str| {
-                let pid = std::fs::read_to_string(pfile.with_extension("pid"))
-                    .ok()
-                    .and_then(|p| p.trim().parse::<i32>().ok());
+                let pid = molde_bundle::ExecFiles::of(&pfile).pid();
                 match pid {
                     Some(p) => nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(p),
@@ -123,9 +121,7 @@ impl RuntimeService {
             .unwrap_or(255);
             let _ = a.await;
             let _ = b.await;
-            let _ = std::fs::remove_file(pfile.with_extension("pid"));
-            let _ = std::fs::remove_file(&pfile);
-            let _ = std::fs::remove_file(pfile.with_extension("process.json"));
+            molde_bundle::ExecFiles::of(&pfile).remove();
             let _ = std::fs::remove_file(&sock);
             send(
                 &tx,

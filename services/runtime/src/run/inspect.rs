@@ -56,9 +56,10 @@ impl RuntimeService {
             .as_ref()
             .and_then(|s| serde_json::from_slice(&s.value).ok())
             .unwrap_or_default();
-        let network: serde_json::Value = std::fs::read(bundle.join("network.json"))
+        let network = molde_bundle::Bundle::new(&bundle)
+            .network_record()
             .ok()
-            .and_then(|r| serde_json::from_slice(&r).ok())
+            .flatten()
             .unwrap_or_default();
         let v = serde_json::json!({
             "Id": c.id,
@@ -85,7 +86,7 @@ impl RuntimeService {
             "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|x| x["type"] == "bind" && !x["destination"].as_str().unwrap_or("").starts_with("/etc/")).cloned().collect::<Vec<_>>()),
             "NetworkSettings": {
                 "IPAddress": crate::network::address(&network),
-                "Ports": network["ports"],
+                "Ports": network.ports,
             },
             "SnapshotKey": c.snapshot_key,
             "BundlePath": bundle,

@@ -104,7 +104,7 @@ impl RuntimeService {
             // Unique per container instance: addresses an earlier container of the
             // same name left allocated (a crash) can never clash with this one.
             let key = format!("{ns}-{id}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-            let (netns, mut saved) = match self.cni.setup(&key, &ports).await {
+            let (netns, saved) = match self.cni.setup(&key, &ports).await {
                 Ok(x) => x,
                 Err(e) => {
                     self.ports.release(&format!("{ns}/{id}"));
@@ -112,13 +112,9 @@ impl RuntimeService {
                     return Err(e.context(format!("container {id}: network")));
                 }
             };
-            saved["key"] = serde_json::json!(key);
-            std::fs::create_dir_all(&bundle).or_log("creating a container's bundle");
-            std::fs::write(
-                bundle.join("network.json"),
-                serde_json::to_vec(&saved).unwrap_or_default(),
-            )
-            .or_log("writing a container's network record");
+            Bundle::new(&bundle)
+                .write_network_record(&saved)
+                .or_log("writing a container's network record");
             if let Some(nss) = spec
                 .linux_mut()
                 .as_mut()
@@ -138,10 +134,11 @@ impl RuntimeService {
             )));
         }
         // /etc/hosts, /etc/hostname and /etc/resolv.conf, written per container.
-        let address = std::fs::read(bundle.join("network.json"))
+        let address = Bundle::new(&bundle)
+            .network_record()
             .ok()
-            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
-            .and_then(|v| crate::network::address(&v));
+            .flatten()
+            .and_then(|n| crate::network::address(&n));
         if let Err(e) = spec::add_etc_files(&mut spec, &bundle, address.as_deref(), req.network == "host") {
             self.remove(ns, &id).await;
             return Err(Error::Internal(format!("container {id}: {e}")));
