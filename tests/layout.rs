@@ -61,3 +61,61 @@ fn service_crates_depend_only_on_the_shared_libraries() {
         }
     }
 }
+
+/// Every `.rs` file under `dir`.
+fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The metadata schema has one owner: a key prefix of the local store
+/// (`/v1/...`) or of a cluster's etcd (`/molde/<section>/`) is spelled in
+/// services/meta/src/keys.rs and nowhere else in the crates.
+#[test]
+fn metadata_keys_are_spelled_only_in_the_schema() {
+    let repo = molde_tests::tests_dir().parent().unwrap().to_path_buf();
+    let schema = repo.join("services/meta/src/keys.rs");
+    let text = std::fs::read_to_string(&schema).unwrap();
+    // The etcd sections the schema defines: "/molde/nodes/", ...
+    let sections: Vec<String> = text
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with("/molde/") && s.len() > "/molde/".len())
+        .map(str::to_string)
+        .collect();
+    assert!(sections.iter().any(|s| s == "/molde/nodes/"), "{sections:?}");
+    let mut files = Vec::new();
+    for d in ["services", "cli/src"] {
+        sources(&repo.join(d), &mut files);
+    }
+    let mut spelled = Vec::new();
+    for f in files.iter().filter(|f| **f != schema) {
+        let src = std::fs::read_to_string(f).unwrap();
+        for (n, line) in src.lines().enumerate() {
+            let literal = line.contains("\"/v1/")
+                || line.contains("format!(\"/v1/")
+                || sections.iter().any(|s| line.contains(&format!("\"{s}")));
+            if literal {
+                spelled.push(format!(
+                    "{}:{}: {}",
+                    f.strip_prefix(&repo).unwrap().display(),
+                    n + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(files.len() > 50, "the crates' sources were found");
+    assert!(
+        spelled.is_empty(),
+        "key prefixes outside keys.rs:\n{}",
+        spelled.join("\n")
+    );
+}

@@ -25,6 +25,7 @@
 
 mod base;
 mod cache_records;
+pub use cache_records::local_cache_records;
 mod copy_step;
 mod export;
 mod inputs;

@@ -21,23 +21,9 @@ pub mod service;
 #[cfg(feature = "node")]
 pub use membership::{Membership, NodeRecord, Registration};
 
-/// Where the cluster's records live in etcd.
-pub const PREFIX: &str = "/molde/";
-/// `/molde/nodes/<name>`: a node's record, bound to its lease.
-pub const NODES: &str = "/molde/nodes/";
-/// `/molde/blobs/<digest>/<node>`: node holds the blob (the value: a
-/// namespace it has it in), bound to the node's lease.
-pub const BLOBS: &str = "/molde/blobs/";
-/// `/molde/claims/<digest>`: the node that downloads the blob from the
-/// registry now, bound to its lease.
-pub const CLAIMS: &str = "/molde/claims/";
-/// `/molde/build-cache/<step key>/<node>`: node built the step (the value:
-/// its build cache's record of the layer the step made), bound to the
-/// node's lease.
-pub const BUILD_CACHE: &str = "/molde/build-cache/";
-/// `/molde/revoked/<serial>`: a certificate every node refuses (the value:
-/// whom it was issued to and when it expires, JSON).
-pub const REVOKED: &str = "/molde/revoked/";
+// The cluster's keys in etcd, from the one schema.
+#[cfg(feature = "node")]
+pub use molde_meta::keys::cluster::{BLOBS, BUILD_CACHE, CLAIMS, NODES, PREFIX, REVOKED};
 
 /// A node name: letters, digits, `-`, `_`, `.`, at most 63 (it is a key
 /// component and a certificate name).

@@ -27,31 +27,41 @@ pub use molde_common::labels::GC_REF_CONTENT;
 /// Label that makes content a garbage-collection root.
 pub use molde_common::labels::GC_ROOT;
 
-pub fn namespace_key(ns: &str) -> String {
-    format!("/v1/namespaces/{ns}")
-}
-pub const NAMESPACES_PREFIX: &str = "/v1/namespaces/";
+// The content service's keys, from the one schema (molde_meta::keys).
+pub use molde_meta::keys::content::NAMESPACES as NAMESPACES_PREFIX;
+pub use molde_meta::keys::content::{
+    blob as content_key, blobs as content_prefix, image as image_key, images as images_prefix,
+    lease as lease_key, leases as leases_prefix, namespace as namespace_key,
+};
+pub use molde_meta::keys::namespaced as ns_prefix;
 
-pub fn ns_prefix(ns: &str) -> String {
-    format!("/v1/ns/{ns}/")
+/// The blobs this node's store holds: (digest, a namespace holding it).
+/// What the cluster index advertises; read here so no other crate parses
+/// content keys.
+pub fn local_blobs(store: &dyn molde_meta::Store) -> Vec<(String, String)> {
+    store
+        .range(molde_meta::keys::content::ALL_NAMESPACED)
+        .map(|es| {
+            es.iter()
+                .filter_map(|e| {
+                    let (ns, digest) = molde_meta::keys::content::parse_blob(&e.key)?;
+                    Some((digest.to_string(), ns.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
-pub fn content_prefix(ns: &str) -> String {
-    format!("/v1/ns/{ns}/content/")
-}
-pub fn content_key(ns: &str, digest: &str) -> String {
-    format!("/v1/ns/{ns}/content/{digest}")
-}
-pub fn images_prefix(ns: &str) -> String {
-    format!("/v1/ns/{ns}/images/")
-}
-pub fn image_key(ns: &str, name: &str) -> String {
-    format!("/v1/ns/{ns}/images/{name}")
-}
-pub fn leases_prefix(ns: &str) -> String {
-    format!("/v1/ns/{ns}/leases/")
-}
-pub fn lease_key(ns: &str, id: &str) -> String {
-    format!("/v1/ns/{ns}/leases/{id}")
+
+/// How many images this node's store holds, in every namespace.
+pub fn image_count(store: &dyn molde_meta::Store) -> u64 {
+    store
+        .range(molde_meta::keys::content::ALL_NAMESPACED)
+        .map(|es| {
+            es.iter()
+                .filter(|e| molde_meta::keys::content::is_image(&e.key))
+                .count() as u64
+        })
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -13,9 +13,7 @@ use molde_common::errdefs::Error;
 use molde_meta::{Compare, Store, Txn, TxnOutcome};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-pub const SANDBOXES: &str = "/v1/cri/sandboxes/";
-pub const CONTAINERS: &str = "/v1/cri/containers/";
-const NAMES: &str = "/v1/cri/names/";
+pub use molde_meta::keys::cri::{CONTAINERS, SANDBOXES};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxRecord {
@@ -104,7 +102,7 @@ pub fn list<T: DeserializeOwned>(store: &dyn Store, prefix: &str) -> Result<Vec<
 /// Takes `name` for `id`: `None` when it is now `id`'s, else the id that
 /// already holds it.
 pub fn reserve(store: &dyn Store, kind: &str, name: &str, id: &str) -> Result<Option<String>, Error> {
-    let key = format!("{NAMES}{kind}/{name}");
+    let key = molde_meta::keys::cri::name(kind, name);
     let out = store.txn(
         Txn::new()
             .when(Compare::absent(key.clone()))
@@ -122,7 +120,7 @@ pub fn reserve(store: &dyn Store, kind: &str, name: &str, id: &str) -> Result<Op
 
 /// Gives a name back (only if `id` still holds it).
 pub fn release(store: &dyn Store, kind: &str, name: &str, id: &str) -> Result<(), Error> {
-    let key = format!("{NAMES}{kind}/{name}");
+    let key = molde_meta::keys::cri::name(kind, name);
     if store.get(&key)?.is_some_and(|e| e.value == id.as_bytes()) {
         store.txn(Txn::new().delete(key))?;
     }

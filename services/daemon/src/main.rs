@@ -673,41 +673,17 @@ fn cluster_membership(
     };
     let etcd = Arc::new(molde_meta::EtcdStore::connect_with(&cfg.cluster.etcd, &access)?);
     let images: molde_cluster::membership::ImageCount = match store.clone() {
-        Some(s) => Box::new(move || {
-            s.range("/v1/ns/")
-                .map(|es| es.iter().filter(|e| e.key.contains("/images/")).count() as u64)
-                .unwrap_or(0)
-        }),
+        Some(s) => Box::new(move || molde_content::records::image_count(&*s)),
         None => Box::new(|| 0),
     };
     let blobs: molde_cluster::membership::LocalBlobs = match store {
-        Some(s) => Box::new(move || {
-            // /v1/ns/<ns>/content/<digest>
-            s.range("/v1/ns/")
-                .map(|es| {
-                    es.iter()
-                        .filter_map(|e| {
-                            let rest = e.key.strip_prefix("/v1/ns/")?;
-                            let (ns, digest) = rest.split_once("/content/")?;
-                            Some((digest.to_string(), ns.to_string()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        }),
+        Some(s) => Box::new(move || molde_content::records::local_blobs(&*s).into_iter().collect()),
         None => Box::new(Default::default),
     };
-    // <root>/build-cache/<key hex>.json, the builder's records.
     let cache_dir = cfg.root.join("build-cache");
     let build_cache: molde_cluster::membership::LocalBuildCache = Box::new(move || {
-        let Ok(dir) = std::fs::read_dir(&cache_dir) else {
-            return Default::default();
-        };
-        dir.flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_str()?.strip_suffix(".json")?.to_string();
-                Some((name, std::fs::read(e.path()).ok()?))
-            })
+        molde_builder::service::local_cache_records(&cache_dir)
+            .into_iter()
             .collect()
     });
     Ok(Some((

@@ -11,6 +11,7 @@
 #[cfg(feature = "etcd")]
 mod etcd_store;
 pub mod filter;
+pub mod keys;
 #[cfg(feature = "redb")]
 mod redb_store;
 

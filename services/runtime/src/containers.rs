@@ -17,11 +17,11 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 pub(crate) fn key(ns: &str, id: &str) -> String {
-    format!("/v1/ns/{ns}/containers/{id}")
+    molde_meta::keys::containers::key(ns, id)
 }
 
 fn prefix(ns: &str) -> String {
-    format!("/v1/ns/{ns}/containers/")
+    molde_meta::keys::containers::prefix(ns)
 }
 
 fn meta(e: molde_meta::MetaError) -> Error {

@@ -127,7 +127,7 @@ impl RuntimeService {
 
     pub(crate) fn list(&self, ns: &str, all: bool) -> Result<Vec<api::ContainerStatus>, Error> {
         let mut out = Vec::new();
-        for e in self.store.range(&format!("/v1/ns/{ns}/containers/"))? {
+        for e in self.store.range(&molde_meta::keys::containers::prefix(ns))? {
             let Ok(c) = Container::decode(e.value.as_slice()) else {
                 continue;
             };

@@ -370,7 +370,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         let mut tasks = Vec::new();
         for e in self
             .store
-            .range(&format!("/v1/ns/{ns}/containers/"))
+            .range(&molde_meta::keys::containers::prefix(&ns))
             .map_err(Error::Meta)?
         {
             let id = e.key.rsplit('/').next().unwrap_or_default().to_string();

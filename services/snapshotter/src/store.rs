@@ -77,11 +77,11 @@ pub struct SnapshotRecord {
 /// of an image unpack at once; Commit requires the parent to be committed by then.
 pub use molde_common::labels::SNAPSHOT_PARENT as DEFERRED_PARENT;
 
-const NAMESPACES: &str = "/v1/snapshotter/namespaces/";
+use molde_meta::keys::snapshots::{self as keys, NAMESPACES};
 
 /// The key that says namespace `ns` has snapshot records.
 pub fn namespace_key(ns: &str) -> String {
-    format!("{NAMESPACES}{ns}")
+    keys::namespace(ns)
 }
 
 /// The namespaces that have (or had) snapshot records.
@@ -96,19 +96,18 @@ pub fn namespaces(store: &dyn Store) -> Result<Vec<String>> {
 /// Records made before the namespace index existed are found once, by the
 /// exact shape of their keys, and indexed.
 pub fn index_namespaces(store: &dyn Store) -> Result<()> {
-    const DONE: &str = "/v1/snapshotter/indexed";
-    if store.get(DONE)?.is_some() {
+    if store.get(keys::INDEXED)?.is_some() {
         return Ok(());
     }
-    let mut txn = molde_meta::Txn::new().put(DONE, Vec::new());
+    let mut txn = molde_meta::Txn::new().put(keys::INDEXED, Vec::new());
     let mut seen = std::collections::HashSet::new();
-    for e in store.range("/v1/ns/")? {
-        let Some((ns, rest)) = e.key["/v1/ns/".len()..].split_once('/') else {
+    for e in store.range(molde_meta::keys::content::ALL_NAMESPACED)? {
+        let Some((ns, driver)) = keys::parse(&e.key) else {
             continue;
         };
         let ours = [Driver::Overlay, Driver::Native]
             .iter()
-            .any(|d| rest.starts_with(&format!("snapshots/{}/", d.name())));
+            .any(|d| d.name() == driver);
         if ours && seen.insert(ns.to_string()) {
             txn = txn.put(namespace_key(ns), Vec::new());
         }
@@ -118,7 +117,7 @@ pub fn index_namespaces(store: &dyn Store) -> Result<()> {
 }
 
 pub fn prefix(ns: &str, driver: Driver) -> String {
-    format!("/v1/ns/{ns}/snapshots/{}/", driver.name())
+    keys::prefix(ns, driver.name())
 }
 
 pub fn key(ns: &str, driver: Driver, k: &str) -> String {

@@ -15,6 +15,22 @@ pub(super) struct CacheRecord {
     pub namespace: String,
 }
 
+/// Every cache record in `dir` (the service's `cache`), by step key (hex),
+/// as stored: what a node advertises to its cluster. The builder's files
+/// are read only here.
+pub fn local_cache_records(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.strip_suffix(".json")?.to_string();
+            Some((name, std::fs::read(e.path()).ok()?))
+        })
+        .collect()
+}
+
 fn default_namespace() -> String {
     "default".into()
 }
