@@ -83,7 +83,6 @@ use crate::plan;
 use crate::stage::{StageState, Step};
 
 const SNAPSHOTTER: &str = "overlayfs";
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The builder service; it reaches content, snapshots/diff and runtime.
 #[derive(Clone)]

@@ -125,17 +125,21 @@ pub fn platform_matches(want: &Platform, have: &Platform) -> bool {
         }
 }
 
-/// The manifest of an index for `want`: the first entry that matches, or an
-/// error listing what the index has.
+/// The manifest of an index for `want`, the one rule pull, load, save and
+/// resolve follow: the first entry whose platform matches; else, as
+/// containerd does, the first entry that names no platform (an index made
+/// by hand, or a single-platform archive); else an error listing what the
+/// index has.
 pub fn select_manifest<'a>(
     index: &'a ImageIndex,
     want: &Platform,
     what: &str,
 ) -> Result<&'a Descriptor, crate::errdefs::Error> {
-    index
-        .manifests()
+    let entries = index.manifests();
+    entries
         .iter()
         .find(|m| m.platform().as_ref().is_some_and(|p| platform_matches(want, p)))
+        .or_else(|| entries.iter().find(|m| m.platform().is_none()))
         .ok_or_else(|| {
             let have: Vec<String> = index
                 .manifests()
@@ -264,6 +268,52 @@ mod tests {
 
     fn p(s: &str) -> Platform {
         parse_platform(s).unwrap()
+    }
+
+    fn index(entries: &[(&str, Option<&str>)]) -> ImageIndex {
+        let manifests = entries
+            .iter()
+            .map(|(hex, platform)| {
+                let mut d = serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": format!("sha256:{}", hex.repeat(64)),
+                    "size": 1,
+                });
+                if let Some(pl) = platform {
+                    let (os, arch) = pl.split_once('/').unwrap();
+                    d["platform"] = serde_json::json!({"os": os, "architecture": arch});
+                }
+                d
+            })
+            .collect::<Vec<_>>();
+        serde_json::from_value(serde_json::json!({"schemaVersion": 2, "manifests": manifests})).unwrap()
+    }
+
+    #[test]
+    fn a_manifest_is_chosen_by_platform_then_by_naming_none() {
+        let want = p("linux/amd64");
+        let i = index(&[
+            ("a", Some("linux/arm64")),
+            ("b", None),
+            ("c", Some("linux/amd64")),
+        ]);
+        assert!(
+            select_manifest(&i, &want, "x")
+                .unwrap()
+                .digest()
+                .to_string()
+                .ends_with("ccc")
+        );
+        let i = index(&[("a", Some("linux/arm64")), ("b", None)]);
+        assert!(
+            select_manifest(&i, &want, "x")
+                .unwrap()
+                .digest()
+                .to_string()
+                .ends_with("bbb")
+        );
+        let e = select_manifest(&index(&[("a", Some("linux/arm64"))]), &want, "img").unwrap_err();
+        assert!(e.to_string().contains("linux/arm64"), "{e}");
     }
 
     #[test]

@@ -5,12 +5,14 @@ pub mod accept;
 pub mod cni;
 pub mod context;
 pub mod digest;
+pub mod env;
 pub mod errdefs;
 pub mod image;
 pub mod labels;
 pub mod reference;
 pub mod spec;
 pub mod store;
+pub mod user;
 
 pub use context::RequestContext;
 pub use errdefs::Error;

@@ -264,9 +264,10 @@ impl Cri {
             (None, _) if image.user.is_empty() => "0".to_string(),
             (None, _) => image.user.clone(),
         };
-        let (uid, gid, name) = crate::user::resolve_in(&passwd, &group, &spec)?;
-        let gid = sc.run_as_group.as_ref().map_or(gid, |g| g.value as u32);
-        let extra = crate::user::member_of(&group, &name)
+        let who = molde_common::user::lookup(&passwd, &group, &spec)?;
+        let (uid, name) = (who.uid, who.name);
+        let gid = sc.run_as_group.as_ref().map_or(who.gid, |g| g.value as u32);
+        let extra = molde_common::user::member_of(&group, &name)
             .into_iter()
             .filter(|g| *g != gid)
             .collect();

@@ -24,18 +24,7 @@ fn bad(e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("building the container's spec: {e}"))
 }
 
-/// `KEY=VALUE` lists merged by key, later ones winning.
-fn merge_env(base: &[String], extra: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut out: Vec<String> = base.to_vec();
-    for e in extra {
-        let key = e.split('=').next().unwrap_or("").to_string();
-        match out.iter_mut().find(|o| o.split('=').next() == Some(key.as_str())) {
-            Some(o) => *o = e,
-            None => out.push(e),
-        }
-    }
-    out
-}
+use molde_common::env::merge as merge_env;
 
 /// The argv the container runs, by Kubernetes' rule: `command` replaces the
 /// image's entrypoint, `args` its cmd.
@@ -99,12 +88,7 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
         .unwrap_or_default();
 
     let mut env = i.image.process.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(
-            0,
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        );
-    }
+    molde_common::env::default_path(&mut env);
     env = merge_env(&env, [format!("HOSTNAME={hostname}")]);
     env = merge_env(&env, c.envs.iter().map(|kv| format!("{}={}", kv.key, kv.value)));
     let cwd = if !c.working_dir.is_empty() {

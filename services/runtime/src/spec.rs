@@ -106,15 +106,9 @@ pub fn tmpfs_mount(t: &str) -> Result<Mount, Error> {
 /// owned by the process's user.
 pub use molde_bundle::WORKDIR_OWNER;
 
-/// `KEY=VALUE` lists merged: later keys replace earlier ones.
+/// `KEY=VALUE` lists merged by `molde_common::env`'s rule.
 pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for e in base.iter().chain(extra) {
-        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
-        out.retain(|o| o.split_once('=').map_or(o.as_str(), |(k, _)| k) != key);
-        out.push(e.clone());
-    }
-    out
+    molde_common::env::merge(base, extra.iter().cloned())
 }
 
 /// The cgroup a container runs in.
@@ -148,12 +142,7 @@ pub fn build(
         )));
     }
     let mut env = img.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(
-            0,
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        );
-    }
+    molde_common::env::default_path(&mut env);
     let hostname = if req.hostname.is_empty() {
         id.chars().take(12).collect()
     } else {

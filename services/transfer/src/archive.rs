@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use molde_common::Digest;
 use molde_common::errdefs::{Error, Result};
-use molde_common::image::{host_platform, platform_matches, platform_string};
+use molde_common::image::{host_platform, select_manifest};
 use molde_common::store::ByteStream;
 use oci_spec::image::{ImageIndexBuilder, OciLayoutBuilder};
 use serde::{Deserialize, Serialize};
@@ -364,18 +364,7 @@ impl Puller {
             let top = self.blob_bytes(ns, target.digest().as_ref()).await?;
             let (index, manifest_desc, manifest_body) = if media::is_index(target.media_type()) {
                 let idx: ImageIndex = parse(&top, &format!("index {}", target.digest()))?;
-                let m = idx
-                    .manifests()
-                    .iter()
-                    .find(|m| {
-                        m.platform()
-                            .as_ref()
-                            .is_none_or(|p| platform_matches(&platform, p))
-                    })
-                    .cloned()
-                    .ok_or_else(|| {
-                        Error::NotFound(format!("{name} for platform {}", platform_string(&platform)))
-                    })?;
+                let m = select_manifest(&idx, &platform, &name)?.clone();
                 let body = self.blob_bytes(ns, m.digest().as_ref()).await?;
                 (Some(idx), m, body)
             } else {

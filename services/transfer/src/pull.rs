@@ -21,7 +21,7 @@ use molde_api::molde::services::transfer::v1 as api;
 use molde_common::Digest;
 use molde_common::context::namespaced;
 use molde_common::errdefs::{Error, Result};
-use molde_common::image::{parse_platform, platform_matches, select_manifest};
+use molde_common::image::{parse_platform, select_manifest};
 use molde_common::store::{ContentStore, ImageTarget};
 use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
@@ -282,11 +282,7 @@ impl Puller {
         };
         let manifest_body = if media::is_index(&MediaType::from(img.media_type.as_str())) {
             let idx: ImageIndex = parse(&top, &format!("index of {name}"))?;
-            let Some(m) = idx.manifests().iter().find(|m| {
-                m.platform()
-                    .as_ref()
-                    .is_some_and(|p| platform_matches(platform, p))
-            }) else {
+            let Ok(m) = select_manifest(&idx, platform, name) else {
                 return Ok(false);
             };
             let Some(b) = self.local(ns, m.digest().as_ref()).await else {

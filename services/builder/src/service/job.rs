@@ -200,9 +200,7 @@ impl Job {
                     user,
                     script,
                 } => {
-                    if !env.iter().any(|e| e.starts_with("PATH=")) {
-                        env.push(DEFAULT_PATH.into());
-                    }
+                    molde_common::env::default_path(&mut env);
                     let network = match ins.flag("network") {
                         None | Some("default") => "bridge",
                         Some("none") => "none",
