@@ -28,35 +28,17 @@ fn unsupported(what: &str) -> Error {
 }
 
 fn ts(rfc3339: &str) -> Option<prost_types::Timestamp> {
-    let t = chrono_like(rfc3339)?;
+    let t = parse_rfc3339(rfc3339)?;
     Some(prost_types::Timestamp {
         seconds: t.0,
         nanos: t.1,
     })
 }
 
-/// Seconds and nanoseconds of an RFC 3339 UTC time as the shim writes it.
-fn chrono_like(s: &str) -> Option<(i64, i32)> {
-    // 2026-11-27T04:25:40.906669622Z
-    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
-    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
-    // Days from civil (proleptic Gregorian), as in Howard Hinnant's algorithm.
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let mut ns = frac.to_string();
-    ns.truncate(9);
-    while ns.len() < 9 {
-        ns.push('0');
-    }
-    Some((days * 86_400 + h * 3600 + mi * 60 + sec, ns.parse().unwrap_or(0)))
+/// Seconds and nanoseconds of an RFC 3339 time (as the shim writes it).
+fn parse_rfc3339(s: &str) -> Option<(i64, i32)> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    Some((t.timestamp(), t.timestamp_subsec_nanos() as i32))
 }
 
 /// Exec ids name files: letters, digits, `.`, `_`, `-`.
@@ -517,11 +499,11 @@ mod tests {
     #[test]
     fn shim_times_convert() {
         assert_eq!(
-            super::chrono_like("1970-01-01T00:00:01.5Z"),
+            super::parse_rfc3339("1970-01-01T00:00:01.5Z"),
             Some((1, 500_000_000))
         );
         assert_eq!(
-            super::chrono_like("2000-03-01T00:00:00Z").map(|t| t.0),
+            super::parse_rfc3339("2000-03-01T00:00:00Z").map(|t| t.0),
             Some(951_868_800)
         );
     }

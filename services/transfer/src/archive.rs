@@ -410,7 +410,6 @@ impl Puller {
     }
 }
 
-/// Docker-style names: `busybox` is `docker.io/library/busybox:latest`.
 /// A name as docker shows it: `docker.io/library/` and `docker.io/` dropped.
 fn docker_name(name: &str) -> String {
     name.strip_prefix("docker.io/library/")
@@ -419,9 +418,6 @@ fn docker_name(name: &str) -> String {
         .to_string()
 }
 
-pub fn normalize(name: &str) -> String {
-    match name.parse::<oci_client::Reference>() {
-        Ok(r) => r.whole(),
-        Err(_) => name.to_string(),
-    }
-}
+/// Docker-style names: `busybox` is `docker.io/library/busybox:latest`,
+/// by the one rule of `molde_common::reference`.
+pub use molde_common::reference::normalize;
