@@ -1,0 +1,109 @@
+//! molded's command line, and the configuration it makes with the file.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::config::Config;
+use crate::info;
+
+#[derive(Debug, Parser)]
+#[command(name = "molded", version = info::VERSION, about = "The molde daemon")]
+pub struct Args {
+    /// Configuration file [default: /etc/molde/config.toml, if present]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for persistent state (metadata, blobs)
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Directory for runtime state
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Unix socket to serve on
+    #[arg(long)]
+    address: Option<String>,
+    /// Host only this service (repeatable); the default hosts all of them
+    #[arg(long = "service", value_name = "NAME")]
+    services: Vec<String>,
+    /// Reach SERVICE at ADDRESS instead of hosting it (split mode), e.g. content=/run/molde/content.sock
+    #[arg(long = "remote", value_name = "SERVICE=ADDRESS")]
+    remotes: Vec<String>,
+    /// Join a cluster: etcd=http://HOST:2379[,...]
+    #[arg(long, value_name = "etcd=URL[,URL...]")]
+    cluster: Option<String>,
+    /// This node's name in the cluster [default: the host name]
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Where this node's peers reach it (HOST:PORT)
+    #[arg(long)]
+    advertise: Option<String>,
+    /// The cluster's CA and this node's certificate (molde cluster init|join)
+    #[arg(long)]
+    cluster_certs: Option<PathBuf>,
+    /// Every pull resolves a tag the cluster holds when the registry cannot be reached
+    #[arg(long)]
+    cluster_resolve: bool,
+    /// The CA of etcd's certificate (https:// endpoints)
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
+    /// This node's client certificate for etcd
+    #[arg(long)]
+    etcd_cert: Option<PathBuf>,
+    /// The key of --etcd-cert
+    #[arg(long)]
+    etcd_key: Option<PathBuf>,
+}
+
+pub fn config(args: Args) -> anyhow::Result<Config> {
+    let mut c = Config::load(args.config.as_deref())?;
+    if let Some(r) = args.root {
+        c.root = r;
+    }
+    if let Some(s) = args.state {
+        c.state = s;
+    }
+    if let Some(a) = args.address {
+        c.address = a;
+    }
+    if !args.services.is_empty() {
+        c.services = args.services;
+    }
+    if let Some(cl) = args.cluster {
+        let urls = cl
+            .strip_prefix("etcd=")
+            .with_context(|| format!("--cluster {cl:?}: expected etcd=URL[,URL...]"))?;
+        c.cluster.etcd = urls
+            .split(',')
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
+    if let Some(n) = args.node_name {
+        c.cluster.node_name = n;
+    }
+    if let Some(a) = args.advertise {
+        c.cluster.advertise = a;
+    }
+    if let Some(d) = args.cluster_certs {
+        c.cluster.certs = Some(d);
+    }
+    c.cluster.resolve |= args.cluster_resolve;
+    if let Some(p) = args.etcd_ca {
+        c.cluster.etcd_ca = Some(p);
+    }
+    if let Some(p) = args.etcd_cert {
+        c.cluster.etcd_cert = Some(p);
+    }
+    if let Some(p) = args.etcd_key {
+        c.cluster.etcd_key = Some(p);
+    }
+    for r in args.remotes {
+        let (svc, addr) = r
+            .split_once('=')
+            .with_context(|| format!("--remote {r:?}: expected SERVICE=ADDRESS"))?;
+        c.remote.insert(svc.to_string(), addr.to_string());
+    }
+    c.validate()?;
+    Ok(c)
+}
