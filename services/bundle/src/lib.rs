@@ -6,12 +6,15 @@
 //!   `LogRecord`);
 //! - `state`: a container's state read from those files (`State`);
 //! - `attach`: the frames attach clients send the shim;
+//! - `cgroup`: a container's cgroup as both read it (processes, OOM kills,
+//!   typed `Stats`), v1 or v2;
 //! - `mount`: mounting a snapshot's mounts (`mounts.json`);
 //! - `network`: a container's CNI attachment (`network.json`: `NetworkRecord`,
 //!   `CniResult`, `PortMapping`);
 //! - `sock`: binding and connecting a bundle's sockets, however long their path.
 
 pub mod attach;
+pub mod cgroup;
 mod dir;
 pub mod mount;
 mod network;

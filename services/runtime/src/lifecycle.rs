@@ -255,19 +255,6 @@ impl RuntimeService {
     }
 }
 
-/// Reads the first of several cgroup files (v1 controller layout, then v2).
-fn cgroup_read(cg: &str, candidates: &[(&str, &str)]) -> Option<String> {
-    let rel = cg.trim_start_matches('/');
-    candidates.iter().find_map(|(controller, file)| {
-        let p = if controller.is_empty() {
-            format!("/sys/fs/cgroup/{rel}/{file}")
-        } else {
-            format!("/sys/fs/cgroup/{controller}/{rel}/{file}")
-        };
-        std::fs::read_to_string(p).ok()
-    })
-}
-
 /// Writes new limits into a running container's cgroup (v1 controllers or
 /// the v2 unified hierarchy, whichever the host has for each).
 pub fn cgroup_update(cg: &str, res: &oci_spec::runtime::LinuxResources) -> Result<(), Error> {
@@ -354,46 +341,7 @@ pub fn cgroup_of(bundle: &Path) -> Option<String> {
 
 /// Pids in a container's cgroup.
 pub fn cgroup_pids(cg: &str) -> Vec<i32> {
-    cgroup_read(
-        cg,
-        &[
-            ("pids", "cgroup.procs"),
-            ("memory", "cgroup.procs"),
-            ("", "cgroup.procs"),
-        ],
-    )
-    .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-    .unwrap_or_default()
-}
-
-/// (memory used, memory limit, cpu ns, pids) of a container's cgroup.
-pub fn cgroup_stats(cg: &str) -> (u64, u64, u64, u64) {
-    let num = |s: Option<String>| s.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
-    let mem = num(cgroup_read(
-        cg,
-        &[("memory", "memory.usage_in_bytes"), ("", "memory.current")],
-    ));
-    let mut limit = num(cgroup_read(
-        cg,
-        &[("memory", "memory.limit_in_bytes"), ("", "memory.max")],
-    ));
-    if limit >= 1 << 60 {
-        limit = 0; // v1 reports "no limit" as a huge number
-    }
-    let cpu = match cgroup_read(cg, &[("cpuacct", "cpuacct.usage")]) {
-        Some(v) => v.trim().parse().unwrap_or(0),
-        None => cgroup_read(cg, &[("", "cpu.stat")])
-            .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("usage_usec ")
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                })
-            })
-            .map(|us| us * 1000)
-            .unwrap_or(0),
-    };
-    let pids = num(cgroup_read(cg, &[("pids", "pids.current"), ("", "pids.current")]));
-    (mem, limit, cpu, pids)
+    molde_bundle::cgroup::Cgroup::new(cg).procs()
 }
 
 #[cfg(test)]

@@ -48,46 +48,11 @@ fn open_fifo(path: &str, write: bool) -> Result<OwnedFd> {
     Ok(f.into())
 }
 
-/// Kills every process left in the container's cgroup (v2, or the first v1
-/// controller that has it).
+/// Kills every process left in the container's cgroup.
 fn kill_leftovers(cgroups_path: &str) {
-    let rel = cgroups_path.trim_start_matches('/');
-    if rel.is_empty() {
-        return;
-    }
-    let candidates = [
-        format!("/sys/fs/cgroup/{rel}/cgroup.procs"),
-        format!("/sys/fs/cgroup/pids/{rel}/cgroup.procs"),
-        format!("/sys/fs/cgroup/memory/{rel}/cgroup.procs"),
-        format!("/sys/fs/cgroup/cpu,cpuacct/{rel}/cgroup.procs"),
-    ];
-    let Some(procs) = candidates.iter().find_map(|p| fs::read_to_string(p).ok()) else {
-        return;
-    };
-    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+    for pid in molde_bundle::cgroup::Cgroup::new(cgroups_path).procs() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
-}
-
-/// OOM kills the kernel counted in the container's cgroup (v1 memory
-/// controller or v2 unified hierarchy), read before the cgroup goes away.
-fn oom_kills(cgroups_path: &str) -> u64 {
-    let rel = cgroups_path.trim_start_matches('/');
-    let candidates = [
-        (
-            format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"),
-            "oom_kill ",
-        ),
-        (format!("/sys/fs/cgroup/{rel}/memory.events"), "oom_kill "),
-    ];
-    for (path, key) in candidates {
-        if let Ok(text) = fs::read_to_string(&path)
-            && let Some(n) = text.lines().find_map(|l| l.strip_prefix(key))
-        {
-            return n.trim().parse().unwrap_or(0);
-        }
-    }
-    0
 }
 
 struct Args {
@@ -530,7 +495,8 @@ fn run(args: &Args) -> Result<i32> {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     attach.close();
-    let oom_killed = !cgroups_path.is_empty() && oom_kills(&cgroups_path) > 0;
+    let oom_killed =
+        !cgroups_path.is_empty() && molde_bundle::cgroup::Cgroup::new(&cgroups_path).oom_kills() > 0;
     let _ = container.delete(true);
     let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
     let exit = Exit {

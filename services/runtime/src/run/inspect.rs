@@ -137,13 +137,12 @@ impl RuntimeService {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let id = &req.get_ref().id;
         self.running(&ns, id)?;
-        let (memory_bytes, memory_limit_bytes, cpu_usage_ns, pids) =
-            crate::lifecycle::cgroup_stats(&self.cgroup(&ns, id));
+        let s = molde_bundle::cgroup::Cgroup::new(&self.cgroup(&ns, id)).stats();
         Ok(Response::new(api::StatsResponse {
-            memory_bytes,
-            memory_limit_bytes,
-            cpu_usage_ns,
-            pids,
+            memory_bytes: s.memory_usage_bytes,
+            memory_limit_bytes: s.memory_limit_bytes,
+            cpu_usage_ns: s.cpu_usage_ns,
+            pids: s.pids,
         }))
     }
 
