@@ -1,7 +1,8 @@
 //! A container's cgroup, read the same way by the shim (its processes,
 //! its OOM kills) and the runtime (stats, top): cgroup v2's unified
 //! hierarchy or the v1 controllers, whichever the host mounts under
-//! `/sys/fs/cgroup`, at the cgroups path the container's spec names.
+//! `/sys/fs/cgroup`, at the cgroups path the container's spec names; and
+//! limits written to it (`molde update`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -129,6 +130,80 @@ impl Cgroup {
         }
     }
 
+    /// Writes new limits (`molde update`), each into the v1 controller the
+    /// host has for it or the unified hierarchy. A value the kernel refuses
+    /// is an `InvalidInput` error naming the file; a cgroup without the
+    /// file, `NotFound`.
+    pub fn update(&self, res: &oci_spec::runtime::LinuxResources) -> std::io::Result<()> {
+        use std::io::{Error, ErrorKind};
+        let write = |candidates: &[(&str, &str)], value: String| -> std::io::Result<()> {
+            for (controller, file) in candidates {
+                let p = self.file(controller, file);
+                if p.exists() {
+                    return fs::write(&p, &value)
+                        .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("{file} = {value}: {e}")));
+                }
+            }
+            Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "none of {} exists for cgroup /{}",
+                    candidates.iter().map(|(_, f)| *f).collect::<Vec<_>>().join(", "),
+                    self.rel
+                ),
+            ))
+        };
+        let v1 = |controller: &str| self.mount.join(controller).join(&self.rel).exists();
+        if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
+            if v1("memory") {
+                write(&[("memory", "memory.limit_in_bytes")], limit.to_string())?;
+            } else {
+                let v = if limit <= 0 {
+                    "max".to_string()
+                } else {
+                    limit.to_string()
+                };
+                write(&[("", "memory.max")], v)?;
+            }
+        }
+        if let Some(c) = res.cpu() {
+            if v1("cpu") {
+                if let Some(p) = c.period() {
+                    write(&[("cpu", "cpu.cfs_period_us")], p.to_string())?;
+                }
+                if let Some(q) = c.quota() {
+                    write(&[("cpu", "cpu.cfs_quota_us")], q.to_string())?;
+                }
+                if let Some(s) = c.shares() {
+                    write(&[("cpu", "cpu.shares")], s.to_string())?;
+                }
+            } else {
+                if c.quota().is_some() || c.period().is_some() {
+                    let quota = c
+                        .quota()
+                        .filter(|q| *q > 0)
+                        .map_or("max".to_string(), |q| q.to_string());
+                    write(
+                        &[("", "cpu.max")],
+                        format!("{quota} {}", c.period().unwrap_or(100_000)),
+                    )?;
+                }
+                if let Some(s) = c.shares() {
+                    // cgroup v2 weight from v1 shares, as runc converts them.
+                    let weight = 1 + ((s.clamp(2, 262_144) - 2) * 9999) / 262_142;
+                    write(&[("", "cpu.weight")], weight.to_string())?;
+                }
+            }
+            if let Some(cpus) = c.cpus().as_ref().filter(|s| !s.is_empty()) {
+                write(&[("cpuset", "cpuset.cpus"), ("", "cpuset.cpus")], cpus.clone())?;
+            }
+            if let Some(mems) = c.mems().as_ref().filter(|s| !s.is_empty()) {
+                write(&[("cpuset", "cpuset.mems"), ("", "cpuset.mems")], mems.clone())?;
+            }
+        }
+        Ok(())
+    }
+
     /// The path it was named by, without the leading `/`.
     pub fn path(&self) -> &Path {
         Path::new(&self.rel)
@@ -203,6 +278,56 @@ mod tests {
             (123456, 5000, 0, 1)
         );
         assert_eq!(s.memory_working_set_bytes, 4000);
+    }
+
+    #[test]
+    fn limits_go_to_the_hierarchy_the_host_has() {
+        use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
+        let res = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(64 << 20).build().unwrap())
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota(50_000)
+                    .period(100_000u64)
+                    .shares(1024u64)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for f in ["memory.max", "cpu.max", "cpu.weight"] {
+            put(r, &format!("molde/c/{f}"), "");
+        }
+        Cgroup::under(r, "/molde/c").update(&res).unwrap();
+        let read = |f: &str| fs::read_to_string(r.join("molde/c").join(f)).unwrap();
+        assert_eq!(read("memory.max"), (64 << 20).to_string());
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert_eq!(read("cpu.weight"), "39");
+
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for f in [
+            "memory/molde/c/memory.limit_in_bytes",
+            "cpu/molde/c/cpu.cfs_quota_us",
+            "cpu/molde/c/cpu.cfs_period_us",
+            "cpu/molde/c/cpu.shares",
+        ] {
+            put(r, f, "");
+        }
+        Cgroup::under(r, "molde/c").update(&res).unwrap();
+        assert_eq!(
+            fs::read_to_string(r.join("cpu/molde/c/cpu.cfs_quota_us")).unwrap(),
+            "50000"
+        );
+        assert_eq!(
+            fs::read_to_string(r.join("memory/molde/c/memory.limit_in_bytes")).unwrap(),
+            (64 << 20).to_string()
+        );
+
+        let e = Cgroup::under(d.path(), "/gone").update(&res).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
     }
 
     #[test]

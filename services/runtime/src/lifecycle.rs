@@ -255,78 +255,14 @@ impl RuntimeService {
     }
 }
 
-/// Writes new limits into a running container's cgroup (v1 controllers or
-/// the v2 unified hierarchy, whichever the host has for each).
+/// Writes new limits into a running container's cgroup.
 pub fn cgroup_update(cg: &str, res: &oci_spec::runtime::LinuxResources) -> Result<(), Error> {
-    let rel = cg.trim_start_matches('/');
-    let write = |candidates: &[(&str, &str)], value: String| -> Result<(), Error> {
-        for (controller, file) in candidates {
-            let p = if controller.is_empty() {
-                format!("/sys/fs/cgroup/{rel}/{file}")
-            } else {
-                format!("/sys/fs/cgroup/{controller}/{rel}/{file}")
-            };
-            if std::path::Path::new(&p).exists() {
-                return std::fs::write(&p, &value)
-                    .map_err(|e| Error::InvalidArgument(format!("{file} = {value}: {e}")));
-            }
-        }
-        Err(Error::FailedPrecondition(format!(
-            "none of {} exists for cgroup {cg}",
-            candidates.iter().map(|(_, f)| *f).collect::<Vec<_>>().join(", ")
-        )))
-    };
-    if let Some(m) = res.memory()
-        && let Some(limit) = m.limit()
-    {
-        let v2 = if limit <= 0 {
-            "max".to_string()
-        } else {
-            limit.to_string()
-        };
-        if std::path::Path::new(&format!("/sys/fs/cgroup/memory/{rel}")).exists() {
-            write(&[("memory", "memory.limit_in_bytes")], limit.to_string())?;
-        } else {
-            write(&[("", "memory.max")], v2)?;
-        }
-    }
-    if let Some(c) = res.cpu() {
-        let v1 = std::path::Path::new(&format!("/sys/fs/cgroup/cpu/{rel}")).exists();
-        if v1 {
-            if let Some(p) = c.period() {
-                write(&[("cpu", "cpu.cfs_period_us")], p.to_string())?;
-            }
-            if let Some(q) = c.quota() {
-                write(&[("cpu", "cpu.cfs_quota_us")], q.to_string())?;
-            }
-            if let Some(s) = c.shares() {
-                write(&[("cpu", "cpu.shares")], s.to_string())?;
-            }
-        } else {
-            if c.quota().is_some() || c.period().is_some() {
-                let quota = c
-                    .quota()
-                    .filter(|q| *q > 0)
-                    .map_or("max".to_string(), |q| q.to_string());
-                write(
-                    &[("", "cpu.max")],
-                    format!("{quota} {}", c.period().unwrap_or(100_000)),
-                )?;
-            }
-            if let Some(s) = c.shares() {
-                // cgroup v2 weight from v1 shares, as runc converts them.
-                let weight = 1 + ((s.clamp(2, 262_144) - 2) * 9999) / 262_142;
-                write(&[("", "cpu.weight")], weight.to_string())?;
-            }
-        }
-        if let Some(cpus) = c.cpus().as_ref().filter(|s| !s.is_empty()) {
-            write(&[("cpuset", "cpuset.cpus"), ("", "cpuset.cpus")], cpus.clone())?;
-        }
-        if let Some(mems) = c.mems().as_ref().filter(|s| !s.is_empty()) {
-            write(&[("cpuset", "cpuset.mems"), ("", "cpuset.mems")], mems.clone())?;
-        }
-    }
-    Ok(())
+    molde_bundle::cgroup::Cgroup::new(cg)
+        .update(res)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::FailedPrecondition(e.to_string()),
+            _ => Error::InvalidArgument(e.to_string()),
+        })
 }
 
 /// The cgroup a bundle's spec names (molde's or a containerd client's).
