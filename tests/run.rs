@@ -59,6 +59,9 @@ fn run_applies_env_workdir_entrypoint_and_hostname() {
         ])
         .ok();
     assert_eq!(out, "from entrypoint\n");
+    // --entrypoint drops the image's Cmd (sh), as docker's does.
+    let out = d.molde(&["run", "--rm", "--entrypoint", "/bin/echo", IMAGE]).ok();
+    assert_eq!(out, "\n");
     // The image's Cmd (sh) runs when none is given; with no stdin it exits 0.
     assert_eq!(d.molde(&["run", "--rm", IMAGE]).out.status.code(), Some(0));
 }

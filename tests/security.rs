@@ -236,6 +236,26 @@ fn a_privileged_container_sees_the_hosts_devices() {
     assert!(!plain.lines().any(|l| l == "kmsg"), "{plain}");
 }
 
+#[test]
+fn a_privileged_container_has_sys_writable_as_dockers_has() {
+    let d = daemon_with_busybox();
+    let sys = |args: &[&str]| {
+        let mut cmd = vec!["run", "--rm"];
+        cmd.extend_from_slice(args);
+        cmd.extend_from_slice(&[IMAGE, "sh", "-c", "grep ' /sys ' /proc/mounts; grep -q ' /proc/timer_list ' /proc/mounts && echo timer_list-masked; true"]);
+        d.molde(&cmd).ok()
+    };
+    let plain = sys(&[]);
+    assert!(plain.contains(" ro,") || plain.contains(" ro "), "{plain}");
+    assert!(plain.contains("timer_list-masked"), "{plain}");
+    let privileged = sys(&["--privileged"]);
+    assert!(
+        privileged.contains(" rw,") || privileged.contains(" rw "),
+        "{privileged}"
+    );
+    assert!(!privileged.contains("timer_list-masked"), "{privileged}");
+}
+
 fn groups_of(d: &Daemon, args: &[&str]) -> Vec<u32> {
     let mut cmd = vec!["run", "--rm"];
     cmd.extend_from_slice(args);

@@ -1,7 +1,11 @@
-//! What every OCI runtime spec molde writes starts from, for `molde run`
-//! (the runtime) and for pods (CRI): the capability set docker and
+//! The OCI runtime spec a container gets, one set of rules for `molde run`
+//! (the runtime, and the builder's RUN through it) and for pods (CRI): the
+//! process from image config and request ([`process`]), the mounts besides
+//! the spec's defaults ([`mounts`]), the capability set docker and
 //! containerd give, their default seccomp profile (an allow-list, in
-//! `spec/seccomp.toml`), and rlimits clamped to what this host allows.
+//! `spec/seccomp.toml`), devices, and rlimits clamped to what this host
+//! allows. The runtime's and CRI's `spec.rs` only translate their request
+//! into these.
 
 /// The capabilities a container's process has: the set docker and
 /// containerd give by default (enough for `chown`, reading any file as root,
@@ -74,6 +78,8 @@ pub fn clamp_rlimits(limits: Vec<oci_spec::runtime::PosixRlimit>) -> Vec<oci_spe
 
 mod caps;
 mod devices;
+pub mod mounts;
+pub mod process;
 mod seccomp;
 pub use caps::{all_capabilities, capability};
 pub use devices::{all_devices_rule, default_device_rules, device, host_devices};

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::NamespaceMode;
 use molde_common::errdefs::Error;
-use molde_common::spec::{all_devices_rule, clamp_rlimits, default_device_rules, device, host_devices};
+use molde_common::spec::mounts::{bind, etc_files, unconfine};
+use molde_common::spec::process;
+use molde_common::spec::{all_devices_rule, default_device_rules, device, host_devices};
 use oci_spec::runtime::{
     Capability, LinuxCpu, LinuxDevice, LinuxDeviceCgroup, LinuxHugepageLimit, LinuxMemory, LinuxNamespace,
     LinuxNamespaceType, LinuxResources, Mount, Spec, User,
@@ -24,33 +26,19 @@ fn bad(e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("building the container's spec: {e}"))
 }
 
-use molde_common::env::merge as merge_env;
-
-/// The argv the container runs, by Kubernetes' rule: `command` replaces the
-/// image's entrypoint, `args` its cmd.
-pub fn argv(c: &cri::ContainerConfig, image: &oci_spec::image::Config) -> Vec<String> {
-    let entry = if c.command.is_empty() {
-        image.entrypoint().clone().unwrap_or_default()
-    } else {
-        c.command.clone()
-    };
-    let args = if !c.args.is_empty() {
-        c.args.clone()
-    } else if c.command.is_empty() {
-        image.cmd().clone().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    entry.into_iter().chain(args).collect()
+/// A pod container's `command` and `args` as [`process::argv`] reads them:
+/// `command` is the entrypoint, `args` the cmd, each absent when empty.
+fn overrides(c: &cri::ContainerConfig) -> (Option<&[String]>, Option<&[String]>) {
+    (
+        (!c.command.is_empty()).then_some(&c.command[..]),
+        (!c.args.is_empty()).then_some(&c.args[..]),
+    )
 }
 
-fn bind(dst: &str, src: &Path, options: &[&str]) -> Mount {
-    let mut m = Mount::default();
-    m.set_destination(PathBuf::from(dst));
-    m.set_typ(Some("bind".into()));
-    m.set_source(Some(src.to_path_buf()));
-    m.set_options(Some(options.iter().map(|s| s.to_string()).collect()));
-    m
+/// The argv the container runs, by Kubernetes' rule (docker's too).
+pub fn argv(c: &cri::ContainerConfig, image: &oci_spec::image::Config) -> Vec<String> {
+    let (entrypoint, cmd) = overrides(c);
+    process::argv(image, entrypoint, cmd)
 }
 
 /// What a container's spec is made from.
@@ -73,13 +61,6 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
     let linux_cfg = c.linux.clone().unwrap_or_default();
     let sc = linux_cfg.security_context.clone().unwrap_or_default();
     check_apparmor(&sc)?;
-    let args = argv(c, &i.image.process);
-    if args.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "container {:?}: no command, and the image has none",
-            c.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
-        )));
-    }
     let pod_dir = PathBuf::from(&i.sandbox.dir);
     let (net_mode, pid_mode, ipc_mode) = netns_mode(&i.sandbox.config);
     let host_net = net_mode == NamespaceMode::Node as i32;
@@ -87,51 +68,40 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
 
-    let mut env = i.image.process.env().clone().unwrap_or_default();
-    molde_common::env::default_path(&mut env);
-    env = merge_env(&env, [format!("HOSTNAME={hostname}")]);
-    env = merge_env(&env, c.envs.iter().map(|kv| format!("{}={}", kv.key, kv.value)));
-    let cwd = if !c.working_dir.is_empty() {
-        c.working_dir.clone()
-    } else {
-        i.image
-            .process
-            .working_dir()
-            .clone()
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into())
-    };
-
-    let mut spec = Spec::default();
-    let mut process = spec.process().clone().unwrap_or_default();
-    process.set_args(Some(args));
-    process.set_env(Some(env));
-    process.set_cwd(PathBuf::from(cwd));
-    process.set_terminal(Some(c.tty));
     let mut user = User::default();
     user.set_uid(i.uid);
     user.set_gid(i.gid);
     // The process's own group, the image's memberships, then the pod's
     // supplemental groups, as containerd lists them.
-    let mut gids: Vec<u32> = vec![i.gid];
-    for g in i
-        .groups
+    let gids = std::iter::once(i.gid)
+        .chain(i.groups.iter().copied())
+        .chain(sc.supplemental_groups.iter().map(|g| *g as u32));
+    user.set_additional_gids(Some(molde_common::user::dedup(gids.collect())));
+    let env: Vec<String> = c
+        .envs
         .iter()
-        .copied()
-        .chain(sc.supplemental_groups.iter().map(|g| *g as u32))
-    {
-        if !gids.contains(&g) {
-            gids.push(g);
-        }
-    }
-    user.set_additional_gids(Some(gids));
-    process.set_user(user);
-    process.set_capabilities(Some(capabilities(&sc)?));
+        .map(|kv| format!("{}={}", kv.key, kv.value))
+        .collect();
+    let (entrypoint, cmd) = overrides(c);
+    let asked = process::Request {
+        entrypoint,
+        cmd,
+        env: &env,
+        hostname: &hostname,
+        workdir: &c.working_dir,
+        terminal: c.tty,
+    };
+    let name = c.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("");
+    let mut process = process::process(&i.image.process, &asked, user, capabilities(&sc)?)
+        .map_err(|e| e.context(format!("container {name:?}")))?;
     process.set_no_new_privileges(Some(sc.no_new_privs));
-    process.set_rlimits(Some(clamp_rlimits(process.rlimits().clone().unwrap_or_default())));
     let res_cfg = linux_cfg.resources.clone().unwrap_or_default();
     if res_cfg.oom_score_adj != 0 {
         process.set_oom_score_adj(Some(clamp_oom_score_adj(res_cfg.oom_score_adj) as i32));
+    }
+    let mut spec = Spec::default();
+    if sc.privileged {
+        unconfine(&mut spec);
     }
     spec.set_process(Some(process));
     let mut root = spec.root().clone().unwrap_or_default();
@@ -144,20 +114,6 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
     // Mounts: the defaults, the pod's files, then the config's.
     let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
     mounts.retain(|m| m.destination() != Path::new("/dev/shm"));
-    if sc.privileged {
-        for m in mounts.iter_mut() {
-            if m.destination() == Path::new("/sys") || m.destination() == Path::new("/sys/fs/cgroup") {
-                let opts: Vec<String> = m
-                    .options()
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|o| o != "ro")
-                    .collect();
-                m.set_options(Some(opts));
-            }
-        }
-    }
     let shm = if ipc_mode == NamespaceMode::Node as i32 {
         PathBuf::from("/dev/shm")
     } else {
@@ -165,16 +121,9 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
     };
     let wanted: HashSet<&str> = c.mounts.iter().map(|m| m.container_path.as_str()).collect();
     mounts.push(bind("/dev/shm", &shm, &["rbind", "nosuid", "nodev", "noexec"]));
-    for (dst, file) in [
-        ("/etc/hostname", "hostname"),
-        ("/etc/hosts", "hosts"),
-        ("/etc/resolv.conf", "resolv.conf"),
-    ] {
-        if !wanted.contains(dst) {
-            let ro = if sc.readonly_rootfs { "ro" } else { "rw" };
-            mounts.push(bind(dst, &pod_dir.join(file), &["rbind", "rprivate", ro]));
-        }
-    }
+    mounts.extend(etc_files(&pod_dir, sc.readonly_rootfs, |dst| {
+        wanted.contains(dst)
+    }));
     let mut propagation = "";
     for m in &c.mounts {
         if m.container_path.is_empty() || !m.container_path.starts_with('/') {

@@ -8,12 +8,13 @@ use std::path::Path;
 use oci_spec::runtime::{
     LinuxCapabilities, LinuxCpuBuilder, LinuxDevice, LinuxDeviceCgroup, LinuxMemoryBuilder,
     LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    RootBuilder, Spec, UserBuilder,
 };
 
 use crate::image::ProcessConfig;
 use crate::user::Identity;
 use molde_api::molde::services::runtime::v1::RunRequest;
+use molde_common::spec::{mounts, process};
 
 fn bad(e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("building the runtime spec: {e}"))
@@ -106,11 +107,6 @@ pub fn tmpfs_mount(t: &str) -> Result<Mount, Error> {
 /// owned by the process's user.
 pub use molde_bundle::WORKDIR_OWNER;
 
-/// `KEY=VALUE` lists merged by `molde_common::env`'s rule.
-pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
-    molde_common::env::merge(base, extra.iter().cloned())
-}
-
 /// The cgroup a container runs in.
 pub fn cgroup_path(ns: &str, id: &str) -> String {
     format!("/molde/{ns}-{id}")
@@ -124,60 +120,30 @@ pub fn build(
     who: &Identity,
     volumes: &Path,
 ) -> Result<Spec, Error> {
-    let entrypoint = if req.entrypoint_set {
-        req.entrypoint.clone()
-    } else {
-        img.entrypoint().clone().unwrap_or_default()
-    };
-    let cmd = if req.args.is_empty() {
-        img.cmd().clone().unwrap_or_default()
-    } else {
-        req.args.clone()
-    };
-    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if args.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "image {} has no command: give one after the image name",
-            req.image
-        )));
-    }
-    let mut env = img.env().clone().unwrap_or_default();
-    molde_common::env::default_path(&mut env);
     let hostname = if req.hostname.is_empty() {
         id.chars().take(12).collect()
     } else {
         req.hostname.clone()
     };
-    env = merge_env(&env, &[format!("HOSTNAME={hostname}")]);
-    env = merge_env(&env, &req.env);
-    let cwd = if !req.workdir.is_empty() {
-        req.workdir.clone()
-    } else if let Some(w) = img.working_dir().as_deref().filter(|w| !w.is_empty()) {
-        w.to_string()
-    } else {
-        "/".into()
-    };
     let security = Security::of(req)?;
-    let mut spec = Spec::default();
-    let mut process = spec.process().clone().unwrap_or_default();
-    process = ProcessBuilder::default()
-        .terminal(false)
-        .args(args)
-        .env(env)
-        .cwd(cwd)
-        .user(
-            UserBuilder::default()
-                .uid(who.uid)
-                .gid(who.gid)
-                .additional_gids(who.additional_gids.clone())
-                .build()
-                .map_err(bad)?,
-        )
-        .capabilities(security.capabilities.clone())
-        .rlimits(clamp_rlimits(process.rlimits().clone().unwrap_or_default()))
-        .no_new_privileges(security.no_new_privileges)
+    let user = UserBuilder::default()
+        .uid(who.uid)
+        .gid(who.gid)
+        .additional_gids(who.additional_gids.clone())
         .build()
         .map_err(bad)?;
+    let asked = process::Request {
+        entrypoint: req.entrypoint_set.then_some(&req.entrypoint[..]),
+        cmd: (!req.args.is_empty()).then_some(&req.args[..]),
+        env: &req.env,
+        hostname: &hostname,
+        workdir: &req.workdir,
+        terminal: false,
+    };
+    let mut process = process::process(img, &asked, user, security.capabilities.clone())
+        .map_err(|e| e.context(format!("image {}", req.image)))?;
+    process.set_no_new_privileges(Some(security.no_new_privileges));
+    let mut spec = Spec::default();
     spec.set_process(Some(process));
     spec.set_root(Some(
         RootBuilder::default()
@@ -192,14 +158,14 @@ pub fn build(
         a.insert(WORKDIR_OWNER.to_string(), "user".to_string());
         spec.set_annotations(Some(a));
     }
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let mut all = spec.mounts().clone().unwrap_or_default();
     for v in &req.volumes {
-        mounts.push(volume_mount(v, volumes)?);
+        all.push(volume_mount(v, volumes)?);
     }
     for t in &req.tmpfs {
-        mounts.push(tmpfs_mount(t)?);
+        all.push(tmpfs_mount(t)?);
     }
-    spec.set_mounts(Some(mounts));
+    spec.set_mounts(Some(all));
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(cgroup_path(ns, id).into()));
         let mut res = LinuxResourcesBuilder::default();
@@ -235,10 +201,6 @@ pub fn build(
         linux.set_devices(Some(devices));
         linux.set_resources(Some(res.build().map_err(bad)?));
         linux.set_seccomp(security.seccomp);
-        if req.privileged {
-            linux.set_masked_paths(Some(Vec::new()));
-            linux.set_readonly_paths(Some(Vec::new()));
-        }
         match req.network.as_str() {
             // bridge: the runtime points the namespace at the one CNI set up.
             "" | "none" | "bridge" => {}
@@ -253,6 +215,9 @@ pub fn build(
                 )));
             }
         }
+    }
+    if req.privileged {
+        mounts::unconfine(&mut spec);
     }
     Ok(spec)
 }
@@ -300,25 +265,16 @@ pub fn add_etc_files(
             ("hostname", format!("{hostname}\n")),
         ]
     };
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
     for (name, content) in files {
-        let path = etc.join(name);
-        std::fs::write(&path, content)?;
-        mounts.push(
-            MountBuilder::default()
-                .destination(format!("/etc/{name}"))
-                .typ("bind")
-                .source(path)
-                .options(vec!["rbind".into(), "rw".into()])
-                .build()
-                .map_err(std::io::Error::other)?,
-        );
+        std::fs::write(etc.join(name), content)?;
     }
-    spec.set_mounts(Some(mounts));
+    let mut all = spec.mounts().clone().unwrap_or_default();
+    all.extend(mounts::etc_files(&etc, false, |_| false));
+    spec.set_mounts(Some(all));
     Ok(())
 }
 
-pub use molde_common::spec::{clamp_rlimits, default_capabilities, default_seccomp};
+pub use molde_common::spec::{default_capabilities, default_seccomp};
 
 /// What `--privileged`, `--security-opt` and `--device` make of a
 /// container's capabilities, seccomp filter, no_new_privs and devices.

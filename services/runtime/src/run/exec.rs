@@ -24,7 +24,7 @@ impl RuntimeService {
         let b = Bundle::new(&bundle);
         let mut process = molde_bundle::ExecProcess::from(&base);
         process.args = r.args.clone();
-        process.env = spec::merge_env(&process.env, &r.env);
+        process.env = molde_common::env::merge(&process.env, r.env.iter().cloned());
         // The container's user with its groups, or the one asked for.
         if !r.user.is_empty() {
             let who = crate::user::resolve(&r.user, &[], &[b.rootfs()])

@@ -1,12 +1,6 @@
 use super::*;
 
 #[test]
-fn env_merges_by_key() {
-    let out = merge_env(&["PATH=/bin".into(), "A=1".into()], &["A=2".into(), "B=3".into()]);
-    assert_eq!(out, ["PATH=/bin", "A=2", "B=3"]);
-}
-
-#[test]
 fn process_comes_from_image_and_overrides() {
     let mut img = ProcessConfig::default();
     img.set_env(Some(vec!["PATH=/bin".into(), "X=1".into()]));
