@@ -1230,7 +1230,54 @@ fn stats_are_read_from_the_pods_cgroups_and_resources_update_live() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let stats = stats.expect("the container's CPU time shows in its stats");
-    assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    let memory = stats.memory.unwrap();
+    let (working_set, usage, rss) = (
+        memory.working_set_bytes.unwrap().value,
+        memory.usage_bytes.unwrap().value,
+        memory.rss_bytes.unwrap().value,
+    );
+    assert!(
+        working_set > 0 && working_set <= usage,
+        "{working_set} of {usage}"
+    );
+    assert!(rss > 0 && rss <= usage, "rss {rss} of {usage}");
+    assert!(memory.page_faults.unwrap().value > 0);
+    // The same numbers as the cgroup's own files (a sleeping process: its
+    // memory holds still between the two reads).
+    let cg = format!("molde-cri-test/pod-stats/{id}");
+    let (stat, current) =
+        match std::fs::read_to_string(Path::new("/sys/fs/cgroup/memory").join(&cg).join("memory.stat")) {
+            Ok(stat) => (
+                stat,
+                std::fs::read_to_string(
+                    Path::new("/sys/fs/cgroup/memory")
+                        .join(&cg)
+                        .join("memory.usage_in_bytes"),
+                )
+                .unwrap(),
+            ),
+            Err(_) => (
+                std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(&cg).join("memory.stat")).unwrap(),
+                std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(&cg).join("memory.current"))
+                    .unwrap(),
+            ),
+        };
+    let field = |names: &[&str]| -> u64 {
+        names
+            .iter()
+            .find_map(|n| {
+                stat.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{n} "))?.parse().ok())
+            })
+            .unwrap()
+    };
+    let file_working_set =
+        current.trim().parse::<u64>().unwrap() - field(&["total_inactive_file", "inactive_file"]);
+    assert!(
+        file_working_set.abs_diff(working_set) < 1 << 20,
+        "working set {working_set}, the cgroup's files say {file_working_set}"
+    );
+    assert!(field(&["total_rss", "anon"]).abs_diff(rss) < 1 << 20);
     let pod_stats =
         n.rt.block_on(n.runtime.pod_sandbox_stats(cri::PodSandboxStatsRequest {
             pod_sandbox_id: pod.clone(),
@@ -1241,6 +1288,8 @@ fn stats_are_read_from_the_pods_cgroups_and_resources_update_live() {
         .unwrap();
     let linux = pod_stats.linux.unwrap();
     assert_eq!(linux.containers.len(), 1);
+    // One process (sh exec'd sleep).
+    assert_eq!(linux.process.unwrap().process_count.unwrap().value, 1);
     let eth0 = linux.network.unwrap().default_interface.expect("eth0's counters");
     assert!(eth0.rx_bytes.unwrap().value > 0);
 

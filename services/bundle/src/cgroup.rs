@@ -2,7 +2,14 @@
 //! its OOM kills) and the runtime (stats, top): cgroup v2's unified
 //! hierarchy or the v1 controllers, whichever the host mounts under
 //! `/sys/fs/cgroup`, at the cgroups path the container's spec names; and
-//! limits written to it (`molde update`).
+//! limits written to it (`molde update`); and where a container's cgroup
+//! goes under either cgroup driver ([`placement`]).
+//!
+//! Written here rather than on libcgroups' managers: those resolve and own
+//! a cgroup for the process that creates it, while molde reads cgroups by
+//! path after the fact (a shim's leftovers, stats of a container whose shim
+//! restarted), a few files each, on hybrid hosts where some controllers are
+//! v1 and the rest v2.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,15 +26,25 @@ pub struct Cgroup {
 }
 
 /// What a container's cgroup has used (0 where the host keeps no count).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub cpu_usage_ns: u64,
     pub memory_usage_bytes: u64,
     /// Usage less inactive file pages: what the kubelet evicts by.
     pub memory_working_set_bytes: u64,
+    /// Anonymous memory (v1 `total_rss`, v2 `anon`).
+    pub memory_rss_bytes: u64,
+    pub memory_page_faults: u64,
+    pub memory_major_page_faults: u64,
     /// 0: no limit.
     pub memory_limit_bytes: u64,
+    pub swap_usage_bytes: u64,
     pub pids: u64,
+    /// Bytes read from and written to block devices, all devices summed.
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+    /// Huge pages in use by page size (`2MB`, `1GB`), where the host has them.
+    pub hugetlb: Vec<(String, u64)>,
 }
 
 /// The v1 controllers that hold a cgroup's processes, in the order tried.
@@ -121,13 +138,64 @@ impl Cgroup {
                 })
                 .map_or(0, |us| us * 1000),
         };
+        let swap = match self.read(&[("memory", "memory.memsw.usage_in_bytes")]) {
+            Some(memsw) => memsw.trim().parse::<u64>().unwrap_or(0).saturating_sub(usage),
+            None => self.number(&[("", "memory.swap.current")]),
+        };
+        let (io_read_bytes, io_write_bytes) = self.io();
         Stats {
             cpu_usage_ns: cpu,
             memory_usage_bytes: usage,
             memory_working_set_bytes: usage.saturating_sub(inactive),
+            memory_rss_bytes: stat("total_rss").or_else(|| stat("anon")).unwrap_or(0),
+            memory_page_faults: stat("total_pgfault").or_else(|| stat("pgfault")).unwrap_or(0),
+            memory_major_page_faults: stat("total_pgmajfault")
+                .or_else(|| stat("pgmajfault"))
+                .unwrap_or(0),
             memory_limit_bytes: limit,
+            swap_usage_bytes: swap,
             pids: self.number(&[("pids", "pids.current"), ("", "pids.current")]),
+            io_read_bytes,
+            io_write_bytes,
+            hugetlb: self.hugetlb(),
         }
+    }
+
+    /// Block I/O bytes read and written: v1 `blkio.throttle.io_service_bytes`
+    /// (`MAJ:MIN Read N` lines), v2 `io.stat` (`MAJ:MIN rbytes=N wbytes=N …`).
+    fn io(&self) -> (u64, u64) {
+        if let Some(v1) = self.read(&[("blkio", "blkio.throttle.io_service_bytes")]) {
+            let sum = |op: &str| -> u64 {
+                v1.lines()
+                    .filter_map(|l| {
+                        let mut f = l.split_whitespace();
+                        let (_dev, kind, n) = (f.next()?, f.next()?, f.next()?);
+                        (kind == op).then(|| n.parse::<u64>().ok()).flatten()
+                    })
+                    .sum()
+            };
+            return (sum("Read"), sum("Write"));
+        }
+        let v2 = self.read(&[("", "io.stat")]).unwrap_or_default();
+        let sum = |key: &str| -> u64 {
+            v2.split_whitespace()
+                .filter_map(|kv| kv.strip_prefix(key)?.parse::<u64>().ok())
+                .sum()
+        };
+        (sum("rbytes="), sum("wbytes="))
+    }
+
+    /// Huge page usage per size this host offers.
+    fn hugetlb(&self) -> Vec<(String, u64)> {
+        hugepage_sizes()
+            .into_iter()
+            .filter_map(|size| {
+                let v1 = format!("hugetlb.{size}.usage_in_bytes");
+                let v2 = format!("hugetlb.{size}.current");
+                let text = self.read(&[("hugetlb", v1.as_str()), ("", v2.as_str())])?;
+                Some((size, text.trim().parse().unwrap_or(0)))
+            })
+            .collect()
     }
 
     /// Writes new limits (`molde update`), each into the v1 controller the
@@ -210,6 +278,89 @@ impl Cgroup {
     }
 }
 
+/// The huge page sizes the kernel offers, in the names cgroup files use
+/// (`hugepages-2048kB` → `2MB`).
+fn hugepage_sizes() -> Vec<String> {
+    let Ok(dir) = fs::read_dir("/sys/kernel/mm/hugepages") else {
+        return Vec::new();
+    };
+    let mut sizes: Vec<String> = dir
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let kb: u64 = name
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
+            Some(page_size_name(kb))
+        })
+        .collect();
+    sizes.sort();
+    sizes
+}
+
+fn page_size_name(kb: u64) -> String {
+    match kb {
+        kb if kb >= 1 << 20 && kb % (1 << 20) == 0 => format!("{}GB", kb >> 20),
+        kb if kb >= 1 << 10 && kb % (1 << 10) == 0 => format!("{}MB", kb >> 10),
+        kb => format!("{kb}KB"),
+    }
+}
+
+/// How the cgroups of containers are placed: by path under the cgroup
+/// mount (`cgroupfs`, molde's default), or as systemd units (`systemd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Cgroupfs,
+    Systemd,
+}
+
+impl Driver {
+    /// `cgroupfs` or `systemd` (the kubelet's `cgroupDriver` names).
+    pub fn parse(name: &str) -> Result<Driver, String> {
+        match name {
+            "" | "cgroupfs" => Ok(Driver::Cgroupfs),
+            "systemd" => Ok(Driver::Systemd),
+            other => Err(format!(
+                "cgroup driver {other:?}: molde knows cgroupfs and systemd"
+            )),
+        }
+    }
+}
+
+/// The cgroup of container `id` under `parent`: with cgroupfs `parent/id`
+/// (`default_parent` when none is given); with systemd, a
+/// `<prefix>-<id>.scope` in the slice `parent` names (its last element, as
+/// the kubelet passes `/kubepods.slice/kubepods-besteffort.slice/…`),
+/// expanded the way systemd nests slices (`a-b.slice` lives in `a.slice`),
+/// `system.slice` when none is named.
+pub fn placement(driver: Driver, parent: &str, default_parent: &str, prefix: &str, id: &str) -> PathBuf {
+    match driver {
+        Driver::Cgroupfs => {
+            let parent = if parent.is_empty() { default_parent } else { parent };
+            Path::new(parent).join(id)
+        }
+        Driver::Systemd => {
+            let slice = Path::new(parent)
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .filter(|s| s.ends_with(".slice") && s != "-.slice")
+                .unwrap_or_else(|| "system.slice".into());
+            let mut path = PathBuf::from("/");
+            let mut nested = String::new();
+            for part in slice.trim_end_matches(".slice").split('-') {
+                if !nested.is_empty() {
+                    nested.push('-');
+                }
+                nested.push_str(part);
+                path.push(format!("{nested}.slice"));
+            }
+            path.join(format!("{prefix}-{id}.scope"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,7 +381,13 @@ mod tests {
         put(
             r,
             "molde/c/memory.stat",
-            "anon 600\ninactive_file 300\nactive_file 100\n",
+            "anon 600\ninactive_file 300\nactive_file 100\npgfault 40\npgmajfault 2\n",
+        );
+        put(r, "molde/c/memory.swap.current", "64\n");
+        put(
+            r,
+            "molde/c/io.stat",
+            "8:0 rbytes=100 wbytes=20 rios=1 wios=1\n8:16 rbytes=5 wbytes=1 rios=1 wios=1\n",
         );
         put(r, "molde/c/cpu.stat", "usage_usec 25\nuser_usec 20\n");
         put(r, "molde/c/pids.current", "2\n");
@@ -238,14 +395,25 @@ mod tests {
         let cg = Cgroup::under(r, "/molde/c");
         assert_eq!(cg.procs(), [10, 11]);
         assert_eq!(cg.oom_kills(), 1);
+        let s = cg.stats();
         assert_eq!(
-            cg.stats(),
+            Stats {
+                hugetlb: Vec::new(),
+                ..s
+            },
             Stats {
                 cpu_usage_ns: 25_000,
                 memory_usage_bytes: 1000,
                 memory_working_set_bytes: 700,
+                memory_rss_bytes: 600,
+                memory_page_faults: 40,
+                memory_major_page_faults: 2,
                 memory_limit_bytes: 0,
+                swap_usage_bytes: 64,
                 pids: 2,
+                io_read_bytes: 105,
+                io_write_bytes: 21,
+                hugetlb: Vec::new(),
             }
         );
     }
@@ -260,7 +428,13 @@ mod tests {
         put(
             r,
             "memory/molde/c/memory.stat",
-            "cache 10\ninactive_file 5\ntotal_inactive_file 1000\n",
+            "cache 10\ninactive_file 5\ntotal_inactive_file 1000\nrss 1\ntotal_rss 3000\ntotal_pgfault 9\ntotal_pgmajfault 1\n",
+        );
+        put(r, "memory/molde/c/memory.memsw.usage_in_bytes", "5500\n");
+        put(
+            r,
+            "blkio/molde/c/blkio.throttle.io_service_bytes",
+            "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 0\n8:0 Total 4608\nTotal 4608\n",
         );
         put(
             r,
@@ -278,6 +452,44 @@ mod tests {
             (123456, 5000, 0, 1)
         );
         assert_eq!(s.memory_working_set_bytes, 4000);
+        assert_eq!(
+            (
+                s.memory_rss_bytes,
+                s.memory_page_faults,
+                s.memory_major_page_faults,
+                s.swap_usage_bytes
+            ),
+            (3000, 9, 1, 500)
+        );
+        assert_eq!((s.io_read_bytes, s.io_write_bytes), (4096, 512));
+    }
+
+    #[test]
+    fn page_sizes_are_named_as_cgroup_files_name_them() {
+        assert_eq!(page_size_name(2048), "2MB");
+        assert_eq!(page_size_name(1 << 20), "1GB");
+        assert_eq!(page_size_name(64), "64KB");
+    }
+
+    #[test]
+    fn containers_are_placed_by_driver() {
+        let p = |d, parent| {
+            placement(d, parent, "/k8s.io", "cri-molde", "abc")
+                .display()
+                .to_string()
+        };
+        assert_eq!(p(Driver::Cgroupfs, ""), "/k8s.io/abc");
+        assert_eq!(p(Driver::Cgroupfs, "/kubepods/pod1"), "/kubepods/pod1/abc");
+        assert_eq!(
+            p(
+                Driver::Systemd,
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice"
+            ),
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-molde-abc.scope"
+        );
+        assert_eq!(p(Driver::Systemd, ""), "/system.slice/cri-molde-abc.scope");
+        assert_eq!(Driver::parse("systemd"), Ok(Driver::Systemd));
+        assert!(Driver::parse("sytemd").unwrap_err().contains("sytemd"));
     }
 
     #[test]

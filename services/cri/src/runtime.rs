@@ -25,6 +25,11 @@ pub const API_VERSION: &str = "v1";
 
 impl Cri {
     async fn container_stats(&self, rec: &crate::store::ContainerRecord) -> cri::ContainerStats {
+        self.container_usage(rec).await.0
+    }
+
+    /// A container's stats and its process count.
+    async fn container_usage(&self, rec: &crate::store::ContainerRecord) -> (cri::ContainerStats, u64) {
         let now = crate::now_nanos();
         let usage = RuntimeClient::new(self.channels.runtime.clone())
             .stats(request(rt::StatsRequest { id: rec.id.clone() }))
@@ -39,7 +44,7 @@ impl Cri {
             .await
             .map(|r| r.into_inner())
             .unwrap_or_default();
-        cri::ContainerStats {
+        let stats = cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
                 id: rec.id.clone(),
                 metadata: rec.config.metadata.clone(),
@@ -56,15 +61,26 @@ impl Cri {
             memory: Some(cri::MemoryUsage {
                 timestamp: now,
                 working_set_bytes: Some(cri::UInt64Value {
-                    value: usage.memory_bytes,
+                    value: usage.memory_working_set_bytes,
                 }),
                 usage_bytes: Some(cri::UInt64Value {
                     value: usage.memory_bytes,
                 }),
+                // As cAdvisor: what remains under the limit, by working set.
                 available_bytes: (usage.memory_limit_bytes > 0).then(|| cri::UInt64Value {
-                    value: usage.memory_limit_bytes.saturating_sub(usage.memory_bytes),
+                    value: usage
+                        .memory_limit_bytes
+                        .saturating_sub(usage.memory_working_set_bytes),
                 }),
-                ..Default::default()
+                rss_bytes: Some(cri::UInt64Value {
+                    value: usage.memory_rss_bytes,
+                }),
+                page_faults: Some(cri::UInt64Value {
+                    value: usage.memory_page_faults,
+                }),
+                major_page_faults: Some(cri::UInt64Value {
+                    value: usage.memory_major_page_faults,
+                }),
             }),
             writable_layer: Some(cri::FilesystemUsage {
                 timestamp: now,
@@ -78,15 +94,25 @@ impl Cri {
                     value: layer.inodes.max(0) as u64,
                 }),
             }),
-            swap: None,
-        }
+            swap: Some(cri::SwapUsage {
+                timestamp: now,
+                swap_available_bytes: None,
+                swap_usage_bytes: Some(cri::UInt64Value {
+                    value: usage.swap_bytes,
+                }),
+            }),
+        };
+        (stats, usage.pids)
     }
 
     async fn sandbox_stats(&self, rec: &crate::store::SandboxRecord) -> Result<cri::PodSandboxStats, Error> {
         let now = crate::now_nanos();
         let mut containers = Vec::new();
+        let mut processes = 0;
         for c in self.containers_of(&rec.id)? {
-            containers.push(self.container_stats(&c).await);
+            let (stats, pids) = self.container_usage(&c).await;
+            containers.push(stats);
+            processes += pids;
         }
         let cpu: u64 = containers
             .iter()
@@ -125,7 +151,10 @@ impl Cri {
                     default_interface,
                     interfaces,
                 }),
-                process: None,
+                process: Some(cri::ProcessUsage {
+                    timestamp: now,
+                    process_count: Some(cri::UInt64Value { value: processes }),
+                }),
                 containers,
             }),
             windows: None,

@@ -372,26 +372,10 @@ fn own_cgroup_view(spec: &mut Spec, view: Vec<Mount>, privileged: bool) {
 /// kubepods-besteffort-pod1.slice`) and the container gets a scope in it;
 /// the shim writes the cgroup files there itself.
 pub fn cgroups_path(driver: &str, parent: &str, id: &str) -> PathBuf {
-    if driver == "systemd" {
-        let slice = Path::new(parent)
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .filter(|s| s.ends_with(".slice") && s != "-.slice")
-            .unwrap_or_else(|| "system.slice".into());
-        let name = slice.trim_end_matches(".slice");
-        let mut path = PathBuf::from("/");
-        let mut prefix = String::new();
-        for part in name.split('-') {
-            if !prefix.is_empty() {
-                prefix.push('-');
-            }
-            prefix.push_str(part);
-            path.push(format!("{prefix}.slice"));
-        }
-        return path.join(format!("cri-molde-{id}.scope"));
-    }
-    let parent = if parent.is_empty() { "/k8s.io" } else { parent };
-    Path::new(parent).join(id)
+    use molde_bundle::cgroup::{Driver, placement};
+    // The daemon refuses any other driver name when it reads its config.
+    let driver = Driver::parse(driver).unwrap_or(Driver::Cgroupfs);
+    placement(driver, parent, "/k8s.io", "cri-molde", id)
 }
 
 /// Root may not lower this process's oom_score_adj on every host (no

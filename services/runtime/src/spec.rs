@@ -109,7 +109,10 @@ pub use molde_bundle::WORKDIR_OWNER;
 
 /// The cgroup a container runs in.
 pub fn cgroup_path(ns: &str, id: &str) -> String {
-    format!("/molde/{ns}-{id}")
+    use molde_bundle::cgroup::{Driver, placement};
+    placement(Driver::Cgroupfs, "/molde", "/molde", "", &format!("{ns}-{id}"))
+        .display()
+        .to_string()
 }
 
 pub fn build(

@@ -143,6 +143,14 @@ impl RuntimeService {
             memory_limit_bytes: s.memory_limit_bytes,
             cpu_usage_ns: s.cpu_usage_ns,
             pids: s.pids,
+            memory_working_set_bytes: s.memory_working_set_bytes,
+            memory_rss_bytes: s.memory_rss_bytes,
+            memory_page_faults: s.memory_page_faults,
+            memory_major_page_faults: s.memory_major_page_faults,
+            swap_bytes: s.swap_usage_bytes,
+            io_read_bytes: s.io_read_bytes,
+            io_write_bytes: s.io_write_bytes,
+            hugetlb_bytes: s.hugetlb.into_iter().collect(),
         }))
     }
 
