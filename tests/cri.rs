@@ -429,6 +429,23 @@ fn a_pod_of_two_containers_shares_its_network_files_and_logs() {
     assert!(parts[0].ends_with('Z') && parts[0].contains('T'), "{first}");
     assert_eq!(&parts[1..], ["stdout", "F", "serving"], "{first}");
     assert_eq!(n.status(&srv).log_path, log.display().to_string());
+    // A last line the program never ended is a partial record: the kubelet
+    // adds no newline it did not write.
+    n.run(
+        &pod,
+        &pc,
+        n.container_config("printer", &["sh", "-c", "printf 'first\\nsecond'"]),
+    );
+    let log = n.logs.join("web/printer/0.log");
+    molde_tests::eventually(10, "the printer's last record", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("second"))
+    });
+    let records: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .collect();
+    assert_eq!(records, ["stdout F first", "stdout P second"]);
 
     // Listing by pod and by label.
     let listed =
@@ -744,6 +761,16 @@ fn bad_requests_get_the_codes_the_kubelet_expects_and_leave_nothing() {
     ] {
         assert_eq!(what.unwrap_err().code(), code);
     }
+    // Stopping what does not exist is done already (the CRI's idempotence).
+    n.rt.block_on(n.runtime.stop_container(cri::StopContainerRequest {
+        container_id: "0123456789abcdef".into(),
+        timeout: 0,
+    }))
+    .expect("StopContainer of an unknown id is OK");
+    n.rt.block_on(n.runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: "7b2a1f0e-unknown".into(),
+    }))
+    .expect("StopPodSandbox of an unknown id is OK");
 
     // A stopped pod takes no new containers.
     n.rt.block_on(n.runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {

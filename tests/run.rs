@@ -331,6 +331,21 @@ fn detached_containers_ps_logs_stop_kill_wait_rm() {
     assert!(!d.molde(&["ps"]).ok().contains("ticker"));
     assert!(d.molde(&["ps", "-a"]).ok().contains("Exited (3)"));
 
+    // An unnamed container answers to the short id `ps` prints, as docker's.
+    let long = d.molde(&["run", "-d", IMAGE, "echo", "short ids"]).ok();
+    let long = long.trim();
+    assert!(long.len() > 12, "{long}");
+    let short = &long[..12];
+    let ps = d.molde(&["ps", "-a"]).ok();
+    assert!(ps.contains(short), "{ps}");
+    assert_eq!(d.molde(&["wait", short]).ok().trim(), "0");
+    assert_eq!(d.molde(&["logs", short]).ok(), "short ids\n");
+    assert!(d.molde(&["inspect", short]).ok().contains(long));
+    let missing = d.molde(&["logs", "zz-no-such"]).fails();
+    assert!(missing.contains("zz-no-such"), "{missing}");
+    d.molde(&["rm", short]).ok();
+    assert!(!d.molde(&["ps", "-a"]).ok().contains(short));
+
     d.molde(&[
         "run",
         "-d",

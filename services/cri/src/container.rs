@@ -297,8 +297,14 @@ impl Cri {
         Ok(())
     }
 
+    /// Stops a container; one that is gone (or never was) is stopped
+    /// already, as the CRI asks of StopContainer.
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Error> {
-        let rec = self.container(id)?;
+        let rec = match self.container(id) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let o = self.observe(&rec.id).await?;
         if o.state != cri::ContainerState::ContainerRunning as i32 {
             return Ok(());

@@ -97,6 +97,35 @@ impl RuntimeService {
         })
     }
 
+    /// The id a user's reference names, as docker resolves it: a full id or
+    /// name (molde's container id is its name when it has one), else the
+    /// one id that starts with it (`ps` prints 12 characters).
+    pub(crate) fn resolve(&self, ns: &str, reference: &str) -> Result<String, Error> {
+        if reference.is_empty() {
+            return Err(Error::InvalidArgument("no container given".into()));
+        }
+        if self.store.get(&containers::key(ns, reference))?.is_some() {
+            return Ok(reference.to_string());
+        }
+        let prefix = molde_meta::keys::containers::prefix(ns);
+        let matches: Vec<String> = self
+            .store
+            .range(&format!("{prefix}{reference}"))?
+            .into_iter()
+            .filter_map(|e| e.key.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Error::NotFound(format!(
+                "container {reference:?}: no container has that name or an id starting with it"
+            ))),
+            many => Err(Error::InvalidArgument(format!(
+                "container {reference:?}: {} containers have ids starting with it; give more of the id",
+                many.len()
+            ))),
+        }
+    }
+
     pub(crate) fn observe(&self, ns: &str, id: &str) -> Observed {
         let bundle = self.bundle_dir(ns, id);
         let cg = cgroup_of(&bundle).unwrap_or_else(|| crate::spec::cgroup_path(ns, id));

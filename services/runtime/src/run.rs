@@ -214,6 +214,44 @@ impl RuntimeService {
     }
 }
 
+/// Requests that name a container: their reference (a name, an id or an
+/// id's unique beginning) is resolved to the id before the work starts.
+trait NamesContainer {
+    fn reference(&mut self) -> &mut String;
+}
+
+macro_rules! names_container {
+    ($($t:ty),*) => {
+        $(impl NamesContainer for $t {
+            fn reference(&mut self) -> &mut String {
+                &mut self.id
+            }
+        })*
+    };
+}
+
+names_container!(
+    api::LogsRequest,
+    api::KillRequest,
+    api::StopRequest,
+    api::WaitRequest,
+    api::InspectRequest,
+    api::TopRequest,
+    api::StatsRequest,
+    api::ReopenLogRequest,
+    api::UpdateRequest,
+    api::ExecRequest
+);
+
+impl RuntimeService {
+    fn resolved<T: NamesContainer>(&self, mut req: Request<T>) -> Result<Request<T>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let id = self.resolve(&ns, req.get_mut().reference())?;
+        *req.get_mut().reference() = id;
+        Ok(req)
+    }
+}
+
 #[tonic::async_trait]
 impl api::runtime_server::Runtime for RuntimeService {
     type RunStream = ReceiverStream<Result<api::RunEvent, Status>>;
@@ -231,10 +269,12 @@ impl api::runtime_server::Runtime for RuntimeService {
     type LogsStream = ReceiverStream<Result<api::LogRecord, Status>>;
 
     async fn logs(&self, req: Request<api::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let req = self.resolved(req)?;
         self.logs_rpc(req).await
     }
 
     async fn kill(&self, req: Request<api::KillRequest>) -> Result<Response<api::KillResponse>, Status> {
+        let req = self.resolved(req)?;
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.get_ref();
         let sig = crate::lifecycle::parse_signal(&r.signal)?;
@@ -243,6 +283,7 @@ impl api::runtime_server::Runtime for RuntimeService {
     }
 
     async fn stop(&self, req: Request<api::StopRequest>) -> Result<Response<api::StopResponse>, Status> {
+        let req = self.resolved(req)?;
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.get_ref();
         let signal = if r.signal.is_empty() {
@@ -258,6 +299,7 @@ impl api::runtime_server::Runtime for RuntimeService {
     }
 
     async fn wait(&self, req: Request<api::WaitRequest>) -> Result<Response<api::Exited>, Status> {
+        let req = self.resolved(req)?;
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let o = RuntimeService::wait(self, &ns, &req.get_ref().id, None)
             .await?
@@ -273,14 +315,17 @@ impl api::runtime_server::Runtime for RuntimeService {
         &self,
         req: Request<api::InspectRequest>,
     ) -> Result<Response<api::InspectResponse>, Status> {
+        let req = self.resolved(req)?;
         self.inspect_rpc(req).await
     }
 
     async fn top(&self, req: Request<api::TopRequest>) -> Result<Response<api::TopResponse>, Status> {
+        let req = self.resolved(req)?;
         self.top_rpc(req).await
     }
 
     async fn stats(&self, req: Request<api::StatsRequest>) -> Result<Response<api::StatsResponse>, Status> {
+        let req = self.resolved(req)?;
         self.stats_rpc(req).await
     }
 
@@ -297,6 +342,7 @@ impl api::runtime_server::Runtime for RuntimeService {
         &self,
         req: Request<api::ReopenLogRequest>,
     ) -> Result<Response<api::ReopenLogResponse>, Status> {
+        let req = self.resolved(req)?;
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         self.reopen_log(&ns, &req.get_ref().id).await?;
         Ok(Response::new(api::ReopenLogResponse {}))
@@ -306,12 +352,14 @@ impl api::runtime_server::Runtime for RuntimeService {
         &self,
         req: Request<api::UpdateRequest>,
     ) -> Result<Response<api::UpdateResponse>, Status> {
+        let req = self.resolved(req)?;
         self.update_rpc(req).await
     }
 
     type ExecStream = ReceiverStream<Result<api::RunEvent, Status>>;
 
     async fn exec(&self, req: Request<api::ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
+        let req = self.resolved(req)?;
         self.exec_rpc(req).await
     }
 
@@ -321,7 +369,13 @@ impl api::runtime_server::Runtime for RuntimeService {
     ) -> Result<Response<api::RemoveResponse>, Status> {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.get_ref();
-        self.remove_container(&ns, &r.id, r.force).await?;
+        // A reference nothing matches goes on as given: removal says itself
+        // what is gone.
+        let id = match self.resolve(&ns, &r.id) {
+            Err(e) if e.is_not_found() => r.id.clone(),
+            other => other?,
+        };
+        self.remove_container(&ns, &id, r.force).await?;
         Ok(Response::new(api::RemoveResponse {}))
     }
 }

@@ -67,7 +67,9 @@ impl CriLog {
 }
 
 /// Splits a stream into log records: complete lines (`F`) and pieces of
-/// over-long ones (`P`); what is left at the end is a last `F` record.
+/// over-long ones (`P`); what is left at the end, a line the program never
+/// ended, is a last `P` record (as containerd writes it, so the kubelet adds
+/// no newline the program did not write).
 pub struct Splitter {
     pending: Vec<u8>,
 }
@@ -99,7 +101,7 @@ impl Splitter {
 
     pub fn finish(&mut self, emit: &mut impl FnMut(bool, &[u8])) {
         if !self.pending.is_empty() {
-            emit(false, &self.pending);
+            emit(true, &self.pending);
             self.pending.clear();
         }
     }
@@ -152,7 +154,11 @@ mod tests {
             records(&[b"he", b"llo\nwor", b"ld\n"]),
             [(false, b"hello".to_vec()), (false, b"world".to_vec())]
         );
-        assert_eq!(records(&[b"no newline"]), [(false, b"no newline".to_vec())]);
+        // An unterminated last line stays partial.
+        assert_eq!(
+            records(&[b"first\nsecond"]),
+            [(false, b"first".to_vec()), (true, b"second".to_vec())]
+        );
         assert_eq!(records(&[b"\n"]), [(false, Vec::new())]);
     }
 

@@ -13,7 +13,7 @@ impl RuntimeService {
         let first = inbound.message().await?.ok_or_else(|| {
             Error::InvalidArgument("attach needs a first message naming the container".into())
         })?;
-        let id = first.id.clone();
+        let id = self.resolve(&ns, &first.id)?;
         self.running(&ns, &id)?;
         let sock = if first.exec_id.is_empty() {
             Bundle::new(self.bundle_dir(&ns, &id)).attach_socket()
