@@ -54,6 +54,54 @@ async fn label(ch: &tonic::transport::Channel, digest: &str, key: &str, value: &
 }
 
 #[tokio::test]
+async fn content_a_leased_writer_finds_present_joins_its_lease() {
+    // An image removed a moment before a load of the same image: its blobs
+    // are still there when the load writes them, so the writes find them
+    // present; the collection that follows must not take them from the load.
+    let d = Daemon::start();
+    let ch = d.channel().await;
+    let mut leases_c = LeasesClient::new(ch.clone());
+    leases_c
+        .create(req(
+            "default",
+            None,
+            leases::CreateRequest {
+                id: "load-1".into(),
+                labels: Default::default(),
+            },
+        ))
+        .await
+        .unwrap();
+    let blob = put(&ch, "default", None, "first", b"present already")
+        .await
+        .unwrap();
+    let e = put(&ch, "default", Some("load-1"), "second", b"present already")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e}");
+    d.molde(&["gc"]).ok();
+    assert!(
+        exists(&ch, &blob).await,
+        "held by the lease of the writer that found it"
+    );
+    leases_c
+        .delete(req(
+            "default",
+            None,
+            leases::DeleteRequest {
+                id: "load-1".into(),
+                sync: true,
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(
+        !exists(&ch, &blob).await,
+        "nothing holds it once the lease is gone"
+    );
+}
+
+#[tokio::test]
 async fn roots_and_references_survive_collection_and_orphans_do_not() {
     let d = Daemon::start();
     let ch = d.channel().await;

@@ -47,7 +47,7 @@ pub(crate) async fn write(
     let guard = shared.lock_writer(&ctx.namespace, &reference)?;
     let expected = parse_expected(&first.expected)?;
     if let Some(d) = &expected {
-        exists_in_namespace(&shared, &ctx.namespace, d)?;
+        exists_in_namespace(&shared, &ctx.namespace, ctx.lease.as_deref(), d)?;
     }
     shared.ensure_namespace(&ctx.namespace)?;
     if let Some(lease) = &ctx.lease {
@@ -106,13 +106,22 @@ fn parse_expected(s: &str) -> Result<Option<Digest>> {
     Ok(Some(Digest::parse_field(s, "expected")?))
 }
 
-/// AlreadyExists if the namespace already has this content.
-fn exists_in_namespace(shared: &Shared, ns: &str, d: &Digest) -> Result<()> {
+/// AlreadyExists if the namespace already has this content, which then joins
+/// the writer's lease (as containerd's metadata store does): a writer that
+/// finds its blob present relies on it, and a collection already scheduled
+/// (an image removed a moment before) must not take it away.
+fn exists_in_namespace(shared: &Shared, ns: &str, lease: Option<&str>, d: &Digest) -> Result<()> {
     if shared
         .store
         .get(&records::content_key(ns, &d.to_string()))?
         .is_some()
     {
+        if let Some(lease) = lease {
+            let digest = d.to_string();
+            shared.modify_lease(ns, lease, |l| {
+                l.resources.insert(("content".into(), digest.clone()));
+            })?;
+        }
         return Err(ContentError::AlreadyExists(format!("content {d}")));
     }
     Ok(())
@@ -157,7 +166,7 @@ impl Session {
         }
         let expected = parse_expected(&msg.expected)?;
         if let Some(d) = &expected {
-            exists_in_namespace(&self.shared, &self.ctx.namespace, d)?;
+            exists_in_namespace(&self.shared, &self.ctx.namespace, self.ctx.lease.as_deref(), d)?;
         }
         ingest.set_expectations(msg.total, expected.as_ref())?;
         let action = WriteAction::try_from(msg.action)
