@@ -83,7 +83,9 @@ fn rm_leaves_no_container_snapshot_or_bundle() {
 #[test]
 fn bad_runs_fail_clearly_and_leave_nothing_behind() {
     let d = daemon_with_busybox();
-    let err = d.molde(&["run", "--rm", "no/such-image", "true"]).fails();
+    let err = d
+        .molde(&["run", "--rm", "--pull", "never", "no/such-image", "true"])
+        .fails();
     assert!(
         err.contains("no/such-image") && err.contains("not found"),
         "{err}"

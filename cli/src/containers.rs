@@ -15,6 +15,8 @@ fn client(d: &Daemon) -> RuntimeClient<tonic::transport::Channel> {
 fn state(c: &api::ContainerStatus) -> String {
     match c.state.as_str() {
         "running" => "Up".into(),
+        "paused" => "Up (Paused)".into(),
+        "created" => "Created".into(),
         "exited" if c.oom_killed => format!("Exited ({}) OOMKilled", c.exit_code),
         "exited" => format!("Exited ({})", c.exit_code),
         other => other.to_string(),
@@ -42,7 +44,7 @@ pub async fn ps(d: &Daemon, all: bool, quiet: bool, format: Format) -> Result<()
                     serde_json::json!({
                         "id": c.id, "image": c.image, "command": c.command, "created": c.created_unix,
                         "state": c.state, "exitCode": c.exit_code, "oomKilled": c.oom_killed, "pid": c.pid,
-                        "finishedAt": c.finished_at, "error": c.error,
+                        "finishedAt": c.finished_at, "error": c.error, "name": c.name, "ports": c.ports,
                     })
                 })
                 .collect();
@@ -65,10 +67,28 @@ pub async fn ps(d: &Daemon, all: bool, quiet: bool, format: Format) -> Result<()
                             nanos: 0,
                         })),
                         state(c),
+                        c.ports
+                            .iter()
+                            .filter_map(|p| crate::lifecycle::port_line(p))
+                            .map(|(container, host)| format!("{host}->{container}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        c.name.clone(),
                     ]
                 })
                 .collect();
-            output::table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"], &rows);
+            output::table(
+                &[
+                    "CONTAINER ID",
+                    "IMAGE",
+                    "COMMAND",
+                    "CREATED",
+                    "STATUS",
+                    "PORTS",
+                    "NAMES",
+                ],
+                &rows,
+            );
         }
     }
     Ok(())
@@ -140,12 +160,13 @@ pub async fn wait(d: &Daemon, ids: Vec<String>) -> Result<i32> {
     Ok(last)
 }
 
-pub async fn rm(d: &Daemon, ids: Vec<String>, force: bool) -> Result<()> {
+pub async fn rm(d: &Daemon, ids: Vec<String>, force: bool, volumes: bool) -> Result<()> {
     for id in ids {
         client(d)
             .remove(d.request(api::RemoveRequest {
                 id: id.clone(),
                 force,
+                volumes,
             }))
             .await
             .map_err(status(format!("removing {id}")))?;

@@ -9,9 +9,11 @@ mod content;
 mod daemon;
 mod images;
 mod inspect;
+mod lifecycle;
 mod output;
 mod run;
 mod transfer;
+mod volume;
 
 use anyhow::{Result, anyhow};
 use clap::{Parser, Subcommand};
@@ -78,6 +80,55 @@ enum Command {
     },
     /// Run a command in a new container
     Run(Box<run::RunArgs>),
+    /// Create a container without starting it
+    Create(Box<run::RunArgs>),
+    /// Start created or stopped containers
+    Start {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Attach to the container's output and exit with its status
+        #[arg(short, long)]
+        attach: bool,
+        /// Attach stdin too
+        #[arg(short, long)]
+        interactive: bool,
+        /// The keys that detach, e.g. ctrl-p,ctrl-q
+        #[arg(long, default_value = attach::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
+    },
+    /// Stop and start containers again
+    Restart {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Seconds to wait before SIGKILL
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u32,
+    },
+    /// Freeze every process of containers
+    Pause {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Thaw paused containers
+    Unpause {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Give a container another name
+    Rename { container: String, new_name: String },
+    /// Change containers' limits (kept across restarts)
+    Update(lifecycle::UpdateArgs),
+    /// List a container's published ports, or the host address of one
+    Port {
+        container: String,
+        /// PRIVATE_PORT[/PROTO]
+        private_port: Option<String>,
+    },
+    /// Print a shell completion script: source it from your shell's startup file
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run a command in a running container
     Exec(run::ExecArgs),
     /// Attach the terminal to a running container's input and output
@@ -86,6 +137,13 @@ enum Command {
         /// Do not send stdin
         #[arg(long)]
         no_stdin: bool,
+        /// The keys that detach, e.g. ctrl-p,ctrl-q
+        #[arg(long, default_value = attach::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
+        /// Forward SIGINT and SIGTERM to the container (without a terminal)
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+              default_missing_value = "true")]
+        sig_proxy: bool,
     },
     /// List containers
     Ps {
@@ -138,7 +196,13 @@ enum Command {
         /// Kill running containers first
         #[arg(short, long)]
         force: bool,
+        /// Remove the containers' anonymous volumes too
+        #[arg(short, long)]
+        volumes: bool,
     },
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volume::VolumeCmd),
     /// Build an image from a Dockerfile
     Build(Box<build::BuildArgs>),
     /// Manage the build cache
@@ -300,6 +364,11 @@ fn main() {
 async fn run(cli: Cli) -> Result<()> {
     // Commands that need no daemon.
     match &cli.command {
+        Command::Completion { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "molde", &mut std::io::stdout());
+            return Ok(());
+        }
         Command::Cluster(ClusterCmd::Init { dir }) => {
             let crt = molde_cluster::certs::init(dir).map_err(|e| anyhow!("molde cluster init: {e}"))?;
             println!("{}", crt.display());
@@ -385,10 +454,38 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Info => daemon::info(&d).await,
         Command::Content(c) => content::run(&d, c).await,
         Command::Images { cmd, list } => images::run(&d, cmd.unwrap_or(images::ImagesCmd::Ls(list))).await,
-        Command::Run(a) => {
-            let code = run::run(&d, *a).await?;
+        Command::Run(a) => match run::run(&d, *a).await {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("molde: {e:#}");
+                std::process::exit(run::exit_code(&e));
+            }
+        },
+        Command::Create(a) => match run::create(&d, *a).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                eprintln!("molde: {e:#}");
+                std::process::exit(run::exit_code(&e));
+            }
+        },
+        Command::Start {
+            ids,
+            attach,
+            interactive,
+            detach_keys,
+        } => {
+            let code = lifecycle::start(&d, ids, attach, interactive, &detach_keys).await?;
             std::process::exit(code);
         }
+        Command::Restart { ids, time } => lifecycle::restart(&d, ids, time).await,
+        Command::Pause { ids } => lifecycle::pause(&d, ids, true).await,
+        Command::Unpause { ids } => lifecycle::pause(&d, ids, false).await,
+        Command::Rename { container, new_name } => lifecycle::rename(&d, &container, &new_name).await,
+        Command::Update(a) => lifecycle::update(&d, a).await,
+        Command::Port {
+            container,
+            private_port,
+        } => lifecycle::port(&d, &container, private_port.as_deref()).await,
         Command::Build(a) => build::build(&d, *a).await,
         Command::Builder {
             cmd: BuilderCmd::Prune { all, keep_storage },
@@ -397,7 +494,12 @@ async fn run(cli: Cli) -> Result<()> {
             let code = run::exec(&d, a).await?;
             std::process::exit(code);
         }
-        Command::Attach { id, no_stdin } => attach::attach(&d, &id, !no_stdin, "").await,
+        Command::Attach {
+            id,
+            no_stdin,
+            detach_keys,
+            sig_proxy,
+        } => lifecycle::attach(&d, &id, !no_stdin, &detach_keys, sig_proxy).await,
         Command::Ps { all, quiet, format } => containers::ps(&d, all, quiet, format).await,
         Command::Logs {
             id,
@@ -411,7 +513,8 @@ async fn run(cli: Cli) -> Result<()> {
             let code = containers::wait(&d, ids).await?;
             std::process::exit(code);
         }
-        Command::Rm { ids, force } => containers::rm(&d, ids, force).await,
+        Command::Rm { ids, force, volumes } => containers::rm(&d, ids, force, volumes).await,
+        Command::Volume(c) => volume::run(&d, c).await,
         Command::Pull {
             reference,
             platform,
@@ -438,6 +541,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stats { ids } => containers::stats(&d, ids).await,
         Command::Gc => daemon::gc(&d).await,
         Command::Node(NodeCmd::Ls) => daemon::nodes(&d).await,
-        Command::Login { .. } | Command::Logout { .. } | Command::Cluster(_) => unreachable!("handled above"),
+        Command::Login { .. } | Command::Logout { .. } | Command::Cluster(_) | Command::Completion { .. } => {
+            unreachable!("handled above")
+        }
     }
 }

@@ -84,6 +84,20 @@ pub fn labels(l: &std::collections::HashMap<String, String>) -> String {
     v.join(",")
 }
 
+/// Asks `question` on the terminal, as docker's prune commands do; false
+/// unless the user answers y. Without a terminal, refuses: give -f.
+pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{question} Not asking without a terminal: give -f to go ahead");
+    }
+    print!("WARNING! {question}\nAre you sure you want to continue? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

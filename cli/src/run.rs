@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Mount a tmpfs at this path (repeatable)
     #[arg(long)]
     tmpfs: Vec<String>,
+    /// type=volume|bind|tmpfs,source=…,target=…[,readonly] (repeatable)
+    #[arg(long)]
+    mount: Vec<String>,
     /// bridge (CNI, the default), none (an isolated namespace) or host
     #[arg(long, default_value = "bridge")]
     network: String,
@@ -79,6 +82,16 @@ pub struct RunArgs {
     /// seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false] (repeatable)
     #[arg(long)]
     security_opt: Vec<String>,
+    /// Pull the image before running: missing (when not here), always, never
+    #[arg(long, value_enum, default_value = "missing")]
+    pull: PullPolicy,
+    /// The keys that detach from an attached container, e.g. ctrl-p,ctrl-q
+    #[arg(long, default_value = crate::attach::DEFAULT_DETACH_KEYS)]
+    detach_keys: String,
+    /// Forward the signals `molde run` gets to the container (without -t)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    sig_proxy: bool,
     image: String,
     /// Command and arguments (replace the image's Cmd)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -98,8 +111,110 @@ fn security_opt(opt: &str) -> Result<String> {
     }
 }
 
-/// Runs the container; returns its exit status.
-pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
+/// A failed `run` or `create`, with the status docker exits with: 125
+/// when the container could not be made or started, 126 when its command
+/// cannot be run, 127 when it is not there.
+#[derive(Debug)]
+pub struct Failed {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failed {}
+
+/// The exit status a failed `run` gives for `e`.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    e.downcast_ref::<Failed>().map_or(125, |f| f.code)
+}
+
+/// molded says in a header what a failed start's status is.
+pub(crate) fn failed(context: String) -> impl FnOnce(tonic::Status) -> anyhow::Error {
+    move |s| {
+        let code = s
+            .metadata()
+            .get(molde_api::EXIT_CODE_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(125);
+        Failed {
+            code,
+            message: format!("{context}: {}", s.message()),
+        }
+        .into()
+    }
+}
+
+/// Makes sure the image is here as `policy` says: pulled when missing (or
+/// always), with progress on stderr.
+async fn ensure_image(d: &Daemon, image: &str, policy: PullPolicy) -> Result<()> {
+    use molde_api::containerd::services::images::v1::{GetImageRequest, images_client::ImagesClient};
+    let present = || async {
+        match ImagesClient::new(d.channel.clone())
+            .get(d.request(GetImageRequest {
+                name: crate::images::normalize(image),
+            }))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+            Err(s) => Err(status(format!("image {image}"))(s)),
+        }
+    };
+    match policy {
+        PullPolicy::Never => Ok(()),
+        PullPolicy::Always => crate::transfer::pull_for_run(d, image).await,
+        PullPolicy::Missing if present().await? => Ok(()),
+        PullPolicy::Missing => {
+            eprintln!("Unable to find image '{image}' locally");
+            crate::transfer::pull_for_run(d, image).await
+        }
+    }
+}
+
+/// `molde create`: the container, not started; prints its id.
+pub async fn create(d: &Daemon, a: RunArgs) -> Result<()> {
+    if !a.image.is_empty() {
+        ensure_image(d, &a.image, a.pull).await?;
+    }
+    let mut req = request(&a)?;
+    req.create_only = true;
+    let mut stream = RuntimeClient::new(d.channel.clone())
+        .run(d.request(req))
+        .await
+        .map_err(failed(format!("creating a container from {}", a.image)))?
+        .into_inner();
+    while let Some(ev) = stream
+        .message()
+        .await
+        .map_err(failed("creating a container".into()))?
+    {
+        if let Some(Event::Started(s)) = ev.event {
+            println!("{}", s.id);
+            return Ok(());
+        }
+    }
+    Err(anyhow!("the daemon did not create the container"))
+}
+
+/// The request `run` and `create` send.
+fn request(a: &RunArgs) -> Result<api::RunRequest> {
+    let mounts = a
+        .mount
+        .iter()
+        .map(|m| mount_entry(m))
+        .collect::<Result<Vec<_>>>()?;
     let mut env = Vec::new();
     for f in &a.env_file {
         let text = std::fs::read_to_string(f).map_err(|e| anyhow!("--env-file {}: {e}", f.display()))?;
@@ -116,18 +231,23 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
             anyhow::bail!("environment variable {e:?}: expected KEY=VALUE");
         }
     }
-    let req = api::RunRequest {
+    Ok(api::RunRequest {
         image: crate::images::normalize(&a.image),
-        args: a.command,
+        args: a.command.clone(),
         env,
-        name: a.name.unwrap_or_default(),
+        name: a.name.clone().unwrap_or_default(),
         rm: a.rm,
         detach: a.detach,
-        workdir: a.workdir.unwrap_or_default(),
+        workdir: a.workdir.clone().unwrap_or_default(),
         entrypoint_set: a.entrypoint.is_some(),
-        entrypoint: a.entrypoint.into_iter().filter(|e| !e.is_empty()).collect(),
-        hostname: a.hostname.unwrap_or_default(),
-        user: a.user.unwrap_or_default(),
+        entrypoint: a
+            .entrypoint
+            .clone()
+            .into_iter()
+            .filter(|e| !e.is_empty())
+            .collect(),
+        hostname: a.hostname.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
         memory_bytes: match &a.memory {
             Some(m) => parse_bytes(m)?,
             None => 0,
@@ -139,24 +259,73 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
         },
         pids_limit: a.pids_limit.unwrap_or(0),
         read_only: a.read_only,
-        volumes: a.volumes,
-        tmpfs: a.tmpfs,
-        network: a.network,
-        ports: a.ports,
+        volumes: a
+            .volumes
+            .iter()
+            .cloned()
+            .chain(mounts.iter().filter(|(v, _)| *v).map(|(_, e)| e.clone()))
+            .collect(),
+        tmpfs: a
+            .tmpfs
+            .iter()
+            .cloned()
+            .chain(mounts.iter().filter(|(v, _)| !*v).map(|(_, e)| e.clone()))
+            .collect(),
+        network: a.network.clone(),
+        ports: a.ports.clone(),
         tty: a.tty,
         interactive: a.interactive,
-        devices: a.devices,
+        devices: a.devices.clone(),
         privileged: a.privileged,
-        group_add: a.group_add,
+        group_add: a.group_add.clone(),
         security_opt: a
             .security_opt
             .iter()
             .map(|o| security_opt(o))
             .collect::<Result<_>>()?,
         ..Default::default()
-    };
+    })
+}
+
+/// `--mount` as docker reads it, as the `-v` or `--tmpfs` entry it is:
+/// `type=volume,src=data,dst=/data,readonly` is `data:/data:ro`.
+fn mount_entry(m: &str) -> Result<(bool, String)> {
+    let bad = |why: &str| anyhow!("--mount {m:?}: {why}");
+    let (mut kind, mut src, mut dst, mut ro, mut size) = ("volume", "", "", false, "");
+    for field in m.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        match k {
+            "type" => kind = v,
+            "source" | "src" => src = v,
+            "destination" | "dst" | "target" => dst = v,
+            "readonly" | "ro" => ro = matches!(v, "" | "true" | "1"),
+            "tmpfs-size" => size = v,
+            _ => return Err(bad(&format!("unknown field {k:?}"))),
+        }
+    }
+    if !dst.starts_with('/') {
+        return Err(bad("give an absolute target (target=/path)"));
+    }
+    let ro = if ro { ":ro" } else { "" };
+    match kind {
+        "volume" if src.is_empty() => Ok((true, dst.to_string())),
+        "volume" if src.starts_with('/') => Err(bad("a volume's source is a volume name")),
+        "volume" => Ok((true, format!("{src}:{dst}{ro}"))),
+        "bind" if !src.starts_with('/') => Err(bad("a bind mount's source is an absolute host path")),
+        "bind" => Ok((true, format!("{src}:{dst}{ro}"))),
+        "tmpfs" if size.is_empty() => Ok((false, dst.to_string())),
+        "tmpfs" => Ok((false, format!("{dst}:size={size}"))),
+        other => Err(bad(&format!("type {other:?}: volume, bind or tmpfs"))),
+    }
+}
+
+/// Runs the container; returns its exit status.
+pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
+    ensure_image(d, &a.image, a.pull).await?;
+    let req = request(&a)?;
     if a.interactive || a.tty {
-        return run_attached(d, req, a.detach).await;
+        let keys = crate::attach::DetachKeys::parse(&a.detach_keys)?;
+        return run_attached(d, req, a.detach, keys, a.sig_proxy).await;
     }
     // Caught from before the container starts, so none ends this CLI early.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -164,7 +333,7 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
     let mut stream = RuntimeClient::new(d.channel.clone())
         .run(d.request(req))
         .await
-        .map_err(status(format!("running {}", a.image)))?
+        .map_err(failed(format!("running {}", a.image)))?
         .into_inner();
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
@@ -175,11 +344,11 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
         // Signals to `molde run` go to the container, as with docker.
         let msg = tokio::select! {
             m = stream.message() => m.map_err(|s| anyhow!("{}", s.message()))?,
-            _ = sigint.recv() => {
+            _ = sigint.recv(), if a.sig_proxy => {
                 if id.is_empty() { pending = Some("INT") } else { forward(d, &id, "INT").await }
                 continue;
             }
-            _ = sigterm.recv() => {
+            _ = sigterm.recv(), if a.sig_proxy => {
                 if id.is_empty() { pending = Some("TERM") } else { forward(d, &id, "TERM").await }
                 continue;
             }
@@ -223,20 +392,36 @@ pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
     }
 }
 
-/// `-i` / `-t`: start detached, attach, then collect the exit status.
-async fn run_attached(d: &Daemon, mut req: api::RunRequest, detach: bool) -> Result<i32> {
+/// `-i` / `-t`: create, attach, start, then collect the exit status.
+async fn run_attached(
+    d: &Daemon,
+    mut req: api::RunRequest,
+    detach: bool,
+    keys: crate::attach::DetachKeys,
+    sig_proxy: bool,
+) -> Result<i32> {
     let rm = req.rm && !detach;
-    req.detach = true;
     req.rm = false;
+    req.create_only = !detach;
+    req.detach = true;
     let image = req.image.clone();
-    let interactive = req.interactive;
+    let how = crate::attach::How {
+        stdin: req.interactive,
+        tty: req.tty,
+        keys,
+        sig_proxy,
+    };
     let mut stream = RuntimeClient::new(d.channel.clone())
         .run(d.request(req))
         .await
-        .map_err(status(format!("running {image}")))?
+        .map_err(failed(format!("running {image}")))?
         .into_inner();
     let id = loop {
-        match stream.message().await.map_err(|s| anyhow!("{}", s.message()))? {
+        match stream
+            .message()
+            .await
+            .map_err(failed(format!("running {image}")))?
+        {
             Some(api::RunEvent {
                 event: Some(Event::Started(s)),
             }) => break s.id,
@@ -248,19 +433,17 @@ async fn run_attached(d: &Daemon, mut req: api::RunRequest, detach: bool) -> Res
         println!("{id}");
         return Ok(0);
     }
-    crate::attach::attach(d, &id, interactive, "").await?;
-    let code = RuntimeClient::new(d.channel.clone())
-        .wait(d.request(api::WaitRequest { id: id.clone() }))
-        .await
-        .map_err(status(format!("waiting for {id}")))?
-        .into_inner()
-        .status;
+    let code = crate::lifecycle::attach_and_start(d, &id, how).await;
     if rm {
         let _ = RuntimeClient::new(d.channel.clone())
-            .remove(d.request(api::RemoveRequest { id, force: true }))
+            .remove(d.request(api::RemoveRequest {
+                id,
+                force: true,
+                volumes: true,
+            }))
             .await;
     }
-    Ok(code)
+    code
 }
 
 async fn forward(d: &Daemon, id: &str, signal: &str) {
@@ -301,7 +484,38 @@ pub fn parse_bytes(s: &str) -> Result<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::{mount_entry, parse_bytes};
+
+    #[test]
+    fn mounts_read_as_docker_reads_them() {
+        assert_eq!(
+            mount_entry("type=volume,src=data,dst=/data,readonly").unwrap(),
+            (true, "data:/data:ro".into())
+        );
+        assert_eq!(
+            mount_entry("target=/cache").unwrap(),
+            (true, "/cache".into()),
+            "anonymous"
+        );
+        assert_eq!(
+            mount_entry("type=bind,source=/srv,target=/srv").unwrap(),
+            (true, "/srv:/srv".into())
+        );
+        assert_eq!(
+            mount_entry("type=tmpfs,dst=/run,tmpfs-size=64m").unwrap(),
+            (false, "/run:size=64m".into())
+        );
+        let err = mount_entry("type=bind,src=rel,dst=/x").unwrap_err().to_string();
+        assert!(err.contains("absolute host path"), "{err}");
+        assert!(mount_entry("type=nfs,dst=/x").is_err());
+        assert!(mount_entry("type=volume,src=v,dst=x").is_err());
+        assert!(
+            mount_entry("type=volume,bogus=1,dst=/x")
+                .unwrap_err()
+                .to_string()
+                .contains("bogus")
+        );
+    }
 
     #[test]
     fn memory_values() {
@@ -364,8 +578,14 @@ pub async fn exec(d: &Daemon, a: ExecArgs) -> Result<i32> {
             }) => {
                 // An interactive exec: its stdio goes through an attach.
                 let (d, id) = (d.clone(), a.id.clone());
+                let how = crate::attach::How {
+                    stdin: a.interactive,
+                    tty: a.tty,
+                    keys: crate::attach::DetachKeys::none(),
+                    sig_proxy: false,
+                };
                 relay = Some(tokio::spawn(async move {
-                    crate::attach::attach(&d, &id, a.interactive, &s.id).await
+                    crate::attach::attach(&d, &id, how, &s.id).await
                 }));
             }
             Some(api::RunEvent {

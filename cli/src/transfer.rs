@@ -32,6 +32,31 @@ pub async fn pull(
     cluster_resolve: bool,
     quiet: bool,
 ) -> Result<()> {
+    let (name, digest) = pull_image(d, reference, platform, cluster_resolve, quiet).await?;
+    if quiet {
+        println!("{name}");
+    } else {
+        println!("{name}: {digest}");
+    }
+    Ok(())
+}
+
+/// `molde run --pull`: progress and the result on stderr, as docker's run
+/// shows them (stdout is the container's).
+pub async fn pull_for_run(d: &Daemon, reference: &str) -> Result<()> {
+    let (name, digest) = pull_image(d, reference, None, false, false).await?;
+    eprintln!("{name}: {digest}");
+    Ok(())
+}
+
+/// Pulls; returns the image's name and digest.
+async fn pull_image(
+    d: &Daemon,
+    reference: &str,
+    platform: Option<String>,
+    cluster_resolve: bool,
+    quiet: bool,
+) -> Result<(String, String)> {
     let req = api::PullRequest {
         reference: reference.to_string(),
         platform: platform.unwrap_or_default(),
@@ -54,12 +79,7 @@ pub async fn pull(
             Err(e) => e,
         })?;
     let target = done.target.unwrap_or_default();
-    if quiet {
-        println!("{}", done.name);
-    } else {
-        println!("{}: {}", done.name, target.digest);
-    }
-    Ok(())
+    Ok((done.name, target.digest))
 }
 
 /// The connection to molded broke in the middle of a stream (molded was

@@ -116,6 +116,11 @@ pub mod molde {
 
 /// gRPC metadata key that selects the namespace, as containerd clients send it.
 pub const NAMESPACE_HEADER: &str = "containerd-namespace";
+
+/// A runtime.v1 `Run` whose container could not start says in this
+/// trailer the status `molde run` exits with: 126 (the command cannot be
+/// run), 127 (not found) or 125 (anything else), as docker's run does.
+pub const EXIT_CODE_HEADER: &str = "molde-exit-code";
 /// gRPC metadata key that names the lease a request's new resources belong to.
 pub const LEASE_HEADER: &str = "containerd-lease";
 /// Namespace used when a request names none.

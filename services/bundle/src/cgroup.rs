@@ -269,7 +269,50 @@ impl Cgroup {
                 write(&[("cpuset", "cpuset.mems"), ("", "cpuset.mems")], mems.clone())?;
             }
         }
+        if let Some(limit) = res.pids().as_ref().map(|p| p.limit()) {
+            let v = if limit <= 0 {
+                "max".to_string()
+            } else {
+                limit.to_string()
+            };
+            write(&[("pids", "pids.max"), ("", "pids.max")], v)?;
+        }
         Ok(())
+    }
+
+    /// Freezes (`true`) or thaws every process in it: the v1 freezer
+    /// controller where the host mounts one, else cgroup v2's
+    /// `cgroup.freeze`. Returns once the kernel reports the new state
+    /// (bounded: a freeze the kernel has not finished in 5 s is an error).
+    pub fn freeze(&self, frozen: bool) -> std::io::Result<()> {
+        use std::io::{Error, ErrorKind};
+        let v1 = self.file("freezer", "freezer.state");
+        let (file, value) = if v1.exists() {
+            (v1, if frozen { "FROZEN" } else { "THAWED" })
+        } else {
+            (self.file("", "cgroup.freeze"), if frozen { "1" } else { "0" })
+        };
+        fs::write(&file, value).map_err(|e| Error::new(e.kind(), format!("{}: {e}", file.display())))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.frozen() != frozen {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    format!("cgroup /{} did not become {value} within 5s", self.rel),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// Whether its processes are frozen (`molde pause`).
+    pub fn frozen(&self) -> bool {
+        if let Ok(s) = fs::read_to_string(self.file("freezer", "freezer.state")) {
+            return s.trim() == "FROZEN";
+        }
+        fs::read_to_string(self.file("", "cgroup.events"))
+            .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1"))
     }
 
     /// The path it was named by, without the leading `/`.
@@ -540,6 +583,36 @@ mod tests {
 
         let e = Cgroup::under(d.path(), "/gone").update(&res).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    }
+
+    #[test]
+    fn freezing_writes_the_hierarchy_the_host_has() {
+        let v1 = tempfile::tempdir().unwrap();
+        put(v1.path(), "freezer/molde/c/freezer.state", "THAWED\n");
+        let cg = Cgroup::under(v1.path(), "/molde/c");
+        assert!(!cg.frozen());
+        // The kernel would move FREEZING to FROZEN; a file just keeps it.
+        cg.freeze(true).unwrap();
+        assert_eq!(
+            fs::read_to_string(v1.path().join("freezer/molde/c/freezer.state")).unwrap(),
+            "FROZEN"
+        );
+        assert!(cg.frozen());
+        let v2 = tempfile::tempdir().unwrap();
+        put(v2.path(), "molde/c/cgroup.freeze", "0\n");
+        put(v2.path(), "molde/c/cgroup.events", "populated 1\nfrozen 0\n");
+        let cg = Cgroup::under(v2.path(), "/molde/c");
+        assert!(!cg.frozen());
+        let err = cg.freeze(true).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        assert_eq!(
+            fs::read_to_string(v2.path().join("molde/c/cgroup.freeze")).unwrap(),
+            "1"
+        );
+        put(v2.path(), "molde/c/cgroup.events", "populated 1\nfrozen 1\n");
+        assert!(cg.frozen());
+        let gone = Cgroup::under(v2.path(), "/molde/gone");
+        assert!(gone.freeze(true).is_err(), "no such cgroup");
     }
 
     #[test]

@@ -421,6 +421,31 @@ impl Bundle {
     pub fn exit_published(&self) -> bool {
         self.dir.join("exit.published").exists()
     }
+
+    /// Forgets the last run before the container starts again (`molde
+    /// start` of an exited container): its pids, exit, error, sockets and
+    /// execs go; its spec, mounts, log and released network record stay.
+    pub fn clear_run(&self) -> io::Result<()> {
+        for f in [
+            "init.pid",
+            "shim.pid",
+            "created.pid",
+            "exit.json",
+            "exit.published",
+            "error",
+            "attach.sock",
+            "console.sock",
+        ] {
+            match fs::remove_file(self.dir.join(f)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        match fs::remove_dir_all(self.exec_dir()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

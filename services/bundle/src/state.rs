@@ -101,5 +101,13 @@ mod tests {
         b.write_exit(&e).unwrap();
         assert_eq!(b.state("/molde/x"), State::Exited(e));
         assert_eq!(b.state("/molde/x").name(), "exited");
+        // Started again: the last run's files go, the spec and log stay.
+        std::fs::write(b.config(), "{}").unwrap();
+        std::fs::write(b.log(), "{}\n").unwrap();
+        b.write_error("old").unwrap();
+        b.clear_run().unwrap();
+        assert_eq!(b.state("/molde/x"), State::Created);
+        assert!(b.config().exists() && b.log().exists());
+        b.clear_run().unwrap();
     }
 }

@@ -356,6 +356,7 @@ impl Cri {
             .remove(request(rt::RemoveRequest {
                 id: id.to_string(),
                 force: true,
+                volumes: true,
             }))
             .await
         {

@@ -15,6 +15,7 @@ mod service;
 mod spec;
 mod tasks;
 mod user;
+pub mod volumes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
             netns_dir: cfg.netns_dir,
         }),
         ports: Arc::default(),
+        starting: Arc::default(),
         state: cfg.state,
         shim: cfg.shim,
         volumes: cfg.volumes,

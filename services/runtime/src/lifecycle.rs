@@ -19,6 +19,7 @@ use prost::Message;
 use tonic::Status;
 
 use crate::containers;
+use crate::run::NAME_LABEL;
 use crate::service::RuntimeService;
 
 /// What the files of a bundle say.
@@ -44,7 +45,7 @@ pub fn observe(bundle: &Path, cgroup: &str) -> Observed {
         },
         State::Failed(error) => Observed {
             state: "exited",
-            exit_code: 125,
+            exit_code: start_failure_status(&error),
             error,
             ..Default::default()
         },
@@ -63,6 +64,19 @@ pub fn observe(bundle: &Path, cgroup: &str) -> Observed {
             state: "created",
             ..Default::default()
         },
+    }
+}
+
+/// The status docker gives a container whose command could not be run:
+/// 127 when it is not there, 126 when it cannot be executed, else 125.
+pub fn start_failure_status(error: &str) -> i32 {
+    let e = error.to_ascii_lowercase();
+    if e.contains("no such file") || e.contains("not found") {
+        127
+    } else if e.contains("permission") || e.contains("exec format error") || e.contains("is a directory") {
+        126
+    } else {
+        125
     }
 }
 
@@ -97,25 +111,51 @@ impl RuntimeService {
         })
     }
 
-    /// The id a user's reference names, as docker resolves it: a full id or
-    /// name (molde's container id is its name when it has one), else the
-    /// one id that starts with it (`ps` prints 12 characters).
+    /// The records of the namespace's containers (molde's own and those
+    /// containerd clients made).
+    fn records(&self, ns: &str) -> Result<Vec<Container>, Error> {
+        Ok(self
+            .store
+            .range(&molde_meta::keys::containers::prefix(ns))?
+            .into_iter()
+            .filter_map(|e| Container::decode(e.value.as_slice()).ok())
+            .collect())
+    }
+
+    /// The id of the container named `name` (by --name or rename).
+    pub(crate) fn named(&self, ns: &str, name: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .records(ns)?
+            .into_iter()
+            .find(|c| c.labels.get(NAME_LABEL).is_some_and(|n| n == name))
+            .map(|c| c.id))
+    }
+
+    /// The id a user's reference names, as docker resolves it: a name, a
+    /// full id (molde's container id is its name when it was created with
+    /// one and that name was free as an id), else the one id that starts
+    /// with it (`ps` prints 12 characters).
     pub(crate) fn resolve(&self, ns: &str, reference: &str) -> Result<String, Error> {
         if reference.is_empty() {
             return Err(Error::InvalidArgument("no container given".into()));
         }
-        if self.store.get(&containers::key(ns, reference))?.is_some() {
+        let records = self.records(ns)?;
+        if let Some(c) = records
+            .iter()
+            .find(|c| c.labels.get(NAME_LABEL).is_some_and(|n| n == reference))
+        {
+            return Ok(c.id.clone());
+        }
+        if records.iter().any(|c| c.id == reference) {
             return Ok(reference.to_string());
         }
-        let prefix = molde_meta::keys::containers::prefix(ns);
-        let matches: Vec<String> = self
-            .store
-            .range(&format!("{prefix}{reference}"))?
-            .into_iter()
-            .filter_map(|e| e.key.strip_prefix(&prefix).map(str::to_string))
+        let matches: Vec<&str> = records
+            .iter()
+            .filter(|c| c.id.starts_with(reference))
+            .map(|c| c.id.as_str())
             .collect();
         match matches.as_slice() {
-            [one] => Ok(one.clone()),
+            [one] => Ok(one.to_string()),
             [] => Err(Error::NotFound(format!(
                 "container {reference:?}: no container has that name or an id starting with it"
             ))),
@@ -126,10 +166,60 @@ impl RuntimeService {
         }
     }
 
+    /// Gives container `id` the name `name`, as `docker rename` does.
+    pub(crate) fn rename(&self, ns: &str, id: &str, name: &str) -> Result<(), Error> {
+        containers::check_id(name)?;
+        let mut c = self.record(ns, id)?;
+        let taken = self
+            .records(ns)?
+            .into_iter()
+            .any(|o| o.id != id && (o.labels.get(NAME_LABEL).is_some_and(|n| n == name) || o.id == name));
+        if taken {
+            return Err(Error::AlreadyExists(format!(
+                "container name {name:?} is already in use"
+            )));
+        }
+        c.labels.insert(NAME_LABEL.into(), name.into());
+        c.updated_at = Some(molde_common::timestamp(molde_common::now_nanos()));
+        self.store
+            .txn(molde_meta::Txn::new().put(containers::key(ns, id), c.encode_to_vec()))?;
+        tracing::info!(namespace = ns, container = id, name, "container renamed");
+        Ok(())
+    }
+
+    /// Freezes or thaws a running container's processes.
+    pub(crate) fn pause(&self, ns: &str, id: &str, frozen: bool) -> Result<(), Error> {
+        let (_, o) = self.running(ns, id)?;
+        if frozen && o.state == "paused" {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id:?} is already paused"
+            )));
+        }
+        if !frozen && o.state != "paused" {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id:?} is not paused"
+            )));
+        }
+        molde_bundle::cgroup::Cgroup::new(&self.cgroup(ns, id))
+            .freeze(frozen)
+            .map_err(Error::io(format!("container {id:?}: the cgroup freezer")))?;
+        tracing::info!(
+            namespace = ns,
+            container = id,
+            frozen,
+            "container paused or resumed"
+        );
+        Ok(())
+    }
+
     pub(crate) fn observe(&self, ns: &str, id: &str) -> Observed {
         let bundle = self.bundle_dir(ns, id);
         let cg = cgroup_of(&bundle).unwrap_or_else(|| crate::spec::cgroup_path(ns, id));
-        observe(&bundle, &cg)
+        let mut o = observe(&bundle, &cg);
+        if o.state == "running" && molde_bundle::cgroup::Cgroup::new(&cg).frozen() {
+            o.state = "paused";
+        }
+        o
     }
 
     pub(crate) fn status(&self, ns: &str, c: &Container) -> api::ContainerStatus {
@@ -140,7 +230,17 @@ impl RuntimeService {
             .and_then(|s| serde_json::from_slice::<oci_spec::runtime::Spec>(&s.value).ok())
             .and_then(|s| s.process().as_ref()?.args().clone())
             .unwrap_or_default();
+        let req = crate::run::run_request(c);
+        let tty = c
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice::<oci_spec::runtime::Spec>(&s.value).ok())
+            .and_then(|s| s.process().as_ref()?.terminal())
+            .unwrap_or(false);
         api::ContainerStatus {
+            name: c.labels.get(NAME_LABEL).cloned().unwrap_or_default(),
+            ports: req.ports,
+            tty,
             id: c.id.clone(),
             image: c.image.clone(),
             command,
@@ -167,7 +267,7 @@ impl RuntimeService {
                 continue; // records containerd clients made for other runtimes
             }
             let st = self.status(ns, &c);
-            if all || st.state == "running" {
+            if all || st.state == "running" || st.state == "paused" {
                 out.push(st);
             }
         }
@@ -180,7 +280,7 @@ impl RuntimeService {
     pub(crate) fn running(&self, ns: &str, id: &str) -> Result<(Container, Observed), Error> {
         let c = self.record(ns, id)?;
         let o = self.observe(ns, id);
-        if o.state != "running" {
+        if o.state != "running" && o.state != "paused" {
             return Err(Error::FailedPrecondition(format!(
                 "container {id:?} is not running"
             )));
@@ -198,6 +298,13 @@ impl RuntimeService {
         }
         nix::sys::signal::kill(Pid::from_raw(o.pid), sig)
             .map_err(|e| Error::io(format!("signalling container {id:?}"))(e.into()))?;
+        // A frozen container takes its signal when thawed, as docker's
+        // stop and kill of a paused container do.
+        if o.state == "paused" && matches!(sig, Signal::SIGKILL | Signal::SIGTERM) {
+            molde_bundle::cgroup::Cgroup::new(&self.cgroup(ns, id))
+                .freeze(false)
+                .map_err(Error::io(format!("container {id:?}: thawing it")))?;
+        }
         tracing::info!(namespace = ns, container = id, signal = %sig, "container signalled");
         Ok(())
     }
@@ -233,7 +340,7 @@ impl RuntimeService {
         signal: Signal,
     ) -> Result<Observed, Error> {
         self.record(ns, id)?;
-        if self.observe(ns, id).state == "running" {
+        if matches!(self.observe(ns, id).state, "running" | "paused") {
             let _ = self.kill(ns, id, signal);
             if let Some(o) = self.wait(ns, id, Some(timeout)).await? {
                 return Ok(o);
@@ -255,7 +362,7 @@ impl RuntimeService {
         self.record(ns, id)?;
         self.abandon_held(ns, id).await;
         self.exited(ns, id);
-        if self.observe(ns, id).state == "running" {
+        if matches!(self.observe(ns, id).state, "running" | "paused") {
             if !force {
                 return Err(Error::FailedPrecondition(format!(
                     "container {id:?} is running: stop it first, or remove it with --force"

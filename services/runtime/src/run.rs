@@ -20,6 +20,9 @@ mod exec;
 mod inspect;
 mod run_rpc;
 mod start;
+mod volume;
+
+pub(crate) use start::{NAME_LABEL, run_request};
 
 use molde_common::errdefs::Error;
 use molde_common::errdefs::OrLog;
@@ -240,7 +243,10 @@ names_container!(
     api::StatsRequest,
     api::ReopenLogRequest,
     api::UpdateRequest,
-    api::ExecRequest
+    api::ExecRequest,
+    api::StartRequest,
+    api::PauseRequest,
+    api::RenameRequest
 );
 
 impl RuntimeService {
@@ -356,6 +362,118 @@ impl api::runtime_server::Runtime for RuntimeService {
         self.update_rpc(req).await
     }
 
+    async fn start(&self, req: Request<api::StartRequest>) -> Result<Response<api::StartResponse>, Status> {
+        let req = self.resolved(req)?;
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let r = req.into_inner();
+        let id = r.id;
+        let b = Bundle::new(self.bundle_dir(&ns, &id));
+        let held = b.created_pid().is_some() && b.init_pid().is_none() && b.shim_alive();
+        if held {
+            if r.attachable {
+                return Ok(Response::new(api::StartResponse { id }));
+            }
+            if !b
+                .order_held(molde_bundle::HOLD_START)
+                .map_err(Error::io(format!("container {id}: ordering its start")))?
+            {
+                return Err(
+                    Error::FailedPrecondition(format!("container {id:?}: its shim went away")).into(),
+                );
+            }
+            self.await_started(&ns, &id).await.map_err(start_failed)?;
+            return Ok(Response::new(api::StartResponse { id }));
+        }
+        match self.observe(&ns, &id).state {
+            // docker: starting a running container is not an error.
+            "running" => return Ok(Response::new(api::StartResponse { id })),
+            "paused" => {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id:?} is paused: unpause it instead"
+                ))
+                .into());
+            }
+            _ => {}
+        }
+        self.launch(&ns, &id, r.attachable).await.map_err(start_failed)?;
+        if !r.attachable {
+            self.await_started(&ns, &id).await.map_err(start_failed)?;
+        }
+        Ok(Response::new(api::StartResponse { id }))
+    }
+
+    async fn pause(&self, req: Request<api::PauseRequest>) -> Result<Response<api::PauseResponse>, Status> {
+        let req = self.resolved(req)?;
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        RuntimeService::pause(self, &ns, &req.get_ref().id, true)?;
+        Ok(Response::new(api::PauseResponse {}))
+    }
+
+    async fn unpause(&self, req: Request<api::PauseRequest>) -> Result<Response<api::PauseResponse>, Status> {
+        let req = self.resolved(req)?;
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        RuntimeService::pause(self, &ns, &req.get_ref().id, false)?;
+        Ok(Response::new(api::PauseResponse {}))
+    }
+
+    async fn rename(
+        &self,
+        req: Request<api::RenameRequest>,
+    ) -> Result<Response<api::RenameResponse>, Status> {
+        let req = self.resolved(req)?;
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let r = req.get_ref();
+        RuntimeService::rename(self, &ns, &r.id, &r.name)?;
+        Ok(Response::new(api::RenameResponse {}))
+    }
+
+    async fn create_volume(
+        &self,
+        req: Request<api::CreateVolumeRequest>,
+    ) -> Result<Response<api::Volume>, Status> {
+        Ok(Response::new(RuntimeService::create_volume(
+            self,
+            req.into_inner(),
+        )?))
+    }
+
+    async fn inspect_volume(
+        &self,
+        req: Request<api::InspectVolumeRequest>,
+    ) -> Result<Response<api::Volume>, Status> {
+        Ok(Response::new(RuntimeService::inspect_volume(
+            self,
+            &req.get_ref().name,
+        )?))
+    }
+
+    async fn list_volumes(
+        &self,
+        req: Request<api::ListVolumesRequest>,
+    ) -> Result<Response<api::ListVolumesResponse>, Status> {
+        let volumes = RuntimeService::list_volumes(self, req.into_inner())?;
+        Ok(Response::new(api::ListVolumesResponse { volumes }))
+    }
+
+    async fn remove_volume(
+        &self,
+        req: Request<api::RemoveVolumeRequest>,
+    ) -> Result<Response<api::RemoveVolumeResponse>, Status> {
+        let r = req.get_ref();
+        RuntimeService::remove_volume(self, &r.name, r.force)?;
+        Ok(Response::new(api::RemoveVolumeResponse {}))
+    }
+
+    async fn prune_volumes(
+        &self,
+        req: Request<api::PruneVolumesRequest>,
+    ) -> Result<Response<api::PruneVolumesResponse>, Status> {
+        Ok(Response::new(RuntimeService::prune_volumes(
+            self,
+            req.get_ref().all,
+        )?))
+    }
+
     type ExecStream = ReceiverStream<Result<api::RunEvent, Status>>;
 
     async fn exec(&self, req: Request<api::ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
@@ -375,7 +493,13 @@ impl api::runtime_server::Runtime for RuntimeService {
             Err(e) if e.is_not_found() => r.id.clone(),
             other => other?,
         };
+        let record = self.record(&ns, &id).ok();
         self.remove_container(&ns, &id, r.force).await?;
+        if r.volumes
+            && let Some(c) = record
+        {
+            self.remove_anonymous_volumes(&c);
+        }
         Ok(Response::new(api::RemoveResponse {}))
     }
 }
@@ -408,6 +532,17 @@ pub(crate) async fn watch_exits(rt: RuntimeService) {
             }
         }
     }
+}
+
+/// A failed start as a status, with the exit status `molde run` gives it
+/// in the EXIT_CODE_HEADER trailer.
+pub(crate) fn start_failed(e: Error) -> Status {
+    let code = crate::lifecycle::start_failure_status(&e.to_string());
+    let mut status: Status = e.into();
+    status
+        .metadata_mut()
+        .insert(molde_api::EXIT_CODE_HEADER, code.into());
+    status
 }
 
 /// CPUs online on this host.

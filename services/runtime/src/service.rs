@@ -26,6 +26,33 @@ pub struct RuntimeService {
     /// Host ports published containers hold.
     pub(crate) ports: Arc<crate::ports::HostPorts>,
     pub(crate) events: crate::events::Publisher,
+    /// Containers a start is under way for.
+    pub(crate) starting: Arc<Starting>,
+}
+
+/// The containers being started: one start at a time per container.
+#[derive(Default)]
+pub(crate) struct Starting(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// Held while a container starts; lets the next start in when dropped.
+pub(crate) struct StartClaim<'a>(&'a Starting, String);
+
+impl Starting {
+    pub(crate) fn claim(&self, ns: &str, id: &str) -> Result<StartClaim<'_>, molde_common::errdefs::Error> {
+        let key = format!("{ns}/{id}");
+        if !self.0.lock().expect("starting set").insert(key.clone()) {
+            return Err(molde_common::errdefs::Error::FailedPrecondition(format!(
+                "container {id:?} is being started"
+            )));
+        }
+        Ok(StartClaim(self, key))
+    }
+}
+
+impl Drop for StartClaim<'_> {
+    fn drop(&mut self) {
+        self.0.0.lock().expect("starting set").remove(&self.1);
+    }
 }
 
 impl RuntimeService {

@@ -279,6 +279,41 @@ pub fn add_etc_files(
 
 pub use molde_common::spec::{default_capabilities, default_seccomp};
 
+/// Sets in `base` the limits `new` gives (memory, CPU, pids), keeping the
+/// rest: `molde update` changes only what it names.
+pub fn merge_resources(
+    base: &mut oci_spec::runtime::LinuxResources,
+    new: &oci_spec::runtime::LinuxResources,
+) {
+    if let Some(limit) = new.memory().as_ref().and_then(|m| m.limit()) {
+        let mut m = (*base.memory()).unwrap_or_default();
+        m.set_limit(Some(limit));
+        base.set_memory(Some(m));
+    }
+    if let Some(c) = new.cpu() {
+        let mut cpu = base.cpu().clone().unwrap_or_default();
+        if let Some(q) = c.quota() {
+            cpu.set_quota(Some(q));
+        }
+        if let Some(p) = c.period() {
+            cpu.set_period(Some(p));
+        }
+        if let Some(s) = c.shares() {
+            cpu.set_shares(Some(s));
+        }
+        if let Some(s) = c.cpus() {
+            cpu.set_cpus(Some(s.clone()));
+        }
+        if let Some(m) = c.mems() {
+            cpu.set_mems(Some(m.clone()));
+        }
+        base.set_cpu(Some(cpu));
+    }
+    if let Some(p) = new.pids() {
+        base.set_pids(Some(*p));
+    }
+}
+
 /// What `--privileged`, `--security-opt` and `--device` make of a
 /// container's capabilities, seccomp filter, no_new_privs and devices.
 struct Security {

@@ -132,6 +132,7 @@ impl RuntimeService {
         let o = self.observe(ns, id);
         let status = match o.state {
             "running" => TaskStatus::Running,
+            "paused" => TaskStatus::Paused,
             "exited" => TaskStatus::Stopped,
             _ => TaskStatus::Created,
         };
@@ -290,7 +291,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         let ns = ns(&req)?;
         let id = req.into_inner().container_id;
         let p = self.process(&ns, &id)?;
-        if p.status == TaskStatus::Running as i32 {
+        if p.status == TaskStatus::Running as i32 || p.status == TaskStatus::Paused as i32 {
             return Err(Error::FailedPrecondition(format!("task {id:?} is running: kill it first")).into());
         }
         self.abandon_held(&ns, &id).await;
@@ -416,12 +417,32 @@ impl api::tasks_server::Tasks for RuntimeService {
         Ok(Response::new(()))
     }
 
-    async fn pause(&self, _req: Request<api::PauseTaskRequest>) -> Result<Response<()>, Status> {
-        Err(unsupported("pause").into())
+    async fn pause(&self, req: Request<api::PauseTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = ns(&req)?;
+        RuntimeService::pause(self, &ns, &req.get_ref().container_id, true)?;
+        self.events.publish(
+            &ns,
+            "/tasks/paused",
+            "TaskPaused",
+            molde_api::containerd::events::TaskPaused {
+                container_id: req.get_ref().container_id.clone(),
+            },
+        );
+        Ok(Response::new(()))
     }
 
-    async fn resume(&self, _req: Request<api::ResumeTaskRequest>) -> Result<Response<()>, Status> {
-        Err(unsupported("resume").into())
+    async fn resume(&self, req: Request<api::ResumeTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = ns(&req)?;
+        RuntimeService::pause(self, &ns, &req.get_ref().container_id, false)?;
+        self.events.publish(
+            &ns,
+            "/tasks/resumed",
+            "TaskResumed",
+            molde_api::containerd::events::TaskResumed {
+                container_id: req.get_ref().container_id.clone(),
+            },
+        );
+        Ok(Response::new(()))
     }
 
     async fn list_pids(

@@ -49,6 +49,7 @@ impl BuilderService {
                         RemoveRequest {
                             id: c.id.clone(),
                             force: true,
+                            volumes: true,
                         },
                     ))
                     .await;

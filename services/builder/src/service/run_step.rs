@@ -273,6 +273,7 @@ impl Job {
                 rt.remove(self.req(RemoveRequest {
                     id: id.clone(),
                     force: true,
+                    volumes: true,
                 }))
                 .await
                 .or_log("removing a build step's container");
@@ -296,6 +297,7 @@ impl Job {
             rt.remove(self.req(RemoveRequest {
                 id: id.clone(),
                 force: true,
+                volumes: true,
             }))
             .await
             .or_log("removing a build step's container");
@@ -327,7 +329,11 @@ impl Job {
         let layer = self.commit_layer(&id, parent).await;
         // The container goes while the next steps run; the build waits for
         // it before it ends (`settle`).
-        let req = self.req(RemoveRequest { id, force: true });
+        let req = self.req(RemoveRequest {
+            id,
+            force: true,
+            volumes: true,
+        });
         let handle = tokio::spawn(async move {
             rt.remove(req).await.or_log("removing a build step's container");
         });

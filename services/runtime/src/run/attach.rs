@@ -14,7 +14,13 @@ impl RuntimeService {
             Error::InvalidArgument("attach needs a first message naming the container".into())
         })?;
         let id = self.resolve(&ns, &first.id)?;
-        self.running(&ns, &id)?;
+        let b = Bundle::new(self.bundle_dir(&ns, &id));
+        // A container held before its start (Start with attachable) takes
+        // attach clients already.
+        let held = b.created_pid().is_some() && b.init_pid().is_none() && b.shim_alive();
+        if !held {
+            self.running(&ns, &id)?;
+        }
         let sock = if first.exec_id.is_empty() {
             Bundle::new(self.bundle_dir(&ns, &id)).attach_socket()
         } else if first.exec_id.len() == 32 && first.exec_id.bytes().all(|b| b.is_ascii_hexdigit()) {

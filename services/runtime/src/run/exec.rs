@@ -12,7 +12,14 @@ impl RuntimeService {
         if r.args.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()).into());
         }
-        let (c, _) = self.running(&ns, &r.id)?;
+        let (c, o) = self.running(&ns, &r.id)?;
+        if o.state == "paused" {
+            return Err(Error::FailedPrecondition(format!(
+                "container {:?} is paused: unpause it before exec",
+                r.id
+            ))
+            .into());
+        }
         // The container's own process, as stored in its spec.
         let base: oci_spec::runtime::Process = c
             .spec

@@ -63,11 +63,13 @@ impl RuntimeService {
             .unwrap_or_default();
         let v = serde_json::json!({
             "Id": c.id,
+            "Name": st.name,
             "Image": c.image,
             "Created": st.created_unix,
             "State": {
                 "Status": st.state,
-                "Running": st.state == "running",
+                "Running": st.state == "running" || st.state == "paused",
+                "Paused": st.state == "paused",
                 "Pid": st.pid,
                 "ExitCode": st.exit_code,
                 "OOMKilled": st.oom_killed,
@@ -81,8 +83,9 @@ impl RuntimeService {
                 "WorkingDir": spec["process"]["cwd"],
                 "User": spec["process"]["user"],
                 "Hostname": spec["hostname"],
+                "Tty": st.tty,
             },
-            "HostConfig": {"Resources": spec["linux"]["resources"], "ReadonlyRootfs": spec["root"]["readonly"]},
+            "HostConfig": {"Resources": spec["linux"]["resources"], "ReadonlyRootfs": spec["root"]["readonly"], "PortBindings": st.ports},
             "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|x| x["type"] == "bind" && !x["destination"].as_str().unwrap_or("").starts_with("/etc/")).cloned().collect::<Vec<_>>()),
             "NetworkSettings": {
                 "IPAddress": crate::network::address(&network),
@@ -167,11 +170,28 @@ impl RuntimeService {
     ) -> Result<Response<api::UpdateResponse>, Status> {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.into_inner();
-        self.running(&ns, &r.id)?;
+        let mut record = self.record(&ns, &r.id)?;
         let res: oci_spec::runtime::LinuxResources = serde_json::from_str(&r.resources_json)
             .map_err(|e| Error::InvalidArgument(format!("resources of {}: {e}", r.id)))?;
-        crate::lifecycle::cgroup_update(&self.cgroup(&ns, &r.id), &res)
-            .map_err(|e| e.context(format!("container {}", r.id)))?;
+        if matches!(self.observe(&ns, &r.id).state, "running" | "paused") {
+            crate::lifecycle::cgroup_update(&self.cgroup(&ns, &r.id), &res)
+                .map_err(|e| e.context(format!("container {}", r.id)))?;
+        }
+        // Kept with the container, so its next start has them too.
+        if let Some(any) = record.spec.as_mut()
+            && let Ok(mut spec) = serde_json::from_slice::<oci_spec::runtime::Spec>(&any.value)
+        {
+            if let Some(linux) = spec.linux_mut() {
+                let mut merged = linux.resources().clone().unwrap_or_default();
+                crate::spec::merge_resources(&mut merged, &res);
+                linux.set_resources(Some(merged));
+            }
+            any.value = serde_json::to_vec_pretty(&spec)
+                .map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?;
+            self.store
+                .txn(molde_meta::Txn::new().put(crate::containers::key(&ns, &r.id), record.encode_to_vec()))
+                .map_err(Error::from)?;
+        }
         tracing::info!(namespace = %ns, container = %r.id, "resources updated");
         Ok(Response::new(api::UpdateResponse {}))
     }

@@ -12,31 +12,23 @@ impl RuntimeService {
         if r.image.is_empty() && !r.rootfs_parent_set {
             return Err(Error::InvalidArgument("run needs an image".into()).into());
         }
+        if r.create_only {
+            let id = self.create(&ns, &r).await?;
+            let (tx, rx) = mpsc::channel(1);
+            send(&tx, Event::Started(api::Started { id })).await;
+            return Ok(Response::new(ReceiverStream::new(rx)));
+        }
         let (id, bundle) = self.start(&ns, &r).await?;
         // Report back once the shim started the container, or why it could not.
-        let started = tokio::time::Instant::now();
-        let b = Bundle::new(&bundle);
-        loop {
-            if let Some(pid) = b.init_pid() {
-                self.started(&ns, &id, pid as u32);
-                break;
-            }
-            if b.exit().is_some() {
-                break;
-            }
-            if let Some(msg) = b.error() {
-                if r.rm {
-                    self.remove(&ns, &id).await;
+        if let Err(e) = self.await_started(&ns, &id).await {
+            if r.rm {
+                let record = self.record(&ns, &id).ok();
+                self.remove(&ns, &id).await;
+                if let Some(c) = record {
+                    self.remove_anonymous_volumes(&c);
                 }
-                return Err(Error::FailedPrecondition(format!("container {id}: {msg}")).into());
             }
-            if started.elapsed() > Duration::from_secs(60) {
-                return Err(Error::DeadlineExceeded(format!(
-                    "container {id}: its shim did not start it within 60s"
-                ))
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            return Err(super::start_failed(e));
         }
         let (tx, rx) = mpsc::channel(64);
         let me = self.clone();
@@ -48,7 +40,12 @@ impl RuntimeService {
             let result = me.follow(&bundle, &tx).await;
             me.exited(&ns, &id);
             if r.rm {
+                let record = me.record(&ns, &id).ok();
                 me.remove(&ns, &id).await;
+                // docker's --rm takes the anonymous volumes along.
+                if let Some(c) = record {
+                    me.remove_anonymous_volumes(&c);
+                }
             }
             match result {
                 Ok((status, oom_killed)) => {

@@ -3,23 +3,92 @@
 use super::*;
 use molde_common::errdefs::OrLog;
 
+/// The container record's extension that keeps the request it was created
+/// from: what each start needs again (network, ports, rm).
+pub(crate) const RUN_REQUEST: &str = "io.molde.run-request";
+const RUN_REQUEST_TYPE: &str = "molde.services.runtime.v1.RunRequest";
+/// The label holding a container's name, when it has one.
+pub(crate) const NAME_LABEL: &str = "io.molde/name";
+/// The label listing the anonymous volumes made for a container
+/// (comma-separated), removed with it by `rm -v` and `run --rm`.
+pub(crate) const ANONYMOUS_VOLUMES_LABEL: &str = "io.molde/anonymous-volumes";
+
+/// The request a container was created from (a default one for records
+/// made before it was kept).
+pub(crate) fn run_request(c: &Container) -> api::RunRequest {
+    c.extensions
+        .get(RUN_REQUEST)
+        .and_then(|a| api::RunRequest::decode(a.value.as_slice()).ok())
+        .unwrap_or_default()
+}
+
+/// The directory `path` of the tree at `root`, resolved as if `root` were
+/// `/` (links and `..` cannot leave it); None when it is not a directory.
+fn open_in_root(root: &Path, path: &str) -> Option<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = rustix::fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    rustix::fs::openat2(
+        &dir,
+        path.trim_start_matches('/'),
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()
+}
+
 impl RuntimeService {
     /// Everything up to a running shim. On failure, what was made is undone.
     pub(super) async fn start(&self, ns: &str, req: &api::RunRequest) -> Result<(String, PathBuf), Error> {
-        let id = if req.name.is_empty() {
-            uuid::Uuid::new_v4().simple().to_string()
-        } else {
-            req.name.clone()
-        };
-        containers::check_id(&id)?;
-        spec::check_limits(req, host_cpus())?;
-        spec::check_controllers(req, std::path::Path::new("/sys/fs/cgroup"))?;
-        let key = containers::key(ns, &id);
-        if self.store.get(&key)?.is_some() {
+        let id = self.create(ns, req).await?;
+        match self.launch(ns, &id, false).await {
+            Ok(bundle) => Ok((id, bundle)),
+            Err(e) => {
+                self.remove(ns, &id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The id a new container gets: its name, unless a renamed container
+    /// still has that id; a fresh one when it has no name.
+    fn new_id(&self, ns: &str, name: &str) -> Result<String, Error> {
+        if name.is_empty() {
+            return Ok(uuid::Uuid::new_v4().simple().to_string());
+        }
+        containers::check_id(name)?;
+        if self.named(ns, name)?.is_some() {
             return Err(Error::AlreadyExists(format!(
-                "container name {id:?} is already in use"
+                "container name {name:?} is already in use"
             )));
         }
+        if self.store.get(&containers::key(ns, name))?.is_some() {
+            return Ok(uuid::Uuid::new_v4().simple().to_string());
+        }
+        Ok(name.to_string())
+    }
+
+    /// Creates a container (record, rootfs snapshot, spec, bundle) that
+    /// `launch` starts. On failure, what was made is undone.
+    pub(super) async fn create(&self, ns: &str, req: &api::RunRequest) -> Result<String, Error> {
+        let id = self.new_id(ns, &req.name)?;
+        spec::check_limits(req, host_cpus())?;
+        spec::check_controllers(req, std::path::Path::new("/sys/fs/cgroup"))?;
+        let bridge = req.network.is_empty() || req.network == "bridge";
+        if !bridge && !req.ports.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "container {id}: -p needs the bridge network"
+            )));
+        }
+        for p in &req.ports {
+            crate::network::parse_port(p)?;
+        }
+        let key = containers::key(ns, &id);
         let img = if req.rootfs_parent_set {
             image::Image {
                 process: Default::default(),
@@ -71,7 +140,20 @@ impl RuntimeService {
         } else {
             req.user.clone()
         };
-        let spec = match crate::user::resolve(&user, &req.group_add, &layers)
+        // Volumes made and filled before the spec names them.
+        let image_volumes = img.process.volumes().clone().unwrap_or_default();
+        let (volumes, anonymous) = match self.prepare_volumes(&id, req, &image_volumes, &mounts) {
+            Ok(v) => v,
+            Err(e) => {
+                undo_snapshot().await;
+                return Err(e.context(format!("container {id}")));
+            }
+        };
+        let req = &api::RunRequest {
+            volumes,
+            ..req.clone()
+        };
+        let mut spec = match crate::user::resolve(&user, &req.group_add, &layers)
             .and_then(|who| spec::build(ns, &id, &img.process, req, &who, &self.volumes))
         {
             Ok(s) => s,
@@ -80,87 +162,21 @@ impl RuntimeService {
                 return Err(e.context(format!("container {id}")));
             }
         };
-        let bundle = self.bundle_dir(ns, &id);
-        let mut spec = spec;
-        if req.network.is_empty() || req.network == "bridge" {
-            let ports = match req
-                .ports
-                .iter()
-                .map(|p| crate::network::parse_port(p))
-                .collect::<Result<Vec<_>, _>>()
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    undo_snapshot().await;
-                    return Err(e);
-                }
-            };
-            // The host ports first: a port someone has fails the run before
-            // any rule could take its connections.
-            if let Err(e) = self.ports.reserve(&format!("{ns}/{id}"), &ports) {
-                undo_snapshot().await;
-                return Err(e.context(format!("container {id}")));
-            }
-            // Unique per container instance: addresses an earlier container of the
-            // same name left allocated (a crash) can never clash with this one.
-            let key = format!("{ns}-{id}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-            let (netns, saved) = match self.cni.setup(&key, &ports).await {
-                Ok(x) => x,
-                Err(e) => {
-                    self.ports.release(&format!("{ns}/{id}"));
-                    undo_snapshot().await;
-                    return Err(e.context(format!("container {id}: network")));
-                }
-            };
-            Bundle::new(&bundle)
-                .write_network_record(&saved)
-                .or_log("writing a container's network record");
-            if let Some(nss) = spec
-                .linux_mut()
-                .as_mut()
-                .and_then(|l| l.namespaces_mut().as_mut())
-            {
-                for n in nss.iter_mut() {
-                    if n.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
-                        n.set_path(Some(netns.clone()));
-                    }
-                }
-            }
-            tracing::info!(container = %id, address = ?crate::network::address(&saved), "network attached");
-        } else if !req.ports.is_empty() {
-            undo_snapshot().await;
-            return Err(Error::InvalidArgument(format!(
-                "container {id}: -p needs the bridge network"
-            )));
-        }
-        // /etc/hosts, /etc/hostname and /etc/resolv.conf, written per container.
-        let address = Bundle::new(&bundle)
-            .network_record()
-            .ok()
-            .flatten()
-            .and_then(|n| crate::network::address(&n));
-        if let Err(e) = spec::add_etc_files(&mut spec, &bundle, address.as_deref(), req.network == "host") {
-            self.remove(ns, &id).await;
-            return Err(Error::Internal(format!("container {id}: {e}")));
-        }
         if req.tty
             && let Some(p) = spec.process_mut()
         {
             p.set_terminal(Some(true));
         }
-        if req.interactive {
-            std::fs::create_dir_all(&bundle).or_log("creating a container's bundle");
-            Bundle::new(&bundle)
-                .set_interactive()
-                .or_log("marking a container interactive");
-        }
-        let spec_json = serde_json::to_vec_pretty(&spec)
-            .map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?;
+        let bundle = self.bundle_dir(ns, &id);
         let written = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
-            std::fs::write(bundle.join("config.json"), &spec_json)?;
+            if req.interactive {
+                Bundle::new(&bundle).set_interactive()?;
+            }
             molde_bundle::mount::write(&bundle, &molde_common::bundle_mounts(&mounts))
         })();
+        let spec_json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?;
         if let Err(e) = written {
             undo_snapshot().await;
             let _ = std::fs::remove_dir_all(&bundle);
@@ -169,13 +185,26 @@ impl RuntimeService {
             )));
         }
         let now = timestamp(now_nanos());
+        let mut kept = req.clone();
+        kept.detach = false;
+        kept.create_only = false;
         let record = Container {
             id: id.clone(),
             image: req.image.clone(),
+            labels: (!req.name.is_empty())
+                .then(|| (NAME_LABEL.to_string(), req.name.clone()))
+                .into_iter()
+                .chain(
+                    (!anonymous.is_empty())
+                        .then(|| (ANONYMOUS_VOLUMES_LABEL.to_string(), anonymous.join(","))),
+                )
+                .collect(),
             runtime: Some(Runtime {
                 name: RUNTIME_NAME.into(),
                 options: None,
             }),
+            // The spec as created; each launch adds the network's
+            // namespace and /etc files to the bundle's copy.
             spec: Some(prost_types::Any {
                 type_url: SPEC_TYPE.into(),
                 value: spec_json,
@@ -184,6 +213,15 @@ impl RuntimeService {
             snapshot_key: id.clone(),
             created_at: Some(now),
             updated_at: Some(now),
+            extensions: [(
+                RUN_REQUEST.to_string(),
+                prost_types::Any {
+                    type_url: RUN_REQUEST_TYPE.into(),
+                    value: kept.encode_to_vec(),
+                },
+            )]
+            .into_iter()
+            .collect(),
             ..Default::default()
         };
         let out = self.store.txn(
@@ -198,11 +236,7 @@ impl RuntimeService {
                 "container name {id:?} is already in use"
             )));
         }
-        if let Err(e) = self.spawn_shim(ns, &id, &bundle, false) {
-            self.remove(ns, &id).await;
-            return Err(e);
-        }
-        tracing::info!(namespace = ns, container = %id, image = %req.image, "container started");
+        tracing::info!(namespace = ns, container = %id, image = %req.image, "container created");
         self.events.publish(
             ns,
             "/containers/create",
@@ -215,7 +249,272 @@ impl RuntimeService {
                 }),
             },
         );
-        Ok((id, bundle))
+        Ok(id)
+    }
+
+    /// The `-v` entries a container's spec gets: named volumes created
+    /// (`NAME:/path`), an anonymous one for each `-v /path` and each of the
+    /// image's VOLUMEs no mount covers; a volume that is empty gets what
+    /// the image has at its path, as docker fills it. Returns the entries
+    /// and the anonymous volumes' names.
+    fn prepare_volumes(
+        &self,
+        id: &str,
+        req: &api::RunRequest,
+        image_volumes: &[String],
+        mounts: &[molde_api::containerd::types::Mount],
+    ) -> Result<(Vec<String>, Vec<String>), Error> {
+        let vols = crate::volumes::Volumes::new(&self.volumes);
+        let mut entries = Vec::new();
+        // (volume, destination, options suffix, anonymous)
+        let mut wanted: Vec<(String, String, String, bool)> = Vec::new();
+        let anonymous_name = || {
+            let a = uuid::Uuid::new_v4().simple().to_string();
+            let b = uuid::Uuid::new_v4().simple().to_string();
+            format!("{a}{b}")
+        };
+        for v in &req.volumes {
+            let parts: Vec<&str> = v.split(':').collect();
+            match parts.as_slice() {
+                [dst] if dst.starts_with('/') => {
+                    wanted.push((anonymous_name(), dst.to_string(), String::new(), true))
+                }
+                [src, dst, rest @ ..] if !src.starts_with('/') && rest.len() <= 1 => {
+                    crate::volumes::check_name(src).map_err(|e| e.context(format!("volume {v:?}")))?;
+                    let opts = rest.first().map(|o| format!(":{o}")).unwrap_or_default();
+                    wanted.push((src.to_string(), dst.to_string(), opts, false));
+                }
+                _ => entries.push(v.clone()), // a bind mount, checked with the spec
+            }
+        }
+        let clean = |p: &str| p.trim_end_matches('/').to_string();
+        let covered: Vec<String> = req
+            .volumes
+            .iter()
+            .filter_map(|v| {
+                let parts: Vec<&str> = v.split(':').collect();
+                match parts.as_slice() {
+                    [dst] => Some(clean(dst)),
+                    [_, dst, ..] => Some(clean(dst)),
+                    _ => None,
+                }
+            })
+            .chain(req.tmpfs.iter().map(|t| clean(t.split(':').next().unwrap_or(""))))
+            .collect();
+        for path in image_volumes {
+            if path.starts_with('/') && !covered.contains(&clean(path)) {
+                wanted.push((anonymous_name(), path.clone(), String::new(), true));
+            }
+        }
+        let mut anonymous = Vec::new();
+        let mut image_root: Option<(PathBuf, bool)> = None;
+        let result = (|| -> Result<(), Error> {
+            for (name, dst, opts, anon) in &wanted {
+                vols.create(name, Default::default(), *anon)?;
+                if *anon {
+                    anonymous.push(name.clone());
+                }
+                let data = vols.data(name);
+                let empty = std::fs::read_dir(&data)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+                if empty && !mounts.is_empty() {
+                    let root = match &image_root {
+                        Some((root, _)) => root.clone(),
+                        None => {
+                            let root = self.state.join(".populate").join(id);
+                            std::fs::create_dir_all(&root)
+                                .map_err(Error::io("creating a mount point for the image"))?;
+                            let mounted = molde_bundle::mount::mount_all(
+                                &molde_common::bundle_mounts(mounts),
+                                &root,
+                                true,
+                            );
+                            image_root = Some((root.clone(), mounted.is_ok()));
+                            mounted.map_err(Error::io("mounting the image to fill a volume"))?;
+                            root
+                        }
+                    };
+                    // What the image has there, if it has anything: looked
+                    // up inside the image (its links resolve in it), never
+                    // a path on the host.
+                    if let Some(dir) = open_in_root(&root, dst) {
+                        let from =
+                            PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)));
+                        crate::volumes::populate(&from, &data)
+                            .map_err(Error::io(format!("filling volume {name} from the image's {dst}")))?;
+                    }
+                }
+                entries.push(format!("{name}:{dst}{opts}"));
+            }
+            Ok(())
+        })();
+        if let Some((root, mounted)) = image_root {
+            if mounted {
+                let _ = rustix::mount::unmount(&root, rustix::mount::UnmountFlags::DETACH);
+            }
+            let _ = std::fs::remove_dir(&root);
+        }
+        if let Err(e) = result {
+            for name in &anonymous {
+                let _ = vols.remove(name);
+            }
+            return Err(e);
+        }
+        Ok((entries, anonymous))
+    }
+
+    /// Removes the anonymous volumes made for a container.
+    pub(crate) fn remove_anonymous_volumes(&self, c: &Container) {
+        let vols = crate::volumes::Volumes::new(&self.volumes);
+        for name in c
+            .labels
+            .get(ANONYMOUS_VOLUMES_LABEL)
+            .map(|l| l.split(',').filter(|n| !n.is_empty()).collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            if let Err(e) = vols.remove(name) {
+                tracing::warn!(container = %c.id, volume = name, error = %e, "an anonymous volume could not be removed");
+            }
+        }
+    }
+
+    /// Starts a created or exited container in a new shim: its network
+    /// set up anew, the bundle's spec written with it. On failure the
+    /// network is given back and the container stays as it was.
+    pub(crate) async fn launch(&self, ns: &str, id: &str, hold: bool) -> Result<PathBuf, Error> {
+        let _starting = self.starting.claim(ns, id)?;
+        let record = self.record(ns, id)?;
+        let req = run_request(&record);
+        let bundle = self.bundle_dir(ns, id);
+        let b = Bundle::new(&bundle);
+        if b.shim_alive() {
+            return Err(Error::FailedPrecondition(format!("container {id:?} is running")));
+        }
+        // A shim that was killed leaves its network and libcontainer's state.
+        self.release_network(ns, id).await;
+        let _ = std::fs::remove_dir_all(self.state.join(".libcontainer").join(format!("{ns}-{id}")));
+        b.clear_run()
+            .map_err(Error::io(format!("container {id}: clearing its last run")))?;
+        let mut spec: oci_spec::runtime::Spec = record
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok())
+            .ok_or_else(|| Error::Corrupt {
+                key: containers::key(ns, id),
+                message: "the container record has no readable spec".into(),
+            })?;
+        let fail = |e: Error| async move {
+            self.release_network(ns, id).await;
+            Err(e)
+        };
+        if req.network.is_empty() || req.network == "bridge" {
+            let ports = req
+                .ports
+                .iter()
+                .map(|p| crate::network::parse_port(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            // The host ports first: a port someone has fails the run before
+            // any rule could take its connections.
+            self.ports
+                .reserve(&format!("{ns}/{id}"), &ports)
+                .map_err(|e| e.context(format!("container {id}")))?;
+            // Unique per container instance: addresses an earlier container of the
+            // same name left allocated (a crash) can never clash with this one.
+            let key = format!("{ns}-{id}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            let (netns, saved) = match self.cni.setup(&key, &ports).await {
+                Ok(x) => x,
+                Err(e) => return fail(e.context(format!("container {id}: network"))).await,
+            };
+            b.write_network_record(&saved)
+                .or_log("writing a container's network record");
+            if let Some(nss) = spec
+                .linux_mut()
+                .as_mut()
+                .and_then(|l| l.namespaces_mut().as_mut())
+            {
+                for n in nss.iter_mut() {
+                    if n.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
+                        n.set_path(Some(netns.clone()));
+                    }
+                }
+            }
+            tracing::info!(container = %id, address = ?crate::network::address(&saved), "network attached");
+        }
+        // /etc/hosts, /etc/hostname and /etc/resolv.conf, written per start.
+        let address = b
+            .network_record()
+            .ok()
+            .flatten()
+            .and_then(|n| crate::network::address(&n));
+        if let Err(e) = spec::add_etc_files(&mut spec, &bundle, address.as_deref(), req.network == "host") {
+            return fail(Error::Internal(format!("container {id}: {e}"))).await;
+        }
+        let written = serde_json::to_vec_pretty(&spec)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(b.config(), json));
+        if let Err(e) = written {
+            return fail(Error::Internal(format!("container {id}: writing its spec: {e}"))).await;
+        }
+        if let Err(e) = self.spawn_shim(ns, id, &bundle, hold) {
+            return fail(e).await;
+        }
+        if hold {
+            // Until the shim holds the created container (or failed).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while b.created_pid().is_none() {
+                if let Some(msg) = b.error() {
+                    return fail(Error::FailedPrecondition(format!("container {id}: {msg}"))).await;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return fail(Error::DeadlineExceeded(format!(
+                        "container {id}: its shim did not create it within 60s"
+                    )))
+                    .await;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            return Ok(bundle);
+        }
+        tracing::info!(namespace = ns, container = %id, "container started");
+        Ok(bundle)
+    }
+
+    /// Waits until the shim started the container (its init runs, or
+    /// already ended), or says why it could not.
+    pub(crate) async fn await_started(&self, ns: &str, id: &str) -> Result<(), Error> {
+        let started = tokio::time::Instant::now();
+        let b = Bundle::new(self.bundle_dir(ns, id));
+        loop {
+            if let Some(pid) = b.init_pid() {
+                self.started(ns, id, pid as u32);
+                return Ok(());
+            }
+            if b.exit().is_some() {
+                return Ok(());
+            }
+            if let Some(msg) = b.error() {
+                self.release_network(ns, id).await;
+                return Err(Error::FailedPrecondition(format!("container {id}: {msg}")));
+            }
+            if !b.shim_alive() && b.shim_pid().is_some() && b.error().is_none() && b.exit().is_none() {
+                // Looked again: the shim may have written its last file
+                // between the checks above.
+                if b.init_pid().is_none() && b.error().is_none() && b.exit().is_none() {
+                    return Err(Error::Internal(format!(
+                        "container {id}: its shim ended without starting it (see {}/shim.log)",
+                        b.dir().display()
+                    )));
+                }
+                continue;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(Error::DeadlineExceeded(format!(
+                    "container {id}: its shim did not start it within 60s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     pub(super) fn spawn_shim(&self, ns: &str, id: &str, bundle: &Path, hold: bool) -> Result<(), Error> {

@@ -1,0 +1,654 @@
+//! A container's life as a docker user drives it through `molde`: create,
+//! start, restart, pause, rename, update, port, attach and its keys, the
+//! exit statuses of a run that cannot start, `run --pull`, completion.
+//! (Root, as the daemon runs.)
+
+use molde_tests::Daemon;
+use molde_tests::registry::Registry;
+
+const IMAGE: &str = "localhost/molde/busybox";
+
+fn daemon_with_busybox() -> Daemon {
+    let d = Daemon::start();
+    d.load_busybox();
+    d
+}
+
+fn state_of(d: &Daemon, name: &str) -> String {
+    let ps = d.molde(&["ps", "-a", "--format", "json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&ps).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name || c["id"] == name)
+        .map(|c| c["state"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("{name} is not in ps -a: {ps}"))
+}
+
+#[test]
+fn create_start_restart_rename_and_what_a_failed_run_exits_with() {
+    let d = daemon_with_busybox();
+    let id = d
+        .molde(&[
+            "create",
+            "--name",
+            "once",
+            "--network",
+            "none",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo ran; exit 3",
+        ])
+        .ok();
+    assert_eq!(id.trim(), "once");
+    assert_eq!(state_of(&d, "once"), "created");
+    assert!(d.molde(&["ps", "-a"]).ok().contains("Created"));
+    assert!(d.molde(&["logs", "once"]).ok().is_empty(), "nothing ran yet");
+
+    // start -a: the output from the first line, the container's status.
+    let r = d.molde(&["start", "-a", "once"]);
+    assert_eq!(r.out.status.code(), Some(3), "{}", r.describe());
+    assert_eq!(r.stdout(), "ran\n");
+    assert_eq!(state_of(&d, "once"), "exited");
+
+    // An exited container starts again; its log goes on.
+    assert_eq!(d.molde(&["start", "once"]).ok().trim(), "once");
+    assert_eq!(d.molde(&["wait", "once"]).stdout().trim(), "3");
+    assert_eq!(d.molde(&["logs", "once"]).ok(), "ran\nran\n");
+
+    // restart: a running container is stopped and started; its network
+    // comes back with it.
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "server",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; echo up; while true; do sleep 0.1; done",
+    ])
+    .ok();
+    molde_tests::eventually(10, "the first start's line", || {
+        d.molde(&["logs", "server"]).stdout() == "up\n"
+    });
+    d.molde(&["restart", "-t", "2", "server"]).ok();
+    molde_tests::eventually(10, "the second start's line", || {
+        d.molde(&["logs", "server"]).stdout() == "up\nup\n"
+    });
+    assert_eq!(state_of(&d, "server"), "running");
+    let ip = d
+        .molde(&["exec", "server", "ip", "-4", "-o", "addr", "show", "eth0"])
+        .ok();
+    assert!(
+        ip.contains("inet "),
+        "the restarted container has an address: {ip}"
+    );
+
+    // rename: the new name answers, the name is free again for another.
+    d.molde(&["rename", "server", "renamed"]).ok();
+    assert!(d.molde(&["ps"]).ok().contains("renamed"));
+    assert_eq!(
+        d.molde(&["exec", "renamed", "echo", "by the new name"]).ok(),
+        "by the new name\n"
+    );
+    let taken = d.molde(&["rename", "renamed", "once"]).fails();
+    assert!(taken.contains("already in use"), "{taken}");
+    d.molde(&[
+        "run",
+        "--rm",
+        "--name",
+        "server",
+        "--network",
+        "none",
+        IMAGE,
+        "true",
+    ])
+    .ok();
+    d.molde(&["rm", "-f", "renamed"]).ok();
+
+    // Starting a running container is no error, as with docker.
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "runs",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "30",
+    ])
+    .ok();
+    d.molde(&["start", "runs"]).ok();
+    d.molde(&["rm", "-f", "runs"]).ok();
+
+    // What a run that cannot start exits with, as docker's: 127 for a
+    // command that is not there, 126 for one that cannot run, 125 for the
+    // rest; each error names what was wrong.
+    let missing = d.molde(&["run", "--rm", "--network", "none", IMAGE, "no-such-program"]);
+    assert_eq!(missing.out.status.code(), Some(127), "{}", missing.describe());
+    assert!(
+        missing.stderr().contains("no-such-program"),
+        "{}",
+        missing.stderr()
+    );
+    let not_exec = d.molde(&["run", "--rm", "--network", "none", IMAGE, "/etc/passwd"]);
+    assert_eq!(not_exec.out.status.code(), Some(126), "{}", not_exec.describe());
+    let no_image = d.molde(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "localhost/no/such:image",
+        "true",
+    ]);
+    assert_eq!(no_image.out.status.code(), Some(125), "{}", no_image.describe());
+    assert!(
+        no_image.stderr().contains("localhost/no/such:image"),
+        "{}",
+        no_image.stderr()
+    );
+    let bad_flag = d.molde(&["run", "--rm", "--memory", "lots", IMAGE, "true"]);
+    assert_eq!(bad_flag.out.status.code(), Some(125), "{}", bad_flag.describe());
+    // The container that could not start is kept (without --rm), exited 127.
+    let kept = d
+        .molde(&["create", "--name", "broken", "--network", "none", IMAGE, "nope"])
+        .ok();
+    assert_eq!(kept.trim(), "broken");
+    let r = d.molde(&["start", "broken"]);
+    assert!(
+        !r.out.status.success() && r.stderr().contains("nope"),
+        "{}",
+        r.describe()
+    );
+    let ps = d.molde(&["ps", "-a"]).ok();
+    assert!(ps.contains("Exited (127)"), "{ps}");
+}
+
+#[test]
+fn pause_update_and_published_ports() {
+    let d = daemon_with_busybox();
+    // A host port of its own, printed as docker's `port` prints it.
+    let port = molde_tests::registry::free_port();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        IMAGE,
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done",
+    ])
+    .ok();
+    assert_eq!(
+        d.molde(&["port", "counter"]).ok(),
+        format!("80/tcp -> 127.0.0.1:{port}\n")
+    );
+    assert_eq!(
+        d.molde(&["port", "counter", "80"]).ok(),
+        format!("127.0.0.1:{port}\n")
+    );
+    let none = d.molde(&["port", "counter", "81/udp"]).fails();
+    assert!(none.contains("81/udp"), "{none}");
+    assert!(
+        d.molde(&["ps"])
+            .ok()
+            .contains(&format!("127.0.0.1:{port}->80/tcp")),
+        "ps shows the port"
+    );
+
+    // pause: the processes stop where they are (the cgroup freezer).
+    d.molde(&["pause", "counter"]).ok();
+    assert_eq!(state_of(&d, "counter"), "paused");
+    assert!(d.molde(&["ps"]).ok().contains("Paused"));
+    let lines = d.molde(&["logs", "counter"]).ok().lines().count();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(
+        d.molde(&["logs", "counter"]).ok().lines().count(),
+        lines,
+        "no line while paused"
+    );
+    let refused = d.molde(&["exec", "counter", "true"]).fails();
+    assert!(refused.contains("paused"), "{refused}");
+    assert!(d.molde(&["pause", "counter"]).fails().contains("already paused"));
+    d.molde(&["unpause", "counter"]).ok();
+    molde_tests::eventually(10, "lines again once thawed", || {
+        d.molde(&["logs", "counter"]).ok().lines().count() > lines + 2
+    });
+    assert!(d.molde(&["unpause", "counter"]).fails().contains("not paused"));
+
+    // update: the limits reach the cgroup now and stay for the next start.
+    d.molde(&["update", "--memory", "96m", "--pids-limit", "40", "counter"])
+        .ok();
+    let pids_max = || {
+        [
+            "/sys/fs/cgroup/pids/molde/default-counter/pids.max",
+            "/sys/fs/cgroup/molde/default-counter/pids.max",
+        ]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
+    };
+    let memory_max = || {
+        [
+            "/sys/fs/cgroup/memory/molde/default-counter/memory.limit_in_bytes",
+            "/sys/fs/cgroup/molde/default-counter/memory.max",
+        ]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
+    };
+    assert_eq!(pids_max().trim(), "40");
+    assert_eq!(memory_max().trim(), (96u64 << 20).to_string());
+    d.molde(&["restart", "-t", "1", "counter"]).ok();
+    assert_eq!(pids_max().trim(), "40", "kept across the restart");
+    assert_eq!(memory_max().trim(), (96u64 << 20).to_string());
+    assert!(d.molde(&["update", "counter"]).fails().contains("--memory"));
+    d.molde(&["rm", "-f", "counter"]).ok();
+}
+
+/// Drives `molde` on a pseudo-terminal: waits for `ready` in its output,
+/// writes `keys`, then reports the output, whether the terminal was left
+/// in raw mode while it ran, and its exit status.
+const KEYS_DRIVER: &str = r#"
+import os, pty, time, select, sys, termios
+molde, sock, ready, keys = sys.argv[1], sys.argv[2], sys.argv[3].encode(), bytes.fromhex(sys.argv[4])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(molde, ["molde", "--address", sock] + sys.argv[5:])
+def read_until(marker, t=15):
+    out = b""; end = time.time() + t
+    while time.time() < end and marker not in out:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            try: out += os.read(fd, 4096)
+            except OSError: break
+    return out
+out = read_until(ready)
+lflag = termios.tcgetattr(fd)[3]
+print("canonical" if lflag & termios.ICANON else "raw")
+os.write(fd, keys)
+out += read_until(b"\x00", 5)
+sys.stdout.write(out.decode(errors="replace"))
+_, st = os.waitpid(pid, 0)
+print("\nexit", os.waitstatus_to_exitcode(st))
+"#;
+
+fn drive_keys(d: &Daemon, ready: &str, keys: &[u8], args: &[&str]) -> String {
+    let script = d.dir.path().join("drive_keys.py");
+    std::fs::write(&script, KEYS_DRIVER).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(molde_tests::bin("molde"))
+        .arg(&d.sock)
+        .arg(ready)
+        .arg(hex::encode(keys))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn attach_keeps_the_terminal_detaches_on_its_keys_and_forwards_ctrl_c() {
+    let d = daemon_with_busybox();
+    // run -it: Ctrl-P Ctrl-Q leaves the container running.
+    let text = drive_keys(
+        &d,
+        "prompt>",
+        b"\x10\x11",
+        &[
+            "run",
+            "-it",
+            "--name",
+            "shell",
+            "--network",
+            "none",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo prompt'>'; while true; do sleep 0.1; done",
+        ],
+    );
+    assert!(
+        text.starts_with("raw"),
+        "a container terminal puts the local one in raw mode: {text}"
+    );
+    assert!(text.trim_end().ends_with("exit 0"), "{text}");
+    assert_eq!(state_of(&d, "shell"), "running", "detached, not stopped");
+    // Other keys, as --detach-keys names them.
+    let text = drive_keys(
+        &d,
+        "again>",
+        b"\x01x",
+        &[
+            "run",
+            "-it",
+            "--detach-keys",
+            "ctrl-a,x",
+            "--name",
+            "shell2",
+            "--network",
+            "none",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo again'>'; while true; do sleep 0.1; done",
+        ],
+    );
+    assert!(text.trim_end().ends_with("exit 0"), "{text}");
+    assert_eq!(state_of(&d, "shell2"), "running");
+    let bad = d.molde(&["attach", "--detach-keys", "ctrl-", "shell"]).fails();
+    assert!(bad.contains("--detach-keys"), "{bad}");
+
+    // attach without a container terminal: the local terminal keeps its
+    // line discipline, and Ctrl-C is a signal forwarded to the container.
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "plain",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'echo got INT; exit 5' INT; while true; do echo tick; sleep 0.2; done",
+    ])
+    .ok();
+    // A tick through the attach: it relays, and its handlers are set.
+    let text = drive_keys(&d, "tick", b"\x03", &["attach", "plain"]);
+    assert!(text.starts_with("canonical"), "{text}");
+    assert!(text.contains("got INT"), "{text}");
+    assert_eq!(d.molde(&["wait", "plain"]).stdout().trim(), "5");
+
+    // --sig-proxy=false: Ctrl-C ends the CLI only; the container runs on.
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "kept",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 5' INT; while true; do echo tick; sleep 0.2; done",
+    ])
+    .ok();
+    let text = drive_keys(&d, "tick", b"\x03", &["attach", "--sig-proxy=false", "kept"]);
+    assert!(
+        text.trim_end().ends_with("exit -2"),
+        "Ctrl-C ended the CLI: {text}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(state_of(&d, "kept"), "running");
+    for c in ["shell", "shell2", "kept"] {
+        d.molde(&["rm", "-f", c]).ok();
+    }
+}
+
+#[test]
+fn run_pulls_a_missing_image_and_completion_scripts_load() {
+    let reg = Registry::start();
+    let d = daemon_with_busybox();
+    let remote = format!("{}/lib/box:1", reg.host);
+    d.molde(&["tag", IMAGE, &remote]).ok();
+    d.molde(&["push", "-q", &remote]).ok();
+    d.molde(&["rmi", &remote]).ok();
+
+    let r = d.molde(&["run", "--rm", "--network", "none", &remote, "echo", "pulled"]);
+    assert_eq!(
+        r.stdout(),
+        "pulled\n",
+        "only the container's output on stdout: {}",
+        r.describe()
+    );
+    assert!(r.stderr().contains("Unable to find image"), "{}", r.stderr());
+    assert!(d.molde(&["images"]).ok().contains("lib/box"));
+    // Present: no pull, unless asked.
+    let again = d.molde(&["run", "--rm", "--network", "none", &remote, "true"]);
+    assert!(!again.stderr().contains("Unable to find"), "{}", again.stderr());
+    let always = d.molde(&[
+        "run",
+        "--rm",
+        "--pull",
+        "always",
+        "--network",
+        "none",
+        &remote,
+        "true",
+    ]);
+    assert!(
+        always.stderr().contains(&remote),
+        "pulled again: {}",
+        always.describe()
+    );
+    assert!(always.out.status.success());
+    // create pulls as run does.
+    d.molde(&["rmi", &remote]).ok();
+    d.molde(&["create", "--name", "made", "--network", "none", &remote, "true"])
+        .ok();
+    d.molde(&["rm", "made"]).ok();
+
+    // completion: scripts each shell loads, naming the commands.
+    let bash = d.molde(&["completion", "bash"]).ok();
+    assert!(
+        bash.contains("restart") && bash.contains("--detach-keys"),
+        "{}",
+        &bash[..200]
+    );
+    let check = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("source /dev/stdin; complete -p molde")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bash.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("molde"),
+        "bash registered the completion"
+    );
+    for shell in ["zsh", "fish"] {
+        let s = d.molde(&["completion", shell]).ok();
+        assert!(s.contains("pause"), "{shell}");
+    }
+    assert!(d.molde(&["completion", "tcsh"]).fails().contains("tcsh"));
+}
+
+fn volume_names(d: &Daemon, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["volume", "ls", "-q"];
+    args.extend_from_slice(extra);
+    d.molde(&args).ok().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn volumes_named_anonymous_filled_from_the_image_and_kept_while_used() {
+    let d = daemon_with_busybox();
+    // An image with a VOLUME and data there; and one whose VOLUME path goes
+    // through a link to `/`, naming a directory only the host has.
+    let host_only = d.dir.path().join("host-only");
+    std::fs::create_dir_all(&host_only).unwrap();
+    std::fs::write(host_only.join("secret"), "host data").unwrap();
+    let ctx = d.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             RUN mkdir -p /var/lib/app && echo seeded > /var/lib/app/seed && chown 1000:1001 /var/lib/app/seed \
+             && ln -s / /esc\n\
+             VOLUME /var/lib/app\n\
+             VOLUME /esc{}\n",
+            host_only.display()
+        ),
+    )
+    .unwrap();
+    d.molde(&["build", "-q", "-t", "localhost/test/vol:1", ctx.to_str().unwrap()])
+        .ok();
+    let img = "localhost/test/vol:1";
+
+    // Named: created with labels, filled from the image on first use.
+    assert_eq!(
+        d.molde(&["volume", "create", "--label", "team=db", "data"])
+            .ok()
+            .trim(),
+        "data"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.molde(&["volume", "inspect", "data"]).ok()).unwrap();
+    assert_eq!(inspect[0]["Labels"]["team"], "db");
+    let mountpoint = inspect[0]["Mountpoint"].as_str().unwrap().to_string();
+    assert!(std::path::Path::new(&mountpoint).is_dir());
+    assert_eq!(
+        d.molde(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "data:/var/lib/app",
+            img,
+            "stat",
+            "-c",
+            "%u:%g %n",
+            "/var/lib/app/seed",
+        ])
+        .ok(),
+        "1000:1001 /var/lib/app/seed\n",
+        "the image's files, owners kept"
+    );
+    d.molde(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "data:/d",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo kept > /d/file",
+    ])
+    .ok();
+    assert_eq!(
+        std::fs::read_to_string(format!("{mountpoint}/file")).unwrap(),
+        "kept\n"
+    );
+    let ro = d.molde(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--mount",
+        "type=volume,src=data,dst=/d,readonly",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /d/file; echo x > /d/other",
+    ]);
+    assert_eq!(ro.stdout(), "kept\n");
+    assert!(!ro.out.status.success(), "read-only: {}", ro.describe());
+
+    // In use (even by a stopped container): kept, and the error names it.
+    d.molde(&[
+        "create",
+        "--name",
+        "user",
+        "--network",
+        "none",
+        "-v",
+        "data:/d",
+        IMAGE,
+        "true",
+    ])
+    .ok();
+    let err = d.molde(&["volume", "rm", "data"]).fails();
+    assert!(err.contains("in use") && err.contains("user"), "{err}");
+    assert!(!volume_names(&d, &["-f", "dangling=true"]).contains(&"data".to_string()));
+    d.molde(&["rm", "user"]).ok();
+    assert!(volume_names(&d, &["-f", "dangling=true"]).contains(&"data".to_string()));
+    d.molde(&["volume", "rm", "data"]).ok();
+    assert!(!std::path::Path::new(&mountpoint).exists());
+    assert!(d.molde(&["volume", "rm", "data"]).fails().contains("data"));
+    d.molde(&["volume", "rm", "-f", "data"]).ok();
+
+    // Anonymous: one per image VOLUME, gone with rm -v; the linked path
+    // was looked up in the image, so no host file came into it.
+    let before = volume_names(&d, &[]).len();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "anon",
+        "--network",
+        "none",
+        img,
+        "sleep",
+        "30",
+    ])
+    .ok();
+    let made: Vec<String> = volume_names(&d, &[]);
+    assert_eq!(made.len(), before + 2, "{made:?}");
+    let esc = d
+        .molde(&[
+            "exec",
+            "anon",
+            "sh",
+            "-c",
+            &format!("ls -A /esc{}", host_only.display()),
+        ])
+        .ok();
+    assert!(
+        esc.trim().is_empty(),
+        "nothing of the host's in the volume: {esc}"
+    );
+    d.molde(&["rm", "-f", "-v", "anon"]).ok();
+    assert_eq!(volume_names(&d, &[]).len(), before);
+    d.molde(&["run", "--rm", "--network", "none", img, "true"]).ok();
+    assert_eq!(
+        volume_names(&d, &[]).len(),
+        before,
+        "run --rm takes its anonymous volumes"
+    );
+
+    // prune: dangling anonymous volumes; -a named ones too.
+    d.molde(&[
+        "create",
+        "--name",
+        "a2",
+        "--network",
+        "none",
+        "-v",
+        "/scratch",
+        IMAGE,
+        "true",
+    ])
+    .ok();
+    d.molde(&["rm", "a2"]).ok();
+    d.molde(&["volume", "create", "keepme"]).ok();
+    assert_eq!(volume_names(&d, &[]).len(), before + 2);
+    let pruned = d.molde(&["volume", "prune", "-f"]).ok();
+    assert!(pruned.contains("Total reclaimed space"), "{pruned}");
+    assert_eq!(volume_names(&d, &[]), ["keepme"]);
+    d.molde(&["volume", "prune", "-a", "-f"]).ok();
+    assert!(volume_names(&d, &[]).is_empty());
+    let refused = d.molde(&["volume", "prune"]).fails();
+    assert!(refused.contains("-f"), "no terminal, no -f: {refused}");
+    assert!(
+        d.molde(&["volume", "create", "-d", "nfs", "x"])
+            .fails()
+            .contains("local")
+    );
+}
