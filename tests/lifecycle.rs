@@ -652,3 +652,121 @@ fn volumes_named_anonymous_filled_from_the_image_and_kept_while_used() {
             .contains("local")
     );
 }
+
+fn restart_count(d: &Daemon, name: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", name]).ok()).unwrap();
+    v["RestartCount"].as_u64().unwrap()
+}
+
+#[test]
+fn restart_policies_after_exits_stops_molded_restarts_and_reboots() {
+    let mut d = daemon_with_busybox();
+    let run = |d: &Daemon, name: &str, policy: &str, script: &str| {
+        d.molde(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            policy,
+            "--network",
+            "none",
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ])
+        .ok();
+    };
+    // on-failure:2: three runs in all, then it stays exited.
+    run(&d, "flaky", "on-failure:2", "echo try; exit 1");
+    molde_tests::eventually(20, "two restarts", || {
+        d.molde(&["logs", "flaky"]).stdout() == "try\ntry\ntry\n" && state_of(&d, "flaky") == "exited"
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        d.molde(&["logs", "flaky"]).ok(),
+        "try\ntry\ntry\n",
+        "no third restart"
+    );
+    assert_eq!(restart_count(&d, "flaky"), 2);
+    // A clean exit is no failure.
+    run(&d, "fine", "on-failure", "echo ok");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(d.molde(&["logs", "fine"]).ok(), "ok\n");
+
+    // always: back after each exit, until the user stops it.
+    run(&d, "forever", "always", "echo up; sleep 0.2");
+    molde_tests::eventually(20, "a few restarts", || {
+        d.molde(&["logs", "forever"]).stdout().lines().count() >= 3
+    });
+    d.molde(&["stop", "-t", "1", "forever"]).ok();
+    molde_tests::eventually(10, "stopped", || state_of(&d, "forever") == "exited");
+    let lines = d.molde(&["logs", "forever"]).ok().lines().count();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        d.molde(&["logs", "forever"]).ok().lines().count(),
+        lines,
+        "stopped stays stopped"
+    );
+    assert!(
+        d.molde(&["run", "--rm", "--restart", "always", IMAGE, "true"])
+            .fails()
+            .contains("--rm"),
+        "--rm and --restart conflict"
+    );
+    assert!(
+        d.molde(&["run", "-d", "--restart", "sometimes", IMAGE, "true"])
+            .fails()
+            .contains("sometimes")
+    );
+
+    // molded starts again: `always` comes back even when stopped,
+    // `unless-stopped` only when it was not.
+    run(&d, "us-stopped", "unless-stopped", "sleep 1000");
+    run(&d, "us-running", "unless-stopped", "sleep 1000");
+    d.molde(&["stop", "-t", "1", "us-stopped"]).ok();
+    d.molde(&["rm", "-f", "flaky", "fine"]).ok();
+    d.restart();
+    molde_tests::eventually(20, "the always container back", || {
+        state_of(&d, "forever") == "running"
+    });
+    assert_eq!(state_of(&d, "us-running"), "running", "its shim outlived molded");
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(state_of(&d, "us-stopped"), "exited");
+
+    // A reboot: molded and every container gone with the state directory;
+    // the policies bring theirs back from the records.
+    run(&d, "plain", "no", "sleep 1000");
+    d.kill9();
+    let bundles = d.state.join("runtime").join("default");
+    for b in std::fs::read_dir(&bundles).unwrap().flatten() {
+        for pid in ["init.pid", "shim.pid"] {
+            if let Ok(p) = std::fs::read_to_string(b.path().join(pid)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.trim().parse().unwrap()),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for b in std::fs::read_dir(&bundles).unwrap().flatten() {
+        let _ = rustix::mount::unmount(b.path().join("rootfs"), rustix::mount::UnmountFlags::DETACH);
+    }
+    std::fs::remove_dir_all(d.state.join("runtime")).unwrap();
+    d.spawn();
+    for name in ["forever", "us-running"] {
+        molde_tests::eventually(20, "restarted after the reboot", || {
+            state_of(&d, name) == "running"
+        });
+    }
+    assert_eq!(state_of(&d, "plain"), "exited", "no policy, not started");
+    assert!(d.molde(&["ps", "-a"]).ok().contains("Exited (255)"));
+    assert_ne!(state_of(&d, "us-stopped"), "running");
+    let out = d.molde(&["exec", "forever", "echo", "alive"]).ok();
+    assert_eq!(out, "alive\n");
+    for c in ["forever", "us-running", "us-stopped", "plain"] {
+        d.molde(&["rm", "-f", c]).ok();
+    }
+}

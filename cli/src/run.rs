@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// seccomp=unconfined|PROFILE.json, no-new-privileges[=true|false] (repeatable)
     #[arg(long)]
     security_opt: Vec<String>,
+    /// Start it again when it exits and when molded starts: no,
+    /// on-failure[:MAX], always, unless-stopped
+    #[arg(long, default_value = "no")]
+    restart: String,
     /// Pull the image before running: missing (when not here), always, never
     #[arg(long, value_enum, default_value = "missing")]
     pull: PullPolicy,
@@ -278,6 +282,7 @@ fn request(a: &RunArgs) -> Result<api::RunRequest> {
         devices: a.devices.clone(),
         privileged: a.privileged,
         group_add: a.group_add.clone(),
+        restart: a.restart.clone(),
         security_opt: a
             .security_opt
             .iter()

@@ -422,6 +422,19 @@ impl Bundle {
         self.dir.join("exit.published").exists()
     }
 
+    /// How often molded started the container again by its restart policy
+    /// since the user last started it.
+    pub fn restart_count(&self) -> u32 {
+        fs::read_to_string(self.dir.join("restarts"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn set_restart_count(&self, n: u32) -> io::Result<()> {
+        write_atomic(&self.dir.join("restarts"), n.to_string().as_bytes())
+    }
+
     /// Forgets the last run before the container starts again (`molde
     /// start` of an exited container): its pids, exit, error, sockets and
     /// execs go; its spec, mounts, log and released network record stay.

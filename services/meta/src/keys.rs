@@ -82,6 +82,13 @@ pub mod containers {
     pub fn key(ns: &str, id: &str) -> String {
         format!("{NS}{ns}/containers/{id}")
     }
+    /// Where to scan for containers of every namespace.
+    pub const ALL: &str = NS;
+    /// The namespace and id of a container's key (None for other keys).
+    pub fn parse(key: &str) -> Option<(&str, &str)> {
+        let (ns, id) = key.strip_prefix(NS)?.split_once("/containers/")?;
+        (!ns.contains('/') && !id.is_empty()).then_some((ns, id))
+    }
 }
 
 /// The snapshotter's records.
@@ -161,5 +168,8 @@ mod tests {
             Some(("n", "overlayfs"))
         );
         assert!(containers::key("n", "c").starts_with(&namespaced("n")));
+        assert_eq!(containers::parse(&containers::key("n", "c")), Some(("n", "c")));
+        assert_eq!(containers::parse(&content::image("n", "a/containers/b")), None);
+        assert!(containers::key("n", "c").starts_with(containers::ALL));
     }
 }

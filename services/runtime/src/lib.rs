@@ -10,6 +10,7 @@ mod image;
 mod lifecycle;
 pub mod network;
 mod ports;
+mod restart;
 pub mod run;
 mod service;
 mod spec;
@@ -69,6 +70,7 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
         volumes: cfg.volumes,
     };
     rt.hold_published_ports();
+    rt.restart_at_boot();
     tokio::spawn(run::watch_exits(rt.clone()));
     Servers {
         containers: ContainersServer::new(containers::ContainersService { store, events })

@@ -122,6 +122,20 @@ impl RuntimeService {
             .collect())
     }
 
+    /// The records of every namespace's containers, with their namespace.
+    pub(crate) fn all_records(&self) -> Vec<(String, Container)> {
+        let Ok(entries) = self.store.range(molde_meta::keys::containers::ALL) else {
+            return Vec::new();
+        };
+        entries
+            .into_iter()
+            .filter_map(|e| {
+                let (ns, _) = molde_meta::keys::containers::parse(&e.key)?;
+                Some((ns.to_string(), Container::decode(e.value.as_slice()).ok()?))
+            })
+            .collect()
+    }
+
     /// The id of the container named `name` (by --name or rename).
     pub(crate) fn named(&self, ns: &str, name: &str) -> Result<Option<String>, Error> {
         Ok(self
@@ -223,7 +237,17 @@ impl RuntimeService {
     }
 
     pub(crate) fn status(&self, ns: &str, c: &Container) -> api::ContainerStatus {
-        let o = self.observe(ns, &c.id);
+        let mut o = self.observe(ns, &c.id);
+        // molde's own containers always have a bundle; one without was lost
+        // with the state directory (the host restarted).
+        if c.extensions.contains_key(crate::run::RUN_REQUEST) && !self.bundle_dir(ns, &c.id).exists() {
+            o = Observed {
+                state: "exited",
+                exit_code: 255,
+                error: "its run was lost with molded's state directory (the host restarted)".into(),
+                ..Default::default()
+            };
+        }
         let command = c
             .spec
             .as_ref()
@@ -238,6 +262,8 @@ impl RuntimeService {
             .and_then(|s| s.process().as_ref()?.terminal())
             .unwrap_or(false);
         api::ContainerStatus {
+            restart_count: Bundle::new(self.bundle_dir(ns, &c.id)).restart_count(),
+            restart_policy: req.restart.clone(),
             name: c.labels.get(NAME_LABEL).cloned().unwrap_or_default(),
             ports: req.ports,
             tty,

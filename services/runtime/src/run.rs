@@ -18,11 +18,12 @@
 mod attach;
 mod exec;
 mod inspect;
+mod policy;
 mod run_rpc;
 mod start;
 mod volume;
 
-pub(crate) use start::{NAME_LABEL, run_request};
+pub(crate) use start::{NAME_LABEL, RUN_REQUEST, run_request};
 
 use molde_common::errdefs::Error;
 use molde_common::errdefs::OrLog;
@@ -119,6 +120,7 @@ impl RuntimeService {
         if !b.mark_exit_published() {
             return;
         }
+        self.consider_restart(ns, id, exit.status, false);
         let pid = b.init_pid().unwrap_or(0) as u32;
         self.events.publish(
             ns,
@@ -284,6 +286,7 @@ impl api::runtime_server::Runtime for RuntimeService {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.get_ref();
         let sig = crate::lifecycle::parse_signal(&r.signal)?;
+        self.set_stopped_by_user(&ns, &r.id, true)?;
         RuntimeService::kill(self, &ns, &r.id, sig)?;
         Ok(Response::new(api::KillResponse {}))
     }
@@ -297,6 +300,7 @@ impl api::runtime_server::Runtime for RuntimeService {
         } else {
             crate::lifecycle::parse_signal(&r.signal)?
         };
+        self.set_stopped_by_user(&ns, &r.id, true)?;
         let o = RuntimeService::stop_with(self, &ns, &r.id, Duration::from_secs(r.timeout as u64), signal)
             .await?;
         Ok(Response::new(api::StopResponse {
@@ -367,7 +371,13 @@ impl api::runtime_server::Runtime for RuntimeService {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.into_inner();
         let id = r.id;
+        // The user's start: the restart policy applies again, counting anew.
+        self.set_stopped_by_user(&ns, &id, false)?;
         let b = Bundle::new(self.bundle_dir(&ns, &id));
+        if b.restart_count() > 0 {
+            b.set_restart_count(0)
+                .map_err(Error::io(format!("container {id}: resetting its restart count")))?;
+        }
         let held = b.created_pid().is_some() && b.init_pid().is_none() && b.shim_alive();
         if held {
             if r.attachable {

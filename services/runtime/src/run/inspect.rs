@@ -64,6 +64,7 @@ impl RuntimeService {
         let v = serde_json::json!({
             "Id": c.id,
             "Name": st.name,
+            "RestartCount": st.restart_count,
             "Image": c.image,
             "Created": st.created_unix,
             "State": {
@@ -85,7 +86,7 @@ impl RuntimeService {
                 "Hostname": spec["hostname"],
                 "Tty": st.tty,
             },
-            "HostConfig": {"Resources": spec["linux"]["resources"], "ReadonlyRootfs": spec["root"]["readonly"], "PortBindings": st.ports},
+            "HostConfig": {"Resources": spec["linux"]["resources"], "ReadonlyRootfs": spec["root"]["readonly"], "PortBindings": st.ports, "RestartPolicy": {"Name": if st.restart_policy.is_empty() { "no" } else { st.restart_policy.split(':').next().unwrap_or("no") }, "MaximumRetryCount": st.restart_policy.split_once(':').and_then(|(_, n)| n.parse::<u32>().ok()).unwrap_or(0)}},
             "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|x| x["type"] == "bind" && !x["destination"].as_str().unwrap_or("").starts_with("/etc/")).cloned().collect::<Vec<_>>()),
             "NetworkSettings": {
                 "IPAddress": crate::network::address(&network),

@@ -80,6 +80,12 @@ impl RuntimeService {
         spec::check_limits(req, host_cpus())?;
         spec::check_controllers(req, std::path::Path::new("/sys/fs/cgroup"))?;
         let bridge = req.network.is_empty() || req.network == "bridge";
+        crate::restart::Policy::parse(&req.restart)?;
+        if req.rm && !matches!(req.restart.as_str(), "" | "no") {
+            return Err(Error::InvalidArgument(
+                "--restart and --rm conflict: a container removed when it exits cannot be restarted".into(),
+            ));
+        }
         if !bridge && !req.ports.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "container {id}: -p needs the bridge network"
@@ -396,6 +402,30 @@ impl RuntimeService {
         let _ = std::fs::remove_dir_all(self.state.join(".libcontainer").join(format!("{ns}-{id}")));
         b.clear_run()
             .map_err(Error::io(format!("container {id}: clearing its last run")))?;
+        // After a reboot the state directory is empty: the bundle is made
+        // again from the record and the snapshotter.
+        if !bundle.join(molde_bundle::mount::MOUNTS_FILE).exists() {
+            let mounts = SnapshotsClient::new(self.snapshotter.clone())
+                .mounts(namespaced(
+                    ns,
+                    molde_api::containerd::services::snapshots::v1::MountsRequest {
+                        snapshotter: "overlayfs".into(),
+                        key: id.to_string(),
+                    },
+                ))
+                .await
+                .map_err(Error::upstream(format!("container {id}: its rootfs")))?
+                .into_inner()
+                .mounts;
+            let made = (|| -> std::io::Result<()> {
+                std::fs::create_dir_all(bundle.join("rootfs"))?;
+                if req.interactive {
+                    b.set_interactive()?;
+                }
+                molde_bundle::mount::write(&bundle, &molde_common::bundle_mounts(&mounts))
+            })();
+            made.map_err(Error::io(format!("container {id}: making its bundle again")))?;
+        }
         let mut spec: oci_spec::runtime::Spec = record
             .spec
             .as_ref()

@@ -15,30 +15,15 @@ impl RuntimeService {
     /// Volume name → the containers (`ns/id`) whose records name it.
     pub(crate) fn volume_users(&self) -> BTreeMap<String, Vec<String>> {
         let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let Ok(namespaces) = std::fs::read_dir(&self.state) else {
-            return users;
-        };
-        for ns in namespaces.flatten() {
-            let ns = ns.file_name().to_string_lossy().into_owned();
-            if ns.starts_with('.') {
-                continue;
-            }
-            let Ok(records) = self.store.range(&molde_meta::keys::containers::prefix(&ns)) else {
-                continue;
-            };
-            for e in records {
-                let Ok(c) = Container::decode(e.value.as_slice()) else {
-                    continue;
-                };
-                for v in run_request(&c).volumes {
-                    if let Some((src, _)) = v.split_once(':')
-                        && !src.starts_with('/')
-                    {
-                        users
-                            .entry(src.to_string())
-                            .or_default()
-                            .push(format!("{ns}/{}", c.id));
-                    }
+        for (ns, c) in self.all_records() {
+            for v in run_request(&c).volumes {
+                if let Some((src, _)) = v.split_once(':')
+                    && !src.starts_with('/')
+                {
+                    users
+                        .entry(src.to_string())
+                        .or_default()
+                        .push(format!("{ns}/{}", c.id));
                 }
             }
         }
