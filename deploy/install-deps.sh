@@ -12,6 +12,8 @@ packages=(
   containernetworking-plugins iptables buildah openssh-client git
   # cluster mode: the cluster's etcd
   etcd-server
+  # molde run --init: a static tini as the container's PID 1
+  tini
 )
 
 missing=()

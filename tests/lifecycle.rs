@@ -770,3 +770,154 @@ fn restart_policies_after_exits_stops_molded_restarts_and_reboots() {
         d.molde(&["rm", "-f", c]).ok();
     }
 }
+
+#[test]
+fn run_flags_capabilities_ulimits_shm_labels_stop_signal_and_init() {
+    let d = daemon_with_busybox();
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "none"];
+        all.extend_from_slice(args);
+        d.molde(&all).ok()
+    };
+    let cap_eff = |out: String| {
+        let hex = out.split_whitespace().last().unwrap().to_string();
+        u64::from_str_radix(&hex, 16).unwrap()
+    };
+    let only_bind = cap_eff(run(&[
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_BIND_SERVICE",
+        IMAGE,
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]));
+    assert_eq!(only_bind, 1 << 10, "CAP_NET_BIND_SERVICE alone");
+    let with_admin = cap_eff(run(&[
+        "--cap-add",
+        "sys_admin",
+        IMAGE,
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]));
+    assert_ne!(with_admin & (1 << 21), 0, "CAP_SYS_ADMIN added");
+    let without_chown = cap_eff(run(&[
+        "--cap-drop",
+        "CHOWN",
+        IMAGE,
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]));
+    assert_eq!(without_chown & 1, 0, "CAP_CHOWN dropped");
+    let bad = d
+        .molde(&["run", "--rm", "--cap-add", "NOT_A_CAP", IMAGE, "true"])
+        .fails();
+    assert!(bad.contains("NOT_A_CAP"), "{bad}");
+
+    assert_eq!(
+        run(&[
+            "--ulimit",
+            "nofile=512:1024",
+            IMAGE,
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn"
+        ]),
+        "512\n1024\n"
+    );
+    let bad = d
+        .molde(&["run", "--rm", "--ulimit", "nofile=9:1", IMAGE, "true"])
+        .fails();
+    assert!(bad.contains("soft limit"), "{bad}");
+    let shm = run(&["--shm-size", "32m", IMAGE, "df", "-k", "/dev/shm"]);
+    assert!(
+        shm.lines().nth(1).unwrap().split_whitespace().nth(1) == Some("32768"),
+        "{shm}"
+    );
+
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "labelled",
+        "--label",
+        "team=web",
+        "--stop-signal",
+        "USR1",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 9' USR1; while true; do sleep 0.1; done",
+    ])
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", "labelled"]).ok()).unwrap();
+    assert_eq!(v["Config"]["Labels"]["team"], "web");
+    d.molde(&["stop", "-t", "5", "labelled"]).ok();
+    assert_eq!(
+        d.molde(&["wait", "labelled"]).stdout().trim(),
+        "9",
+        "stopped with its stop signal"
+    );
+
+    // --stop-timeout: `stop` without -t waits that long, not 10 s; the
+    // bound below is far from both.
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "--stop-timeout",
+        "1",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 0.1; done",
+    ])
+    .ok();
+    let stop = std::process::Command::new("timeout")
+        .args([
+            "6",
+            molde_tests::bin("molde").to_str().unwrap(),
+            "--address",
+            d.sock.to_str().unwrap(),
+        ])
+        .args(["stop", "stubborn"])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "stopped within its own timeout: {stop:?}");
+    assert_eq!(d.molde(&["wait", "stubborn"]).stdout().trim(), "137");
+
+    // --init: tini is PID 1 and hands SIGTERM to the command, which as
+    // PID 1 itself would not have taken it.
+    let cmdline = run(&["--init", IMAGE, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"]);
+    assert!(cmdline.starts_with("/sbin/molde-init -- sh"), "{cmdline}");
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "inited",
+        "--init",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "100",
+    ])
+    .ok();
+    d.molde(&["stop", "-t", "20", "inited"]).ok();
+    assert_eq!(
+        d.molde(&["wait", "inited"]).stdout().trim(),
+        "143",
+        "SIGTERM reached sleep"
+    );
+    for c in ["labelled", "stubborn", "inited"] {
+        d.molde(&["rm", c]).ok();
+    }
+}

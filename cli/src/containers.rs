@@ -131,13 +131,14 @@ pub async fn kill(d: &Daemon, ids: Vec<String>, signal: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn stop(d: &Daemon, ids: Vec<String>, timeout: u32) -> Result<()> {
+pub async fn stop(d: &Daemon, ids: Vec<String>, timeout: Option<u32>) -> Result<()> {
     for id in ids {
         client(d)
             .stop(d.request(api::StopRequest {
                 id: id.clone(),
-                timeout,
+                timeout: timeout.unwrap_or(0),
                 signal: String::new(),
+                container_timeout: timeout.is_none(),
             }))
             .await
             .map_err(status(format!("stopping {id}")))?;

@@ -114,13 +114,14 @@ pub async fn attach(d: &Daemon, reference: &str, stdin: bool, keys: &str, sig_pr
 }
 
 /// `molde restart [-t SECONDS] CONTAINER...`: stop (if running), start.
-pub async fn restart(d: &Daemon, ids: Vec<String>, time: u32) -> Result<()> {
+pub async fn restart(d: &Daemon, ids: Vec<String>, time: Option<u32>) -> Result<()> {
     for reference in ids {
         client(d)
             .stop(d.request(api::StopRequest {
                 id: reference.clone(),
-                timeout: time,
+                timeout: time.unwrap_or(0),
                 signal: String::new(),
+                container_timeout: time.is_none(),
             }))
             .await
             .map_err(status(format!("stopping {reference}")))?;

@@ -100,9 +100,9 @@ enum Command {
     Restart {
         #[arg(required = true)]
         ids: Vec<String>,
-        /// Seconds to wait before SIGKILL
-        #[arg(short = 't', long = "time", default_value_t = 10)]
-        time: u32,
+        /// Seconds to wait before SIGKILL (the container's --stop-timeout, else 10)
+        #[arg(short = 't', long = "time")]
+        time: Option<u32>,
     },
     /// Freeze every process of containers
     Pause {
@@ -180,9 +180,9 @@ enum Command {
     Stop {
         #[arg(required = true)]
         ids: Vec<String>,
-        /// Seconds to wait before SIGKILL
-        #[arg(short = 't', long = "time", default_value_t = 10)]
-        time: u32,
+        /// Seconds to wait before SIGKILL (the container's --stop-timeout, else 10)
+        #[arg(short = 't', long = "time")]
+        time: Option<u32>,
     },
     /// Wait for containers to exit and print their exit codes
     Wait {

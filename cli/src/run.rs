@@ -86,6 +86,30 @@ pub struct RunArgs {
     /// on-failure[:MAX], always, unless-stopped
     #[arg(long, default_value = "no")]
     restart: String,
+    /// Add a capability (or ALL) (repeatable)
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop a capability (or ALL) (repeatable)
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// NAME=SOFT[:HARD], e.g. nofile=1024:2048 (repeatable)
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// Size of /dev/shm, e.g. 128m
+    #[arg(long)]
+    shm_size: Option<String>,
+    /// KEY=VALUE label of the container (repeatable)
+    #[arg(short, long)]
+    label: Vec<String>,
+    /// The signal `stop` sends first (the image's StopSignal, else SIGTERM)
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (10 when not given)
+    #[arg(long)]
+    stop_timeout: Option<i32>,
+    /// Run an init as PID 1 that reaps orphans and forwards signals
+    #[arg(long)]
+    init: bool,
     /// Pull the image before running: missing (when not here), always, never
     #[arg(long, value_enum, default_value = "missing")]
     pull: PullPolicy,
@@ -283,6 +307,26 @@ fn request(a: &RunArgs) -> Result<api::RunRequest> {
         privileged: a.privileged,
         group_add: a.group_add.clone(),
         restart: a.restart.clone(),
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        ulimits: a.ulimit.clone(),
+        shm_size: match &a.shm_size {
+            Some(s) => molde_common::parse_size(s)
+                .ok_or_else(|| anyhow!("--shm-size {s:?}: not a size (e.g. 64m)"))?
+                as i64,
+            None => 0,
+        },
+        labels: a
+            .label
+            .iter()
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect(),
+        stop_signal: a.stop_signal.clone().unwrap_or_default(),
+        stop_timeout: a.stop_timeout.unwrap_or(0),
+        init: a.init,
         security_opt: a
             .security_opt
             .iter()

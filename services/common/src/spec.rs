@@ -81,7 +81,7 @@ mod devices;
 pub mod mounts;
 pub mod process;
 mod seccomp;
-pub use caps::{all_capabilities, capability};
+pub use caps::{all_capabilities, capability, container_capabilities};
 pub use devices::{all_devices_rule, default_device_rules, device, host_devices};
 pub use seccomp::default_profile as default_seccomp;
 

@@ -314,6 +314,7 @@ impl Cri {
                 id: rec.id.clone(),
                 timeout: timeout.max(0) as u32,
                 signal: rec.stop_signal.clone(),
+                container_timeout: false,
             }))
             .await
             .map_err(Error::upstream(format!("stopping container {}", rec.id)))?;

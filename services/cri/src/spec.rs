@@ -22,10 +22,6 @@ use crate::image::ImageInfo;
 use crate::sandbox::netns_mode;
 use crate::store::SandboxRecord;
 
-fn bad(e: impl std::fmt::Display) -> Error {
-    Error::Internal(format!("building the container's spec: {e}"))
-}
-
 /// A pod container's `command` and `args` as [`process::argv`] reads them:
 /// `command` is the entrypoint, `args` the cmd, each absent when empty.
 fn overrides(c: &cri::ContainerConfig) -> (Option<&[String]>, Option<&[String]>) {

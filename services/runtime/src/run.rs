@@ -295,14 +295,21 @@ impl api::runtime_server::Runtime for RuntimeService {
         let req = self.resolved(req)?;
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.get_ref();
-        let signal = if r.signal.is_empty() {
-            nix::sys::signal::Signal::SIGTERM
-        } else {
-            crate::lifecycle::parse_signal(&r.signal)?
+        // The container's own stop signal and timeout (run --stop-signal,
+        // the image's StopSignal; run --stop-timeout) unless the caller says.
+        let kept = run_request(&self.record(&ns, &r.id)?);
+        let signal = match (r.signal.as_str(), kept.stop_signal.as_str()) {
+            ("", "") => nix::sys::signal::Signal::SIGTERM,
+            ("", own) => crate::lifecycle::parse_signal(own)?,
+            (asked, _) => crate::lifecycle::parse_signal(asked)?,
+        };
+        let timeout = match (r.container_timeout, kept.stop_timeout) {
+            (true, t) if t > 0 => t as u64,
+            (true, _) => 10,
+            (false, _) => r.timeout as u64,
         };
         self.set_stopped_by_user(&ns, &r.id, true)?;
-        let o = RuntimeService::stop_with(self, &ns, &r.id, Duration::from_secs(r.timeout as u64), signal)
-            .await?;
+        let o = RuntimeService::stop_with(self, &ns, &r.id, Duration::from_secs(timeout), signal).await?;
         Ok(Response::new(api::StopResponse {
             exit_code: o.exit_code,
         }))

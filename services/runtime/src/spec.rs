@@ -69,6 +69,60 @@ pub fn volume_mount(v: &str, volumes: &Path) -> Result<Mount, Error> {
         .map_err(bad)
 }
 
+/// Where `--init`'s init is in the container.
+pub const INIT_PATH: &str = "/sbin/molde-init";
+
+/// The init `--init` runs: Debian's statically linked tini (package
+/// tini), which runs in any image.
+fn init_binary() -> Result<String, Error> {
+    ["/usr/bin/tini-static", "/usr/bin/docker-init"]
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| p.to_string())
+        .ok_or_else(|| {
+            Error::FailedPrecondition(
+                "--init needs a static tini on the host: install Debian's tini package (/usr/bin/tini-static)"
+                    .into(),
+            )
+        })
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` (HARD is SOFT when left out; -1 is unlimited).
+pub fn ulimit(u: &str) -> Result<oci_spec::runtime::PosixRlimit, Error> {
+    let bad_value = |why: &str| Error::InvalidArgument(format!("--ulimit {u:?}: {why}"));
+    let (name, values) = u
+        .split_once('=')
+        .ok_or_else(|| bad_value("expected NAME=SOFT[:HARD], e.g. nofile=1024:2048"))?;
+    let typ: oci_spec::runtime::PosixRlimitType = format!("RLIMIT_{}", name.to_ascii_uppercase())
+        .parse()
+        .map_err(|_| {
+            bad_value(&format!(
+                "{name:?} is not a limit (nofile, nproc, core, memlock, stack, …)"
+            ))
+        })?;
+    let number = |v: &str| -> Result<u64, Error> {
+        match v {
+            "-1" | "unlimited" => Ok(u64::MAX),
+            _ => v
+                .parse()
+                .map_err(|_| bad_value(&format!("{v:?} is not a number"))),
+        }
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((s, h)) => (number(s)?, number(h)?),
+        None => (number(values)?, number(values)?),
+    };
+    if soft > hard {
+        return Err(bad_value("the soft limit is above the hard one"));
+    }
+    oci_spec::runtime::PosixRlimitBuilder::default()
+        .typ(typ)
+        .soft(soft)
+        .hard(hard)
+        .build()
+        .map_err(bad)
+}
+
 /// `--tmpfs PATH[:OPTIONS]`, as docker reads it: `size=64m,mode=1777`,
 /// `noexec`… (nosuid and nodev always).
 pub fn tmpfs_mount(t: &str) -> Result<Mount, Error> {
@@ -146,6 +200,21 @@ pub fn build(
     let mut process = process::process(img, &asked, user, security.capabilities.clone())
         .map_err(|e| e.context(format!("image {}", req.image)))?;
     process.set_no_new_privileges(Some(security.no_new_privileges));
+    if !req.ulimits.is_empty() {
+        let mut limits = process.rlimits().clone().unwrap_or_default();
+        for u in &req.ulimits {
+            let l = ulimit(u)?;
+            limits.retain(|x| x.typ() != l.typ());
+            limits.push(l);
+        }
+        process.set_rlimits(Some(limits));
+    }
+    if req.init {
+        // tini as PID 1, the command its child: `tini -- ARGS`.
+        let mut args = vec![INIT_PATH.to_string(), "--".to_string()];
+        args.extend(process.args().clone().unwrap_or_default());
+        process.set_args(Some(args));
+    }
     let mut spec = Spec::default();
     spec.set_process(Some(process));
     spec.set_root(Some(
@@ -162,6 +231,40 @@ pub fn build(
         spec.set_annotations(Some(a));
     }
     let mut all = spec.mounts().clone().unwrap_or_default();
+    if req.shm_size != 0 {
+        if req.shm_size < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "--shm-size {}: must be positive",
+                req.shm_size
+            )));
+        }
+        for m in all
+            .iter_mut()
+            .filter(|m| m.destination() == Path::new("/dev/shm"))
+        {
+            let mut opts: Vec<String> = m
+                .options()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| !o.starts_with("size="))
+                .collect();
+            opts.push(format!("size={}k", (req.shm_size as u64).div_ceil(1024)));
+            m.set_options(Some(opts));
+        }
+    }
+    if req.init {
+        let host = init_binary()?;
+        all.push(
+            MountBuilder::default()
+                .destination(INIT_PATH)
+                .typ("bind")
+                .source(host)
+                .options(vec!["bind".into(), "ro".into(), "nosuid".into(), "nodev".into()])
+                .build()
+                .map_err(bad)?,
+        );
+    }
     for v in &req.volumes {
         all.push(volume_mount(v, volumes)?);
     }
@@ -277,7 +380,7 @@ pub fn add_etc_files(
     Ok(())
 }
 
-pub use molde_common::spec::{default_capabilities, default_seccomp};
+pub use molde_common::spec::default_seccomp;
 
 /// Sets in `base` the limits `new` gives (memory, CPU, pids), keeping the
 /// rest: `molde update` changes only what it names.
@@ -324,18 +427,8 @@ struct Security {
 
 impl Security {
     fn of(req: &RunRequest) -> Result<Security, Error> {
-        let capabilities = if req.privileged {
-            let all = molde_common::spec::all_capabilities();
-            let mut c = LinuxCapabilities::default();
-            c.set_bounding(Some(all.clone()));
-            c.set_effective(Some(all.clone()));
-            c.set_permitted(Some(all));
-            c.set_inheritable(None);
-            c.set_ambient(None);
-            c
-        } else {
-            default_capabilities().map_err(bad)?
-        };
+        let capabilities =
+            molde_common::spec::container_capabilities(req.privileged, &req.cap_add, &req.cap_drop)?;
         let held = capabilities.bounding().clone().unwrap_or_default();
         // Privileged containers run unfiltered, as docker's do.
         let mut seccomp = if req.privileged {

@@ -92,3 +92,50 @@ pub fn all_capabilities() -> HashSet<Capability> {
         .filter_map(|(_, c)| capability(c).ok())
         .collect()
 }
+
+/// The capabilities a container gets, as docker and containerd decide
+/// them: the defaults (every one the host has, privileged), with `add` and
+/// `drop` (`ALL` in either; what is added by name survives a drop of ALL);
+/// what the host cannot grant is left out, and said.
+pub fn container_capabilities(
+    privileged: bool,
+    add: &[String],
+    drop: &[String],
+) -> Result<oci_spec::runtime::LinuxCapabilities, Error> {
+    let all = |s: &String| s.eq_ignore_ascii_case("ALL");
+    let mut set: HashSet<Capability> = if privileged || add.iter().any(all) {
+        all_capabilities()
+    } else {
+        super::default_capabilities()
+            .map_err(|e| Error::Internal(format!("default capabilities: {e}")))?
+            .bounding()
+            .clone()
+            .unwrap_or_default()
+    };
+    for a in add.iter().filter(|a| !all(a)) {
+        set.insert(capability(a)?);
+    }
+    if drop.iter().any(all) {
+        set.clear();
+        for a in add.iter().filter(|a| !all(a)) {
+            set.insert(capability(a)?);
+        }
+    } else {
+        for d in drop {
+            set.remove(&capability(d)?);
+        }
+    }
+    let host = all_capabilities();
+    let (keep, missing): (HashSet<Capability>, HashSet<Capability>) =
+        set.into_iter().partition(|c| host.contains(c));
+    if !missing.is_empty() {
+        tracing::info!(capabilities = ?missing, "capabilities this host does not have are not granted");
+    }
+    let mut c = oci_spec::runtime::LinuxCapabilities::default();
+    c.set_bounding(Some(keep.clone()));
+    c.set_effective(Some(keep.clone()));
+    c.set_permitted(Some(keep));
+    c.set_inheritable(None);
+    c.set_ambient(None);
+    Ok(c)
+}

@@ -1,74 +1,23 @@
 //! A container's security context as the OCI spec says it: capabilities
 //! (within what the host may grant), seccomp profiles and AppArmor.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use k8s_cri::v1 as cri;
 use molde_common::errdefs::Error;
-use molde_common::spec::{all_capabilities, capability, default_capabilities, default_seccomp};
-use oci_spec::runtime::{Capability, LinuxCapabilities, LinuxSeccomp};
+use molde_common::spec::{container_capabilities, default_seccomp};
+use oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp};
 
-use super::bad;
-
-/// Drops what this host cannot grant, saying so.
-fn within_host(set: HashSet<Capability>) -> HashSet<Capability> {
-    let allowed = all_capabilities();
-    let (keep, dropped): (HashSet<Capability>, HashSet<Capability>) =
-        set.into_iter().partition(|c| allowed.contains(c));
-    if !dropped.is_empty() {
-        tracing::info!(capabilities = ?dropped, "capabilities this host does not have are not granted");
-    }
-    keep
-}
-
-fn caps(set: HashSet<Capability>) -> LinuxCapabilities {
-    let mut c = LinuxCapabilities::default();
-    c.set_bounding(Some(set.clone()));
-    c.set_effective(Some(set.clone()));
-    c.set_permitted(Some(set));
-    c.set_inheritable(None);
-    c.set_ambient(None);
-    c
-}
-
-/// The capabilities a container gets: the defaults (or all, privileged),
-/// with the config's adds and drops (`ALL` in either).
+/// The capabilities a container gets: the shared rule
+/// (`molde_common::spec::container_capabilities`) on the config's adds and
+/// drops.
 pub fn capabilities(sc: &cri::LinuxContainerSecurityContext) -> Result<LinuxCapabilities, Error> {
-    let mut set: HashSet<Capability> = if sc.privileged {
-        all_capabilities()
-    } else {
-        default_capabilities()
-            .map_err(bad)?
-            .bounding()
-            .clone()
-            .unwrap_or_default()
-    };
-    if let Some(c) = &sc.capabilities {
-        if c.add_capabilities.iter().any(|a| a.eq_ignore_ascii_case("ALL")) {
-            set = all_capabilities();
-        } else {
-            for a in &c.add_capabilities {
-                set.insert(capability(a)?);
-            }
-        }
-        if c.drop_capabilities.iter().any(|d| d.eq_ignore_ascii_case("ALL")) {
-            set.clear();
-            // What is added explicitly survives a drop of ALL, as containerd does.
-            for a in c
-                .add_capabilities
-                .iter()
-                .filter(|a| !a.eq_ignore_ascii_case("ALL"))
-            {
-                set.insert(capability(a)?);
-            }
-        } else {
-            for d in &c.drop_capabilities {
-                set.remove(&capability(d)?);
-            }
-        }
-    }
-    Ok(caps(within_host(set)))
+    let (add, drop) = sc
+        .capabilities
+        .as_ref()
+        .map(|c| (c.add_capabilities.clone(), c.drop_capabilities.clone()))
+        .unwrap_or_default();
+    container_capabilities(sc.privileged, &add, &drop)
 }
 
 /// The seccomp profile a container runs under; None for unconfined.

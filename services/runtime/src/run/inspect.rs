@@ -85,6 +85,7 @@ impl RuntimeService {
                 "User": spec["process"]["user"],
                 "Hostname": spec["hostname"],
                 "Tty": st.tty,
+                "Labels": c.labels.iter().filter(|(k, _)| !k.starts_with("io.molde/")).collect::<std::collections::BTreeMap<_, _>>(),
             },
             "HostConfig": {"Resources": spec["linux"]["resources"], "ReadonlyRootfs": spec["root"]["readonly"], "PortBindings": st.ports, "RestartPolicy": {"Name": if st.restart_policy.is_empty() { "no" } else { st.restart_policy.split(':').next().unwrap_or("no") }, "MaximumRetryCount": st.restart_policy.split_once(':').and_then(|(_, n)| n.parse::<u32>().ok()).unwrap_or(0)}},
             "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|x| x["type"] == "bind" && !x["destination"].as_str().unwrap_or("").starts_with("/etc/")).cloned().collect::<Vec<_>>()),

@@ -11,7 +11,8 @@ impl RuntimeService {
     /// outlives the bundle (a reboot empties the state directory).
     pub(crate) fn set_stopped_by_user(&self, ns: &str, id: &str, stopped: bool) -> Result<(), Error> {
         let mut c = self.record(ns, id)?;
-        if c.labels.contains_key(STOPPED_LABEL) == stopped {
+        // Only molde's own containers have restart policies.
+        if !c.extensions.contains_key(RUN_REQUEST) || c.labels.contains_key(STOPPED_LABEL) == stopped {
             return Ok(());
         }
         if stopped {

@@ -81,6 +81,12 @@ impl RuntimeService {
         spec::check_controllers(req, std::path::Path::new("/sys/fs/cgroup"))?;
         let bridge = req.network.is_empty() || req.network == "bridge";
         crate::restart::Policy::parse(&req.restart)?;
+        if !req.stop_signal.is_empty() {
+            crate::lifecycle::parse_signal(&req.stop_signal)
+                .map_err(|e| e.context(format!("--stop-signal {}", req.stop_signal)))?;
+        }
+        let labels: molde_common::labels::Labels = req.labels.clone().into_iter().collect();
+        molde_common::labels::validate(&labels)?;
         if req.rm && !matches!(req.restart.as_str(), "" | "no") {
             return Err(Error::InvalidArgument(
                 "--restart and --rm conflict: a container removed when it exits cannot be restarted".into(),
@@ -194,6 +200,9 @@ impl RuntimeService {
         let mut kept = req.clone();
         kept.detach = false;
         kept.create_only = false;
+        if kept.stop_signal.is_empty() {
+            kept.stop_signal = img.process.stop_signal().clone().unwrap_or_default();
+        }
         let record = Container {
             id: id.clone(),
             image: req.image.clone(),
@@ -204,6 +213,7 @@ impl RuntimeService {
                     (!anonymous.is_empty())
                         .then(|| (ANONYMOUS_VOLUMES_LABEL.to_string(), anonymous.join(","))),
                 )
+                .chain(req.labels.iter().map(|(k, v)| (k.clone(), v.clone())))
                 .collect(),
             runtime: Some(Runtime {
                 name: RUNTIME_NAME.into(),
