@@ -764,7 +764,7 @@ fn restart_policies_after_exits_stops_molded_restarts_and_reboots() {
     assert_eq!(state_of(&d, "plain"), "exited", "no policy, not started");
     assert!(d.molde(&["ps", "-a"]).ok().contains("Exited (255)"));
     assert_ne!(state_of(&d, "us-stopped"), "running");
-    let out = d.molde(&["exec", "forever", "echo", "alive"]).ok();
+    let out = d.molde(&["exec", "us-running", "echo", "alive"]).ok();
     assert_eq!(out, "alive\n");
     for c in ["forever", "us-running", "us-stopped", "plain"] {
         d.molde(&["rm", "-f", c]).ok();
@@ -920,4 +920,168 @@ fn run_flags_capabilities_ulimits_shm_labels_stop_signal_and_init() {
     for c in ["labelled", "stubborn", "inited"] {
         d.molde(&["rm", c]).ok();
     }
+}
+
+/// The address `name` has on its network, as `network inspect` shows it.
+fn address_on(d: &Daemon, network: &str, name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&d.molde(&["network", "inspect", network]).ok()).unwrap();
+    v[0]["Containers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|c| c["Name"] == name)
+        .map(|c| {
+            c["IPv4Address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .unwrap_or_else(|| panic!("{name} is not on {network}: {v}"))
+}
+
+#[test]
+fn user_networks_resolve_names_and_are_isolated() {
+    let d = daemon_with_busybox();
+    // Only names the networks know are asked below: nothing is forwarded
+    // to the host's resolvers.
+    let front = d
+        .molde(&["network", "create", "--label", "tier=web", "front"])
+        .ok();
+    assert_eq!(front.trim().len(), 64, "an id: {front}");
+    d.molde(&["network", "create", "back"]).ok();
+    let ls = d.molde(&["network", "ls"]).ok();
+    for n in ["bridge", "host", "none", "front", "back"] {
+        assert!(ls.contains(n), "{ls}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&d.molde(&["network", "inspect", "front"]).ok()).unwrap();
+    let subnet = v[0]["IPAM"]["Config"][0]["Subnet"].as_str().unwrap().to_string();
+    assert!(
+        subnet.starts_with("10.90."),
+        "outside podman's and the default network's: {subnet}"
+    );
+    assert_eq!(v[0]["Labels"]["tier"], "web");
+    assert!(
+        d.molde(&["network", "create", "front"])
+            .fails()
+            .contains("already exists")
+    );
+    assert!(
+        d.molde(&["network", "create", "bridge"])
+            .fails()
+            .contains("molde's own")
+    );
+    let clash = d
+        .molde(&["network", "create", "--subnet", &subnet, "again"])
+        .fails();
+    assert!(clash.contains("overlaps"), "{clash}");
+
+    for (name, net, alias) in [
+        ("a1", "front", None),
+        ("a2", "front", Some("api")),
+        ("b1", "back", None),
+    ] {
+        let mut args = vec!["run", "-d", "--name", name, "--network", net];
+        if let Some(a) = alias {
+            args.extend(["--network-alias", a]);
+        }
+        args.extend([IMAGE, "sleep", "300"]);
+        d.molde(&args).ok();
+    }
+    // By name and by alias on the same network, through molded's DNS.
+    let resolv = d.molde(&["exec", "a1", "cat", "/etc/resolv.conf"]).ok();
+    let gateway = v[0]["IPAM"]["Config"][0]["Gateway"].as_str().unwrap();
+    assert!(resolv.contains(&format!("nameserver {gateway}")), "{resolv}");
+    let a1 = address_on(&d, "front", "a1");
+    let ping = d.molde(&["exec", "a2", "ping", "-c", "1", "-W", "5", "a1"]).ok();
+    assert!(ping.contains(&a1), "a1 resolved to its address: {ping}");
+    d.molde(&["exec", "a1", "ping", "-c", "1", "-W", "5", "api"]).ok();
+    d.molde(&["exec", "a1", "ping", "-c", "1", "-W", "5", "a2.front"])
+        .ok();
+    // Not from another network, nor from the default bridge, even by address.
+    let cross = d.molde(&["exec", "b1", "ping", "-c", "1", "-W", "2", &a1]);
+    assert!(
+        !cross.out.status.success(),
+        "back reached front: {}",
+        cross.describe()
+    );
+    let from_default = d.molde(&["run", "--rm", IMAGE, "ping", "-c", "1", "-W", "2", &a1]);
+    assert!(
+        !from_default.out.status.success(),
+        "the default bridge reached front"
+    );
+
+    // A network with containers stays; rm names them.
+    let busy = d.molde(&["network", "rm", "front"]).fails();
+    assert!(busy.contains("a1") && busy.contains("a2"), "{busy}");
+
+    // --internal, --subnet, --ip, --add-host, --dns-search.
+    d.molde(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.92.77.0/24",
+        "private",
+    ])
+    .ok();
+    let out = d
+        .molde(&[
+            "run",
+            "--rm",
+            "--network",
+            "private",
+            "--ip",
+            "10.92.77.50",
+            "--add-host",
+            "db:192.0.2.7",
+            "--dns-search",
+            "example.test",
+            IMAGE,
+            "sh",
+            "-c",
+            "ip -4 -o addr show eth0; grep db /etc/hosts; grep search /etc/resolv.conf; ip route",
+        ])
+        .ok();
+    assert!(out.contains("inet 10.92.77.50/24"), "{out}");
+    assert!(out.contains("192.0.2.7\tdb"), "{out}");
+    assert!(out.contains("search example.test"), "{out}");
+    assert!(
+        !out.contains("default"),
+        "an internal network has no way out: {out}"
+    );
+    let bad = d
+        .molde(&["run", "--rm", "--ip", "10.9.9.9", IMAGE, "true"])
+        .fails();
+    assert!(bad.contains("user network"), "{bad}");
+    let bad = d
+        .molde(&["run", "--rm", "--add-host", "nocolon", IMAGE, "true"])
+        .fails();
+    assert!(bad.contains("NAME:IP"), "{bad}");
+    let missing = d
+        .molde(&["run", "--rm", "--network", "nowhere", IMAGE, "true"])
+        .fails();
+    assert!(missing.contains("nowhere"), "{missing}");
+
+    // Gone with its containers: bridge and rules too.
+    for c in ["a1", "a2", "b1"] {
+        d.molde(&["rm", "-f", c]).ok();
+    }
+    let bridge = v[0]["Options"]["bridge"].as_str().unwrap().to_string();
+    assert!(std::path::Path::new("/sys/class/net").join(&bridge).exists());
+    d.molde(&["network", "rm", "front"]).ok();
+    assert!(!std::path::Path::new("/sys/class/net").join(&bridge).exists());
+    let rules = std::process::Command::new("iptables")
+        .args(["-S"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains(&bridge),
+        "its isolation rules went"
+    );
+    let pruned = d.molde(&["network", "prune", "-f"]).ok();
+    assert!(pruned.contains("back") && pruned.contains("private"), "{pruned}");
+    assert_eq!(d.molde(&["network", "ls", "-q"]).ok(), "bridge\nhost\nnone\n");
 }

@@ -10,6 +10,7 @@ mod daemon;
 mod images;
 mod inspect;
 mod lifecycle;
+mod network;
 mod output;
 mod run;
 mod transfer;
@@ -203,6 +204,9 @@ enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
     /// Build an image from a Dockerfile
     Build(Box<build::BuildArgs>),
     /// Manage the build cache
@@ -515,6 +519,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Rm { ids, force, volumes } => containers::rm(&d, ids, force, volumes).await,
         Command::Volume(c) => volume::run(&d, c).await,
+        Command::Network(c) => network::run(&d, c).await,
         Command::Pull {
             reference,
             platform,

@@ -64,9 +64,25 @@ pub struct RunArgs {
     /// type=volume|bind|tmpfs,source=…,target=…[,readonly] (repeatable)
     #[arg(long)]
     mount: Vec<String>,
-    /// bridge (CNI, the default), none (an isolated namespace) or host
-    #[arg(long, default_value = "bridge")]
+    /// bridge (molde's default network), none (an isolated namespace), host,
+    /// or a network made with `molde network create`
+    #[arg(long, alias = "net", default_value = "bridge")]
     network: String,
+    /// Another name the container has on its network (repeatable)
+    #[arg(long)]
+    network_alias: Vec<String>,
+    /// Its address on its network
+    #[arg(long)]
+    ip: Option<String>,
+    /// A DNS server for the container (repeatable)
+    #[arg(long)]
+    dns: Vec<String>,
+    /// A DNS search domain (repeatable)
+    #[arg(long)]
+    dns_search: Vec<String>,
+    /// NAME:IP for the container's /etc/hosts (repeatable)
+    #[arg(long)]
+    add_host: Vec<String>,
     /// Publish a port, [IP:]HOST:CONTAINER[/tcp|udp] (repeatable)
     #[arg(short = 'p', long = "publish")]
     ports: Vec<String>,
@@ -327,6 +343,11 @@ fn request(a: &RunArgs) -> Result<api::RunRequest> {
         stop_signal: a.stop_signal.clone().unwrap_or_default(),
         stop_timeout: a.stop_timeout.unwrap_or(0),
         init: a.init,
+        network_aliases: a.network_alias.clone(),
+        ip: a.ip.clone().unwrap_or_default(),
+        dns: a.dns.clone(),
+        dns_search: a.dns_search.clone(),
+        add_hosts: a.add_host.clone(),
         security_opt: a
             .security_opt
             .iter()

@@ -91,6 +91,18 @@ pub struct NetworkRecord {
     pub ports: Vec<PortMapping>,
     #[serde(default)]
     pub result: CniResult,
+    /// The user network it is on (`molde network create`); empty for the
+    /// default bridge.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
+    /// The names the network's DNS answers with its address: the
+    /// container's name and its `--network-alias`es.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Where the network's DNS forwards this container's other questions
+    /// (its --dns servers; the host's when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<String>,
 }
 
 #[cfg(test)]
@@ -130,6 +142,7 @@ mod tests {
                 protocol: "tcp".into(),
             }],
             result: CniResult::from_value(serde_json::json!({"ips": [{"address": "10.89.0.9/16"}]})),
+            ..Default::default()
         };
         let text = serde_json::to_string(&rec).unwrap();
         assert!(text.contains(r#""hostPort":8080"#), "{text}");

@@ -5,10 +5,12 @@
 //! store. Tasks and the per-container shims come next.
 
 pub mod containers;
+mod dns;
 mod events;
 mod image;
 mod lifecycle;
 pub mod network;
+pub mod networks;
 mod ports;
 mod restart;
 pub mod run;
@@ -45,6 +47,8 @@ pub struct RuntimeConfig {
     pub cni_bin_dir: PathBuf,
     /// Where network namespaces are pinned.
     pub netns_dir: PathBuf,
+    /// Where user networks' records and conflists are kept.
+    pub networks: PathBuf,
     /// Reaches events.v1, where container and task events go.
     pub events: Channel,
     /// Reaches images.v1 and content.v1.
@@ -62,14 +66,20 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
         cni: Arc::new(network::Cni {
             bin_dir: cfg.cni_bin_dir,
             netns_dir: cfg.netns_dir,
+            networks: networks::Networks::new(cfg.networks),
         }),
         ports: Arc::default(),
         starting: Arc::default(),
+        dns: Arc::new(dns::Dns::new(cfg.state.clone())),
         state: cfg.state,
         shim: cfg.shim,
         volumes: cfg.volumes,
     };
     rt.hold_published_ports();
+    rt.cni.networks.isolate_all();
+    for n in rt.cni.networks.list().unwrap_or_default() {
+        rt.dns.serve(&n);
+    }
     rt.restart_at_boot();
     tokio::spawn(run::watch_exits(rt.clone()));
     Servers {

@@ -46,6 +46,8 @@ pub struct Cni {
     pub bin_dir: PathBuf,
     /// Network namespaces are pinned here (`/run/molde/netns`).
     pub netns_dir: PathBuf,
+    /// The user networks.
+    pub networks: crate::networks::Networks,
 }
 
 /// The network's plugins; portmap only when ports are published (it costs
@@ -102,16 +104,37 @@ impl Cni {
         a
     }
 
-    /// Creates the namespace and attaches it; returns the netns path and
-    /// the record teardown needs (`network.json`).
-    pub async fn setup(&self, key: &str, ports: &[PortMapping]) -> Result<(PathBuf, NetworkRecord), Error> {
+    /// The network list of the default bridge (`user` empty) or a user network.
+    fn list(&self, user: &str, ports: &[PortMapping]) -> Result<NetworkList, Error> {
+        if user.is_empty() {
+            return Ok(network(ports));
+        }
+        Ok(self.networks.find(user)?.conflist(!ports.is_empty()))
+    }
+
+    /// Creates the namespace and attaches it to the default bridge or the
+    /// user network `user` (with `ip` when asked); returns the netns path
+    /// and the record teardown needs (`network.json`).
+    pub async fn setup(
+        &self,
+        key: &str,
+        ports: &[PortMapping],
+        user: &str,
+        ip: &str,
+    ) -> Result<(PathBuf, NetworkRecord), Error> {
+        let list = self.list(user, ports)?;
         let netns = self.netns_path(key);
         molde_common::cni::pin_namespaces(&[Pinned::Net], None, &[], |_| netns.clone())?;
         let cni = self.plugins();
-        let result = match cni
-            .add(&network(ports), &self.attachment(key, "eth0", ports))
-            .await
-        {
+        let mut attachment = self.attachment(key, "eth0", ports);
+        if !ip.is_empty() {
+            // host-local takes a requested address through CNI_ARGS.
+            attachment
+                .args
+                .push(("IgnoreUnknown".to_string(), "1".to_string()));
+            attachment.args.push(("IP".to_string(), ip.to_string()));
+        }
+        let result = match cni.add(&list, &attachment).await {
             Ok(r) => r,
             Err(e) => {
                 unpin(&[netns]);
@@ -122,6 +145,9 @@ impl Cni {
             key: key.to_string(),
             ports: ports.to_vec(),
             result,
+            network: user.to_string(),
+            names: Vec::new(),
+            upstream: Vec::new(),
         };
         let lo = self.attachment(key, "lo", &[]);
         if let Err(e) = cni.add(&loopback(), &lo).await {
@@ -135,9 +161,12 @@ impl Cni {
     /// teardown must finish whatever state a crash left.
     pub async fn teardown(&self, saved: &NetworkRecord) {
         let a = self.attachment(&saved.key, "eth0", &saved.ports);
-        self.plugins()
-            .del(&network(&saved.ports), &a, &saved.result)
-            .await;
+        match self.list(&saved.network, &saved.ports) {
+            Ok(list) => self.plugins().del(&list, &a, &saved.result).await,
+            Err(e) => {
+                tracing::warn!(network = %saved.network, error = %e, "a network attachment could not be torn down")
+            }
+        }
         unpin(&[self.netns_path(&saved.key)]);
     }
 }

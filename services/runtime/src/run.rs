@@ -18,6 +18,7 @@
 mod attach;
 mod exec;
 mod inspect;
+mod network_rpc;
 mod policy;
 mod run_rpc;
 mod start;
@@ -489,6 +490,50 @@ impl api::runtime_server::Runtime for RuntimeService {
             self,
             req.get_ref().all,
         )?))
+    }
+
+    async fn create_network(
+        &self,
+        req: Request<api::CreateNetworkRequest>,
+    ) -> Result<Response<api::Network>, Status> {
+        Ok(Response::new(RuntimeService::create_network(
+            self,
+            req.into_inner(),
+        )?))
+    }
+
+    async fn inspect_network(
+        &self,
+        req: Request<api::InspectNetworkRequest>,
+    ) -> Result<Response<api::Network>, Status> {
+        Ok(Response::new(RuntimeService::inspect_network(
+            self,
+            &req.get_ref().name,
+        )?))
+    }
+
+    async fn list_networks(
+        &self,
+        _req: Request<api::ListNetworksRequest>,
+    ) -> Result<Response<api::ListNetworksResponse>, Status> {
+        let networks = RuntimeService::list_networks(self)?;
+        Ok(Response::new(api::ListNetworksResponse { networks }))
+    }
+
+    async fn remove_network(
+        &self,
+        req: Request<api::RemoveNetworkRequest>,
+    ) -> Result<Response<api::RemoveNetworkResponse>, Status> {
+        RuntimeService::remove_network(self, &req.get_ref().name)?;
+        Ok(Response::new(api::RemoveNetworkResponse {}))
+    }
+
+    async fn prune_networks(
+        &self,
+        _req: Request<api::PruneNetworksRequest>,
+    ) -> Result<Response<api::PruneNetworksResponse>, Status> {
+        let removed = RuntimeService::prune_networks(self)?;
+        Ok(Response::new(api::PruneNetworksResponse { removed }))
     }
 
     type ExecStream = ReceiverStream<Result<api::RunEvent, Status>>;

@@ -28,6 +28,8 @@ pub struct RuntimeService {
     pub(crate) events: crate::events::Publisher,
     /// Containers a start is under way for.
     pub(crate) starting: Arc<Starting>,
+    /// The user networks' DNS servers.
+    pub(crate) dns: Arc<crate::dns::Dns>,
 }
 
 /// The containers being started: one start at a time per container.

@@ -315,11 +315,8 @@ pub fn build(
                     ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
                 }
             }
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "--network {other:?}: molde has none and host"
-                )));
-            }
+            // A user network: checked by name when the container is made.
+            _ => {}
         }
     }
     if req.privileged {
@@ -331,11 +328,84 @@ pub fn build(
 /// Writes the container's /etc/hosts, /etc/hostname and /etc/resolv.conf into
 /// the bundle and bind-mounts them, as docker does. With the host network the
 /// host's own files are used.
+/// What the container's /etc/resolv.conf and /etc/hosts get besides the
+/// defaults: docker's --dns, --dns-search, --add-host.
+#[derive(Debug, Clone, Default)]
+pub struct Resolver {
+    /// Replace the host's nameservers when not empty.
+    pub nameservers: Vec<String>,
+    /// Replace the host's search domains when not empty.
+    pub search: Vec<String>,
+    /// `options ndots:0`: single names are asked as they are first (a
+    /// user network's DNS answers its containers' names).
+    pub ndots0: bool,
+    /// NAME:IP entries for /etc/hosts.
+    pub hosts: Vec<String>,
+}
+
+/// resolv.conf from the host's (`base`) with `r`'s changes.
+pub fn resolv_conf(base: &str, r: &Resolver) -> String {
+    let mut out = String::new();
+    let servers: Vec<String> = if r.nameservers.is_empty() {
+        base.lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .map(|s| s.trim().to_string())
+            .collect()
+    } else {
+        r.nameservers.clone()
+    };
+    for s in servers {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    let search: Vec<String> = if r.search.is_empty() {
+        base.lines()
+            .filter_map(|l| l.trim().strip_prefix("search"))
+            .flat_map(|s| s.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    } else {
+        r.search.clone()
+    };
+    if !search.is_empty() {
+        out.push_str(&format!("search {}\n", search.join(" ")));
+    }
+    let mut options: Vec<String> = base
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("options"))
+        .flat_map(|s| s.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|o| !(r.ndots0 && o.starts_with("ndots:")))
+        .collect();
+    if r.ndots0 {
+        options.push("ndots:0".into());
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
+}
+
+/// Checks `--add-host NAME:IP` entries and gives them as hosts lines.
+pub fn host_lines(entries: &[String]) -> Result<String, Error> {
+    let mut out = String::new();
+    for e in entries {
+        let (name, ip) = e
+            .split_once(':')
+            .ok_or_else(|| Error::InvalidArgument(format!("--add-host {e:?}: expected NAME:IP")))?;
+        if name.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "--add-host {e:?}: expected NAME:IP with an IP address"
+            )));
+        }
+        out.push_str(&format!("{ip}\t{name}\n"));
+    }
+    Ok(out)
+}
+
 pub fn add_etc_files(
     spec: &mut Spec,
     bundle: &Path,
     address: Option<&str>,
     host_network: bool,
+    resolver: &Resolver,
 ) -> std::io::Result<()> {
     let hostname = spec.hostname().clone().unwrap_or_default();
     let etc = bundle.join("etc");
@@ -346,8 +416,9 @@ pub fn add_etc_files(
     } else {
         hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
     }
+    let extra_hosts = host_lines(&resolver.hosts).map_err(std::io::Error::other)?;
     // systemd-resolved's stub (127.0.0.53) is not reachable from a container.
-    let resolv = ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
+    let host_resolv = ["/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"]
         .iter()
         .find_map(|p| {
             std::fs::read_to_string(p)
@@ -357,17 +428,23 @@ pub fn add_etc_files(
         .unwrap_or_default();
     let files: Vec<(&str, String)> = if host_network {
         vec![
-            ("hosts", std::fs::read_to_string("/etc/hosts").unwrap_or(hosts)),
+            (
+                "hosts",
+                std::fs::read_to_string("/etc/hosts").unwrap_or(hosts) + &extra_hosts,
+            ),
             (
                 "resolv.conf",
-                std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+                resolv_conf(
+                    &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+                    resolver,
+                ),
             ),
             ("hostname", format!("{hostname}\n")),
         ]
     } else {
         vec![
-            ("hosts", hosts),
-            ("resolv.conf", resolv),
+            ("hosts", hosts + &extra_hosts),
+            ("resolv.conf", resolv_conf(&host_resolv, resolver)),
             ("hostname", format!("{hostname}\n")),
         ]
     };

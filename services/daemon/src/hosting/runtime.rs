@@ -38,6 +38,7 @@ impl Service for Runtime {
                     state: w.cfg.state.join("runtime"),
                     shim,
                     volumes: w.cfg.root.join("volumes"),
+                    networks: w.cfg.root.join("networks"),
                     cni_bin_dir: PathBuf::from("/usr/lib/cni"),
                     netns_dir: w.cfg.state.join("netns"),
                     content: molde_api::client::channel(&w.reach("content")?),

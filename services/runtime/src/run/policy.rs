@@ -64,7 +64,9 @@ impl RuntimeService {
                 return;
             }
             let b = Bundle::new(me.bundle_dir(&ns, &id));
-            if let Err(e) = b.set_restart_count(restarts + 1) {
+            // After a reboot the bundle is made again by the launch below.
+            let counted = std::fs::create_dir_all(b.dir()).and_then(|()| b.set_restart_count(restarts + 1));
+            if let Err(e) = counted {
                 tracing::warn!(namespace = %ns, container = %id, error = %e, "a restart could not be counted");
             }
             // At molded's start the services it calls may not answer yet.

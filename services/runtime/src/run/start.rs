@@ -79,8 +79,17 @@ impl RuntimeService {
         let id = self.new_id(ns, &req.name)?;
         spec::check_limits(req, host_cpus())?;
         spec::check_controllers(req, std::path::Path::new("/sys/fs/cgroup"))?;
-        let bridge = req.network.is_empty() || req.network == "bridge";
+        let bridge = !matches!(req.network.as_str(), "none" | "host");
+        let user_network = bridge && !matches!(req.network.as_str(), "" | "bridge");
+        if user_network {
+            self.cni.networks.find(&req.network)?;
+        } else if !req.ip.is_empty() || !req.network_aliases.is_empty() {
+            return Err(Error::InvalidArgument(
+                "--ip and --network-alias need a user network (molde network create)".into(),
+            ));
+        }
         crate::restart::Policy::parse(&req.restart)?;
+        spec::host_lines(&req.add_hosts)?;
         if !req.stop_signal.is_empty() {
             crate::lifecycle::parse_signal(&req.stop_signal)
                 .map_err(|e| e.context(format!("--stop-signal {}", req.stop_signal)))?;
@@ -448,7 +457,11 @@ impl RuntimeService {
             self.release_network(ns, id).await;
             Err(e)
         };
-        if req.network.is_empty() || req.network == "bridge" {
+        let user_network = match req.network.as_str() {
+            "" | "bridge" | "none" | "host" => None,
+            name => Some(self.cni.networks.find(name)?),
+        };
+        if user_network.is_some() || matches!(req.network.as_str(), "" | "bridge") {
             let ports = req
                 .ports
                 .iter()
@@ -462,10 +475,26 @@ impl RuntimeService {
             // Unique per container instance: addresses an earlier container of the
             // same name left allocated (a crash) can never clash with this one.
             let key = format!("{ns}-{id}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-            let (netns, saved) = match self.cni.setup(&key, &ports).await {
+            let on = user_network.as_ref().map(|n| n.name.as_str()).unwrap_or_default();
+            let (netns, mut saved) = match self.cni.setup(&key, &ports, on, &req.ip).await {
                 Ok(x) => x,
                 Err(e) => return fail(e.context(format!("container {id}: network"))).await,
             };
+            if let Some(n) = &user_network {
+                // The names the network's DNS answers for it.
+                saved.names = std::iter::once(
+                    record
+                        .labels
+                        .get(NAME_LABEL)
+                        .cloned()
+                        .unwrap_or_else(|| id.to_string()),
+                )
+                .chain(std::iter::once(id.chars().take(12).collect()))
+                .chain(req.network_aliases.iter().cloned())
+                .collect();
+                saved.upstream = req.dns.clone();
+                self.dns.serve(n);
+            }
             b.write_network_record(&saved)
                 .or_log("writing a container's network record");
             if let Some(nss) = spec
@@ -487,7 +516,23 @@ impl RuntimeService {
             .ok()
             .flatten()
             .and_then(|n| crate::network::address(&n));
-        if let Err(e) = spec::add_etc_files(&mut spec, &bundle, address.as_deref(), req.network == "host") {
+        let resolver = spec::Resolver {
+            // A user network's containers ask molded's DNS on its gateway.
+            nameservers: match &user_network {
+                Some(n) => vec![n.gateway.clone()],
+                None => req.dns.clone(),
+            },
+            search: req.dns_search.clone(),
+            ndots0: user_network.is_some(),
+            hosts: req.add_hosts.clone(),
+        };
+        if let Err(e) = spec::add_etc_files(
+            &mut spec,
+            &bundle,
+            address.as_deref(),
+            req.network == "host",
+            &resolver,
+        ) {
             return fail(Error::Internal(format!("container {id}: {e}"))).await;
         }
         let written = serde_json::to_vec_pretty(&spec)
