@@ -1085,3 +1085,106 @@ fn user_networks_resolve_names_and_are_isolated() {
     assert!(pruned.contains("back") && pruned.contains("private"), "{pruned}");
     assert_eq!(d.molde(&["network", "ls", "-q"]).ok(), "bridge\nhost\nnone\n");
 }
+
+#[test]
+fn system_df_and_prunes_report_and_reclaim() {
+    let d = daemon_with_busybox();
+    d.molde(&[
+        "run",
+        "--name",
+        "big",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/big bs=1M count=5 2>/dev/null",
+    ])
+    .ok();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "100",
+    ])
+    .ok();
+    d.molde(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "kept:/v",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo x > /v/f",
+    ])
+    .ok();
+    let row = |df: &str, kind: &str| -> Vec<String> {
+        let line = df
+            .lines()
+            .find(|l| l.starts_with(kind))
+            .unwrap_or_else(|| panic!("{kind} in {df}"));
+        line[kind.len()..]
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let df = d.molde(&["system", "df"]).ok();
+    assert_eq!(&row(&df, "Images")[..2], ["1", "1"], "{df}");
+    assert_eq!(&row(&df, "Containers")[..2], ["2", "1"], "{df}");
+    assert_eq!(&row(&df, "Local Volumes")[..2], ["1", "0"], "{df}");
+    let containers = row(&df, "Containers");
+    assert_eq!(containers[3], "MB", "5 MB written: {df}");
+
+    // container prune: the stopped one goes, with what it wrote.
+    let out = d.molde(&["container", "prune", "-f"]).ok();
+    assert!(out.contains("big") && !out.contains("up\n"), "{out}");
+    assert!(out.contains("Total reclaimed space: 5."), "{out}");
+    assert_eq!(d.molde(&["ps", "-a", "-q"]).ok(), "up\n");
+    assert!(d.molde(&["container", "prune"]).fails().contains("-f"));
+
+    // image prune -a: only what no container uses.
+    d.molde(&["tag", IMAGE, "localhost/other:1"]).ok();
+    let out = d.molde(&["image", "prune", "-a", "-f"]).ok();
+    assert!(
+        out.contains("localhost/other:1") && !out.contains("busybox"),
+        "{out}"
+    );
+
+    // system prune: stopped containers, unused networks, and volumes when asked.
+    d.molde(&["network", "create", "unused"]).ok();
+    d.molde(&[
+        "create",
+        "--name",
+        "never",
+        "--network",
+        "none",
+        "-v",
+        "/anon",
+        IMAGE,
+        "true",
+    ])
+    .ok();
+    d.molde(&["rm", "never"]).ok();
+    let before = d.molde(&["volume", "ls", "-q"]).ok().lines().count();
+    let out = d.molde(&["system", "prune", "-f", "--volumes"]).ok();
+    assert!(out.contains("unused"), "{out}");
+    assert_eq!(
+        d.molde(&["volume", "ls", "-q"]).ok().lines().count(),
+        before - 1,
+        "the anonymous one"
+    );
+    assert!(
+        d.molde(&["volume", "ls", "-q"]).ok().contains("kept"),
+        "named volumes stay"
+    );
+    assert_eq!(d.molde(&["ps", "-q"]).ok(), "up\n", "a running container stays");
+    d.molde(&["rm", "-f", "up"]).ok();
+}

@@ -12,6 +12,14 @@ pub enum ImagesCmd {
     /// List images
     #[command(alias = "list")]
     Ls(ListArgs),
+    /// Remove dangling (untagged) images, or with -a every image no container uses
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -39,6 +47,7 @@ fn short_type(mt: &str) -> &str {
 pub async fn run(d: &Daemon, cmd: ImagesCmd) -> Result<()> {
     let mut c = ImagesClient::new(d.channel.clone());
     match cmd {
+        ImagesCmd::Prune { all, force } => return crate::system::prune_images(d, all, force).await,
         ImagesCmd::Ls(ListArgs {
             filters,
             quiet,

@@ -13,6 +13,7 @@ mod lifecycle;
 mod network;
 mod output;
 mod run;
+mod system;
 mod transfer;
 mod volume;
 
@@ -71,8 +72,8 @@ enum Command {
     /// Manage blobs in the content store
     #[command(subcommand)]
     Content(content::ContentCmd),
-    /// List images (`molde images ls` is the same)
-    #[command(args_conflicts_with_subcommands = true)]
+    /// List images (`molde images ls` is the same), or prune them
+    #[command(args_conflicts_with_subcommands = true, alias = "image")]
     Images {
         #[command(subcommand)]
         cmd: Option<images::ImagesCmd>,
@@ -207,6 +208,12 @@ enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// What molded's images, containers and volumes take, and pruning them
+    #[command(subcommand)]
+    System(system::SystemCmd),
     /// Build an image from a Dockerfile
     Build(Box<build::BuildArgs>),
     /// Manage the build cache
@@ -327,6 +334,16 @@ enum ClusterCmd {
         #[arg(long)]
         dir: std::path::PathBuf,
         name: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ContainerCmd {
+    /// Remove every stopped container
+    Prune {
+        /// Do not ask
+        #[arg(short, long)]
+        force: bool,
     },
 }
 
@@ -520,6 +537,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Rm { ids, force, volumes } => containers::rm(&d, ids, force, volumes).await,
         Command::Volume(c) => volume::run(&d, c).await,
         Command::Network(c) => network::run(&d, c).await,
+        Command::Container(ContainerCmd::Prune { force }) => system::prune_containers(&d, force).await,
+        Command::System(system::SystemCmd::Df) => system::df(&d).await,
+        Command::System(system::SystemCmd::Prune { all, volumes, force }) => {
+            system::prune(&d, all, volumes, force).await
+        }
         Command::Pull {
             reference,
             platform,
