@@ -1188,3 +1188,155 @@ fn system_df_and_prunes_report_and_reclaim() {
     assert_eq!(d.molde(&["ps", "-q"]).ok(), "up\n", "a running container stays");
     d.molde(&["rm", "-f", "up"]).ok();
 }
+
+#[test]
+fn events_tell_what_happened_filtered_and_since_a_time() {
+    let reg = Registry::start();
+    let d = daemon_with_busybox();
+    // A subscriber from before anything happens (ends with --until).
+    let until = (std::time::SystemTime::now() + std::time::Duration::from_secs(30))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let live = std::process::Command::new(molde_tests::bin("molde"))
+        .args([
+            "--address",
+            d.sock.to_str().unwrap(),
+            "events",
+            "--filter",
+            "type=volume",
+            "--until",
+            &until,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let r = d.molde(&[
+        "run",
+        "--name",
+        "ev",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(r.out.status.code(), Some(3), "{}", r.describe());
+    d.molde(&["rm", "ev"]).ok();
+    d.molde(&[
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "32m",
+        "--network",
+        "none",
+        IMAGE,
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=100M",
+        "count=1",
+    ]);
+    let remote = format!("{}/ev/box:1", reg.host);
+    d.molde(&["tag", IMAGE, &remote]).ok();
+    d.molde(&["push", "-q", &remote]).ok();
+    d.molde(&["rmi", &remote]).ok();
+    d.molde(&["pull", "-q", &remote]).ok();
+    d.molde(&["volume", "create", "evv"]).ok();
+    d.molde(&["volume", "rm", "evv"]).ok();
+    d.molde(&["network", "create", "evn"]).ok();
+    d.molde(&["network", "rm", "evn"]).ok();
+
+    let all = d.molde(&["events", "--since", "5m", "--until", "0s"]).ok();
+    let actions: Vec<String> = all
+        .lines()
+        .map(|l| l.split_whitespace().skip(1).take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    for want in [
+        "container create ev",
+        "container start ev",
+        "container die ev",
+        "container destroy ev",
+        "container oom hog",
+        "image tag",
+        "image push",
+        "image delete",
+        "image pull",
+        "volume create evv",
+        "volume destroy evv",
+        "network create evn",
+        "network destroy evn",
+    ] {
+        assert!(actions.iter().any(|a| a.starts_with(want)), "{want} in:\n{all}");
+    }
+    let order: Vec<&String> = actions.iter().filter(|a| a.ends_with(" ev")).collect();
+    assert_eq!(
+        order,
+        [
+            "container create ev",
+            "container start ev",
+            "container die ev",
+            "container destroy ev"
+        ],
+        "in the order they happened"
+    );
+    assert!(all.contains("die ev (exitCode=3)"), "{all}");
+
+    let dies = d
+        .molde(&[
+            "events",
+            "--since",
+            "5m",
+            "--until",
+            "0s",
+            "--filter",
+            "event=die",
+            "--filter",
+            "container=ev",
+        ])
+        .ok();
+    assert_eq!(dies.lines().count(), 1, "{dies}");
+    let json = d
+        .molde(&[
+            "events",
+            "--since",
+            "5m",
+            "--until",
+            "0s",
+            "--filter",
+            "type=network",
+            "--format",
+            "json",
+        ])
+        .ok();
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (first["Type"].as_str(), first["Action"].as_str()),
+        (Some("network"), Some("create"))
+    );
+    assert!(
+        d.molde(&["events", "--filter", "colour=red"])
+            .fails()
+            .contains("colour")
+    );
+
+    // The live subscriber saw the volume's events as they happened.
+    let child = live;
+    // Ended by --until at the latest; its output so far is what it printed.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("volume create evv") && text.contains("volume destroy evv"),
+        "{text}"
+    );
+    assert!(!text.contains("container"), "filtered: {text}");
+    d.molde(&["rm", "hog"]).ok();
+}

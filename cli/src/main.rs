@@ -7,6 +7,7 @@ mod build;
 mod containers;
 mod content;
 mod daemon;
+mod events;
 mod images;
 mod inspect;
 mod lifecycle;
@@ -211,6 +212,8 @@ enum Command {
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// Stream what happens to containers, images, networks and volumes
+    Events(events::EventsArgs),
     /// What molded's images, containers and volumes take, and pruning them
     #[command(subcommand)]
     System(system::SystemCmd),
@@ -537,6 +540,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Rm { ids, force, volumes } => containers::rm(&d, ids, force, volumes).await,
         Command::Volume(c) => volume::run(&d, c).await,
         Command::Network(c) => network::run(&d, c).await,
+        Command::Events(a) => events::events(&d, a).await,
         Command::Container(ContainerCmd::Prune { force }) => system::prune_containers(&d, force).await,
         Command::System(system::SystemCmd::Df) => system::df(&d).await,
         Command::System(system::SystemCmd::Prune { all, volumes, force }) => {

@@ -121,6 +121,10 @@ pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 /// trailer the status `molde run` exits with: 126 (the command cannot be
 /// run), 127 (not found) or 125 (anything else), as docker's run does.
 pub const EXIT_CODE_HEADER: &str = "molde-exit-code";
+
+/// An events.v1 Subscribe with this header (Unix time in nanoseconds) gets
+/// the past events since then first (`molde events --since`).
+pub const EVENTS_SINCE_HEADER: &str = "molde-events-since";
 /// gRPC metadata key that names the lease a request's new resources belong to.
 pub const LEASE_HEADER: &str = "containerd-lease";
 /// Namespace used when a request names none.

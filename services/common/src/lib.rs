@@ -7,6 +7,7 @@ pub mod context;
 pub mod digest;
 pub mod env;
 pub mod errdefs;
+pub mod events;
 pub mod image;
 pub mod labels;
 pub mod reference;

@@ -190,6 +190,17 @@ impl api::images_server::Images for ImagesService {
             return Err(ContentError::AlreadyExists(format!("image {:?}", img.name)).into());
         }
         tracing::info!(namespace = %ctx.namespace, image = %img.name, target = %rec.target.digest, "image created");
+        if let Some(ev) = &self.shared.config.events {
+            ev.publish(
+                &ctx.namespace,
+                "/images/create",
+                "ImageCreate",
+                molde_api::containerd::events::ImageCreate {
+                    name: img.name.clone(),
+                    labels: rec.labels.clone().into_iter().collect(),
+                },
+            );
+        }
         Ok(Response::new(api::CreateImageResponse {
             image: Some(to_api(&img.name, &rec)),
         }))
@@ -206,6 +217,17 @@ impl api::images_server::Images for ImagesService {
             .ok_or_else(|| ContentError::InvalidArgument("update needs an image".into()))?;
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let image = self.update(&ctx.namespace, img, paths)?;
+        if let Some(ev) = &self.shared.config.events {
+            ev.publish(
+                &ctx.namespace,
+                "/images/update",
+                "ImageUpdate",
+                molde_api::containerd::events::ImageUpdate {
+                    name: image.name.clone(),
+                    labels: image.labels.clone(),
+                },
+            );
+        }
         Ok(Response::new(api::UpdateImageResponse { image: Some(image) }))
     }
 
@@ -226,6 +248,17 @@ impl api::images_server::Images for ImagesService {
             )
             .map_err(ContentError::from)?;
         tracing::info!(namespace = %ctx.namespace, image = %r.name, "image deleted");
+        if let Some(ev) = &self.shared.config.events {
+            ev.publish(
+                &ctx.namespace,
+                "/images/delete",
+                "ImageDelete",
+                molde_api::containerd::events::ImageDelete {
+                    name: r.name.clone(),
+                    target: String::new(),
+                },
+            );
+        }
         if r.sync {
             crate::gc::collect_blocking(self.shared.clone()).await?;
         } else {

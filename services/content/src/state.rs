@@ -25,6 +25,8 @@ pub struct ContentConfig {
     pub gc_delay: Duration,
     /// The snapshotter, asked to collect its snapshots after each content collection.
     pub snapshotter: Option<tonic::transport::Channel>,
+    /// events.v1, where image events go.
+    pub events: Option<molde_common::events::Publisher>,
 }
 
 impl ContentConfig {
@@ -35,6 +37,7 @@ impl ContentConfig {
             gc_interval: Duration::from_secs(3600),
             gc_delay: Duration::from_millis(100),
             snapshotter: None,
+            events: None,
         }
     }
 }

@@ -1,6 +1,10 @@
 //! containerd's events.v1: a bus in every molded process. Services publish to
-//! it over gRPC (the runtime's container and task events); containerd clients
-//! subscribe (`ctr events`), filtering on `topic` and `namespace`.
+//! it over gRPC (container, task, image, network and volume events);
+//! containerd clients subscribe (`ctr events`), filtering on `topic` and
+//! `namespace`. The last HISTORY events are kept (in memory, as docker
+//! keeps its own): a subscriber that sends the `molde-events-since` header
+//! (Unix time in nanoseconds) gets those from then on first — `molde
+//! events --since`.
 
 use molde_api::containerd::services::events::v1 as api;
 use molde_meta::filter::{Fields, Filter};
@@ -9,17 +13,38 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tonic::{Request, Response, Status};
 
+/// How many past events are kept for `--since`.
+const HISTORY: usize = 4096;
+use molde_api::EVENTS_SINCE_HEADER as SINCE_HEADER;
+
 #[derive(Clone)]
 pub struct EventsService {
     bus: broadcast::Sender<api::Envelope>,
+    history: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<api::Envelope>>>,
 }
 
 impl EventsService {
     pub fn new() -> Self {
         Self {
             bus: broadcast::channel(1024).0,
+            history: Default::default(),
         }
     }
+
+    fn send(&self, env: api::Envelope) {
+        {
+            let mut h = self.history.lock().expect("event history");
+            if h.len() == HISTORY {
+                h.pop_front();
+            }
+            h.push_back(env.clone());
+        }
+        let _ = self.bus.send(env);
+    }
+}
+
+fn nanos(t: Option<&prost_types::Timestamp>) -> i128 {
+    t.map_or(0, |t| t.seconds as i128 * 1_000_000_000 + t.nanos as i128)
 }
 
 struct EnvelopeFields<'a>(&'a api::Envelope);
@@ -59,7 +84,7 @@ impl api::events_server::Events for EventsService {
                 r.topic
             )));
         }
-        let _ = self.bus.send(api::Envelope {
+        self.send(api::Envelope {
             timestamp: Some(now()),
             namespace: ns,
             topic: r.topic,
@@ -73,7 +98,7 @@ impl api::events_server::Events for EventsService {
             .into_inner()
             .envelope
             .ok_or_else(|| Status::invalid_argument("forward needs an envelope"))?;
-        let _ = self.bus.send(env);
+        self.send(env);
         Ok(Response::new(()))
     }
 
@@ -83,13 +108,46 @@ impl api::events_server::Events for EventsService {
         &self,
         req: Request<api::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let since = match req.metadata().get(SINCE_HEADER) {
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.parse::<i128>().ok())
+                    .ok_or_else(|| {
+                        Status::invalid_argument(format!("{SINCE_HEADER}: Unix time in nanoseconds"))
+                    })?,
+            ),
+            None => None,
+        };
         let filter =
             Filter::parse_all(&req.get_ref().filters).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let stream = BroadcastStream::new(self.bus.subscribe()).filter_map(move |e| match e {
-            Ok(env) if filter.matches(&EnvelopeFields(&env)) => Some(Ok(env)),
-            // A subscriber that falls behind loses the oldest events, not the stream.
-            _ => None,
-        });
+        // Subscribed before the history is read: nothing falls between.
+        let live = self.bus.subscribe();
+        let past: Vec<api::Envelope> = match since {
+            Some(since) => self
+                .history
+                .lock()
+                .expect("event history")
+                .iter()
+                .filter(|e| nanos(e.timestamp.as_ref()) >= since && filter.matches(&EnvelopeFields(e)))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        // What the history gave is not given again by the live stream.
+        let last = past.last().map(|e| nanos(e.timestamp.as_ref()));
+        let stream = tokio_stream::iter(past.into_iter().map(Ok)).chain(
+            BroadcastStream::new(live).filter_map(move |e| match e {
+                Ok(env)
+                    if filter.matches(&EnvelopeFields(&env))
+                        && last.is_none_or(|l| nanos(env.timestamp.as_ref()) > l) =>
+                {
+                    Some(Ok(env))
+                }
+                // A subscriber that falls behind loses the oldest events, not the stream.
+                _ => None,
+            }),
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -71,7 +71,7 @@ impl Fields for ContainerFields<'_> {
 #[derive(Clone)]
 pub struct ContainersService {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) events: crate::events::Publisher,
+    pub(crate) events: molde_common::events::Publisher,
 }
 
 impl ContainersService {

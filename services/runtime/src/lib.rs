@@ -6,7 +6,6 @@
 
 pub mod containers;
 mod dns;
-mod events;
 mod image;
 mod lifecycle;
 pub mod network;
@@ -57,7 +56,7 @@ pub struct RuntimeConfig {
 }
 
 pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
-    let events = events::Publisher::new(cfg.events);
+    let events = molde_common::events::Publisher::new(cfg.events);
     let rt = service::RuntimeService {
         events: events.clone(),
         store: store.clone(),

@@ -122,6 +122,16 @@ impl RuntimeService {
             return;
         }
         self.consider_restart(ns, id, exit.status, false);
+        if exit.oom_killed {
+            self.events.publish(
+                ns,
+                "/tasks/oom",
+                "TaskOOM",
+                molde_api::containerd::events::TaskOom {
+                    container_id: id.to_string(),
+                },
+            );
+        }
         let pid = b.init_pid().unwrap_or(0) as u32;
         self.events.publish(
             ns,
@@ -133,6 +143,27 @@ impl RuntimeService {
                 pid,
                 exit_status: exit.status as u32,
                 exited_at: None,
+            },
+        );
+    }
+
+    fn publish_volume(&self, ns: &str, topic: &str, name: &str) {
+        self.events.publish_as(
+            ns,
+            topic,
+            "molde.services.runtime.v1.VolumeEvent",
+            api::VolumeEvent { name: name.into() },
+        );
+    }
+
+    fn publish_network(&self, ns: &str, topic: &str, name: &str, id: &str) {
+        self.events.publish_as(
+            ns,
+            topic,
+            "molde.services.runtime.v1.NetworkEvent",
+            api::NetworkEvent {
+                name: name.into(),
+                id: id.into(),
             },
         );
     }
@@ -217,6 +248,12 @@ impl RuntimeService {
             .txn(Txn::new().delete(containers::key(ns, id)))
             .or_log("removing a container's record");
         let _ = std::fs::remove_dir_all(self.bundle_dir(ns, id));
+        self.events.publish(
+            ns,
+            "/containers/delete",
+            "ContainerDelete",
+            molde_api::containerd::events::ContainerDelete { id: id.to_string() },
+        );
     }
 }
 
@@ -449,10 +486,10 @@ impl api::runtime_server::Runtime for RuntimeService {
         &self,
         req: Request<api::CreateVolumeRequest>,
     ) -> Result<Response<api::Volume>, Status> {
-        Ok(Response::new(RuntimeService::create_volume(
-            self,
-            req.into_inner(),
-        )?))
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let v = RuntimeService::create_volume(self, req.into_inner())?;
+        self.publish_volume(&ns, "/volumes/create", &v.name);
+        Ok(Response::new(v))
     }
 
     async fn inspect_volume(
@@ -477,8 +514,10 @@ impl api::runtime_server::Runtime for RuntimeService {
         &self,
         req: Request<api::RemoveVolumeRequest>,
     ) -> Result<Response<api::RemoveVolumeResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let r = req.get_ref();
         RuntimeService::remove_volume(self, &r.name, r.force)?;
+        self.publish_volume(&ns, "/volumes/delete", &r.name);
         Ok(Response::new(api::RemoveVolumeResponse {}))
     }
 
@@ -486,20 +525,22 @@ impl api::runtime_server::Runtime for RuntimeService {
         &self,
         req: Request<api::PruneVolumesRequest>,
     ) -> Result<Response<api::PruneVolumesResponse>, Status> {
-        Ok(Response::new(RuntimeService::prune_volumes(
-            self,
-            req.get_ref().all,
-        )?))
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let r = RuntimeService::prune_volumes(self, req.get_ref().all)?;
+        for v in &r.removed {
+            self.publish_volume(&ns, "/volumes/delete", v);
+        }
+        Ok(Response::new(r))
     }
 
     async fn create_network(
         &self,
         req: Request<api::CreateNetworkRequest>,
     ) -> Result<Response<api::Network>, Status> {
-        Ok(Response::new(RuntimeService::create_network(
-            self,
-            req.into_inner(),
-        )?))
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        let n = RuntimeService::create_network(self, req.into_inner())?;
+        self.publish_network(&ns, "/networks/create", &n.name, &n.id);
+        Ok(Response::new(n))
     }
 
     async fn inspect_network(
@@ -524,15 +565,21 @@ impl api::runtime_server::Runtime for RuntimeService {
         &self,
         req: Request<api::RemoveNetworkRequest>,
     ) -> Result<Response<api::RemoveNetworkResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         RuntimeService::remove_network(self, &req.get_ref().name)?;
+        self.publish_network(&ns, "/networks/delete", &req.get_ref().name, "");
         Ok(Response::new(api::RemoveNetworkResponse {}))
     }
 
     async fn prune_networks(
         &self,
-        _req: Request<api::PruneNetworksRequest>,
+        req: Request<api::PruneNetworksRequest>,
     ) -> Result<Response<api::PruneNetworksResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let removed = RuntimeService::prune_networks(self)?;
+        for n in &removed {
+            self.publish_network(&ns, "/networks/delete", n, "");
+        }
         Ok(Response::new(api::PruneNetworksResponse { removed }))
     }
 

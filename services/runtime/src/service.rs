@@ -25,7 +25,7 @@ pub struct RuntimeService {
     pub(crate) cni: Arc<crate::network::Cni>,
     /// Host ports published containers hold.
     pub(crate) ports: Arc<crate::ports::HostPorts>,
-    pub(crate) events: crate::events::Publisher,
+    pub(crate) events: molde_common::events::Publisher,
     /// Containers a start is under way for.
     pub(crate) starting: Arc<Starting>,
     /// The user networks' DNS servers.

@@ -51,6 +51,8 @@ impl Default for TransferConfig {
 #[derive(Clone)]
 pub struct TransferService {
     puller: Arc<pull::Puller>,
+    /// events.v1, where pulls and pushes are told.
+    events: Option<molde_common::events::Publisher>,
 }
 
 impl TransferService {
@@ -59,12 +61,19 @@ impl TransferService {
     /// Layers are asked of the cluster's other nodes before the registry;
     /// with `resolve`, every pull resolves a tag in the cluster when the
     /// registry cannot be reached (as a request's `cluster_resolve` asks).
+    /// Publishes /images/pull and /images/push events through `events`.
+    pub fn with_events(mut self, events: molde_common::events::Publisher) -> Self {
+        self.events = Some(events);
+        self
+    }
+
     pub fn with_peers(self, peers: Arc<dyn molde_common::store::PeerBlobs>, resolve: bool) -> Self {
         let mut puller = Arc::try_unwrap(self.puller).unwrap_or_else(|_| unreachable!("not shared yet"));
         puller.peers = Some(peers);
         puller.cluster_resolve = resolve;
         Self {
             puller: Arc::new(puller),
+            events: self.events,
         }
     }
 
@@ -82,6 +91,7 @@ impl TransferService {
                 cluster_resolve: false,
                 clients: Default::default(),
             }),
+            events: None,
         }
     }
 }
@@ -232,10 +242,15 @@ impl api::transfer_server::Transfer for TransferService {
         }
         let (tx, rx) = mpsc::channel(64);
         let puller = self.puller.clone();
+        let events = self.events.clone();
         tokio::spawn(async move {
             let what = r.reference.clone();
             let started = std::time::Instant::now();
-            if let Err(e) = puller.pull(&ns, r, &tx).await {
+            let result = puller.pull(&ns, r, &tx).await;
+            if let (Ok(()), Some(ev)) = (&result, &events) {
+                publish_transfer(ev, &ns, "/images/pull", &what);
+            }
+            if let Err(e) = result {
                 tracing::warn!(namespace = %ns, reference = %what, error = %e, "pull failed");
                 let st: Status = e.into();
                 let _ = tx
@@ -264,13 +279,18 @@ impl api::transfer_server::Transfer for TransferService {
         }
         let (tx, rx) = mpsc::channel(64);
         let puller = self.puller.clone();
+        let events = self.events.clone();
         tokio::spawn(async move {
             let what = if r.destination.is_empty() {
                 r.reference.clone()
             } else {
                 r.destination.clone()
             };
-            if let Err(e) = puller.push(&ns, r, &tx).await {
+            let result = puller.push(&ns, r, &tx).await;
+            if let (Ok(()), Some(ev)) = (&result, &events) {
+                publish_transfer(ev, &ns, "/images/push", &what);
+            }
+            if let Err(e) = result {
                 tracing::warn!(namespace = %ns, reference = %what, error = %e, "push failed");
                 let st: Status = e.into();
                 let _ = tx
@@ -283,4 +303,16 @@ impl api::transfer_server::Transfer for TransferService {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// An /images/pull or /images/push event: the image's name.
+fn publish_transfer(ev: &molde_common::events::Publisher, ns: &str, topic: &str, name: &str) {
+    ev.publish_as(
+        ns,
+        topic,
+        "molde.services.transfer.v1.ImageTransferred",
+        api::ImageTransferred {
+            name: name.to_string(),
+        },
+    );
 }

@@ -33,6 +33,9 @@ impl Service for Content {
             cc.ingest_expiry = w.cfg.gc.ingest_expiry();
             cc.gc_delay = w.cfg.gc.delay();
             cc.snapshotter = Some(molde_api::client::channel(&w.reach("snapshotter")?));
+            cc.events = Some(molde_common::events::Publisher::new(molde_api::client::channel(
+                &w.own,
+            )));
             let shared = Shared::new(store, cc)?;
             tokio::spawn(molde_content::gc::run_scheduler(shared.clone()));
             w.local_content = Some(shared.clone());

@@ -33,6 +33,9 @@ impl Service for Transfer {
                     parallel: w.cfg.transfer.parallel,
                 },
             );
+            transfer = transfer.with_events(molde_common::events::Publisher::new(
+                molde_api::client::channel(&w.own),
+            ));
             if let Some(p) = &w.peers {
                 transfer = transfer.with_peers(p.clone(), w.cfg.cluster.resolve);
             }

@@ -570,6 +570,7 @@ impl RuntimeService {
     pub(crate) async fn await_started(&self, ns: &str, id: &str) -> Result<(), Error> {
         let started = tokio::time::Instant::now();
         let b = Bundle::new(self.bundle_dir(ns, id));
+        let mut gone_since: Option<tokio::time::Instant> = None;
         loop {
             if let Some(pid) = b.init_pid() {
                 self.started(ns, id, pid as u32);
@@ -582,16 +583,18 @@ impl RuntimeService {
                 self.release_network(ns, id).await;
                 return Err(Error::FailedPrecondition(format!("container {id}: {msg}")));
             }
-            if !b.shim_alive() && b.shim_pid().is_some() && b.error().is_none() && b.exit().is_none() {
-                // Looked again: the shim may have written its last file
-                // between the checks above.
-                if b.init_pid().is_none() && b.error().is_none() && b.exit().is_none() {
+            // A shim gone without a word (killed): said after a grace, as a
+            // process that is only between two states is no shim gone.
+            if b.shim_pid().is_some() && !b.shim_alive() {
+                let since = *gone_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(2) {
                     return Err(Error::Internal(format!(
                         "container {id}: its shim ended without starting it (see {}/shim.log)",
                         b.dir().display()
                     )));
                 }
-                continue;
+            } else {
+                gone_since = None;
             }
             if started.elapsed() > Duration::from_secs(60) {
                 return Err(Error::DeadlineExceeded(format!(

@@ -1,13 +1,14 @@
-//! Publishing container and task events to events.v1, with containerd's
-//! payload types (so `ctr events` decodes them). Publishing never blocks or
-//! fails an operation: events are best effort, as in containerd.
+//! Publishing events to events.v1 (containers, tasks, images, networks,
+//! volumes), with containerd's payload types where containerd has them (so
+//! `ctr events` decodes them). Publishing never blocks or fails an
+//! operation: events are best effort, as in containerd.
 
+use crate::context::namespaced;
 use molde_api::containerd::services::events::v1::{PublishRequest, events_client::EventsClient};
-use molde_common::context::namespaced;
 use prost::Message;
 use tonic::transport::Channel;
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Publisher {
     channel: Channel,
 }
@@ -19,12 +20,17 @@ impl Publisher {
 
     /// Publishes `event` (of containerd type `type_name`) under `topic`.
     pub fn publish(&self, ns: &str, topic: &str, type_name: &str, event: impl Message) {
+        self.publish_as(ns, topic, &format!("containerd.events.{type_name}"), event)
+    }
+
+    /// Publishes `event` whose type URL is `type_url` (molde's own events).
+    pub fn publish_as(&self, ns: &str, topic: &str, type_url: &str, event: impl Message) {
         let req = namespaced(
             ns,
             PublishRequest {
                 topic: topic.to_string(),
                 event: Some(prost_types::Any {
-                    type_url: format!("containerd.events.{type_name}"),
+                    type_url: type_url.to_string(),
                     value: event.encode_to_vec(),
                 }),
             },
