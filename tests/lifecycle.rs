@@ -1340,3 +1340,108 @@ fn events_tell_what_happened_filtered_and_since_a_time() {
     assert!(!text.contains("container"), "filtered: {text}");
     d.molde(&["rm", "hog"]).ok();
 }
+
+fn health_of(d: &Daemon, name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", name]).ok()).unwrap();
+    v["State"]["Health"]["Status"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn health_checks_from_flags_and_the_image() {
+    let d = daemon_with_busybox();
+    // Healthy while /tmp/ok is there, unhealthy after two failures.
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "checked",
+        "--network",
+        "none",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        IMAGE,
+        "sh",
+        "-c",
+        "touch /tmp/ok; while [ ! -f /tmp/stop ]; do sleep 0.1; done; rm /tmp/ok; sleep 100",
+    ])
+    .ok();
+    molde_tests::eventually(20, "healthy", || health_of(&d, "checked") == "healthy");
+    assert!(d.molde(&["ps"]).ok().contains("Up (healthy)"));
+    d.molde(&["exec", "checked", "touch", "/tmp/stop"]).ok();
+    molde_tests::eventually(20, "unhealthy", || health_of(&d, "checked") == "unhealthy");
+    let v: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", "checked"]).ok()).unwrap();
+    assert!(
+        v["State"]["Health"]["FailingStreak"].as_u64().unwrap() >= 2,
+        "{v}"
+    );
+    assert_ne!(
+        v["State"]["Health"]["Log"][0]["ExitCode"],
+        serde_json::Value::Null
+    );
+    let events = d
+        .molde(&[
+            "events",
+            "--since",
+            "5m",
+            "--until",
+            "0s",
+            "--filter",
+            "event=health_status",
+        ])
+        .ok();
+    assert!(
+        events.contains("health_status: healthy checked")
+            && events.contains("health_status: unhealthy checked"),
+        "{events}"
+    );
+    let bad = d
+        .molde(&["run", "--rm", "--health-interval", "1s", IMAGE, "true"])
+        .fails();
+    assert!(bad.contains("--health-cmd"), "{bad}");
+
+    // The image's HEALTHCHECK, and --no-healthcheck.
+    let ctx = d.dir.path().join("hc");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {IMAGE}\nHEALTHCHECK --interval=200ms --retries=1 CMD [\"true\"]\n"),
+    )
+    .unwrap();
+    d.molde(&["build", "-q", "-t", "localhost/test/hc:1", ctx.to_str().unwrap()])
+        .ok();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "imaged",
+        "--network",
+        "none",
+        "localhost/test/hc:1",
+        "sleep",
+        "100",
+    ])
+    .ok();
+    molde_tests::eventually(20, "the image's check", || health_of(&d, "imaged") == "healthy");
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "unchecked",
+        "--no-healthcheck",
+        "--network",
+        "none",
+        "localhost/test/hc:1",
+        "sleep",
+        "100",
+    ])
+    .ok();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(health_of(&d, "unchecked"), "", "no check");
+    for c in ["checked", "imaged", "unchecked"] {
+        d.molde(&["rm", "-f", c]).ok();
+    }
+}

@@ -13,8 +13,15 @@ fn client(d: &Daemon) -> RuntimeClient<tonic::transport::Channel> {
 }
 
 fn state(c: &api::ContainerStatus) -> String {
+    let health = if c.health.is_empty() {
+        String::new()
+    } else if c.health == "starting" {
+        " (health: starting)".to_string()
+    } else {
+        format!(" ({})", c.health)
+    };
     match c.state.as_str() {
-        "running" => "Up".into(),
+        "running" => format!("Up{health}"),
         "paused" => "Up (Paused)".into(),
         "created" => "Created".into(),
         "exited" if c.oom_killed => format!("Exited ({}) OOMKilled", c.exit_code),
@@ -44,7 +51,7 @@ pub async fn ps(d: &Daemon, all: bool, quiet: bool, format: Format) -> Result<()
                     serde_json::json!({
                         "id": c.id, "image": c.image, "command": c.command, "created": c.created_unix,
                         "state": c.state, "exitCode": c.exit_code, "oomKilled": c.oom_killed, "pid": c.pid,
-                        "finishedAt": c.finished_at, "error": c.error, "name": c.name, "ports": c.ports,
+                        "finishedAt": c.finished_at, "error": c.error, "name": c.name, "ports": c.ports, "health": c.health,
                     })
                 })
                 .collect();

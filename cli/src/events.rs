@@ -130,6 +130,18 @@ pub fn show(e: &Envelope) -> Option<Shown> {
                 ImageTransferred::decode(any.value.as_slice()).ok()?.name,
             )
         }
+        "/containers/health" => {
+            use molde_api::molde::services::runtime::v1::HealthEvent;
+            let m = HealthEvent::decode(any.value.as_slice()).ok()?;
+            let action = format!("health_status: {}", m.status);
+            return Some(Shown {
+                time_nanos,
+                kind: "container".into(),
+                action,
+                actor: m.container_id,
+                attributes,
+            });
+        }
         "/networks/create" | "/networks/delete" => {
             use molde_api::molde::services::runtime::v1::NetworkEvent;
             let m = NetworkEvent::decode(any.value.as_slice()).ok()?;
@@ -175,7 +187,10 @@ pub fn matches(s: &Shown, filters: &[(String, String)]) -> bool {
     }
     by_key.iter().all(|(k, vs)| match *k {
         "type" => vs.contains(&s.kind.as_str()),
-        "event" => vs.contains(&s.action.as_str()),
+        // `health_status` matches `health_status: healthy` too.
+        "event" => vs
+            .iter()
+            .any(|v| s.action == *v || s.action.strip_prefix(v).is_some_and(|r| r.starts_with(':'))),
         kind @ ("container" | "image" | "network" | "volume") => {
             s.kind == kind
                 && vs

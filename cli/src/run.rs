@@ -126,6 +126,24 @@ pub struct RunArgs {
     /// Run an init as PID 1 that reaps orphans and forwards signals
     #[arg(long)]
     init: bool,
+    /// Command to check the container's health (run with /bin/sh -c)
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between health checks, e.g. 30s
+    #[arg(long)]
+    health_interval: Option<String>,
+    /// Time a health check may take, e.g. 30s
+    #[arg(long)]
+    health_timeout: Option<String>,
+    /// Failures in a row that make it unhealthy
+    #[arg(long)]
+    health_retries: Option<i32>,
+    /// Time after the start when failures do not count
+    #[arg(long)]
+    health_start_period: Option<String>,
+    /// No health check, not even the image's
+    #[arg(long)]
+    no_healthcheck: bool,
     /// Pull the image before running: missing (when not here), always, never
     #[arg(long, value_enum, default_value = "missing")]
     pull: PullPolicy,
@@ -252,6 +270,70 @@ pub async fn create(d: &Daemon, a: RunArgs) -> Result<()> {
     Err(anyhow!("the daemon did not create the container"))
 }
 
+/// `30s`, `1m30s`, `500ms`, `2h` → nanoseconds.
+fn duration_ns(flag: &str, s: &str) -> Result<i64> {
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        num.clear();
+        num.push_str(&rest[..digits]);
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let mult = match &rest[..unit] {
+            "ns" => 1.0,
+            "us" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => anyhow::bail!("{flag} {s:?}: a duration such as 30s, 1m30s or 500ms"),
+        };
+        rest = &rest[unit..];
+        let n: f64 = num
+            .parse()
+            .map_err(|_| anyhow!("{flag} {s:?}: a duration such as 30s, 1m30s or 500ms"))?;
+        total += n * mult;
+    }
+    if total <= 0.0 {
+        anyhow::bail!("{flag} {s:?}: must be more than 0");
+    }
+    Ok(total as i64)
+}
+
+/// The --health-* flags as a check; None when no flag is given (the
+/// image's HEALTHCHECK applies). Flags without --health-cmd tune the image's.
+fn health(a: &RunArgs) -> Result<Option<api::HealthConfig>> {
+    let any = a.health_cmd.is_some()
+        || a.health_interval.is_some()
+        || a.health_timeout.is_some()
+        || a.health_retries.is_some()
+        || a.health_start_period.is_some();
+    if !any {
+        return Ok(None);
+    }
+    let Some(cmd) = &a.health_cmd else {
+        anyhow::bail!(
+            "--health-interval, --health-timeout, --health-retries and --health-start-period go with --health-cmd"
+        );
+    };
+    let d = |flag: &str, v: &Option<String>| v.as_deref().map(|s| duration_ns(flag, s)).transpose();
+    Ok(Some(api::HealthConfig {
+        test: vec!["CMD-SHELL".into(), cmd.clone()],
+        interval_ns: d("--health-interval", &a.health_interval)?.unwrap_or(0),
+        timeout_ns: d("--health-timeout", &a.health_timeout)?.unwrap_or(0),
+        start_period_ns: d("--health-start-period", &a.health_start_period)?.unwrap_or(0),
+        retries: match a.health_retries {
+            Some(r) if r < 1 => anyhow::bail!("--health-retries {r}: at least 1"),
+            Some(r) => r,
+            None => 0,
+        },
+    }))
+}
+
 /// The request `run` and `create` send.
 fn request(a: &RunArgs) -> Result<api::RunRequest> {
     let mounts = a
@@ -343,6 +425,8 @@ fn request(a: &RunArgs) -> Result<api::RunRequest> {
         stop_signal: a.stop_signal.clone().unwrap_or_default(),
         stop_timeout: a.stop_timeout.unwrap_or(0),
         init: a.init,
+        health: health(a)?,
+        no_healthcheck: a.no_healthcheck,
         network_aliases: a.network_alias.clone(),
         ip: a.ip.clone().unwrap_or_default(),
         dns: a.dns.clone(),
@@ -555,6 +639,15 @@ pub fn parse_bytes(s: &str) -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::{mount_entry, parse_bytes};
+
+    #[test]
+    fn durations_as_docker_writes_them() {
+        assert_eq!(super::duration_ns("x", "30s").unwrap(), 30_000_000_000);
+        assert_eq!(super::duration_ns("x", "1m30s").unwrap(), 90_000_000_000);
+        assert_eq!(super::duration_ns("x", "500ms").unwrap(), 500_000_000);
+        assert!(super::duration_ns("x", "soon").is_err());
+        assert!(super::duration_ns("x", "0s").is_err());
+    }
 
     #[test]
     fn mounts_read_as_docker_reads_them() {

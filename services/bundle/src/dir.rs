@@ -178,6 +178,31 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
+/// A container's health (`health.json`), as docker's inspect shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// starting, healthy, unhealthy
+    #[serde(rename = "Status")]
+    pub status: String,
+    #[serde(rename = "FailingStreak")]
+    pub failing_streak: u32,
+    /// The last few checks.
+    #[serde(rename = "Log", default)]
+    pub log: Vec<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    #[serde(rename = "Start")]
+    pub start: String,
+    #[serde(rename = "End")]
+    pub end: String,
+    #[serde(rename = "ExitCode")]
+    pub exit_code: i32,
+    #[serde(rename = "Output")]
+    pub output: String,
+}
+
 impl Bundle {
     pub fn new(dir: impl Into<PathBuf>) -> Bundle {
         Bundle { dir: dir.into() }
@@ -422,6 +447,15 @@ impl Bundle {
         self.dir.join("exit.published").exists()
     }
 
+    /// The container's health as molded's checks left it.
+    pub fn health(&self) -> Option<Health> {
+        serde_json::from_slice(&fs::read(self.dir.join("health.json")).ok()?).ok()
+    }
+
+    pub fn write_health(&self, h: &Health) -> io::Result<()> {
+        write_atomic(&self.dir.join("health.json"), &serde_json::to_vec(h)?)
+    }
+
     /// How often molded started the container again by its restart policy
     /// since the user last started it.
     pub fn restart_count(&self) -> u32 {
@@ -448,6 +482,7 @@ impl Bundle {
             "error",
             "attach.sock",
             "console.sock",
+            "health.json",
         ] {
             match fs::remove_file(self.dir.join(f)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

@@ -70,6 +70,7 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
         ports: Arc::default(),
         starting: Arc::default(),
         dns: Arc::new(dns::Dns::new(cfg.state.clone())),
+        health: Arc::default(),
         state: cfg.state,
         shim: cfg.shim,
         volumes: cfg.volumes,
@@ -80,6 +81,12 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
         rt.dns.serve(&n);
     }
     rt.restart_at_boot();
+    // Health checks of the containers that ran on while molded was away.
+    for (ns, c) in rt.all_records() {
+        if rt.observe(&ns, &c.id).state == "running" {
+            rt.watch_health(&ns, &c.id);
+        }
+    }
     tokio::spawn(run::watch_exits(rt.clone()));
     Servers {
         containers: ContainersServer::new(containers::ContainersService { store, events })

@@ -261,7 +261,16 @@ impl RuntimeService {
             .and_then(|s| serde_json::from_slice::<oci_spec::runtime::Spec>(&s.value).ok())
             .and_then(|s| s.process().as_ref()?.terminal())
             .unwrap_or(false);
+        let health = if matches!(o.state, "running" | "paused") {
+            Bundle::new(self.bundle_dir(ns, &c.id))
+                .health()
+                .map(|h| h.status)
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
         api::ContainerStatus {
+            health,
             restart_count: Bundle::new(self.bundle_dir(ns, &c.id)).restart_count(),
             restart_policy: req.restart.clone(),
             name: c.labels.get(NAME_LABEL).cloned().unwrap_or_default(),

@@ -17,6 +17,7 @@
 
 mod attach;
 mod exec;
+mod health;
 mod inspect;
 mod network_rpc;
 mod policy;
@@ -24,6 +25,7 @@ mod run_rpc;
 mod start;
 mod volume;
 
+pub(crate) use health::{Watching, from_image as image_health};
 pub(crate) use start::{NAME_LABEL, RUN_REQUEST, run_request};
 
 use molde_common::errdefs::Error;

@@ -30,6 +30,8 @@ pub struct RuntimeService {
     pub(crate) starting: Arc<Starting>,
     /// The user networks' DNS servers.
     pub(crate) dns: Arc<crate::dns::Dns>,
+    /// Containers whose health checks run.
+    pub(crate) health: Arc<crate::run::Watching>,
 }
 
 /// The containers being started: one start at a time per container.

@@ -71,6 +71,7 @@ impl RuntimeService {
                 "Status": st.state,
                 "Running": st.state == "running" || st.state == "paused",
                 "Paused": st.state == "paused",
+                "Health": molde_bundle::Bundle::new(&bundle).health().filter(|_| !st.health.is_empty()),
                 "Pid": st.pid,
                 "ExitCode": st.exit_code,
                 "OOMKilled": st.oom_killed,

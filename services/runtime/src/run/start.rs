@@ -113,6 +113,7 @@ impl RuntimeService {
         let img = if req.rootfs_parent_set {
             image::Image {
                 process: Default::default(),
+                health: None,
                 top: req.rootfs_parent.clone(),
             }
         } else {
@@ -211,6 +212,9 @@ impl RuntimeService {
         kept.create_only = false;
         if kept.stop_signal.is_empty() {
             kept.stop_signal = img.process.stop_signal().clone().unwrap_or_default();
+        }
+        if kept.health.is_none() {
+            kept.health = img.health.clone();
         }
         let record = Container {
             id: id.clone(),
@@ -559,9 +563,11 @@ impl RuntimeService {
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
+            self.watch_health(ns, id);
             return Ok(bundle);
         }
         tracing::info!(namespace = ns, container = %id, "container started");
+        self.watch_health(ns, id);
         Ok(bundle)
     }
 
