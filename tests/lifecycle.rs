@@ -1445,3 +1445,53 @@ fn health_checks_from_flags_and_the_image() {
         d.molde(&["rm", "-f", c]).ok();
     }
 }
+
+#[test]
+fn log_opt_rotates_molde_log_file() {
+    let d = daemon_with_busybox();
+    d.molde(&[
+        "run",
+        "--name",
+        "chatty",
+        "--network",
+        "none",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=3",
+        IMAGE,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); sleep 0.001; done",
+    ])
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", "chatty"]).ok()).unwrap();
+    let bundle = std::path::PathBuf::from(v["BundlePath"].as_str().unwrap());
+    let sizes: Vec<u64> = ["log.json", "log.json.1", "log.json.2"]
+        .iter()
+        .map(|f| std::fs::metadata(bundle.join(f)).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    assert!(
+        sizes.iter().all(|s| *s > 0 && *s < 2048 + 512),
+        "three files, each near 2k: {sizes:?}"
+    );
+    assert!(!bundle.join("log.json.3").exists(), "no more than 3 files");
+    let logs = d.molde(&["logs", "chatty"]).ok();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.last(), Some(&"line 299"), "the newest lines are kept");
+    assert!(lines.len() < 300, "the oldest went with rotation");
+    let numbers: Vec<u32> = lines.iter().map(|l| l[5..].parse().unwrap()).collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, none lost between files"
+    );
+    let bad = d
+        .molde(&["run", "--rm", "--log-opt", "max-file=2", IMAGE, "true"])
+        .fails();
+    assert!(bad.contains("max-size"), "{bad}");
+    let bad = d
+        .molde(&["run", "--rm", "--log-opt", "compress=true", IMAGE, "true"])
+        .fails();
+    assert!(bad.contains("compress"), "{bad}");
+    d.molde(&["rm", "chatty"]).ok();
+}

@@ -144,6 +144,10 @@ pub struct RunArgs {
     /// No health check, not even the image's
     #[arg(long)]
     no_healthcheck: bool,
+    /// Log options: max-size=SIZE (rotate molde's log file at that size),
+    /// max-file=N (files kept) (repeatable)
+    #[arg(long)]
+    log_opt: Vec<String>,
     /// Pull the image before running: missing (when not here), always, never
     #[arg(long, value_enum, default_value = "missing")]
     pull: PullPolicy,
@@ -427,6 +431,7 @@ fn request(a: &RunArgs) -> Result<api::RunRequest> {
         init: a.init,
         health: health(a)?,
         no_healthcheck: a.no_healthcheck,
+        log_opts: a.log_opt.clone(),
         network_aliases: a.network_alias.clone(),
         ip: a.ip.clone().unwrap_or_default(),
         dns: a.dns.clone(),

@@ -178,6 +178,33 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
+/// docker's json-file log options: rotate `log.json` at `max_size` bytes
+/// (0: never), keeping `max_file` files in all (the current one counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogOptions {
+    pub max_size: u64,
+    pub max_file: u32,
+}
+
+impl LogOptions {
+    /// Renames the rotated files one up (dropping the oldest past
+    /// `max_file`) and the current one to `log.json.1`; with one file
+    /// kept, the current one is emptied instead.
+    pub fn rotate(&self, b: &Bundle) -> io::Result<()> {
+        let keep = self.max_file.max(1);
+        if keep == 1 {
+            return fs::File::create(b.log()).map(|_| ());
+        }
+        let _ = fs::remove_file(b.rotated_log(keep - 1));
+        for n in (1..keep - 1).rev() {
+            if b.rotated_log(n).exists() {
+                fs::rename(b.rotated_log(n), b.rotated_log(n + 1))?;
+            }
+        }
+        fs::rename(b.log(), b.rotated_log(1))
+    }
+}
+
 /// A container's health (`health.json`), as docker's inspect shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
@@ -265,11 +292,13 @@ impl Bundle {
     }
 
     /// The log's records from byte `from` on, and the offset after the last
-    /// whole line; lines that are not records are skipped.
+    /// whole line; lines that are not records are skipped. A log that is
+    /// shorter than `from` was rotated: it is read from its start.
     pub fn log_records(&self, from: u64) -> (Vec<LogRecord>, u64) {
         let Ok(data) = fs::read(self.log()) else {
             return (Vec::new(), from);
         };
+        let from = if (data.len() as u64) < from { 0 } else { from };
         let mut out = Vec::new();
         let mut pos = from as usize;
         while let Some(nl) = data.get(pos..).and_then(|d| d.iter().position(|b| *b == b'\n')) {
@@ -279,6 +308,40 @@ impl Bundle {
             pos += nl + 1;
         }
         (out, pos as u64)
+    }
+
+    /// Every record the log still has: its rotated files, oldest first,
+    /// then the current one (with the offset after its last whole line).
+    pub fn all_log_records(&self) -> (Vec<LogRecord>, u64) {
+        let mut out = Vec::new();
+        for n in (1..=self.log_options().max_file.max(1)).rev() {
+            if let Ok(data) = fs::read(self.rotated_log(n)) {
+                out.extend(
+                    data.split(|b| *b == b'\n')
+                        .filter_map(|l| serde_json::from_slice::<LogRecord>(l).ok()),
+                );
+            }
+        }
+        let (current, end) = self.log_records(0);
+        out.extend(current);
+        (out, end)
+    }
+
+    /// `log.json.N`: the Nth newest rotated log file.
+    pub fn rotated_log(&self, n: u32) -> PathBuf {
+        self.dir.join(format!("log.json.{n}"))
+    }
+
+    /// How the shim rotates `log.json` (`--log-opt`).
+    pub fn log_options(&self) -> LogOptions {
+        fs::read(self.dir.join("log-options.json"))
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn write_log_options(&self, o: &LogOptions) -> io::Result<()> {
+        write_atomic(&self.dir.join("log-options.json"), &serde_json::to_vec(o)?)
     }
 
     /// Where execs keep their files; created by `write_exec`.

@@ -22,8 +22,8 @@ pub mod sock;
 mod state;
 
 pub use dir::{
-    Bundle, ExecFiles, ExecProcess, Exit, HOLD_ABANDON, HOLD_START, Health, HealthCheck, LogRecord,
-    STDIN_ATTACH, STDIN_ATTACH_ONCE, Stdio, TaskExec, WORKDIR_OWNER,
+    Bundle, ExecFiles, ExecProcess, Exit, HOLD_ABANDON, HOLD_START, Health, HealthCheck, LogOptions,
+    LogRecord, STDIN_ATTACH, STDIN_ATTACH_ONCE, Stdio, TaskExec, WORKDIR_OWNER,
 };
 pub use network::{CniIp, CniResult, NetworkRecord, PortMapping};
 pub use state::State;

@@ -412,8 +412,14 @@ impl RuntimeService {
     }
 
     /// The log records of a container, the last `tail` of them when not 0.
+    /// With `from` 0, the rotated files too (`--log-opt max-file`).
     pub(crate) fn read_log(&self, ns: &str, id: &str, from: u64) -> (Vec<api::LogRecord>, u64) {
-        let (records, end) = molde_bundle::Bundle::new(self.bundle_dir(ns, id)).log_records(from);
+        let b = molde_bundle::Bundle::new(self.bundle_dir(ns, id));
+        let (records, end) = if from == 0 {
+            b.all_log_records()
+        } else {
+            b.log_records(from)
+        };
         let out = records
             .into_iter()
             .map(|r| api::LogRecord {

@@ -163,11 +163,53 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// `log.json`, rotated as the bundle's log options say (`--log-opt`).
+struct LogWriter {
+    file: File,
+    bundle: Bundle,
+    size: u64,
+    options: molde_bundle::LogOptions,
+}
+
+impl LogWriter {
+    fn open(bundle: &Bundle) -> std::io::Result<LogWriter> {
+        let file = OpenOptions::new().create(true).append(true).open(bundle.log())?;
+        Ok(LogWriter {
+            size: file.metadata()?.len(),
+            file,
+            bundle: Bundle::new(bundle.dir()),
+            options: bundle.log_options(),
+        })
+    }
+
+    fn write(&mut self, line: &[u8]) {
+        if self.file.write_all(line).is_err() {
+            return;
+        }
+        self.size += line.len() as u64;
+        if self.options.max_size > 0 && self.size >= self.options.max_size {
+            let reopened = self.options.rotate(&self.bundle).and_then(|()| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.bundle.log())
+            });
+            match reopened {
+                Ok(f) => {
+                    self.file = f;
+                    self.size = 0;
+                }
+                Err(e) => eprintln!("molde-shim: rotating the log: {e}"),
+            }
+        }
+    }
+}
+
 /// Copies one output stream of the container into the log, record by record.
 fn pump(
     mut from: File,
     stream: &'static str,
-    log: Arc<Mutex<File>>,
+    log: Arc<Mutex<LogWriter>>,
     attach: attach::Attach,
 ) -> std::thread::JoinHandle<()> {
     // A small stack: the shim stays small for every container it runs.
@@ -189,7 +231,7 @@ fn pump(
                 let mut line = serde_json::to_vec(&rec).expect("json");
                 line.push(b'\n');
                 let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = f.write_all(&line);
+                f.write(&line);
             }
         })
         .expect("spawning a log reader")
@@ -382,9 +424,7 @@ fn run(args: &Args) -> Result<i32> {
             .as_raw(),
     );
     let mut readers = Vec::new();
-    let log = Arc::new(Mutex::new(
-        OpenOptions::new().create(true).append(true).open(bundle.log())?,
-    ));
+    let log = Arc::new(Mutex::new(LogWriter::open(&bundle)?));
     let cri_log = match &cri_log {
         Some(p) => Some(crilog::CriLog::open(p).with_context(|| format!("opening the log {}", p.display()))?),
         None => None,

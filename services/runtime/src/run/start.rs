@@ -22,6 +22,34 @@ pub(crate) fn run_request(c: &Container) -> api::RunRequest {
         .unwrap_or_default()
 }
 
+/// `--log-opt max-size=10m --log-opt max-file=3`, as docker's json-file
+/// driver reads them.
+fn log_options(opts: &[String]) -> Result<molde_bundle::LogOptions, Error> {
+    let mut o = molde_bundle::LogOptions::default();
+    for opt in opts {
+        let bad = |why: &str| Error::InvalidArgument(format!("--log-opt {opt:?}: {why}"));
+        match opt.split_once('=') {
+            Some(("max-size", v)) => {
+                o.max_size = molde_common::parse_size(v)
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("a size such as 10m"))?;
+            }
+            Some(("max-file", v)) => {
+                o.max_file = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| bad("a number, at least 1"))?;
+            }
+            _ => return Err(bad("molde's log takes max-size=SIZE and max-file=N")),
+        }
+    }
+    if o.max_file > 1 && o.max_size == 0 {
+        return Err(Error::InvalidArgument("--log-opt max-file needs max-size".into()));
+    }
+    Ok(o)
+}
+
 /// The directory `path` of the tree at `root`, resolved as if `root` were
 /// `/` (links and `..` cannot leave it); None when it is not a directory.
 fn open_in_root(root: &Path, path: &str) -> Option<std::os::fd::OwnedFd> {
@@ -90,6 +118,7 @@ impl RuntimeService {
         }
         crate::restart::Policy::parse(&req.restart)?;
         spec::host_lines(&req.add_hosts)?;
+        let log_options = log_options(&req.log_opts)?;
         if !req.stop_signal.is_empty() {
             crate::lifecycle::parse_signal(&req.stop_signal)
                 .map_err(|e| e.context(format!("--stop-signal {}", req.stop_signal)))?;
@@ -194,6 +223,9 @@ impl RuntimeService {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
             if req.interactive {
                 Bundle::new(&bundle).set_interactive()?;
+            }
+            if log_options != molde_bundle::LogOptions::default() {
+                Bundle::new(&bundle).write_log_options(&log_options)?;
             }
             molde_bundle::mount::write(&bundle, &molde_common::bundle_mounts(&mounts))
         })();
