@@ -5,6 +5,7 @@ use std::io::Read;
 
 use molde_api::containerd::services::content::v1::{ReadContentRequest, content_client::ContentClient};
 use molde_api::containerd::services::diff::v1::{DiffRequest, diff_client::DiffClient};
+use molde_api::containerd::services::leases::v1::{CreateRequest, leases_client::LeasesClient};
 use molde_api::containerd::services::snapshots::v1::{
     PrepareSnapshotRequest, snapshots_client::SnapshotsClient,
 };
@@ -64,10 +65,23 @@ async fn diff_of_an_active_snapshot_is_its_changes_with_whiteouts() {
         .status()
         .unwrap();
 
+    // The diff's blob is held by a lease, as a client that keeps it holds
+    // it: nothing references it, and a collection may run meanwhile.
+    LeasesClient::new(ch.clone())
+        .create(req(
+            "default",
+            None,
+            CreateRequest {
+                id: "diff-test".into(),
+                labels: Default::default(),
+            },
+        ))
+        .await
+        .unwrap();
     let desc = DiffClient::new(ch.clone())
         .diff(req(
             "default",
-            None,
+            Some("diff-test"),
             DiffRequest {
                 left: vec![],
                 right: mounts,
