@@ -1495,3 +1495,103 @@ fn log_opt_rotates_molde_log_file() {
     assert!(bad.contains("compress"), "{bad}");
     d.molde(&["rm", "chatty"]).ok();
 }
+
+#[test]
+fn cp_export_and_diff_read_a_containers_files() {
+    let d = daemon_with_busybox();
+    d.molde(&[
+        "run",
+        "--name",
+        "maker",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /out/sub && echo data > /out/sub/f && chown 1000:1001 /out/sub/f && chmod 640 /out/sub/f \
+         && ln -s /etc/passwd /out/link && rm /bin/cat && echo changed > /etc/motd",
+    ])
+    .ok();
+    // A stopped container: a directory, into an existing directory.
+    let host = d.dir.path().join("copied");
+    std::fs::create_dir_all(&host).unwrap();
+    d.molde(&["cp", "maker:/out", host.to_str().unwrap()]).ok();
+    use std::os::unix::fs::MetadataExt;
+    let f = host.join("out/sub/f");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "data\n");
+    let m = std::fs::metadata(&f).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o777),
+        (1000, 1001, 0o640),
+        "owner and mode kept"
+    );
+    assert_eq!(
+        std::fs::read_link(host.join("out/link")).unwrap(),
+        std::path::Path::new("/etc/passwd"),
+        "a link stays a link"
+    );
+    // A file under a new name; a link in the container never leads out.
+    d.molde(&["cp", "maker:/out/sub/f", host.join("renamed").to_str().unwrap()])
+        .ok();
+    assert_eq!(std::fs::read_to_string(host.join("renamed")).unwrap(), "data\n");
+    let via_link = d.molde(&["cp", "maker:/out/link/x", host.join("nope").to_str().unwrap()]);
+    assert!(!via_link.out.status.success());
+    let missing = d.molde(&["cp", "maker:/no/such", host.to_str().unwrap()]).fails();
+    assert!(missing.contains("/no/such"), "{missing}");
+    assert!(
+        d.molde(&["cp", "local", "maker:/x"])
+            .fails()
+            .contains("not supported yet")
+    );
+
+    // `-`: the tar itself; export: the whole filesystem.
+    let tar = d.molde(&["cp", "maker:/etc/motd", "-"]);
+    let mut a = tar::Archive::new(tar.out.stdout.as_slice());
+    let names: Vec<String> = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["motd"]);
+    let exported = d.dir.path().join("fs.tar");
+    d.molde(&["export", "-o", exported.to_str().unwrap(), "maker"])
+        .ok();
+    let mut a = tar::Archive::new(std::fs::File::open(&exported).unwrap());
+    let names: Vec<String> = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with("bin/busybox")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("out/sub/f")));
+    assert!(
+        !names.iter().any(|n| n.ends_with("bin/cat")),
+        "removed in the container"
+    );
+
+    // diff: what it added, changed and deleted.
+    let diff = d.molde(&["diff", "maker"]).ok();
+    for want in ["A /out", "A /out/sub/f", "C /etc", "D /bin/cat"] {
+        assert!(diff.lines().any(|l| l == want), "{want} in:\n{diff}");
+    }
+    assert!(!diff.contains("/bin/busybox"), "unchanged files are not listed");
+    // A running container too.
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo now > /now; sleep 100",
+    ])
+    .ok();
+    molde_tests::eventually(10, "its file", || {
+        d.molde(&["cp", "live:/now", "-"]).out.status.success()
+    });
+    assert!(d.molde(&["diff", "live"]).ok().contains("A /now"));
+    d.molde(&["rm", "-f", "live", "maker"]).ok();
+}

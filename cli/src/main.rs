@@ -6,6 +6,7 @@ mod auth;
 mod build;
 mod containers;
 mod content;
+mod copy;
 mod daemon;
 mod events;
 mod images;
@@ -127,6 +128,17 @@ enum Command {
         /// PRIVATE_PORT[/PROTO]
         private_port: Option<String>,
     },
+    /// Copy files out of a container (running or not): CONTAINER:PATH DEST|-
+    Cp { src: String, dest: String },
+    /// Write a container's filesystem as a tar
+    Export {
+        container: String,
+        /// Write to this file instead of stdout
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// List what a container changed in its filesystem (A added, C changed, D deleted)
+    Diff { container: String },
     /// Print a shell completion script: source it from your shell's startup file
     Completion {
         #[arg(value_enum)]
@@ -504,6 +516,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Restart { ids, time } => lifecycle::restart(&d, ids, time).await,
         Command::Pause { ids } => lifecycle::pause(&d, ids, true).await,
         Command::Unpause { ids } => lifecycle::pause(&d, ids, false).await,
+        Command::Cp { src, dest } => copy::cp(&d, &src, &dest).await,
+        Command::Export { container, output } => copy::export(&d, &container, output).await,
+        Command::Diff { container } => copy::diff(&d, &container).await,
         Command::Rename { container, new_name } => lifecycle::rename(&d, &container, &new_name).await,
         Command::Update(a) => lifecycle::update(&d, a).await,
         Command::Port {

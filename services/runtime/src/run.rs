@@ -17,6 +17,7 @@
 
 mod attach;
 mod exec;
+mod export;
 mod health;
 mod inspect;
 mod network_rpc;
@@ -288,7 +289,9 @@ names_container!(
     api::ExecRequest,
     api::StartRequest,
     api::PauseRequest,
-    api::RenameRequest
+    api::RenameRequest,
+    api::ExportRequest,
+    api::ChangesRequest
 );
 
 impl RuntimeService {
@@ -583,6 +586,21 @@ impl api::runtime_server::Runtime for RuntimeService {
             self.publish_network(&ns, "/networks/delete", n, "");
         }
         Ok(Response::new(api::PruneNetworksResponse { removed }))
+    }
+
+    type ExportStream = ReceiverStream<Result<api::Chunk, Status>>;
+
+    async fn export(&self, req: Request<api::ExportRequest>) -> Result<Response<Self::ExportStream>, Status> {
+        let req = self.resolved(req)?;
+        self.export_rpc(req).await
+    }
+
+    async fn changes(
+        &self,
+        req: Request<api::ChangesRequest>,
+    ) -> Result<Response<api::ChangesResponse>, Status> {
+        let req = self.resolved(req)?;
+        self.changes_rpc(req).await
     }
 
     type ExecStream = ReceiverStream<Result<api::RunEvent, Status>>;
