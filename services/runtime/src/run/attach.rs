@@ -34,12 +34,25 @@ impl RuntimeService {
         };
         let reach = molde_bundle::sock::reachable(&sock)
             .map_err(Error::io(format!("container {id}: its attach socket")))?;
-        let conn = tokio::net::UnixStream::connect(reach.path()).await.map_err(|e| {
-            Error::Unavailable(format!(
-                "container {id}: its shim does not answer on {}: {e}",
-                sock.display()
-            ))
-        })?;
+        // The socket's file exists from the shim's bind, a moment before it
+        // listens: a refusal then is retried, for at most two seconds.
+        let mut tries = 0;
+        let conn = loop {
+            match tokio::net::UnixStream::connect(reach.path()).await {
+                Ok(c) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    return Err(Error::Unavailable(format!(
+                        "container {id}: its shim does not answer on {}: {e}",
+                        sock.display()
+                    ))
+                    .into());
+                }
+            }
+        };
         let (mut rd, mut wr) = conn.into_split();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
