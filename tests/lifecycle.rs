@@ -1595,3 +1595,87 @@ fn cp_export_and_diff_read_a_containers_files() {
     assert!(d.molde(&["diff", "live"]).ok().contains("A /now"));
     d.molde(&["rm", "-f", "live", "maker"]).ok();
 }
+
+#[test]
+fn commit_makes_an_image_of_a_containers_changes() {
+    let d = daemon_with_busybox();
+    d.molde(&[
+        "run",
+        "--name",
+        "changed",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo committed > /made; rm /bin/cat",
+    ])
+    .ok();
+    let digest = d
+        .molde(&[
+            "commit",
+            "-m",
+            "my change",
+            "-a",
+            "Ada <ada@example.test>",
+            "changed",
+            "localhost/committed:1",
+        ])
+        .ok();
+    assert!(digest.trim().starts_with("sha256:"), "{digest}");
+    d.molde(&["rm", "changed"]).ok();
+    let out = d.molde(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/committed:1",
+        "sh",
+        "-c",
+        "cat /made; test -e /bin/cat || echo gone",
+    ]);
+    assert_eq!(
+        out.ok(),
+        "committed\ngone\n",
+        "the changes, deletions too, are in the image"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&d.molde(&["inspect", "localhost/committed:1"]).ok()).unwrap();
+    let text = v.to_string();
+    assert!(
+        text.contains("my change") && text.contains("Ada <ada@example.test>"),
+        "{text}"
+    );
+    // It outlives a collection: everything it needs is referenced.
+    d.molde(&["gc"]).ok();
+    d.molde(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/committed:1",
+        "head",
+        "/made",
+    ])
+    .ok();
+    // And can be saved and loaded elsewhere, as any image.
+    let tar = d.dir.path().join("committed.tar");
+    d.molde(&["save", "-o", tar.to_str().unwrap(), "localhost/committed:1"])
+        .ok();
+    let other = Daemon::start();
+    other.molde(&["load", "-q", "-i", tar.to_str().unwrap()]).ok();
+    assert_eq!(
+        other
+            .molde(&[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "localhost/committed:1",
+                "head",
+                "/made"
+            ])
+            .ok(),
+        "committed\n"
+    );
+}

@@ -4,6 +4,7 @@
 mod attach;
 mod auth;
 mod build;
+mod commit;
 mod containers;
 mod content;
 mod copy;
@@ -130,6 +131,8 @@ enum Command {
     },
     /// Copy files out of a container (running or not): CONTAINER:PATH DEST|-
     Cp { src: String, dest: String },
+    /// Make an image of a container's changes
+    Commit(commit::CommitArgs),
     /// Write a container's filesystem as a tar
     Export {
         container: String,
@@ -516,6 +519,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Restart { ids, time } => lifecycle::restart(&d, ids, time).await,
         Command::Pause { ids } => lifecycle::pause(&d, ids, true).await,
         Command::Unpause { ids } => lifecycle::pause(&d, ids, false).await,
+        Command::Commit(a) => commit::commit(&d, a).await,
         Command::Cp { src, dest } => copy::cp(&d, &src, &dest).await,
         Command::Export { container, output } => copy::export(&d, &container, output).await,
         Command::Diff { container } => copy::diff(&d, &container).await,
