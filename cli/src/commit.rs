@@ -237,7 +237,6 @@ async fn make(d: &Daemon, a: &CommitArgs, id: &str, base: &str, lease: &str) -> 
     match images
         .create(d.request(CreateImageRequest {
             image: Some(record.clone()),
-            ..Default::default()
         }))
         .await
     {
@@ -247,7 +246,6 @@ async fn make(d: &Daemon, a: &CommitArgs, id: &str, base: &str, lease: &str) -> 
                 .update(d.request(UpdateImageRequest {
                     image: Some(record),
                     update_mask: None,
-                    ..Default::default()
                 }))
                 .await
                 .map_err(status(format!("naming the image {name}")))?;
