@@ -216,7 +216,7 @@ impl Networks {
                 .find(|s| !taken.iter().any(|t| overlaps(t, s)))
                 .ok_or_else(|| Error::Unavailable("every subnet of 10.90.0.0/16 is taken".into()))?,
         };
-        let (net, len) = parse_cidr(&subnet).expect("checked above");
+        let (net, _) = parse_cidr(&subnet).expect("checked above");
         let gateway = match gateway {
             Some(g) => {
                 let ip: Ipv4Addr = g
@@ -229,7 +229,6 @@ impl Networks {
             }
             None => Ipv4Addr::from(u32::from(net) + 1).to_string(),
         };
-        let _ = len;
         let id = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
