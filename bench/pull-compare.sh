@@ -9,8 +9,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-a=${1:?the first build's release directory}
-b=${2:?the second build's release directory}
+bin_a=${1:?give the first build release directory}
+bin_b=${2:?give the second build release directory}
 runs=${RUNS:-3}
 dir=${BENCH_DIR:-/var/tmp/molde-bench-pull}
 for tool in docker-registry skopeo hyperfine curl python3; do
@@ -43,17 +43,21 @@ ref=$host/bench/image:1
 sock=$dir/molde.sock
 
 reset() {
-  echo "pkill -f \"molded --root $dir/molde-root\" || true; sleep 0.2; umount -R $dir/molde-root 2>/dev/null; rm -rf $dir/molde-root $dir/molde-state; ($1/molded --root $dir/molde-root --state $dir/molde-state --address $sock 2>$dir/molded.log &); for i in \$(seq 100); do [ -S $sock ] && break; sleep 0.05; done; sync"
+  echo "pkill -f \"^[^ ]*/molded --root $dir/molde-root\" || true; sleep 0.2; umount -R $dir/molde-root 2>/dev/null; rm -rf $dir/molde-root $dir/molde-state; ($1/molded --root $dir/molde-root --state $dir/molde-state --address $sock 2>$dir/molded.log &); for i in \$(seq 100); do [ -S $sock ] && break; sleep 0.05; done; sync"
 }
 many() {
   echo "ps=; for i in \$(seq 20); do $1/molde --address $sock pull -q $ref >/dev/null & ps=\"\$ps \$!\"; done; for p in \$ps; do wait \$p || exit 1; done"
 }
 
+reset_a=$(reset "$bin_a")
+reset_b=$(reset "$bin_b")
+many_a=$(many "$bin_a")
+many_b=$(many "$bin_b")
 hyperfine --runs "$runs" --export-json "$dir/compare.json" --style basic \
-  -n "A: one pull" --prepare "$(reset "$a")" "$a/molde --address $sock pull -q $ref" \
-  -n "B: one pull" --prepare "$(reset "$b")" "$b/molde --address $sock pull -q $ref" \
-  -n "A: 20 pulls at once" --prepare "$(reset "$a")" "$(many "$a")" \
-  -n "B: 20 pulls at once" --prepare "$(reset "$b")" "$(many "$b")" >&2
+  -n "A: one pull" --prepare "$reset_a" "$bin_a/molde --address $sock pull -q $ref" \
+  -n "B: one pull" --prepare "$reset_b" "$bin_b/molde --address $sock pull -q $ref" \
+  -n "A: 20 pulls at once" --prepare "$reset_a" "$many_a" \
+  -n "B: 20 pulls at once" --prepare "$reset_b" "$many_b" >&2
 
 python3 - "$dir/compare.json" <<'PY'
 import json, sys, statistics
