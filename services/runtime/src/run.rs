@@ -171,6 +171,26 @@ impl RuntimeService {
         );
     }
 
+    /// The mounts of a container's rootfs snapshot, as the snapshotter gives them.
+    pub(crate) async fn snapshot_mounts(
+        &self,
+        ns: &str,
+        id: &str,
+    ) -> Result<Vec<molde_api::containerd::types::Mount>, Error> {
+        Ok(SnapshotsClient::new(self.snapshotter.clone())
+            .mounts(namespaced(
+                ns,
+                molde_api::containerd::services::snapshots::v1::MountsRequest {
+                    snapshotter: "overlayfs".into(),
+                    key: id.to_string(),
+                },
+            ))
+            .await
+            .map_err(Error::upstream(format!("container {id}: its rootfs")))?
+            .into_inner()
+            .mounts)
+    }
+
     /// Publishes /tasks/start once the shim reports the container's pid.
     pub(crate) fn started(&self, ns: &str, id: &str, pid: u32) {
         self.events.publish(

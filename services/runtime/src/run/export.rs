@@ -96,18 +96,7 @@ impl RuntimeService {
                 mounted_here: false,
             });
         }
-        let mounts = SnapshotsClient::new(self.snapshotter.clone())
-            .mounts(namespaced(
-                ns,
-                molde_api::containerd::services::snapshots::v1::MountsRequest {
-                    snapshotter: "overlayfs".into(),
-                    key: id.to_string(),
-                },
-            ))
-            .await
-            .map_err(Error::upstream(format!("container {id}: its rootfs")))?
-            .into_inner()
-            .mounts;
+        let mounts = self.snapshot_mounts(ns, id).await?;
         let path = self.state.join(".look").join(format!(
             "{id}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -166,18 +155,7 @@ impl RuntimeService {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
         let id = req.into_inner().id;
         self.record(&ns, &id)?;
-        let mounts = SnapshotsClient::new(self.snapshotter.clone())
-            .mounts(namespaced(
-                &ns,
-                molde_api::containerd::services::snapshots::v1::MountsRequest {
-                    snapshotter: "overlayfs".into(),
-                    key: id.clone(),
-                },
-            ))
-            .await
-            .map_err(Error::upstream(format!("container {id}: its rootfs")))?
-            .into_inner()
-            .mounts;
+        let mounts = self.snapshot_mounts(&ns, &id).await?;
         let option = |name: &str| {
             mounts
                 .iter()

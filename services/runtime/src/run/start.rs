@@ -460,18 +460,7 @@ impl RuntimeService {
         // After a reboot the state directory is empty: the bundle is made
         // again from the record and the snapshotter.
         if !bundle.join(molde_bundle::mount::MOUNTS_FILE).exists() {
-            let mounts = SnapshotsClient::new(self.snapshotter.clone())
-                .mounts(namespaced(
-                    ns,
-                    molde_api::containerd::services::snapshots::v1::MountsRequest {
-                        snapshotter: "overlayfs".into(),
-                        key: id.to_string(),
-                    },
-                ))
-                .await
-                .map_err(Error::upstream(format!("container {id}: its rootfs")))?
-                .into_inner()
-                .mounts;
+            let mounts = self.snapshot_mounts(ns, id).await?;
             let made = (|| -> std::io::Result<()> {
                 std::fs::create_dir_all(bundle.join("rootfs"))?;
                 if req.interactive {
