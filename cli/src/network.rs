@@ -85,13 +85,7 @@ pub async fn run(d: &Daemon, cmd: NetworkCmd) -> Result<()> {
             driver,
             label,
         } => {
-            let labels = label
-                .iter()
-                .map(|l| {
-                    let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect();
+            let labels = output::label_flags(&label);
             let n = client(d)
                 .create_network(d.request(api::CreateNetworkRequest {
                     name: name.clone(),

@@ -98,6 +98,17 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
+/// `--label KEY=VALUE` flags as docker reads them (`KEY` alone: an empty value).
+pub fn label_flags(flags: &[String]) -> std::collections::HashMap<String, String> {
+    flags
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

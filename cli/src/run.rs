@@ -418,14 +418,7 @@ fn request(a: &RunArgs) -> Result<api::RunRequest> {
                 as i64,
             None => 0,
         },
-        labels: a
-            .label
-            .iter()
-            .map(|l| {
-                let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
+        labels: crate::output::label_flags(&a.label),
         stop_signal: a.stop_signal.clone().unwrap_or_default(),
         stop_timeout: a.stop_timeout.unwrap_or(0),
         init: a.init,

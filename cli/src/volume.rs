@@ -86,11 +86,7 @@ fn dangling(filters: &[String]) -> Result<bool> {
 pub async fn run(d: &Daemon, cmd: VolumeCmd) -> Result<()> {
     match cmd {
         VolumeCmd::Create { name, driver, label } => {
-            let mut labels = std::collections::HashMap::new();
-            for l in label {
-                let (k, v) = l.split_once('=').unwrap_or((&l, ""));
-                labels.insert(k.to_string(), v.to_string());
-            }
+            let labels = output::label_flags(&label);
             let v = client(d)
                 .create_volume(d.request(api::CreateVolumeRequest {
                     name: name.clone().unwrap_or_default(),
