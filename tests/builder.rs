@@ -90,8 +90,7 @@ fn a_multi_stage_build_runs_as_its_dockerfile_says() {
     let run = d.run_image("localhost/test/app:1", &[]);
     assert_eq!(run, "release\nhi from the context\na\nb\n65534\n700\n");
 
-    let inspect: serde_json::Value =
-        serde_json::from_str(&d.molde(&["inspect", "localhost/test/app:1"]).ok()).unwrap();
+    let inspect: serde_json::Value = d.inspect("localhost/test/app:1");
     let text = inspect.to_string();
     for want in ["8080/tcp", "org.example.name", "MODE=release", "/app"] {
         assert!(text.contains(want), "{want} in {text}");
@@ -510,7 +509,7 @@ fn copy_link_layers_are_reused_over_a_changed_base() {
         ]);
         r.ok();
         let log = r.stderr();
-        let inspect: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", "link"]).ok()).unwrap();
+        let inspect: serde_json::Value = d.inspect("link");
         let top = inspect["RootFS"]["diff_ids"]
             .as_array()
             .unwrap()

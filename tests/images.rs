@@ -175,7 +175,7 @@ fn molde_pull_unpacks_every_layer_and_a_repull_costs_one_request() {
     });
 
     // Inspect reads the config and manifest back.
-    let inspect: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", &reference]).ok()).unwrap();
+    let inspect: serde_json::Value = d.inspect(&reference);
     assert_eq!(inspect["Id"], l.config_digest);
     assert_eq!(inspect["RootFS"]["diff_ids"].as_array().unwrap().len(), 3);
 

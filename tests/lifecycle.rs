@@ -654,7 +654,7 @@ fn volumes_named_anonymous_filled_from_the_image_and_kept_while_used() {
 }
 
 fn restart_count(d: &Daemon, name: &str) -> u64 {
-    let v: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", name]).ok()).unwrap();
+    let v: serde_json::Value = d.inspect(name);
     v["RestartCount"].as_u64().unwrap()
 }
 
@@ -855,7 +855,7 @@ fn run_flags_capabilities_ulimits_shm_labels_stop_signal_and_init() {
         "trap 'exit 9' USR1; while true; do sleep 0.1; done",
     ])
     .ok();
-    let v: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", "labelled"]).ok()).unwrap();
+    let v: serde_json::Value = d.inspect("labelled");
     assert_eq!(v["Config"]["Labels"]["team"], "web");
     d.molde(&["stop", "-t", "5", "labelled"]).ok();
     assert_eq!(
@@ -1342,7 +1342,7 @@ fn events_tell_what_happened_filtered_and_since_a_time() {
 }
 
 fn health_of(d: &Daemon, name: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", name]).ok()).unwrap();
+    let v: serde_json::Value = d.inspect(name);
     v["State"]["Health"]["Status"].as_str().unwrap_or("").to_string()
 }
 
@@ -1370,10 +1370,11 @@ fn health_checks_from_flags_and_the_image() {
     ])
     .ok();
     molde_tests::eventually(20, "healthy", || health_of(&d, "checked") == "healthy");
-    assert!(d.molde(&["ps"]).ok().contains("Up (healthy)"));
+    let ps = d.molde(&["ps"]).ok();
+    assert!(ps.contains("Up ") && ps.contains(" (healthy)"), "{ps}");
     d.molde(&["exec", "checked", "touch", "/tmp/stop"]).ok();
     molde_tests::eventually(20, "unhealthy", || health_of(&d, "checked") == "unhealthy");
-    let v: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", "checked"]).ok()).unwrap();
+    let v: serde_json::Value = d.inspect("checked");
     assert!(
         v["State"]["Health"]["FailingStreak"].as_u64().unwrap() >= 2,
         "{v}"
@@ -1465,7 +1466,7 @@ fn log_opt_rotates_molde_log_file() {
         "i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); sleep 0.001; done",
     ])
     .ok();
-    let v: serde_json::Value = serde_json::from_str(&d.molde(&["inspect", "chatty"]).ok()).unwrap();
+    let v: serde_json::Value = d.inspect("chatty");
     let bundle = std::path::PathBuf::from(v["BundlePath"].as_str().unwrap());
     let sizes: Vec<u64> = ["log.json", "log.json.1", "log.json.2"]
         .iter()
@@ -1639,8 +1640,7 @@ fn commit_makes_an_image_of_a_containers_changes() {
         "committed\ngone\n",
         "the changes, deletions too, are in the image"
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&d.molde(&["inspect", "localhost/committed:1"]).ok()).unwrap();
+    let v: serde_json::Value = d.inspect("localhost/committed:1");
     let text = v.to_string();
     assert!(
         text.contains("my change") && text.contains("Ada <ada@example.test>"),

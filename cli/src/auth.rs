@@ -1,4 +1,7 @@
-//! Registry credentials in `~/.docker/config.json`, as docker reads and writes them.
+//! Registry credentials in `~/.docker/config.json`, as docker reads and writes
+//! them: in `auths`, or through a credential helper (`credHelpers` for one
+//! registry, `credsStore` for all), the `docker-credential-NAME` programs that
+//! speak get/store/erase with JSON on stdin and stdout.
 
 use std::path::PathBuf;
 
@@ -41,16 +44,60 @@ pub fn registry_of(reference: &str) -> String {
     }
 }
 
+/// The credential helper that keeps `registry`'s credentials, if one does.
+fn helper(cfg: &Value, registry: &str) -> Option<String> {
+    let k = key(registry);
+    cfg.get("credHelpers")
+        .and_then(|h| h.get(&k).or_else(|| h.get(registry)))
+        .or_else(|| cfg.get("credsStore"))
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+/// Runs `docker-credential-NAME ACTION` with `input` on its stdin.
+fn run_helper(name: &str, action: &str, input: &[u8]) -> Result<std::process::Output> {
+    use std::io::Write;
+    let program = format!("docker-credential-{name}");
+    let mut child = std::process::Command::new(&program)
+        .arg(action)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "running credential helper {program} (named in {})",
+                config_path().display()
+            )
+        })?;
+    child.stdin.take().expect("piped").write_all(input)?;
+    Ok(child.wait_with_output()?)
+}
+
+fn helper_failed(name: &str, action: &str, out: &std::process::Output) -> anyhow::Error {
+    let msg = String::from_utf8_lossy(if out.stdout.is_empty() {
+        &out.stderr
+    } else {
+        &out.stdout
+    })
+    .trim()
+    .to_string();
+    anyhow::anyhow!("credential helper docker-credential-{name} {action} failed: {msg}")
+}
+
 /// Every registry with stored credentials, with them.
 pub fn all() -> Result<Vec<(String, (String, String))>> {
     let cfg = load()?;
     let mut out = Vec::new();
-    for k in cfg
-        .get("auths")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flat_map(|a| a.keys())
-    {
+    let mut keys: Vec<String> = ["auths", "credHelpers"]
+        .iter()
+        .filter_map(|f| cfg.get(f).and_then(Value::as_object))
+        .flat_map(|a| a.keys().cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for k in &keys {
         let registry = if k == "https://index.docker.io/v1/" {
             "docker.io".to_string()
         } else {
@@ -66,6 +113,22 @@ pub fn all() -> Result<Vec<(String, (String, String))>> {
 /// Stored credentials for `registry`, if any.
 pub fn credentials(registry: &str) -> Result<Option<(String, String)>> {
     let cfg = load()?;
+    if let Some(h) = helper(&cfg, registry) {
+        let out = run_helper(&h, "get", key(registry).as_bytes())?;
+        if !out.status.success() {
+            // docker's helpers say so when they hold nothing for the registry.
+            if String::from_utf8_lossy(&out.stdout).contains("credentials not found") {
+                return Ok(None);
+            }
+            return Err(helper_failed(&h, "get", &out));
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("docker-credential-{h} get: its answer is not JSON"))?;
+        return Ok(match (v["Username"].as_str(), v["Secret"].as_str()) {
+            (Some(u), Some(p)) if !p.is_empty() => Some((u.to_string(), p.to_string())),
+            _ => None,
+        });
+    }
     let Some(entry) = cfg.get("auths").and_then(|a| a.get(key(registry))) else {
         return Ok(None);
     };
@@ -87,18 +150,39 @@ pub fn credentials(registry: &str) -> Result<Option<(String, String)>> {
     }
 }
 
-pub fn store(registry: &str, user: &str, password: &str) -> Result<PathBuf> {
+/// Stores credentials: with the registry's helper when it has one (the
+/// config then keeps only an empty entry, as docker's does), else in `auths`.
+/// Says where they went.
+pub fn store(registry: &str, user: &str, password: &str) -> Result<String> {
     let mut cfg = load()?;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     if !cfg.get("auths").is_some_and(Value::is_object) {
         cfg["auths"] = json!({});
     }
+    if let Some(h) = helper(&cfg, registry) {
+        let input = json!({"ServerURL": key(registry), "Username": user, "Secret": password});
+        let out = run_helper(&h, "store", input.to_string().as_bytes())?;
+        if !out.status.success() {
+            return Err(helper_failed(&h, "store", &out));
+        }
+        cfg["auths"][key(registry)] = json!({});
+        write(&cfg)?;
+        return Ok(format!("credential helper docker-credential-{h}"));
+    }
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     cfg["auths"][key(registry)] = json!({ "auth": auth });
-    write(&cfg)
+    Ok(write(&cfg)?.display().to_string())
 }
 
 pub fn remove(registry: &str) -> Result<bool> {
     let mut cfg = load()?;
+    let mut erased = false;
+    if let Some(h) = helper(&cfg, registry) {
+        let out = run_helper(&h, "erase", key(registry).as_bytes())?;
+        if !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("credentials not found") {
+            return Err(helper_failed(&h, "erase", &out));
+        }
+        erased = out.status.success();
+    }
     let removed = cfg
         .get_mut("auths")
         .and_then(Value::as_object_mut)
@@ -107,7 +191,7 @@ pub fn remove(registry: &str) -> Result<bool> {
     if removed {
         write(&cfg)?;
     }
-    Ok(removed)
+    Ok(removed || erased)
 }
 
 fn write(cfg: &Value) -> Result<PathBuf> {

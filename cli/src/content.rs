@@ -23,7 +23,7 @@ pub enum ContentCmd {
         /// Print digests only
         #[arg(short, long)]
         quiet: bool,
-        #[arg(long, value_enum, default_value = "table")]
+        #[arg(long, default_value = "table")]
         format: Format,
     },
     /// Write a blob's bytes to stdout
@@ -90,6 +90,27 @@ pub async fn run(d: &Daemon, cmd: ContentCmd) -> Result<()> {
                 return Ok(());
             }
             match format {
+                Format::Template(t) => {
+                    let rows: Vec<_> = infos
+                        .iter()
+                        .map(|i| {
+                            serde_json::json!({
+                                "Digest": i.digest, "Size": output::human_size(i.size),
+                                "CreatedAt": output::rfc3339(i.created_at.as_ref()),
+                                "Labels": output::labels(&i.labels),
+                            })
+                        })
+                        .collect();
+                    t.print(
+                        &[
+                            ("Digest", "DIGEST"),
+                            ("Size", "SIZE"),
+                            ("CreatedAt", "CREATED"),
+                            ("Labels", "LABELS"),
+                        ],
+                        &rows,
+                    )?;
+                }
                 Format::Json => {
                     let v: Vec<_> = infos
                         .iter()

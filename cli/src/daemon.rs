@@ -33,6 +33,13 @@ impl Daemon {
             let cause = std::error::Error::source(&e)
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| e.to_string());
+            if permission_denied(&e) {
+                return anyhow!(
+                    "permission denied on molded's socket {addr}: run molde as root, or have molded \
+                     share its socket with a group ([grpc] gid in /etc/molde/config.toml, or \
+                     molded --group NAME) and join that group (usermod -aG NAME $USER, then log in again)"
+                );
+            }
             anyhow!(
                 "cannot connect to molded at {addr}: {cause}\n\
                  is molded running? start it with `molded` (as root), \
@@ -54,6 +61,22 @@ impl Daemon {
             .insert(molde_api::NAMESPACE_HEADER, self.header.clone());
         r
     }
+}
+
+/// Whether connecting failed because the socket's mode refused this user.
+fn permission_denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+            || err.to_string().contains("Permission denied")
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Turns a gRPC status into an error that reads like the daemon's message.

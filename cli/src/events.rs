@@ -23,8 +23,8 @@ pub struct EventsArgs {
     /// network=, volume= (repeatable: the same key ORs, different keys AND)
     #[arg(short, long)]
     filter: Vec<String>,
-    /// One JSON object per line
-    #[arg(long, value_enum, default_value = "table")]
+    /// table, json (one object per line), or a template: '{{.Type}} {{.Action}} {{.Actor.ID}}'
+    #[arg(long, default_value = "table")]
     format: crate::output::Format,
 }
 
@@ -264,14 +264,14 @@ pub async fn events(d: &Daemon, a: EventsArgs) -> Result<()> {
         }
         let time = chrono::DateTime::from_timestamp_nanos(shown.time_nanos as i64)
             .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        match a.format {
-            crate::output::Format::Json => println!(
-                "{}",
-                serde_json::json!({
-                    "time": time, "Type": shown.kind, "Action": shown.action,
-                    "Actor": {"ID": shown.actor, "Attributes": shown.attributes},
-                })
-            ),
+        let json = serde_json::json!({
+            "time": time, "timeNano": shown.time_nanos.to_string(), "Type": shown.kind, "Action": shown.action,
+            "Actor": {"ID": shown.actor, "Attributes": shown.attributes},
+            "Scope": "local", "id": shown.actor, "status": shown.action,
+        });
+        match &a.format {
+            crate::output::Format::Json => println!("{json}"),
+            crate::output::Format::Template(t) => println!("{}", t.render(&json)?),
             crate::output::Format::Table => {
                 let attrs = shown
                     .attributes

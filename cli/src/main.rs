@@ -17,6 +17,7 @@ mod network;
 mod output;
 mod run;
 mod system;
+mod template;
 mod transfer;
 mod volume;
 
@@ -164,15 +165,7 @@ enum Command {
         sig_proxy: bool,
     },
     /// List containers
-    Ps {
-        /// Show all containers, not only running ones
-        #[arg(short, long)]
-        all: bool,
-        #[arg(short, long)]
-        quiet: bool,
-        #[arg(long, value_enum, default_value = "table")]
-        format: output::Format,
-    },
+    Ps(containers::PsArgs),
     /// Show a container's output
     Logs {
         id: String,
@@ -284,14 +277,20 @@ enum Command {
     /// Give an image another name
     Tag { source: String, target: String },
     /// Show a container's or an image's details as JSON
-    Inspect { name: String },
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// A template applied to each object: '{{.State.Running}}', '{{json .Config}}'
+        #[arg(short, long)]
+        format: Option<template::Template>,
+        /// Look only for this kind of object
+        #[arg(long = "type", value_enum)]
+        kind: Option<inspect::Kind>,
+    },
     /// List a container's processes
     Top { id: String },
-    /// Show containers' resource usage
-    Stats {
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
+    /// Show containers' resource usage, live (every running one without arguments)
+    Stats(containers::StatsArgs),
     /// Store credentials for a registry in ~/.docker/config.json
     Login {
         registry: String,
@@ -436,25 +435,6 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", crt.display());
             return Ok(());
         }
-        Command::Login {
-            registry,
-            username,
-            password_stdin,
-            password,
-        } => {
-            let password = match (password, password_stdin) {
-                (Some(p), _) => p.clone(),
-                (None, true) => {
-                    let mut s = String::new();
-                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
-                    s.trim_end_matches(['\n', '\r']).to_string()
-                }
-                (None, false) => anyhow::bail!("give the password with --password-stdin (or --password)"),
-            };
-            let path = auth::store(registry, username, &password)?;
-            println!("Login Succeeded (credentials stored in {})", path.display());
-            return Ok(());
-        }
         Command::Logout { registry } => {
             if auth::remove(registry)? {
                 println!("Removed login credentials for {registry}");
@@ -466,6 +446,24 @@ async fn run(cli: Cli) -> Result<()> {
         _ => {}
     }
     let local = daemon::Daemon::connect(&cli.address, &cli.namespace).await?;
+    if let Command::Login {
+        registry,
+        username,
+        password_stdin,
+        password,
+    } = &cli.command
+    {
+        let password = match (password, password_stdin) {
+            (Some(p), _) => p.clone(),
+            (None, true) => {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s.trim_end_matches(['\n', '\r']).to_string()
+            }
+            (None, false) => anyhow::bail!("give the password with --password-stdin (or --password)"),
+        };
+        return transfer::login(&local, registry, username, &password).await;
+    }
     if let Command::Cluster(ClusterCmd::Revoke { dir, name }) = &cli.command {
         return daemon::revoke(&local, dir, name).await;
     }
@@ -478,7 +476,7 @@ async fn run(cli: Cli) -> Result<()> {
                 Command::Images { cmd: None, list } => {
                     images::run(&d, images::ImagesCmd::Ls(list.clone())).await?
                 }
-                Command::Ps { all, quiet, format } => containers::ps(&d, *all, *quiet, *format).await?,
+                Command::Ps(a) => containers::ps(&d, a.clone()).await?,
                 _ => anyhow::bail!("--all-nodes goes with `images` and `ps`"),
             }
         }
@@ -543,7 +541,7 @@ async fn run(cli: Cli) -> Result<()> {
             detach_keys,
             sig_proxy,
         } => lifecycle::attach(&d, &id, !no_stdin, &detach_keys, sig_proxy).await,
-        Command::Ps { all, quiet, format } => containers::ps(&d, all, quiet, format).await,
+        Command::Ps(a) => containers::ps(&d, a).await,
         Command::Logs {
             id,
             follow,
@@ -580,15 +578,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Load { input, quiet } => transfer::load(&d, input, quiet).await,
         Command::Rmi { names } => images::rmi(&d, names).await,
         Command::Tag { source, target } => images::tag(&d, &source, &target).await,
-        Command::Inspect { name } => match containers::inspect(&d, &name).await? {
-            Some(json) => {
-                println!("{json}");
-                Ok(())
-            }
-            None => inspect::image(&d, &name).await,
-        },
+        Command::Inspect { names, format, kind } => inspect::run(&d, &names, format.as_ref(), kind).await,
         Command::Top { id } => containers::top(&d, &id).await,
-        Command::Stats { ids } => containers::stats(&d, ids).await,
+        Command::Stats(a) => containers::stats(&d, a).await,
         Command::Gc => daemon::gc(&d).await,
         Command::Node(NodeCmd::Ls) => daemon::nodes(&d).await,
         Command::Login { .. } | Command::Logout { .. } | Command::Cluster(_) | Command::Completion { .. } => {

@@ -33,11 +33,17 @@ pub enum NetworkCmd {
         /// Only names
         #[arg(short, long)]
         quiet: bool,
+        /// table, json, or a template: '{{.Name}}', 'table {{.ID}}\t{{.Name}}'
+        #[arg(long, default_value = "table")]
+        format: output::Format,
     },
     /// Show networks' details as JSON
     Inspect {
         #[arg(required = true)]
         names: Vec<String>,
+        /// A template applied to each network: '{{.IPAM.Config}}'
+        #[arg(short, long)]
+        format: Option<crate::template::Template>,
     },
     /// Remove networks no container is on
     #[command(alias = "remove")]
@@ -75,6 +81,22 @@ fn json(n: &api::Network) -> serde_json::Value {
     })
 }
 
+/// A network's inspect object (docker's shape), or its NotFound.
+pub async fn inspect_one(d: &Daemon, name: &str) -> Result<serde_json::Value, tonic::Status> {
+    let n = client(d)
+        .inspect_network(d.request(api::InspectNetworkRequest { name: name.into() }))
+        .await?
+        .into_inner();
+    Ok(json(&n))
+}
+
+const COLUMNS: [(&str, &str); 4] = [
+    ("ID", "NETWORK ID"),
+    ("Name", "NAME"),
+    ("Driver", "DRIVER"),
+    ("Subnet", "SUBNET"),
+];
+
 pub async fn run(d: &Daemon, cmd: NetworkCmd) -> Result<()> {
     match cmd {
         NetworkCmd::Create {
@@ -100,7 +122,7 @@ pub async fn run(d: &Daemon, cmd: NetworkCmd) -> Result<()> {
                 .into_inner();
             println!("{}", n.id);
         }
-        NetworkCmd::Ls { quiet } => {
+        NetworkCmd::Ls { quiet, format } => {
             let networks = client(d)
                 .list_networks(d.request(api::ListNetworksRequest {}))
                 .await
@@ -113,34 +135,29 @@ pub async fn run(d: &Daemon, cmd: NetworkCmd) -> Result<()> {
                 }
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = networks
+            let rows: Vec<serde_json::Value> = networks
                 .iter()
                 .map(|n| {
-                    vec![
-                        if n.id.is_empty() {
-                            "-".into()
-                        } else {
-                            n.id.chars().take(12).collect()
-                        },
-                        n.name.clone(),
-                        n.driver.clone(),
-                        n.subnet.clone(),
-                    ]
+                    serde_json::json!({
+                        "ID": if n.id.is_empty() { "-".to_string() } else { n.id.chars().take(12).collect() },
+                        "Name": n.name, "Driver": n.driver, "Subnet": n.subnet, "Scope": "local",
+                        "Internal": n.internal.to_string(), "IPv6": "false", "CreatedAt": n.created_at,
+                        "Labels": output::labels(&n.labels),
+                    })
                 })
                 .collect();
-            output::table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET"], &rows);
+            output::print(&format, &COLUMNS, &rows)?;
         }
-        NetworkCmd::Inspect { names } => {
+        NetworkCmd::Inspect { names, format } => {
             let mut out = Vec::new();
             for name in names {
-                let n = client(d)
-                    .inspect_network(d.request(api::InspectNetworkRequest { name: name.clone() }))
-                    .await
-                    .map_err(status(format!("network {name}")))?
-                    .into_inner();
-                out.push(json(&n));
+                out.push(
+                    inspect_one(d, &name)
+                        .await
+                        .map_err(status(format!("network {name}")))?,
+                );
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            output::print_inspect(format.as_ref(), &out)?;
         }
         NetworkCmd::Rm { names } => {
             for name in names {

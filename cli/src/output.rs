@@ -1,11 +1,71 @@
 //! Table and JSON output shared by the listing commands.
 
-use clap::ValueEnum;
+use crate::template::Template;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// `--format`: `table` (the default columns), `json`, or a docker template
+/// (`{{.Names}}`, `table {{.ID}}\t{{.Status}}`).
+#[derive(Debug, Clone)]
 pub enum Format {
     Table,
     Json,
+    Template(Template),
+}
+
+impl std::str::FromStr for Format {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Format> {
+        match s {
+            "table" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            t if t.contains("{{") => Ok(Format::Template(Template::parse(t)?)),
+            other => anyhow::bail!(
+                "--format {other:?}: give table, json or a template such as '{{{{.ID}}}}' or 'table {{{{.Names}}}}\\t{{{{.Status}}}}'"
+            ),
+        }
+    }
+}
+
+/// Prints docker-shaped `rows` as `format` asks: the `columns` (field,
+/// header) as a table, the objects as JSON lines, or through a template.
+pub fn print(format: &Format, columns: &[(&str, &str)], rows: &[serde_json::Value]) -> anyhow::Result<()> {
+    match format {
+        Format::Table => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| columns.iter().map(|(k, _)| cell(&r[k])).collect())
+                .collect();
+            table(&columns.iter().map(|(_, h)| *h).collect::<Vec<_>>(), &cells);
+        }
+        Format::Json => {
+            for r in rows {
+                println!("{r}");
+            }
+        }
+        Format::Template(t) => t.print(columns, rows)?,
+    }
+    Ok(())
+}
+
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `inspect`'s output: a JSON array, or each object through `-f`'s template.
+pub fn print_inspect(format: Option<&Template>, objects: &[serde_json::Value]) -> anyhow::Result<()> {
+    match format {
+        None => println!("{}", serde_json::to_string_pretty(objects)?),
+        Some(t) => {
+            for o in objects {
+                println!("{}", t.render(o)?);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Prints rows under a header, each column as wide as its widest cell.
@@ -56,16 +116,27 @@ pub fn human_size(n: i64) -> String {
     }
 }
 
-/// "3 minutes ago" for a protobuf timestamp.
+/// "3 minutes ago" for a protobuf timestamp, as docker words it.
 pub fn age(ts: Option<&prost_types::Timestamp>) -> String {
     let Some(ts) = ts else { return "-".into() };
     let secs = chrono::Utc::now().timestamp() - ts.seconds;
+    format!("{} ago", human_duration(secs))
+}
+
+/// docker's human durations: `Less than a second`, `5 minutes`, `About an hour`.
+pub fn human_duration(secs: i64) -> String {
     match secs {
-        s if s < 2 => "just now".into(),
-        s if s < 120 => format!("{s} seconds ago"),
-        s if s < 7200 => format!("{} minutes ago", s / 60),
-        s if s < 172_800 => format!("{} hours ago", s / 3600),
-        s => format!("{} days ago", s / 86400),
+        s if s < 1 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 48 * 3600 => format!("{} hours", s / 3600),
+        s if s < 14 * 86400 => format!("{} days", s / 86400),
+        s if s < 60 * 86400 => format!("{} weeks", s / (7 * 86400)),
+        s if s < 730 * 86400 => format!("{} months", s / (30 * 86400)),
+        s => format!("{} years", s / (365 * 86400)),
     }
 }
 

@@ -39,7 +39,7 @@ fn runtime(d: &Daemon) -> RuntimeClient<tonic::transport::Channel> {
 }
 
 /// Every blob of the namespace and its size.
-async fn blob_sizes(d: &Daemon) -> Result<HashMap<String, i64>> {
+pub async fn blob_sizes(d: &Daemon) -> Result<HashMap<String, i64>> {
     let mut s = ContentClient::new(d.channel.clone())
         .list(d.request(ListContentRequest::default()))
         .await
@@ -84,10 +84,15 @@ async fn containers(d: &Daemon) -> Result<Vec<api::ContainerStatus>> {
 
 /// Bytes a container's writable layer takes.
 async fn container_size(d: &Daemon, id: &str) -> i64 {
+    snapshot_size(d, id).await
+}
+
+/// Bytes a snapshot's own directory takes (0 when there is none).
+pub async fn snapshot_size(d: &Daemon, key: &str) -> i64 {
     SnapshotsClient::new(d.channel.clone())
         .usage(d.request(UsageRequest {
             snapshotter: "overlayfs".into(),
-            key: id.into(),
+            key: key.into(),
         }))
         .await
         .map(|r| r.into_inner().size)

@@ -285,3 +285,33 @@ pub async fn load(d: &Daemon, input: Option<std::path::PathBuf>, quiet: bool) ->
     }
     Ok(())
 }
+
+/// `molde login`: molded checks the credentials against the registry (its
+/// v2 ping and token exchange, through the hosts.toml settings pulls use);
+/// only credentials that work are stored.
+pub async fn login(d: &Daemon, registry: &str, username: &str, password: &str) -> Result<()> {
+    let registry = registry
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .trim_end_matches("/v1")
+        .trim_end_matches("/v2");
+    let registry = if registry == "index.docker.io" {
+        "docker.io"
+    } else {
+        registry
+    };
+    TransferClient::new(d.channel.clone())
+        .login(d.request(api::LoginRequest {
+            registry: registry.to_string(),
+            auth: Some(api::RegistryAuth {
+                username: username.to_string(),
+                password: password.to_string(),
+            }),
+        }))
+        .await
+        .map_err(status(format!("login to {registry}")))?;
+    let place = crate::auth::store(registry, username, password)?;
+    println!("Login Succeeded (credentials stored in {place})");
+    Ok(())
+}

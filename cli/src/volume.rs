@@ -27,11 +27,17 @@ pub enum VolumeCmd {
         /// dangling=true: only volumes no container uses
         #[arg(short, long)]
         filter: Vec<String>,
+        /// table, json, or a template: '{{.Name}}', 'table {{.Name}}\t{{.Mountpoint}}'
+        #[arg(long, default_value = "table")]
+        format: output::Format,
     },
     /// Show volumes' details as JSON
     Inspect {
         #[arg(required = true)]
         names: Vec<String>,
+        /// A template applied to each volume: '{{.Mountpoint}}'
+        #[arg(long, short)]
+        format: Option<crate::template::Template>,
     },
     /// Remove volumes no container uses
     #[command(alias = "remove")]
@@ -83,6 +89,15 @@ fn dangling(filters: &[String]) -> Result<bool> {
     Ok(dangling)
 }
 
+/// A volume's inspect object (docker's shape), or its NotFound.
+pub async fn inspect_one(d: &Daemon, name: &str) -> Result<serde_json::Value, tonic::Status> {
+    let v = client(d)
+        .inspect_volume(d.request(api::InspectVolumeRequest { name: name.into() }))
+        .await?
+        .into_inner();
+    Ok(json(&v))
+}
+
 pub async fn run(d: &Daemon, cmd: VolumeCmd) -> Result<()> {
     match cmd {
         VolumeCmd::Create { name, driver, label } => {
@@ -98,7 +113,11 @@ pub async fn run(d: &Daemon, cmd: VolumeCmd) -> Result<()> {
                 .into_inner();
             println!("{}", v.name);
         }
-        VolumeCmd::Ls { quiet, filter } => {
+        VolumeCmd::Ls {
+            quiet,
+            filter,
+            format,
+        } => {
             let volumes = client(d)
                 .list_volumes(d.request(api::ListVolumesRequest {
                     dangling: dangling(&filter)?,
@@ -113,24 +132,24 @@ pub async fn run(d: &Daemon, cmd: VolumeCmd) -> Result<()> {
                     println!("{}", v.name);
                 }
             } else {
-                let rows: Vec<Vec<String>> = volumes
+                let rows: Vec<serde_json::Value> = volumes
                     .iter()
-                    .map(|v| vec![v.driver.clone(), v.name.clone()])
+                    .map(|v| {
+                        serde_json::json!({
+                            "Driver": v.driver, "Name": v.name, "Mountpoint": v.mountpoint, "Scope": "local",
+                            "Labels": output::labels(&v.labels), "CreatedAt": v.created_at,
+                        })
+                    })
                     .collect();
-                output::table(&["DRIVER", "VOLUME NAME"], &rows);
+                output::print(&format, &[("Driver", "DRIVER"), ("Name", "VOLUME NAME")], &rows)?;
             }
         }
-        VolumeCmd::Inspect { names } => {
+        VolumeCmd::Inspect { names, format } => {
             let mut out = Vec::new();
             for n in names {
-                let v = client(d)
-                    .inspect_volume(d.request(api::InspectVolumeRequest { name: n.clone() }))
-                    .await
-                    .map_err(status(format!("volume {n}")))?
-                    .into_inner();
-                out.push(json(&v));
+                out.push(inspect_one(d, &n).await.map_err(status(format!("volume {n}")))?);
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            output::print_inspect(format.as_ref(), &out)?;
         }
         VolumeCmd::Rm { names, force } => {
             for n in names {

@@ -341,6 +341,20 @@ impl Daemon {
         self.molde_stdin(args, &[])
     }
 
+    /// The one object `molde inspect NAME` prints (inspect prints a JSON array).
+    #[track_caller]
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.molde(&["inspect", name]).ok();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect {name}: {e}: {out}"));
+        assert_eq!(
+            v.as_array().map(Vec::len),
+            Some(1),
+            "inspect {name} prints one object: {out}"
+        );
+        v[0].take()
+    }
+
     /// What `molde run --rm --network none IMAGE [CMD…]` prints (it must succeed).
     #[track_caller]
     pub fn run_image(&self, image: &str, cmd: &[&str]) -> String {

@@ -437,6 +437,11 @@ impl Bundle {
         read_pid(&self.dir.join("init.pid"))
     }
 
+    /// When the shim wrote `init.pid`: the start of the current run.
+    pub fn started_at(&self) -> Option<std::time::SystemTime> {
+        fs::metadata(self.dir.join("init.pid")).ok()?.modified().ok()
+    }
+
     pub fn write_exit(&self, e: &Exit) -> io::Result<()> {
         write_atomic(&self.dir.join("exit.json"), &serde_json::to_vec(e)?)
     }

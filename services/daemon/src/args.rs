@@ -23,6 +23,9 @@ pub struct Args {
     /// Unix socket to serve on
     #[arg(long)]
     address: Option<String>,
+    /// Share the socket with this group (name or GID): its members may use molde
+    #[arg(long, short = 'G')]
+    group: Option<String>,
     /// Host only this service (repeatable); the default hosts all of them
     #[arg(long = "service", value_name = "NAME")]
     services: Vec<String>,
@@ -65,6 +68,16 @@ pub fn config(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(a) = args.address {
         c.address = a;
+    }
+    if let Some(g) = args.group {
+        c.grpc.gid = Some(match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => nix::unistd::Group::from_name(&g)
+                .with_context(|| format!("--group {g:?}: looking the group up"))?
+                .with_context(|| format!("--group {g:?}: no such group"))?
+                .gid
+                .as_raw(),
+        });
     }
     if !args.services.is_empty() {
         c.services = args.services;

@@ -33,6 +33,16 @@ pub struct Config {
     pub cri: CriConfig,
     pub registry: RegistryConfig,
     pub cluster: ClusterConfig,
+    pub grpc: GrpcConfig,
+}
+
+/// `[grpc]`: who may reach molde.sock besides root.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// The group the main socket is shared with (mode 0660), as docker's
+    /// `docker` group: its members run `molde` without root. Root only when unset.
+    pub gid: Option<u32>,
 }
 
 /// `[cluster]`: many nodes, one etcd (see docs/cluster.md).
@@ -207,6 +217,7 @@ impl Default for Config {
             cri: CriConfig::default(),
             registry: RegistryConfig::default(),
             cluster: ClusterConfig::default(),
+            grpc: GrpcConfig::default(),
         }
     }
 }

@@ -64,3 +64,10 @@ impl Drop for SocketGuard {
         let _ = fs::remove_file(&self.path);
     }
 }
+
+/// Gives the socket at `path` to group `gid` (its mode is 0660 already), so
+/// that group's members can use it as root can.
+pub fn share_with_group(path: &Path, gid: u32) -> anyhow::Result<()> {
+    nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+        .with_context(|| format!("giving {} to group {gid} ([grpc] gid)", path.display()))
+}

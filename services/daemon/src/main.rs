@@ -80,6 +80,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let address = Address::parse(&cfg.address)?;
     let Address::Unix(sock_path) = &address;
     let (listener, socket) = listener::bind(sock_path)?;
+    if let Some(gid) = cfg.grpc.gid {
+        listener::share_with_group(sock_path, gid)?;
+    }
     let uuid = info::load_uuid(&cfg.root)?;
 
     let store = if hosted_here.iter().any(|s| s.needs_store()) {

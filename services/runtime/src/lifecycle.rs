@@ -174,8 +174,9 @@ impl RuntimeService {
                 "container {reference:?}: no container has that name or an id starting with it"
             ))),
             many => Err(Error::InvalidArgument(format!(
-                "container {reference:?}: {} containers have ids starting with it; give more of the id",
-                many.len()
+                "container {reference:?}: {} containers have ids starting with it ({}); give more of the id",
+                many.len(),
+                many.join(", ")
             ))),
         }
     }
@@ -269,7 +270,20 @@ impl RuntimeService {
         } else {
             String::new()
         };
+        let started_at = Bundle::new(self.bundle_dir(ns, &c.id))
+            .started_at()
+            .map(|t| {
+                chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            })
+            .unwrap_or_default();
         api::ContainerStatus {
+            started_at,
+            labels: c
+                .labels
+                .iter()
+                .filter(|(k, _)| !k.starts_with("io.molde/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             health,
             restart_count: Bundle::new(self.bundle_dir(ns, &c.id)).restart_count(),
             restart_policy: req.restart.clone(),

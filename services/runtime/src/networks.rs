@@ -149,7 +149,11 @@ impl Networks {
             1 => Ok(hits.into_iter().next().expect("one")),
             0 => Err(Error::NotFound(format!("network {reference:?}"))),
             n => Err(Error::InvalidArgument(format!(
-                "network {reference:?}: {n} networks have ids starting with it"
+                "network {reference:?}: {n} networks have ids starting with it ({}); give more of the id",
+                hits.iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }

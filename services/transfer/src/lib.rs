@@ -229,6 +229,18 @@ impl api::transfer_server::Transfer for TransferService {
         Ok(Response::new(api::ImportResponse { names }))
     }
 
+    async fn login(
+        &self,
+        req: Request<api::LoginRequest>,
+    ) -> std::result::Result<Response<api::LoginResponse>, Status> {
+        let r = req.into_inner();
+        if r.registry.is_empty() {
+            return Err(Status::invalid_argument("login needs a registry"));
+        }
+        self.puller.login(&r.registry, r.auth.as_ref()).await?;
+        Ok(Response::new(api::LoginResponse {}))
+    }
+
     type PullStream = ProgressStream;
 
     async fn pull(

@@ -97,6 +97,23 @@ impl Puller {
         Ok(r)
     }
 
+    /// Checks credentials for `registry` (`host[:port]`) against it.
+    pub async fn login(&self, registry: &str, auth: Option<&api::RegistryAuth>) -> Result<()> {
+        let probe: Reference = format!("{registry}/login:probe")
+            .parse()
+            .map_err(|e| Error::InvalidArgument(format!("registry {registry:?}: {e}")))?;
+        // A fresh client: a cached one would hold what earlier logins settled.
+        let (user, pass) = auth
+            .map(|a| (a.username.clone(), a.password.clone()))
+            .unwrap_or_default();
+        let auth = if user.is_empty() {
+            RegistryAuth::Anonymous
+        } else {
+            RegistryAuth::Basic(user, pass)
+        };
+        Registry::new(probe.registry(), auth, &self.hosts)?.login().await
+    }
+
     /// A manifest, index or config the namespace holds, if it holds it.
     async fn local(&self, ns: &str, digest: &str) -> Option<Vec<u8>> {
         self.store.read(ns, digest, media::MAX_METADATA).await.ok()

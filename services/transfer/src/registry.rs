@@ -442,6 +442,120 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Checks this registry's credentials as `docker login` does: the v2
+    /// ping at the server (not a mirror), then the credentials against the
+    /// challenge it answers with (basic: the ping again with them; bearer:
+    /// the token exchange at its realm). oci-client hands basic credentials
+    /// on without trying them, so the requests are made here.
+    pub async fn login(&self) -> Result<()> {
+        let ep = self
+            .endpoints
+            .iter()
+            .rev()
+            .find(|e| e.endpoint.push)
+            .or(self.endpoints.last())
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!("registry {} has no endpoint", self.registry))
+            })?;
+        let e = &ep.endpoint;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .danger_accept_invalid_certs(e.skip_verify)
+            .user_agent(concat!("molde/", env!("CARGO_PKG_VERSION")));
+        for pem in &ep.ca {
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|err| Error::InvalidArgument(format!("a CA file of {}: {err}", self.registry)))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .build()
+            .map_err(|err| Error::Internal(format!("an HTTP client for {}: {err}", self.registry)))?;
+        // Docker Hub's name is not its API's host (oci-client maps it the same way).
+        let host = if e.host == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            e.host.as_str()
+        };
+        let url = format!("{}://{host}/v2/", if e.plain_http { "http" } else { "https" });
+        let unreachable = |err: reqwest::Error| {
+            Error::Unavailable(format!("cannot reach registry {} at {url}: {err}", self.registry))
+        };
+        let ping = http.get(&url).send().await.map_err(unreachable)?;
+        if ping.status().is_success() {
+            return Ok(()); // a registry that asks for no credentials takes any
+        }
+        if ping.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Err(Error::Unavailable(format!(
+                "registry {}: {url} answered {}, not a registry's 200 or 401",
+                self.registry,
+                ping.status()
+            )));
+        }
+        let RegistryAuth::Basic(user, password) = &self.auth else {
+            return Err(Error::PermissionDenied(format!(
+                "registry {} asks for credentials; give a username and password",
+                self.registry
+            )));
+        };
+        let challenge = ping
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let refused = |status: reqwest::StatusCode| {
+            Error::PermissionDenied(format!(
+                "registry {} refused the login of {user:?} ({status}): wrong username or password",
+                self.registry
+            ))
+        };
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge.as_str(), ""));
+        let answer = if scheme.eq_ignore_ascii_case("bearer") {
+            let param = |key: &str| {
+                params.split(',').find_map(|kv| {
+                    let (k, v) = kv.trim().split_once('=')?;
+                    k.eq_ignore_ascii_case(key)
+                        .then(|| v.trim_matches('"').to_string())
+                })
+            };
+            let realm = param("realm").ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "registry {}: its challenge {challenge:?} names no realm",
+                    self.registry
+                ))
+            })?;
+            let mut query = vec![("account", user.clone())];
+            if let Some(service) = param("service") {
+                query.push(("service", service));
+            }
+            http.get(&realm)
+                .query(&query)
+                .basic_auth(user, Some(password))
+                .send()
+                .await
+                .map_err(|err| {
+                    Error::Unavailable(format!(
+                        "cannot reach {}'s token service {realm}: {err}",
+                        self.registry
+                    ))
+                })?
+        } else {
+            http.get(&url)
+                .basic_auth(user, Some(password))
+                .send()
+                .await
+                .map_err(unreachable)?
+        };
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(refused(answer.status()))
+        }
+    }
+}
+
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64 << attempt.min(6))
 }

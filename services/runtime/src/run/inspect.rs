@@ -61,38 +61,93 @@ impl RuntimeService {
             .ok()
             .flatten()
             .unwrap_or_default();
+        let req = crate::run::run_request(&c);
+        let rfc3339 = |secs: i64| {
+            chrono::DateTime::from_timestamp(secs, 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default()
+        };
+        let never = "0001-01-01T00:00:00Z";
+        let or_never = |s: &str| {
+            if s.is_empty() {
+                never.to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        let network_name = if network.network.is_empty() {
+            if req.network.is_empty() {
+                "bridge".to_string()
+            } else {
+                req.network.clone()
+            }
+        } else {
+            network.network.clone()
+        };
+        let ip = crate::network::address(&network);
+        let networks = if network_name == "none" || network_name == "host" {
+            serde_json::json!({ network_name.clone(): {} })
+        } else {
+            serde_json::json!({ network_name.clone(): {
+                "IPAddress": ip.clone().unwrap_or_default(),
+                "Aliases": network.names,
+                "NetworkID": network.network,
+            }})
+        };
         let v = serde_json::json!({
             "Id": c.id,
-            "Name": st.name,
+            "Name": format!("/{}", if st.name.is_empty() { &c.id } else { &st.name }),
             "RestartCount": st.restart_count,
             "Image": c.image,
-            "Created": st.created_unix,
+            "Created": rfc3339(st.created_unix),
             "State": {
                 "Status": st.state,
                 "Running": st.state == "running" || st.state == "paused",
                 "Paused": st.state == "paused",
+                "Restarting": false,
+                "Dead": false,
                 "Health": molde_bundle::Bundle::new(&bundle).health().filter(|_| !st.health.is_empty()),
                 "Pid": st.pid,
                 "ExitCode": st.exit_code,
                 "OOMKilled": st.oom_killed,
-                "FinishedAt": st.finished_at,
+                "StartedAt": or_never(&st.started_at),
+                "FinishedAt": or_never(&st.finished_at),
                 "Error": st.error,
             },
             "Path": st.command.first(),
             "Args": st.command.iter().skip(1).collect::<Vec<_>>(),
             "Config": {
+                "Image": c.image,
+                "Cmd": st.command,
                 "Env": spec["process"]["env"],
                 "WorkingDir": spec["process"]["cwd"],
-                "User": spec["process"]["user"],
+                "User": req.user,
                 "Hostname": spec["hostname"],
                 "Tty": st.tty,
-                "Labels": c.labels.iter().filter(|(k, _)| !k.starts_with("io.molde/")).collect::<std::collections::BTreeMap<_, _>>(),
+                "OpenStdin": req.interactive,
+                "Labels": st.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                "StopSignal": if req.stop_signal.is_empty() { serde_json::Value::Null } else { req.stop_signal.clone().into() },
             },
-            "HostConfig": {"Resources": spec["linux"]["resources"], "ReadonlyRootfs": spec["root"]["readonly"], "PortBindings": st.ports, "RestartPolicy": {"Name": if st.restart_policy.is_empty() { "no" } else { st.restart_policy.split(':').next().unwrap_or("no") }, "MaximumRetryCount": st.restart_policy.split_once(':').and_then(|(_, n)| n.parse::<u32>().ok()).unwrap_or(0)}},
-            "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|x| x["type"] == "bind" && !x["destination"].as_str().unwrap_or("").starts_with("/etc/")).cloned().collect::<Vec<_>>()),
+            "HostConfig": {
+                "NetworkMode": network_name,
+                "Binds": req.volumes,
+                "Resources": spec["linux"]["resources"],
+                "ReadonlyRootfs": spec["root"]["readonly"],
+                "PortBindings": st.ports,
+                "Privileged": req.privileged,
+                "CapAdd": req.cap_add,
+                "CapDrop": req.cap_drop,
+                "Init": req.init,
+                "RestartPolicy": {
+                    "Name": if st.restart_policy.is_empty() { "no" } else { st.restart_policy.split(':').next().unwrap_or("no") },
+                    "MaximumRetryCount": st.restart_policy.split_once(':').and_then(|(_, n)| n.parse::<u32>().ok()).unwrap_or(0),
+                },
+            },
+            "Mounts": docker_mounts(&spec),
             "NetworkSettings": {
-                "IPAddress": crate::network::address(&network),
+                "IPAddress": ip,
                 "Ports": network.ports,
+                "Networks": networks,
             },
             "SnapshotKey": c.snapshot_key,
             "BundlePath": bundle,
@@ -144,6 +199,8 @@ impl RuntimeService {
         let id = &req.get_ref().id;
         self.running(&ns, id)?;
         let s = molde_bundle::cgroup::Cgroup::new(&self.cgroup(&ns, id)).stats();
+        let pid = self.observe(&ns, id).pid;
+        let (net_rx_bytes, net_tx_bytes) = if pid > 0 { net_bytes(pid) } else { (0, 0) };
         Ok(Response::new(api::StatsResponse {
             memory_bytes: s.memory_usage_bytes,
             memory_limit_bytes: s.memory_limit_bytes,
@@ -157,6 +214,8 @@ impl RuntimeService {
             io_read_bytes: s.io_read_bytes,
             io_write_bytes: s.io_write_bytes,
             hugetlb_bytes: s.hugetlb.into_iter().collect(),
+            net_rx_bytes,
+            net_tx_bytes,
         }))
     }
 
@@ -198,4 +257,65 @@ impl RuntimeService {
         tracing::info!(namespace = %ns, container = %r.id, "resources updated");
         Ok(Response::new(api::UpdateResponse {}))
     }
+}
+
+/// Bytes received and sent on the interfaces of `pid`'s network namespace,
+/// loopback left out, from its `/proc/<pid>/net/dev`.
+fn net_bytes(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (iface, counters) = l.split_once(':')?;
+            if iface.trim() == "lo" {
+                return None;
+            }
+            let f: Vec<u64> = counters
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            Some((*f.first()?, *f.get(8)?))
+        })
+        .fold((0, 0), |(r, t), (a, b)| (r + a, t + b))
+}
+
+/// The spec's user-given mounts as docker's inspect shows them: binds and
+/// volumes (a bind of `<volumes>/NAME/_data`), tmpfs; the files molde
+/// bind-mounts itself (/etc/hosts, resolv.conf, hostname) left out.
+fn docker_mounts(spec: &serde_json::Value) -> Vec<serde_json::Value> {
+    let Some(mounts) = spec["mounts"].as_array() else {
+        return Vec::new();
+    };
+    mounts
+        .iter()
+        .filter_map(|m| {
+            let dst = m["destination"].as_str()?;
+            let src = m["source"].as_str().unwrap_or("");
+            let options: Vec<&str> = m["options"].as_array().map(|o| o.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default();
+            let rw = !options.contains(&"ro");
+            match m["type"].as_str()? {
+                "bind" if dst.starts_with("/etc/") || dst == "/sbin/molde-init" => None,
+                "bind" => {
+                    let path = std::path::Path::new(src);
+                    let volume = (path.file_name()? == "_data")
+                        .then(|| path.parent()?.file_name()?.to_str())
+                        .flatten();
+                    Some(match volume {
+                        Some(name) => serde_json::json!({
+                            "Type": "volume", "Name": name, "Source": src, "Destination": dst,
+                            "Driver": "local", "Mode": if rw { "z" } else { "ro" }, "RW": rw, "Propagation": "",
+                        }),
+                        None => serde_json::json!({
+                            "Type": "bind", "Source": src, "Destination": dst,
+                            "Mode": if rw { "" } else { "ro" }, "RW": rw, "Propagation": "rprivate",
+                        }),
+                    })
+                }
+                "tmpfs" if !matches!(dst, "/dev" | "/run" | "/dev/shm" | "/tmp") || options.iter().any(|o| o.starts_with("size=")) => {
+                    Some(serde_json::json!({"Type": "tmpfs", "Source": "", "Destination": dst, "Mode": "", "RW": rw, "Propagation": ""}))
+                }
+                _ => None,
+            }
+        })
+        .collect()
 }
