@@ -51,7 +51,7 @@ fn since(rfc3339: &str) -> Option<i64> {
 }
 
 /// docker's STATUS: `Up 5 minutes (healthy)`, `Exited (0) 2 minutes ago`.
-fn status_text(c: &api::ContainerStatus) -> String {
+pub fn status_text(c: &api::ContainerStatus) -> String {
     let health = match c.health.as_str() {
         "" => String::new(),
         "starting" => " (health: starting)".to_string(),

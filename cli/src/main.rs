@@ -5,6 +5,7 @@ mod attach;
 mod auth;
 mod build;
 mod commit;
+mod compose;
 mod containers;
 mod content;
 mod copy;
@@ -211,6 +212,8 @@ enum Command {
         #[arg(short, long)]
         volumes: bool,
     },
+    /// Run a project of services from a compose file
+    Compose(compose::ComposeArgs),
     /// Manage volumes
     #[command(subcommand)]
     Volume(volume::VolumeCmd),
@@ -491,6 +494,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Info => daemon::info(&d).await,
         Command::Content(c) => content::run(&d, c).await,
         Command::Images { cmd, list } => images::run(&d, cmd.unwrap_or(images::ImagesCmd::Ls(list))).await,
+        Command::Compose(a) => match compose::run(&d, a).await {
+            Ok(code) => std::process::exit(code),
+            Err(e) => {
+                eprintln!("molde: {e:#}");
+                std::process::exit(run::exit_code(&e));
+            }
+        },
         Command::Run(a) => match run::run(&d, *a).await {
             Ok(code) => std::process::exit(code),
             Err(e) => {

@@ -251,6 +251,12 @@ async fn ensure_image(d: &Daemon, image: &str, policy: PullPolicy) -> Result<()>
 
 /// `molde create`: the container, not started; prints its id.
 pub async fn create(d: &Daemon, a: RunArgs) -> Result<()> {
+    println!("{}", create_container(d, a).await?);
+    Ok(())
+}
+
+/// Creates the container (pulling a missing image as `--pull` says); its id.
+pub async fn create_container(d: &Daemon, a: RunArgs) -> Result<String> {
     if !a.image.is_empty() {
         ensure_image(d, &a.image, a.pull).await?;
     }
@@ -267,8 +273,7 @@ pub async fn create(d: &Daemon, a: RunArgs) -> Result<()> {
         .map_err(failed("creating a container".into()))?
     {
         if let Some(Event::Started(s)) = ev.event {
-            println!("{}", s.id);
-            return Ok(());
+            return Ok(s.id);
         }
     }
     Err(anyhow!("the daemon did not create the container"))
