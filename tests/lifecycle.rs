@@ -1539,11 +1539,104 @@ fn cp_export_and_diff_read_a_containers_files() {
     assert!(!via_link.out.status.success());
     let missing = d.molde(&["cp", "maker:/no/such", host.to_str().unwrap()]).fails();
     assert!(missing.contains("/no/such"), "{missing}");
+
+    // Into the stopped container: a directory with owners, modes and links
+    // kept; a file under a new name; a tar from stdin into a directory.
+    let src = d.dir.path().join("src");
+    std::fs::create_dir_all(src.join("conf")).unwrap();
+    std::fs::write(src.join("conf/app.ini"), "k=v\n").unwrap();
+    std::os::unix::fs::chown(src.join("conf/app.ini"), Some(2000), Some(2001)).unwrap();
+    std::fs::set_permissions(
+        src.join("conf/app.ini"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o604),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("app.ini", src.join("conf/current")).unwrap();
+    d.molde(&["cp", src.join("conf").to_str().unwrap(), "maker:/out"])
+        .ok();
+    d.molde(&[
+        "cp",
+        src.join("conf/app.ini").to_str().unwrap(),
+        "maker:/etc/app.ini",
+    ])
+    .ok();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(6);
+    h.set_mode(0o755);
+    h.set_uid(7);
+    h.set_gid(8);
+    tar.append_data(&mut h, "bin/tool", &b"#!/bin/sh\n"[..6]).unwrap();
+    d.molde_stdin(&["cp", "-", "maker:/out"], &tar.into_inner().unwrap())
+        .ok();
+    // A link in the container does not carry a copy out of it: /out/link
+    // points at /etc/passwd, resolved in the container's root.
+    d.molde(&[
+        "cp",
+        src.join("conf/app.ini").to_str().unwrap(),
+        "maker:/out/link",
+    ])
+    .ok();
+    let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap();
     assert!(
-        d.molde(&["cp", "local", "maker:/x"])
-            .fails()
-            .contains("not supported yet")
+        host_passwd.contains("root:"),
+        "the host's /etc/passwd is untouched"
     );
+    let err = d
+        .molde(&["cp", src.join("conf").to_str().unwrap(), "maker:/no/such/dir"])
+        .fails();
+    assert!(
+        err.contains("/no/such/dir") && err.contains("does not exist"),
+        "{err}"
+    );
+    let passwd = d.molde(&["cp", "maker:/etc/passwd", "-"]).out.stdout;
+    assert!(
+        !String::from_utf8_lossy(&passwd).contains("k=v"),
+        "the link was replaced, not written through"
+    );
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "reader",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "100",
+    ])
+    .ok();
+    let conf = d.molde(&["cp", "maker:/out/conf", "-"]).out.stdout;
+    let mut a = tar::Archive::new(conf.as_slice());
+    let mut seen = std::collections::BTreeMap::new();
+    for e in a.entries().unwrap() {
+        let e = e.unwrap();
+        let h = e.header();
+        seen.insert(
+            e.path().unwrap().display().to_string(),
+            (
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                h.mode().unwrap() & 0o777,
+                h.entry_type().is_symlink(),
+            ),
+        );
+    }
+    assert_eq!(seen["conf/app.ini"], (2000, 2001, 0o604, false), "{seen:?}");
+    assert!(seen["conf/current"].3, "the link stays a link: {seen:?}");
+    let tool = d.molde(&["cp", "maker:/out/bin/tool", "-"]).out.stdout;
+    let mut a = tar::Archive::new(tool.as_slice());
+    let e = a.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(
+        (e.header().uid().unwrap(), e.header().mode().unwrap() & 0o777),
+        (7, 0o755)
+    );
+    assert!(d.molde(&["cp", "maker:/etc/app.ini", "-"]).out.status.success());
+    // Into a running container: it sees the files at once.
+    d.molde(&["cp", src.join("conf/app.ini").to_str().unwrap(), "reader:/tmp"])
+        .ok();
+    assert_eq!(d.molde(&["exec", "reader", "cat", "/tmp/app.ini"]).ok(), "k=v\n");
+    d.molde(&["rm", "-f", "reader"]).ok();
 
     // `-`: the tar itself; export: the whole filesystem.
     let tar = d.molde(&["cp", "maker:/etc/motd", "-"]);

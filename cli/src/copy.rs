@@ -1,5 +1,6 @@
-//! `molde cp CONTAINER:PATH DEST|-`, `molde export`, `molde diff`: a
-//! container's files, read by molded as a tar (running or stopped).
+//! `molde cp CONTAINER:PATH DEST|-`, `molde cp SRC|- CONTAINER:PATH`,
+//! `molde export`, `molde diff`: a container's files, read and written by
+//! molded as tars (running or stopped).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,12 +49,15 @@ pub async fn cp(d: &Daemon, src: &str, dest: &str) -> Result<()> {
         .split_once(':')
         .filter(|(c, _)| !c.is_empty() && !c.contains('/'))
     else {
-        if dest.contains(':') {
-            anyhow::bail!(
-                "copying into a container ({dest}) is not supported yet: molde cp copies out, CONTAINER:PATH DEST"
-            );
+        if let Some((id, path)) = dest
+            .split_once(':')
+            .filter(|(c, _)| !c.is_empty() && !c.contains('/'))
+        {
+            return copy_in(d, src, id, path).await;
         }
-        anyhow::bail!("molde cp CONTAINER:PATH DEST|-: {src:?} names no container");
+        anyhow::bail!(
+            "molde cp CONTAINER:PATH DEST|- or molde cp SRC|- CONTAINER:PATH: neither names a container"
+        );
     };
     if path.is_empty() {
         anyhow::bail!("{src}: give the path in the container");
@@ -96,6 +100,89 @@ pub async fn cp(d: &Daemon, src: &str, dest: &str) -> Result<()> {
     })();
     let _ = std::fs::remove_dir_all(&tmp);
     unpacked
+}
+
+/// `molde cp SRC|- CONTAINER:PATH`: a local file or directory (owners,
+/// modes, times and links kept), or a tar from stdin, written by molded
+/// into the container, running or stopped.
+async fn copy_in(d: &Daemon, src: &str, id: &str, path: &str) -> Result<()> {
+    if path.is_empty() {
+        anyhow::bail!("{id}:{path}: give the path in the container");
+    }
+    let archive = src == "-";
+    let (tx, rx) = tokio::sync::mpsc::channel::<api::CopyInRequest>(4);
+    let first = api::CopyInRequest {
+        id: id.into(),
+        path: path.into(),
+        archive,
+        data: Vec::new(),
+    };
+    tx.send(first)
+        .await
+        .map_err(|_| anyhow!("copying: the stream closed"))?;
+    let src_path = std::path::PathBuf::from(src);
+    if !archive && std::fs::symlink_metadata(&src_path).is_err() {
+        anyhow::bail!("{src}: no such file or directory");
+    }
+    // The tar is made on a thread and sent as it is made.
+    let producer = tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut w = SendWriter { tx, buf: Vec::new() };
+        if archive {
+            std::io::copy(&mut std::io::stdin().lock(), &mut w)?;
+        } else {
+            let name = src_path
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_os_string()))
+                .unwrap_or_else(|| "root".into());
+            let mut b = tar::Builder::new(&mut w);
+            b.follow_symlinks(false);
+            let meta = std::fs::symlink_metadata(&src_path)?;
+            if meta.is_dir() {
+                b.append_dir_all(&name, &src_path)?;
+            } else {
+                b.append_path_with_name(&src_path, &name)?;
+            }
+            b.finish()?;
+        }
+        w.flush()?;
+        Ok(())
+    });
+    let r = RuntimeClient::new(d.channel.clone())
+        .copy_in(d.request(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await;
+    producer.await??;
+    r.map_err(status(format!("copying {src} to {id}:{path}")))?;
+    Ok(())
+}
+
+/// Sends what is written as CopyIn messages of up to 256 KiB.
+struct SendWriter {
+    tx: tokio::sync::mpsc::Sender<api::CopyInRequest>,
+    buf: Vec<u8>,
+}
+
+impl Write for SendWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 256 << 10 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.buf);
+        self.tx
+            .blocking_send(api::CopyInRequest {
+                data,
+                ..Default::default()
+            })
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "molded ended the copy"))
+    }
 }
 
 /// Moves `from` to `to`; into an existing directory, entry by entry.

@@ -131,7 +131,7 @@ enum Command {
         /// PRIVATE_PORT[/PROTO]
         private_port: Option<String>,
     },
-    /// Copy files out of a container (running or not): CONTAINER:PATH DEST|-
+    /// Copy files out of or into a container (running or not): CONTAINER:PATH DEST|- or SRC|- CONTAINER:PATH
     Cp { src: String, dest: String },
     /// Make an image of a container's changes
     Commit(commit::CommitArgs),

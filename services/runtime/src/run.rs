@@ -16,6 +16,7 @@
 //! inspect, top, stats).
 
 mod attach;
+mod copy_in;
 mod exec;
 mod export;
 mod health;
@@ -621,6 +622,13 @@ impl api::runtime_server::Runtime for RuntimeService {
     ) -> Result<Response<api::ChangesResponse>, Status> {
         let req = self.resolved(req)?;
         self.changes_rpc(req).await
+    }
+
+    async fn copy_in(
+        &self,
+        req: Request<tonic::Streaming<api::CopyInRequest>>,
+    ) -> Result<Response<api::CopyInResponse>, Status> {
+        self.copy_in_rpc(req).await
     }
 
     type ExecStream = ReceiverStream<Result<api::RunEvent, Status>>;

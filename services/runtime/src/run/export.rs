@@ -10,8 +10,8 @@ use super::*;
 
 /// A container's root filesystem, mounted for as long as this lives when
 /// the container is not running.
-struct Rootfs {
-    path: PathBuf,
+pub(super) struct Rootfs {
+    pub(super) path: PathBuf,
     mounted_here: bool,
 }
 
@@ -89,6 +89,11 @@ fn tar_path(fd: &OwnedFd, name: &str, out: &mut ChunkWriter) -> std::io::Result<
 impl RuntimeService {
     /// The container's rootfs: where its shim mounted it, or mounted here.
     async fn rootfs(&self, ns: &str, id: &str) -> Result<Rootfs, Error> {
+        self.rootfs_for(ns, id, false).await
+    }
+
+    /// As `rootfs`; `write`: a stopped container's is mounted read-write.
+    pub(super) async fn rootfs_for(&self, ns: &str, id: &str, write: bool) -> Result<Rootfs, Error> {
         let b = Bundle::new(self.bundle_dir(ns, id));
         if matches!(self.observe(ns, id).state, "running" | "paused") {
             return Ok(Rootfs {
@@ -102,7 +107,7 @@ impl RuntimeService {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         ));
         std::fs::create_dir_all(&path).map_err(Error::io("creating a mount point"))?;
-        molde_bundle::mount::mount_all(&molde_common::bundle_mounts(&mounts), &path, true)
+        molde_bundle::mount::mount_all(&molde_common::bundle_mounts(&mounts), &path, !write)
             .map_err(Error::io(format!("container {id}: mounting its rootfs")))?;
         Ok(Rootfs {
             path,
