@@ -314,3 +314,30 @@ fn push_and_pull_the_services_images() {
     let out = compose(&d, dir, &["run", "--rm", "-T", "app"]).ok();
     assert_eq!(out, "made-here\n");
 }
+
+#[test]
+fn a_service_on_two_networks_reaches_both_and_they_stay_apart() {
+    let d = Daemon::start();
+    d.load_busybox();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(
+        dir,
+        "compose.yaml",
+        "name: tiers\nservices:\n  api:\n    image: localhost/molde/busybox\n    command: sleep 300\n    networks: [front, back]\n  \
+         db:\n    image: localhost/molde/busybox\n    command: sleep 300\n    networks:\n      back:\n        aliases: [database]\n  \
+         ui:\n    image: localhost/molde/busybox\n    command: sleep 300\n    networks: [front]\nnetworks:\n  front: {}\n  back:\n    internal: true\n",
+    );
+    compose(&d, dir, &["up", "-d"]).ok();
+    for target in ["db", "database", "ui"] {
+        let r = compose(&d, dir, &["exec", "-T", "api", "ping", "-c1", "-W2", target]);
+        assert!(r.out.status.success(), "api reaches {target}: {}", r.stderr());
+    }
+    let r = compose(&d, dir, &["exec", "-T", "ui", "ping", "-c1", "-W1", "db"]);
+    assert!(!r.out.status.success(), "ui is not on back");
+    let r = compose(&d, dir, &["exec", "-T", "db", "ping", "-c1", "-W2", "api"]);
+    assert!(r.out.status.success(), "db finds api on back: {}", r.stderr());
+    compose(&d, dir, &["down", "-t", "1"]).ok();
+    let nets = d.molde(&["network", "ls", "--format", "{{.Name}}"]).ok();
+    assert!(!nets.contains("tiers_"), "{nets}");
+}

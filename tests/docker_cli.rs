@@ -358,3 +358,117 @@ fn login_checks_credentials_and_credential_helpers_keep_them() {
     let out = molde(&["pull", "-q", &reference], b"");
     assert!(!out.status.success(), "pulled without credentials");
 }
+
+#[test]
+fn network_connect_puts_a_running_container_on_a_second_network() {
+    let d = Daemon::start();
+    d.load_busybox();
+    d.molde(&["network", "create", "front"]).ok();
+    d.molde(&["network", "create", "back"]).ok();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "front",
+        IMAGE,
+        "sleep",
+        "300",
+    ])
+    .ok();
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "back",
+        IMAGE,
+        "sleep",
+        "300",
+    ])
+    .ok();
+    // Isolated networks: web cannot even name db.
+    assert!(!d.molde(&["exec", "web", "nslookup", "db"]).out.status.success());
+
+    d.molde(&["network", "connect", "--alias", "cache", "back", "web"])
+        .ok();
+    let addrs = d.molde(&["exec", "web", "ip", "-o", "-4", "addr"]).ok();
+    assert!(addrs.contains("eth0") && addrs.contains("eth1"), "{addrs}");
+    // web reaches db by name through its first network's DNS; db finds web's alias.
+    assert!(
+        d.molde(&["exec", "web", "ping", "-c1", "-W2", "db"])
+            .ok()
+            .contains("1 packets received")
+    );
+    let found = d.molde(&["exec", "db", "nslookup", "cache"]).ok();
+    let on_back = d.inspect("web")["NetworkSettings"]["Networks"]["back"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        !on_back.is_empty() && found.contains(&on_back),
+        "{found} names {on_back}"
+    );
+    let members = d
+        .molde(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range $k, $v := .Containers}}{{$v.Name}} {{end}}",
+            "back",
+        ])
+        .ok();
+    assert!(members.contains("web") && members.contains("db"), "{members}");
+    let err = d.molde(&["network", "rm", "back"]).fails();
+    assert!(err.contains("web"), "a network in use is kept: {err}");
+    let err = d.molde(&["network", "connect", "back", "web"]).fails();
+    assert!(err.contains("already on network back"), "{err}");
+
+    // Kept across a restart of the container.
+    d.molde(&["restart", "-t", "1", "web"]).ok();
+    assert!(
+        d.molde(&["exec", "web", "ip", "-o", "-4", "addr"])
+            .ok()
+            .contains("eth1")
+    );
+    assert!(
+        d.molde(&["exec", "web", "ping", "-c1", "-W2", "db"])
+            .out
+            .status
+            .success()
+    );
+
+    d.molde(&["network", "disconnect", "back", "web"]).ok();
+    assert!(
+        !d.molde(&["exec", "web", "ip", "-o", "-4", "addr"])
+            .ok()
+            .contains("eth1")
+    );
+    assert!(
+        !d.molde(&["exec", "web", "ping", "-c1", "-W1", "db"])
+            .out
+            .status
+            .success()
+    );
+    let err = d.molde(&["network", "disconnect", "front", "web"]).fails();
+    assert!(err.contains("created on network front"), "{err}");
+    let events = d
+        .molde(&[
+            "events",
+            "--since",
+            "5m",
+            "--until",
+            "0s",
+            "--filter",
+            "type=network",
+        ])
+        .ok();
+    assert!(
+        events.contains("network connect back") && events.contains("network disconnect back"),
+        "{events}"
+    );
+    d.molde(&["rm", "-f", "web", "db"]).ok();
+    d.molde(&["network", "rm", "front", "back"]).ok();
+}

@@ -155,6 +155,18 @@ pub fn show(e: &Envelope) -> Option<Shown> {
             }
             ("network", action, m.name)
         }
+        "/networks/connect" | "/networks/disconnect" => {
+            use molde_api::molde::services::runtime::v1::NetworkEvent;
+            let m = NetworkEvent::decode(any.value.as_slice()).ok()?;
+            let action = if e.topic.ends_with("/disconnect") {
+                "disconnect"
+            } else {
+                "connect"
+            };
+            attributes.insert("container".into(), m.id);
+            attributes.insert("name".into(), m.name.clone());
+            ("network", action, m.name)
+        }
         "/volumes/create" | "/volumes/delete" => {
             use molde_api::molde::services::runtime::v1::VolumeEvent;
             let action = if e.topic.ends_with("create") {

@@ -1,4 +1,4 @@
-//! `molde network create | ls | inspect | rm | prune`, as docker's.
+//! `molde network create | ls | inspect | rm | prune | connect | disconnect`, as docker's.
 
 use anyhow::Result;
 use molde_api::molde::services::runtime::v1::{self as api, runtime_client::RuntimeClient};
@@ -50,6 +50,25 @@ pub enum NetworkCmd {
     Rm {
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Put a container on one more network (now if it runs, and at every start)
+    Connect {
+        network: String,
+        container: String,
+        /// More names it answers to on that network (repeatable)
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        /// Its address on that network
+        #[arg(long)]
+        ip: Option<String>,
+    },
+    /// Take a container off a network it was connected to
+    Disconnect {
+        network: String,
+        container: String,
+        /// Accepted for docker's sake; a disconnect is always done at once
+        #[arg(short, long)]
+        force: bool,
     },
     /// Remove every network no container is on
     Prune {
@@ -167,6 +186,33 @@ pub async fn run(d: &Daemon, cmd: NetworkCmd) -> Result<()> {
                     .map_err(status(format!("removing network {name}")))?;
                 println!("{name}");
             }
+        }
+        NetworkCmd::Connect {
+            network,
+            container,
+            aliases,
+            ip,
+        } => {
+            client(d)
+                .connect_network(d.request(api::ConnectNetworkRequest {
+                    network: network.clone(),
+                    container: container.clone(),
+                    aliases,
+                    ip: ip.unwrap_or_default(),
+                }))
+                .await
+                .map_err(status(format!("connecting {container} to {network}")))?;
+        }
+        NetworkCmd::Disconnect {
+            network, container, ..
+        } => {
+            client(d)
+                .disconnect_network(d.request(api::DisconnectNetworkRequest {
+                    network: network.clone(),
+                    container: container.clone(),
+                }))
+                .await
+                .map_err(status(format!("disconnecting {container} from {network}")))?;
         }
         NetworkCmd::Prune { force } => {
             if !force && !output::confirm("This removes every network no container is on.")? {

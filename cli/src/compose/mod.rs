@@ -570,13 +570,8 @@ async fn service_argv(
             bail!("service {service}: network_mode {other:?} is not supported (host, none or bridge)")
         }
         None => {
+            // The first network at creation; `connect_rest` adds the others.
             let nets = p.service_networks(service);
-            if nets.len() > 1 {
-                bail!(
-                    "service {service} is on {} networks; molde puts a container on one network",
-                    nets.len()
-                );
-            }
             let (net, settings) = &nets[0];
             flag(&mut a, "--network", p.network_name(net));
             if oneoff.is_none() {
@@ -840,6 +835,31 @@ async fn service_argv(
     Ok(a)
 }
 
+/// Connects a created container to its service's networks after the
+/// first (kept with the container, attached when it starts).
+async fn connect_rest(d: &Daemon, p: &Project, service: &str, id: &str, oneoff: bool) -> Result<()> {
+    if p.services[service].network_mode.is_some() {
+        return Ok(());
+    }
+    for (net, settings) in p.service_networks(service).into_iter().skip(1) {
+        let mut aliases = settings.aliases.clone();
+        if !oneoff {
+            aliases.insert(0, service.to_string());
+        }
+        let name = p.network_name(&net);
+        client(d)
+            .connect_network(d.request(api::ConnectNetworkRequest {
+                network: name.clone(),
+                container: id.to_string(),
+                aliases,
+                ip: settings.ipv4_address.clone().unwrap_or_default(),
+            }))
+            .await
+            .map_err(status(format!("connecting service {service} to network {name}")))?;
+    }
+    Ok(())
+}
+
 /// A bind mount's host side: relative to the project's folder, `~` the home.
 fn host_path(p: &Project, src: &str) -> String {
     if let Some(rest) = src.strip_prefix("~/") {
@@ -1066,6 +1086,7 @@ async fn up(
         let id = crate::run::create_container(d, a)
             .await
             .with_context(|| format!("creating service {service}'s container"))?;
+        connect_rest(d, p, service, &id, false).await?;
         client(d)
             .start(d.request(api::StartRequest {
                 id: id.clone(),

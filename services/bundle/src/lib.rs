@@ -25,5 +25,5 @@ pub use dir::{
     Bundle, ExecFiles, ExecProcess, Exit, HOLD_ABANDON, HOLD_START, Health, HealthCheck, LogOptions,
     LogRecord, STDIN_ATTACH, STDIN_ATTACH_ONCE, Stdio, TaskExec, WORKDIR_OWNER,
 };
-pub use network::{CniIp, CniResult, NetworkRecord, PortMapping};
+pub use network::{CniIp, CniResult, Connected, NetworkRecord, PortMapping};
 pub use state::State;

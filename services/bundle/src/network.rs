@@ -103,6 +103,41 @@ pub struct NetworkRecord {
     /// (its --dns servers; the host's when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upstream: Vec<String>,
+    /// The user networks it was connected to after it started on `network`
+    /// (`molde network connect`), each on an interface of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connected: Vec<Connected>,
+}
+
+/// One more network a container's namespace is attached to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Connected {
+    pub network: String,
+    /// eth1, eth2, …
+    pub ifname: String,
+    #[serde(default)]
+    pub result: CniResult,
+    /// The names its DNS answers with this attachment's address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+}
+
+impl NetworkRecord {
+    /// Every network the record attaches (its first, then those connected
+    /// since), with the names and address the network's DNS answers.
+    pub fn attachments(&self) -> Vec<(&str, &[String], Option<String>)> {
+        std::iter::once((
+            self.network.as_str(),
+            self.names.as_slice(),
+            self.result.first_ip(),
+        ))
+        .chain(
+            self.connected
+                .iter()
+                .map(|c| (c.network.as_str(), c.names.as_slice(), c.result.first_ip())),
+        )
+        .collect()
+    }
 }
 
 #[cfg(test)]

@@ -90,8 +90,8 @@ async fn serve(socket: tokio::net::UdpSocket, state: PathBuf, network: String) {
     }
 }
 
-/// The network's containers: (their names, address, upstream servers).
-fn members(state: &std::path::Path, network: &str) -> Vec<(Vec<String>, Ipv4Addr, Vec<String>)> {
+/// Every container's network record, from the bundles under `state`.
+fn records(state: &std::path::Path) -> Vec<NetworkRecord> {
     let mut out = Vec::new();
     let Ok(namespaces) = std::fs::read_dir(state) else {
         return out;
@@ -101,25 +101,47 @@ fn members(state: &std::path::Path, network: &str) -> Vec<(Vec<String>, Ipv4Addr
             continue;
         };
         for b in bundles.flatten() {
-            let Ok(Some(NetworkRecord {
-                network: on,
-                names,
-                upstream,
-                result,
-                ..
-            })) = Bundle::new(b.path()).network_record()
-            else {
-                continue;
-            };
-            if on != network {
-                continue;
-            }
-            if let Some(ip) = result.first_ip().and_then(|ip| ip.parse().ok()) {
-                out.push((names, ip, upstream));
+            if let Ok(Some(record)) = Bundle::new(b.path()).network_record() {
+                out.push(record);
             }
         }
     }
     out
+}
+
+/// The containers on `networks`: (their names, address, upstream servers).
+fn members(records: &[NetworkRecord], networks: &[&str]) -> Vec<(Vec<String>, Ipv4Addr, Vec<String>)> {
+    let mut out = Vec::new();
+    for record in records {
+        for (on, names, ip) in record.attachments() {
+            if !networks.contains(&on) {
+                continue;
+            }
+            if let Some(ip) = ip.and_then(|ip| ip.parse().ok()) {
+                out.push((names.to_vec(), ip, record.upstream.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The networks of the container that asks from `from` on `network`: it
+/// resolves the names of every network it is on, whichever gateway it asks.
+fn networks_of<'a>(records: &'a [NetworkRecord], network: &'a str, from: IpAddr) -> Vec<&'a str> {
+    let asker = records.iter().find(|r| {
+        r.attachments().iter().any(|(on, _, ip)| {
+            *on == network && ip.as_deref().and_then(|i| i.parse::<IpAddr>().ok()) == Some(from)
+        })
+    });
+    let mut nets = vec![network];
+    if let Some(r) = asker {
+        for (on, _, _) in r.attachments() {
+            if !on.is_empty() && !nets.contains(&on) {
+                nets.push(on);
+            }
+        }
+    }
+    nets
 }
 
 /// The reply to one question, or None for what is not a DNS query.
@@ -131,12 +153,15 @@ async fn answer(query: &[u8], from: SocketAddr, state: &std::path::Path, network
     let question = q.queries().first()?.clone();
     let asked = question.name().to_ascii();
     let asked = asked.trim_end_matches('.').to_ascii_lowercase();
+    let records = records(state);
+    let networks = networks_of(&records, network, from.ip());
     // `web` and `web.<network>` both name container web.
-    let short = asked
-        .strip_suffix(&format!(".{}", network.to_ascii_lowercase()))
+    let short = networks
+        .iter()
+        .find_map(|n| asked.strip_suffix(&format!(".{}", n.to_ascii_lowercase())))
         .unwrap_or(&asked)
         .to_string();
-    let members = members(state, network);
+    let members = members(&records, &networks);
     let mut reply = Message::new();
     reply
         .set_id(q.id())
@@ -257,6 +282,6 @@ mod tests {
         .unwrap();
         assert_eq!((r.response_code(), r.answers().len()), (ResponseCode::NoError, 0));
         // Another network's DNS does not know it.
-        assert!(members(state.path(), "back").is_empty());
+        assert!(members(&records(state.path()), &["back"]).is_empty());
     }
 }

@@ -148,6 +148,7 @@ impl Cni {
             network: user.to_string(),
             names: Vec::new(),
             upstream: Vec::new(),
+            connected: Vec::new(),
         };
         let lo = self.attachment(key, "lo", &[]);
         if let Err(e) = cni.add(&loopback(), &lo).await {
@@ -157,9 +158,41 @@ impl Cni {
         Ok((netns, record))
     }
 
+    /// Attaches the pinned namespace `key` to user network `network` on
+    /// interface `ifname` (with `ip` when asked).
+    pub async fn connect(
+        &self,
+        key: &str,
+        network: &str,
+        ifname: &str,
+        ip: &str,
+    ) -> Result<molde_bundle::CniResult, Error> {
+        let list = self.list(network, &[])?;
+        let mut a = self.attachment(key, ifname, &[]);
+        if !ip.is_empty() {
+            a.args.push(("IgnoreUnknown".to_string(), "1".to_string()));
+            a.args.push(("IP".to_string(), ip.to_string()));
+        }
+        self.plugins().add(&list, &a).await
+    }
+
+    /// Detaches what `connect` attached. Errors are logged, as in teardown.
+    pub async fn disconnect(&self, key: &str, c: &molde_bundle::Connected) {
+        let a = self.attachment(key, &c.ifname, &[]);
+        match self.list(&c.network, &[]) {
+            Ok(list) => self.plugins().del(&list, &a, &c.result).await,
+            Err(e) => {
+                tracing::warn!(network = %c.network, error = %e, "a network attachment could not be torn down")
+            }
+        }
+    }
+
     /// CNI DEL in reverse order, then the namespace goes. Errors are logged:
     /// teardown must finish whatever state a crash left.
     pub async fn teardown(&self, saved: &NetworkRecord) {
+        for c in saved.connected.iter().rev() {
+            self.disconnect(&saved.key, c).await;
+        }
         let a = self.attachment(&saved.key, "eth0", &saved.ports);
         match self.list(&saved.network, &saved.ports) {
             Ok(list) => self.plugins().del(&list, &a, &saved.result).await,

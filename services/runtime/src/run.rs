@@ -28,7 +28,7 @@ mod start;
 mod volume;
 
 pub(crate) use health::{Watching, from_image as image_health};
-pub(crate) use start::{NAME_LABEL, RUN_REQUEST, run_request};
+pub(crate) use start::{NAME_LABEL, RUN_REQUEST, run_request, set_run_request};
 
 use molde_common::errdefs::Error;
 use molde_common::errdefs::OrLog;
@@ -585,6 +585,24 @@ impl api::runtime_server::Runtime for RuntimeService {
     ) -> Result<Response<api::ListNetworksResponse>, Status> {
         let networks = RuntimeService::list_networks(self)?;
         Ok(Response::new(api::ListNetworksResponse { networks }))
+    }
+
+    async fn connect_network(
+        &self,
+        req: Request<api::ConnectNetworkRequest>,
+    ) -> Result<Response<api::ConnectNetworkResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        self.connect(&ns, req.into_inner()).await?;
+        Ok(Response::new(api::ConnectNetworkResponse {}))
+    }
+
+    async fn disconnect_network(
+        &self,
+        req: Request<api::DisconnectNetworkRequest>,
+    ) -> Result<Response<api::DisconnectNetworkResponse>, Status> {
+        let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
+        self.disconnect(&ns, req.into_inner()).await?;
+        Ok(Response::new(api::DisconnectNetworkResponse {}))
     }
 
     async fn remove_network(

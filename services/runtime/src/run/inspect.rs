@@ -85,7 +85,7 @@ impl RuntimeService {
             network.network.clone()
         };
         let ip = crate::network::address(&network);
-        let networks = if network_name == "none" || network_name == "host" {
+        let mut networks = if network_name == "none" || network_name == "host" {
             serde_json::json!({ network_name.clone(): {} })
         } else {
             serde_json::json!({ network_name.clone(): {
@@ -94,6 +94,21 @@ impl RuntimeService {
                 "NetworkID": network.network,
             }})
         };
+        for c in &network.connected {
+            networks[c.network.as_str()] = serde_json::json!({
+                "IPAddress": c.result.first_ip().unwrap_or_default(),
+                "Aliases": c.names,
+                "NetworkID": c.network,
+                "Interface": c.ifname,
+            });
+        }
+        // Connected while stopped: on it from the next start.
+        for c in &req.connections {
+            if networks.get(c.network.as_str()).is_none() {
+                networks[c.network.as_str()] =
+                    serde_json::json!({"IPAddress": "", "Aliases": c.aliases, "NetworkID": c.network});
+            }
+        }
         let v = serde_json::json!({
             "Id": c.id,
             "Name": format!("/{}", if st.name.is_empty() { &c.id } else { &st.name }),

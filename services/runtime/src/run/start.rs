@@ -22,6 +22,17 @@ pub(crate) fn run_request(c: &Container) -> api::RunRequest {
         .unwrap_or_default()
 }
 
+/// Keeps `req` as the request container `c` was created from.
+pub(crate) fn set_run_request(c: &mut Container, req: &api::RunRequest) {
+    c.extensions.insert(
+        RUN_REQUEST.to_string(),
+        prost_types::Any {
+            type_url: RUN_REQUEST_TYPE.into(),
+            value: req.encode_to_vec(),
+        },
+    );
+}
+
 /// `--log-opt max-size=10m --log-opt max-file=3`, as docker's json-file
 /// driver reads them.
 fn log_options(opts: &[String]) -> Result<molde_bundle::LogOptions, Error> {
@@ -516,9 +527,26 @@ impl RuntimeService {
                 )
                 .chain(std::iter::once(id.chars().take(12).collect()))
                 .chain(req.network_aliases.iter().cloned())
-                .collect();
+                .fold(Vec::new(), |mut v: Vec<String>, n| {
+                    if !v.contains(&n) {
+                        v.push(n);
+                    }
+                    v
+                });
                 saved.upstream = req.dns.clone();
                 self.dns.serve(n);
+            }
+            // The networks it was connected to since it was created.
+            let name = record
+                .labels
+                .get(NAME_LABEL)
+                .cloned()
+                .unwrap_or_else(|| id.to_string());
+            for conn in &req.connections {
+                if let Err(e) = self.attach_connection(&mut saved, &name, id, conn).await {
+                    self.cni.teardown(&saved).await;
+                    return fail(e.context(format!("container {id}: network {}", conn.network))).await;
+                }
             }
             b.write_network_record(&saved)
                 .or_log("writing a container's network record");
