@@ -129,13 +129,39 @@ fn create_start_restart_rename_and_what_a_failed_run_exits_with() {
     // rest; each error names what was wrong.
     let missing = d.molde(&["run", "--rm", "--network", "none", IMAGE, "no-such-program"]);
     assert_eq!(missing.out.status.code(), Some(127), "{}", missing.describe());
+    let said = missing.stderr();
     assert!(
-        missing.stderr().contains("no-such-program"),
-        "{}",
-        missing.stderr()
+        said.contains("exec: \"no-such-program\": executable file not found in $PATH")
+            && said.matches("no-such-program").count() == 1,
+        "docker's words, once: {said}"
     );
     let not_exec = d.molde(&["run", "--rm", "--network", "none", IMAGE, "/etc/passwd"]);
     assert_eq!(not_exec.out.status.code(), Some(126), "{}", not_exec.describe());
+    assert!(
+        not_exec
+            .stderr()
+            .contains("exec: \"/etc/passwd\": permission denied"),
+        "{}",
+        not_exec.stderr()
+    );
+    // A registry that is not there is named, in one line.
+    let port = molde_tests::registry::free_port();
+    let unreachable = d.molde(&["run", "--rm", &format!("127.0.0.1:{port}/app:1"), "true"]);
+    assert_eq!(unreachable.out.status.code(), Some(125));
+    let err = unreachable.stderr();
+    assert!(
+        err.contains(&format!("cannot reach registry 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("error sending request"),
+        "no HTTP client chain: {err}"
+    );
+    let reg = Registry::start();
+    let absent = d.molde(&["run", "--rm", &format!("{}/no/such:1", reg.host), "true"]);
+    assert_eq!(absent.out.status.code(), Some(125));
+    let err = absent.stderr();
+    assert!(err.contains("not found") && err.lines().count() <= 2, "{err}");
     let no_image = d.molde(&[
         "run",
         "--rm",

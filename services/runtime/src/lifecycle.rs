@@ -46,7 +46,7 @@ pub fn observe(bundle: &Path, cgroup: &str) -> Observed {
         State::Failed(error) => Observed {
             state: "exited",
             exit_code: start_failure_status(&error),
-            error,
+            error: start_failure_message(&error),
             ..Default::default()
         },
         State::Running { pid } => Observed {
@@ -64,6 +64,30 @@ pub fn observe(bundle: &Path, cgroup: &str) -> Observed {
             state: "created",
             ..Default::default()
         },
+    }
+}
+
+/// What a start that could not run the container's command says, as docker
+/// words it: `exec: "x": executable file not found in $PATH` (or
+/// `permission denied`), once, instead of the runtime's chain of causes.
+pub fn start_failure_message(error: &str) -> String {
+    let quoted = |after: &str| -> Option<String> {
+        let rest = &error[error.find(after)? + after.len()..];
+        let q = rest.chars().next()?;
+        if !matches!(q, '\'' | '"') {
+            return None;
+        }
+        let end = rest[1..].find(q)?;
+        Some(rest[1..1 + end].to_string())
+    };
+    let program = quoted("executable ").or_else(|| quoted("executable="));
+    let lower = error.to_ascii_lowercase();
+    match program {
+        Some(p) if lower.contains("not found") => {
+            format!("exec: \"{p}\": executable file not found in $PATH")
+        }
+        Some(p) if lower.contains("permission") => format!("exec: \"{p}\": permission denied"),
+        _ => error.to_string(),
     }
 }
 
@@ -474,6 +498,18 @@ pub fn cgroup_pids(cg: &str) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_failures_in_dockers_words() {
+        let raw = "creating container x (libcontainer::workload::default: executable for container process not found \
+                   in PATH executable=\"nosuch\"): failed to create container: exec process failed with error error in \
+                   executing process : executable 'nosuch' not found in $PATH";
+        assert_eq!(
+            start_failure_message(raw),
+            "exec: \"nosuch\": executable file not found in $PATH"
+        );
+        assert_eq!(start_failure_message("no space left"), "no space left");
+    }
 
     #[test]
     fn signals_parse_by_name_and_number() {

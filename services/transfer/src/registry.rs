@@ -602,10 +602,37 @@ pub fn remote(what: &str, e: OciDistributionError) -> Error {
         OciDistributionError::DigestError(_) => Code::DataLoss,
         _ => Code::FailedPrecondition,
     };
-    Error::Remote {
-        code,
-        message: format!("{what}: {}", describe(&e)),
-    }
+    // One line a user can act on: the registry that cannot be reached, or
+    // that has no such image, not the HTTP client's chain of causes.
+    let message = match &e {
+        OciDistributionError::RequestError(r) if r.is_connect() || r.is_timeout() => {
+            let host = r
+                .url()
+                .and_then(|u| {
+                    Some(format!(
+                        "{}{}",
+                        u.host_str()?,
+                        u.port().map(|p| format!(":{p}")).unwrap_or_default()
+                    ))
+                })
+                .unwrap_or_else(|| "the registry".into());
+            let mut cause: &dyn std::error::Error = r;
+            while let Some(c) = cause.source() {
+                cause = c;
+            }
+            let why = if r.is_timeout() {
+                "timed out".to_string()
+            } else {
+                cause.to_string()
+            };
+            format!("{what}: cannot reach registry {host}: {why}")
+        }
+        _ if code == Code::NotFound => {
+            format!("{what}: not found (the registry has no such repository, tag or digest)")
+        }
+        _ => format!("{what}: {}", describe(&e)),
+    };
+    Error::Remote { code, message }
 }
 
 fn describe(e: &OciDistributionError) -> String {

@@ -636,7 +636,10 @@ impl RuntimeService {
             }
             if let Some(msg) = b.error() {
                 self.release_network(ns, id).await;
-                return Err(Error::FailedPrecondition(format!("container {id}: {msg}")));
+                return Err(Error::FailedPrecondition(format!(
+                    "container {id}: {}",
+                    crate::lifecycle::start_failure_message(&msg)
+                )));
             }
             // A shim gone without a word (killed): said after a grace, as a
             // process that is only between two states is no shim gone.
