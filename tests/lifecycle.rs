@@ -716,6 +716,13 @@ fn restart_policies_after_exits_stops_molded_restarts_and_reboots() {
         "no third restart"
     );
     assert_eq!(restart_count(&d, "flaky"), 2);
+    // Between a crash and the next start, ps says Restarting, as docker's.
+    run(&d, "crashy", "always", "exit 3");
+    molde_tests::eventually(20, "Restarting in ps", || {
+        let ps = d.molde(&["ps", "--format", "{{.Names}} {{.Status}}"]).ok();
+        ps.lines().any(|l| l.starts_with("crashy Restarting (3)"))
+    });
+    d.molde(&["rm", "-f", "crashy"]).ok();
     // A clean exit is no failure.
     run(&d, "fine", "on-failure", "echo ok");
     std::thread::sleep(std::time::Duration::from_millis(1500));

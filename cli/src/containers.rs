@@ -68,6 +68,7 @@ pub fn status_text(c: &api::ContainerStatus) -> String {
         "running" => format!("Up{}{health}", spaced(up)),
         "paused" => format!("Up{} (Paused)", spaced(up)),
         "created" => "Created".into(),
+        "restarting" => format!("Restarting ({}){ago}", c.exit_code),
         "exited" if c.oom_killed => format!("Exited ({}) OOMKilled{ago}", c.exit_code),
         "exited" => format!("Exited ({}){ago}", c.exit_code),
         other => other.to_string(),

@@ -71,6 +71,7 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
         starting: Arc::default(),
         dns: Arc::new(dns::Dns::new(cfg.state.clone())),
         health: Arc::default(),
+        restarting: Arc::default(),
         state: cfg.state,
         shim: cfg.shim,
         volumes: cfg.volumes,

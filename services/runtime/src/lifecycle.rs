@@ -263,6 +263,15 @@ impl RuntimeService {
 
     pub(crate) fn status(&self, ns: &str, c: &Container) -> api::ContainerStatus {
         let mut o = self.observe(ns, &c.id);
+        if o.state == "exited"
+            && self
+                .restarting
+                .lock()
+                .expect("restarting set")
+                .contains(&format!("{ns}/{}", c.id))
+        {
+            o.state = "restarting";
+        }
         // molde's own containers always have a bundle; one without was lost
         // with the state directory (the host restarted).
         if c.extensions.contains_key(crate::run::RUN_REQUEST) && !self.bundle_dir(ns, &c.id).exists() {
@@ -340,7 +349,7 @@ impl RuntimeService {
                 continue; // records containerd clients made for other runtimes
             }
             let st = self.status(ns, &c);
-            if all || st.state == "running" || st.state == "paused" {
+            if all || matches!(st.state.as_str(), "running" | "paused" | "restarting") {
                 out.push(st);
             }
         }

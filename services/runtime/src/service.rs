@@ -32,6 +32,9 @@ pub struct RuntimeService {
     pub(crate) dns: Arc<crate::dns::Dns>,
     /// Containers whose health checks run.
     pub(crate) health: Arc<crate::run::Watching>,
+    /// Containers waiting out their restart policy's back-off (`ns/id`):
+    /// `ps` shows them Restarting, as docker does.
+    pub(crate) restarting: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The containers being started: one start at a time per container.

@@ -119,7 +119,7 @@ impl RuntimeService {
                 "Status": st.state,
                 "Running": st.state == "running" || st.state == "paused",
                 "Paused": st.state == "paused",
-                "Restarting": false,
+                "Restarting": st.state == "restarting",
                 "Dead": false,
                 "Health": molde_bundle::Bundle::new(&bundle).health().filter(|_| !st.health.is_empty()),
                 "Pid": st.pid,

@@ -51,7 +51,17 @@ impl RuntimeService {
             restart::delay(restarts, ran)
         };
         let (me, ns, id) = (self.clone(), ns.to_string(), id.to_string());
+        let key = format!("{ns}/{id}");
+        self.restarting.lock().expect("restarting set").insert(key.clone());
         tokio::spawn(async move {
+            /// Takes the container off the Restarting set however the task ends.
+            struct Done(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>, String);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.lock().expect("restarting set").remove(&self.1);
+                }
+            }
+            let _done = Done(me.restarting.clone(), key);
             tokio::time::sleep(delay).await;
             // Looked at again: removed, started or stopped meanwhile.
             let Ok(c) = me.record(&ns, &id) else {
