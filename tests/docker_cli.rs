@@ -359,6 +359,8 @@ fn login_checks_credentials_and_credential_helpers_keep_them() {
     assert!(!out.status.success(), "pulled without credentials");
 }
 
+// Container names unlike the other tests': cgroup paths are namespace/name,
+// the same for every molded on the host.
 #[test]
 fn network_connect_puts_a_running_container_on_a_second_network() {
     let d = Daemon::start();
@@ -369,7 +371,7 @@ fn network_connect_puts_a_running_container_on_a_second_network() {
         "run",
         "-d",
         "--name",
-        "web",
+        "fweb",
         "--network",
         "front",
         IMAGE,
@@ -381,7 +383,7 @@ fn network_connect_puts_a_running_container_on_a_second_network() {
         "run",
         "-d",
         "--name",
-        "db",
+        "bdb",
         "--network",
         "back",
         IMAGE,
@@ -390,20 +392,20 @@ fn network_connect_puts_a_running_container_on_a_second_network() {
     ])
     .ok();
     // Isolated networks: web cannot even name db.
-    assert!(!d.molde(&["exec", "web", "nslookup", "db"]).out.status.success());
+    assert!(!d.molde(&["exec", "fweb", "nslookup", "bdb"]).out.status.success());
 
-    d.molde(&["network", "connect", "--alias", "cache", "back", "web"])
+    d.molde(&["network", "connect", "--alias", "cache", "back", "fweb"])
         .ok();
-    let addrs = d.molde(&["exec", "web", "ip", "-o", "-4", "addr"]).ok();
+    let addrs = d.molde(&["exec", "fweb", "ip", "-o", "-4", "addr"]).ok();
     assert!(addrs.contains("eth0") && addrs.contains("eth1"), "{addrs}");
     // web reaches db by name through its first network's DNS; db finds web's alias.
     assert!(
-        d.molde(&["exec", "web", "ping", "-c1", "-W2", "db"])
+        d.molde(&["exec", "fweb", "ping", "-c1", "-W2", "bdb"])
             .ok()
             .contains("1 packets received")
     );
-    let found = d.molde(&["exec", "db", "nslookup", "cache"]).ok();
-    let on_back = d.inspect("web")["NetworkSettings"]["Networks"]["back"]["IPAddress"]
+    let found = d.molde(&["exec", "bdb", "nslookup", "cache"]).ok();
+    let on_back = d.inspect("fweb")["NetworkSettings"]["Networks"]["back"]["IPAddress"]
         .as_str()
         .unwrap()
         .to_string();
@@ -420,39 +422,39 @@ fn network_connect_puts_a_running_container_on_a_second_network() {
             "back",
         ])
         .ok();
-    assert!(members.contains("web") && members.contains("db"), "{members}");
+    assert!(members.contains("fweb") && members.contains("bdb"), "{members}");
     let err = d.molde(&["network", "rm", "back"]).fails();
-    assert!(err.contains("web"), "a network in use is kept: {err}");
-    let err = d.molde(&["network", "connect", "back", "web"]).fails();
+    assert!(err.contains("fweb"), "a network in use is kept: {err}");
+    let err = d.molde(&["network", "connect", "back", "fweb"]).fails();
     assert!(err.contains("already on network back"), "{err}");
 
     // Kept across a restart of the container.
-    d.molde(&["restart", "-t", "1", "web"]).ok();
+    d.molde(&["restart", "-t", "1", "fweb"]).ok();
     assert!(
-        d.molde(&["exec", "web", "ip", "-o", "-4", "addr"])
+        d.molde(&["exec", "fweb", "ip", "-o", "-4", "addr"])
             .ok()
             .contains("eth1")
     );
     assert!(
-        d.molde(&["exec", "web", "ping", "-c1", "-W2", "db"])
+        d.molde(&["exec", "fweb", "ping", "-c1", "-W2", "bdb"])
             .out
             .status
             .success()
     );
 
-    d.molde(&["network", "disconnect", "back", "web"]).ok();
+    d.molde(&["network", "disconnect", "back", "fweb"]).ok();
     assert!(
-        !d.molde(&["exec", "web", "ip", "-o", "-4", "addr"])
+        !d.molde(&["exec", "fweb", "ip", "-o", "-4", "addr"])
             .ok()
             .contains("eth1")
     );
     assert!(
-        !d.molde(&["exec", "web", "ping", "-c1", "-W1", "db"])
+        !d.molde(&["exec", "fweb", "ping", "-c1", "-W1", "bdb"])
             .out
             .status
             .success()
     );
-    let err = d.molde(&["network", "disconnect", "front", "web"]).fails();
+    let err = d.molde(&["network", "disconnect", "front", "fweb"]).fails();
     assert!(err.contains("created on network front"), "{err}");
     let events = d
         .molde(&[
@@ -469,6 +471,6 @@ fn network_connect_puts_a_running_container_on_a_second_network() {
         events.contains("network connect back") && events.contains("network disconnect back"),
         "{events}"
     );
-    d.molde(&["rm", "-f", "web", "db"]).ok();
+    d.molde(&["rm", "-f", "fweb", "bdb"]).ok();
     d.molde(&["network", "rm", "front", "back"]).ok();
 }

@@ -389,6 +389,8 @@ impl Drop for Daemon {
             for id in ids.lines().filter(|l| !l.is_empty()) {
                 let _ = self.molde(&["rm", "-f", id]);
             }
+            // User networks are host bridges: they go with the test too.
+            let _ = self.molde(&["network", "prune", "-f"]);
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -107,6 +107,10 @@ pub struct NetworkRecord {
     /// (`molde network connect`), each on an interface of its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connected: Vec<Connected>,
+    /// Attached by molded itself (netlink and its own address store), not
+    /// by the CNI plugins: teardown undoes it the same way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native: bool,
 }
 
 /// One more network a container's namespace is attached to.

@@ -4,6 +4,7 @@
 //! image, runtime, rootfs snapshot, labels, extensions) kept in the metadata
 //! store. Tasks and the per-container shims come next.
 
+mod bridge;
 pub mod containers;
 mod dns;
 mod image;

@@ -112,9 +112,42 @@ impl Cni {
         Ok(self.networks.find(user)?.conflist(!ports.is_empty()))
     }
 
+    /// The default bridge (`user` empty) or a user network, for the
+    /// in-process path.
+    fn bridge_net(&self, user: &str) -> Result<crate::bridge::BridgeNet, Error> {
+        if user.is_empty() {
+            return Ok(crate::bridge::BridgeNet {
+                bridge: crate::networks::DEFAULT_BRIDGE.into(),
+                subnet: std::net::Ipv4Addr::new(10, 89, 0, 0),
+                prefix: 16,
+                gateway: std::net::Ipv4Addr::new(10, 89, 0, 1),
+                outside: true,
+                ipam: NETWORK.into(),
+            });
+        }
+        let n = self.networks.find(user)?;
+        let bad = || {
+            Error::Internal(format!(
+                "network {}: its subnet {:?} cannot be read",
+                n.name, n.subnet
+            ))
+        };
+        let (subnet, prefix) = n.subnet.split_once('/').ok_or_else(bad)?;
+        Ok(crate::bridge::BridgeNet {
+            bridge: n.bridge.clone(),
+            subnet: subnet.parse().map_err(|_| bad())?,
+            prefix: prefix.parse().map_err(|_| bad())?,
+            gateway: n.gateway.parse().map_err(|_| bad())?,
+            outside: !n.internal,
+            ipam: n.conflist(false).name,
+        })
+    }
+
     /// Creates the namespace and attaches it to the default bridge or the
     /// user network `user` (with `ip` when asked); returns the netns path
-    /// and the record teardown needs (`network.json`).
+    /// and the record teardown needs (`network.json`). Without published
+    /// ports molded attaches it itself (`bridge`); with them, through the
+    /// CNI plugins, portmap included.
     pub async fn setup(
         &self,
         key: &str,
@@ -122,6 +155,37 @@ impl Cni {
         user: &str,
         ip: &str,
     ) -> Result<(PathBuf, NetworkRecord), Error> {
+        if ports.is_empty() {
+            let net = self.bridge_net(user)?;
+            let want = if ip.is_empty() {
+                None
+            } else {
+                Some(
+                    ip.parse()
+                        .map_err(|_| Error::InvalidArgument(format!("--ip {ip:?}: not an IPv4 address")))?,
+                )
+            };
+            let netns = self.netns_path(key);
+            molde_common::cni::pin_namespaces(&[Pinned::Net], None, &[], |_| netns.clone())?;
+            let result = match crate::bridge::attach(&net, key, &netns, want).await {
+                Ok(r) => r,
+                Err(e) => {
+                    unpin(&[netns]);
+                    return Err(e);
+                }
+            };
+            let record = NetworkRecord {
+                key: key.to_string(),
+                ports: Vec::new(),
+                result: molde_bundle::CniResult::from_value(result),
+                network: user.to_string(),
+                names: Vec::new(),
+                upstream: Vec::new(),
+                connected: Vec::new(),
+                native: true,
+            };
+            return Ok((netns, record));
+        }
         let list = self.list(user, ports)?;
         let netns = self.netns_path(key);
         molde_common::cni::pin_namespaces(&[Pinned::Net], None, &[], |_| netns.clone())?;
@@ -149,6 +213,7 @@ impl Cni {
             names: Vec::new(),
             upstream: Vec::new(),
             connected: Vec::new(),
+            native: false,
         };
         let lo = self.attachment(key, "lo", &[]);
         if let Err(e) = cni.add(&loopback(), &lo).await {
@@ -192,6 +257,16 @@ impl Cni {
     pub async fn teardown(&self, saved: &NetworkRecord) {
         for c in saved.connected.iter().rev() {
             self.disconnect(&saved.key, c).await;
+        }
+        if saved.native {
+            match self.bridge_net(&saved.network) {
+                Ok(net) => crate::bridge::detach(&net, &saved.key, &saved.result.to_value()).await,
+                Err(e) => {
+                    tracing::warn!(network = %saved.network, error = %e, "a network attachment could not be torn down")
+                }
+            }
+            unpin(&[self.netns_path(&saved.key)]);
+            return;
         }
         let a = self.attachment(&saved.key, "eth0", &saved.ports);
         match self.list(&saved.network, &saved.ports) {

@@ -190,6 +190,9 @@ impl Networks {
         if self.get(name)?.is_some() {
             return Err(Error::AlreadyExists(format!("network {name:?}")));
         }
+        // Held until the bridge has its address: another molded on the host
+        // choosing at the same time sees this subnet routed.
+        let _host = host_lock()?;
         let existing = self.list()?;
         // Not the subnets of this molded's networks, podman's and molde's
         // defaults, nor any the host routes already (another molded's).
@@ -270,6 +273,7 @@ impl Networks {
     /// Removes a network's record, conflist, isolation rules and bridge.
     pub fn remove(&self, n: &Network) -> Result<(), Error> {
         unisolate(&n.bridge, n.internal);
+        crate::bridge::forget(&n.bridge, &n.subnet);
         let _ = std::process::Command::new("ip")
             .args(["link", "delete", &n.bridge])
             .stderr(std::process::Stdio::null())
@@ -288,6 +292,20 @@ impl Networks {
             }
         }
     }
+}
+
+/// A host-wide lock over choosing subnets (every molded on the host takes it).
+fn host_lock() -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+    let dir = std::path::Path::new("/run/lock");
+    std::fs::create_dir_all(dir).map_err(Error::io("creating /run/lock"))?;
+    let f = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::File::options().create(true).truncate(false).write(true),
+        0o600,
+    )
+    .open(dir.join("molde-networks.lock"))
+    .map_err(Error::io("opening the host's network lock"))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io("locking the host's network lock".to_string())(e.into()))
 }
 
 /// The IPv4 subnets the host routes (not its default route).

@@ -52,10 +52,16 @@ impl RuntimeService {
         };
         let (me, ns, id) = (self.clone(), ns.to_string(), id.to_string());
         let key = format!("{ns}/{id}");
-        self.restarting.lock().expect("restarting set").insert(key.clone());
+        self.restarting
+            .lock()
+            .expect("restarting set")
+            .insert(key.clone());
         tokio::spawn(async move {
             /// Takes the container off the Restarting set however the task ends.
-            struct Done(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>, String);
+            struct Done(
+                std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+                String,
+            );
             impl Drop for Done {
                 fn drop(&mut self) {
                     self.0.lock().expect("restarting set").remove(&self.1);
