@@ -215,8 +215,21 @@ fn ps_images_inspect_and_stats_print_what_docker_prints() {
         "the matches are named: {err}"
     );
 
-    // rmi by an ID prefix removes every name of that image.
-    d.molde(&["tag", IMAGE, "localhost/other:1"]).ok();
+    // run, tag and rmi take an image by a prefix of its ID.
+    assert_eq!(
+        d.molde(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &config_id[..12],
+            "echo",
+            "by-id"
+        ])
+        .ok(),
+        "by-id\n"
+    );
+    d.molde(&["tag", &config_id[..12], "localhost/other:1"]).ok();
     let out = d.molde(&["rmi", &config_id[..10]]).ok();
     assert!(
         out.contains("localhost/other:1") && out.contains("busybox"),

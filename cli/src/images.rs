@@ -205,6 +205,21 @@ pub async fn run(d: &Daemon, cmd: ImagesCmd) -> Result<()> {
     Ok(())
 }
 
+/// The one image name a reference stands for: itself, or the first name of
+/// the image whose ID starts with it (`molde run 3f2a…`). Only an all-hex
+/// reference costs a lookup.
+pub async fn resolve_one(d: &Daemon, reference: &str) -> Result<String> {
+    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    if hex.len() < 4 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(reference.to_string());
+    }
+    Ok(resolve_names(d, reference)
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| reference.to_string()))
+}
+
 /// The image names a user's reference stands for: the name itself when an
 /// image has it, else every name of the one image whose ID (config digest)
 /// or target digest starts with it, as docker takes `rmi 3f2a`.
@@ -293,6 +308,7 @@ pub async fn remove_quietly(d: &Daemon, name: &str) {
 
 /// `molde tag SOURCE TARGET`
 pub async fn tag(d: &Daemon, source: &str, target: &str) -> Result<()> {
+    let source = &resolve_one(d, source).await?;
     let mut c = ImagesClient::new(d.channel.clone());
     let img = c
         .get(d.request(api::GetImageRequest {

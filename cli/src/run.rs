@@ -256,8 +256,9 @@ pub async fn create(d: &Daemon, a: RunArgs) -> Result<()> {
 }
 
 /// Creates the container (pulling a missing image as `--pull` says); its id.
-pub async fn create_container(d: &Daemon, a: RunArgs) -> Result<String> {
+pub async fn create_container(d: &Daemon, mut a: RunArgs) -> Result<String> {
     if !a.image.is_empty() {
+        a.image = crate::images::resolve_one(d, &a.image).await?;
         ensure_image(d, &a.image, a.pull).await?;
     }
     let mut req = request(&a)?;
@@ -477,7 +478,8 @@ fn mount_entry(m: &str) -> Result<(bool, String)> {
 }
 
 /// Runs the container; returns its exit status.
-pub async fn run(d: &Daemon, a: RunArgs) -> Result<i32> {
+pub async fn run(d: &Daemon, mut a: RunArgs) -> Result<i32> {
+    a.image = crate::images::resolve_one(d, &a.image).await?;
     ensure_image(d, &a.image, a.pull).await?;
     let req = request(&a)?;
     if a.interactive || a.tty {

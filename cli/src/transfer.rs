@@ -175,7 +175,7 @@ pub async fn show(mut stream: Streaming<api::Progress>, quiet: bool, what: &str)
 }
 
 pub async fn push(d: &Daemon, name: &str, destination: Option<String>, quiet: bool) -> Result<()> {
-    let local = crate::images::normalize(name);
+    let local = crate::images::normalize(&crate::images::resolve_one(d, name).await?);
     let dest = destination
         .map(|d| crate::images::normalize(&d))
         .unwrap_or_else(|| local.clone());
@@ -214,7 +214,11 @@ pub async fn push(d: &Daemon, name: &str, destination: Option<String>, quiet: bo
 /// `molde save`: the daemon writes the archive, the CLI copies it to a file or stdout.
 pub async fn save(d: &Daemon, names: Vec<String>, output: Option<std::path::PathBuf>) -> Result<()> {
     use std::io::Write;
-    let names: Vec<String> = names.iter().map(|n| crate::images::normalize(n)).collect();
+    let mut resolved = Vec::new();
+    for n in &names {
+        resolved.push(crate::images::normalize(&crate::images::resolve_one(d, n).await?));
+    }
+    let names = resolved;
     let mut stream = TransferClient::new(d.channel.clone())
         .export(d.request(api::ExportRequest { names: names.clone() }))
         .await
