@@ -182,12 +182,12 @@ impl LogWriter {
         })
     }
 
+    /// Writes one record; the file is rotated first when the record would
+    /// take it past max-size (as docker's json-file does), so the current
+    /// file is never left empty and no file grows past the limit.
     fn write(&mut self, line: &[u8]) {
-        if self.file.write_all(line).is_err() {
-            return;
-        }
-        self.size += line.len() as u64;
-        if self.options.max_size > 0 && self.size >= self.options.max_size {
+        let max = self.options.max_size;
+        if max > 0 && self.size > 0 && self.size + line.len() as u64 > max {
             let reopened = self.options.rotate(&self.bundle).and_then(|()| {
                 OpenOptions::new()
                     .create(true)
@@ -201,6 +201,9 @@ impl LogWriter {
                 }
                 Err(e) => eprintln!("molde-shim: rotating the log: {e}"),
             }
+        }
+        if self.file.write_all(line).is_ok() {
+            self.size += line.len() as u64;
         }
     }
 }
