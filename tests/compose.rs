@@ -35,6 +35,8 @@ services:
       retries: 30
     volumes:
       - data:/data
+    ports:
+      - "127.0.0.1:${DB_PORT}:8080"
     labels:
       tier: storage
   web:
@@ -76,7 +78,8 @@ fn a_project_of_services_comes_up_finds_itself_by_name_and_goes_down() {
         "FROM localhost/molde/busybox\nARG GREETING\nRUN echo \"$GREETING\" > /greeting\n",
     );
     write(dir, "web.env", "# the colour\nCOLOR=blue\n");
-    write(dir, ".env", "GREETING=bonjour\n");
+    let port = molde_tests::registry::free_port();
+    write(dir, ".env", &format!("GREETING=bonjour\nDB_PORT={port}\n"));
 
     // config: interpolated from .env, defaults where unset.
     let config = compose(&d, dir, &["config"]).ok();
@@ -117,7 +120,18 @@ fn a_project_of_services_comes_up_finds_itself_by_name_and_goes_down() {
         compose(&d, dir, &["logs", "worker"]).ok().contains("worker-done")
     });
 
+    // db's published port answers on the host.
+    let page = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    };
+    assert!(page.contains("served-by-db"), "{page}");
     let ps = compose(&d, dir, &["ps"]).ok();
+    assert!(ps.contains(&format!("127.0.0.1:{port}->8080/tcp")), "{ps}");
     for name in ["shop-db-1", "shop-web-1", "shop-worker-1"] {
         assert!(ps.contains(name), "{ps}");
     }
