@@ -1318,7 +1318,103 @@ fn stats_are_read_from_the_pods_cgroups_and_resources_update_live() {
     // One process (sh exec'd sleep).
     assert_eq!(linux.process.unwrap().process_count.unwrap().value, 1);
     let eth0 = linux.network.unwrap().default_interface.expect("eth0's counters");
-    assert!(eth0.rx_bytes.unwrap().value > 0);
+    let eth0_rx = eth0.rx_bytes.unwrap().value;
+    assert!(eth0_rx > 0);
+
+    // The same readings as metrics, under cAdvisor's names and labels.
+    let descriptors =
+        n.rt.block_on(
+            n.runtime
+                .list_metric_descriptors(cri::ListMetricDescriptorsRequest {}),
+        )
+        .unwrap()
+        .into_inner()
+        .descriptors;
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_memory_rss",
+        "container_network_receive_bytes_total",
+        "container_fs_usage_bytes",
+        "container_processes",
+    ] {
+        let d = descriptors
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("{name} described"));
+        assert!(d.label_keys.iter().any(|k| k == "pod") && d.label_keys.iter().any(|k| k == "namespace"));
+    }
+    let metrics =
+        n.rt.block_on(
+            n.runtime
+                .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {}),
+        )
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    let pm = metrics
+        .iter()
+        .find(|m| m.pod_sandbox_id == pod)
+        .expect("the pod's metrics");
+    let cm = pm
+        .container_metrics
+        .iter()
+        .find(|c| c.container_id == id)
+        .expect("the container's metrics");
+    let value = |ms: &[cri::Metric], name: &str| -> (u64, Vec<String>) {
+        let m = ms
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name}"));
+        (m.value.as_ref().unwrap().value, m.label_values.clone())
+    };
+    let (procs, labels) = value(&cm.metrics, "container_processes");
+    assert_eq!(procs, 1);
+    let keys = &descriptors
+        .iter()
+        .find(|d| d.name == "container_processes")
+        .unwrap()
+        .label_keys;
+    let label = |k: &str| labels[keys.iter().position(|x| x == k).unwrap()].clone();
+    assert_eq!(
+        (label("container"), label("pod"), label("id")),
+        (
+            "busy".to_string(),
+            pc.metadata.as_ref().unwrap().name.clone(),
+            id.clone()
+        )
+    );
+    let (ws, _) = value(&cm.metrics, "container_memory_working_set_bytes");
+    assert!(
+        file_working_set.abs_diff(ws) < 1 << 20,
+        "metric {ws}, the cgroup's files say {file_working_set}"
+    );
+    let (cpu_seconds, _) = value(&cm.metrics, "container_cpu_usage_seconds_total");
+    let cpu_ns = stats
+        .cpu
+        .as_ref()
+        .unwrap()
+        .usage_core_nano_seconds
+        .as_ref()
+        .unwrap()
+        .value;
+    assert!(
+        cpu_seconds >= cpu_ns / 1_000_000_000,
+        "{cpu_seconds} s against {cpu_ns} ns read before"
+    );
+    let rx: u64 = pm
+        .metrics
+        .iter()
+        .filter(|m| {
+            m.name == "container_network_receive_bytes_total"
+                && m.label_values.last().map(String::as_str) == Some("eth0")
+        })
+        .map(|m| m.value.as_ref().unwrap().value)
+        .sum();
+    assert!(
+        rx >= eth0_rx,
+        "the pod's eth0 received {rx} (stats said {eth0_rx} before)"
+    );
 
     // New limits reach the cgroup of the running container, and its status.
     n.rt.block_on(

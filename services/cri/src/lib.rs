@@ -17,6 +17,7 @@ pub mod container;
 pub mod exec;
 pub mod image;
 pub mod limits;
+pub mod metrics;
 pub mod names;
 mod reconcile;
 pub mod runtime;

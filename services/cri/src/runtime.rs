@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService as CriRuntimeService;
-use molde_api::containerd::services::snapshots::v1::{UsageRequest, snapshots_client::SnapshotsClient};
+use molde_api::containerd::services::snapshots::v1::{
+    UsageRequest, UsageResponse, snapshots_client::SnapshotsClient,
+};
 use molde_api::molde::services::runtime::v1 as rt;
 use molde_api::molde::services::runtime::v1::runtime_client::RuntimeClient;
 use molde_common::errdefs::Error;
@@ -28,9 +30,9 @@ impl Cri {
         self.container_usage(rec).await.0
     }
 
-    /// A container's stats and its process count.
-    async fn container_usage(&self, rec: &crate::store::ContainerRecord) -> (cri::ContainerStats, u64) {
-        let now = crate::now_nanos();
+    /// What the runtime and the snapshotter read for a container: its
+    /// cgroup's and namespace's numbers, and its writable layer.
+    async fn readings(&self, rec: &crate::store::ContainerRecord) -> (rt::StatsResponse, UsageResponse) {
         let usage = RuntimeClient::new(self.channels.runtime.clone())
             .stats(request(rt::StatsRequest { id: rec.id.clone() }))
             .await
@@ -44,6 +46,13 @@ impl Cri {
             .await
             .map(|r| r.into_inner())
             .unwrap_or_default();
+        (usage, layer)
+    }
+
+    /// A container's stats and its process count.
+    async fn container_usage(&self, rec: &crate::store::ContainerRecord) -> (cri::ContainerStats, u64) {
+        let now = crate::now_nanos();
+        let (usage, layer) = self.readings(rec).await;
         let stats = cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
                 id: rec.id.clone(),
@@ -611,7 +620,7 @@ impl CriRuntimeService for RuntimeService {
         _req: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
         Ok(Response::new(cri::ListMetricDescriptorsResponse {
-            descriptors: Vec::new(),
+            descriptors: crate::metrics::descriptors(),
         }))
     }
 
@@ -619,9 +628,39 @@ impl CriRuntimeService for RuntimeService {
         &self,
         _req: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
-            pod_metrics: Vec::new(),
-        }))
+        let now = crate::now_nanos();
+        let mut pod_metrics = Vec::new();
+        for s in self.cri.sandboxes()? {
+            let mut container_metrics = Vec::new();
+            for c in self.cri.containers_of(&s.id)? {
+                let (usage, layer) = self.cri.readings(&c).await;
+                let labels = crate::metrics::container_labels(&s.config, &c);
+                container_metrics.push(cri::ContainerMetrics {
+                    container_id: c.id.clone(),
+                    metrics: crate::metrics::container(&labels, &usage, layer.size.max(0) as u64, now),
+                });
+            }
+            let meta = s.config.metadata.clone().unwrap_or_default();
+            let pod_labels = vec![
+                "POD".to_string(),
+                s.id.clone(),
+                String::new(),
+                s.id.clone(),
+                meta.namespace,
+                meta.name,
+            ];
+            let interfaces = if s.netns.is_empty() {
+                Vec::new()
+            } else {
+                net_usage(&s.netns).unwrap_or_default()
+            };
+            pod_metrics.push(cri::PodSandboxMetrics {
+                pod_sandbox_id: s.id.clone(),
+                metrics: crate::metrics::network(&pod_labels, &interfaces, now),
+                container_metrics,
+            });
+        }
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse { pod_metrics }))
     }
 
     async fn runtime_config(
