@@ -1448,6 +1448,75 @@ fn stats_are_read_from_the_pods_cgroups_and_resources_update_live() {
 }
 
 #[test]
+fn recursive_read_only_mounts_are_read_only_all_the_way_down() {
+    let mut n = Node::start();
+    // Announced for the default handler, as the kubelet looks for it.
+    let status =
+        n.rt.block_on(n.runtime.status(cri::StatusRequest { verbose: false }))
+            .unwrap()
+            .into_inner();
+    let handler = status
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name.is_empty())
+        .expect("the default handler");
+    assert!(handler.features.unwrap().recursive_read_only_mounts);
+    n.pull(&n.busybox.clone());
+    let pc = n.pod_config("rro");
+    let pod = n.run_pod(pc.clone());
+    // A host directory with a mount inside it, as a kubelet volume may have.
+    let src = n.daemon.dir.path().join("rro-src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let s = src.to_str().unwrap().to_string();
+    let sub = src.join("sub");
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "rro-sub", sub.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mount = |rro: bool| cri::Mount {
+        container_path: "/data".into(),
+        host_path: s.clone(),
+        readonly: true,
+        recursive_read_only: rro,
+        ..Default::default()
+    };
+    let mut plain = n.container_config("plain", &["sleep", "3600"]);
+    plain.mounts = vec![mount(false)];
+    let plain = n.run(&pod, &pc, plain);
+    let mut rro = n.container_config("rro", &["sleep", "3600"]);
+    rro.mounts = vec![mount(true)];
+    let rro = n.run(&pod, &pc, rro);
+    // Plain read-only leaves the mount inside writable; rro does not.
+    n.sh(&plain, "touch /data/sub/through-plain");
+    let r = n.exec(&rro, &["touch", "/data/sub/through-rro"], 30).unwrap();
+    assert_ne!(r.exit_code, 0, "rro lets nothing write below it");
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Read-only"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(n.exec(&rro, &["touch", "/data/top"], 30).unwrap().exit_code != 0);
+    // rro without readonly is refused, naming the mount.
+    let mut bad = n.container_config("bad", &["true"]);
+    bad.mounts = vec![cri::Mount {
+        readonly: false,
+        ..mount(true)
+    }];
+    let err = n.create(&pod, bad, &pc).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("/data") && err.message().contains("readonly"),
+        "{}",
+        err.message()
+    );
+    n.stop_and_remove_pod(&pod);
+    let _ = std::process::Command::new("umount")
+        .args(["-l", sub.to_str().unwrap()])
+        .status();
+}
+
+#[test]
 fn a_host_to_container_mount_sees_what_the_host_mounts_later() {
     let mut n = Node::start();
     n.pull(&n.busybox.clone());

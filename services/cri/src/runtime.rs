@@ -173,6 +173,16 @@ impl Cri {
 
 /// Traffic counters of every interface of a pinned network namespace, read
 /// from /proc/net/dev by a thread that enters it.
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = rustix::system::uname().release().to_string_lossy().into_owned();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
+}
+
 fn net_usage(netns: &str) -> std::io::Result<Vec<cri::NetworkInterfaceUsage>> {
     let ns = std::fs::File::open(netns)?;
     std::thread::spawn(move || -> std::io::Result<Vec<cri::NetworkInterfaceUsage>> {
@@ -577,8 +587,18 @@ impl CriRuntimeService for RuntimeService {
                 ],
             }),
             info,
-            runtime_handlers: Vec::new(),
-            features: None,
+            // The default handler; recursive read-only mounts need
+            // mount_setattr (Linux 5.12).
+            runtime_handlers: vec![cri::RuntimeHandler {
+                name: String::new(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: kernel_at_least(5, 12),
+                    user_namespaces: false,
+                }),
+            }],
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: false,
+            }),
         }))
     }
 

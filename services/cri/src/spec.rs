@@ -156,6 +156,24 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
         };
         let mut opts = vec!["rbind", prop];
         opts.push(if m.readonly { "ro" } else { "rw" });
+        if m.recursive_read_only {
+            // As the kubelet asks it: read-only all the way down (the
+            // runtime's `rro`: mount_setattr with AT_RECURSIVE), only for a
+            // read-only, private mount.
+            if !m.readonly {
+                return Err(Error::InvalidArgument(format!(
+                    "mount {}: recursive_read_only needs readonly",
+                    m.container_path
+                )));
+            }
+            if prop != "rprivate" {
+                return Err(Error::InvalidArgument(format!(
+                    "mount {}: recursive_read_only needs private propagation",
+                    m.container_path
+                )));
+            }
+            opts.push("rro");
+        }
         mounts.push(bind(&m.container_path, &src, &opts));
     }
     spec.set_mounts(Some(mounts));
