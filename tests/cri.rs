@@ -1448,6 +1448,68 @@ fn stats_are_read_from_the_pods_cgroups_and_resources_update_live() {
 }
 
 #[test]
+fn supplemental_groups_policy_merge_and_strict_and_the_groups_reported() {
+    let mut n = Node::start();
+    let features =
+        n.rt.block_on(n.runtime.status(cri::StatusRequest { verbose: false }))
+            .unwrap()
+            .into_inner()
+            .features
+            .unwrap();
+    assert!(features.supplemental_groups_policy);
+    // An image whose /etc/group makes its user a member of group 50000.
+    let mut rootfs = busybox_rootfs();
+    rootfs.retain(|e| !matches!(e, Entry::File(p, _, _) if p == "etc/passwd" || p == "etc/group"));
+    rootfs.push(Entry::File(
+        "etc/passwd".into(),
+        b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/:/bin/sh\n".to_vec(),
+        0o644,
+    ));
+    rootfs.push(Entry::File(
+        "etc/group".into(),
+        b"root:x:0:\napp:x:1000:\nextra:x:50000:app\n".to_vec(),
+        0o644,
+    ));
+    let work = n.daemon.dir.path().join("groups-image");
+    let l = image::layout(&work, &[tar(&rootfs)], Compression::Gzip, host_arch());
+    n.reg.push_layout(&l.dir, "cri/groups:1");
+    let img = format!("{}/cri/groups:1", n.reg.host);
+    n.pull(&img);
+    let pc = n.pod_config("groups");
+    let pod = n.run_pod(pc.clone());
+    let mut run = |name: &str, policy: cri::SupplementalGroupsPolicy| {
+        let mut c = n.container_config(name, &["sleep", "3600"]);
+        c.image = Some(cri::ImageSpec {
+            image: img.clone(),
+            ..Default::default()
+        });
+        c.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                run_as_user: Some(cri::Int64Value { value: 1000 }),
+                supplemental_groups: vec![60000],
+                supplemental_groups_policy: policy as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = n.run(&pod, &pc, c);
+        let ids = n.sh(&id, "id -G");
+        let user = n.status(&id).user.unwrap().linux.unwrap();
+        (
+            ids.trim().to_string(),
+            (user.uid, user.gid, user.supplemental_groups),
+        )
+    };
+    let (merged, reported) = run("merge", cri::SupplementalGroupsPolicy::Merge);
+    assert_eq!(merged, "1000 50000 60000", "the image's groups and the pod's");
+    assert_eq!(reported, (1000, 1000, vec![1000, 50000, 60000]));
+    let (strict, reported) = run("strict", cri::SupplementalGroupsPolicy::Strict);
+    assert_eq!(strict, "1000 60000", "only the pod's groups");
+    assert_eq!(reported, (1000, 1000, vec![1000, 60000]));
+    n.stop_and_remove_pod(&pod);
+}
+
+#[test]
 fn recursive_read_only_mounts_are_read_only_all_the_way_down() {
     let mut n = Node::start();
     // Announced for the default handler, as the kubelet looks for it.

@@ -141,12 +141,16 @@ impl Cri {
             log_path,
             started_at: 0,
             stop_signal: image.process.stop_signal().clone().unwrap_or_default(),
+            user: None,
         };
-        let made = self.make(&rec, &sandbox, &image, &image_spec).await;
-        if let Err(e) = made {
-            self.unmake(&id).await;
-            store::release(&*self.store, "container", &name, &id).or_log("releasing a container's name");
-            return Err(e);
+        let mut rec = rec;
+        match self.make(&rec, &sandbox, &image, &image_spec).await {
+            Ok(user) => rec.user = Some(user),
+            Err(e) => {
+                self.unmake(&id).await;
+                store::release(&*self.store, "container", &name, &id).or_log("releasing a container's name");
+                return Err(e);
+            }
         }
         store::put(&*self.store, CONTAINERS, &id, &rec)?;
         self.event(&rec.id, cri::ContainerEventType::ContainerCreatedEvent)
@@ -161,7 +165,7 @@ impl Cri {
         sandbox: &store::SandboxRecord,
         image: &crate::image::ImageInfo,
         image_name: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(u32, u32, Vec<u32>), Error> {
         let sc = rec
             .config
             .linux
@@ -180,6 +184,15 @@ impl Cri {
             groups,
             cgroup_driver: &self.config.cgroup_driver,
         })?;
+        let effective = spec
+            .process()
+            .as_ref()
+            .map(|p| {
+                let u = p.user();
+                let groups: Vec<u32> = u.additional_gids().clone().unwrap_or_default();
+                (u.uid(), u.gid(), groups)
+            })
+            .unwrap_or_default();
         let mounts = SnapshotsClient::new(self.channels.snapshotter.clone())
             .prepare(request(PrepareSnapshotRequest {
                 snapshotter: "overlayfs".into(),
@@ -236,7 +249,7 @@ impl Cri {
             }))
             .await
             .map_err(Error::upstream("creating the container's task"))?;
-        Ok(())
+        Ok(effective)
     }
 
     /// The uid, gid and extra groups the container runs with: the security
@@ -462,7 +475,13 @@ impl Cri {
                     windows: None,
                 }),
             image_id: rec.image_id.clone(),
-            user: None,
+            user: rec.user.as_ref().map(|(uid, gid, groups)| cri::ContainerUser {
+                linux: Some(cri::LinuxContainerUser {
+                    uid: i64::from(*uid),
+                    gid: i64::from(*gid),
+                    supplemental_groups: groups.iter().map(|g| i64::from(*g)).collect(),
+                }),
+            }),
         }
     }
 

@@ -597,7 +597,7 @@ impl CriRuntimeService for RuntimeService {
                 }),
             }],
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         }))
     }

@@ -67,10 +67,13 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
     let mut user = User::default();
     user.set_uid(i.uid);
     user.set_gid(i.gid);
-    // The process's own group, the image's memberships, then the pod's
-    // supplemental groups, as containerd lists them.
+    // The process's own group, the image's memberships (unless the pod's
+    // SupplementalGroupsPolicy is Strict), then the pod's supplemental
+    // groups, as containerd lists them.
+    let strict = sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32;
+    let image_groups: &[u32] = if strict { &[] } else { &i.groups };
     let gids = std::iter::once(i.gid)
-        .chain(i.groups.iter().copied())
+        .chain(image_groups.iter().copied())
         .chain(sc.supplemental_groups.iter().map(|g| *g as u32));
     user.set_additional_gids(Some(molde_common::user::dedup(gids.collect())));
     let env: Vec<String> = c

@@ -56,6 +56,10 @@ pub struct ContainerRecord {
     /// The image's StopSignal.
     #[serde(default)]
     pub stop_signal: String,
+    /// The uid, gid and supplemental groups its process runs with, as
+    /// ContainerStatus reports them (`user`).
+    #[serde(default)]
+    pub user: Option<(u32, u32, Vec<u32>)>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
