@@ -15,10 +15,12 @@ bin=$PWD/target/release
 
 sock=/run/molde/molde.sock
 molde() { "$bin/molde" --address "$sock" "$@"; }
+molded_pid=
 if ! molde version >/dev/null 2>&1; then
   mkdir -p /run/molde /var/log
   echo "starting molded (log: /var/log/molded.log)"
   nohup "$bin/molded" >>/var/log/molded.log 2>&1 &
+  molded_pid=$!
   for _ in $(seq 100); do molde version >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 molde version
@@ -58,4 +60,9 @@ echo "== building examples/hello (multi-stage, offline) and running the result"
 molde build -t localhost/molde/hello examples/hello
 molde run --rm localhost/molde/hello
 echo
-echo "molded keeps running; stop it with: pkill -TERM molded"
+if [ -n "$molded_pid" ]; then
+  # Its PID, not its name: other molded may run on this host (split mode, tests).
+  echo "molded keeps running; stop it with: kill -TERM $molded_pid"
+else
+  echo "the molded that was already serving $sock keeps running"
+fi
