@@ -126,7 +126,12 @@ async fn copy_in(d: &Daemon, src: &str, id: &str, path: &str) -> Result<()> {
     }
     // The tar is made on a thread and sent as it is made.
     let producer = tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut w = SendWriter { tx, buf: Vec::new() };
+        let mut w = molde_common::chunks::ChunkSender::new(tx, 256 << 10, "molded ended the copy", |data| {
+            api::CopyInRequest {
+                data,
+                ..Default::default()
+            }
+        });
         if archive {
             std::io::copy(&mut std::io::stdin().lock(), &mut w)?;
         } else {
@@ -154,35 +159,6 @@ async fn copy_in(d: &Daemon, src: &str, id: &str, path: &str) -> Result<()> {
     producer.await??;
     r.map_err(status(format!("copying {src} to {id}:{path}")))?;
     Ok(())
-}
-
-/// Sends what is written as CopyIn messages of up to 256 KiB.
-struct SendWriter {
-    tx: tokio::sync::mpsc::Sender<api::CopyInRequest>,
-    buf: Vec<u8>,
-}
-
-impl Write for SendWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 256 << 10 {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::take(&mut self.buf);
-        self.tx
-            .blocking_send(api::CopyInRequest {
-                data,
-                ..Default::default()
-            })
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "molded ended the copy"))
-    }
 }
 
 /// Moves `from` to `to`; into an existing directory, entry by entry.

@@ -10,6 +10,19 @@ fn client(d: &Daemon) -> RuntimeClient<tonic::transport::Channel> {
     RuntimeClient::new(d.channel.clone())
 }
 
+/// Starts a created or stopped container in the background, naming `what`
+/// (a reference or a name) in the error.
+pub async fn start_detached(d: &Daemon, id: &str, what: &str) -> Result<()> {
+    client(d)
+        .start(d.request(api::StartRequest {
+            id: id.into(),
+            attachable: false,
+        }))
+        .await
+        .map_err(status(format!("starting {what}")))?;
+    Ok(())
+}
+
 /// The status `molde ps` and `inspect` give for a reference, if any.
 async fn status_of(d: &Daemon, reference: &str) -> Result<api::ContainerStatus> {
     let json = client(d)
@@ -40,13 +53,7 @@ pub async fn start(d: &Daemon, ids: Vec<String>, attach: bool, interactive: bool
     let keys = crate::attach::DetachKeys::parse(keys)?;
     for reference in ids {
         if !(attach || interactive) {
-            client(d)
-                .start(d.request(api::StartRequest {
-                    id: reference.clone(),
-                    attachable: false,
-                }))
-                .await
-                .map_err(status(format!("starting {reference}")))?;
+            start_detached(d, &reference, &reference).await?;
             println!("{reference}");
             continue;
         }
@@ -125,13 +132,7 @@ pub async fn restart(d: &Daemon, ids: Vec<String>, time: Option<u32>) -> Result<
             }))
             .await
             .map_err(status(format!("stopping {reference}")))?;
-        client(d)
-            .start(d.request(api::StartRequest {
-                id: reference.clone(),
-                attachable: false,
-            }))
-            .await
-            .map_err(status(format!("starting {reference}")))?;
+        start_detached(d, &reference, &reference).await?;
         println!("{reference}");
     }
     Ok(())

@@ -18,6 +18,7 @@ use molde_api::molde::services::runtime::v1::{self as api, runtime_client::Runti
 use sha2::Digest;
 
 use crate::daemon::{Daemon, status};
+use crate::lifecycle::start_detached;
 use model::{Build, Mount, Project, StrOrList};
 
 const PROJECT: &str = "com.docker.compose.project";
@@ -356,13 +357,7 @@ pub async fn run(d: &Daemon, args: ComposeArgs) -> Result<i32> {
         }
         ComposeCmd::Start { services } => {
             for c in containers(d, &p, &services, true).await? {
-                client(d)
-                    .start(d.request(api::StartRequest {
-                        id: c.id.clone(),
-                        attachable: false,
-                    }))
-                    .await
-                    .map_err(status(format!("starting {}", c.name)))?;
+                start_detached(d, &c.id, &c.name).await?;
                 eprintln!("Container {}  Started", c.name);
             }
             Ok(0)
@@ -374,13 +369,7 @@ pub async fn run(d: &Daemon, args: ComposeArgs) -> Result<i32> {
         ComposeCmd::Restart { timeout, services } => {
             for c in containers(d, &p, &services, true).await? {
                 stop_all(d, std::slice::from_ref(&c), timeout).await?;
-                client(d)
-                    .start(d.request(api::StartRequest {
-                        id: c.id.clone(),
-                        attachable: false,
-                    }))
-                    .await
-                    .map_err(status(format!("starting {}", c.name)))?;
+                start_detached(d, &c.id, &c.name).await?;
                 eprintln!("Container {}  Restarted", c.name);
             }
             Ok(0)
@@ -1056,13 +1045,7 @@ async fn up(
         if let Some(c) = &existing {
             if !force_recreate && c.labels.get(HASH) == Some(&hash) {
                 if !matches!(c.state.as_str(), "running" | "paused") {
-                    client(d)
-                        .start(d.request(api::StartRequest {
-                            id: c.id.clone(),
-                            attachable: false,
-                        }))
-                        .await
-                        .map_err(status(format!("starting {name}")))?;
+                    start_detached(d, &c.id, &name).await?;
                     eprintln!("Container {name}  Started");
                 } else {
                     eprintln!("Container {name}  Running");
@@ -1087,13 +1070,7 @@ async fn up(
             .await
             .with_context(|| format!("creating service {service}'s container"))?;
         connect_rest(d, p, service, &id, false).await?;
-        client(d)
-            .start(d.request(api::StartRequest {
-                id: id.clone(),
-                attachable: false,
-            }))
-            .await
-            .map_err(status(format!("starting {name}")))?;
+        start_detached(d, &id, &name).await?;
         eprintln!("Container {name}  Started");
         started.push(id);
     }

@@ -2,6 +2,7 @@
 //! namespace and lease of a request (`context`), labels and timestamps.
 
 pub mod accept;
+pub mod chunks;
 pub mod cni;
 pub mod context;
 pub mod digest;

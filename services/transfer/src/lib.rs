@@ -120,32 +120,6 @@ impl std::io::Read for ImportReader {
     }
 }
 
-/// A blocking writer that sends what it is given as Export chunks.
-struct ExportWriter {
-    tx: mpsc::Sender<std::result::Result<api::ArchiveChunk, Status>>,
-    buf: Vec<u8>,
-}
-
-impl std::io::Write for ExportWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 1 << 20 {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::take(&mut self.buf);
-        self.tx
-            .blocking_send(Ok(api::ArchiveChunk { data: chunk.into() }))
-            .map_err(|_| std::io::Error::other("the client went away"))
-    }
-}
-
 #[tonic::async_trait]
 impl api::transfer_server::Transfer for TransferService {
     type ExportStream = ReceiverStream<std::result::Result<api::ArchiveChunk, Status>>;
@@ -163,10 +137,9 @@ impl api::transfer_server::Transfer for TransferService {
         let puller = self.puller.clone();
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let mut w = ExportWriter {
-                tx: tx.clone(),
-                buf: Vec::new(),
-            };
+            let mut w = molde_common::chunks::ChunkSender::new(tx.clone(), 1 << 20, "the client went away", |data| {
+                Ok(api::ArchiveChunk { data: data.into() })
+            });
             let r = puller
                 .export(&handle, &ns, &names, &mut w)
                 .and_then(|_| std::io::Write::flush(&mut w).map_err(Error::io("sending the archive")));

@@ -6,6 +6,8 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use molde_common::chunks::ChunkSender;
+
 use super::*;
 
 /// A container's root filesystem, mounted for as long as this lives when
@@ -43,31 +45,8 @@ fn open_in(root: &Path, path: &str) -> std::io::Result<OwnedFd> {
     )?)
 }
 
-/// Writes the tar into chunks sent on `tx`.
-struct ChunkWriter {
-    tx: mpsc::Sender<Result<api::Chunk, Status>>,
-    buf: Vec<u8>,
-}
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 256 << 10 {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::take(&mut self.buf);
-        self.tx
-            .blocking_send(Ok(api::Chunk { data }))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
-    }
-}
+/// Sends the tar as Chunk messages.
+type ChunkWriter = ChunkSender<Result<api::Chunk, Status>>;
 
 /// Tars `fd` (a file or directory) as `name`, links kept as links.
 fn tar_path(fd: &OwnedFd, name: &str, out: &mut ChunkWriter) -> std::io::Result<()> {
@@ -139,10 +118,9 @@ impl RuntimeService {
             .to_string();
         let (tx, rx) = mpsc::channel(8);
         tokio::task::spawn_blocking(move || {
-            let mut out = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::new(),
-            };
+            let mut out = ChunkWriter::new(tx.clone(), 256 << 10, "the client went away", |data| {
+                Ok(api::Chunk { data })
+            });
             if let Err(e) = tar_path(&fd, &name, &mut out) {
                 let _ = tx.blocking_send(Err(Status::internal(format!(
                     "reading the container's files: {e}"
