@@ -1579,6 +1579,77 @@ fn recursive_read_only_mounts_are_read_only_all_the_way_down() {
 }
 
 #[test]
+fn image_volumes_mount_an_images_rootfs_read_only_and_leave_nothing() {
+    let mut n = Node::start();
+    n.pull(&n.busybox.clone());
+    // A data image of two layers: the second adds a file and removes one.
+    let work = n.daemon.dir.path().join("data-image");
+    let layers = [
+        tar(&[
+            Entry::Dir("content", 0o755),
+            Entry::File("content/one".into(), b"first layer\n".to_vec(), 0o644),
+            Entry::File("content/gone".into(), b"removed above\n".to_vec(), 0o644),
+        ]),
+        tar(&[
+            Entry::Dir("content", 0o755),
+            Entry::File("content/two".into(), b"second layer\n".to_vec(), 0o644),
+            Entry::File("content/.wh.gone".into(), Vec::new(), 0o644),
+        ]),
+    ];
+    let l = image::layout(&work, &layers, Compression::Gzip, host_arch());
+    n.reg.push_layout(&l.dir, "cri/data:1");
+    let data = format!("{}/cri/data:1", n.reg.host);
+    n.pull(&data);
+    let pc = n.pod_config("image-volume");
+    let pod = n.run_pod(pc.clone());
+    let volume = |path: &str, image: &str| cri::Mount {
+        container_path: path.into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut c = n.container_config("reader", &["sleep", "3600"]);
+    c.mounts = vec![volume("/data", &data), volume("/tools", &n.busybox.clone())];
+    let id = n.run(&pod, &pc, c);
+    assert_eq!(
+        n.sh(&id, "cat /data/content/one /data/content/two"),
+        "first layer\nsecond layer\n"
+    );
+    assert_eq!(
+        n.sh(&id, "test -e /data/content/gone && echo there || echo whited-out"),
+        "whited-out\n",
+        "the image's layers are seen as the image has them"
+    );
+    // A single-layer image too; both read-only.
+    assert_eq!(n.sh(&id, "test -x /tools/bin/sh && echo yes"), "yes\n");
+    for path in ["/data/new", "/tools/new"] {
+        let r = n.exec(&id, &["touch", path], 30).unwrap();
+        assert_ne!(r.exit_code, 0, "{path} is writable");
+        assert!(String::from_utf8_lossy(&r.stderr).contains("Read-only"));
+    }
+    let views = |n: &Node| {
+        n.daemon
+            .ctr(&["-n", "k8s.io", "snapshots", "ls"])
+            .ok()
+            .lines()
+            .filter(|l| l.contains("-image-volume-"))
+            .count()
+    };
+    assert_eq!(views(&n), 2, "one view per image volume");
+    // An image that is not on the node: NotFound naming the mount, nothing left.
+    let mut missing = n.container_config("missing", &["true"]);
+    missing.mounts = vec![volume("/absent", &format!("{}/cri/absent:1", n.reg.host))];
+    let err = n.create(&pod, missing, &pc).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(err.message().contains("/absent"), "{}", err.message());
+    n.stop_and_remove_pod(&pod);
+    assert_eq!(views(&n), 0, "removing the container removes its views");
+}
+
+#[test]
 fn a_host_to_container_mount_sees_what_the_host_mounts_later() {
     let mut n = Node::start();
     n.pull(&n.busybox.clone());

@@ -12,7 +12,7 @@ use molde_api::containerd::services::containers::v1::{
     containers_client::ContainersClient,
 };
 use molde_api::containerd::services::snapshots::v1::{
-    PrepareSnapshotRequest, RemoveSnapshotRequest, snapshots_client::SnapshotsClient,
+    PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest, snapshots_client::SnapshotsClient,
 };
 use molde_api::containerd::services::tasks::v1::{
     CreateTaskRequest, StartRequest, tasks_client::TasksClient,
@@ -147,7 +147,7 @@ impl Cri {
         match self.make(&rec, &sandbox, &image, &image_spec).await {
             Ok(user) => rec.user = Some(user),
             Err(e) => {
-                self.unmake(&id).await;
+                self.unmake(&id, &rec.config).await;
                 store::release(&*self.store, "container", &name, &id).or_log("releasing a container's name");
                 return Err(e);
             }
@@ -173,6 +173,7 @@ impl Cri {
             .and_then(|l| l.security_context.clone())
             .unwrap_or_default();
         let (uid, gid, groups) = self.user(&sc, image).await?;
+        let image_volumes = self.image_volumes(&rec.id, &rec.config).await?;
         let spec = crate::spec::build(&crate::spec::Inputs {
             id: &rec.id,
             config: &rec.config,
@@ -183,6 +184,7 @@ impl Cri {
             gid,
             groups,
             cgroup_driver: &self.config.cgroup_driver,
+            image_volumes: &image_volumes,
         })?;
         let effective = spec
             .process()
@@ -250,6 +252,41 @@ impl Cri {
             .await
             .map_err(Error::upstream("creating the container's task"))?;
         Ok(effective)
+    }
+
+    /// A read-only view snapshot of the image each image volume
+    /// (`Mount.image`) names, by the mount's index. The kubelet pulled the
+    /// images (by the pod's pull policy) before it asked for the container.
+    async fn image_volumes(
+        &self,
+        id: &str,
+        config: &cri::ContainerConfig,
+    ) -> Result<HashMap<usize, Vec<molde_api::containerd::types::Mount>>, Error> {
+        let mut views = HashMap::new();
+        for (idx, m) in config.mounts.iter().enumerate() {
+            let Some(spec) = m.image.as_ref().map(|i| i.image.as_str()).filter(|i| !i.is_empty()) else {
+                continue;
+            };
+            let image = crate::image::find(self, spec).await?.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "image volume {}: image {spec:?} is not on this node (pull it first)",
+                    m.container_path
+                ))
+            })?;
+            let mounts = SnapshotsClient::new(self.channels.snapshotter.clone())
+                .view(request(ViewSnapshotRequest {
+                    snapshotter: "overlayfs".into(),
+                    key: image_volume_key(id, idx),
+                    parent: image.top.clone(),
+                    labels: Default::default(),
+                }))
+                .await
+                .map_err(Error::upstream(format!("image volume {}: a view of {spec}", m.container_path)))?
+                .into_inner()
+                .mounts;
+            views.insert(idx, mounts);
+        }
+        Ok(views)
     }
 
     /// The uid, gid and extra groups the container runs with: the security
@@ -350,7 +387,7 @@ impl Cri {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.unmake(&rec.id).await;
+        self.unmake(&rec.id, &rec.config).await;
         store::delete(&*self.store, CONTAINERS, &rec.id)?;
         if let Ok(sandbox) = self.sandbox(&rec.sandbox_id)
             && let (Some(m), Some(pm)) = (&rec.config.metadata, &sandbox.config.metadata)
@@ -363,8 +400,18 @@ impl Cri {
         Ok(())
     }
 
-    /// Removes what the runtime holds for a container: task, record, snapshot.
-    pub(crate) async fn unmake(&self, id: &str) {
+    /// Removes what the runtime holds for a container: task, record,
+    /// snapshot, and the views of its image volumes.
+    pub(crate) async fn unmake(&self, id: &str, config: &cri::ContainerConfig) {
+        for idx in (0..config.mounts.len()).filter(|&i| config.mounts[i].image.is_some()) {
+            SnapshotsClient::new(self.channels.snapshotter.clone())
+                .remove(request(RemoveSnapshotRequest {
+                    snapshotter: "overlayfs".into(),
+                    key: image_volume_key(id, idx),
+                }))
+                .await
+                .ok();
+        }
         match self
             .runtime()
             .remove(request(rt::RemoveRequest {
@@ -542,4 +589,9 @@ fn observed(c: &rt::ContainerStatus) -> Observed {
         pid: c.pid,
         error: c.error.clone(),
     }
+}
+
+/// The key of the view snapshot behind mount `idx` of container `id`.
+pub(crate) fn image_volume_key(id: &str, idx: usize) -> String {
+    format!("{id}-image-volume-{idx}")
 }

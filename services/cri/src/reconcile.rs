@@ -24,8 +24,23 @@ fn cri_id(key: &str) -> bool {
     key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Snapshot kind ACTIVE (a container's writable layer) in snapshots.v1.
+/// Snapshot kinds in snapshots.v1: VIEW (an image volume's), ACTIVE (a
+/// container's writable layer).
+const VIEW: i32 = 1;
 const ACTIVE: i32 = 2;
+
+/// The container a snapshot belongs to: its writable layer is named by the
+/// container's ID, its image volumes' views `ID-image-volume-N`.
+fn owner(kind: i32, key: &str) -> Option<&str> {
+    match kind {
+        ACTIVE => Some(key).filter(|k| cri_id(k)),
+        VIEW => key
+            .split_once("-image-volume-")
+            .filter(|(id, n)| cri_id(id) && n.parse::<usize>().is_ok())
+            .map(|(id, _)| id),
+        _ => None,
+    }
+}
 
 impl Cri {
     /// Removes containers, tasks, bundles and writable snapshots in
@@ -46,7 +61,7 @@ impl Cri {
                 .is_some_and(|k| k == "container");
             if ours && !known.contains(&c.id) {
                 tracing::warn!(container = %c.id, "removing a container no CRI record names (left by a crash)");
-                self.unmake(&c.id).await;
+                self.unmake(&c.id, &Default::default()).await;
                 removed += 1;
             }
         }
@@ -67,7 +82,7 @@ impl Cri {
             orphans.extend(
                 page.info
                     .into_iter()
-                    .filter(|s| s.kind == ACTIVE && cri_id(&s.name) && !known.contains(&s.name))
+                    .filter(|s| owner(s.kind, &s.name).is_some_and(|id| !known.contains(id)))
                     .map(|s| s.name),
             );
         }
@@ -96,5 +111,11 @@ mod tests {
         assert!(super::cri_id(&crate::new_id()));
         assert!(!super::cri_id("sha256:abc"));
         assert!(!super::cri_id("default-web"));
+        let id = crate::new_id();
+        let view = crate::container::image_volume_key(&id, 3);
+        assert_eq!(super::owner(super::VIEW, &view), Some(id.as_str()));
+        assert_eq!(super::owner(super::ACTIVE, &id), Some(id.as_str()));
+        assert_eq!(super::owner(super::ACTIVE, &view), None);
+        assert_eq!(super::owner(super::VIEW, "sha256:abc-image-volume-1"), None);
     }
 }

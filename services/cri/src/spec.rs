@@ -50,6 +50,9 @@ pub struct Inputs<'a> {
     /// Groups the image gives the user, besides its primary one.
     pub groups: Vec<u32>,
     pub cgroup_driver: &'a str,
+    /// The read-only view of an image for each mount (by its index in the
+    /// config's mounts) that names one (`Mount.image`, an image volume).
+    pub image_volumes: &'a HashMap<usize, Vec<molde_api::containerd::types::Mount>>,
 }
 
 pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
@@ -124,12 +127,16 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
         wanted.contains(dst)
     }));
     let mut propagation = "";
-    for m in &c.mounts {
+    for (idx, m) in c.mounts.iter().enumerate() {
         if m.container_path.is_empty() || !m.container_path.starts_with('/') {
             return Err(Error::InvalidArgument(format!(
                 "mount {:?}: the container path must be absolute",
                 m.container_path
             )));
+        }
+        if let Some(view) = i.image_volumes.get(&idx) {
+            mounts.push(image_volume(&m.container_path, view)?);
+            continue;
         }
         let src = PathBuf::from(&m.host_path);
         if !src.exists() {
@@ -393,6 +400,37 @@ pub fn cgroups_path(driver: &str, parent: &str, id: &str) -> PathBuf {
     // The daemon refuses any other driver name when it reads its config.
     let driver = Driver::parse(driver).unwrap_or(Driver::Cgroupfs);
     placement(driver, parent, "/k8s.io", "cri-molde", id)
+}
+
+/// An image volume: the image's rootfs (a read-only view snapshot, one
+/// directory or an overlay of its layers) at `dst`, read-only, without
+/// devices or set-uid programs.
+fn image_volume(dst: &str, view: &[molde_api::containerd::types::Mount]) -> Result<Mount, Error> {
+    let [m] = view else {
+        return Err(Error::Internal(format!(
+            "image volume {dst}: the snapshotter gave {} mounts for its view",
+            view.len()
+        )));
+    };
+    let mut options: Vec<String> = m
+        .options
+        .iter()
+        .filter(|o| !matches!(o.as_str(), "ro" | "rw"))
+        .cloned()
+        .collect();
+    options.extend(["ro", "nosuid", "nodev"].map(String::from));
+    let kind = if m.r#type == "bind" || m.r#type == "rbind" {
+        "bind"
+    } else {
+        m.r#type.as_str()
+    };
+    oci_spec::runtime::MountBuilder::default()
+        .destination(dst)
+        .typ(kind)
+        .source(&m.source)
+        .options(options)
+        .build()
+        .map_err(|e| Error::Internal(format!("image volume {dst}: {e}")))
 }
 
 /// Root may not lower this process's oom_score_adj on every host (no
