@@ -1650,6 +1650,117 @@ fn image_volumes_mount_an_images_rootfs_read_only_and_leave_nothing() {
 }
 
 #[test]
+fn a_pod_in_its_own_user_namespace_owns_its_files_rightly_on_the_host() {
+    use std::os::unix::fs::MetadataExt;
+    let mut n = Node::start();
+    let status =
+        n.rt.block_on(n.runtime.status(cri::StatusRequest { verbose: false }))
+            .unwrap()
+            .into_inner();
+    let handler = status.runtime_handlers.iter().find(|h| h.name.is_empty()).unwrap();
+    assert!(handler.features.unwrap().user_namespaces, "announced for the default handler");
+    n.pull(&n.busybox.clone());
+    // As the kubelet asks for `hostUsers: false`: mode POD, one range each.
+    const HOST: u32 = 300_000;
+    let range = vec![cri::IdMapping {
+        container_id: 0,
+        host_id: HOST,
+        length: 65536,
+    }];
+    let userns = |mode: cri::NamespaceMode| cri::NamespaceOption {
+        userns_options: Some(cri::UserNamespace {
+            mode: mode as i32,
+            uids: range.clone(),
+            gids: range.clone(),
+        }),
+        ..Default::default()
+    };
+    let mut pc = n.pod_config("userns");
+    pc.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(userns(cri::NamespaceMode::Pod)),
+        ..Default::default()
+    });
+    let pod = n.run_pod(pc.clone());
+    // A volume the kubelet idmaps, with a file root owns on the host.
+    let vol = n.daemon.dir.path().join("userns-volume");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("from-host"), "data\n").unwrap();
+    let mut c = n.container_config("in-userns", &["sleep", "3600"]);
+    c.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(userns(cri::NamespaceMode::Pod)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.display().to_string(),
+        uid_mappings: range.clone(),
+        gid_mappings: range.clone(),
+        ..Default::default()
+    }];
+    let id = n.run(&pod, &pc, c);
+    let map = n.sh(&id, "cat /proc/self/uid_map");
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", &HOST.to_string(), "65536"],
+        "{map}"
+    );
+    // The image's files are root's inside (idmapped layers), and root may
+    // write the rootfs and the volume.
+    assert_eq!(n.sh(&id, "stat -c %u:%g /bin/sh /etc/passwd"), "0:0\n0:0\n");
+    assert_eq!(n.sh(&id, "stat -c %u /vol/from-host"), "0\n");
+    n.sh(&id, "echo mine > /made-inside && echo mine > /vol/made-inside && mkdir /made-dir");
+    // On the host: what it wrote in its rootfs is the mapped root's, what it
+    // wrote on the volume is owned as the pod saw it (root's), and the host's
+    // root is nobody inside.
+    let info = n
+        .rt
+        .block_on(n.runtime.container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        }))
+        .unwrap()
+        .into_inner()
+        .info;
+    let pid = serde_json::from_str::<serde_json::Value>(&info["info"]).unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    let made = std::fs::metadata(format!("/proc/{pid}/root/made-inside")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (HOST, HOST));
+    let dir = std::fs::metadata(format!("/proc/{pid}/root/made-dir")).unwrap();
+    assert_eq!(dir.uid(), HOST);
+    let on_volume = std::fs::metadata(vol.join("made-inside")).unwrap();
+    assert_eq!((on_volume.uid(), on_volume.gid()), (0, 0));
+    // Root inside is not root outside: the host's own files stay out of reach.
+    let r = n.exec(&id, &["sh", "-c", "echo x > /proc/sys/kernel/hostname"], 30).unwrap();
+    assert_ne!(r.exit_code, 0, "the host's hostname is not the pod's to set");
+    // Modes the kubelet never asks for are refused, naming the mode.
+    let mut bad = n.pod_config("userns-bad");
+    bad.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext {
+        namespace_options: Some(userns(cri::NamespaceMode::Container)),
+        ..Default::default()
+    });
+    let err = n
+        .rt
+        .block_on(n.runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(bad),
+            runtime_handler: String::new(),
+        }))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("CONTAINER"), "{}", err.message());
+    n.stop_and_remove_pod(&pod);
+    let pods = n.daemon.state.join("cri-userns");
+    assert_eq!(
+        std::fs::read_dir(&pods).map(|d| d.count()).unwrap_or(0),
+        0,
+        "the pod's directory (pins, files, rootfs mount point) is gone"
+    );
+}
+
+#[test]
 fn a_host_to_container_mount_sees_what_the_host_mounts_later() {
     let mut n = Node::start();
     n.pull(&n.busybox.clone());

@@ -82,6 +82,138 @@ pub fn mount_all(mounts: &[Mount], target: &Path, read_only: bool) -> io::Result
     }
 }
 
+/// Mounts a snapshot at `target` as a container in the user namespace at
+/// `userns` sees it rightly: every layer through an idmapped mount of that
+/// namespace's map (a file root owns in the image is owned by the
+/// namespace's root), the upper directory handed to the namespace's root
+/// (`owner`, the host ids its uid and gid 0 map to), so what the container
+/// writes is owned on the host by the ids it is mapped to. Overlay takes
+/// idmapped lower layers (Linux 5.19); an overlay mount itself cannot be
+/// idmapped.
+pub fn mount_all_idmapped(mounts: &[Mount], target: &Path, userns: &Path, owner: (u32, u32)) -> io::Result<()> {
+    let ns = std::fs::File::open(userns)
+        .map_err(|e| with_context(e, format!("opening the user namespace {}", userns.display())))?;
+    let [m] = mounts else {
+        return mount_all(mounts, target, false);
+    };
+    match m.kind.as_str() {
+        "overlay" => {
+            // The idmapped layers stay detached: overlay reaches each one
+            // through its descriptor (short paths, whatever their number),
+            // and keeps them once mounted.
+            let mut held = Vec::new();
+            let mut options = Vec::new();
+            for o in &m.options {
+                if let Some(l) = o.strip_prefix("lowerdir=") {
+                    let mut lowers = Vec::new();
+                    for dir in l.split(':') {
+                        let fd = idmapped_tree(Path::new(dir), &ns)?;
+                        lowers.push(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+                        held.push(fd);
+                    }
+                    options.push(format!("lowerdir={}", lowers.join(":")));
+                } else {
+                    if let Some(upper) = o.strip_prefix("upperdir=") {
+                        hand_over(Path::new(upper), owner)?;
+                    }
+                    options.push(o.clone());
+                }
+            }
+            let read_only = m.options.iter().any(|o| o == "ro");
+            mount_overlay(&options, target, read_only)
+        }
+        "bind" | "rbind" => {
+            hand_over(Path::new(&m.source), owner)?;
+            let fd = idmapped_tree(Path::new(&m.source), &ns)?;
+            rustix::mount::move_mount(
+                &fd,
+                "",
+                rustix::fs::CWD,
+                target,
+                rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+            .map_err(|e| with_context(e.into(), format!("attaching the idmapped rootfs at {}", target.display())))
+        }
+        _ => mount_all(mounts, target, false),
+    }
+}
+
+/// Mounts the tree at `dir` at `at` (an existing directory) with its ids
+/// seen through the map of the user namespace at `userns`: what the
+/// namespace's root writes there is stored as root's on disk, and a file
+/// root owns on disk is its root's inside.
+pub fn bind_idmapped(dir: &Path, at: &Path, userns: &Path) -> io::Result<()> {
+    let ns = std::fs::File::open(userns)
+        .map_err(|e| with_context(e, format!("opening the user namespace {}", userns.display())))?;
+    let fd = idmapped_tree(dir, &ns)?;
+    rustix::mount::move_mount(
+        &fd,
+        "",
+        rustix::fs::CWD,
+        at,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| with_context(e.into(), format!("attaching the idmapped {} at {}", dir.display(), at.display())))
+}
+
+/// A detached copy of the tree at `dir` whose ids are seen through the map
+/// of the user namespace `ns`.
+fn idmapped_tree(dir: &Path, ns: &std::fs::File) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::mount::OpenTreeFlags;
+    let fd = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        dir,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE,
+    )
+    .map_err(|e| with_context(e.into(), format!("cloning {}", dir.display())))?;
+    // `struct mount_attr` of the kernel's uapi; mount_setattr has no wrapper
+    // in rustix.
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: std::os::fd::AsRawFd::as_raw_fd(ns) as u64,
+    };
+    // SAFETY: mount_setattr reads `attr` (of the size given) and changes only
+    // the detached tree `fd` names.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(with_context(
+            io::Error::last_os_error(),
+            format!("idmapping {} (its filesystem may not support idmapped mounts)", dir.display()),
+        ));
+    }
+    Ok(fd)
+}
+
+/// Gives a new container's writable directory (still as the snapshotter
+/// made it, root's) to the user namespace's root.
+fn hand_over(dir: &Path, (uid, gid): (u32, u32)) -> io::Result<()> {
+    let meta = std::fs::metadata(dir)?;
+    if std::os::unix::fs::MetadataExt::uid(&meta) == 0 && std::os::unix::fs::MetadataExt::gid(&meta) == 0 {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .map_err(|e| with_context(e, format!("handing {} to the user namespace's root", dir.display())))?;
+    }
+    Ok(())
+}
+
 fn with_context(e: io::Error, what: String) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }

@@ -148,6 +148,7 @@ impl Cri {
             Ok(user) => rec.user = Some(user),
             Err(e) => {
                 self.unmake(&id, &rec.config).await;
+                crate::userns::release_volumes(std::path::Path::new(&sandbox.dir), &id);
                 store::release(&*self.store, "container", &name, &id).or_log("releasing a container's name");
                 return Err(e);
             }
@@ -174,6 +175,7 @@ impl Cri {
             .unwrap_or_default();
         let (uid, gid, groups) = self.user(&sc, image).await?;
         let image_volumes = self.image_volumes(&rec.id, &rec.config).await?;
+        let idmapped_volumes = crate::userns::idmap_volumes(sandbox, &rec.id, &rec.config.mounts)?;
         let spec = crate::spec::build(&crate::spec::Inputs {
             id: &rec.id,
             config: &rec.config,
@@ -185,6 +187,7 @@ impl Cri {
             groups,
             cgroup_driver: &self.config.cgroup_driver,
             image_volumes: &image_volumes,
+            idmapped_volumes: &idmapped_volumes,
         })?;
         let effective = spec
             .process()
@@ -389,6 +392,9 @@ impl Cri {
         };
         self.unmake(&rec.id, &rec.config).await;
         store::delete(&*self.store, CONTAINERS, &rec.id)?;
+        if let Ok(sandbox) = self.sandbox(&rec.sandbox_id) {
+            crate::userns::release_volumes(std::path::Path::new(&sandbox.dir), &rec.id);
+        }
         if let Ok(sandbox) = self.sandbox(&rec.sandbox_id)
             && let (Some(m), Some(pm)) = (&rec.config.metadata, &sandbox.config.metadata)
         {

@@ -26,6 +26,7 @@ pub mod spec;
 pub mod store;
 pub mod stream;
 pub mod user;
+pub mod userns;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -588,12 +588,13 @@ impl CriRuntimeService for RuntimeService {
             }),
             info,
             // The default handler; recursive read-only mounts need
-            // mount_setattr (Linux 5.12).
+            // mount_setattr (Linux 5.12), user namespaces overlay on
+            // idmapped layers (Linux 5.19).
             runtime_handlers: vec![cri::RuntimeHandler {
                 name: String::new(),
                 features: Some(cri::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: kernel_at_least(5, 12),
-                    user_namespaces: false,
+                    user_namespaces: kernel_at_least(5, 19),
                 }),
             }],
             features: Some(cri::RuntimeFeatures {

@@ -39,6 +39,20 @@ impl Cri {
         self.config.state.join("sandboxes").join(id)
     }
 
+    /// The directory of a pod in a user namespace of its own: beside
+    /// `<state>/cri`, in `<state>/cri-userns` (0711), and owned by the pod's
+    /// root (0700), because its containers open their namespace pins, bind
+    /// their files and find their rootfs there as that user, after joining
+    /// the user namespace; no other user may enter it.
+    fn userns_dir(&self, id: &str) -> PathBuf {
+        self.config
+            .state
+            .parent()
+            .unwrap_or(&self.config.state)
+            .join("cri-userns")
+            .join(id)
+    }
+
     fn netns_path(&self, id: &str) -> PathBuf {
         self.config.state.join("netns").join(id)
     }
@@ -77,6 +91,15 @@ impl Cri {
                 "runtime handler {handler:?} (molde has \"runc\", the default)"
             )));
         }
+        let userns = crate::userns::requested(&config)?;
+        if userns.is_some() {
+            let (net, pid, ipc) = netns_mode(&config);
+            if [net, pid, ipc].contains(&(NamespaceMode::Node as i32)) {
+                return Err(Error::InvalidArgument(
+                    "a pod in a user namespace of its own cannot use the host's network, PID or IPC namespace".into(),
+                ));
+            }
+        }
         let id = crate::new_id();
         let name = names::sandbox_name(&meta);
         if let Some(holder) = store::reserve(&*self.store, "sandbox", &name, &id)? {
@@ -96,8 +119,19 @@ impl Cri {
             ips: Vec::new(),
             cni_list: String::new(),
             cni_result: Default::default(),
-            dir: self.sandbox_dir(&id).display().to_string(),
+            dir: if userns.is_some() {
+                self.userns_dir(&id)
+            } else {
+                self.sandbox_dir(&id)
+            }
+            .display()
+            .to_string(),
             runtime_handler: handler,
+            userns: userns.map(|(uid, gid)| crate::userns::PodUserns {
+                path: self.userns_dir(&id).join("user").display().to_string(),
+                uid,
+                gid,
+            }),
         };
         match self.set_up(&mut rec).await {
             Ok(()) => {}
@@ -121,6 +155,9 @@ impl Cri {
         let host_ipc = ipc == NamespaceMode::Node as i32;
         let dir = PathBuf::from(&rec.dir);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        if let Some(u) = &rec.userns {
+            crate::userns::own_dir(&dir, u).map_err(Error::io(format!("handing {} to the pod's root", dir.display())))?;
+        }
         // Saved first: a crash from here on leaves a record that removal cleans up.
         store::put(&*self.store, SANDBOXES, &rec.id, rec)?;
 
@@ -182,7 +219,26 @@ impl Cri {
             }
         }
         let netns = self.netns_path(&rec.id);
-        if !kinds.is_empty() {
+        if let Some(u) = &rec.userns {
+            let netns = dir.join("net");
+            crate::userns::create(
+                &self.config.pod_init,
+                u.uid,
+                u.gid,
+                &hostname,
+                &sysctls,
+                &crate::userns::Pins {
+                    user: PathBuf::from(&u.path),
+                    net: netns.clone(),
+                    ipc: dir.join("ipc"),
+                    uts: dir.join("uts"),
+                },
+            )?;
+            rec.netns = netns.display().to_string();
+            rec.uts = dir.join("uts").display().to_string();
+            rec.ipc = dir.join("ipc").display().to_string();
+            store::put(&*self.store, SANDBOXES, &rec.id, rec)?;
+        } else if !kinds.is_empty() {
             let pins = |k: Pinned| match k {
                 Pinned::Net => netns.clone(),
                 Pinned::Ipc => dir.join("ipc"),
@@ -199,7 +255,7 @@ impl Cri {
             store::put(&*self.store, SANDBOXES, &rec.id, rec)?;
         }
         if pid == NamespaceMode::Pod as i32 {
-            rec.pid_init = self.start_pod_init()?;
+            rec.pid_init = self.start_pod_init(rec.userns.as_ref())?;
             store::put(&*self.store, SANDBOXES, &rec.id, rec)?;
         }
         if !host_net {
@@ -278,16 +334,41 @@ impl Cri {
     }
 
     /// Starts the init that holds a pod's shared PID namespace; its pid.
-    fn start_pod_init(&self) -> Result<i32, Error> {
-        let out = std::process::Command::new(&self.config.pod_init)
-            .arg("pod-init")
+    fn start_pod_init(&self, userns: Option<&crate::userns::PodUserns>) -> Result<i32, Error> {
+        let mut cmd = std::process::Command::new(&self.config.pod_init);
+        cmd.arg("pod-init")
             .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(Error::io(format!(
-                "starting the pod's init ({})",
-                self.config.pod_init.display()
-            )))?;
+            .stderr(std::process::Stdio::inherit());
+        // In a pod's own user namespace the init enters it first, as its
+        // root, so the PID namespace it makes belongs to it (the containers
+        // mount their /proc there).
+        let ns = userns
+            .map(|u| std::fs::File::open(&u.path))
+            .transpose()
+            .map_err(Error::io("opening the pod's user namespace"))?;
+        if let Some(ns) = &ns {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = ns.as_raw_fd();
+            // SAFETY: between fork and exec only setns and setres[ug]id,
+            // async-signal-safe syscalls; `ns` stays open until after spawn.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWUSER) != 0
+                        || libc::setresgid(0, 0, 0) != 0
+                        || libc::setresuid(0, 0, 0) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let out = cmd.output().map_err(Error::io(format!(
+            "starting the pod's init ({})",
+            self.config.pod_init.display()
+        )))?;
+        drop(ns);
         let pid: i32 = String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
@@ -317,7 +398,10 @@ impl Cri {
         }
         if all {
             let dir = PathBuf::from(&rec.dir);
-            unpin(&[dir.join("ipc"), dir.join("uts")]);
+            unpin(&[dir.join("ipc"), dir.join("uts"), dir.join("user")]);
+            if rec.userns.is_some() {
+                crate::userns::unmount_rootfs_dirs(&dir);
+            }
             let shm = dir.join("shm");
             if shm.exists()
                 && let Err(e) = rustix::mount::unmount(&shm, rustix::mount::UnmountFlags::DETACH)

@@ -53,6 +53,9 @@ pub struct Inputs<'a> {
     /// The read-only view of an image for each mount (by its index in the
     /// config's mounts) that names one (`Mount.image`, an image volume).
     pub image_volumes: &'a HashMap<usize, Vec<molde_api::containerd::types::Mount>>,
+    /// Where each mount (by index) the kubelet gave id mappings is mounted
+    /// idmapped with the pod's user namespace.
+    pub idmapped_volumes: &'a HashMap<usize, PathBuf>,
 }
 
 pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
@@ -107,7 +110,12 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
     }
     spec.set_process(Some(process));
     let mut root = spec.root().clone().unwrap_or_default();
-    root.set_path(PathBuf::from("rootfs"));
+    root.set_path(match &i.sandbox.userns {
+        // Where the container's root, once in the pod's user namespace, can
+        // reach it (the bundle is root's alone).
+        Some(_) => crate::userns::rootfs_dir(&pod_dir, i.id),
+        None => PathBuf::from("rootfs"),
+    });
     root.set_readonly(Some(sc.readonly_rootfs));
     spec.set_root(Some(root));
     // The pod's UTS namespace (or the host's) already has its hostname.
@@ -184,7 +192,9 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
             }
             opts.push("rro");
         }
-        mounts.push(bind(&m.container_path, &src, &opts));
+        // A volume the kubelet idmaps is bound from its idmapped mount.
+        let src = i.idmapped_volumes.get(&idx).unwrap_or(&src);
+        mounts.push(bind(&m.container_path, src, &opts));
     }
     spec.set_mounts(Some(mounts));
 
@@ -237,6 +247,24 @@ pub fn build(i: &Inputs<'_>) -> Result<Spec, Error> {
         };
         ns.set_path(path);
         namespaces.push(ns);
+    }
+    if let Some(u) = &i.sandbox.userns {
+        // The pod's user namespace, joined first; its maps written out for
+        // the shim, which idmaps the rootfs with them.
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(LinuxNamespaceType::User);
+        ns.set_path(Some(PathBuf::from(&u.path)));
+        namespaces.insert(0, ns);
+        let map = |m: crate::userns::IdMap| {
+            oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(m.container)
+                .host_id(m.host)
+                .size(m.size)
+                .build()
+                .expect("all fields set")
+        };
+        linux.set_uid_mappings(Some(vec![map(u.uid)]));
+        linux.set_gid_mappings(Some(vec![map(u.gid)]));
     }
     let joins_pid = namespaces
         .iter()

@@ -37,6 +37,9 @@ pub struct SandboxRecord {
     /// What the pod's containers share: hostname, hosts, resolv.conf, shm.
     pub dir: String,
     pub runtime_handler: String,
+    /// The pod's own user namespace (`hostUsers: false`), if it has one.
+    #[serde(default)]
+    pub userns: Option<crate::userns::PodUserns>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

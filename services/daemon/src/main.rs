@@ -38,6 +38,10 @@ fn main() -> std::process::ExitCode {
     if std::env::args().nth(1).as_deref() == Some("pod-init") {
         molde_cri::sandbox::pod_init_main();
     }
+    // The maker of a pod's user namespace and the namespaces inside it.
+    if std::env::args().nth(1).as_deref() == Some("pod-userns") {
+        molde_cri::userns::helper_main();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -152,11 +152,55 @@ fn ensure_dir(rootfs: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<()
 }
 
 fn mount_rootfs(bundle: &Path) -> Result<PathBuf> {
-    let target = bundle.join("rootfs");
+    let mut target = bundle.join("rootfs");
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).context("reading config.json")?;
+    if let Some(root) = spec.root().as_ref().map(|r| r.path()).filter(|p| p.is_absolute()) {
+        // A rootfs placed outside the bundle (a userns pod's container, whose
+        // root cannot enter the bundle): `rootfs` in the bundle links to it,
+        // so whatever finds the rootfs there still does.
+        fs::create_dir_all(root)?;
+        let link = bundle.join("rootfs");
+        if link.is_dir() && !link.is_symlink() {
+            fs::remove_dir(&link)?;
+        }
+        if !link.is_symlink() {
+            std::os::unix::fs::symlink(root, &link)?;
+        }
+        target = root.clone();
+    }
     fs::create_dir_all(&target)?;
     let mounts = molde_bundle::mount::read(bundle)?;
-    molde_bundle::mount::mount_all(&mounts, &target, false).context("mounting the rootfs")?;
+    match pod_userns(&spec)? {
+        Some((userns, owner)) => molde_bundle::mount::mount_all_idmapped(&mounts, &target, &userns, owner)
+            .context("mounting the rootfs idmapped")?,
+        None => molde_bundle::mount::mount_all(&mounts, &target, false).context("mounting the rootfs")?,
+    }
     Ok(target)
+}
+
+/// The user namespace a container joins by path (a pod's own) and the host
+/// uid and gid its root maps to, from the bundle's spec.
+fn pod_userns(spec: &oci_spec::runtime::Spec) -> Result<Option<(PathBuf, (u32, u32))>> {
+    let Some(linux) = spec.linux() else { return Ok(None) };
+    let Some(path) = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+        .and_then(|n| n.path().clone())
+    else {
+        return Ok(None);
+    };
+    let root = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+    };
+    let (Some(uid), Some(gid)) = (root(linux.uid_mappings()), root(linux.gid_mappings())) else {
+        anyhow::bail!("the spec joins the user namespace {} without the maps of its root", path.display());
+    };
+    Ok(Some((path, (uid, gid))))
 }
 
 fn now() -> String {

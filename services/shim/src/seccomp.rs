@@ -82,6 +82,9 @@ pub(crate) fn order_args_for_libcontainer(spec: &mut Spec) -> bool {
 pub(crate) struct Filter {
     profile: Option<LinuxSeccomp>,
     lent: Vec<Capability>,
+    /// The container is in a user namespace it joined by path (a pod's
+    /// own), which the exec'd process must enter too.
+    pub(crate) userns: bool,
 }
 
 impl Filter {
@@ -89,8 +92,19 @@ impl Filter {
     /// runs without `no_new_privs` and without `CAP_SYS_ADMIN`, the
     /// capabilities to lend its exec'd process for the load.
     pub(crate) fn of(spec: &Spec) -> Filter {
+        let userns = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == libcontainer::oci_spec::runtime::LinuxNamespaceType::User && n.path().is_some())
+            });
         let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
-            return Filter::default();
+            return Filter {
+                userns,
+                ..Filter::default()
+            };
         };
         let process = spec.process().as_ref();
         let nnp = process.and_then(|p| p.no_new_privileges()).unwrap_or(false);
@@ -110,6 +124,7 @@ impl Filter {
         Filter {
             profile: Some(profile),
             lent,
+            userns,
         }
     }
 
@@ -142,6 +157,65 @@ impl Filter {
             .set_inheritable(i);
         process.set_capabilities(Some(caps));
     }
+}
+
+/// Moves an exec'd process into its container's user namespace (a pod's
+/// own), which libcontainer's tenant builder does not join: the ids and
+/// capabilities libcontainer gave it are kept, now counted in that namespace
+/// (uid 0 is the pod's root, not the host's). The container's init is PID 1
+/// of the PID namespace the process already joined, so its user namespace is
+/// `/proc/1/ns/user`; the process may enter it because the namespace
+/// belongs to the host's root, which the process still is.
+fn enter_container_userns() -> Result<(), ExecutorError> {
+    let fail = |what: &str, e: std::io::Error| ExecutorError::Other(format!("entering the pod's user namespace: {what}: {e}"));
+    // Bounding first; then the order capset allows from a full set:
+    // inheritable and ambient while everything is permitted, effective
+    // before permitted (effective must stay within permitted).
+    let sets = [
+        CapSet::Bounding,
+        CapSet::Inheritable,
+        CapSet::Ambient,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ];
+    let saved: Vec<_> = sets
+        .iter()
+        .map(|&s| caps::read(None, s).map_err(|e| fail("reading capabilities", std::io::Error::other(e))))
+        .collect::<Result<_, _>>()?;
+    let ns = std::fs::File::open("/proc/1/ns/user").map_err(|e| fail("opening /proc/1/ns/user", e))?;
+    // SAFETY: plain syscalls on this single-threaded process's own
+    // credentials; `groups` is sized by the first getgroups call.
+    unsafe {
+        let (uid, gid) = (libc::geteuid(), libc::getegid());
+        let n = libc::getgroups(0, std::ptr::null_mut());
+        let mut groups = vec![0 as libc::gid_t; n.max(0) as usize];
+        if n > 0 && libc::getgroups(n, groups.as_mut_ptr()) < 0 {
+            return Err(fail("reading groups", std::io::Error::last_os_error()));
+        }
+        if libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWUSER) != 0 {
+            return Err(fail("setns", std::io::Error::last_os_error()));
+        }
+        // Full capabilities in the namespace now; keep them across the id
+        // change, then cut them back to what libcontainer gave.
+        if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0
+            || libc::setgroups(groups.len(), groups.as_ptr()) != 0
+            || libc::setresgid(gid, gid, gid) != 0
+            || libc::setresuid(uid, uid, uid) != 0
+        {
+            return Err(fail("taking the container's ids", std::io::Error::last_os_error()));
+        }
+    }
+    let bounding = &saved[0];
+    for cap in caps::all() {
+        if !bounding.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| fail(&format!("dropping {cap} from the bounding set"), std::io::Error::other(e)))?;
+        }
+    }
+    for (set, want) in sets.iter().zip(&saved).skip(1) {
+        caps::set(None, *set, want).map_err(|e| fail(&format!("setting {set:?}"), std::io::Error::other(e)))?;
+    }
+    Ok(())
 }
 
 /// Runs the process as libcontainer's default executor does, after loading the
@@ -181,6 +255,9 @@ impl FilteredExecutor {
 
 impl Executor for FilteredExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if self.0.userns {
+            enter_container_userns()?;
+        }
         self.load()?;
         DefaultExecutor {}.exec(spec)
     }
