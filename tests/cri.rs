@@ -1315,6 +1315,41 @@ fn stats_are_read_from_the_pods_cgroups_and_resources_update_live() {
         .unwrap();
     let linux = pod_stats.linux.unwrap();
     assert_eq!(linux.containers.len(), 1);
+    // The pod's memory is its containers' summed.
+    let pod_memory = linux.memory.clone().unwrap();
+    let container_memory = linux.containers[0].memory.clone().unwrap();
+    assert_eq!(pod_memory.rss_bytes, container_memory.rss_bytes);
+    assert_eq!(pod_memory.usage_bytes, container_memory.usage_bytes);
+    // Nano cores: the CPU time used between two readings over the time
+    // between them, as the kubelet would work it out.
+    let mut read = || {
+        n.rt.block_on(n.runtime.container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        }))
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap()
+    };
+    let first = read().cpu.unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let again = read();
+    let second = again.cpu.clone().unwrap();
+    let used = second.usage_core_nano_seconds.unwrap().value - first.usage_core_nano_seconds.unwrap().value;
+    let want = used as u128 * 1_000_000_000 / (second.timestamp - first.timestamp) as u128;
+    let nano = second.usage_nano_cores.expect("nano cores on a second reading").value;
+    assert_eq!(nano as u128, want);
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert!(nano <= cores * 1_000_000_000, "{nano} nano cores on {cores} cores");
+    // Its writable layer is on the filesystem ImageFsInfo names.
+    let image_fs =
+        n.rt.block_on(n.images.image_fs_info(cri::ImageFsInfoRequest {}))
+            .unwrap()
+            .into_inner()
+            .image_filesystems;
+    let layer_fs = again.writable_layer.unwrap().fs_id.unwrap().mountpoint;
+    assert!(!layer_fs.is_empty());
+    assert_eq!(layer_fs, image_fs[0].fs_id.clone().unwrap().mountpoint);
     // One process (sh exec'd sleep).
     assert_eq!(linux.process.unwrap().process_count.unwrap().value, 1);
     let eth0 = linux.network.unwrap().default_interface.expect("eth0's counters");

@@ -392,6 +392,7 @@ impl Cri {
         };
         self.unmake(&rec.id, &rec.config).await;
         store::delete(&*self.store, CONTAINERS, &rec.id)?;
+        self.forget_readings(&rec.id);
         if let Ok(sandbox) = self.sandbox(&rec.sandbox_id) {
             crate::userns::release_volumes(std::path::Path::new(&sandbox.dir), &rec.id);
         }

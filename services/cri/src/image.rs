@@ -389,31 +389,11 @@ pub async fn image_fs_usage(cri: &Cri) -> Result<cri::FilesystemUsage, Error> {
     Ok(cri::FilesystemUsage {
         timestamp: crate::now_nanos(),
         fs_id: Some(cri::FilesystemIdentifier {
-            mountpoint: snapshot_root(cri).await,
+            mountpoint: cri.snapshot_root().await,
         }),
         used_bytes: Some(cri::UInt64Value { value: bytes }),
         inodes_used: Some(cri::UInt64Value { value: inodes }),
     })
-}
-
-/// Where the overlayfs snapshotter keeps its snapshots, as its molded's
-/// introspection service exports it.
-async fn snapshot_root(cri: &Cri) -> String {
-    use molde_api::containerd::services::introspection::v1::{
-        PluginsRequest, introspection_client::IntrospectionClient,
-    };
-    let Ok(r) = IntrospectionClient::new(cri.channels.snapshotter.clone())
-        .plugins(request(PluginsRequest::default()))
-        .await
-    else {
-        return String::new();
-    };
-    r.into_inner()
-        .plugins
-        .into_iter()
-        .find(|p| p.r#type == "io.containerd.snapshotter.v1" && p.id == "overlayfs")
-        .and_then(|p| p.exports.get("root").cloned())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

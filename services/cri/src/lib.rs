@@ -80,6 +80,11 @@ pub struct Cri {
     /// One lock per pod: creating a container in a pod and removing or
     /// stopping the pod never interleave.
     pods: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The last CPU reading of each container and pod (time, core
+    /// nanoseconds), from which the next one's nano cores are worked out.
+    pub(crate) cpu_readings: std::sync::Mutex<HashMap<String, (i64, u64)>>,
+    /// Where the overlayfs snapshotter keeps its snapshots, once known.
+    snapshot_root: tokio::sync::OnceCell<String>,
 }
 
 impl Cri {
@@ -93,7 +98,35 @@ impl Cri {
             events,
             streams: Default::default(),
             pods: Default::default(),
+            cpu_readings: Default::default(),
+            snapshot_root: Default::default(),
         })
+    }
+
+    /// Where the overlayfs snapshotter keeps its snapshots (the filesystem of
+    /// the images and the containers' writable layers), as its molded's
+    /// introspection service exports it; empty while it cannot be asked.
+    pub(crate) async fn snapshot_root(&self) -> String {
+        use molde_api::containerd::services::introspection::v1::{
+            PluginsRequest, introspection_client::IntrospectionClient,
+        };
+        let ask = || async {
+            let r = IntrospectionClient::new(self.channels.snapshotter.clone())
+                .plugins(request(PluginsRequest::default()))
+                .await
+                .map_err(|_| ())?;
+            r.into_inner()
+                .plugins
+                .into_iter()
+                .find(|p| p.r#type == "io.containerd.snapshotter.v1" && p.id == "overlayfs")
+                .and_then(|p| p.exports.get("root").cloned())
+                .ok_or(())
+        };
+        self.snapshot_root
+            .get_or_try_init(ask)
+            .await
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Holds pod `id`'s lock until the guard is dropped.

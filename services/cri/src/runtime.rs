@@ -26,6 +26,26 @@ pub const RUNTIME_NAME: &str = "molde";
 pub const API_VERSION: &str = "v1";
 
 impl Cri {
+    /// The CPU the container or pod `id` used since its last reading, in
+    /// nano cores (as cAdvisor and containerd report `usage_nano_cores`);
+    /// none on the first reading.
+    fn nano_cores(&self, id: &str, now: i64, core_ns: u64) -> Option<cri::UInt64Value> {
+        let mut last = self.cpu_readings.lock().unwrap_or_else(|p| p.into_inner());
+        let before = last.insert(id.to_string(), (now, core_ns));
+        let (then, used) = before?;
+        let elapsed = now.checked_sub(then).filter(|&e| e > 0)? as u128;
+        let value = (core_ns.saturating_sub(used) as u128 * 1_000_000_000 / elapsed) as u64;
+        Some(cri::UInt64Value { value })
+    }
+
+    /// Forgets the readings of containers and pods that are gone.
+    pub(crate) fn forget_readings(&self, id: &str) {
+        self.cpu_readings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
     async fn container_stats(&self, rec: &crate::store::ContainerRecord) -> cri::ContainerStats {
         self.container_usage(rec).await.0
     }
@@ -53,6 +73,7 @@ impl Cri {
     async fn container_usage(&self, rec: &crate::store::ContainerRecord) -> (cri::ContainerStats, u64) {
         let now = crate::now_nanos();
         let (usage, layer) = self.readings(rec).await;
+        let mountpoint = self.snapshot_root().await;
         let stats = cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
                 id: rec.id.clone(),
@@ -65,7 +86,7 @@ impl Cri {
                 usage_core_nano_seconds: Some(cri::UInt64Value {
                     value: usage.cpu_usage_ns,
                 }),
-                usage_nano_cores: None,
+                usage_nano_cores: self.nano_cores(&rec.id, now, usage.cpu_usage_ns),
             }),
             memory: Some(cri::MemoryUsage {
                 timestamp: now,
@@ -93,9 +114,9 @@ impl Cri {
             }),
             writable_layer: Some(cri::FilesystemUsage {
                 timestamp: now,
-                fs_id: Some(cri::FilesystemIdentifier {
-                    mountpoint: String::new(),
-                }),
+                // The filesystem the writable layers live on, as ImageFsInfo
+                // names it: the kubelet matches the two.
+                fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
                 used_bytes: Some(cri::UInt64Value {
                     value: layer.size.max(0) as u64,
                 }),
@@ -127,10 +148,13 @@ impl Cri {
             .iter()
             .filter_map(|c| c.cpu.as_ref()?.usage_core_nano_seconds.as_ref().map(|v| v.value))
             .sum();
-        let mem: u64 = containers
-            .iter()
-            .filter_map(|c| c.memory.as_ref()?.working_set_bytes.as_ref().map(|v| v.value))
-            .sum();
+        let memory = |f: fn(&cri::MemoryUsage) -> Option<&cri::UInt64Value>| -> u64 {
+            containers
+                .iter()
+                .filter_map(|c| f(c.memory.as_ref()?).map(|v| v.value))
+                .sum()
+        };
+        let value = |value| Some(cri::UInt64Value { value });
         let interfaces = if rec.netns.is_empty() {
             Vec::new()
         } else {
@@ -148,12 +172,17 @@ impl Cri {
                 cpu: Some(cri::CpuUsage {
                     timestamp: now,
                     usage_core_nano_seconds: Some(cri::UInt64Value { value: cpu }),
-                    usage_nano_cores: None,
+                    usage_nano_cores: self.nano_cores(&rec.id, now, cpu),
                 }),
+                // The pod's memory: its containers' summed.
                 memory: Some(cri::MemoryUsage {
                     timestamp: now,
-                    working_set_bytes: Some(cri::UInt64Value { value: mem }),
-                    ..Default::default()
+                    working_set_bytes: value(memory(|m| m.working_set_bytes.as_ref())),
+                    usage_bytes: value(memory(|m| m.usage_bytes.as_ref())),
+                    rss_bytes: value(memory(|m| m.rss_bytes.as_ref())),
+                    page_faults: value(memory(|m| m.page_faults.as_ref())),
+                    major_page_faults: value(memory(|m| m.major_page_faults.as_ref())),
+                    available_bytes: None,
                 }),
                 network: Some(cri::NetworkUsage {
                     timestamp: now,

@@ -458,6 +458,7 @@ impl Cri {
         tracing::info!(id = %rec.id, "pod sandbox removed");
         drop(pod);
         self.forget_pod(&rec.id);
+        self.forget_readings(&rec.id);
         Ok(())
     }
 
