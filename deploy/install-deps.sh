@@ -14,6 +14,8 @@ packages=(
   etcd-server
   # molde run --init: a static tini as the container's PID 1
   tini
+  # the systemd cgroup driver's test: a Debian 12 booted with systemd-nspawn
+  debootstrap systemd-container
 )
 
 missing=()

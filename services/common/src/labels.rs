@@ -22,6 +22,10 @@ pub const UNCOMPRESSED: &str = "containerd.io/uncompressed";
 pub const DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source.";
 /// On an active snapshot: the parent it takes at commit (see the snapshotter).
 pub const SNAPSHOT_PARENT: &str = "molde.io/snapshot.parent";
+/// A container record's systemd scope unit (`cri-molde-<id>.scope`) and the
+/// slice it goes in: the systemd cgroup driver (the runtime's `systemd.rs`).
+pub const SYSTEMD_UNIT: &str = "io.molde.systemd.unit";
+pub const SYSTEMD_SLICE: &str = "io.molde.systemd.slice";
 /// The tag of an image in an OCI layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 

@@ -212,6 +212,17 @@ impl Cri {
         let mut labels = rec.config.labels.clone();
         labels.insert("io.cri-containerd.kind".into(), "container".into());
         labels.insert("io.kubernetes.cri.sandbox-id".into(), sandbox.id.clone());
+        if self.config.cgroup_driver == "systemd"
+            && let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
+        {
+            // The runtime makes the container a scope of systemd's in the
+            // pod's slice (the path's last two elements).
+            let name = |p: Option<&std::path::Path>| p?.file_name().map(|n| n.to_string_lossy().into_owned());
+            if let (Some(unit), Some(slice)) = (name(Some(&path)), name(path.parent())) {
+                labels.insert(molde_common::labels::SYSTEMD_UNIT.into(), unit);
+                labels.insert(molde_common::labels::SYSTEMD_SLICE.into(), slice);
+            }
+        }
         ContainersClient::new(self.channels.runtime.clone())
             .create(request(CreateContainerRequest {
                 container: Some(ContainerRecordV1 {

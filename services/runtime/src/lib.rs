@@ -16,6 +16,7 @@ mod restart;
 pub mod run;
 mod service;
 mod spec;
+pub mod systemd;
 mod tasks;
 mod user;
 pub mod volumes;

@@ -176,9 +176,23 @@ impl api::tasks_server::Tasks for RuntimeService {
         let spec = c.spec.as_ref().ok_or_else(|| {
             Error::FailedPrecondition(format!("container {:?} has no spec", r.container_id))
         })?;
+        // Under the systemd driver the limits systemd holds are its to write.
+        let config = match c.labels.contains_key(crate::systemd::UNIT_LABEL) {
+            true => {
+                let mut s: oci_spec::runtime::Spec = serde_json::from_slice(&spec.value)
+                    .map_err(|e| Error::InvalidArgument(format!("the OCI spec of {}: {e}", r.container_id)))?;
+                if let Some(linux) = s.linux_mut()
+                    && let Some(res) = linux.resources().clone()
+                {
+                    linux.set_resources(Some(crate::systemd::without_unit_limits(&res)));
+                }
+                serde_json::to_vec(&s).map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?
+            }
+            false => spec.value.clone(),
+        };
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(bundle.join("rootfs"))?;
-            std::fs::write(bundle.join("config.json"), &spec.value)?;
+            std::fs::write(bundle.join("config.json"), &config)?;
             molde_bundle::mount::write(&bundle, &molde_common::bundle_mounts(&r.rootfs))?;
             // `cri-log:///path`: the shim writes both streams to that file in
             // the kubelet's format (molde's CRI service asks for this).
@@ -216,6 +230,24 @@ impl api::tasks_server::Tasks for RuntimeService {
                 return Err(e.into());
             }
         };
+        // The systemd cgroup driver: the held container's cgroup becomes a
+        // transient scope of systemd's.
+        if let Some(unit) = c.labels.get(crate::systemd::UNIT_LABEL) {
+            let slice = c
+                .labels
+                .get(crate::systemd::SLICE_LABEL)
+                .map_or("system.slice", String::as_str);
+            let res = serde_json::from_slice::<oci_spec::runtime::Spec>(&spec.value)
+                .ok()
+                .and_then(|s| s.linux().as_ref()?.resources().clone())
+                .unwrap_or_default();
+            if let Err(e) = crate::systemd::start_scope(unit, slice, pid, &res).await {
+                self.abandon_held(&ns, &r.container_id).await;
+                self.exited(&ns, &r.container_id);
+                let _ = std::fs::remove_dir_all(&bundle);
+                return Err(e.into());
+            }
+        }
         tracing::info!(namespace = %ns, container = %r.container_id, "task created");
         self.events.publish(
             &ns,

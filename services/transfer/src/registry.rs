@@ -263,9 +263,12 @@ struct EndpointClient {
 }
 
 impl EndpointClient {
-    fn client(&self) -> Client {
+    /// A client for the endpoint. Building one can fail (a host without CA
+    /// certificates): an error naming the endpoint, where oci-client's
+    /// `Client::new` would panic.
+    fn client(&self) -> Result<Client> {
         let e = &self.endpoint;
-        Client::new(ClientConfig {
+        let config = ClientConfig {
             protocol: if e.plain_http {
                 ClientProtocol::HttpsExcept(vec![e.host.clone()])
             } else {
@@ -284,6 +287,19 @@ impl EndpointClient {
             connect_timeout: Some(Duration::from_secs(10)),
             user_agent: concat!("molde/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
+        };
+        Client::try_from(config).map_err(|err| {
+            // reqwest's error says "builder error"; the why is in its sources.
+            let mut why = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            Error::FailedPrecondition(format!(
+                "setting up a client for registry {}: {why} (are the CA certificates installed? Debian: ca-certificates)",
+                e.host
+            ))
         })
     }
 
@@ -328,10 +344,10 @@ impl Registry {
     /// The client and credentials to use at an endpoint. Anonymous access to
     /// a registry that sends no auth challenge is settled once: oci-client
     /// would otherwise ask `/v2/` again before every request.
-    async fn session<'a>(&self, ep: &'a EndpointClient, reference: &Reference) -> &'a (Client, RegistryAuth) {
+    async fn session<'a>(&self, ep: &'a EndpointClient, reference: &Reference) -> Result<&'a (Client, RegistryAuth)> {
         ep.state
-            .get_or_init(|| async {
-                let client = ep.client();
+            .get_or_try_init(|| async {
+                let client = ep.client()?;
                 if matches!(self.auth, RegistryAuth::Anonymous)
                     && let Ok(None) = client
                         .auth(
@@ -343,9 +359,9 @@ impl Registry {
                 {
                     // No challenge: nothing to authenticate. An empty bearer token
                     // is cached by the client and ignored by the registry.
-                    return (ep.client(), RegistryAuth::Bearer(String::new()));
+                    return Ok((ep.client()?, RegistryAuth::Bearer(String::new())));
                 }
-                (client, self.auth.clone())
+                Ok((client, self.auth.clone()))
             })
             .await
     }
@@ -380,7 +396,7 @@ impl Registry {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (client, auth) = self.session(ep, reference).await;
+            let (client, auth) = self.session(ep, reference).await?;
             match client.pull_manifest_raw(reference, auth, ACCEPTED).await {
                 Ok((body, digest)) => {
                     if body.len() > MAX_METADATA {
@@ -413,7 +429,13 @@ impl Registry {
         for ep in self.endpoints.iter().filter(|e| e.endpoint.pull) {
             let at = ep.rewrite(reference);
             let what = format!("fetching {digest} of {reference}");
-            let (client, auth) = self.session(ep, &at).await;
+            let (client, auth) = match self.session(ep, &at).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
             client.store_auth_if_needed(at.resolve_registry(), auth).await;
             // Always a range request: a 206 answer is streamed without oci-client
             // hashing it too; the ingest verifies the digest at commit either way.
@@ -436,7 +458,7 @@ impl Registry {
             Error::FailedPrecondition(format!("no endpoint of {} takes pushes", self.registry))
         })?;
         let at = ep.rewrite(reference);
-        let (client, auth) = self.session(ep, &at).await;
+        let (client, auth) = self.session(ep, &at).await?;
         client.store_auth_if_needed(at.resolve_registry(), auth).await;
         Ok((client, at))
     }

@@ -251,7 +251,15 @@ impl RuntimeService {
         let res: oci_spec::runtime::LinuxResources = serde_json::from_str(&r.resources_json)
             .map_err(|e| Error::InvalidArgument(format!("resources of {}: {e}", r.id)))?;
         if matches!(self.observe(&ns, &r.id).state, "running" | "paused") {
-            crate::lifecycle::cgroup_update(&self.cgroup(&ns, &r.id), &res)
+            // Under the systemd driver, systemd sets the limits it holds.
+            let rest = match record.labels.get(crate::systemd::UNIT_LABEL) {
+                Some(unit) => {
+                    crate::systemd::update_scope(unit, &res).await?;
+                    crate::systemd::without_unit_limits(&res)
+                }
+                None => res.clone(),
+            };
+            crate::lifecycle::cgroup_update(&self.cgroup(&ns, &r.id), &rest)
                 .map_err(|e| e.context(format!("container {}", r.id)))?;
         }
         // Kept with the container, so its next start has them too.
