@@ -4,14 +4,15 @@
 # bridge and the same images from a loopback registry. Rewrites the CRI table
 # in docs/benchmarks.md.
 #
-#   bench/cri.sh CRITEST      # critest v1.26.1, built by hand (never part of the repo)
+#   bench/cri.sh CRITEST [VERSION]   # critest (v1.26.1 or v1.32.0), built by hand (never part of the repo)
 #
 # The images critest uses must be in a registry on 127.0.0.1:5000 first: see
 # ../shared/critest/README.md (make-images.sh). containerd runs with
 # restrict_oom_score_adj = true (root cannot lower oom_score_adj on these hosts).
 set -euo pipefail
 
-critest=${1:?usage: bench/cri.sh CRITEST (a critest v1.26.1 binary)}
+critest=${1:?usage: bench/cri.sh CRITEST [VERSION] (a critest binary, v1.26.1 or v1.32.0)}
+version=${2:-v1.26.1}
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=${CRITEST_SHARED:-$here/../shared/critest}
 dir=${BENCH_DIR:-/var/tmp/molde-bench-cri}
@@ -111,7 +112,7 @@ for _ in $(seq 100); do [ -S "$dir/n/molde.sock" ] && break; sleep 0.1; done
 sleep 1
 idle_without=$(rss "$(cat "$dir/molded-nocri.pid")")
 
-table=$(python3 - "$dir" "$(nproc)" "$pods" "$idle_without" "$idle_with" "$after" "$cri_idle" "$cri_after" <<'PY'
+table=$(CRITEST_VERSION=$version python3 - "$dir" "$(nproc)" "$pods" "$idle_without" "$idle_with" "$after" "$cri_idle" "$cri_after" <<'PY'
 import json, os, statistics, sys, datetime
 d, cores, n = sys.argv[1], sys.argv[2], sys.argv[3]
 idle_without, idle_with, after, cri_idle, cri_after = (float(x) for x in sys.argv[4:9])
@@ -126,7 +127,7 @@ def medians(who):
     return out
 m, c = medians("molde"), medians("containerd")
 rows = ["CreatePod", "StatusPod", "StopPod", "RemovePod", "CreateContainer", "StartContainer", "StatusContainer", "StopContainer", "RemoveContainer"]
-print(f"critest v1.26.1 -benchmark, {n} pods and {n} containers one after the other, median (min–max) in ms; {cores} cores; {datetime.date.today()}; containerd 1.6 with runc and a pause image, molde with no pause image; both on the same CNI bridge.")
+print(f"critest {os.environ['CRITEST_VERSION']} -benchmark, {n} pods and {n} containers one after the other, median (min–max) in ms; {cores} cores; {datetime.date.today()}; containerd 1.6 with runc and a pause image, molde with no pause image; both on the same CNI bridge.")
 print()
 print("| operation | molde | containerd | containerd / molde |")
 print("|---|---|---|---|")

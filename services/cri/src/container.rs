@@ -96,6 +96,9 @@ impl Cri {
     ) -> Result<String, Error> {
         // Held until the container's record is written: a RemovePodSandbox
         // that comes meanwhile waits, then removes this container too.
+        // The container's cgroup placement will wait for a grace period:
+        // begin it now, while the rest is made.
+        molde_bundle::cgroup::prime_migration();
         let _pod = self.lock_pod(sandbox_id).await;
         let sandbox = self.sandbox(sandbox_id)?;
         if !sandbox.ready {

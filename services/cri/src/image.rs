@@ -101,7 +101,10 @@ pub async fn images(cri: &Cri) -> Result<Vec<ImageInfo>, Error> {
         .into_inner()
         .images;
     let mut by_id: BTreeMap<String, ImageInfo> = BTreeMap::new();
-    let mut resolved: HashMap<String, ImageInfo> = HashMap::new();
+    // What a manifest digest resolves to never changes: resolved once, kept
+    // while some image names it.
+    let mut resolved = std::mem::take(&mut *cri.resolved_images.lock().unwrap_or_else(|p| p.into_inner()));
+    resolved.retain(|digest, _| records.iter().any(|r| r.target.as_ref().is_some_and(|t| t.digest == *digest)));
     for img in records {
         let target = img.target.unwrap_or_default();
         let info = match resolved.get(&target.digest) {
@@ -144,6 +147,10 @@ pub async fn images(cri: &Cri) -> Result<Vec<ImageInfo>, Error> {
         if !entry.repo_digests.contains(&rd) {
             entry.repo_digests.push(rd);
         }
+    }
+    let mut cache = cri.resolved_images.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.is_empty() {
+        *cache = resolved;
     }
     Ok(by_id.into_values().collect())
 }

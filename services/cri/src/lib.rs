@@ -83,6 +83,11 @@ pub struct Cri {
     /// The last CPU reading of each container and pod (time, core
     /// nanoseconds), from which the next one's nano cores are worked out.
     pub(crate) cpu_readings: std::sync::Mutex<HashMap<String, (i64, u64)>>,
+    /// Each image manifest's resolution (config, top layer), by digest.
+    pub(crate) resolved_images: std::sync::Mutex<HashMap<String, image::ImageInfo>>,
+    /// The image's /etc/passwd and /etc/group, by the chain ID of its top
+    /// layer (what an image's layers hold never changes).
+    pub(crate) user_files: std::sync::Mutex<HashMap<String, Vec<Option<String>>>>,
     /// Where the overlayfs snapshotter keeps its snapshots, once known.
     snapshot_root: tokio::sync::OnceCell<String>,
 }
@@ -99,6 +104,8 @@ impl Cri {
             streams: Default::default(),
             pods: Default::default(),
             cpu_readings: Default::default(),
+            resolved_images: Default::default(),
+            user_files: Default::default(),
             snapshot_root: Default::default(),
         })
     }

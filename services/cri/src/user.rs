@@ -16,6 +16,16 @@ impl Cri {
         if top.is_empty() {
             return Ok(files.iter().map(|_| None).collect());
         }
+        // An image's layers never change: each image is read once.
+        let cache_key = format!("{top} {}", files.join(" "));
+        if let Some(hit) = self
+            .user_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cache_key)
+        {
+            return Ok(hit.clone());
+        }
         let key = format!("cri-user-{}", uuid::Uuid::new_v4().simple());
         let mut sn = SnapshotsClient::new(self.channels.snapshotter.clone());
         let mounts = sn
@@ -49,6 +59,14 @@ impl Cri {
         }))
         .await
         .or_log("removing an image view");
+        if let Ok(files) = &read {
+            let mut cache = self.user_files.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounded: emptied when it holds 256 images.
+            if cache.len() >= 256 {
+                cache.clear();
+            }
+            cache.insert(cache_key, files.clone());
+        }
         read
     }
 }
