@@ -388,3 +388,93 @@ fn a_full_disk_fails_writes_and_molded_recovers_once_space_is_back() {
         "the database was reopened in place"
     );
 }
+
+/// Runs molded in `dir` with `args` until its socket answers `molde
+/// content ls` (traffic for the log), then stops it; its stderr.
+fn molded_log(dir: &std::path::Path, args: &[&str]) -> String {
+    let sock = dir.join("molde.sock");
+    let mut child = Command::new(bin("molded"))
+        .env_remove("RUST_LOG")
+        .args(["--root", dir.join("root").to_str().unwrap()])
+        .args(["--state", dir.join("state").to_str().unwrap()])
+        .args(["--address", sock.to_str().unwrap()])
+        .args(["--service", "content"])
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = Command::new(bin("molde"))
+        .env("MOLDE_ADDRESS", &sock)
+        .args(["content", "ls"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn log_levels_and_formats_are_molde_s_own_and_dependencies_stay_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    // debug in JSON: one object per line, molde's debug lines there, and
+    // none from the HTTP/2 and gRPC libraries underneath.
+    let log = molded_log(dir.path(), &["--log-level", "debug", "--log-format", "json"]);
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["level"] == "INFO" && l["target"] == "molded"), "{log}");
+    assert!(
+        lines.iter().any(|l| l["level"] == "DEBUG" && l["target"].as_str().unwrap_or("").starts_with("molde")),
+        "{log}"
+    );
+    for l in &lines {
+        let target = l["target"].as_str().unwrap_or("");
+        assert!(
+            target.starts_with("molde") || l["level"] == "WARN" || l["level"] == "ERROR",
+            "a dependency logs below warn: {l}"
+        );
+    }
+    // warn in text: nothing of info.
+    let quiet = molded_log(dir.path(), &["--log-level", "warn"]);
+    assert!(!quiet.contains(" INFO "), "{quiet}");
+    // The same from the config file's [debug] section.
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "[debug]\nlevel = \"warn\"\n").unwrap();
+    let quiet = molded_log(dir.path(), &["--config", cfg.to_str().unwrap()]);
+    assert!(!quiet.contains(" INFO "), "{quiet}");
+    // A level that is not one: said once, naming it, without a backtrace.
+    let out = Command::new(bin("molded"))
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .args(["--root", dir.path().join("root").to_str().unwrap()])
+        .args(["--log-level", "chatty"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chatty"), "{err}");
+    std::fs::write(&cfg, "[debug]\nlevel = \"chatty\"\n").unwrap();
+    let out = Command::new(bin("molded"))
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .args(["--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("chatty").count(), 1, "said once: {err}");
+    assert!(err.contains("[debug] level") && err.contains("config.toml"), "{err}");
+    assert!(!err.contains("stack backtrace") && !err.contains("panicked"), "{err}");
+}

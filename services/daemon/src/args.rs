@@ -56,10 +56,22 @@ pub struct Args {
     /// The key of --etcd-cert
     #[arg(long)]
     etcd_key: Option<PathBuf>,
+    /// How much molde itself logs ([debug] level); libraries stay at warn
+    #[arg(long, value_parser = crate::config::LOG_LEVELS.to_vec())]
+    log_level: Option<String>,
+    /// text or json, one object per line ([debug] format)
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 pub fn config(args: Args) -> anyhow::Result<Config> {
     let mut c = Config::load(args.config.as_deref())?;
+    if let Some(l) = args.log_level {
+        c.debug.level = l;
+    }
+    if let Some(f) = args.log_format {
+        c.debug.format = f;
+    }
     if let Some(r) = args.root {
         c.root = r;
     }

@@ -34,7 +34,23 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub cluster: ClusterConfig,
     pub grpc: GrpcConfig,
+    pub debug: DebugConfig,
 }
+
+/// `[debug]`: molded's own log (on stderr: the journal under systemd).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugConfig {
+    /// error, warn, info (the default), debug or trace: for molde's own
+    /// targets; the libraries underneath stay at warn. `RUST_LOG`, when
+    /// set, overrides both with its own directives.
+    pub level: String,
+    /// text (the default) or json: one JSON object per line.
+    pub format: String,
+}
+
+/// The levels `[debug] level` and `--log-level` take.
+pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
 /// `[grpc]`: who may reach molde.sock besides root.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -218,6 +234,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             cluster: ClusterConfig::default(),
             grpc: GrpcConfig::default(),
+            debug: DebugConfig::default(),
         }
     }
 }
@@ -235,7 +252,24 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
             Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
         };
-        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+        let c: Config =
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        if !c.debug.level.is_empty() && !LOG_LEVELS.contains(&c.debug.level.as_str()) {
+            bail!(
+                "config {}: [debug] level {:?}: expected one of {}",
+                path.display(),
+                c.debug.level,
+                LOG_LEVELS.join(", ")
+            );
+        }
+        if !matches!(c.debug.format.as_str(), "" | "text" | "json") {
+            bail!(
+                "config {}: [debug] format {:?}: expected text or json",
+                path.display(),
+                c.debug.format
+            );
+        }
+        Ok(c)
     }
 
     /// Whether this process serves `service` itself.

@@ -53,7 +53,7 @@ pub static SERVICES: &[&dyn Service] = &[
 
 /// The CRI's own server, socket and state, served once the others are.
 pub struct CriServing {
-    pub server: tonic::transport::server::Router,
+    pub server: tonic::transport::server::Router<crate::rpclog::Layers>,
     pub listener: tokio::net::UnixListener,
     pub socket: crate::listener::SocketGuard,
     pub cri: Arc<molde_cri::Cri>,

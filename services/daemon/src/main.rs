@@ -15,6 +15,7 @@ mod info;
 mod listener;
 mod perms;
 mod proxy;
+mod rpclog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,19 +43,16 @@ fn main() -> std::process::ExitCode {
     if std::env::args().nth(1).as_deref() == Some("pod-userns") {
         molde_cri::userns::helper_main();
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let cfg = args::config(args::Args::parse());
+    // The log as configured; a configuration that does not load is said
+    // at the default level.
+    init_log(cfg.as_ref().map(|c| &c.debug).unwrap_or(&config::DebugConfig::default()));
     // An error is said once, with its causes, without a backtrace.
     let fail = |e: anyhow::Error| {
         tracing::error!("{e:#}");
         std::process::ExitCode::FAILURE
     };
-    let cfg = match args::config(args::Args::parse()) {
+    let cfg = match cfg {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -68,6 +66,46 @@ fn main() -> std::process::ExitCode {
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => fail(e),
+    }
+}
+
+/// molde's own crates, whose level `[debug] level` sets.
+const OWN_TARGETS: &[&str] = &[
+    "molded",
+    "molde_api",
+    "molde_common",
+    "molde_bundle",
+    "molde_meta",
+    "molde_content",
+    "molde_snapshotter",
+    "molde_transfer",
+    "molde_runtime",
+    "molde_builder",
+    "molde_cri",
+    "molde_cluster",
+];
+
+/// stderr in text or JSON; molde's targets at `[debug] level` (info by
+/// default), everything else at warn. `RUST_LOG` replaces the filter.
+fn init_log(d: &config::DebugConfig) {
+    use tracing_subscriber::EnvFilter;
+    let level = if d.level.is_empty() { "info" } else { d.level.as_str() };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
+        _ => EnvFilter::new(
+            std::iter::once("warn".to_string())
+                .chain(OWN_TARGETS.iter().map(|t| format!("{t}={level}")))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    };
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if d.format == "json" {
+        log.json().init();
+    } else {
+        log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     }
 }
 
@@ -191,6 +229,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         .add_service(VersionServer::new(VersionService))
         .add_service(IntrospectionServer::new(IntrospectionService { uuid, plugins }));
     let router = Server::builder()
+        .layer(rpclog::RpcLog)
         .initial_stream_window_size(molde_api::client::STREAM_WINDOW)
         .initial_connection_window_size(molde_api::client::CONNECTION_WINDOW)
         .max_frame_size(molde_api::client::MAX_FRAME)

@@ -64,6 +64,7 @@ impl Service for Cri {
             let state = c.clone();
             let s = molde_cri::servers(c);
             let server = Server::builder()
+                .layer(crate::rpclog::RpcLog)
                 .http2_max_header_list_size(molde_api::client::MAX_HEADER_LIST)
                 .add_service(s.runtime)
                 .add_service(s.image);
