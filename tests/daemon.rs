@@ -478,3 +478,69 @@ fn log_levels_and_formats_are_molde_s_own_and_dependencies_stay_quiet() {
     assert!(err.contains("[debug] level") && err.contains("config.toml"), "{err}");
     assert!(!err.contains("stack backtrace") && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn health_is_served_on_every_socket_and_turns_not_serving_at_shutdown() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut d = Daemon::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let check = |addr: &std::path::Path, service: &str| {
+        rt.block_on(async {
+            let ch = molde_api::client::connect(&molde_api::client::Address::Unix(addr.to_path_buf()))
+                .await
+                .unwrap();
+            HealthClient::new(ch)
+                .check(HealthCheckRequest { service: service.into() })
+                .await
+                .map(|r| r.into_inner().status)
+        })
+    };
+    let serving = ServingStatus::Serving as i32;
+    let cri = d.dir.path().join("cri.sock");
+    // Serving once every socket is: wait for the CRI's (it serves last).
+    let mut whole = 0;
+    for _ in 0..100 {
+        whole = check(&d.sock, "").unwrap();
+        if whole == serving {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(whole, serving);
+    for s in ["content", "snapshotter", "transfer", "runtime", "builder", "cri"] {
+        assert_eq!(check(&d.sock, s).unwrap(), serving, "{s}");
+    }
+    assert_eq!(check(&cri, "runtime.v1.RuntimeService").unwrap(), serving);
+    assert_eq!(check(&cri, "").unwrap(), serving);
+    assert_eq!(check(&d.sock, "nonsense").unwrap_err().code(), tonic::Code::NotFound);
+    // molde info says so.
+    let info = d.molde(&["info"]).ok();
+    assert!(info.contains("Health:") && info.contains("content      SERVING"), "{info}");
+    // A watcher sees NOT_SERVING when a shutdown begins.
+    let sock = d.sock.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watcher = std::thread::spawn(move || {
+        tokio::runtime::Runtime::new().unwrap().block_on(async move {
+            let ch = molde_api::client::connect(&molde_api::client::Address::Unix(sock)).await.unwrap();
+            let mut s = HealthClient::new(ch)
+                .watch(HealthCheckRequest { service: String::new() })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut seen = Vec::new();
+            while let Ok(Some(m)) = s.message().await {
+                seen.push(m.status);
+                if seen.len() == 1 {
+                    tx.send(()).unwrap();
+                }
+            }
+            seen
+        })
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    d.terminate();
+    let seen = watcher.join().unwrap();
+    assert_eq!(seen.first(), Some(&serving), "{seen:?}");
+    assert!(seen.contains(&(ServingStatus::NotServing as i32)), "{seen:?}");
+}

@@ -127,6 +127,23 @@ pub async fn info(d: &Daemon) -> Result<()> {
         exports.sort();
         println!("  {}.{}  {}", p.r#type, p.id, exports.join(" "));
     }
+    // Each service's state as its health check says (grpc.health.v1).
+    let mut health = tonic_health::pb::health_client::HealthClient::new(d.channel.clone());
+    println!("Health:");
+    for name in ["", "content", "snapshotter", "transfer", "runtime", "builder", "cri"] {
+        let state = match health
+            .check(d.request(tonic_health::pb::HealthCheckRequest { service: name.into() }))
+            .await
+        {
+            Ok(r) => tonic_health::pb::health_check_response::ServingStatus::try_from(r.into_inner().status)
+                .map(|s| s.as_str_name().to_string())
+                .unwrap_or_else(|_| "UNKNOWN".into()),
+            // Not a service this molded hosts (it may forward to it).
+            Err(s) if s.code() == tonic::Code::NotFound => continue,
+            Err(s) => format!("unknown ({})", s.message()),
+        };
+        println!("  {:<12} {state}", if name.is_empty() { "molded" } else { name });
+    }
     Ok(())
 }
 

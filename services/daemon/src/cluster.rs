@@ -98,6 +98,9 @@ const PEER_CALLS: &[&str] = &[
     "/containerd.services.content.v1.Content/Read",
     "/containerd.services.content.v1.Content/Info",
     "/containerd.services.images.v1.Images/Get",
+    // Whether the node serves (grpc.health.v1).
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
 ];
 
 /// Whether the holder of a certificate may make a call on this node: not

@@ -62,7 +62,7 @@ fn main() -> std::process::ExitCode {
     };
     let res = rt.block_on(run(cfg));
     // Don't wait for blocking threads still reading a stream from a gone client.
-    rt.shutdown_timeout(Duration::from_secs(1));
+    rt.shutdown_timeout(Duration::from_millis(300));
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => fail(e),
@@ -225,9 +225,18 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         cri,
         ..
     } = w;
+    // grpc.health.v1: NOT_SERVING until every socket serves, and again once
+    // a shutdown begins; "" is molded as a whole, then each service hosted
+    // here by its molde name and its gRPC names.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let health_names = health_names(&cfg, cri.is_some());
+    for n in &health_names {
+        health.set_service_status(n, tonic_health::ServingStatus::NotServing).await;
+    }
     routes
         .add_service(VersionServer::new(VersionService))
-        .add_service(IntrospectionServer::new(IntrospectionService { uuid, plugins }));
+        .add_service(IntrospectionServer::new(IntrospectionService { uuid, plugins }))
+        .add_service(health_service.clone());
     let router = Server::builder()
         .layer(rpclog::RpcLog)
         .initial_stream_window_size(molde_api::client::STREAM_WINDOW)
@@ -254,9 +263,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         },
     ));
     let mut cri_socket = None;
+    let (cri_ready_tx, cri_ready) = tokio::sync::oneshot::channel::<()>();
     let cri_server = cri.map(|c| {
         cri_socket = Some(c.socket);
         let mut stopped = stop_rx.clone();
+        let server = c.server.add_service(health_service.clone());
         tokio::spawn(async move {
             // What a crash left half made goes before the kubelet is served
             // (the services it calls are being served by now).
@@ -265,8 +276,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 Ok(n) => tracing::warn!(removed = n, "CRI: removed what a crash left without records"),
                 Err(e) => tracing::warn!(error = %e, "CRI: looking for what a crash left failed"),
             }
+            let _ = cri_ready_tx.send(());
             // Through the authority fixer: kubelets of 1.26 send the socket path as :authority.
-            c.server
+            server
                 .serve_with_incoming_shutdown(molde_cri::authority::incoming(c.listener), async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 })
@@ -276,23 +288,55 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some((builder, guard)) = recover {
         tokio::spawn(async move { builder.recover(guard).await });
     }
+    {
+        let (health, names, with_cri) = (health.clone(), health_names.clone(), cri_server.is_some());
+        tokio::spawn(async move {
+            if with_cri {
+                let _ = cri_ready.await;
+            }
+            for n in &names {
+                health.set_service_status(n, tonic_health::ServingStatus::Serving).await;
+            }
+        });
+    }
 
     let signal = shutdown_signal().await?;
     tracing::info!(signal, "shutting down");
+    for n in &health_names {
+        health.set_service_status(n, tonic_health::ServingStatus::NotServing).await;
+    }
     let _ = stop_tx.send(true);
-    // Streams still open get a grace period; then the process ends regardless.
+    // Streams still open (attach, logs -f, events, health watches) get half
+    // a second; then the process ends regardless, and a new molded can
+    // take the socket at once. Containers run on under their shims.
     for s in std::iter::once(server).chain(cri_server) {
-        match tokio::time::timeout(Duration::from_secs(5), s).await {
+        match tokio::time::timeout(Duration::from_millis(500), s).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
             Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
-            Err(_) => tracing::warn!("open streams did not finish within 5s; closing them"),
+            Err(_) => tracing::info!("closing the streams still open"),
         }
     }
     drop(socket);
     drop(cri_socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The names molded answers health checks for: "" (the whole daemon), each
+/// service it hosts by its molde name, and the CRI's gRPC services.
+fn health_names(cfg: &Config, cri: bool) -> Vec<String> {
+    let mut names = vec![String::new()];
+    names.extend(
+        config::SERVICES
+            .iter()
+            .filter(|s| cfg.hosts(s) && (**s != "cri" || cri))
+            .map(|s| s.to_string()),
+    );
+    if cri {
+        names.extend(["runtime.v1.RuntimeService".to_string(), "runtime.v1.ImageService".to_string()]);
+    }
+    names
 }
 
 async fn shutdown_signal() -> anyhow::Result<&'static str> {
