@@ -139,7 +139,7 @@ start() {
   if [ "$mode" = cluster ]; then
     extra=(--cluster "etcd=http://$ip_etcd:2379" --node-name "$n" --advertise "${!ip_var}:7443" --cluster-certs "$dir/certs")
   fi
-  printf '[transfer]\nhosts_dir = "%s"\n' "$dir/hosts" > "$dir/$n.toml"
+  printf '[registry]\nconfig_path = "%s"\n' "$dir/hosts" > "$dir/$n.toml"
   nsenter --net="/run/netns/mbench-$n" -- "$bin/molded" --config "$dir/$n.toml" --root "$dir/nodes/$n/root" \
     --state "$dir/nodes/$n/state" --address "$dir/nodes/$n/molde.sock" "${extra[@]}" >"$dir/$n.log" 2>&1 &
   molded_pid[$n]=$!

@@ -198,7 +198,7 @@ impl Cluster {
         let config = d.dir.path().join("config.toml");
         std::fs::write(
             &config,
-            format!("[transfer]\nhosts_dir = {:?}\n", self.hosts_dir.path()),
+            format!("[registry]\nconfig_path = {:?}\n", self.hosts_dir.path()),
         )
         .unwrap();
         d.args(&[

@@ -544,3 +544,45 @@ fn health_is_served_on_every_socket_and_turns_not_serving_at_shutdown() {
     assert_eq!(seen.first(), Some(&serving), "{seen:?}");
     assert!(seen.contains(&(ServingStatus::NotServing as i32)), "{seen:?}");
 }
+
+#[test]
+fn config_default_and_check_tell_the_truth_about_the_shipped_files() {
+    let molded = |args: &[&str]| Command::new(bin("molded")).args(args).output().unwrap();
+    let deploy = molde_tests::tests_dir().join("../deploy");
+    let mut files = vec![deploy.join("config.example.toml")];
+    for e in std::fs::read_dir(deploy.join("split")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    for f in &files {
+        let out = molded(&["config", "check", f.to_str().unwrap()]);
+        assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    // The defaults printed are a file molded reads back.
+    let out = molded(&["config", "default"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[registry]\nconfig_path = \"/etc/molde/certs.d\""), "{text}");
+    assert!(!text.contains("hosts_dir"), "one key per setting: {text}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("defaults.toml");
+    std::fs::write(&f, &text).unwrap();
+    assert!(molded(&["config", "check", f.to_str().unwrap()]).status.success());
+    // An unknown key: refused, naming it and the file.
+    std::fs::write(&f, "[cri]\nadress = \"/run/x.sock\"\n").unwrap();
+    let out = molded(&["config", "check", f.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("adress") && err.contains("defaults.toml"), "{err}");
+}
+
+#[test]
+fn the_old_hosts_dir_key_still_works_and_says_its_new_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "[transfer]\nhosts_dir = \"/etc/molde/old-certs.d\"\n").unwrap();
+    let log = molded_log(dir.path(), &["--config", cfg.to_str().unwrap()]);
+    assert!(
+        log.contains("WARN") && log.contains("[transfer] hosts_dir is the old name of [registry] config_path"),
+        "{log}"
+    );
+}

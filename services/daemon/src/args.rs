@@ -11,6 +11,8 @@ use crate::info;
 #[derive(Debug, Parser)]
 #[command(name = "molded", version = info::VERSION, about = "The molde daemon")]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Configuration file [default: /etc/molde/config.toml, if present]
     #[arg(long)]
     config: Option<PathBuf>,
@@ -62,6 +64,43 @@ pub struct Args {
     /// text or json, one object per line ([debug] format)
     #[arg(long, value_parser = ["text", "json"])]
     log_format: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// The configuration file's keys (`config default`, `config check FILE`)
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigCmd {
+    /// Print the default configuration, every key with its value
+    Default,
+    /// Check a configuration file (unknown keys, bad values), as molded would read it
+    Check {
+        /// The file [default: /etc/molde/config.toml]
+        file: Option<PathBuf>,
+    },
+}
+
+/// Runs `molded config ...`: output on stdout, an error once on stderr.
+pub fn config_command(cmd: ConfigCmd) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCmd::Default => {
+            print!("{}", toml::to_string_pretty(&Config::default()).context("writing the defaults")?);
+        }
+        ConfigCmd::Check { file } => {
+            let file = file.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
+            if !file.exists() {
+                anyhow::bail!("config {}: no such file", file.display());
+            }
+            let c = Config::load(Some(&file))?;
+            c.validate().with_context(|| format!("config {}", file.display()))?;
+            println!("config {}: ok", file.display());
+        }
+    }
+    Ok(())
 }
 
 pub fn config(args: Args) -> anyhow::Result<Config> {

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Services `molded` can host. `all` in the config means every one of them.
 pub const SERVICES: &[&str] = &["content", "snapshotter", "transfer", "runtime", "builder", "cri"];
 
 pub const DEFAULT_CONFIG: &str = "/etc/molde/config.toml";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Persistent state: metadata and blobs.
@@ -35,10 +35,13 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub grpc: GrpcConfig,
     pub debug: DebugConfig,
+    /// What reading the file found worth saying (logged once the log is up).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[debug]`: molded's own log (on stderr: the journal under systemd).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DebugConfig {
     /// error, warn, info (the default), debug or trace: for molde's own
@@ -53,7 +56,7 @@ pub struct DebugConfig {
 pub const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
 /// `[grpc]`: who may reach molde.sock besides root.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcConfig {
     /// The group the main socket is shared with (mode 0660), as docker's
@@ -62,7 +65,7 @@ pub struct GrpcConfig {
 }
 
 /// `[cluster]`: many nodes, one etcd (see docs/cluster.md).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// etcd endpoints (`http://HOST:2379`); empty: this molded runs alone.
@@ -89,7 +92,7 @@ pub struct ClusterConfig {
     pub etcd_password_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CriConfig {
     /// The CRI socket the kubelet talks to; empty: `cri.sock` next to `address`.
@@ -123,15 +126,23 @@ impl Default for CriConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// `hosts.toml` per registry (containerd's format) for every pull;
-    /// the same setting as `[transfer] hosts_dir`.
-    pub config_path: Option<PathBuf>,
+    /// `hosts.toml` per registry (containerd's format) for every pull:
+    /// `<config_path>/<registry host>/hosts.toml`, `_default/` for the rest.
+    pub config_path: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            config_path: PathBuf::from("/etc/molde/certs.d"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BuilderConfig {
     /// Bytes of layers the build cache may hold; after each build the least
@@ -151,11 +162,13 @@ impl Default for BuilderConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransferConfig {
-    /// Per-registry settings: `<hosts_dir>/<registry host>/hosts.toml`.
-    pub hosts_dir: PathBuf,
+    /// The old name of `[registry] config_path`: read, with a warning,
+    /// when that is not set.
+    #[serde(skip_serializing)]
+    pub hosts_dir: Option<PathBuf>,
     /// Blobs a pull fetches at once.
     pub parallel: usize,
 }
@@ -163,13 +176,13 @@ pub struct TransferConfig {
 impl Default for TransferConfig {
     fn default() -> Self {
         Self {
-            hosts_dir: PathBuf::from("/etc/molde/certs.d"),
+            hosts_dir: None,
             parallel: 3,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SnapshotterConfig {
     /// Read layer blobs straight from the content store's files when content
@@ -185,7 +198,7 @@ impl Default for SnapshotterConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GcConfig {
     /// Seconds between scheduled collections.
@@ -235,6 +248,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             grpc: GrpcConfig::default(),
             debug: DebugConfig::default(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -252,8 +266,27 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
             Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
         };
-        let c: Config =
+        let mut c: Config =
             toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        if let Some(old) = c.transfer.hosts_dir.take() {
+            let table: toml::Table = toml::from_str(&text).unwrap_or_default();
+            let set = table
+                .get("registry")
+                .and_then(|r| r.get("config_path"))
+                .is_some();
+            if set {
+                c.warnings.push(format!(
+                    "config {}: [transfer] hosts_dir is ignored: [registry] config_path is set",
+                    path.display()
+                ));
+            } else {
+                c.warnings.push(format!(
+                    "config {}: [transfer] hosts_dir is the old name of [registry] config_path; use that",
+                    path.display()
+                ));
+                c.registry.config_path = old;
+            }
+        }
         if !c.debug.level.is_empty() && !LOG_LEVELS.contains(&c.debug.level.as_str()) {
             bail!(
                 "config {}: [debug] level {:?}: expected one of {}",
@@ -303,12 +336,9 @@ impl Config {
 }
 
 impl Config {
-    /// Where pulls find `hosts.toml` files: `[registry] config_path`, else `[transfer] hosts_dir`.
+    /// Where pulls find `hosts.toml` files: `[registry] config_path`.
     pub fn hosts_dir(&self) -> PathBuf {
-        self.registry
-            .config_path
-            .clone()
-            .unwrap_or_else(|| self.transfer.hosts_dir.clone())
+        self.registry.config_path.clone()
     }
 
     /// The CRI socket: `[cri] address`, else `cri.sock` next to the main socket.

@@ -43,7 +43,17 @@ fn main() -> std::process::ExitCode {
     if std::env::args().nth(1).as_deref() == Some("pod-userns") {
         molde_cri::userns::helper_main();
     }
-    let cfg = args::config(args::Args::parse());
+    let mut parsed = args::Args::parse();
+    if let Some(args::Command::Config(cmd)) = parsed.command.take() {
+        return match args::config_command(cmd) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("molded: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let cfg = args::config(parsed);
     // The log as configured; a configuration that does not load is said
     // at the default level.
     init_log(cfg.as_ref().map(|c| &c.debug).unwrap_or(&config::DebugConfig::default()));
@@ -56,6 +66,9 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(anyhow::Error::new(e).context("starting the async runtime")),
