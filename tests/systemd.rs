@@ -46,27 +46,7 @@ impl Machine {
              [cri]\naddress = \"/run/molde/cri.sock\"\ncgroup_driver = \"systemd\"\n",
         )
         .unwrap();
-        // The project's own unit, pointed at this build. Root cannot raise
-        // its open-file limit past the hard limit on these machines (no
-        // CAP_SYS_RESOURCE), so the unit's LimitNOFILE comes down to it.
-        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .maximum
-            .unwrap_or(1 << 20);
-        let unit = std::fs::read_to_string(tests_dir().join("../deploy/molded.service"))
-            .unwrap()
-            .replace("/usr/local/bin/molded", "/opt/molde/molded")
-            .lines()
-            .map(|l| {
-                if l.starts_with("LimitNOFILE=") {
-                    format!("LimitNOFILE={hard}")
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(unit.contains("/opt/molde/molded"), "{unit}");
-        std::fs::write(dir.path().join("molded.service"), unit).unwrap();
+        let source = tests_dir().join("..").canonicalize().unwrap();
         let bind = |from: &Path, to: &str| format!("{}:{to}", from.display());
         let nspawn = Command::new("systemd-nspawn")
             .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
@@ -77,10 +57,7 @@ impl Machine {
             .arg(format!("--bind={}", bind(&dir.path().join("run"), "/run/molde")))
             .arg(format!("--bind={}", bind(&dir.path().join("lib"), "/var/lib/molde")))
             .arg(format!("--bind-ro={}", bind(&dir.path().join("etc"), "/etc/molde")))
-            .arg(format!(
-                "--bind-ro={}",
-                bind(&dir.path().join("molded.service"), "/etc/systemd/system/molded.service")
-            ))
+            .arg(format!("--bind-ro={}", bind(&source, "/opt/molde-src")))
             .arg("-b")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -153,7 +130,22 @@ impl Drop for Machine {
 #[test]
 fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
     let machine = Machine::boot();
+    // Installed as an operator would: deploy/install.sh with prebuilt
+    // binaries, then the unit (Type=notify: started once it serves).
+    let installed = machine.sh("bash /opt/molde-src/deploy/install.sh --bin-dir /opt/molde /usr/local 2>&1");
+    assert!(installed.contains("installed into /usr/local"), "{installed}");
+    // Root cannot raise its open-file limit past the hard limit on these
+    // machines (no CAP_SYS_RESOURCE): a drop-in brings the unit's down to it.
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(1 << 20);
+    machine.sh(&format!(
+        "mkdir -p /etc/systemd/system/molded.service.d && printf '[Service]\\nLimitNOFILE={hard}\\n' \
+         > /etc/systemd/system/molded.service.d/nofile.conf && systemctl daemon-reload"
+    ));
     machine.sh("systemctl start molded.service");
+    assert_eq!(machine.property("molded.service", "ActiveState"), "active");
+    assert_eq!(machine.property("molded.service", "Type"), "notify");
     let sock = machine.dir.path().join("run/cri.sock");
     for _ in 0..200 {
         if sock.exists() {
@@ -346,4 +338,15 @@ fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(state, "inactive");
+
+    // deploy/uninstall.sh takes away what install.sh put there, and stops
+    // molded; the data stays.
+    let removed = machine.sh("bash /opt/molde-src/deploy/uninstall.sh 2>&1");
+    assert!(removed.contains("its data stays"), "{removed}");
+    assert_eq!(
+        machine.sh("ls /usr/local/bin/molded /etc/systemd/system/molded.service /usr/share/doc/molde 2>&1 | grep -c 'No such file'").trim(),
+        "3"
+    );
+    assert_ne!(machine.property("molded.service", "ActiveState"), "active");
+    assert_eq!(machine.sh("test -d /var/lib/molde/content && echo kept").trim(), "kept");
 }

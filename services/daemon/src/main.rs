@@ -310,11 +310,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             for n in &names {
                 health.set_service_status(n, tonic_health::ServingStatus::Serving).await;
             }
+            // Under systemd (Type=notify): started once every socket serves.
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         });
     }
 
     let signal = shutdown_signal().await?;
     tracing::info!(signal, "shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     for n in &health_names {
         health.set_service_status(n, tonic_health::ServingStatus::NotServing).await;
     }
