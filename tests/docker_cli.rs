@@ -487,3 +487,60 @@ fn network_connect_puts_a_running_container_on_a_second_network() {
     d.molde(&["rm", "-f", "fweb", "bdb"]).ok();
     d.molde(&["network", "rm", "front", "back"]).ok();
 }
+
+/// `GET http://addr/path` on loopback; the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample `name{...label="value"...}` in a scrape.
+fn sample(scrape: &str, name: &str, label: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
+    let port = molde_tests::registry::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start_with_config(&format!("[metrics]\naddress = \"{addr}\"\n"));
+    d.load_busybox();
+    d.molde(&["run", "-d", "--name", "metered", IMAGE, "sleep", "300"]).ok();
+    let scrape = http_get(&addr, "/metrics");
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    assert!(scrape.contains("application/openmetrics-text"), "{scrape}");
+    // The calls molde made, by service, method and code.
+    assert!(
+        sample(&scrape, "grpc_server_handled_total", "grpc_method=\"Run\"").is_some_and(|n| n >= 1.0),
+        "{scrape}"
+    );
+    assert!(scrape.contains("grpc_server_handling_seconds_bucket{"), "{scrape}");
+    // The container, under cAdvisor's names, read from its cgroup.
+    let me = "name=\"metered\"";
+    assert_eq!(sample(&scrape, "container_processes", me), Some(1.0), "{scrape}");
+    let rss = sample(&scrape, "container_memory_rss", me).expect("rss");
+    let usage = sample(&scrape, "container_memory_usage_bytes", me).expect("usage");
+    assert!(rss > 0.0 && rss <= usage, "{rss} {usage}");
+    assert!(sample(&scrape, "container_cpu_usage_seconds_total", me).is_some());
+    let id = scrape
+        .lines()
+        .find(|l| l.starts_with("container_processes{") && l.contains(me))
+        .and_then(|l| l.split("id=\"").nth(1)?.split('"').next().map(str::to_string))
+        .unwrap();
+    let cg = format!("molde/default-{id}");
+    let from_cgroup = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/{cg}/memory.usage_in_bytes"))
+        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/{cg}/memory.current")))
+        .unwrap();
+    let from_cgroup: f64 = from_cgroup.trim().parse().unwrap();
+    assert!((from_cgroup - usage).abs() < (1 << 20) as f64, "cgroup {from_cgroup}, metrics {usage}");
+    // containerd's path too; anything else is not found.
+    assert!(http_get(&addr, "/v1/metrics").contains("container_processes{"));
+    assert!(http_get(&addr, "/nothing").starts_with("HTTP/1.1 404"));
+}

@@ -35,6 +35,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub grpc: GrpcConfig,
     pub debug: DebugConfig,
+    pub metrics: MetricsConfig,
     /// What reading the file found worth saying (logged once the log is up).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -50,6 +51,15 @@ pub struct DebugConfig {
     pub level: String,
     /// text (the default) or json: one JSON object per line.
     pub format: String,
+}
+
+/// `[metrics]`: Prometheus metrics over HTTP (docs/operations.md).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// host:port serving `/metrics` and `/v1/metrics`, e.g.
+    /// "127.0.0.1:1338"; empty (the default): no metrics endpoint.
+    pub address: String,
 }
 
 /// The levels `[debug] level` and `--log-level` take.
@@ -248,6 +258,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             grpc: GrpcConfig::default(),
             debug: DebugConfig::default(),
+            metrics: MetricsConfig::default(),
             warnings: Vec::new(),
         }
     }

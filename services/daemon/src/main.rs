@@ -14,6 +14,7 @@ mod hosting;
 mod info;
 mod listener;
 mod perms;
+mod metrics;
 mod proxy;
 mod rpclog;
 
@@ -298,6 +299,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 .await
         })
     });
+    if !cfg.metrics.address.is_empty() {
+        metrics::serve(&cfg.metrics.address, address.clone()).await?;
+        tracing::info!(address = %cfg.metrics.address, "metrics served at /metrics");
+    }
     if let Some((builder, guard)) = recover {
         tokio::spawn(async move { builder.recover(guard).await });
     }

@@ -1,6 +1,8 @@
-//! One debug line per gRPC call served: its method, its gRPC code (when the
-//! answer carries it in its headers, as every failed unary call does) and
-//! how long the answer took. A tower layer around every server molded runs.
+//! One debug line and one metrics observation per gRPC call served: its
+//! method, its gRPC code (when the answer carries it in its headers, as
+//! every failed unary call does; a stream's is in its trailers and counts as
+//! Ok here) and how long the answer took. A tower layer around every server
+//! molded runs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,15 +49,16 @@ where
         let answer = self.inner.call(req);
         Box::pin(async move {
             let r = answer.await;
+            let code = r
+                .as_ref()
+                .ok()
+                .and_then(|resp| resp.headers().get("grpc-status"))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map(|c| format!("{:?}", tonic::Code::from(c)))
+                .unwrap_or_else(|| "Ok".into());
+            crate::metrics::observe_rpc(&method, &code, started.elapsed().as_secs_f64());
             if tracing::enabled!(tracing::Level::DEBUG) {
-                let code = r
-                    .as_ref()
-                    .ok()
-                    .and_then(|resp| resp.headers().get("grpc-status"))
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map(|c| format!("{:?}", tonic::Code::from(c)))
-                    .unwrap_or_else(|| "Ok".into());
                 tracing::debug!(
                     method = %method,
                     code = %code,

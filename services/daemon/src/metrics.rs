@@ -1,0 +1,265 @@
+//! `[metrics] address`: Prometheus metrics over HTTP at `/metrics` (and
+//! containerd's `/v1/metrics`), in the OpenMetrics text format through
+//! prometheus-client. Off unless an address is configured, as containerd's.
+//!
+//! - gRPC: `grpc_server_handled_total` and `grpc_server_handling_seconds` by
+//!   service, method and code, for every call molded serves (the RPC layer
+//!   in `rpclog.rs` records them).
+//! - Containers, read at each scrape from the runtime's stats (their
+//!   cgroups), under cAdvisor's names and labels: `id`, `name`, `image`,
+//!   `namespace` (a pod's for CRI containers), and `pod` and `container` for
+//!   CRI containers.
+
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
+
+use molde_api::client::Address;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Rpc {
+    grpc_type: &'static str,
+    grpc_service: String,
+    grpc_method: String,
+    grpc_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcTiming {
+    grpc_type: &'static str,
+    grpc_service: String,
+    grpc_method: String,
+}
+
+fn latency() -> Histogram {
+    // 0.5 ms to ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The metrics kept between scrapes.
+struct Kept {
+    handled: Family<Rpc, Counter>,
+    seconds: Family<RpcTiming, Histogram, fn() -> Histogram>,
+}
+
+static KEPT: OnceLock<Kept> = OnceLock::new();
+
+/// Records one call served (only when metrics are on).
+pub fn observe_rpc(path: &str, code: &str, seconds: f64) {
+    let Some(k) = KEPT.get() else { return };
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""));
+    k.handled
+        .get_or_create(&Rpc {
+            grpc_type: "unary",
+            grpc_service: service.to_string(),
+            grpc_method: method.to_string(),
+            grpc_code: code.to_string(),
+        })
+        .inc();
+    k.seconds
+        .get_or_create(&RpcTiming {
+            grpc_type: "unary",
+            grpc_service: service.to_string(),
+            grpc_method: method.to_string(),
+        })
+        .observe(seconds);
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Container {
+    id: String,
+    name: String,
+    image: String,
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Interface {
+    id: String,
+    name: String,
+    image: String,
+    namespace: String,
+    pod: String,
+    container: String,
+    interface: String,
+}
+
+/// Serves the metrics on `address` (host:port) until the process ends;
+/// containers' readings come from the runtime at `own` (molded's socket).
+pub async fn serve(address: &str, own: Address) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let _ = KEPT.set(Kept {
+        handled: Family::default(),
+        seconds: Family::new_with_constructor(latency),
+    });
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("[metrics] address {address}: listening"))?;
+    let channel = molde_api::client::channel(&own);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let channel = channel.clone();
+                    async move {
+                        let resp = match req.uri().path() {
+                            "/metrics" | "/v1/metrics" => http::Response::builder()
+                                .header(
+                                    "content-type",
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )
+                                .body(http_body_util::Full::new(bytes::Bytes::from(scrape(channel).await))),
+                            _ => http::Response::builder()
+                                .status(404)
+                                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                    b"molded serves /metrics and /v1/metrics\n",
+                                ))),
+                        };
+                        Ok::<_, std::convert::Infallible>(resp.expect("a valid response"))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// One scrape: the kept metrics and every container's readings now.
+async fn scrape(channel: tonic::transport::Channel) -> String {
+    let mut registry = Registry::default();
+    if let Some(k) = KEPT.get() {
+        registry.register(
+            "grpc_server_handled",
+            "gRPC calls completed, by service, method and code",
+            k.handled.clone(),
+        );
+        registry.register(
+            "grpc_server_handling_seconds",
+            "How long gRPC calls took to answer",
+            k.seconds.clone(),
+        );
+    }
+    let cpu = Family::<Container, Counter<f64, AtomicU64>>::default();
+    let working_set = Family::<Container, Gauge<f64, AtomicU64>>::default();
+    let usage = Family::<Container, Gauge<f64, AtomicU64>>::default();
+    let rss = Family::<Container, Gauge<f64, AtomicU64>>::default();
+    let processes = Family::<Container, Gauge<f64, AtomicU64>>::default();
+    let rx = Family::<Interface, Counter<f64, AtomicU64>>::default();
+    let tx = Family::<Interface, Counter<f64, AtomicU64>>::default();
+    for (labels, s) in containers(channel).await {
+        cpu.get_or_create(&labels).inc_by(s.cpu_usage_ns as f64 / 1e9);
+        working_set.get_or_create(&labels).set(s.memory_working_set_bytes as f64);
+        usage.get_or_create(&labels).set(s.memory_bytes as f64);
+        rss.get_or_create(&labels).set(s.memory_rss_bytes as f64);
+        processes.get_or_create(&labels).set(s.pids as f64);
+        let iface = Interface {
+            id: labels.id.clone(),
+            name: labels.name.clone(),
+            image: labels.image.clone(),
+            namespace: labels.namespace.clone(),
+            pod: labels.pod.clone(),
+            container: labels.container.clone(),
+            interface: "eth0".into(),
+        };
+        rx.get_or_create(&iface).inc_by(s.net_rx_bytes as f64);
+        tx.get_or_create(&iface).inc_by(s.net_tx_bytes as f64);
+    }
+    registry.register(
+        "container_cpu_usage_seconds",
+        "Cumulative cpu time consumed in seconds.",
+        cpu,
+    );
+    registry.register(
+        "container_memory_working_set_bytes",
+        "Current working set in bytes.",
+        working_set,
+    );
+    registry.register(
+        "container_memory_usage_bytes",
+        "Current memory usage in bytes, including all memory regardless of when it was accessed.",
+        usage,
+    );
+    registry.register("container_memory_rss", "Size of RSS in bytes.", rss);
+    registry.register("container_processes", "Number of processes running inside the container.", processes);
+    registry.register(
+        "container_network_receive_bytes",
+        "Cumulative count of bytes received.",
+        rx,
+    );
+    registry.register(
+        "container_network_transmit_bytes",
+        "Cumulative count of bytes transmitted.",
+        tx,
+    );
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "encoding the metrics");
+    }
+    out
+}
+
+/// Every running container of every namespace with its readings.
+async fn containers(
+    channel: tonic::transport::Channel,
+) -> Vec<(Container, molde_api::molde::services::runtime::v1::StatsResponse)> {
+    use molde_api::containerd::services::namespaces::v1::{
+        ListNamespacesRequest, namespaces_client::NamespacesClient,
+    };
+    use molde_api::molde::services::runtime::v1::{self as rt, runtime_client::RuntimeClient};
+    fn in_ns<T>(ns: &str, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Ok(v) = ns.parse() {
+            r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
+        }
+        r
+    }
+    let Ok(namespaces) = NamespacesClient::new(channel.clone())
+        .list(ListNamespacesRequest::default())
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ns in namespaces.into_inner().namespaces {
+        let mut runtime = RuntimeClient::new(channel.clone());
+        let Ok(list) = runtime.list(in_ns(&ns.name, rt::ListRequest { all: false })).await else {
+            continue;
+        };
+        for c in list.into_inner().containers {
+            let Ok(stats) = runtime.stats(in_ns(&ns.name, rt::StatsRequest { id: c.id.clone() })).await else {
+                continue;
+            };
+            let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
+            let pod = label("io.kubernetes.pod.name");
+            let labels = Container {
+                name: if c.name.is_empty() { c.id.clone() } else { c.name.clone() },
+                id: c.id.clone(),
+                image: c.image.clone(),
+                namespace: if pod.is_empty() {
+                    ns.name.clone()
+                } else {
+                    label("io.kubernetes.pod.namespace")
+                },
+                container: label("io.kubernetes.container.name"),
+                pod,
+            };
+            out.push((labels, stats.into_inner()));
+        }
+    }
+    out
+}
