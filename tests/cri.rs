@@ -1316,8 +1316,8 @@ fn stats_are_read_from_the_pods_cgroups_and_resources_update_live() {
     let linux = pod_stats.linux.unwrap();
     assert_eq!(linux.containers.len(), 1);
     // The pod's memory is its containers' summed.
-    let pod_memory = linux.memory.clone().unwrap();
-    let container_memory = linux.containers[0].memory.clone().unwrap();
+    let pod_memory = linux.memory.unwrap();
+    let container_memory = linux.containers[0].memory.unwrap();
     assert_eq!(pod_memory.rss_bytes, container_memory.rss_bytes);
     assert_eq!(pod_memory.usage_bytes, container_memory.usage_bytes);
     // Nano cores: the CPU time used between two readings over the time
@@ -1334,13 +1334,19 @@ fn stats_are_read_from_the_pods_cgroups_and_resources_update_live() {
     let first = read().cpu.unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let again = read();
-    let second = again.cpu.clone().unwrap();
+    let second = again.cpu.unwrap();
     let used = second.usage_core_nano_seconds.unwrap().value - first.usage_core_nano_seconds.unwrap().value;
     let want = used as u128 * 1_000_000_000 / (second.timestamp - first.timestamp) as u128;
-    let nano = second.usage_nano_cores.expect("nano cores on a second reading").value;
+    let nano = second
+        .usage_nano_cores
+        .expect("nano cores on a second reading")
+        .value;
     assert_eq!(nano as u128, want);
     let cores = std::thread::available_parallelism().unwrap().get() as u64;
-    assert!(nano <= cores * 1_000_000_000, "{nano} nano cores on {cores} cores");
+    assert!(
+        nano <= cores * 1_000_000_000,
+        "{nano} nano cores on {cores} cores"
+    );
     // Its writable layer is on the filesystem ImageFsInfo names.
     let image_fs =
         n.rt.block_on(n.images.image_fs_info(cri::ImageFsInfoRequest {}))
@@ -1692,8 +1698,15 @@ fn a_pod_in_its_own_user_namespace_owns_its_files_rightly_on_the_host() {
         n.rt.block_on(n.runtime.status(cri::StatusRequest { verbose: false }))
             .unwrap()
             .into_inner();
-    let handler = status.runtime_handlers.iter().find(|h| h.name.is_empty()).unwrap();
-    assert!(handler.features.unwrap().user_namespaces, "announced for the default handler");
+    let handler = status
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name.is_empty())
+        .unwrap();
+    assert!(
+        handler.features.unwrap().user_namespaces,
+        "announced for the default handler"
+    );
     n.pull(&n.busybox.clone());
     // As the kubelet asks for `hostUsers: false`: mode POD, one range each.
     const HOST: u32 = 300_000;
@@ -1746,13 +1759,15 @@ fn a_pod_in_its_own_user_namespace_owns_its_files_rightly_on_the_host() {
     // write the rootfs and the volume.
     assert_eq!(n.sh(&id, "stat -c %u:%g /bin/sh /etc/passwd"), "0:0\n0:0\n");
     assert_eq!(n.sh(&id, "stat -c %u /vol/from-host"), "0\n");
-    n.sh(&id, "echo mine > /made-inside && echo mine > /vol/made-inside && mkdir /made-dir");
+    n.sh(
+        &id,
+        "echo mine > /made-inside && echo mine > /vol/made-inside && mkdir /made-dir",
+    );
     // On the host: what it wrote in its rootfs is the mapped root's, what it
     // wrote on the volume is owned as the pod saw it (root's), and the host's
     // root is nobody inside.
-    let info = n
-        .rt
-        .block_on(n.runtime.container_status(cri::ContainerStatusRequest {
+    let info =
+        n.rt.block_on(n.runtime.container_status(cri::ContainerStatusRequest {
             container_id: id.clone(),
             verbose: true,
         }))
@@ -1769,7 +1784,9 @@ fn a_pod_in_its_own_user_namespace_owns_its_files_rightly_on_the_host() {
     let on_volume = std::fs::metadata(vol.join("made-inside")).unwrap();
     assert_eq!((on_volume.uid(), on_volume.gid()), (0, 0));
     // Root inside is not root outside: the host's own files stay out of reach.
-    let r = n.exec(&id, &["sh", "-c", "echo x > /proc/sys/kernel/hostname"], 30).unwrap();
+    let r = n
+        .exec(&id, &["sh", "-c", "echo x > /proc/sys/kernel/hostname"], 30)
+        .unwrap();
     assert_ne!(r.exit_code, 0, "the host's hostname is not the pod's to set");
     // Modes the kubelet never asks for are refused, naming the mode.
     let mut bad = n.pod_config("userns-bad");
@@ -1777,9 +1794,8 @@ fn a_pod_in_its_own_user_namespace_owns_its_files_rightly_on_the_host() {
         namespace_options: Some(userns(cri::NamespaceMode::Container)),
         ..Default::default()
     });
-    let err = n
-        .rt
-        .block_on(n.runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
+    let err =
+        n.rt.block_on(n.runtime.run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(bad),
             runtime_handler: String::new(),
         }))

@@ -393,7 +393,7 @@ fn a_full_disk_fails_writes_and_molded_recovers_once_space_is_back() {
 /// content ls` (traffic for the log), then stops it; its stderr.
 fn molded_log(dir: &std::path::Path, args: &[&str]) -> String {
     let sock = dir.join("molde.sock");
-    let mut child = Command::new(bin("molded"))
+    let child = Command::new(bin("molded"))
         .env_remove("RUST_LOG")
         .args(["--root", dir.join("root").to_str().unwrap()])
         .args(["--state", dir.join("state").to_str().unwrap()])
@@ -434,9 +434,16 @@ fn log_levels_and_formats_are_molde_s_own_and_dependencies_stay_quiet() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    assert!(lines.iter().any(|l| l["level"] == "INFO" && l["target"] == "molded"), "{log}");
     assert!(
-        lines.iter().any(|l| l["level"] == "DEBUG" && l["target"].as_str().unwrap_or("").starts_with("molde")),
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["target"] == "molded"),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "DEBUG" && l["target"].as_str().unwrap_or("").starts_with("molde")),
         "{log}"
     );
     for l in &lines {
@@ -475,8 +482,14 @@ fn log_levels_and_formats_are_molde_s_own_and_dependencies_stay_quiet() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("chatty").count(), 1, "said once: {err}");
-    assert!(err.contains("[debug] level") && err.contains("config.toml"), "{err}");
-    assert!(!err.contains("stack backtrace") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("[debug] level") && err.contains("config.toml"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("stack backtrace") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -491,7 +504,9 @@ fn health_is_served_on_every_socket_and_turns_not_serving_at_shutdown() {
                 .await
                 .unwrap();
             HealthClient::new(ch)
-                .check(HealthCheckRequest { service: service.into() })
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
                 .await
                 .map(|r| r.into_inner().status)
         })
@@ -513,18 +528,28 @@ fn health_is_served_on_every_socket_and_turns_not_serving_at_shutdown() {
     }
     assert_eq!(check(&cri, "runtime.v1.RuntimeService").unwrap(), serving);
     assert_eq!(check(&cri, "").unwrap(), serving);
-    assert_eq!(check(&d.sock, "nonsense").unwrap_err().code(), tonic::Code::NotFound);
+    assert_eq!(
+        check(&d.sock, "nonsense").unwrap_err().code(),
+        tonic::Code::NotFound
+    );
     // molde info says so.
     let info = d.molde(&["info"]).ok();
-    assert!(info.contains("Health:") && info.contains("content      SERVING"), "{info}");
+    assert!(
+        info.contains("Health:") && info.contains("content      SERVING"),
+        "{info}"
+    );
     // A watcher sees NOT_SERVING when a shutdown begins.
     let sock = d.sock.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     let watcher = std::thread::spawn(move || {
         tokio::runtime::Runtime::new().unwrap().block_on(async move {
-            let ch = molde_api::client::connect(&molde_api::client::Address::Unix(sock)).await.unwrap();
+            let ch = molde_api::client::connect(&molde_api::client::Address::Unix(sock))
+                .await
+                .unwrap();
             let mut s = HealthClient::new(ch)
-                .watch(HealthCheckRequest { service: String::new() })
+                .watch(HealthCheckRequest {
+                    service: String::new(),
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -555,13 +580,21 @@ fn config_default_and_check_tell_the_truth_about_the_shipped_files() {
     }
     for f in &files {
         let out = molded(&["config", "check", f.to_str().unwrap()]);
-        assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // The defaults printed are a file molded reads back.
     let out = molded(&["config", "default"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("[registry]\nconfig_path = \"/etc/molde/certs.d\""), "{text}");
+    assert!(
+        text.contains("[registry]\nconfig_path = \"/etc/molde/certs.d\""),
+        "{text}"
+    );
     assert!(!text.contains("hosts_dir"), "one key per setting: {text}");
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("defaults.toml");
@@ -582,7 +615,8 @@ fn the_old_hosts_dir_key_still_works_and_says_its_new_name() {
     std::fs::write(&cfg, "[transfer]\nhosts_dir = \"/etc/molde/old-certs.d\"\n").unwrap();
     let log = molded_log(dir.path(), &["--config", cfg.to_str().unwrap()]);
     assert!(
-        log.contains("WARN") && log.contains("[transfer] hosts_dir is the old name of [registry] config_path"),
+        log.contains("WARN")
+            && log.contains("[transfer] hosts_dir is the old name of [registry] config_path"),
         "{log}"
     );
 }

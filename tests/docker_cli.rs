@@ -492,7 +492,11 @@ fn network_connect_puts_a_running_container_on_a_second_network() {
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -512,7 +516,8 @@ fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
     let addr = format!("127.0.0.1:{port}");
     let d = Daemon::start_with_config(&format!("[metrics]\naddress = \"{addr}\"\n"));
     d.load_busybox();
-    d.molde(&["run", "-d", "--name", "metered", IMAGE, "sleep", "300"]).ok();
+    d.molde(&["run", "-d", "--name", "metered", IMAGE, "sleep", "300"])
+        .ok();
     let scrape = http_get(&addr, "/metrics");
     assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
     assert!(scrape.contains("application/openmetrics-text"), "{scrape}");
@@ -521,7 +526,10 @@ fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
         sample(&scrape, "grpc_server_handled_total", "grpc_method=\"Run\"").is_some_and(|n| n >= 1.0),
         "{scrape}"
     );
-    assert!(scrape.contains("grpc_server_handling_seconds_bucket{"), "{scrape}");
+    assert!(
+        scrape.contains("grpc_server_handling_seconds_bucket{"),
+        "{scrape}"
+    );
     // The container, under cAdvisor's names, read from its cgroup.
     let me = "name=\"metered\"";
     assert_eq!(sample(&scrape, "container_processes", me), Some(1.0), "{scrape}");
@@ -539,7 +547,10 @@ fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
         .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/{cg}/memory.current")))
         .unwrap();
     let from_cgroup: f64 = from_cgroup.trim().parse().unwrap();
-    assert!((from_cgroup - usage).abs() < (1 << 20) as f64, "cgroup {from_cgroup}, metrics {usage}");
+    assert!(
+        (from_cgroup - usage).abs() < (1 << 20) as f64,
+        "cgroup {from_cgroup}, metrics {usage}"
+    );
     // containerd's path too; anything else is not found.
     assert!(http_get(&addr, "/v1/metrics").contains("container_processes{"));
     assert!(http_get(&addr, "/nothing").starts_with("HTTP/1.1 404"));

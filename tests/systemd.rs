@@ -34,7 +34,10 @@ impl Machine {
             .status()
             .expect("running deploy/make-nspawn-root.sh");
         assert!(made.success(), "deploy/make-nspawn-root.sh failed");
-        let dir = tempfile::Builder::new().prefix("molde-nspawn-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("molde-nspawn-")
+            .tempdir()
+            .unwrap();
         for d in ["run", "lib", "etc"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
@@ -51,12 +54,25 @@ impl Machine {
         let nspawn = Command::new("systemd-nspawn")
             .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
             // The container device programs are BPF, which nspawn filters by default.
-            .args(["--register=no", "--keep-unit", "--quiet", "--volatile=overlay", "--system-call-filter=bpf", "-D"])
+            .args([
+                "--register=no",
+                "--keep-unit",
+                "--quiet",
+                "--volatile=overlay",
+                "--system-call-filter=bpf",
+                "-D",
+            ])
             .arg(&root)
             .arg(format!("--bind-ro={}", bind(bin_dir, "/opt/molde")))
             .arg(format!("--bind={}", bind(&dir.path().join("run"), "/run/molde")))
-            .arg(format!("--bind={}", bind(&dir.path().join("lib"), "/var/lib/molde")))
-            .arg(format!("--bind-ro={}", bind(&dir.path().join("etc"), "/etc/molde")))
+            .arg(format!(
+                "--bind={}",
+                bind(&dir.path().join("lib"), "/var/lib/molde")
+            ))
+            .arg(format!(
+                "--bind-ro={}",
+                bind(&dir.path().join("etc"), "/etc/molde")
+            ))
             .arg(format!("--bind-ro={}", bind(&source, "/opt/molde-src")))
             .arg("-b")
             .stdin(Stdio::null())
@@ -86,13 +102,28 @@ impl Machine {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("the machine did not boot: {}", m.sh("systemctl is-system-running; systemctl --failed"));
+        panic!(
+            "the machine did not boot: {}",
+            m.sh("systemctl is-system-running; systemctl --failed")
+        );
     }
 
     /// Runs a shell command inside the machine; its stdout.
     fn sh(&self, script: &str) -> String {
         let out = Command::new("nsenter")
-            .args(["-t", &self.leader.to_string(), "-m", "-u", "-i", "-n", "-p", "--", "sh", "-c", script])
+            .args([
+                "-t",
+                &self.leader.to_string(),
+                "-m",
+                "-u",
+                "-i",
+                "-n",
+                "-p",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
             .output()
             .expect("nsenter");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -105,7 +136,9 @@ impl Machine {
 
     /// `systemctl show UNIT -p NAME` → the value.
     fn property(&self, unit: &str, name: &str) -> String {
-        self.sh(&format!("systemctl show {unit} -p {name} --value")).trim().to_string()
+        self.sh(&format!("systemctl show {unit} -p {name} --value"))
+            .trim()
+            .to_string()
     }
 }
 
@@ -168,10 +201,12 @@ fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ch = rt
-        .block_on(molde_api::client::connect(&molde_api::client::Address::Unix(sock)))
+        .block_on(molde_api::client::connect(&molde_api::client::Address::Unix(
+            sock,
+        )))
         .unwrap();
     let mut runtime = RuntimeServiceClient::new(ch.clone());
-    let mut images = ImageServiceClient::new(ch);
+    let images = ImageServiceClient::new(ch);
     let config = rt
         .block_on(runtime.runtime_config(cri::RuntimeConfigRequest {}))
         .unwrap()
@@ -195,7 +230,11 @@ fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
     let err = pull().expect_err("a registry client without CA certificates");
     assert!(err.message().contains("ca-certificates"), "{}", err.message());
     assert_eq!(machine.sh("systemctl is-active molded.service").trim(), "active");
-    std::fs::copy("/etc/ssl/certs/ca-certificates.crt", machine.dir.path().join("etc/ca.crt")).unwrap();
+    std::fs::copy(
+        "/etc/ssl/certs/ca-certificates.crt",
+        machine.dir.path().join("etc/ca.crt"),
+    )
+    .unwrap();
     machine.sh("mkdir -p /etc/ssl/certs && cp /etc/molde/ca.crt /etc/ssl/certs/ca-certificates.crt");
     pull().unwrap_or_else(|e| panic!("PullImage: {e}\n{}", machine.journal()));
 
@@ -265,7 +304,12 @@ fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
     .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", machine.journal()));
 
     let unit = format!("cri-molde-{c}.scope");
-    assert_eq!(machine.property(&unit, "ActiveState"), "active", "{}", machine.sh(&format!("systemctl status {unit}")));
+    assert_eq!(
+        machine.property(&unit, "ActiveState"),
+        "active",
+        "{}",
+        machine.sh(&format!("systemctl status {unit}"))
+    );
     assert_eq!(machine.property(&unit, "Delegate"), "yes");
     assert_eq!(machine.property(&unit, "Slice"), slice);
     assert_eq!(
@@ -294,7 +338,11 @@ fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
     // controller (a machine on a hybrid host gets none under cgroup v2).
     let limit_file = format!(
         "{memory_dir}/{}",
-        if unified { "memory.max" } else { "memory.limit_in_bytes" }
+        if unified {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        }
     );
     let enforced = machine.sh(&format!("test -e {limit_file} && echo yes")).trim() == "yes";
     let read_limit = || machine.sh(&format!("cat {limit_file}")).trim().to_string();
@@ -303,17 +351,19 @@ fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
     }
 
     // A live update goes to systemd as unit properties, and to the cgroup.
-    rt.block_on(runtime.update_container_resources(cri::UpdateContainerResourcesRequest {
-        container_id: c.clone(),
-        linux: Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: 96 << 20,
-            cpu_shares: 512,
-            cpu_quota: 50_000,
-            cpu_period: 100_000,
+    rt.block_on(
+        runtime.update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: c.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                cpu_shares: 512,
+                cpu_quota: 50_000,
+                cpu_period: 100_000,
+                ..Default::default()
+            }),
             ..Default::default()
         }),
-        ..Default::default()
-    }))
+    )
     .expect("UpdateContainerResources");
     assert_eq!(machine.property(&unit, memory), (96u64 << 20).to_string());
     if enforced {
@@ -348,5 +398,8 @@ fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
         "3"
     );
     assert_ne!(machine.property("molded.service", "ActiveState"), "active");
-    assert_eq!(machine.sh("test -d /var/lib/molde/content && echo kept").trim(), "kept");
+    assert_eq!(
+        machine.sh("test -d /var/lib/molde/content && echo kept").trim(),
+        "kept"
+    );
 }

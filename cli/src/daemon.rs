@@ -130,7 +130,15 @@ pub async fn info(d: &Daemon) -> Result<()> {
     // Each service's state as its health check says (grpc.health.v1).
     let mut health = tonic_health::pb::health_client::HealthClient::new(d.channel.clone());
     println!("Health:");
-    for name in ["", "content", "snapshotter", "transfer", "runtime", "builder", "cri"] {
+    for name in [
+        "",
+        "content",
+        "snapshotter",
+        "transfer",
+        "runtime",
+        "builder",
+        "cri",
+    ] {
         let state = match health
             .check(d.request(tonic_health::pb::HealthCheckRequest { service: name.into() }))
             .await

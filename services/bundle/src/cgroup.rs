@@ -404,6 +404,41 @@ pub fn placement(driver: Driver, parent: &str, default_parent: &str, prefix: &st
     }
 }
 
+/// Starts, in the background, the wait every cgroup migration on this host
+/// begins with, so that the container about to be created does not wait for
+/// it alone. Moving a process between cgroups by pid (what a runtime does
+/// to place a container's init) takes the kernel's global cgroup
+/// threadgroup lock for writing, and the first writer after a quiet spell
+/// waits one RCU grace period (5–11 ms here: most of a container's create
+/// on a cgroup v1 host). A no-op move of this process into the cgroup it is
+/// already in starts that grace period at once; writers arriving while it
+/// lasts, or shortly after, share it. Errors (no cgroupfs, no permission)
+/// only mean no head start.
+pub fn prime_migration() {
+    let procs = match std::fs::read_to_string("/proc/self/cgroup") {
+        Ok(own) => own.lines().find_map(|l| {
+            // "0::/path" (v2) or "N:pids:/path" (a v1 controller).
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            let mount = match ctrl {
+                "" if Path::new("/sys/fs/cgroup/cgroup.procs").exists() => PathBuf::from("/sys/fs/cgroup"),
+                "" => PathBuf::from("/sys/fs/cgroup/unified"),
+                "pids" => PathBuf::from("/sys/fs/cgroup/pids"),
+                _ => return None,
+            };
+            Some(mount.join(path.trim_start_matches('/')).join("cgroup.procs"))
+        }),
+        Err(_) => None,
+    };
+    let Some(procs) = procs else { return };
+    let _ = std::thread::Builder::new()
+        .name("cgroup-prime".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let _ = std::fs::write(&procs, std::process::id().to_string());
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,39 +657,4 @@ mod tests {
         assert!(Cgroup::under(d.path(), "/gone").procs().is_empty());
         assert_eq!(Cgroup::under(d.path(), "/gone").stats(), Stats::default());
     }
-}
-
-/// Starts, in the background, the wait every cgroup migration on this host
-/// begins with, so that the container about to be created does not wait for
-/// it alone. Moving a process between cgroups by pid (what a runtime does
-/// to place a container's init) takes the kernel's global cgroup
-/// threadgroup lock for writing, and the first writer after a quiet spell
-/// waits one RCU grace period (5–11 ms here: most of a container's create
-/// on a cgroup v1 host). A no-op move of this process into the cgroup it is
-/// already in starts that grace period at once; writers arriving while it
-/// lasts, or shortly after, share it. Errors (no cgroupfs, no permission)
-/// only mean no head start.
-pub fn prime_migration() {
-    let procs = match std::fs::read_to_string("/proc/self/cgroup") {
-        Ok(own) => own.lines().find_map(|l| {
-            // "0::/path" (v2) or "N:pids:/path" (a v1 controller).
-            let mut f = l.splitn(3, ':');
-            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
-            let mount = match ctrl {
-                "" if Path::new("/sys/fs/cgroup/cgroup.procs").exists() => PathBuf::from("/sys/fs/cgroup"),
-                "" => PathBuf::from("/sys/fs/cgroup/unified"),
-                "pids" => PathBuf::from("/sys/fs/cgroup/pids"),
-                _ => return None,
-            };
-            Some(mount.join(path.trim_start_matches('/')).join("cgroup.procs"))
-        }),
-        Err(_) => None,
-    };
-    let Some(procs) = procs else { return };
-    let _ = std::thread::Builder::new()
-        .name("cgroup-prime".into())
-        .stack_size(64 << 10)
-        .spawn(move || {
-            let _ = std::fs::write(&procs, std::process::id().to_string());
-        });
 }

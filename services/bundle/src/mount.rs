@@ -90,7 +90,12 @@ pub fn mount_all(mounts: &[Mount], target: &Path, read_only: bool) -> io::Result
 /// writes is owned on the host by the ids it is mapped to. Overlay takes
 /// idmapped lower layers (Linux 5.19); an overlay mount itself cannot be
 /// idmapped.
-pub fn mount_all_idmapped(mounts: &[Mount], target: &Path, userns: &Path, owner: (u32, u32)) -> io::Result<()> {
+pub fn mount_all_idmapped(
+    mounts: &[Mount],
+    target: &Path,
+    userns: &Path,
+    owner: (u32, u32),
+) -> io::Result<()> {
     let ns = std::fs::File::open(userns)
         .map_err(|e| with_context(e, format!("opening the user namespace {}", userns.display())))?;
     let [m] = mounts else {
@@ -132,7 +137,12 @@ pub fn mount_all_idmapped(mounts: &[Mount], target: &Path, userns: &Path, owner:
                 target,
                 rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
             )
-            .map_err(|e| with_context(e.into(), format!("attaching the idmapped rootfs at {}", target.display())))
+            .map_err(|e| {
+                with_context(
+                    e.into(),
+                    format!("attaching the idmapped rootfs at {}", target.display()),
+                )
+            })
         }
         _ => mount_all(mounts, target, false),
     }
@@ -153,7 +163,12 @@ pub fn bind_idmapped(dir: &Path, at: &Path, userns: &Path) -> io::Result<()> {
         at,
         rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
-    .map_err(|e| with_context(e.into(), format!("attaching the idmapped {} at {}", dir.display(), at.display())))
+    .map_err(|e| {
+        with_context(
+            e.into(),
+            format!("attaching the idmapped {} at {}", dir.display(), at.display()),
+        )
+    })
 }
 
 /// A detached copy of the tree at `dir` whose ids are seen through the map
@@ -197,7 +212,10 @@ fn idmapped_tree(dir: &Path, ns: &std::fs::File) -> io::Result<std::os::fd::Owne
     if r != 0 {
         return Err(with_context(
             io::Error::last_os_error(),
-            format!("idmapping {} (its filesystem may not support idmapped mounts)", dir.display()),
+            format!(
+                "idmapping {} (its filesystem may not support idmapped mounts)",
+                dir.display()
+            ),
         ));
     }
     Ok(fd)
@@ -208,8 +226,12 @@ fn idmapped_tree(dir: &Path, ns: &std::fs::File) -> io::Result<std::os::fd::Owne
 fn hand_over(dir: &Path, (uid, gid): (u32, u32)) -> io::Result<()> {
     let meta = std::fs::metadata(dir)?;
     if std::os::unix::fs::MetadataExt::uid(&meta) == 0 && std::os::unix::fs::MetadataExt::gid(&meta) == 0 {
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
-            .map_err(|e| with_context(e, format!("handing {} to the user namespace's root", dir.display())))?;
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
+            with_context(
+                e,
+                format!("handing {} to the user namespace's root", dir.display()),
+            )
+        })?;
     }
     Ok(())
 }

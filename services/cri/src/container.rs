@@ -281,7 +281,12 @@ impl Cri {
     ) -> Result<HashMap<usize, Vec<molde_api::containerd::types::Mount>>, Error> {
         let mut views = HashMap::new();
         for (idx, m) in config.mounts.iter().enumerate() {
-            let Some(spec) = m.image.as_ref().map(|i| i.image.as_str()).filter(|i| !i.is_empty()) else {
+            let Some(spec) = m
+                .image
+                .as_ref()
+                .map(|i| i.image.as_str())
+                .filter(|i| !i.is_empty())
+            else {
                 continue;
             };
             let image = crate::image::find(self, spec).await?.ok_or_else(|| {
@@ -298,7 +303,10 @@ impl Cri {
                     labels: Default::default(),
                 }))
                 .await
-                .map_err(Error::upstream(format!("image volume {}: a view of {spec}", m.container_path)))?
+                .map_err(Error::upstream(format!(
+                    "image volume {}: a view of {spec}",
+                    m.container_path
+                )))?
                 .into_inner()
                 .mounts;
             views.insert(idx, mounts);

@@ -104,7 +104,11 @@ pub async fn images(cri: &Cri) -> Result<Vec<ImageInfo>, Error> {
     // What a manifest digest resolves to never changes: resolved once, kept
     // while some image names it.
     let mut resolved = std::mem::take(&mut *cri.resolved_images.lock().unwrap_or_else(|p| p.into_inner()));
-    resolved.retain(|digest, _| records.iter().any(|r| r.target.as_ref().is_some_and(|t| t.digest == *digest)));
+    resolved.retain(|digest, _| {
+        records
+            .iter()
+            .any(|r| r.target.as_ref().is_some_and(|t| t.digest == *digest))
+    });
     for img in records {
         let target = img.target.unwrap_or_default();
         let info = match resolved.get(&target.digest) {

@@ -156,7 +156,8 @@ impl Cri {
         let dir = PathBuf::from(&rec.dir);
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         if let Some(u) = &rec.userns {
-            crate::userns::own_dir(&dir, u).map_err(Error::io(format!("handing {} to the pod's root", dir.display())))?;
+            crate::userns::own_dir(&dir, u)
+                .map_err(Error::io(format!("handing {} to the pod's root", dir.display())))?;
         }
         // Saved first: a crash from here on leaves a record that removal cleans up.
         store::put(&*self.store, SANDBOXES, &rec.id, rec)?;

@@ -133,16 +133,17 @@ pub fn idmap_volumes(
                 m.container_path
             )));
         };
-        let same = |maps: &[cri::IdMapping], want: IdMap| {
-            matches!(maps, [x] if x.container_id == want.container && x.host_id == want.host && x.length == want.size)
-        };
+        let same = |maps: &[cri::IdMapping], want: IdMap| matches!(maps, [x] if x.container_id == want.container && x.host_id == want.host && x.length == want.size);
         if !same(&m.uid_mappings, u.uid) || !same(&m.gid_mappings, u.gid) {
             return Err(Error::InvalidArgument(format!(
                 "mount {}: only the pod's own id mappings are supported on a volume",
                 m.container_path
             )));
         }
-        let at = Path::new(&pod.dir).join("volumes").join(container).join(idx.to_string());
+        let at = Path::new(&pod.dir)
+            .join("volumes")
+            .join(container)
+            .join(idx.to_string());
         std::fs::create_dir_all(&at).map_err(Error::io(format!("creating {}", at.display())))?;
         molde_bundle::mount::bind_idmapped(Path::new(&m.host_path), &at, Path::new(&u.path))
             .map_err(|e| Error::InvalidArgument(format!("mount {}: {e}", m.container_path)))?;
@@ -158,7 +159,7 @@ pub fn release_volumes(pod_dir: &Path, container: &str) {
         return;
     };
     for e in entries.flatten() {
-        let _ = rustix::mount::unmount(&e.path(), rustix::mount::UnmountFlags::DETACH);
+        let _ = rustix::mount::unmount(e.path(), rustix::mount::UnmountFlags::DETACH);
         let _ = std::fs::remove_dir(e.path());
     }
     let _ = std::fs::remove_dir(&dir);
@@ -170,7 +171,7 @@ pub fn release_volumes(pod_dir: &Path, container: &str) {
 pub fn unmount_rootfs_dirs(pod_dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(pod_dir.join("rootfs")) {
         for e in entries.flatten() {
-            let _ = rustix::mount::unmount(&e.path(), rustix::mount::UnmountFlags::DETACH);
+            let _ = rustix::mount::unmount(e.path(), rustix::mount::UnmountFlags::DETACH);
         }
     }
     if let Ok(entries) = std::fs::read_dir(pod_dir.join("volumes")) {
@@ -241,22 +242,35 @@ fn run_helper(
     };
     let result = (|| -> Result<(), Error> {
         if !step("userns") {
-            return Err(Error::Internal("the pod's user namespace could not be made".into()));
+            return Err(Error::Internal(
+                "the pod's user namespace could not be made".into(),
+            ));
         }
         // molded has CAP_SETUID and CAP_SETGID where the maps point, so it
         // writes them directly (no newuidmap) and setgroups stays allowed.
         let proc = PathBuf::from(format!("/proc/{pid}"));
-        std::fs::write(proc.join("uid_map"), uid.line())
-            .map_err(Error::io(format!("writing the pod's uid_map ({})", uid.line().trim())))?;
-        std::fs::write(proc.join("gid_map"), gid.line())
-            .map_err(Error::io(format!("writing the pod's gid_map ({})", gid.line().trim())))?;
+        std::fs::write(proc.join("uid_map"), uid.line()).map_err(Error::io(format!(
+            "writing the pod's uid_map ({})",
+            uid.line().trim()
+        )))?;
+        std::fs::write(proc.join("gid_map"), gid.line()).map_err(Error::io(format!(
+            "writing the pod's gid_map ({})",
+            gid.line().trim()
+        )))?;
         stdin
             .write_all(b"mapped\n")
             .map_err(Error::io("telling the pod's namespace helper to go on"))?;
         if !step("namespaces") {
-            return Err(Error::Internal("the pod's namespaces could not be made in its user namespace".into()));
+            return Err(Error::Internal(
+                "the pod's namespaces could not be made in its user namespace".into(),
+            ));
         }
-        for (kind, pin) in [("user", &pins.user), ("net", &pins.net), ("ipc", &pins.ipc), ("uts", &pins.uts)] {
+        for (kind, pin) in [
+            ("user", &pins.user),
+            ("net", &pins.net),
+            ("ipc", &pins.ipc),
+            ("uts", &pins.uts),
+        ] {
             rustix::mount::mount_bind(proc.join("ns").join(kind), pin)
                 .map_err(|e| Error::Internal(format!("pinning the pod's {kind} namespace: {e}")))?;
         }
@@ -289,7 +303,10 @@ pub fn helper_main() -> ! {
     };
     let (hostname, sysctls) = match args.split_first() {
         Some((h, rest)) => (h.clone(), rest.to_vec()),
-        None => fail("usage", std::io::Error::other("pod-userns HOSTNAME [KEY=VALUE...]")),
+        None => fail(
+            "usage",
+            std::io::Error::other("pod-userns HOSTNAME [KEY=VALUE...]"),
+        ),
     };
     // SAFETY: this process has one thread; unshare changes only its own namespaces.
     if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
@@ -317,7 +334,9 @@ pub fn helper_main() -> ! {
         fail("setting the hostname", e.into());
     }
     for kv in &sysctls {
-        let Some((k, v)) = kv.split_once('=') else { continue };
+        let Some((k, v)) = kv.split_once('=') else {
+            continue;
+        };
         let path = format!("/proc/sys/{}", k.replace('.', "/"));
         if let Err(e) = std::fs::write(&path, v) {
             fail(&format!("sysctl {k}={v}"), e);
@@ -377,8 +396,14 @@ mod tests {
             Some((want, want))
         );
         for (bad, says) in [
-            (pod(cri::NamespaceMode::Pod, vec![map(0, 1000, 10), map(0, 2000, 10)]), "exactly one"),
-            (pod(cri::NamespaceMode::Pod, vec![map(1, 1000, 10)]), "container id 0"),
+            (
+                pod(cri::NamespaceMode::Pod, vec![map(0, 1000, 10), map(0, 2000, 10)]),
+                "exactly one",
+            ),
+            (
+                pod(cri::NamespaceMode::Pod, vec![map(1, 1000, 10)]),
+                "container id 0",
+            ),
             (pod(cri::NamespaceMode::Pod, vec![]), "exactly one"),
             (pod(cri::NamespaceMode::Pod, vec![map(0, 0, 10)]), "unprivileged"),
             (pod(cri::NamespaceMode::Container, vec![]), "CONTAINER"),

@@ -88,7 +88,10 @@ pub enum ConfigCmd {
 pub fn config_command(cmd: ConfigCmd) -> anyhow::Result<()> {
     match cmd {
         ConfigCmd::Default => {
-            print!("{}", toml::to_string_pretty(&Config::default()).context("writing the defaults")?);
+            print!(
+                "{}",
+                toml::to_string_pretty(&Config::default()).context("writing the defaults")?
+            );
         }
         ConfigCmd::Check { file } => {
             let file = file.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_CONFIG));
@@ -96,7 +99,8 @@ pub fn config_command(cmd: ConfigCmd) -> anyhow::Result<()> {
                 anyhow::bail!("config {}: no such file", file.display());
             }
             let c = Config::load(Some(&file))?;
-            c.validate().with_context(|| format!("config {}", file.display()))?;
+            c.validate()
+                .with_context(|| format!("config {}", file.display()))?;
             println!("config {}: ok", file.display());
         }
     }

@@ -281,10 +281,7 @@ impl Config {
             toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
         if let Some(old) = c.transfer.hosts_dir.take() {
             let table: toml::Table = toml::from_str(&text).unwrap_or_default();
-            let set = table
-                .get("registry")
-                .and_then(|r| r.get("config_path"))
-                .is_some();
+            let set = table.get("registry").and_then(|r| r.get("config_path")).is_some();
             if set {
                 c.warnings.push(format!(
                     "config {}: [transfer] hosts_dir is ignored: [registry] config_path is set",

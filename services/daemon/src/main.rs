@@ -13,8 +13,8 @@ mod events;
 mod hosting;
 mod info;
 mod listener;
-mod perms;
 mod metrics;
+mod perms;
 mod proxy;
 mod rpclog;
 
@@ -57,7 +57,11 @@ fn main() -> std::process::ExitCode {
     let cfg = args::config(parsed);
     // The log as configured; a configuration that does not load is said
     // at the default level.
-    init_log(cfg.as_ref().map(|c| &c.debug).unwrap_or(&config::DebugConfig::default()));
+    init_log(
+        cfg.as_ref()
+            .map(|c| &c.debug)
+            .unwrap_or(&config::DebugConfig::default()),
+    );
     // An error is said once, with its causes, without a backtrace.
     let fail = |e: anyhow::Error| {
         tracing::error!("{e:#}");
@@ -103,7 +107,11 @@ const OWN_TARGETS: &[&str] = &[
 /// default), everything else at warn. `RUST_LOG` replaces the filter.
 fn init_log(d: &config::DebugConfig) {
     use tracing_subscriber::EnvFilter;
-    let level = if d.level.is_empty() { "info" } else { d.level.as_str() };
+    let level = if d.level.is_empty() {
+        "info"
+    } else {
+        d.level.as_str()
+    };
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
         _ => EnvFilter::new(
@@ -119,7 +127,8 @@ fn init_log(d: &config::DebugConfig) {
     if d.format == "json" {
         log.json().init();
     } else {
-        log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }
 
@@ -245,7 +254,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let health_names = health_names(&cfg, cri.is_some());
     for n in &health_names {
-        health.set_service_status(n, tonic_health::ServingStatus::NotServing).await;
+        health
+            .set_service_status(n, tonic_health::ServingStatus::NotServing)
+            .await;
     }
     routes
         .add_service(VersionServer::new(VersionService))
@@ -313,7 +324,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
                 let _ = cri_ready.await;
             }
             for n in &names {
-                health.set_service_status(n, tonic_health::ServingStatus::Serving).await;
+                health
+                    .set_service_status(n, tonic_health::ServingStatus::Serving)
+                    .await;
             }
             // Under systemd (Type=notify): started once every socket serves.
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -324,7 +337,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(signal, "shutting down");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     for n in &health_names {
-        health.set_service_status(n, tonic_health::ServingStatus::NotServing).await;
+        health
+            .set_service_status(n, tonic_health::ServingStatus::NotServing)
+            .await;
     }
     let _ = stop_tx.send(true);
     // Streams still open (attach, logs -f, events, health watches) get half
@@ -355,7 +370,10 @@ fn health_names(cfg: &Config, cri: bool) -> Vec<String> {
             .map(|s| s.to_string()),
     );
     if cri {
-        names.extend(["runtime.v1.RuntimeService".to_string(), "runtime.v1.ImageService".to_string()]);
+        names.extend([
+            "runtime.v1.RuntimeService".to_string(),
+            "runtime.v1.ImageService".to_string(),
+        ]);
     }
     names
 }

@@ -52,10 +52,7 @@ static KEPT: OnceLock<Kept> = OnceLock::new();
 /// Records one call served (only when metrics are on).
 pub fn observe_rpc(path: &str, code: &str, seconds: f64) {
     let Some(k) = KEPT.get() else { return };
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or((path, ""));
+    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
     k.handled
         .get_or_create(&Rpc {
             grpc_type: "unary",
@@ -108,7 +105,9 @@ pub async fn serve(address: &str, own: Address) -> anyhow::Result<()> {
     let channel = molde_api::client::channel(&own);
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let channel = channel.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -120,7 +119,9 @@ pub async fn serve(address: &str, own: Address) -> anyhow::Result<()> {
                                     "content-type",
                                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                                 )
-                                .body(http_body_util::Full::new(bytes::Bytes::from(scrape(channel).await))),
+                                .body(http_body_util::Full::new(bytes::Bytes::from(
+                                    scrape(channel).await,
+                                ))),
                             _ => http::Response::builder()
                                 .status(404)
                                 .body(http_body_util::Full::new(bytes::Bytes::from_static(
@@ -163,7 +164,9 @@ async fn scrape(channel: tonic::transport::Channel) -> String {
     let tx = Family::<Interface, Counter<f64, AtomicU64>>::default();
     for (labels, s) in containers(channel).await {
         cpu.get_or_create(&labels).inc_by(s.cpu_usage_ns as f64 / 1e9);
-        working_set.get_or_create(&labels).set(s.memory_working_set_bytes as f64);
+        working_set
+            .get_or_create(&labels)
+            .set(s.memory_working_set_bytes as f64);
         usage.get_or_create(&labels).set(s.memory_bytes as f64);
         rss.get_or_create(&labels).set(s.memory_rss_bytes as f64);
         processes.get_or_create(&labels).set(s.pids as f64);
@@ -195,7 +198,11 @@ async fn scrape(channel: tonic::transport::Channel) -> String {
         usage,
     );
     registry.register("container_memory_rss", "Size of RSS in bytes.", rss);
-    registry.register("container_processes", "Number of processes running inside the container.", processes);
+    registry.register(
+        "container_processes",
+        "Number of processes running inside the container.",
+        processes,
+    );
     registry.register(
         "container_network_receive_bytes",
         "Cumulative count of bytes received.",
@@ -237,17 +244,27 @@ async fn containers(
     let mut out = Vec::new();
     for ns in namespaces.into_inner().namespaces {
         let mut runtime = RuntimeClient::new(channel.clone());
-        let Ok(list) = runtime.list(in_ns(&ns.name, rt::ListRequest { all: false })).await else {
+        let Ok(list) = runtime
+            .list(in_ns(&ns.name, rt::ListRequest { all: false }))
+            .await
+        else {
             continue;
         };
         for c in list.into_inner().containers {
-            let Ok(stats) = runtime.stats(in_ns(&ns.name, rt::StatsRequest { id: c.id.clone() })).await else {
+            let Ok(stats) = runtime
+                .stats(in_ns(&ns.name, rt::StatsRequest { id: c.id.clone() }))
+                .await
+            else {
                 continue;
             };
             let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
             let pod = label("io.kubernetes.pod.name");
             let labels = Container {
-                name: if c.name.is_empty() { c.id.clone() } else { c.name.clone() },
+                name: if c.name.is_empty() {
+                    c.id.clone()
+                } else {
+                    c.name.clone()
+                },
                 id: c.id.clone(),
                 image: c.image.clone(),
                 namespace: if pod.is_empty() {

@@ -36,7 +36,12 @@ trait Manager {
     ) -> zbus::Result<OwnedObjectPath>;
 
     /// SetUnitProperties(s name, b runtime, a(sv) properties)
-    fn set_unit_properties(&self, name: &str, runtime: bool, properties: &[(&str, Value<'_>)]) -> zbus::Result<()>;
+    fn set_unit_properties(
+        &self,
+        name: &str,
+        runtime: bool,
+        properties: &[(&str, Value<'_>)],
+    ) -> zbus::Result<()>;
 }
 
 /// How systemd names a cgroup limit: the unified hierarchy's properties, or
@@ -50,6 +55,8 @@ pub enum Hierarchy {
 
 impl Hierarchy {
     /// This host's: unified when /sys/fs/cgroup is a cgroup2 mount.
+    // statfs's f_type is i64 here and narrower on other architectures.
+    #[allow(clippy::unnecessary_cast)]
     pub fn of_host() -> Hierarchy {
         match rustix::fs::statfs("/sys/fs/cgroup") {
             Ok(s) if s.f_type as i64 == libc::CGROUP2_SUPER_MAGIC as i64 => Hierarchy::Unified,
@@ -102,7 +109,7 @@ pub fn limit_properties(res: &LinuxResources, h: Hierarchy) -> Vec<(&'static str
 /// only the rest (devices, cpuset, hugepages, unified keys).
 pub fn without_unit_limits(res: &LinuxResources) -> LinuxResources {
     let mut rest = res.clone();
-    if let Some(mut m) = rest.memory().clone() {
+    if let Some(mut m) = *rest.memory() {
         m.set_limit(None);
         rest.set_memory(Some(m));
     }
@@ -117,9 +124,9 @@ pub fn without_unit_limits(res: &LinuxResources) -> LinuxResources {
 }
 
 async fn manager() -> Result<ManagerProxy<'static>, Error> {
-    let conn = zbus::Connection::system()
-        .await
-        .map_err(|e| Error::FailedPrecondition(format!("the systemd cgroup driver: reaching the system bus: {e}")))?;
+    let conn = zbus::Connection::system().await.map_err(|e| {
+        Error::FailedPrecondition(format!("the systemd cgroup driver: reaching the system bus: {e}"))
+    })?;
     ManagerProxy::new(&conn)
         .await
         .map_err(|e| Error::FailedPrecondition(format!("the systemd cgroup driver: systemd's manager: {e}")))

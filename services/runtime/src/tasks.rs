@@ -179,8 +179,9 @@ impl api::tasks_server::Tasks for RuntimeService {
         // Under the systemd driver the limits systemd holds are its to write.
         let config = match c.labels.contains_key(crate::systemd::UNIT_LABEL) {
             true => {
-                let mut s: oci_spec::runtime::Spec = serde_json::from_slice(&spec.value)
-                    .map_err(|e| Error::InvalidArgument(format!("the OCI spec of {}: {e}", r.container_id)))?;
+                let mut s: oci_spec::runtime::Spec = serde_json::from_slice(&spec.value).map_err(|e| {
+                    Error::InvalidArgument(format!("the OCI spec of {}: {e}", r.container_id))
+                })?;
                 if let Some(linux) = s.linux_mut()
                     && let Some(res) = linux.resources().clone()
                 {

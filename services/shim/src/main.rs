@@ -181,7 +181,9 @@ fn mount_rootfs(bundle: &Path) -> Result<PathBuf> {
 /// The user namespace a container joins by path (a pod's own) and the host
 /// uid and gid its root maps to, from the bundle's spec.
 fn pod_userns(spec: &oci_spec::runtime::Spec) -> Result<Option<(PathBuf, (u32, u32))>> {
-    let Some(linux) = spec.linux() else { return Ok(None) };
+    let Some(linux) = spec.linux() else {
+        return Ok(None);
+    };
     let Some(path) = linux
         .namespaces()
         .iter()
@@ -198,7 +200,10 @@ fn pod_userns(spec: &oci_spec::runtime::Spec) -> Result<Option<(PathBuf, (u32, u
             .map(|m| m.host_id())
     };
     let (Some(uid), Some(gid)) = (root(linux.uid_mappings()), root(linux.gid_mappings())) else {
-        anyhow::bail!("the spec joins the user namespace {} without the maps of its root", path.display());
+        anyhow::bail!(
+            "the spec joins the user namespace {} without the maps of its root",
+            path.display()
+        );
     };
     Ok(Some((path, (uid, gid))))
 }

@@ -97,8 +97,9 @@ impl Filter {
             .as_ref()
             .and_then(|l| l.namespaces().as_ref())
             .is_some_and(|ns| {
-                ns.iter()
-                    .any(|n| n.typ() == libcontainer::oci_spec::runtime::LinuxNamespaceType::User && n.path().is_some())
+                ns.iter().any(|n| {
+                    n.typ() == libcontainer::oci_spec::runtime::LinuxNamespaceType::User && n.path().is_some()
+                })
             });
         let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
             return Filter {
@@ -167,7 +168,9 @@ impl Filter {
 /// `/proc/1/ns/user`; the process may enter it because the namespace
 /// belongs to the host's root, which the process still is.
 fn enter_container_userns() -> Result<(), ExecutorError> {
-    let fail = |what: &str, e: std::io::Error| ExecutorError::Other(format!("entering the pod's user namespace: {what}: {e}"));
+    let fail = |what: &str, e: std::io::Error| {
+        ExecutorError::Other(format!("entering the pod's user namespace: {what}: {e}"))
+    };
     // Bounding first; then the order capset allows from a full set:
     // inheritable and ambient while everything is permitted, effective
     // before permitted (effective must stay within permitted).
@@ -202,18 +205,26 @@ fn enter_container_userns() -> Result<(), ExecutorError> {
             || libc::setresgid(gid, gid, gid) != 0
             || libc::setresuid(uid, uid, uid) != 0
         {
-            return Err(fail("taking the container's ids", std::io::Error::last_os_error()));
+            return Err(fail(
+                "taking the container's ids",
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     let bounding = &saved[0];
     for cap in caps::all() {
         if !bounding.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap)
-                .map_err(|e| fail(&format!("dropping {cap} from the bounding set"), std::io::Error::other(e)))?;
+            caps::drop(None, CapSet::Bounding, cap).map_err(|e| {
+                fail(
+                    &format!("dropping {cap} from the bounding set"),
+                    std::io::Error::other(e),
+                )
+            })?;
         }
     }
     for (set, want) in sets.iter().zip(&saved).skip(1) {
-        caps::set(None, *set, want).map_err(|e| fail(&format!("setting {set:?}"), std::io::Error::other(e)))?;
+        caps::set(None, *set, want)
+            .map_err(|e| fail(&format!("setting {set:?}"), std::io::Error::other(e)))?;
     }
     Ok(())
 }

@@ -137,9 +137,10 @@ impl api::transfer_server::Transfer for TransferService {
         let puller = self.puller.clone();
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let mut w = molde_common::chunks::ChunkSender::new(tx.clone(), 1 << 20, "the client went away", |data| {
-                Ok(api::ArchiveChunk { data: data.into() })
-            });
+            let mut w =
+                molde_common::chunks::ChunkSender::new(tx.clone(), 1 << 20, "the client went away", |data| {
+                    Ok(api::ArchiveChunk { data: data.into() })
+                });
             let r = puller
                 .export(&handle, &ns, &names, &mut w)
                 .and_then(|_| std::io::Write::flush(&mut w).map_err(Error::io("sending the archive")));

@@ -344,7 +344,11 @@ impl Registry {
     /// The client and credentials to use at an endpoint. Anonymous access to
     /// a registry that sends no auth challenge is settled once: oci-client
     /// would otherwise ask `/v2/` again before every request.
-    async fn session<'a>(&self, ep: &'a EndpointClient, reference: &Reference) -> Result<&'a (Client, RegistryAuth)> {
+    async fn session<'a>(
+        &self,
+        ep: &'a EndpointClient,
+        reference: &Reference,
+    ) -> Result<&'a (Client, RegistryAuth)> {
         ep.state
             .get_or_try_init(|| async {
                 let client = ep.client()?;
