@@ -110,4 +110,6 @@ if grep -q "$begin" "$doc"; then
     $0 == e { skip = 0 }
     !skip' "$doc" > "$doc.tmp" && mv "$doc.tmp" "$doc"
   echo "updated $doc" >&2
+  # README quotes the ratio: kept in step.
+  "$(dirname "$0")/sync-readme.sh" >&2
 fi

@@ -551,6 +551,36 @@ fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
         (from_cgroup - usage).abs() < (1 << 20) as f64,
         "cgroup {from_cgroup}, metrics {usage}"
     );
+    // A pull counts: the image, its blob and bytes from the registry, the
+    // layer unpacked.
+    let reg = Registry::start();
+    let work = d.dir.path().join("pulled");
+    let l = molde_tests::image::layout(
+        &work,
+        &[molde_tests::image::tar(&molde_tests::image::busybox_rootfs())],
+        molde_tests::image::Compression::Gzip,
+        molde_tests::image::host_arch(),
+    );
+    reg.push_layout(&l.dir, "metered/busybox:1");
+    d.molde(&["pull", &format!("{}/metered/busybox:1", reg.host)])
+        .ok();
+    let scrape = http_get(&addr, "/metrics");
+    let count =
+        |name: &str, label: &str| sample(&scrape, name, label).unwrap_or_else(|| panic!("{name}: {scrape}"));
+    assert_eq!(
+        scrape.lines().find(|l| l.starts_with("molde_pulls_total ")),
+        Some("molde_pulls_total 1"),
+        "{scrape}"
+    );
+    assert_eq!(count("molde_pull_blobs_total", "source=\"registry\""), 1.0);
+    assert!(count("molde_pull_bytes_total", "source=\"registry\"") > 100_000.0);
+    assert_eq!(count("molde_pull_blobs_total", "source=\"peer\""), 0.0);
+    let unpacked: f64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("molde_layers_unpacked_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(unpacked >= 1.0, "{scrape}");
     // containerd's path too; anything else is not found.
     assert!(http_get(&addr, "/v1/metrics").contains("container_processes{"));
     assert!(http_get(&addr, "/nothing").starts_with("HTTP/1.1 404"));

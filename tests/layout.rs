@@ -119,3 +119,39 @@ fn metadata_keys_are_spelled_only_in_the_schema() {
         spelled.join("\n")
     );
 }
+
+/// README quotes the pull ratio of the latest bench/pull.sh run in
+/// docs/benchmarks.md (bench/sync-readme.sh keeps them in step), and
+/// neither README nor the units point at a placeholder address.
+#[test]
+fn readme_claims_match_the_benchmarks_and_nothing_points_at_a_placeholder() {
+    let root = molde_tests::tests_dir().join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let bench = std::fs::read_to_string(root.join("docs/benchmarks.md")).unwrap();
+    let ratio = |text: &str, before: &str, after: &str| -> Option<String> {
+        let i = text.find(after)?;
+        let head = &text[..i];
+        let start = head.rfind(before)? + before.len();
+        Some(head[start..].to_string())
+    };
+    let measured = ratio(&bench, "molde is **", "x** faster than containerd")
+        .expect("the pull ratio in docs/benchmarks.md");
+    let claimed =
+        ratio(&readme, "\n  ", "x faster than containerd in the latest run").expect("README's pull claim");
+    assert_eq!(
+        claimed.trim(),
+        measured,
+        "README says {claimed}x, docs/benchmarks.md {measured}x"
+    );
+    assert!(
+        !readme.contains("example.invalid"),
+        "a placeholder link in README"
+    );
+    for unit in ["molded.service", "molded@.service"] {
+        let text = std::fs::read_to_string(root.join("deploy").join(unit)).unwrap();
+        assert!(
+            !text.contains("example.invalid"),
+            "{unit}: a placeholder Documentation"
+        );
+    }
+}

@@ -49,6 +49,7 @@ fn label_refs(labels: &records::Labels) -> impl Iterator<Item = &String> {
 /// One full mark-and-sweep pass over every namespace.
 pub fn collect(shared: &Shared) -> Result<GcStats> {
     let start = Instant::now();
+    molde_common::metrics::GC_RUNS.add(1);
     let _exclusive = shared.gc_lock.write().unwrap_or_else(|p| p.into_inner());
     let store = &*shared.store;
     let now = chrono::Utc::now();
@@ -126,6 +127,7 @@ pub fn collect(shared: &Shared) -> Result<GcStats> {
         if !live_blobs.contains(&digest.to_string()) {
             shared.blobs.remove_blob(&digest)?;
             stats.blobs += 1;
+            molde_common::metrics::GC_BLOBS_REMOVED.add(1);
         }
     }
 

@@ -113,8 +113,11 @@ pub async fn serve(address: &str, own: Address) -> anyhow::Result<()> {
                 let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let channel = channel.clone();
                     async move {
-                        let resp = match req.uri().path() {
-                            "/metrics" | "/v1/metrics" => http::Response::builder()
+                        // `/metrics`, and containerd's `/v1/metrics`.
+                        let path = req.uri().path();
+                        let metrics = path == "/metrics" || path.strip_prefix("/v1") == Some("/metrics");
+                        let resp = match metrics {
+                            true => http::Response::builder()
                                 .header(
                                     "content-type",
                                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -122,10 +125,10 @@ pub async fn serve(address: &str, own: Address) -> anyhow::Result<()> {
                                 .body(http_body_util::Full::new(bytes::Bytes::from(
                                     scrape(channel).await,
                                 ))),
-                            _ => http::Response::builder()
+                            false => http::Response::builder()
                                 .status(404)
                                 .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                                    b"molded serves /metrics and /v1/metrics\n",
+                                    b"molded serves /metrics (and containerd's path for it)\n",
                                 ))),
                         };
                         Ok::<_, std::convert::Infallible>(resp.expect("a valid response"))
@@ -213,11 +216,94 @@ async fn scrape(channel: tonic::transport::Channel) -> String {
         "Cumulative count of bytes transmitted.",
         tx,
     );
+    counts(&mut registry);
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         tracing::warn!(error = %e, "encoding the metrics");
     }
     out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Source {
+    source: &'static str,
+}
+
+/// What this process's services counted (`molde_common::metrics`).
+fn counts(registry: &mut Registry) {
+    use molde_common::metrics as m;
+    let counter = |v: u64| {
+        let c: Counter = Counter::default();
+        c.inc_by(v);
+        c
+    };
+    let seconds = |micros: u64| {
+        let c: Counter<f64, AtomicU64> = Counter::default();
+        c.inc_by(micros as f64 / 1e6);
+        c
+    };
+    registry.register("molde_pulls", "Images pulled", counter(m::PULLS.get()));
+    registry.register(
+        "molde_pull_seconds",
+        "Time spent pulling images, summed over pulls",
+        seconds(m::PULL_MICROS.get()),
+    );
+    let blobs = Family::<Source, Counter>::default();
+    blobs
+        .get_or_create(&Source { source: "registry" })
+        .inc_by(m::REGISTRY_BLOBS.get());
+    blobs
+        .get_or_create(&Source { source: "peer" })
+        .inc_by(m::PEER_BLOBS.get());
+    registry.register(
+        "molde_pull_blobs",
+        "Blobs pulls fetched, from the registry or from cluster peers",
+        blobs,
+    );
+    let bytes = Family::<Source, Counter>::default();
+    bytes
+        .get_or_create(&Source { source: "registry" })
+        .inc_by(m::REGISTRY_BYTES.get());
+    bytes
+        .get_or_create(&Source { source: "peer" })
+        .inc_by(m::PEER_BYTES.get());
+    registry.register(
+        "molde_pull_bytes",
+        "Bytes pulls fetched, from the registry or from cluster peers",
+        bytes,
+    );
+    registry.register(
+        "molde_layers_unpacked",
+        "Layers unpacked into snapshots",
+        counter(m::LAYERS_UNPACKED.get()),
+    );
+    registry.register(
+        "molde_unpack_seconds",
+        "Time spent unpacking layers, summed over layers",
+        seconds(m::UNPACK_MICROS.get()),
+    );
+    let steps = Family::<Source, Counter>::default();
+    steps
+        .get_or_create(&Source { source: "run" })
+        .inc_by(m::BUILD_STEPS_RUN.get());
+    steps
+        .get_or_create(&Source { source: "cache" })
+        .inc_by(m::BUILD_STEPS_CACHED.get());
+    registry.register(
+        "molde_build_steps",
+        "Build steps, run or taken from the cache",
+        steps,
+    );
+    registry.register(
+        "molde_gc_runs",
+        "Garbage collections run",
+        counter(m::GC_RUNS.get()),
+    );
+    registry.register(
+        "molde_gc_blobs_removed",
+        "Blobs garbage collection removed",
+        counter(m::GC_BLOBS_REMOVED.get()),
+    );
 }
 
 /// Every running container of every namespace with its readings.

@@ -151,6 +151,8 @@ impl DiffService {
             millis = started.elapsed().as_millis() as u64,
             "layer applied"
         );
+        molde_common::metrics::LAYERS_UNPACKED.add(1);
+        molde_common::metrics::UNPACK_MICROS.add(started.elapsed().as_micros() as u64);
         Ok(Descriptor {
             media_type: LAYER_TAR.into(),
             digest: applied.diff_id.to_string(),

@@ -55,6 +55,8 @@ pub async fn from_peers(
 ) -> Result<Option<u64>> {
     for peer in peers.holders(&digest.to_string()).await {
         if let Some(n) = from_peer(dest, peers, &peer, digest, size, false, progress).await? {
+            molde_common::metrics::PEER_BLOBS.add(1);
+            molde_common::metrics::PEER_BYTES.add(n);
             return Ok(Some(n));
         }
     }
@@ -314,7 +316,11 @@ pub async fn download(
         }
     }
     match ingest.take().expect("open").commit().await {
-        Ok(_) => Ok(fetched),
+        Ok(_) => {
+            molde_common::metrics::REGISTRY_BLOBS.add(1);
+            molde_common::metrics::REGISTRY_BYTES.add(fetched);
+            Ok(fetched)
+        }
         Err(Error::FailedPrecondition(m)) => Err(Error::Remote {
             code: tonic::Code::DataLoss,
             message: format!("blob {digest} of {reference} does not match its descriptor: {m}"),

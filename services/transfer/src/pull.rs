@@ -333,6 +333,7 @@ impl Puller {
     }
 
     pub async fn pull(&self, ns: &str, req: api::PullRequest, tx: &ProgressTx) -> Result<()> {
+        let started = std::time::Instant::now();
         let reference: Reference = req
             .reference
             .parse()
@@ -455,6 +456,8 @@ impl Puller {
             .await?;
         lease.release().await;
         tracing::info!(namespace = ns, image = %name, %digest, bytes, blobs, layers, "image pulled");
+        molde_common::metrics::PULLS.add(1);
+        molde_common::metrics::PULL_MICROS.add(started.elapsed().as_micros() as u64);
         send(
             tx,
             api::progress::Event::Done(api::Done {

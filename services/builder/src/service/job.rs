@@ -290,6 +290,11 @@ impl Job {
     }
 
     pub(super) async fn finish(&self, step: u32, cached: bool, started: Instant) {
+        if cached {
+            molde_common::metrics::BUILD_STEPS_CACHED.add(1);
+        } else {
+            molde_common::metrics::BUILD_STEPS_RUN.add(1);
+        }
         self.send(Event::Done(api::StepDone {
             step,
             cached,
