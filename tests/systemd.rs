@@ -34,6 +34,7 @@ impl Machine {
             .status()
             .expect("running deploy/make-nspawn-root.sh");
         assert!(made.success(), "deploy/make-nspawn-root.sh failed");
+        clear_stale_payload();
         let dir = tempfile::Builder::new()
             .prefix("molde-nspawn-")
             .tempdir()
@@ -139,6 +140,37 @@ impl Machine {
         self.sh(&format!("systemctl show {unit} -p {name} --value"))
             .trim()
             .to_string()
+    }
+}
+
+/// systemd-nspawn --keep-unit runs its machine in a `payload` cgroup below
+/// its own; one that was killed leaves it behind, and the next nspawn then
+/// cannot make it (EBUSY). An empty one is removed, deepest first.
+fn clear_stale_payload() {
+    let Some(own) = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("0::").map(str::to_string)))
+    else {
+        return;
+    };
+    let mount = if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        "/sys/fs/cgroup/unified"
+    } else {
+        "/sys/fs/cgroup"
+    };
+    let payload = Path::new(mount).join(own.trim_start_matches('/')).join("payload");
+    fn remove(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    if payload.is_dir() {
+        remove(&payload);
     }
 }
 

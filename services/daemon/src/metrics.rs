@@ -248,29 +248,28 @@ fn counts(registry: &mut Registry) {
         "Time spent pulling images, summed over pulls",
         seconds(m::PULL_MICROS.get()),
     );
-    let blobs = Family::<Source, Counter>::default();
-    blobs
-        .get_or_create(&Source { source: "registry" })
-        .inc_by(m::REGISTRY_BLOBS.get());
-    blobs
-        .get_or_create(&Source { source: "peer" })
-        .inc_by(m::PEER_BLOBS.get());
+    let by_source = |counts: [(&'static str, u64); 2]| {
+        let f = Family::<Source, Counter>::default();
+        for (source, n) in counts {
+            f.get_or_create(&Source { source }).inc_by(n);
+        }
+        f
+    };
     registry.register(
         "molde_pull_blobs",
         "Blobs pulls fetched, from the registry or from cluster peers",
-        blobs,
+        by_source([
+            ("registry", m::REGISTRY_BLOBS.get()),
+            ("peer", m::PEER_BLOBS.get()),
+        ]),
     );
-    let bytes = Family::<Source, Counter>::default();
-    bytes
-        .get_or_create(&Source { source: "registry" })
-        .inc_by(m::REGISTRY_BYTES.get());
-    bytes
-        .get_or_create(&Source { source: "peer" })
-        .inc_by(m::PEER_BYTES.get());
     registry.register(
         "molde_pull_bytes",
         "Bytes pulls fetched, from the registry or from cluster peers",
-        bytes,
+        by_source([
+            ("registry", m::REGISTRY_BYTES.get()),
+            ("peer", m::PEER_BYTES.get()),
+        ]),
     );
     registry.register(
         "molde_layers_unpacked",
@@ -282,17 +281,13 @@ fn counts(registry: &mut Registry) {
         "Time spent unpacking layers, summed over layers",
         seconds(m::UNPACK_MICROS.get()),
     );
-    let steps = Family::<Source, Counter>::default();
-    steps
-        .get_or_create(&Source { source: "run" })
-        .inc_by(m::BUILD_STEPS_RUN.get());
-    steps
-        .get_or_create(&Source { source: "cache" })
-        .inc_by(m::BUILD_STEPS_CACHED.get());
     registry.register(
         "molde_build_steps",
         "Build steps, run or taken from the cache",
-        steps,
+        by_source([
+            ("run", m::BUILD_STEPS_RUN.get()),
+            ("cache", m::BUILD_STEPS_CACHED.get()),
+        ]),
     );
     registry.register(
         "molde_gc_runs",
