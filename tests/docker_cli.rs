@@ -551,6 +551,20 @@ fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
         (from_cgroup - usage).abs() < (1 << 20) as f64,
         "cgroup {from_cgroup}, metrics {usage}"
     );
+    // What it writes into its rootfs is its writable layer's usage.
+    let before = sample(&scrape, "container_fs_usage_bytes", me).expect("fs usage");
+    d.molde(&[
+        "exec",
+        "metered",
+        "dd",
+        "if=/dev/zero",
+        "of=/written",
+        "bs=1024",
+        "count=3072",
+    ])
+    .ok();
+    let after = sample(&http_get(&addr, "/metrics"), "container_fs_usage_bytes", me).unwrap();
+    assert!(after - before >= (3 << 20) as f64, "{before} -> {after}");
     // A pull counts: the image, its blob and bytes from the registry, the
     // layer unpacked.
     let reg = Registry::start();

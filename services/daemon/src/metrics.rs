@@ -163,9 +163,11 @@ async fn scrape(channel: tonic::transport::Channel) -> String {
     let usage = Family::<Container, Gauge<f64, AtomicU64>>::default();
     let rss = Family::<Container, Gauge<f64, AtomicU64>>::default();
     let processes = Family::<Container, Gauge<f64, AtomicU64>>::default();
+    let fs_usage = Family::<Container, Gauge<f64, AtomicU64>>::default();
     let rx = Family::<Interface, Counter<f64, AtomicU64>>::default();
     let tx = Family::<Interface, Counter<f64, AtomicU64>>::default();
-    for (labels, s) in containers(channel).await {
+    for (labels, s, layer_bytes) in containers(channel).await {
+        fs_usage.get_or_create(&labels).set(layer_bytes as f64);
         cpu.get_or_create(&labels).inc_by(s.cpu_usage_ns as f64 / 1e9);
         working_set
             .get_or_create(&labels)
@@ -201,6 +203,11 @@ async fn scrape(channel: tonic::transport::Channel) -> String {
         usage,
     );
     registry.register("container_memory_rss", "Size of RSS in bytes.", rss);
+    registry.register(
+        "container_fs_usage_bytes",
+        "Number of bytes that are consumed by the container on this filesystem (its writable layer).",
+        fs_usage,
+    );
     registry.register(
         "container_processes",
         "Number of processes running inside the container.",
@@ -301,13 +308,22 @@ fn counts(registry: &mut Registry) {
     );
 }
 
-/// Every running container of every namespace with its readings.
+/// Every running container of every namespace with its readings and the
+/// bytes its writable layer holds.
 async fn containers(
     channel: tonic::transport::Channel,
-) -> Vec<(Container, molde_api::molde::services::runtime::v1::StatsResponse)> {
+) -> Vec<(
+    Container,
+    molde_api::molde::services::runtime::v1::StatsResponse,
+    u64,
+)> {
+    use molde_api::containerd::services::containers::v1::{
+        GetContainerRequest, containers_client::ContainersClient,
+    };
     use molde_api::containerd::services::namespaces::v1::{
         ListNamespacesRequest, namespaces_client::NamespacesClient,
     };
+    use molde_api::containerd::services::snapshots::v1::{UsageRequest, snapshots_client::SnapshotsClient};
     use molde_api::molde::services::runtime::v1::{self as rt, runtime_client::RuntimeClient};
     fn in_ns<T>(ns: &str, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
@@ -356,7 +372,26 @@ async fn containers(
                 container: label("io.kubernetes.container.name"),
                 pod,
             };
-            out.push((labels, stats.into_inner()));
+            let layer = match ContainersClient::new(channel.clone())
+                .get(in_ns(&ns.name, GetContainerRequest { id: c.id.clone() }))
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().container)
+            {
+                Some(rec) if !rec.snapshot_key.is_empty() => SnapshotsClient::new(channel.clone())
+                    .usage(in_ns(
+                        &ns.name,
+                        UsageRequest {
+                            snapshotter: rec.snapshotter,
+                            key: rec.snapshot_key,
+                        },
+                    ))
+                    .await
+                    .map(|u| u.into_inner().size.max(0) as u64)
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            out.push((labels, stats.into_inner(), layer));
         }
     }
     out
