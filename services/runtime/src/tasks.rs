@@ -176,7 +176,9 @@ impl api::tasks_server::Tasks for RuntimeService {
         let spec = c.spec.as_ref().ok_or_else(|| {
             Error::FailedPrecondition(format!("container {:?} has no spec", r.container_id))
         })?;
-        // Under the systemd driver the limits systemd holds are its to write.
+        // Under the systemd driver the limits systemd holds are its to write:
+        // kept for the scope, left out of what libcontainer reads.
+        let mut unit_limits = oci_spec::runtime::LinuxResources::default();
         let config = match c.labels.contains_key(crate::systemd::UNIT_LABEL) {
             true => {
                 let mut s: oci_spec::runtime::Spec = serde_json::from_slice(&spec.value).map_err(|e| {
@@ -186,6 +188,7 @@ impl api::tasks_server::Tasks for RuntimeService {
                     && let Some(res) = linux.resources().clone()
                 {
                     linux.set_resources(Some(crate::systemd::without_unit_limits(&res)));
+                    unit_limits = res;
                 }
                 serde_json::to_vec(&s).map_err(|e| Error::Internal(format!("encoding the OCI spec: {e}")))?
             }
@@ -238,11 +241,7 @@ impl api::tasks_server::Tasks for RuntimeService {
                 .labels
                 .get(crate::systemd::SLICE_LABEL)
                 .map_or("system.slice", String::as_str);
-            let res = serde_json::from_slice::<oci_spec::runtime::Spec>(&spec.value)
-                .ok()
-                .and_then(|s| s.linux().as_ref()?.resources().clone())
-                .unwrap_or_default();
-            if let Err(e) = crate::systemd::start_scope(unit, slice, pid, &res).await {
+            if let Err(e) = crate::systemd::start_scope(unit, slice, pid, &unit_limits).await {
                 self.abandon_held(&ns, &r.container_id).await;
                 self.exited(&ns, &r.container_id);
                 let _ = std::fs::remove_dir_all(&bundle);
