@@ -7,8 +7,10 @@
 //! init in it, `Delegate=yes` (the cgroup below is the container's), and the
 //! container's limits as unit properties, so systemd keeps them rather than
 //! resetting them. `UpdateContainerResources` sets them again with
-//! `SetUnitProperties`. When the container's processes are gone, systemd
-//! stops and forgets the scope.
+//! `SetUnitProperties`. When the task is deleted molded stops the scope
+//! itself: systemd would notice the emptied cgroup on its own, but not when
+//! the cgroup is removed before its notification is read, and the scope
+//! would then stay "active" with nothing in it.
 //!
 //! The D-Bus side is zbus's (a maintained implementation of the protocol);
 //! the manager's methods are declared here from systemd's published
@@ -34,6 +36,9 @@ trait Manager {
         properties: &[(&str, Value<'_>)],
         aux: &[(&str, Vec<(&str, Value<'_>)>)],
     ) -> zbus::Result<OwnedObjectPath>;
+
+    /// StopUnit(s name, s mode) → o job
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
 
     /// SetUnitProperties(s name, b runtime, a(sv) properties)
     fn set_unit_properties(
@@ -152,6 +157,21 @@ pub async fn start_scope(unit: &str, slice: &str, pid: u32, res: &LinuxResources
         .await
         .map_err(|e| Error::FailedPrecondition(format!("systemd did not start {unit}: {e}")))?;
     Ok(())
+}
+
+/// Stops `unit`; a unit systemd has already let go of is no error.
+pub async fn stop_scope(unit: &str) -> Result<(), Error> {
+    match manager().await?.stop_unit(unit, "replace").await {
+        Ok(_) => Ok(()),
+        Err(zbus::Error::MethodError(name, _, _))
+            if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(Error::FailedPrecondition(format!(
+            "systemd did not stop {unit}: {e}"
+        ))),
+    }
 }
 
 /// Sets `res` on `unit` (for as long as it runs).
