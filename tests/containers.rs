@@ -115,6 +115,64 @@ fn ctr_run_and_task_commands_run_containers_in_molde_shims() {
         .parse()
         .unwrap();
     assert!(d.ctr(&["task", "ps", "bg"]).ok().contains(&pid.to_string()));
+
+    // `ctr task metrics` reads containerd's cgroup metrics: the same numbers
+    // as the container's cgroup files.
+    let metrics = d.ctr(&["task", "metrics", "bg"]).ok();
+    let metric = |name: &str| -> String {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("{name} in:\n{metrics}"))
+    };
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    // The container's directory in a v1 controller's hierarchy, if the
+    // host counts that controller on v1.
+    let cgroup = |controller: &str| -> Option<std::path::PathBuf> {
+        own.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, names, path) = (f.next()?, f.next()?, f.next()?);
+            if !names.split(',').any(|c| c == controller) {
+                return None;
+            }
+            let dir = std::path::Path::new("/sys/fs/cgroup")
+                .join(names)
+                .join(path.trim_start_matches('/'));
+            dir.exists().then_some(dir)
+        })
+    };
+    assert!(metrics.contains("bg"), "{metrics}");
+    match cgroup("memory") {
+        // A v1 memory controller: containerd's v1 metrics.
+        Some(mem) => {
+            let file = |name: &str| {
+                std::fs::read_to_string(mem.join(name))
+                    .unwrap()
+                    .trim()
+                    .to_string()
+            };
+            assert_eq!(metric("memory.limit_in_bytes"), file("memory.limit_in_bytes"));
+            assert_ne!(metric("memory.usage_in_bytes"), "0");
+            let pids = cgroup("pids").expect("a pids controller beside memory");
+            let current = std::fs::read_to_string(pids.join("pids.current")).unwrap();
+            assert_eq!(metric("pids.current"), current.trim());
+            assert_eq!(metric("pids.current"), "1", "sleep alone");
+            assert_ne!(metric("cpuacct.usage"), "0");
+        }
+        // The unified hierarchy: containerd's v2 metrics.
+        None => {
+            assert_eq!(metric("pids.current"), "1", "sleep alone");
+            assert_ne!(metric("memory.usage"), "0");
+        }
+    }
+    let json = d.ctr(&["task", "metrics", "--format", "json", "bg"]).ok();
+    assert!(json.contains("\"pids\""), "{json}");
+    let err = d.ctr(&["task", "metrics", "no-such-task"]).fails();
+    assert!(err.contains("not found") || err.contains("no metrics"), "{err}");
     let r = d.ctr(&[
         "task",
         "exec",

@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "containerd/types/platform.proto",
         "containerd/types/mount.proto",
         "containerd/types/metrics.proto",
+        "containerd/cgroups/v1/metrics.proto",
+        "containerd/cgroups/v2/metrics.proto",
         "containerd/types/task/task.proto",
         "google/rpc/status.proto",
         "containerd/services/content/v1/content.proto",

@@ -11,6 +11,20 @@ pub mod google {
     }
 }
 
+/// containerd's cgroup metrics, carried in tasks.v1 Metrics' `Any`.
+pub mod io {
+    pub mod containerd {
+        pub mod cgroups {
+            pub mod v1 {
+                tonic::include_proto!("io.containerd.cgroups.v1");
+            }
+            pub mod v2 {
+                tonic::include_proto!("io.containerd.cgroups.v2");
+            }
+        }
+    }
+}
+
 pub mod containerd {
     pub mod types {
         tonic::include_proto!("containerd.types");

@@ -161,6 +161,41 @@ impl Cgroup {
         }
     }
 
+    /// Whether this cgroup's memory is counted by the v1 controller (else
+    /// by the unified hierarchy): which of containerd's two metrics shapes
+    /// describes it.
+    pub fn memory_v1(&self) -> bool {
+        self.mount.join("memory").join(&self.rel).is_dir()
+    }
+
+    /// The text of `file` of v1 `controller`, or of the unified hierarchy
+    /// when `controller` is empty.
+    pub fn text(&self, controller: &str, file: &str) -> Option<String> {
+        fs::read_to_string(self.file(controller, file)).ok()
+    }
+
+    /// A one-number file; `max` (v2's "no limit") reads as 0.
+    pub fn value(&self, controller: &str, file: &str) -> Option<u64> {
+        let text = self.text(controller, file)?;
+        match text.trim() {
+            "max" => Some(0),
+            n => n.parse().ok(),
+        }
+    }
+
+    /// A flat keyed file (`key value` lines: memory.stat, cpu.stat,
+    /// memory.events, memory.oom_control).
+    pub fn keyed(&self, controller: &str, file: &str) -> std::collections::BTreeMap<String, u64> {
+        self.text(controller, file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Block I/O bytes read and written: v1 `blkio.throttle.io_service_bytes`
     /// (`MAJ:MIN Read N` lines), v2 `io.stat` (`MAJ:MIN rbytes=N wbytes=N …`).
     fn io(&self) -> (u64, u64) {
@@ -323,7 +358,7 @@ impl Cgroup {
 
 /// The huge page sizes the kernel offers, in the names cgroup files use
 /// (`hugepages-2048kB` → `2MB`).
-fn hugepage_sizes() -> Vec<String> {
+pub fn hugepage_sizes() -> Vec<String> {
     let Ok(dir) = fs::read_dir("/sys/kernel/mm/hugepages") else {
         return Vec::new();
     };

@@ -17,6 +17,7 @@ pub mod run;
 mod service;
 mod spec;
 pub mod systemd;
+mod task_metrics;
 mod tasks;
 mod user;
 pub mod volumes;

@@ -512,11 +512,37 @@ impl api::tasks_server::Tasks for RuntimeService {
         Err(unsupported("update").into())
     }
 
+    /// Each live task's cgroup counters (containerd's cgroups metrics), for
+    /// the tasks the filters select (`id==…`, `status==running`, `pid==…`).
     async fn metrics(
         &self,
-        _req: Request<api::MetricsRequest>,
+        req: Request<api::MetricsRequest>,
     ) -> Result<Response<api::MetricsResponse>, Status> {
-        Ok(Response::new(api::MetricsResponse { metrics: Vec::new() }))
+        let ns = ns(&req)?;
+        let filter = molde_meta::filter::Filter::parse_all(&req.get_ref().filters)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut metrics = Vec::new();
+        for e in self
+            .store
+            .range(&molde_meta::keys::containers::prefix(&ns))
+            .map_err(Error::Meta)?
+        {
+            let id = e.key.rsplit('/').next().unwrap_or_default().to_string();
+            let Ok(p) = self.process(&ns, &id) else { continue };
+            if p.status == TaskStatus::Stopped as i32 || !filter.matches(&TaskFields(&p)) {
+                continue;
+            }
+            let Some(cg) = crate::lifecycle::cgroup_of(&self.bundle_dir(&ns, &id)) else {
+                continue;
+            };
+            let now = std::time::SystemTime::now();
+            metrics.push(molde_api::containerd::types::Metric {
+                timestamp: Some(prost_types::Timestamp::from(now)),
+                id,
+                data: Some(crate::task_metrics::of(&molde_bundle::cgroup::Cgroup::new(&cg))),
+            });
+        }
+        Ok(Response::new(api::MetricsResponse { metrics }))
     }
 
     async fn wait(&self, req: Request<api::WaitRequest>) -> Result<Response<api::WaitResponse>, Status> {
@@ -550,6 +576,23 @@ impl api::tasks_server::Tasks for RuntimeService {
                 }));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A task's fields as containerd's task filters name them.
+struct TaskFields<'a>(&'a Process);
+
+impl molde_meta::filter::Fields for TaskFields<'_> {
+    fn field(&self, path: &[String]) -> Option<String> {
+        let p = self.0;
+        match path.first()?.as_str() {
+            "id" | "container_id" => Some(p.container_id.clone()),
+            "pid" => Some(p.pid.to_string()),
+            "status" => TaskStatus::try_from(p.status)
+                .ok()
+                .map(|s| s.as_str_name().to_lowercase()),
+            _ => None,
         }
     }
 }
