@@ -110,6 +110,8 @@ impl Drop for Etcd {
 
 /// The port each node's peers reach it on (each node has its own address).
 const PEER_PORT: u16 = 7443;
+/// Where each node serves its metrics, on its own host's address.
+const METRICS_PORT: u16 = 1338;
 
 /// A molded on a host of its own.
 struct Node {
@@ -198,7 +200,11 @@ impl Cluster {
         let config = d.dir.path().join("config.toml");
         std::fs::write(
             &config,
-            format!("[registry]\nconfig_path = {:?}\n", self.hosts_dir.path()),
+            format!(
+                "[registry]\nconfig_path = {:?}\n[metrics]\naddress = \"{}:{METRICS_PORT}\"\n",
+                self.hosts_dir.path(),
+                host.ip
+            ),
         )
         .unwrap();
         d.args(&[
@@ -765,6 +771,17 @@ fn three_nodes_pulling_at_once_take_each_layer_from_the_registry_once() {
         })
         .sum::<usize>();
     assert!(followed >= 2, "{followed}");
+    // Each node's metrics: two peers; the claims taken and deferred.
+    let (mut taken, mut deferred) = (0.0, 0.0);
+    for n in &nodes {
+        let scrape = molde_tests::http_get(&format!("{}:{METRICS_PORT}", n.host.ip), "/metrics");
+        assert!(scrape.lines().any(|l| l == "molde_cluster_peers 2"), "{scrape}");
+        taken += molde_tests::sample(&scrape, "molde_cluster_claims_total", "outcome=\"taken\"").unwrap();
+        deferred +=
+            molde_tests::sample(&scrape, "molde_cluster_claims_total", "outcome=\"deferred\"").unwrap();
+    }
+    assert!(taken >= 2.0, "a claim per layer at least: {taken}");
+    assert!(deferred >= 2.0, "the followers deferred: {deferred}");
 }
 
 /// `molde pull -q REFERENCE` on node `n`, on a thread of its own.

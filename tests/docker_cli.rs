@@ -488,28 +488,6 @@ fn network_connect_puts_a_running_container_on_a_second_network() {
     d.molde(&["network", "rm", "front", "back"]).ok();
 }
 
-/// `GET http://addr/path` on loopback; the body.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// The value of the sample `name{...label="value"...}` in a scrape.
-fn sample(scrape: &str, name: &str, label: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[test]
 fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
     let port = molde_tests::registry::free_port();
@@ -518,12 +496,13 @@ fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
     d.load_busybox();
     d.molde(&["run", "-d", "--name", "metered", IMAGE, "sleep", "300"])
         .ok();
-    let scrape = http_get(&addr, "/metrics");
+    let scrape = molde_tests::http_get(&addr, "/metrics");
     assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
     assert!(scrape.contains("application/openmetrics-text"), "{scrape}");
     // The calls molde made, by service, method and code.
     assert!(
-        sample(&scrape, "grpc_server_handled_total", "grpc_method=\"Run\"").is_some_and(|n| n >= 1.0),
+        molde_tests::sample(&scrape, "grpc_server_handled_total", "grpc_method=\"Run\"")
+            .is_some_and(|n| n >= 1.0),
         "{scrape}"
     );
     assert!(
@@ -532,11 +511,15 @@ fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
     );
     // The container, under cAdvisor's names, read from its cgroup.
     let me = "name=\"metered\"";
-    assert_eq!(sample(&scrape, "container_processes", me), Some(1.0), "{scrape}");
-    let rss = sample(&scrape, "container_memory_rss", me).expect("rss");
-    let usage = sample(&scrape, "container_memory_usage_bytes", me).expect("usage");
+    assert_eq!(
+        molde_tests::sample(&scrape, "container_processes", me),
+        Some(1.0),
+        "{scrape}"
+    );
+    let rss = molde_tests::sample(&scrape, "container_memory_rss", me).expect("rss");
+    let usage = molde_tests::sample(&scrape, "container_memory_usage_bytes", me).expect("usage");
     assert!(rss > 0.0 && rss <= usage, "{rss} {usage}");
-    assert!(sample(&scrape, "container_cpu_usage_seconds_total", me).is_some());
+    assert!(molde_tests::sample(&scrape, "container_cpu_usage_seconds_total", me).is_some());
     let id = scrape
         .lines()
         .find(|l| l.starts_with("container_processes{") && l.contains(me))
@@ -552,7 +535,7 @@ fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
         "cgroup {from_cgroup}, metrics {usage}"
     );
     // What it writes into its rootfs is its writable layer's usage.
-    let before = sample(&scrape, "container_fs_usage_bytes", me).expect("fs usage");
+    let before = molde_tests::sample(&scrape, "container_fs_usage_bytes", me).expect("fs usage");
     d.molde(&[
         "exec",
         "metered",
@@ -563,7 +546,12 @@ fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
         "count=3072",
     ])
     .ok();
-    let after = sample(&http_get(&addr, "/metrics"), "container_fs_usage_bytes", me).unwrap();
+    let after = molde_tests::sample(
+        &molde_tests::http_get(&addr, "/metrics"),
+        "container_fs_usage_bytes",
+        me,
+    )
+    .unwrap();
     assert!(after - before >= (3 << 20) as f64, "{before} -> {after}");
     // A pull counts: the image, its blob and bytes from the registry, the
     // layer unpacked.
@@ -578,9 +566,10 @@ fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
     reg.push_layout(&l.dir, "metered/busybox:1");
     d.molde(&["pull", &format!("{}/metered/busybox:1", reg.host)])
         .ok();
-    let scrape = http_get(&addr, "/metrics");
-    let count =
-        |name: &str, label: &str| sample(&scrape, name, label).unwrap_or_else(|| panic!("{name}: {scrape}"));
+    let scrape = molde_tests::http_get(&addr, "/metrics");
+    let count = |name: &str, label: &str| {
+        molde_tests::sample(&scrape, name, label).unwrap_or_else(|| panic!("{name}: {scrape}"))
+    };
     assert_eq!(
         scrape.lines().find(|l| l.starts_with("molde_pulls_total ")),
         Some("molde_pulls_total 1"),
@@ -595,7 +584,40 @@ fn metrics_serve_grpc_calls_and_each_containers_cgroup_readings() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(unpacked >= 1.0, "{scrape}");
+    // The namespace's stores: the pulled blobs, the image's layer and the
+    // running container's snapshots, one shim.
+    let ns = "namespace=\"default\"";
+    assert!(count("molde_content_bytes", ns) > 100_000.0, "{scrape}");
+    assert!(count("molde_content_blobs", ns) >= 3.0, "{scrape}");
+    assert!(count("molde_snapshots", "kind=\"committed\"") >= 1.0, "{scrape}");
+    assert!(count("molde_snapshots", "kind=\"active\"") >= 1.0, "{scrape}");
+    assert!(
+        count("molde_snapshot_bytes", "kind=\"active\"") >= (3 << 20) as f64,
+        "the container's writable layer holds what it wrote: {scrape}"
+    );
+    assert_eq!(count("molde_shims_running", ns), 1.0, "{scrape}");
+    assert!(!scrape.contains("molde_cluster_peers"), "no cluster, no peers");
+    // A push counts: the image, and its two blobs (config and layer)
+    // uploaded, mounted or found at the registry.
+    let pushed = format!("{}/metered/copy:1", reg.host);
+    d.molde(&["tag", &format!("{}/metered/busybox:1", reg.host), &pushed])
+        .ok();
+    d.molde(&["push", &pushed]).ok();
+    let scrape = molde_tests::http_get(&addr, "/metrics");
+    let count = |name: &str, label: &str| {
+        molde_tests::sample(&scrape, name, label).unwrap_or_else(|| panic!("{name}: {scrape}"))
+    };
+    assert_eq!(
+        scrape.lines().find(|l| l.starts_with("molde_pushes_total ")),
+        Some("molde_pushes_total 1"),
+        "{scrape}"
+    );
+    let blobs: f64 = ["uploaded", "mounted", "present"]
+        .iter()
+        .map(|o| count("molde_push_blobs_total", &format!("outcome=\"{o}\"")))
+        .sum();
+    assert_eq!(blobs, 2.0, "{scrape}");
     // containerd's path too; anything else is not found.
-    assert!(http_get(&addr, "/v1/metrics").contains("container_processes{"));
-    assert!(http_get(&addr, "/nothing").starts_with("HTTP/1.1 404"));
+    assert!(molde_tests::http_get(&addr, "/v1/metrics").contains("container_processes{"));
+    assert!(molde_tests::http_get(&addr, "/nothing").starts_with("HTTP/1.1 404"));
 }

@@ -492,6 +492,28 @@ pub fn req<T>(ns: &str, lease: Option<&str>, msg: T) -> tonic::Request<T> {
     r
 }
 
+/// `GET http://addr/path` (loopback, or a host of the test's own LAN); the response.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample `name{...label="value"...}` in a scrape.
+pub fn sample(scrape: &str, name: &str, label: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// Waits until `f` holds, or panics with `what` after `secs`.
 pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

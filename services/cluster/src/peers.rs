@@ -138,6 +138,7 @@ impl molde_common::store::PeerBlobs for Peers {
         let r = self
             .etcd(move |s| {
                 if s.claim(&key, me.as_bytes().to_vec(), lease)? {
+                    molde_common::metrics::CLAIMS_TAKEN.add(1);
                     return Ok(true);
                 }
                 // A claim of this node's own (an earlier attempt) is still its own.
@@ -165,6 +166,7 @@ impl molde_common::store::PeerBlobs for Peers {
                 drop_claim_of(s, &key, &claimant)?;
                 return Ok(None);
             }
+            molde_common::metrics::CLAIMS_DEFERRED.add(1);
             Ok(Some(claimant))
         })
         .await

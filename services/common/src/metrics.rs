@@ -36,6 +36,19 @@ pub static REGISTRY_BLOBS: Count = Count::new();
 pub static REGISTRY_BYTES: Count = Count::new();
 pub static PEER_BLOBS: Count = Count::new();
 pub static PEER_BYTES: Count = Count::new();
+/// Images pushed, and the time their pushes took (microseconds).
+pub static PUSHES: Count = Count::new();
+pub static PUSH_MICROS: Count = Count::new();
+/// Blobs a push uploaded (and their bytes), had the registry mount from
+/// another repository, or found there already.
+pub static PUSH_BLOBS_UPLOADED: Count = Count::new();
+pub static PUSH_BYTES: Count = Count::new();
+pub static PUSH_BLOBS_MOUNTED: Count = Count::new();
+pub static PUSH_BLOBS_PRESENT: Count = Count::new();
+/// Cluster download claims: taken by this node, or left to the peer that
+/// held one.
+pub static CLAIMS_TAKEN: Count = Count::new();
+pub static CLAIMS_DEFERRED: Count = Count::new();
 /// Layers unpacked into snapshots, and the time it took (microseconds).
 pub static LAYERS_UNPACKED: Count = Count::new();
 pub static UNPACK_MICROS: Count = Count::new();

@@ -9,6 +9,12 @@
 //!   cgroups), under cAdvisor's names and labels: `id`, `name`, `image`,
 //!   `namespace` (a pod's for CRI containers), and `pod` and `container` for
 //!   CRI containers.
+//! - Each namespace's stores, read at each scrape: content blobs and bytes,
+//!   snapshots by kind and the bytes they hold (a committed snapshot is
+//!   measured once), shims running.
+//! - What the services counted (`molde_common::metrics`): pulls, pushes,
+//!   unpacks, build steps, garbage collection, cluster claims; and the
+//!   cluster's peers now.
 
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
@@ -166,7 +172,7 @@ async fn scrape(channel: tonic::transport::Channel) -> String {
     let fs_usage = Family::<Container, Gauge<f64, AtomicU64>>::default();
     let rx = Family::<Interface, Counter<f64, AtomicU64>>::default();
     let tx = Family::<Interface, Counter<f64, AtomicU64>>::default();
-    for (labels, s, layer_bytes) in containers(channel).await {
+    for (labels, s, layer_bytes) in containers(channel.clone()).await {
         fs_usage.get_or_create(&labels).set(layer_bytes as f64);
         cpu.get_or_create(&labels).inc_by(s.cpu_usage_ns as f64 / 1e9);
         working_set
@@ -223,7 +229,17 @@ async fn scrape(channel: tonic::transport::Channel) -> String {
         "Cumulative count of bytes transmitted.",
         tx,
     );
+    namespaces(&mut registry, &channel).await;
     counts(&mut registry);
+    if let Some(peers) = cluster_peers(&channel).await {
+        let g: Gauge = Gauge::default();
+        g.set(peers);
+        registry.register(
+            "molde_cluster_peers",
+            "Other nodes registered in the cluster now",
+            g,
+        );
+    }
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         tracing::warn!(error = %e, "encoding the metrics");
@@ -234,6 +250,11 @@ async fn scrape(channel: tonic::transport::Channel) -> String {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Source {
     source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
 }
 
 /// What this process's services counted (`molde_common::metrics`).
@@ -278,6 +299,45 @@ fn counts(registry: &mut Registry) {
             ("peer", m::PEER_BYTES.get()),
         ]),
     );
+    registry.register("molde_pushes", "Images pushed", counter(m::PUSHES.get()));
+    registry.register(
+        "molde_push_seconds",
+        "Time spent pushing images, summed over pushes",
+        seconds(m::PUSH_MICROS.get()),
+    );
+    let by_outcome = |counts: [(&'static str, u64); 3]| {
+        let f = Family::<Outcome, Counter>::default();
+        for (outcome, n) in counts {
+            f.get_or_create(&Outcome { outcome }).inc_by(n);
+        }
+        f
+    };
+    registry.register(
+        "molde_push_blobs",
+        "Blobs pushes handed to registries: uploaded, mounted from another repository, or already there",
+        by_outcome([
+            ("uploaded", m::PUSH_BLOBS_UPLOADED.get()),
+            ("mounted", m::PUSH_BLOBS_MOUNTED.get()),
+            ("present", m::PUSH_BLOBS_PRESENT.get()),
+        ]),
+    );
+    registry.register(
+        "molde_push_bytes",
+        "Bytes pushes uploaded",
+        counter(m::PUSH_BYTES.get()),
+    );
+    let claims = Family::<Outcome, Counter>::default();
+    for (outcome, n) in [
+        ("taken", m::CLAIMS_TAKEN.get()),
+        ("deferred", m::CLAIMS_DEFERRED.get()),
+    ] {
+        claims.get_or_create(&Outcome { outcome }).inc_by(n);
+    }
+    registry.register(
+        "molde_cluster_claims",
+        "Download claims in the cluster: taken by this node, or deferred to the peer holding one",
+        claims,
+    );
     registry.register(
         "molde_layers_unpacked",
         "Layers unpacked into snapshots",
@@ -308,6 +368,187 @@ fn counts(registry: &mut Registry) {
     );
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Namespace {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SnapshotKind {
+    namespace: String,
+    snapshotter: &'static str,
+    kind: &'static str,
+}
+
+/// A request in namespace `ns`.
+fn in_ns<T>(ns: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Ok(v) = ns.parse() {
+        r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
+    }
+    r
+}
+
+/// Sizes of committed snapshots (namespace, snapshotter, key): they do not
+/// change, so each is walked once rather than at every scrape.
+static COMMITTED_SIZES: std::sync::Mutex<Option<std::collections::HashMap<SnapshotId, u64>>> =
+    std::sync::Mutex::new(None);
+
+/// namespace, snapshotter, key.
+type SnapshotId = (String, String, String);
+
+/// Each namespace's content, snapshots and shims.
+async fn namespaces(registry: &mut Registry, channel: &tonic::transport::Channel) {
+    use molde_api::containerd::services::content::v1::{ListContentRequest, content_client::ContentClient};
+    use molde_api::containerd::services::namespaces::v1::{
+        ListNamespacesRequest, namespaces_client::NamespacesClient,
+    };
+    use molde_api::containerd::services::snapshots::v1::{
+        Kind, ListSnapshotsRequest, UsageRequest, snapshots_client::SnapshotsClient,
+    };
+    use molde_api::molde::services::runtime::v1::{self as rt, runtime_client::RuntimeClient};
+    let Ok(list) = NamespacesClient::new(channel.clone())
+        .list(ListNamespacesRequest::default())
+        .await
+    else {
+        return;
+    };
+    let content_blobs = Family::<Namespace, Gauge>::default();
+    let content_bytes = Family::<Namespace, Gauge>::default();
+    let snapshots = Family::<SnapshotKind, Gauge>::default();
+    let snapshot_bytes = Family::<SnapshotKind, Gauge>::default();
+    let shims = Family::<Namespace, Gauge>::default();
+    let mut seen = std::collections::HashSet::new();
+    for ns in list.into_inner().namespaces {
+        let label = Namespace {
+            namespace: ns.name.clone(),
+        };
+        if let Ok(stream) = ContentClient::new(channel.clone())
+            .list(in_ns(&ns.name, ListContentRequest::default()))
+            .await
+        {
+            let mut stream = stream.into_inner();
+            let (mut blobs, mut bytes) = (0i64, 0i64);
+            while let Ok(Some(page)) = stream.message().await {
+                blobs += page.info.len() as i64;
+                bytes += page.info.iter().map(|i| i.size.max(0)).sum::<i64>();
+            }
+            content_blobs.get_or_create(&label).set(blobs);
+            content_bytes.get_or_create(&label).set(bytes);
+        }
+        for snapshotter in ["overlayfs", "native"] {
+            let mut client = SnapshotsClient::new(channel.clone());
+            let Ok(stream) = client
+                .list(in_ns(
+                    &ns.name,
+                    ListSnapshotsRequest {
+                        snapshotter: snapshotter.into(),
+                        filters: Vec::new(),
+                    },
+                ))
+                .await
+            else {
+                continue;
+            };
+            let mut stream = stream.into_inner();
+            let mut infos = Vec::new();
+            while let Ok(Some(page)) = stream.message().await {
+                infos.extend(page.info);
+            }
+            for info in infos {
+                let kind = match Kind::try_from(info.kind) {
+                    Ok(Kind::Committed) => "committed",
+                    Ok(Kind::Active) => "active",
+                    Ok(Kind::View) => "view",
+                    _ => "unknown",
+                };
+                let key = SnapshotKind {
+                    namespace: ns.name.clone(),
+                    snapshotter,
+                    kind,
+                };
+                snapshots.get_or_create(&key).inc();
+                let id = (ns.name.clone(), snapshotter.to_string(), info.name.clone());
+                let cached = COMMITTED_SIZES
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .and_then(|m| m.get(&id).copied());
+                let size = match cached {
+                    Some(size) if kind == "committed" => size,
+                    _ => {
+                        let request = UsageRequest {
+                            snapshotter: snapshotter.into(),
+                            key: info.name.clone(),
+                        };
+                        let size = match client.usage(in_ns(&ns.name, request)).await {
+                            Ok(u) => u.into_inner().size.max(0) as u64,
+                            Err(_) => continue,
+                        };
+                        if kind == "committed" {
+                            COMMITTED_SIZES
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_or_insert_default()
+                                .insert(id.clone(), size);
+                        }
+                        size
+                    }
+                };
+                seen.insert(id);
+                snapshot_bytes.get_or_create(&key).inc_by(size as i64);
+            }
+        }
+        if let Ok(running) = RuntimeClient::new(channel.clone())
+            .list(in_ns(&ns.name, rt::ListRequest { all: false }))
+            .await
+        {
+            shims
+                .get_or_create(&label)
+                .set(running.into_inner().containers.len() as i64);
+        }
+    }
+    if let Some(m) = COMMITTED_SIZES.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        m.retain(|id, _| seen.contains(id));
+    }
+    registry.register(
+        "molde_content_blobs",
+        "Blobs in the content store, by namespace",
+        content_blobs,
+    );
+    registry.register(
+        "molde_content_bytes",
+        "Bytes of the blobs in the content store, by namespace",
+        content_bytes,
+    );
+    registry.register(
+        "molde_snapshots",
+        "Snapshots, by namespace, snapshotter and kind",
+        snapshots,
+    );
+    registry.register(
+        "molde_snapshot_bytes",
+        "Bytes the snapshots hold on disk, by namespace, snapshotter and kind",
+        snapshot_bytes,
+    );
+    registry.register(
+        "molde_shims_running",
+        "Container shims running (one per running container), by namespace",
+        shims,
+    );
+}
+
+/// How many other nodes the cluster has registered; none without a cluster.
+async fn cluster_peers(channel: &tonic::transport::Channel) -> Option<i64> {
+    use molde_api::molde::services::cluster::v1::{NodesRequest, cluster_client::ClusterClient};
+    let nodes = ClusterClient::new(channel.clone())
+        .nodes(NodesRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    Some(nodes.nodes.iter().filter(|n| n.name != nodes.self_name).count() as i64)
+}
+
 /// Every running container of every namespace with its readings and the
 /// bytes its writable layer holds.
 async fn containers(
@@ -325,13 +566,6 @@ async fn containers(
     };
     use molde_api::containerd::services::snapshots::v1::{UsageRequest, snapshots_client::SnapshotsClient};
     use molde_api::molde::services::runtime::v1::{self as rt, runtime_client::RuntimeClient};
-    fn in_ns<T>(ns: &str, msg: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
-        if let Ok(v) = ns.parse() {
-            r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
-        }
-        r
-    }
     let Ok(namespaces) = NamespacesClient::new(channel.clone())
         .list(ListNamespacesRequest::default())
         .await

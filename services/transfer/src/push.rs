@@ -29,6 +29,7 @@ impl Puller {
     }
 
     pub async fn push(&self, ns: &str, req: api::PushRequest, tx: &ProgressTx) -> Result<()> {
+        let started = std::time::Instant::now();
         let img = self
             .store
             .image(ns, &req.reference)
@@ -128,6 +129,8 @@ impl Puller {
                 .map_err(|e| remote(&format!("pushing manifest {digest} to {dest}"), e))?;
         }
         tracing::info!(namespace = ns, image = %req.reference, destination = %dest, bytes = pushed_bytes, blobs = pushed, "image pushed");
+        molde_common::metrics::PUSHES.add(1);
+        molde_common::metrics::PUSH_MICROS.add(started.elapsed().as_micros() as u64);
         send(
             tx,
             api::progress::Event::Done(api::Done {
@@ -172,6 +175,7 @@ impl Puller {
             .map_err(|e| remote(&format!("checking {digest} at {dest}"), e))?
         {
             send(tx, progress("exists")).await;
+            molde_common::metrics::PUSH_BLOBS_PRESENT.add(1);
             return Ok(None);
         }
         let info = self
@@ -185,6 +189,7 @@ impl Puller {
             let from = Reference::with_digest(to.registry().to_string(), source.clone(), digest.to_string());
             if client.mount_blob(&to, &from, digest).await.is_ok() {
                 send(tx, progress("mounted")).await;
+                molde_common::metrics::PUSH_BLOBS_MOUNTED.add(1);
                 return Ok(None);
             }
         }
@@ -198,6 +203,8 @@ impl Puller {
             .await
             .map_err(|e| remote(&format!("pushing {digest} to {dest}"), e))?;
         send(tx, progress("pushed")).await;
+        molde_common::metrics::PUSH_BLOBS_UPLOADED.add(1);
+        molde_common::metrics::PUSH_BYTES.add(size.max(0) as u64);
         Ok(Some(size as u64))
     }
 }
