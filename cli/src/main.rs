@@ -144,6 +144,9 @@ enum Command {
     },
     /// List what a container changed in its filesystem (A added, C changed, D deleted)
     Diff { container: String },
+    /// Write molde's manual pages (one per command) into DIR
+    #[command(hide = true)]
+    Manpages { dir: std::path::PathBuf },
     /// Print a shell completion script: source it from your shell's startup file
     Completion {
         #[arg(value_enum)]
@@ -410,6 +413,12 @@ async fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(*shell, &mut cmd, "molde", &mut std::io::stdout());
             return Ok(());
         }
+        Command::Manpages { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            molde_common::man::write_pages(cmd, "1", dir)
+                .map_err(|e| anyhow!("writing manual pages into {}: {e}", dir.display()))?;
+            return Ok(());
+        }
         Command::Cluster(ClusterCmd::Init { dir }) => {
             let crt = molde_cluster::certs::init(dir).map_err(|e| anyhow!("molde cluster init: {e}"))?;
             println!("{}", crt.display());
@@ -593,7 +602,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stats(a) => containers::stats(&d, a).await,
         Command::Gc => daemon::gc(&d).await,
         Command::Node(NodeCmd::Ls) => daemon::nodes(&d).await,
-        Command::Login { .. } | Command::Logout { .. } | Command::Cluster(_) | Command::Completion { .. } => {
+        Command::Login { .. }
+        | Command::Logout { .. }
+        | Command::Cluster(_)
+        | Command::Completion { .. }
+        | Command::Manpages { .. } => {
             unreachable!("handled above")
         }
     }

@@ -11,6 +11,7 @@ pub mod errdefs;
 pub mod events;
 pub mod image;
 pub mod labels;
+pub mod man;
 pub mod metrics;
 pub mod reference;
 pub mod spec;

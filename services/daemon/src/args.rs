@@ -71,6 +71,9 @@ pub enum Command {
     /// The configuration file's keys (`config default`, `config check FILE`)
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Write molded's manual page into DIR (the Debian package's build does)
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -45,6 +45,16 @@ fn main() -> std::process::ExitCode {
         molde_cri::userns::helper_main();
     }
     let mut parsed = args::Args::parse();
+    if let Some(args::Command::Manpages { dir }) = &parsed.command {
+        let cmd = <args::Args as clap::CommandFactory>::command();
+        return match molde_common::man::write_pages(cmd, "8", dir) {
+            Ok(_) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("molded: writing manual pages into {}: {e}", dir.display());
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(args::Command::Config(cmd)) = parsed.command.take() {
         return match args::config_command(cmd) {
             Ok(()) => std::process::ExitCode::SUCCESS,
