@@ -17,15 +17,33 @@ use molde_tests::image::{self, Compression, busybox_rootfs, host_arch, tar};
 use molde_tests::registry::Registry;
 use molde_tests::{bin, tests_dir};
 
+/// One machine at a time: systemd-nspawn locks the root it boots.
+static ONE_MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A booted machine; powered off (SIGTERM to nspawn) when dropped.
 struct Machine {
     nspawn: Child,
+    _turn: std::sync::MutexGuard<'static, ()>,
     leader: i32,
     dir: tempfile::TempDir,
 }
 
+/// What a machine shares with the host besides its root.
+enum Shares {
+    /// The suite's binaries at /opt/molde, molded's directories and a
+    /// config for the systemd driver at /etc/molde (read-only).
+    Molded,
+    /// A directory of Debian packages at /opt/molde-deb; /etc stays the
+    /// machine's, for the package's conffile.
+    Packages(PathBuf),
+}
+
 impl Machine {
     fn boot() -> Machine {
+        Machine::boot_sharing(Shares::Molded)
+    }
+
+    fn boot_sharing(shares: Shares) -> Machine {
         let root = PathBuf::from(
             std::env::var("MOLDE_NSPAWN_ROOT").unwrap_or_else(|_| "/var/cache/molde/nspawn-root".into()),
         );
@@ -34,6 +52,7 @@ impl Machine {
             .status()
             .expect("running deploy/make-nspawn-root.sh");
         assert!(made.success(), "deploy/make-nspawn-root.sh failed");
+        let turn = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
         clear_stale_payload();
         let dir = tempfile::Builder::new()
             .prefix("molde-nspawn-")
@@ -52,6 +71,16 @@ impl Machine {
         .unwrap();
         let source = tests_dir().join("..").canonicalize().unwrap();
         let bind = |from: &Path, to: &str| format!("{}:{to}", from.display());
+        let binds = match shares {
+            Shares::Molded => vec![
+                format!("--bind-ro={}", bind(bin_dir, "/opt/molde")),
+                format!("--bind={}", bind(&dir.path().join("run"), "/run/molde")),
+                format!("--bind={}", bind(&dir.path().join("lib"), "/var/lib/molde")),
+                format!("--bind-ro={}", bind(&dir.path().join("etc"), "/etc/molde")),
+                format!("--bind-ro={}", bind(&source, "/opt/molde-src")),
+            ],
+            Shares::Packages(debs) => vec![format!("--bind-ro={}", bind(&debs, "/opt/molde-deb"))],
+        };
         let nspawn = Command::new("systemd-nspawn")
             .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
             // The container device programs are BPF, which nspawn filters by default.
@@ -64,17 +93,7 @@ impl Machine {
                 "-D",
             ])
             .arg(&root)
-            .arg(format!("--bind-ro={}", bind(bin_dir, "/opt/molde")))
-            .arg(format!("--bind={}", bind(&dir.path().join("run"), "/run/molde")))
-            .arg(format!(
-                "--bind={}",
-                bind(&dir.path().join("lib"), "/var/lib/molde")
-            ))
-            .arg(format!(
-                "--bind-ro={}",
-                bind(&dir.path().join("etc"), "/etc/molde")
-            ))
-            .arg(format!("--bind-ro={}", bind(&source, "/opt/molde-src")))
+            .args(&binds)
             .arg("-b")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -84,6 +103,7 @@ impl Machine {
         let mut m = Machine {
             leader: 0,
             nspawn,
+            _turn: turn,
             dir,
         };
         for _ in 0..300 {
@@ -419,7 +439,13 @@ fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(state, "inactive");
+    assert_eq!(
+        state,
+        "inactive",
+        "{}\n{}",
+        machine.sh(&format!("systemctl status {unit} --no-pager 2>&1")),
+        machine.journal()
+    );
 
     // deploy/uninstall.sh takes away what install.sh put there, and stops
     // molded; the data stays.
@@ -434,4 +460,111 @@ fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
         machine.sh("test -d /var/lib/molde/content && echo kept").trim(),
         "kept"
     );
+}
+
+/// deploy/make-deb.sh's package, from the binaries the suite built, in a
+/// fresh Debian 12 booted with systemd: dpkg installs it, systemd starts
+/// molded, molde talks to it, the manual pages and completions are where
+/// man and the shells look; removing keeps the administrator's config,
+/// purging takes it.
+#[test]
+fn the_debian_package_installs_starts_and_purges() {
+    let target = bin("molded").parent().unwrap().parent().unwrap().to_path_buf();
+    let out = tempfile::Builder::new().prefix("molde-deb-").tempdir().unwrap();
+    let made = Command::new(tests_dir().join("../deploy/make-deb.sh"))
+        .args(["--profile", "dev", "--no-build"])
+        .arg(out.path())
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("deploy/make-deb.sh");
+    assert!(
+        made.status.success(),
+        "make-deb.sh: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let deb = PathBuf::from(
+        String::from_utf8_lossy(&made.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default(),
+    );
+    assert!(deb.is_file(), "{}", deb.display());
+    let deb_name = deb.file_name().unwrap().to_string_lossy().into_owned();
+
+    let m = Machine::boot_sharing(Shares::Packages(out.path().to_path_buf()));
+    let installed = m.sh(&format!("dpkg -i /opt/molde-deb/{deb_name} 2>&1; echo rc=$?"));
+    assert!(installed.trim_end().ends_with("rc=0"), "{installed}");
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = m.property("molded.service", "ActiveState");
+        if state == "active" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(state, "active", "{}", m.journal());
+    assert_eq!(m.sh("systemctl is-enabled molded").trim(), "enabled");
+    let exec = m.property("molded.service", "ExecStart");
+    assert!(exec.contains("path=/usr/bin/molded "), "{exec}");
+    // The CLI on PATH reaches the daemon on the default socket.
+    let version = m.sh("molde version 2>&1");
+    assert!(version.to_lowercase().contains("server"), "{version}");
+    assert!(
+        m.sh("molde ps -a 2>&1").contains("CONTAINER ID"),
+        "{}",
+        m.sh("molde ps -a 2>&1")
+    );
+    // Manual pages: molde's, one per command, molded's in section 8.
+    for page in [
+        "man1/molde.1.gz",
+        "man1/molde-run.1.gz",
+        "man1/molde-network-create.1.gz",
+        "man8/molded.8.gz",
+    ] {
+        let text = m.sh(&format!("zcat /usr/share/man/{page}"));
+        assert!(text.starts_with(".ie") || text.contains(".TH "), "{page}: {text}");
+    }
+    assert!(
+        m.sh("zcat /usr/share/man/man1/molde-run.1.gz")
+            .contains("\\-\\-publish")
+    );
+    // Completions where bash, zsh and fish look for them.
+    let complete = m.sh("bash -c '. /usr/share/bash-completion/completions/molde; complete -p molde'");
+    assert!(complete.contains("molde"), "{complete}");
+    assert!(
+        m.sh("head -1 /usr/share/zsh/vendor-completions/_molde")
+            .starts_with("#compdef molde")
+    );
+    assert!(
+        m.sh("cat /usr/share/fish/vendor_completions.d/molde.fish")
+            .contains("complete -c molde")
+    );
+    // The config is a conffile, and valid.
+    assert!(
+        m.sh("dpkg-query -W -f='${Conffiles}' molde")
+            .contains("/etc/molde/config.toml"),
+        "{}",
+        m.sh("dpkg-query -W -f='${Conffiles}' molde")
+    );
+    let checked = m.sh("molded config check /etc/molde/config.toml 2>&1; echo rc=$?");
+    assert!(checked.trim_end().ends_with("rc=0"), "{checked}");
+
+    // Removed: molded stopped, binaries and units gone, the edited config kept.
+    m.sh("echo '# the administrator was here' >> /etc/molde/config.toml");
+    let removed = m.sh("dpkg -r molde 2>&1; echo rc=$?");
+    assert!(removed.trim_end().ends_with("rc=0"), "{removed}");
+    assert_ne!(m.property("molded.service", "ActiveState"), "active");
+    assert_eq!(
+        m.sh("ls /usr/bin/molded /usr/bin/molde /usr/lib/systemd/system/molded.service 2>&1 | grep -c 'No such file'")
+            .trim(),
+        "3"
+    );
+    assert!(
+        m.sh("cat /etc/molde/config.toml")
+            .contains("the administrator was here")
+    );
+    // Purged: the config too.
+    let purged = m.sh("dpkg --purge molde 2>&1; echo rc=$?");
+    assert!(purged.trim_end().ends_with("rc=0"), "{purged}");
+    assert_eq!(m.sh("test -e /etc/molde/config.toml || echo gone").trim(), "gone");
 }

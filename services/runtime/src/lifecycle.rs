@@ -453,9 +453,21 @@ impl RuntimeService {
             let _ = self.kill(ns, id, Signal::SIGKILL);
             self.wait(ns, id, Some(Duration::from_secs(30))).await?;
         }
+        self.release_scope(ns, id).await;
         self.remove(ns, id).await;
         tracing::info!(namespace = ns, container = id, "container removed");
         Ok(())
+    }
+
+    /// Under the systemd cgroup driver, stops the container's scope: its
+    /// processes are gone, and systemd may not have noticed.
+    pub(crate) async fn release_scope(&self, ns: &str, id: &str) {
+        let unit = (self.record(ns, id).ok()).and_then(|c| c.labels.get(crate::systemd::UNIT_LABEL).cloned());
+        if let Some(unit) = unit
+            && let Err(e) = crate::systemd::stop_scope(&unit).await
+        {
+            tracing::warn!(namespace = ns, container = id, "{e}");
+        }
     }
 
     /// The log records of a container, the last `tail` of them when not 0.

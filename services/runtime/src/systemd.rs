@@ -7,10 +7,10 @@
 //! init in it, `Delegate=yes` (the cgroup below is the container's), and the
 //! container's limits as unit properties, so systemd keeps them rather than
 //! resetting them. `UpdateContainerResources` sets them again with
-//! `SetUnitProperties`. When the task is deleted molded stops the scope
-//! itself: systemd would notice the emptied cgroup on its own, but not when
-//! the cgroup is removed before its notification is read, and the scope
-//! would then stay "active" with nothing in it.
+//! `SetUnitProperties`. When the container is removed (or its task deleted)
+//! molded stops the scope itself: systemd would notice the emptied cgroup
+//! on its own, but not when the cgroup is removed before its notification
+//! is read, and the scope would then stay "active" with nothing in it.
 //!
 //! The D-Bus side is zbus's (a maintained implementation of the protocol);
 //! the manager's methods are declared here from systemd's published

@@ -329,13 +329,7 @@ impl api::tasks_server::Tasks for RuntimeService {
         self.abandon_held(&ns, &id).await;
         self.exited(&ns, &id);
         let _ = std::fs::remove_dir_all(self.bundle_dir(&ns, &id));
-        let unit =
-            (self.record(&ns, &id).ok()).and_then(|c| c.labels.get(crate::systemd::UNIT_LABEL).cloned());
-        if let Some(unit) = unit
-            && let Err(e) = crate::systemd::stop_scope(&unit).await
-        {
-            tracing::warn!(container = %id, "{e}");
-        }
+        self.release_scope(&ns, &id).await;
         self.events.publish(
             &ns,
             "/tasks/delete",
