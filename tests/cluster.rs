@@ -143,6 +143,8 @@ impl Node {
 /// and the nodes the test adds.
 struct Cluster {
     etcd: Etcd,
+    /// Where every node sends its traces.
+    traces: molde_tests::otlp::Collector,
     proxy: FaultProxy,
     reg: Registry,
     certs: tempfile::TempDir,
@@ -160,6 +162,7 @@ impl Cluster {
         molde_cli(&["cluster", "init", "--dir", &certs.path().display().to_string()]);
         let reg = Registry::start();
         let proxy = FaultProxy::start_on(&lan.gateway(), &reg.host);
+        let traces = molde_tests::otlp::Collector::start_on(&lan.gateway());
         // The registry is not on loopback for the nodes: plain HTTP by configuration.
         let hosts_dir = tempfile::tempdir().unwrap();
         let d = hosts_dir.path().join(&proxy.host);
@@ -167,6 +170,7 @@ impl Cluster {
         std::fs::write(d.join("hosts.toml"), "plain_http = true\n").unwrap();
         Cluster {
             etcd,
+            traces,
             proxy,
             reg,
             certs,
@@ -201,9 +205,11 @@ impl Cluster {
         std::fs::write(
             &config,
             format!(
-                "[registry]\nconfig_path = {:?}\n[metrics]\naddress = \"{}:{METRICS_PORT}\"\n",
+                "[registry]\nconfig_path = {:?}\n[metrics]\naddress = \"{}:{METRICS_PORT}\"\n\
+                 [tracing]\notlp_endpoint = \"{}\"\n",
                 self.hosts_dir.path(),
-                host.ip
+                host.ip,
+                self.traces.endpoint
             ),
         )
         .unwrap();
@@ -614,7 +620,12 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
     molde_tests::eventually(20, "node-a to publish its layers", || {
         l.layers.iter().all(|(d, _)| cl.indexed(d, "node-a"))
     });
-    b.molde(&["pull", "-q", &reference]).ok();
+    let (trace, caller) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    b.molde_env(
+        &[("TRACEPARENT", &format!("00-{trace}-{caller}-01"))],
+        &["pull", "-q", &reference],
+    )
+    .ok();
     let layer_gets = |reqs: &[String]| {
         reqs.iter()
             .filter(|r| l.layers.iter().any(|(d, _)| r.contains(d.as_str())))
@@ -635,6 +646,39 @@ fn a_layer_another_node_holds_comes_from_it_not_from_the_registry() {
         "{}",
         b.log_text()
     );
+    // The pull from the peer is one trace: node-a's read of the layer is
+    // the child of node-b's span taking it from a peer.
+    let on = |s: &molde_tests::otlp::Span, n: &Node| {
+        s.resource.get("service.instance.id") == Some(&n.d.sock.display().to_string())
+    };
+    let spans = cl
+        .traces
+        .wait_for(20, "node-a's read in node-b's trace", |spans| {
+            let ours = |n: &Node, name: &str| {
+                spans
+                    .iter()
+                    .any(|s| s.trace_id == trace && on(s, n) && s.name.ends_with(name))
+            };
+            ours(&a, "Content/Read") && ours(&b, "blob from a peer") && ours(&b, "Transfer/Pull")
+        });
+    let taking: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.trace_id == trace && on(s, &b) && s.name == "blob from a peer")
+        .map(|s| s.span_id.as_str())
+        .collect();
+    assert!(!taking.is_empty(), "{spans:#?}");
+    let read = spans
+        .iter()
+        .find(|s| s.trace_id == trace && on(s, &a) && s.name.ends_with("Content/Read"))
+        .unwrap();
+    assert!(
+        taking.contains(&read.parent_span_id.as_str()),
+        "{read:#?} / {taking:?}"
+    );
+    assert!(spans.iter().any(|s| s.trace_id == trace
+        && on(s, &b)
+        && s.name == "molde.services.transfer.v1.Transfer/Pull"
+        && s.parent_span_id == caller));
 
     // Any command on another node, through the peer transport, with an
     // admin's certificate.

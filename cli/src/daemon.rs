@@ -16,7 +16,33 @@ pub struct Daemon {
     pub namespace: String,
     /// The namespace as the header every request carries.
     header: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    /// This command's trace context (W3C `traceparent`), on every request,
+    /// so the daemon's spans for one command form one trace.
+    traceparent: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     pub address: String,
+}
+
+/// The trace this command's requests belong to: the caller's when the
+/// environment carries one (`TRACEPARENT`, as OpenTelemetry's environment
+/// carrier names it), else a new one, sampled.
+fn traceparent() -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    let valid = |t: &str| {
+        let parts: Vec<&str> = t.split('-').collect();
+        parts.len() == 4
+            && [2, 32, 16, 2]
+                .iter()
+                .zip(&parts)
+                .all(|(n, p)| p.len() == *n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let from_env = std::env::var("TRACEPARENT").ok().filter(|t| valid(t));
+    let value = from_env.unwrap_or_else(|| {
+        let trace = uuid::Uuid::new_v4().simple().to_string();
+        let span = uuid::Uuid::new_v4().simple().to_string();
+        format!("00-{trace}-{}-01", &span[..16])
+    });
+    value
+        .parse()
+        .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static(""))
 }
 
 impl Daemon {
@@ -50,6 +76,7 @@ impl Daemon {
             channel,
             namespace: namespace.to_string(),
             header,
+            traceparent: traceparent(),
             address: addr.to_string(),
         })
     }
@@ -59,6 +86,7 @@ impl Daemon {
         let mut r = tonic::Request::new(msg);
         r.metadata_mut()
             .insert(molde_api::NAMESPACE_HEADER, self.header.clone());
+        r.metadata_mut().insert("traceparent", self.traceparent.clone());
         r
     }
 }
@@ -251,6 +279,7 @@ pub async fn cluster_nodes(
                 channel,
                 namespace: local.namespace.clone(),
                 header: local.header.clone(),
+                traceparent: local.traceparent.clone(),
                 address: format!("{} ({})", n.name, n.address),
             },
         ));

@@ -5,6 +5,7 @@
 pub mod faults;
 pub mod hosts;
 pub mod image;
+pub mod otlp;
 pub mod registry;
 pub mod spdy;
 
@@ -361,6 +362,15 @@ impl Daemon {
         let mut args = vec!["run", "--rm", "--network", "none", image];
         args.extend_from_slice(cmd);
         self.molde(&args).ok()
+    }
+
+    /// Runs the `molde` CLI against this daemon with `env` set.
+    pub fn molde_env(&self, env: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut c = Command::new(bin("molde"));
+        c.env("MOLDE_ADDRESS", &self.sock)
+            .envs(env.iter().copied())
+            .args(args);
+        Run::exec(c, &[], self)
     }
 
     pub fn molde_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {

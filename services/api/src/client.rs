@@ -110,6 +110,7 @@ pub fn request<T>(ns: &str, lease: Option<&str>, msg: T) -> tonic::Request<T> {
     if let Some(l) = lease.filter(|l| !l.is_empty()) {
         r.metadata_mut().insert(crate::LEASE_HEADER, header(l));
     }
+    crate::trace::inject_metadata(r.metadata_mut());
     r
 }
 

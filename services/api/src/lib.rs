@@ -145,3 +145,4 @@ pub const LEASE_HEADER: &str = "containerd-lease";
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 pub mod client;
+pub mod trace;

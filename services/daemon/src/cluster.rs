@@ -174,6 +174,7 @@ pub async fn serve_peers(
                         if let Some(content) = content
                             && req.uri().path().starts_with(CONTENT_PATH)
                         {
+                            let content = tower::Layer::layer(&crate::rpclog::RpcLog, content);
                             return Ok(tower::ServiceExt::oneshot(content, req)
                                 .await
                                 .unwrap_or_else(|e| match e {}));

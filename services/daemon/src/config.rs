@@ -36,6 +36,7 @@ pub struct Config {
     pub grpc: GrpcConfig,
     pub debug: DebugConfig,
     pub metrics: MetricsConfig,
+    pub tracing: TracingConfig,
     /// What reading the file found worth saying (logged once the log is up).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -60,6 +61,27 @@ pub struct MetricsConfig {
     /// host:port serving `/metrics` and `/v1/metrics`, e.g.
     /// "127.0.0.1:1338"; empty (the default): no metrics endpoint.
     pub address: String,
+}
+
+/// `[tracing]`: OpenTelemetry traces over OTLP/gRPC (docs/operations.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC collector, e.g. "http://127.0.0.1:4317"; empty (the
+    /// default): no traces.
+    pub otlp_endpoint: String,
+    /// The share of traces started here that are kept (0.0–1.0); a trace
+    /// begun by a caller (the CLI, a front, a peer) follows the caller's choice.
+    pub sampling_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: String::new(),
+            sampling_ratio: 1.0,
+        }
+    }
 }
 
 /// The levels `[debug] level` and `--log-level` take.
@@ -259,6 +281,7 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             debug: DebugConfig::default(),
             metrics: MetricsConfig::default(),
+            tracing: TracingConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -301,6 +324,21 @@ impl Config {
                 path.display(),
                 c.debug.level,
                 LOG_LEVELS.join(", ")
+            );
+        }
+        if !(0.0..=1.0).contains(&c.tracing.sampling_ratio) {
+            bail!(
+                "config {}: [tracing] sampling_ratio {}: expected a number from 0.0 to 1.0",
+                path.display(),
+                c.tracing.sampling_ratio
+            );
+        }
+        let endpoint = c.tracing.otlp_endpoint.as_str();
+        if !(endpoint.is_empty() || endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            bail!(
+                "config {}: [tracing] otlp_endpoint {:?}: expected http://HOST:PORT (or https://)",
+                path.display(),
+                c.tracing.otlp_endpoint
             );
         }
         if !matches!(c.debug.format.as_str(), "" | "text" | "json") {

@@ -14,6 +14,7 @@ mod hosting;
 mod info;
 mod listener;
 mod metrics;
+mod otel;
 mod perms;
 mod proxy;
 mod rpclog;
@@ -65,12 +66,22 @@ fn main() -> std::process::ExitCode {
         };
     }
     let cfg = args::config(parsed);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    // The trace exporter's channel runs on the runtime: made inside it.
+    let traces = match (&cfg, &rt) {
+        (Ok(c), Ok(rt)) => {
+            let _inside = rt.enter();
+            otel::provider(c)
+        }
+        _ => Ok(None),
+    };
     // The log as configured; a configuration that does not load is said
     // at the default level.
     init_log(
         cfg.as_ref()
             .map(|c| &c.debug)
             .unwrap_or(&config::DebugConfig::default()),
+        traces.as_ref().ok().and_then(Option::as_ref),
     );
     // An error is said once, with its causes, without a backtrace.
     let fail = |e: anyhow::Error| {
@@ -84,11 +95,21 @@ fn main() -> std::process::ExitCode {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => return fail(anyhow::Error::new(e).context("starting the async runtime")),
     };
+    let traces = match traces {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
     let res = rt.block_on(run(cfg));
+    // The spans still batched leave now, unless the collector is away.
+    if let Some(t) = traces
+        && let Err(e) = t.shutdown_with_timeout(Duration::from_millis(500))
+    {
+        tracing::debug!("flushing traces: {e}");
+    }
     // Don't wait for blocking threads still reading a stream from a gone client.
     rt.shutdown_timeout(Duration::from_millis(300));
     match res {
@@ -115,15 +136,21 @@ const OWN_TARGETS: &[&str] = &[
 
 /// stderr in text or JSON; molde's targets at `[debug] level` (info by
 /// default), everything else at warn. `RUST_LOG` replaces the filter.
-fn init_log(d: &config::DebugConfig) {
+fn init_log(d: &config::DebugConfig, traces: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::prelude::*;
     let level = if d.level.is_empty() {
         "info"
     } else {
         d.level.as_str()
     };
+    // The spans exported as traces stay out of the log (a line would carry
+    // every span it is in) unless RUST_LOG names them.
     let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
+        Ok(directives) if directives.contains(molde_api::trace::TARGET) => EnvFilter::new(directives),
+        Ok(directives) if !directives.is_empty() => {
+            EnvFilter::new(format!("{directives},{}=off", molde_api::trace::TARGET))
+        }
         _ => EnvFilter::new(
             std::iter::once("warn".to_string())
                 .chain(OWN_TARGETS.iter().map(|t| format!("{t}={level}")))
@@ -131,15 +158,18 @@ fn init_log(d: &config::DebugConfig) {
                 .join(","),
         ),
     };
-    let log = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if d.format == "json" {
-        log.json().init();
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = if d.format == "json" {
+        log.json().with_filter(filter).boxed()
     } else {
         log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
+            .with_filter(filter)
+            .boxed()
+    };
+    tracing_subscriber::registry()
+        .with(log)
+        .with(traces.map(otel::layer))
+        .init();
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -323,6 +353,9 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if !cfg.metrics.address.is_empty() {
         metrics::serve(&cfg.metrics.address, address.clone()).await?;
         tracing::info!(address = %cfg.metrics.address, "metrics served at /metrics");
+    }
+    if !cfg.tracing.otlp_endpoint.is_empty() {
+        tracing::info!(endpoint = %cfg.tracing.otlp_endpoint, "traces exported over OTLP");
     }
     if let Some((builder, guard)) = recover {
         tokio::spawn(async move { builder.recover(guard).await });

@@ -51,7 +51,9 @@ impl<N: ServiceName> Service<http::Request<Body>> for Forward<N> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        // The forwarded call is a child of the span serving it here.
+        molde_api::trace::inject(req.headers_mut());
         let channel = self.channel.clone();
         let address = self.address.clone();
         Box::pin(async move {

@@ -66,6 +66,7 @@ pub async fn from_peers(
 /// `digest` from one peer (`follow`: also while that peer downloads it),
 /// resumed where an earlier attempt left the ingest. Ok(None): the peer did
 /// not give all of it, or gave bytes that are not the blob (dropped).
+#[tracing::instrument(target = "molde_trace", name = "blob from a peer", skip_all, fields(%digest, peer = peer))]
 async fn from_peer(
     dest: &Dest<'_>,
     peers: &dyn molde_common::store::PeerBlobs,
@@ -261,6 +262,7 @@ async fn pipe<E>(
 /// Downloads `digest` from the registry into an ingest and commits it. Resumes
 /// an ingest an earlier pull (or an earlier molded) left with a Range request,
 /// and retries broken downloads from where they broke.
+#[tracing::instrument(target = "molde_trace", name = "blob from the registry", skip_all, fields(%digest, size = size))]
 pub async fn download(
     dest: &Dest<'_>,
     reg: &Registry,

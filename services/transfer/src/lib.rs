@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 /// Settings of the transfer service.
 #[derive(Debug, Clone)]
@@ -229,6 +230,7 @@ impl api::transfer_server::Transfer for TransferService {
         let (tx, rx) = mpsc::channel(64);
         let puller = self.puller.clone();
         let events = self.events.clone();
+        let span = tracing::info_span!(target: molde_api::trace::TARGET, "pull", reference = %r.reference, namespace = %ns);
         tokio::spawn(async move {
             let what = r.reference.clone();
             let started = std::time::Instant::now();
@@ -248,7 +250,8 @@ impl api::transfer_server::Transfer for TransferService {
             } else {
                 tracing::debug!(reference = %what, millis = started.elapsed().as_millis() as u64, "pull finished");
             }
-        });
+        }
+        .instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -266,27 +269,31 @@ impl api::transfer_server::Transfer for TransferService {
         let (tx, rx) = mpsc::channel(64);
         let puller = self.puller.clone();
         let events = self.events.clone();
-        tokio::spawn(async move {
-            let what = if r.destination.is_empty() {
-                r.reference.clone()
-            } else {
-                r.destination.clone()
-            };
-            let result = puller.push(&ns, r, &tx).await;
-            if let (Ok(()), Some(ev)) = (&result, &events) {
-                publish_transfer(ev, &ns, "/images/push", &what);
+        let span = tracing::info_span!(target: molde_api::trace::TARGET, "push", reference = %r.reference, namespace = %ns);
+        tokio::spawn(
+            async move {
+                let what = if r.destination.is_empty() {
+                    r.reference.clone()
+                } else {
+                    r.destination.clone()
+                };
+                let result = puller.push(&ns, r, &tx).await;
+                if let (Ok(()), Some(ev)) = (&result, &events) {
+                    publish_transfer(ev, &ns, "/images/push", &what);
+                }
+                if let Err(e) = result {
+                    tracing::warn!(namespace = %ns, reference = %what, error = %e, "push failed");
+                    let st: Status = e.into();
+                    let _ = tx
+                        .send(Err(Status::new(
+                            st.code(),
+                            format!("pushing {what}: {}", st.message()),
+                        )))
+                        .await;
+                }
             }
-            if let Err(e) = result {
-                tracing::warn!(namespace = %ns, reference = %what, error = %e, "push failed");
-                let st: Status = e.into();
-                let _ = tx
-                    .send(Err(Status::new(
-                        st.code(),
-                        format!("pushing {what}: {}", st.message()),
-                    )))
-                    .await;
-            }
-        });
+            .instrument(span),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

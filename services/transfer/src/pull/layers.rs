@@ -88,7 +88,7 @@ impl Puller {
                 sem: sem.clone(),
                 stats: stats.clone(),
             };
-            tasks.spawn(ctx.run());
+            tasks.spawn(tracing::Instrument::in_current_span(ctx.run()));
         }
         while let Some(r) = tasks.join_next().await {
             match r {
