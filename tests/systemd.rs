@@ -336,6 +336,8 @@ fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
                 linux: Some(cri::LinuxContainerConfig {
                     resources: Some(cri::LinuxContainerResources {
                         memory_limit_in_bytes: 64 << 20,
+                        // What a kubelet with swap off sends on cgroup v2.
+                        memory_swap_limit_in_bytes: 64 << 20,
                         cpu_shares: 512,
                         cpu_quota: 50_000,
                         cpu_period: 100_000,
@@ -374,6 +376,10 @@ fn systemd_holds_each_container_as_a_delegated_scope_with_its_limits() {
     let memory = if unified { "MemoryMax" } else { "MemoryLimit" };
     assert_eq!(machine.property(&unit, memory), (64u64 << 20).to_string());
     assert_eq!(machine.property(&unit, "CPUQuotaPerSecUSec"), "500ms");
+    if unified {
+        // Memory and swap equal: no swap, systemd's MemorySwapMax=0.
+        assert_eq!(machine.property(&unit, "MemorySwapMax"), "0");
+    }
     if !unified {
         assert_eq!(machine.property(&unit, "CPUShares"), "512");
     }

@@ -80,6 +80,17 @@ pub fn limit_properties(res: &LinuxResources, h: Hierarchy) -> Vec<(&'static str
             Hierarchy::Legacy => "MemoryLimit",
         };
         p.push((key, Value::U64(limit as u64)));
+        // OCI's swap is memory and swap together; the unified hierarchy's
+        // swap.max is the swap alone (systemd 252 has no swap property for
+        // cgroup v1).
+        if let (Hierarchy::Unified, Some(swap)) = (h, res.memory().as_ref().and_then(|m| m.swap())) {
+            let max = if swap < 0 {
+                u64::MAX
+            } else {
+                (swap - limit).max(0) as u64
+            };
+            p.push(("MemorySwapMax", Value::U64(max)));
+        }
     }
     if let Some(cpu) = res.cpu() {
         if let Some(shares) = cpu.shares().filter(|&s| s > 0) {
@@ -107,8 +118,8 @@ pub fn limit_properties(res: &LinuxResources, h: Hierarchy) -> Vec<(&'static str
     p
 }
 
-/// Takes out of `res` what systemd holds as unit properties (memory limit,
-/// CPU shares, quota and period, task limit): under the systemd driver
+/// Takes out of `res` what systemd holds as unit properties (memory and
+/// swap limits, CPU shares, quota and period, task limit): under the systemd driver
 /// systemd writes those into the scope's cgroup when it starts the scope,
 /// before the container runs, and again on each update; libcontainer writes
 /// only the rest (devices, cpuset, hugepages, unified keys).
@@ -116,6 +127,8 @@ pub fn without_unit_limits(res: &LinuxResources) -> LinuxResources {
     let mut rest = res.clone();
     if let Some(mut m) = *rest.memory() {
         m.set_limit(None);
+        // A swap limit without a memory limit is refused by libcontainer.
+        m.set_swap(None);
         rest.set_memory(Some(m));
     }
     if let Some(mut c) = rest.cpu().clone() {
@@ -239,5 +252,35 @@ mod tests {
         let rest = without_unit_limits(&res());
         assert!(limit_properties(&rest, Hierarchy::Legacy).is_empty());
         assert_eq!(rest.memory().as_ref().unwrap().limit(), None);
+    }
+
+    #[test]
+    fn swap_goes_to_the_unit_with_the_memory_limit() {
+        let with_swap = |swap: i64| {
+            LinuxResourcesBuilder::default()
+                .memory(
+                    LinuxMemoryBuilder::default()
+                        .limit(64i64 << 20)
+                        .swap(swap)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        };
+        let swap_max = |r: &LinuxResources, h| {
+            limit_properties(r, h)
+                .into_iter()
+                .find(|(k, _)| *k == "MemorySwapMax")
+                .map(|(_, v)| u64::try_from(v).unwrap())
+        };
+        // The kubelet's "no swap": memory+swap equal to memory.
+        assert_eq!(swap_max(&with_swap(64 << 20), Hierarchy::Unified), Some(0));
+        assert_eq!(swap_max(&with_swap(96 << 20), Hierarchy::Unified), Some(32 << 20));
+        assert_eq!(swap_max(&with_swap(-1), Hierarchy::Unified), Some(u64::MAX));
+        assert_eq!(swap_max(&with_swap(96 << 20), Hierarchy::Legacy), None);
+        // libcontainer refuses a swap limit without a memory limit.
+        let rest = without_unit_limits(&with_swap(96 << 20));
+        assert_eq!(rest.memory().as_ref().unwrap().swap(), None);
     }
 }
