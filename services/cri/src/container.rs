@@ -12,7 +12,8 @@ use molde_api::containerd::services::containers::v1::{
     containers_client::ContainersClient,
 };
 use molde_api::containerd::services::snapshots::v1::{
-    PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest, snapshots_client::SnapshotsClient,
+    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest,
+    snapshots_client::SnapshotsClient,
 };
 use molde_api::containerd::services::tasks::v1::{
     CreateTaskRequest, StartRequest, tasks_client::TasksClient,
@@ -96,9 +97,6 @@ impl Cri {
     ) -> Result<String, Error> {
         // Held until the container's record is written: a RemovePodSandbox
         // that comes meanwhile waits, then removes this container too.
-        // The container's cgroup placement will wait for a grace period:
-        // begin it now, while the rest is made.
-        molde_bundle::cgroup::prime_migration();
         let _pod = self.lock_pod(sandbox_id).await;
         let sandbox = self.sandbox(sandbox_id)?;
         if !sandbox.ready {
@@ -201,7 +199,7 @@ impl Cri {
                 (u.uid(), u.gid(), groups)
             })
             .unwrap_or_default();
-        let mounts = SnapshotsClient::new(self.channels.snapshotter.clone())
+        SnapshotsClient::new(self.channels.snapshotter.clone())
             .prepare(request(PrepareSnapshotRequest {
                 snapshotter: "overlayfs".into(),
                 key: rec.id.clone(),
@@ -209,9 +207,7 @@ impl Cri {
                 labels: Default::default(),
             }))
             .await
-            .map_err(Error::upstream("preparing the container's rootfs"))?
-            .into_inner()
-            .mounts;
+            .map_err(Error::upstream("preparing the container's rootfs"))?;
         let mut labels = rec.config.labels.clone();
         labels.insert("io.cri-containerd.kind".into(), "container".into());
         labels.insert("io.kubernetes.cri.sandbox-id".into(), sandbox.id.clone());
@@ -248,6 +244,23 @@ impl Cri {
             }))
             .await
             .map_err(Error::upstream("recording the container"))?;
+        Ok(effective)
+    }
+
+    /// The container's task, made at StartContainer as containerd's CRI
+    /// makes it: CreateContainer only prepares (rootfs, record, spec), so it
+    /// answers at once, and the shim creates the container here, held, and
+    /// starts it right after.
+    async fn create_task(&self, rec: &ContainerRecord) -> Result<(), Error> {
+        let rootfs = SnapshotsClient::new(self.channels.snapshotter.clone())
+            .mounts(request(MountsRequest {
+                snapshotter: "overlayfs".into(),
+                key: rec.id.clone(),
+            }))
+            .await
+            .map_err(Error::upstream("the container's rootfs"))?
+            .into_inner()
+            .mounts;
         let stdout = if rec.log_path.is_empty() {
             String::new()
         } else {
@@ -256,7 +269,7 @@ impl Cri {
         TasksClient::new(self.channels.runtime.clone())
             .create(request(CreateTaskRequest {
                 container_id: rec.id.clone(),
-                rootfs: mounts,
+                rootfs,
                 stdout,
                 stdin: match (rec.config.stdin, rec.config.stdin_once) {
                     (false, _) => String::new(),
@@ -268,7 +281,7 @@ impl Cri {
             }))
             .await
             .map_err(Error::upstream("creating the container's task"))?;
-        Ok(effective)
+        Ok(())
     }
 
     /// A read-only view snapshot of the image each image volume
@@ -358,6 +371,10 @@ impl Cri {
                 rec.id
             )));
         }
+        // The container's cgroup placement waits for a grace period: begin
+        // it now, while the task is made.
+        molde_bundle::cgroup::prime_migration();
+        self.create_task(&rec).await?;
         TasksClient::new(self.channels.runtime.clone())
             .start(request(StartRequest {
                 container_id: rec.id.clone(),
