@@ -19,7 +19,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 
-use molde_api::client::Address;
+use molde_api::client::{Address, namespaced};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -172,7 +172,9 @@ async fn scrape(channel: tonic::transport::Channel) -> String {
     let fs_usage = Family::<Container, Gauge<f64, AtomicU64>>::default();
     let rx = Family::<Interface, Counter<f64, AtomicU64>>::default();
     let tx = Family::<Interface, Counter<f64, AtomicU64>>::default();
-    for (labels, s, layer_bytes) in containers(channel.clone()).await {
+    let names = namespace_names(&channel).await;
+    let (readings, running) = containers(&channel, &names).await;
+    for (labels, s, layer_bytes) in readings {
         fs_usage.get_or_create(&labels).set(layer_bytes as f64);
         cpu.get_or_create(&labels).inc_by(s.cpu_usage_ns as f64 / 1e9);
         working_set
@@ -229,7 +231,7 @@ async fn scrape(channel: tonic::transport::Channel) -> String {
         "Cumulative count of bytes transmitted.",
         tx,
     );
-    namespaces(&mut registry, &channel).await;
+    namespaces(&mut registry, &channel, &names, &running).await;
     counts(&mut registry);
     if let Some(peers) = cluster_peers(&channel).await {
         let g: Gauge = Gauge::default();
@@ -380,15 +382,6 @@ struct SnapshotKind {
     kind: &'static str,
 }
 
-/// A request in namespace `ns`.
-fn in_ns<T>(ns: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Ok(v) = ns.parse() {
-        r.metadata_mut().insert(molde_api::NAMESPACE_HEADER, v);
-    }
-    r
-}
-
 /// Sizes of committed snapshots (namespace, snapshotter, key): they do not
 /// change, so each is walked once rather than at every scrape.
 static COMMITTED_SIZES: std::sync::Mutex<Option<std::collections::HashMap<SnapshotId, u64>>> =
@@ -397,21 +390,29 @@ static COMMITTED_SIZES: std::sync::Mutex<Option<std::collections::HashMap<Snapsh
 /// namespace, snapshotter, key.
 type SnapshotId = (String, String, String);
 
-/// Each namespace's content, snapshots and shims.
-async fn namespaces(registry: &mut Registry, channel: &tonic::transport::Channel) {
-    use molde_api::containerd::services::content::v1::{ListContentRequest, content_client::ContentClient};
+/// The namespaces molded has now.
+async fn namespace_names(channel: &tonic::transport::Channel) -> Vec<String> {
     use molde_api::containerd::services::namespaces::v1::{
         ListNamespacesRequest, namespaces_client::NamespacesClient,
     };
-    use molde_api::containerd::services::snapshots::v1::{
-        Kind, ListSnapshotsRequest, UsageRequest, snapshots_client::SnapshotsClient,
-    };
-    use molde_api::molde::services::runtime::v1::{self as rt, runtime_client::RuntimeClient};
-    let Ok(list) = NamespacesClient::new(channel.clone())
+    NamespacesClient::new(channel.clone())
         .list(ListNamespacesRequest::default())
         .await
-    else {
-        return;
+        .map(|l| l.into_inner().namespaces.into_iter().map(|n| n.name).collect())
+        .unwrap_or_default()
+}
+
+/// Each namespace's content and snapshots, and its shims (one per running
+/// container: `running`).
+async fn namespaces(
+    registry: &mut Registry,
+    channel: &tonic::transport::Channel,
+    names: &[String],
+    running: &std::collections::HashMap<String, usize>,
+) {
+    use molde_api::containerd::services::content::v1::{ListContentRequest, content_client::ContentClient};
+    use molde_api::containerd::services::snapshots::v1::{
+        Kind, ListSnapshotsRequest, UsageRequest, snapshots_client::SnapshotsClient,
     };
     let content_blobs = Family::<Namespace, Gauge>::default();
     let content_bytes = Family::<Namespace, Gauge>::default();
@@ -419,12 +420,12 @@ async fn namespaces(registry: &mut Registry, channel: &tonic::transport::Channel
     let snapshot_bytes = Family::<SnapshotKind, Gauge>::default();
     let shims = Family::<Namespace, Gauge>::default();
     let mut seen = std::collections::HashSet::new();
-    for ns in list.into_inner().namespaces {
+    for ns in names {
         let label = Namespace {
-            namespace: ns.name.clone(),
+            namespace: ns.clone(),
         };
         if let Ok(stream) = ContentClient::new(channel.clone())
-            .list(in_ns(&ns.name, ListContentRequest::default()))
+            .list(namespaced(ns, ListContentRequest::default()))
             .await
         {
             let mut stream = stream.into_inner();
@@ -439,8 +440,8 @@ async fn namespaces(registry: &mut Registry, channel: &tonic::transport::Channel
         for snapshotter in ["overlayfs", "native"] {
             let mut client = SnapshotsClient::new(channel.clone());
             let Ok(stream) = client
-                .list(in_ns(
-                    &ns.name,
+                .list(namespaced(
+                    ns,
                     ListSnapshotsRequest {
                         snapshotter: snapshotter.into(),
                         filters: Vec::new(),
@@ -463,12 +464,12 @@ async fn namespaces(registry: &mut Registry, channel: &tonic::transport::Channel
                     _ => "unknown",
                 };
                 let key = SnapshotKind {
-                    namespace: ns.name.clone(),
+                    namespace: ns.clone(),
                     snapshotter,
                     kind,
                 };
                 snapshots.get_or_create(&key).inc();
-                let id = (ns.name.clone(), snapshotter.to_string(), info.name.clone());
+                let id = (ns.clone(), snapshotter.to_string(), info.name.clone());
                 let cached = COMMITTED_SIZES
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -481,7 +482,7 @@ async fn namespaces(registry: &mut Registry, channel: &tonic::transport::Channel
                             snapshotter: snapshotter.into(),
                             key: info.name.clone(),
                         };
-                        let size = match client.usage(in_ns(&ns.name, request)).await {
+                        let size = match client.usage(namespaced(ns, request)).await {
                             Ok(u) => u.into_inner().size.max(0) as u64,
                             Err(_) => continue,
                         };
@@ -499,13 +500,8 @@ async fn namespaces(registry: &mut Registry, channel: &tonic::transport::Channel
                 snapshot_bytes.get_or_create(&key).inc_by(size as i64);
             }
         }
-        if let Ok(running) = RuntimeClient::new(channel.clone())
-            .list(in_ns(&ns.name, rt::ListRequest { all: false }))
-            .await
-        {
-            shims
-                .get_or_create(&label)
-                .set(running.into_inner().containers.len() as i64);
+        if let Some(n) = running.get(ns) {
+            shims.get_or_create(&label).set(*n as i64);
         }
     }
     if let Some(m) = COMMITTED_SIZES.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
@@ -549,41 +545,39 @@ async fn cluster_peers(channel: &tonic::transport::Channel) -> Option<i64> {
     Some(nodes.nodes.iter().filter(|n| n.name != nodes.self_name).count() as i64)
 }
 
-/// Every running container of every namespace with its readings and the
-/// bytes its writable layer holds.
-async fn containers(
-    channel: tonic::transport::Channel,
-) -> Vec<(
+/// A running container's labels, readings and writable layer's bytes.
+type Reading = (
     Container,
     molde_api::molde::services::runtime::v1::StatsResponse,
     u64,
-)> {
+);
+
+/// Every running container of the namespaces `names` with its readings and
+/// the bytes its writable layer holds; and how many run in each namespace.
+async fn containers(
+    channel: &tonic::transport::Channel,
+    names: &[String],
+) -> (Vec<Reading>, std::collections::HashMap<String, usize>) {
     use molde_api::containerd::services::containers::v1::{
         GetContainerRequest, containers_client::ContainersClient,
     };
-    use molde_api::containerd::services::namespaces::v1::{
-        ListNamespacesRequest, namespaces_client::NamespacesClient,
-    };
     use molde_api::containerd::services::snapshots::v1::{UsageRequest, snapshots_client::SnapshotsClient};
     use molde_api::molde::services::runtime::v1::{self as rt, runtime_client::RuntimeClient};
-    let Ok(namespaces) = NamespacesClient::new(channel.clone())
-        .list(ListNamespacesRequest::default())
-        .await
-    else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for ns in namespaces.into_inner().namespaces {
+    let mut running = std::collections::HashMap::new();
+    for name in names {
         let mut runtime = RuntimeClient::new(channel.clone());
         let Ok(list) = runtime
-            .list(in_ns(&ns.name, rt::ListRequest { all: false }))
+            .list(namespaced(name, rt::ListRequest { all: false }))
             .await
         else {
             continue;
         };
-        for c in list.into_inner().containers {
+        let list = list.into_inner().containers;
+        running.insert(name.clone(), list.len());
+        for c in list {
             let Ok(stats) = runtime
-                .stats(in_ns(&ns.name, rt::StatsRequest { id: c.id.clone() }))
+                .stats(namespaced(name, rt::StatsRequest { id: c.id.clone() }))
                 .await
             else {
                 continue;
@@ -599,7 +593,7 @@ async fn containers(
                 id: c.id.clone(),
                 image: c.image.clone(),
                 namespace: if pod.is_empty() {
-                    ns.name.clone()
+                    name.clone()
                 } else {
                     label("io.kubernetes.pod.namespace")
                 },
@@ -607,14 +601,14 @@ async fn containers(
                 pod,
             };
             let layer = match ContainersClient::new(channel.clone())
-                .get(in_ns(&ns.name, GetContainerRequest { id: c.id.clone() }))
+                .get(namespaced(name, GetContainerRequest { id: c.id.clone() }))
                 .await
                 .ok()
                 .and_then(|r| r.into_inner().container)
             {
                 Some(rec) if !rec.snapshot_key.is_empty() => SnapshotsClient::new(channel.clone())
-                    .usage(in_ns(
-                        &ns.name,
+                    .usage(namespaced(
+                        name,
                         UsageRequest {
                             snapshotter: rec.snapshotter,
                             key: rec.snapshot_key,
@@ -628,5 +622,5 @@ async fn containers(
             out.push((labels, stats.into_inner(), layer));
         }
     }
-    out
+    (out, running)
 }

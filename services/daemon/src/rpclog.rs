@@ -71,24 +71,18 @@ where
         Box::pin(
             async move {
                 let r = answer.await;
-                let code = r
+                // Ok unless the answer's headers carry a status (a failed unary call).
+                let status = r
                     .as_ref()
                     .ok()
                     .and_then(|resp| resp.headers().get("grpc-status"))
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<i32>().ok())
-                    .map(|c| format!("{:?}", tonic::Code::from(c)))
-                    .unwrap_or_else(|| "Ok".into());
+                    .unwrap_or(0);
+                let code = format!("{:?}", tonic::Code::from(status));
                 crate::metrics::observe_rpc(&method, &code, started.elapsed().as_secs_f64());
                 if !current.is_disabled() {
-                    let status = r
-                        .as_ref()
-                        .ok()
-                        .and_then(|resp| resp.headers().get("grpc-status"))
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i64>().ok())
-                        .unwrap_or(0);
-                    current.record("rpc.grpc.status_code", status);
+                    current.record("rpc.grpc.status_code", status as i64);
                     if status != 0 {
                         current.record("otel.status_code", "ERROR");
                     }

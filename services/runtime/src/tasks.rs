@@ -123,6 +123,18 @@ impl RuntimeService {
         }
     }
 
+    /// The task of every container in `ns` that has one.
+    fn tasks(&self, ns: &str) -> Result<Vec<Process>, Error> {
+        let records = self
+            .store
+            .range(&molde_meta::keys::containers::prefix(ns))
+            .map_err(Error::Meta)?;
+        Ok(records
+            .iter()
+            .filter_map(|e| self.process(ns, e.key.rsplit('/').next()?).ok())
+            .collect())
+    }
+
     fn process(&self, ns: &str, id: &str) -> Result<Process, Error> {
         self.record(ns, id)?;
         let bundle = self.bundle_dir(ns, id);
@@ -383,18 +395,9 @@ impl api::tasks_server::Tasks for RuntimeService {
         req: Request<api::ListTasksRequest>,
     ) -> Result<Response<api::ListTasksResponse>, Status> {
         let ns = ns(&req)?;
-        let mut tasks = Vec::new();
-        for e in self
-            .store
-            .range(&molde_meta::keys::containers::prefix(&ns))
-            .map_err(Error::Meta)?
-        {
-            let id = e.key.rsplit('/').next().unwrap_or_default().to_string();
-            if let Ok(p) = self.process(&ns, &id) {
-                tasks.push(p);
-            }
-        }
-        Ok(Response::new(api::ListTasksResponse { tasks }))
+        Ok(Response::new(api::ListTasksResponse {
+            tasks: self.tasks(&ns)?,
+        }))
     }
 
     async fn kill(&self, req: Request<api::KillRequest>) -> Result<Response<()>, Status> {
@@ -516,16 +519,11 @@ impl api::tasks_server::Tasks for RuntimeService {
         let filter = molde_meta::filter::Filter::parse_all(&req.get_ref().filters)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let mut metrics = Vec::new();
-        for e in self
-            .store
-            .range(&molde_meta::keys::containers::prefix(&ns))
-            .map_err(Error::Meta)?
-        {
-            let id = e.key.rsplit('/').next().unwrap_or_default().to_string();
-            let Ok(p) = self.process(&ns, &id) else { continue };
+        for p in self.tasks(&ns)? {
             if p.status == TaskStatus::Stopped as i32 || !filter.matches(&TaskFields(&p)) {
                 continue;
             }
+            let id = p.container_id;
             let Some(cg) = crate::lifecycle::cgroup_of(&self.bundle_dir(&ns, &id)) else {
                 continue;
             };
