@@ -205,13 +205,17 @@ fn a_pull_through_the_front_is_one_trace_across_processes() {
     let in_process =
         |s: &Span, id: &str| s.resource.get("service.instance.id").map(String::as_str) == Some(id);
     const PULL: &str = "molde.services.transfer.v1.Transfer/Pull";
+    // Each process exports in batches of its own: wait for every span the
+    // assertions below name, not merely for each process's first.
     let spans = collector.wait_for(20, "the pull's spans from front, transfer and content", |spans| {
-        let ours = |id: &str| spans.iter().any(|s| s.trace_id == trace && in_process(s, id));
-        ours(&front_id)
-            && ours(&content_id)
-            && spans
-                .iter()
-                .any(|s| in_process(s, &transfer_id) && s.name == "blob from the registry")
+        let has = |id: &str, name: &str| spans.iter().any(|s| in_process(s, id) && s.name == name);
+        spans
+            .iter()
+            .any(|s| s.trace_id == trace && in_process(s, &content_id))
+            && has(&front_id, PULL)
+            && has(&transfer_id, PULL)
+            && has(&transfer_id, "pull")
+            && has(&transfer_id, "blob from the registry")
     });
     let one = |id: &str, name: &str| -> Span {
         spans

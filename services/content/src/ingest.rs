@@ -110,7 +110,10 @@ fn parse_expected(s: &str) -> Result<Option<Digest>> {
 /// the writer's lease (as containerd's metadata store does): a writer that
 /// finds its blob present relies on it, and a collection already scheduled
 /// (an image removed a moment before) must not take it away.
+/// The check and the lease's update hold the GC lock shared: a collection
+/// between them would sweep what the lease was about to hold.
 fn exists_in_namespace(shared: &Shared, ns: &str, lease: Option<&str>, d: &Digest) -> Result<()> {
+    let _gc = shared.gc_lock.read().unwrap_or_else(|p| p.into_inner());
     if shared
         .store
         .get(&records::content_key(ns, &d.to_string()))?

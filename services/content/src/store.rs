@@ -31,6 +31,9 @@ impl LocalStore {
 
     fn hold_blocking(&self, ns: &str, lease: &str, digest: &Digest, size: i64) -> Result<Option<Held>> {
         let shared = &self.shared;
+        // Held from the check to the lease's update (a collection between
+        // them would sweep what the lease was about to hold) and the record.
+        let _gc = shared.gc_lock.read().unwrap_or_else(|p| p.into_inner());
         let key = records::content_key(ns, &digest.to_string());
         if shared.store.get(&key)?.is_some() {
             let d = digest.to_string();
@@ -39,7 +42,6 @@ impl LocalStore {
             })?;
             return Ok(Some(Held::Present));
         }
-        let _gc = shared.gc_lock.read().unwrap_or_else(|p| p.into_inner());
         if let Ok(md) = std::fs::metadata(shared.blobs.blob_path(digest))
             && md.len() as i64 == size
         {
