@@ -1027,6 +1027,48 @@ fn user_networks_resolve_names_and_are_isolated() {
     let resolv = d.molde(&["exec", "a1", "cat", "/etc/resolv.conf"]).ok();
     let gateway = v[0]["IPAM"]["Config"][0]["Gateway"].as_str().unwrap();
     assert!(resolv.contains(&format!("nameserver {gateway}")), "{resolv}");
+    // The network's bridge keeps the address it was made with as containers
+    // come and go: the gateway a container learnt stays reachable.
+    let bridge = {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "addr", "show", "to", gateway])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no host interface holds {gateway}"))
+            .to_string()
+    };
+    let sys = |f: &str| std::fs::read_to_string(format!("/sys/class/net/{bridge}/{f}")).unwrap();
+    let mac = sys("address").trim().to_string();
+    assert_eq!(
+        sys("addr_assign_type").trim(),
+        "3",
+        "{bridge}'s address is set, not a port's"
+    );
+    d.molde(&["exec", "a1", "ping", "-c", "1", "-W", "5", gateway])
+        .ok();
+    let learnt = d.molde(&["exec", "a1", "ip", "neigh", "show", gateway]).ok();
+    assert!(learnt.contains(&mac), "a1 knows the gateway as {mac}: {learnt}");
+    d.molde(&[
+        "run",
+        "-d",
+        "--name",
+        "a3",
+        "--network",
+        "front",
+        IMAGE,
+        "sleep",
+        "300",
+    ])
+    .ok();
+    assert_eq!(
+        sys("address").trim(),
+        mac,
+        "a3 joining changed {bridge}'s address"
+    );
+    d.molde(&["rm", "-f", "a3"]).ok();
     let a1 = address_on(&d, "front", "a1");
     let ping = d.molde(&["exec", "a2", "ping", "-c", "1", "-W", "5", "a1"]).ok();
     assert!(ping.contains(&a1), "a1 resolved to its address: {ping}");

@@ -211,7 +211,7 @@ impl Daemon {
             .arg("--address")
             .arg(&self.sock)
             .args(&self.extra)
-            .env("RUST_LOG", "info,molde_content=debug");
+            .env("RUST_LOG", "info,molde_content=debug,molde_runtime::dns=debug");
         c
     }
 

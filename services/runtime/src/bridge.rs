@@ -162,6 +162,31 @@ async fn link_index(h: &rtnetlink::Handle, name: &str) -> Result<Option<u32>, Er
     }
 }
 
+/// The bridge's own MAC address: locally administered, derived from its
+/// name. Set when the bridge is made, it never changes; a bridge left to
+/// pick its own takes the lowest of its ports' and changes as containers
+/// come and go, and a container whose ARP cache holds the old one reaches
+/// the gateway (its DNS, the world) no more until that entry goes stale.
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    let d = molde_common::Digest::of(
+        molde_common::Algorithm::Sha256,
+        format!("molde bridge {name}").as_bytes(),
+    );
+    let h = d.hex().as_bytes();
+    let mut mac = [0u8; 6];
+    for (i, b) in mac.iter_mut().enumerate() {
+        *b = u8::from_str_radix(std::str::from_utf8(&h[2 * i..2 * i + 2]).expect("hex"), 16).expect("hex");
+    }
+    // Unicast, locally administered.
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    mac
+}
+
+/// `bridge_mac` as `ip link` writes it.
+pub fn bridge_mac_text(name: &str) -> String {
+    bridge_mac(name).map(|b| format!("{b:02x}")).join(":")
+}
+
 /// The bridge, with the gateway's address, up; forwarding on; NAT for the
 /// subnet when the network reaches outside. Once per bridge per process.
 async fn ensure_bridge(h: &rtnetlink::Handle, net: &BridgeNet) -> Result<u32, Error> {
@@ -170,7 +195,12 @@ async fn ensure_bridge(h: &rtnetlink::Handle, net: &BridgeNet) -> Result<u32, Er
         None => {
             match h
                 .link()
-                .add(LinkBridge::new(&net.bridge).up().build())
+                .add(
+                    LinkBridge::new(&net.bridge)
+                        .address(bridge_mac(&net.bridge).to_vec())
+                        .up()
+                        .build(),
+                )
                 .execute()
                 .await
             {
@@ -217,8 +247,15 @@ async fn ensure_bridge(h: &rtnetlink::Handle, net: &BridgeNet) -> Result<u32, Er
             Err(e) => return Err(nl("giving the bridge its gateway address")(e)),
         }
     }
+    // Up, with its fixed address (a bridge made before molde fixed it keeps
+    // a port's until this first use in the process).
     h.link()
-        .set(LinkUnspec::new_with_index(index).up().build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(bridge_mac(&net.bridge).to_vec())
+                .up()
+                .build(),
+        )
         .execute()
         .await
         .map_err(nl("bringing the bridge up"))?;
@@ -445,6 +482,15 @@ pub async fn detach(net: &BridgeNet, key: &str, result: &serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bridge_mac_is_unicast_local_and_its_own() {
+        let (a, b) = (bridge_mac("molde0"), bridge_mac("mlb-1234567890"));
+        assert_eq!(a[0] & 0x03, 0x02, "unicast, locally administered: {a:02x?}");
+        assert_ne!(a, b);
+        assert_eq!(a, bridge_mac("molde0"));
+        assert_eq!(bridge_mac_text("molde0").len(), 17);
+    }
 
     #[test]
     fn addresses_are_handed_out_as_host_local_does() {

@@ -175,6 +175,7 @@ async fn answer(query: &[u8], from: SocketAddr, state: &std::path::Path, network
         .filter(|(names, _, _)| names.iter().any(|n| n.to_ascii_lowercase() == short))
         .map(|(_, ip, _)| *ip)
         .collect();
+    tracing::debug!(network, asker = %from, name = %asked, kind = %question.query_type(), hits = hits.len(), "DNS question");
     if !hits.is_empty() {
         reply
             .set_authoritative(true)

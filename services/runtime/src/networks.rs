@@ -337,8 +337,12 @@ fn bring_up(n: &Network) -> Result<(), Error> {
             .map_err(Error::io("running ip"))
     };
     let len = n.subnet.split_once('/').map(|(_, l)| l).unwrap_or("24");
+    let mac = crate::bridge::bridge_mac_text(&n.bridge);
     if !std::path::Path::new("/sys/class/net").join(&n.bridge).exists() {
-        ip(&["link", "add", &n.bridge, "type", "bridge"])?;
+        ip(&["link", "add", &n.bridge, "address", &mac, "type", "bridge"])?;
+    } else {
+        // One made before molde fixed its bridges' addresses.
+        ip(&["link", "set", "dev", &n.bridge, "address", &mac])?;
     }
     // Present already on a bridge that was up: not an error.
     ip(&["addr", "add", &format!("{}/{len}", n.gateway), "dev", &n.bridge])?;
