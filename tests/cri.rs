@@ -102,8 +102,9 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "[cri]\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"/usr/lib/cni\"]\n{}",
+                "[cri]\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"/usr/lib/cni\", \"{}\"]\n{}",
                 net_d.display(),
+                daemon.dir.path().join("cni-bin").display(),
                 extra(daemon.dir.path(), &reg)
             ),
         )
@@ -303,6 +304,15 @@ impl Node {
     fn netns_pins(&self) -> Vec<PathBuf> {
         molde_tests::files_under(&self.daemon.state.join("cri/netns"))
     }
+
+    /// Waits for the networks of stopped pods to be released: molded
+    /// releases them (CNI DEL, then the namespace's pin) after
+    /// StopPodSandbox returns.
+    fn wait_networks_released(&self) {
+        molde_tests::eventually(30, "the stopped pods' networks released", || {
+            self.netns_pins().is_empty()
+        });
+    }
 }
 
 /// A failed test still leaves no pod behind: what it ran is removed (network
@@ -477,7 +487,7 @@ fn a_pod_of_two_containers_shares_its_network_files_and_logs() {
     // Nothing is left once the pod is gone.
     assert_eq!(n.netns_pins().len(), 1);
     n.stop_and_remove_pod(&pod);
-    assert!(n.netns_pins().is_empty(), "{:?}", n.netns_pins());
+    n.wait_networks_released();
     assert!(!n.daemon.state.join("cri/sandboxes").join(&pod).exists());
     let left =
         n.rt.block_on(n.runtime.list_containers(cri::ListContainersRequest::default()))
@@ -782,7 +792,7 @@ fn bad_requests_get_the_codes_the_kubelet_expects_and_leave_nothing() {
         .unwrap_err();
     assert_eq!(stopped.code(), tonic::Code::FailedPrecondition, "{stopped:?}");
     n.stop_and_remove_pod(&pod);
-    assert!(n.netns_pins().is_empty());
+    n.wait_networks_released();
 }
 
 #[test]
@@ -1037,12 +1047,90 @@ fn pods_run_on_through_a_kill_9_of_molded_and_are_stopped_and_removed_after() {
     n.start_container(&later);
     assert_eq!(n.sh(&later, "echo started-after"), "started-after\n");
     n.stop_and_remove_pod(&pod);
-    assert!(n.netns_pins().is_empty());
+    n.wait_networks_released();
     // No shim of any container is left running, nor a rootfs mounted.
     for id in [&c, &later] {
         assert!(shims_of(id).is_empty(), "a shim is left: {:?}", shims_of(id));
         assert!(!mounted(id), "a rootfs is left mounted");
     }
+}
+
+/// StopPodSandbox returns once the pod's processes are gone and its network
+/// is released after; a molded killed while it releases it releases it
+/// again when it starts.
+#[test]
+fn a_stopped_pods_network_is_released_after_the_stop_and_through_a_kill_9() {
+    let mut n = Node::start();
+    // A plugin chained last (its DEL runs first) whose DEL waits for a gate
+    // the test opens, noting when it begins and when it ends.
+    let dir = n.daemon.dir.path().to_path_buf();
+    let bin = dir.join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let plugin = bin.join("molde-test-gated-del");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\nconf=$(cat)\ncase \"$CNI_COMMAND\" in\n\
+             ADD) printf '%s' \"$conf\" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)[\"prevResult\"]))' ;;\n\
+             DEL) echo \"$CNI_CONTAINERID\" >> {d}/del-begun\n\
+             i=0; while [ ! -e {d}/gate ] && [ -d {d} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n\
+             echo \"$CNI_CONTAINERID\" >> {d}/del-done ;;\n\
+             esac\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut list: serde_json::Value = serde_json::from_str(CONFLIST).unwrap();
+    list["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "molde-test-gated-del"}));
+    std::fs::write(dir.join("net.d/10-test.conflist"), list.to_string()).unwrap();
+    let lines = |f: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+
+    let pod = n.run_pod(n.pod_config("gated"));
+    let ip = n.pod_status(&pod).network.unwrap().ip;
+    assert!(!ip.is_empty());
+    // The stop returns while the plugin's DEL waits at its gate (a stop
+    // that waited for the release would wait for ever: bounded here).
+    let mut rt = n.runtime.clone();
+    let stop = n.rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            }),
+        )
+        .await
+    });
+    stop.expect("StopPodSandbox answers before the network is released")
+        .expect("StopPodSandbox");
+    n.stop_and_remove_pod(&pod);
+    molde_tests::eventually(30, "the release to begin", || lines("del-begun") == [pod.clone()]);
+    assert!(lines("del-done").is_empty());
+    assert_eq!(n.netns_pins().len(), 1, "the pin goes after the DEL");
+    // Killed mid-release: the release is begun again at the next start.
+    n.daemon.kill9();
+    n.daemon.restart();
+    molde_tests::eventually(30, "the release to begin again", || lines("del-begun").len() == 2);
+    std::fs::write(dir.join("gate"), "").unwrap();
+    n.wait_networks_released();
+    molde_tests::eventually(30, "both DELs to end", || lines("del-done").len() == 2);
+    let held = std::fs::read_to_string(format!("/var/lib/cni/networks/molde-cri-test/{ip}"));
+    assert!(held.is_err(), "{ip} is still allocated: {held:?}");
+    assert!(
+        n.daemon
+            .log_text()
+            .contains("releasing the network of a pod stopped before molded did"),
+        "the restart says what it releases"
+    );
 }
 
 /// The command lines of the shims of container `id` still running.
@@ -1148,7 +1236,7 @@ fn thirty_pods_of_two_containers_at_once_leave_nothing_behind() {
             t.await.unwrap();
         }
     });
-    assert!(n.netns_pins().is_empty(), "{:?}", n.netns_pins());
+    n.wait_networks_released();
     assert!(
         std::fs::read_dir(n.daemon.state.join("cri/sandboxes"))
             .unwrap()
@@ -1208,7 +1296,7 @@ fn cri_runs_as_a_process_of_its_own_against_the_other_services() {
     );
     assert!(backend.molde(&["-n", "k8s.io", "ps"]).ok().contains(&c[..12]));
     n.stop_and_remove_pod(&pod);
-    assert!(n.netns_pins().is_empty());
+    n.wait_networks_released();
 }
 
 #[test]

@@ -115,6 +115,9 @@ pub fn cni_args(args: &[(String, String)]) -> Result<String, Error> {
 #[derive(Debug, Clone)]
 pub struct Cni {
     pub bin_dirs: Vec<PathBuf>,
+    /// Run the plugins under SCHED_IDLE: work that can wait (a stopped
+    /// pod's release) takes only CPU time nothing else wants.
+    pub idle: bool,
 }
 
 impl Cni {
@@ -160,7 +163,21 @@ impl Cni {
         })?;
         let path = std::env::join_paths(&self.bin_dirs).unwrap_or_default();
         let args = cni_args(&a.args)?;
-        let mut child = tokio::process::Command::new(&bin)
+        let mut cmd = tokio::process::Command::new(&bin);
+        if self.idle {
+            // SAFETY: only sched_setscheduler, async-signal-safe, between
+            // fork and exec; the plugin and what it runs inherit the policy.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let param = libc::sched_param { sched_priority: 0 };
+                    if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .env_clear()
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &a.container_id)

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod names;
 mod reconcile;
+mod release;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
@@ -90,6 +91,8 @@ pub struct Cri {
     pub(crate) user_files: std::sync::Mutex<HashMap<String, Vec<Option<String>>>>,
     /// Where the overlayfs snapshotter keeps its snapshots, once known.
     snapshot_root: tokio::sync::OnceCell<String>,
+    /// Stopped pods' networks owed a release, and when they get it.
+    pub(crate) releases: release::Releases,
 }
 
 impl Cri {
@@ -107,6 +110,7 @@ impl Cri {
             resolved_images: Default::default(),
             user_files: Default::default(),
             snapshot_root: Default::default(),
+            releases: Default::default(),
         })
     }
 

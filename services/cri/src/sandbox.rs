@@ -8,9 +8,19 @@
 //! CNI: the first config of the conf dir, the pod's name, namespace and uid in
 //! CNI_ARGS, its port mappings and the pod CIDR as capabilities. Whatever
 //! fails part-way is undone.
+//!
+//! StopPodSandbox returns once the pod's processes are gone; the release of
+//! its network (CNI DEL, then the namespace's pin) follows in the background,
+//! written down first (`/v1/cri/teardowns/<id>`) so that a molded stopped
+//! meanwhile finishes it when it starts. The plugins' DEL is most of a stop
+//! (tens of milliseconds of iptables and IPAM), and nothing the kubelet does
+//! next needs it done — but a new pod with host ports, which has every
+//! release owed run first, so that no old pod's port rules are still in
+//! place. When a release runs: `release.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::NamespaceMode;
@@ -18,7 +28,7 @@ use molde_common::cni::{Attachment, Cni, NetworkList, Pinned, loopback, pin_name
 use molde_common::errdefs::{Error, OrLog};
 use serde_json::json;
 
-use crate::store::{self, SANDBOXES, SandboxRecord};
+use crate::store::{self, SANDBOXES, SandboxRecord, TEARDOWNS};
 use crate::{Cri, names};
 
 /// The size of a pod's /dev/shm, as docker and containerd give it.
@@ -60,6 +70,7 @@ impl Cri {
     fn cni(&self) -> Cni {
         Cni {
             bin_dirs: self.config.cni_bin_dirs.clone(),
+            idle: false,
         }
     }
 
@@ -80,6 +91,8 @@ impl Cri {
     }
 
     pub async fn run_sandbox(&self, config: cri::PodSandboxConfig, handler: String) -> Result<String, Error> {
+        // Stopped pods' releases wait while a pod is made.
+        let _making = self.releases.making();
         let meta = names::check_sandbox_metadata(config.metadata.as_ref())?.clone();
         crate::limits::check_metadata(
             &format!("pod sandbox {:?}", meta.name),
@@ -275,6 +288,10 @@ impl Cri {
         })?;
         rec.cni_list = std::fs::read_to_string(&file).unwrap_or_default();
         store::put(&*self.store, SANDBOXES, &rec.id, rec)?;
+        // Host ports: no stopped pod's port rules may still be in place.
+        if rec.config.port_mappings.iter().any(|p| p.host_port > 0) {
+            self.releases.all_done().await;
+        }
         let a = self.attachment(rec);
         let result = self.cni().add(&list, &a).await?;
         rec.cni_result = result.clone();
@@ -380,12 +397,16 @@ impl Cri {
     /// Undoes what a sandbox holds: its network (CNI DEL), its init, and with
     /// `all` its pins, shm and files.
     async fn tear_down(&self, rec: &SandboxRecord, all: bool) {
+        self.tear_down_with(self.cni(), rec, all).await
+    }
+
+    async fn tear_down_with(&self, cni: Cni, rec: &SandboxRecord, all: bool) {
         if !rec.netns.is_empty() && Path::new(&rec.netns).exists() {
             if !rec.cni_list.is_empty() {
                 match NetworkList::parse(&rec.cni_list, "the pod's network") {
                     Ok(list) => {
                         let a = self.attachment(rec);
-                        self.cni().del(&list, &a, &rec.cni_result).await;
+                        cni.del(&list, &a, &rec.cni_result).await;
                     }
                     Err(e) => {
                         tracing::warn!(pod = %rec.id, error = %e, "the pod's network list no longer parses")
@@ -416,9 +437,46 @@ impl Cri {
         }
     }
 
-    /// Stops a pod: its containers are killed, its network goes, its init ends.
-    /// Stopping a stopped (or removed) pod does nothing.
-    pub async fn stop_sandbox(&self, id: &str) -> Result<(), Error> {
+    /// Releases a stopped pod's network (`rec` as it was when it stopped):
+    /// CNI DEL, then its namespace's pin, then the note that it was owed.
+    async fn release_network(&self, rec: &SandboxRecord) {
+        let idle = Cni {
+            idle: true,
+            ..self.cni()
+        };
+        self.tear_down_with(idle, rec, false).await;
+        store::delete(&*self.store, TEARDOWNS, &rec.id).or_log("removing a released pod network's note");
+        tracing::debug!(id = %rec.id, "pod network released");
+    }
+
+    /// Releases the network of `rec` in the background, when its turn
+    /// comes (`release.rs`).
+    fn release_network_later(self: &Arc<Self>, rec: SandboxRecord) {
+        let stopped = tokio::time::Instant::now();
+        self.releases.owe();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _turn = me.releases.turn(stopped).await;
+            me.release_network(&rec).await;
+        });
+    }
+
+    /// Releases, in the background, the networks of pods that stopped
+    /// before molded did (at start); how many there are.
+    pub fn release_owed_networks(self: &Arc<Self>) -> Result<usize, Error> {
+        let owed: Vec<SandboxRecord> = store::list(&*self.store, TEARDOWNS)?;
+        let n = owed.len();
+        for rec in owed {
+            tracing::info!(id = %rec.id, "releasing the network of a pod stopped before molded did");
+            self.release_network_later(rec);
+        }
+        Ok(n)
+    }
+
+    /// Stops a pod: its containers are killed, its init ends, its network is
+    /// released (in the background, see the module's note). Stopping a
+    /// stopped (or removed) pod does nothing.
+    pub async fn stop_sandbox(self: &Arc<Self>, id: &str) -> Result<(), Error> {
         let _pod = self.lock_pod(id).await;
         let mut rec = match self.sandbox(id) {
             Ok(r) => r,
@@ -430,7 +488,21 @@ impl Cri {
             self.stop_container_quietly(&c.id, 0).await;
         }
         if rec.ready || !rec.netns.is_empty() || rec.pid_init > 0 {
-            self.tear_down(&rec, false).await;
+            // A pod in a user namespace keeps its network's pin in its own
+            // directory, which RemovePodSandbox removes: released here.
+            let later = !rec.netns.is_empty() && rec.userns.is_none();
+            if later {
+                store::put(&*self.store, TEARDOWNS, &rec.id, &rec)?;
+                if rec.pid_init > 0 {
+                    kill_init(rec.pid_init);
+                }
+                self.release_network_later(SandboxRecord {
+                    pid_init: 0,
+                    ..rec.clone()
+                });
+            } else {
+                self.tear_down(&rec, false).await;
+            }
             rec.ready = false;
             rec.netns = String::new();
             rec.pid_init = 0;

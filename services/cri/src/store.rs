@@ -6,6 +6,7 @@
 //! /v1/cri/sandboxes/<id>          SandboxRecord
 //! /v1/cri/containers/<id>         ContainerRecord
 //! /v1/cri/names/<kind>/<name>     the id that holds a name
+//! /v1/cri/teardowns/<id>          a stopped pod's network, still to release
 //! ```
 
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
@@ -13,7 +14,7 @@ use molde_common::errdefs::Error;
 use molde_meta::{Compare, Store, Txn, TxnOutcome};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-pub use molde_meta::keys::cri::{CONTAINERS, SANDBOXES};
+pub use molde_meta::keys::cri::{CONTAINERS, SANDBOXES, TEARDOWNS};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SandboxRecord {

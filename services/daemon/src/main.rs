@@ -336,6 +336,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::spawn(async move {
             // What a crash left half made goes before the kubelet is served
             // (the services it calls are being served by now).
+            match c.cri.release_owed_networks() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    pods = n,
+                    "CRI: releasing the networks of pods stopped before molded did"
+                ),
+                Err(e) => tracing::warn!(error = %e, "CRI: releasing the networks owed failed"),
+            }
             match c.cri.reconcile().await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(removed = n, "CRI: removed what a crash left without records"),

@@ -122,6 +122,8 @@ pub mod cri {
     pub const SANDBOXES: &str = "/v1/cri/sandboxes/";
     pub const CONTAINERS: &str = "/v1/cri/containers/";
     pub const NAMES: &str = "/v1/cri/names/";
+    /// `<pod id>`: a stopped pod's network, released in the background.
+    pub const TEARDOWNS: &str = "/v1/cri/teardowns/";
 
     pub fn name(kind: &str, name: &str) -> String {
         format!("{NAMES}{kind}/{name}")

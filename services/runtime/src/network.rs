@@ -85,6 +85,7 @@ impl Cni {
     fn plugins(&self) -> molde_common::cni::Cni {
         molde_common::cni::Cni {
             bin_dirs: vec![self.bin_dir.clone()],
+            idle: false,
         }
     }
 
