@@ -1146,8 +1146,13 @@ fn user_networks_resolve_names_and_are_isolated() {
     }
     let bridge = v[0]["Options"]["bridge"].as_str().unwrap().to_string();
     assert!(std::path::Path::new("/sys/class/net").join(&bridge).exists());
+    // Its address store (host-local's directory) goes with it.
+    let id = v[0]["Id"].as_str().unwrap();
+    let store = std::path::Path::new("/var/lib/cni/networks").join(format!("molde-front-{}", &id[..8]));
+    assert!(store.exists(), "{} held a1's and a2's addresses", store.display());
     d.molde(&["network", "rm", "front"]).ok();
     assert!(!std::path::Path::new("/sys/class/net").join(&bridge).exists());
+    assert!(!store.exists(), "{} is left", store.display());
     let rules = std::process::Command::new("iptables")
         .args(["-S"])
         .output()

@@ -279,6 +279,13 @@ impl Networks {
             .stderr(std::process::Stdio::null())
             .status();
         let _ = std::fs::remove_file(self.dir.join(format!("{}.conflist", n.name)));
+        // Its address store: no container holds an address on it any more.
+        let store = std::path::Path::new(crate::bridge::IPAM_DIR).join(n.conflist(false).name);
+        if let Err(e) = std::fs::remove_dir_all(&store)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(network = %n.name, error = %e, "removing the network's address store failed");
+        }
         std::fs::remove_file(self.record(&n.name)).map_err(Error::io(format!("removing network {}", n.name)))
     }
 
