@@ -492,14 +492,17 @@ impl Cri {
             // directory, which RemovePodSandbox removes: released here.
             let later = !rec.netns.is_empty() && rec.userns.is_none();
             if later {
-                store::put(&*self.store, TEARDOWNS, &rec.id, &rec)?;
+                // The init ends here: the note names no pid that a restart
+                // could find reused.
+                let owed = SandboxRecord {
+                    pid_init: 0,
+                    ..rec.clone()
+                };
+                store::put(&*self.store, TEARDOWNS, &rec.id, &owed)?;
                 if rec.pid_init > 0 {
                     kill_init(rec.pid_init);
                 }
-                self.release_network_later(SandboxRecord {
-                    pid_init: 0,
-                    ..rec.clone()
-                });
+                self.release_network_later(owed);
             } else {
                 self.tear_down(&rec, false).await;
             }
