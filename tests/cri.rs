@@ -1031,8 +1031,35 @@ fn pods_run_on_through_a_kill_9_of_molded_and_are_stopped_and_removed_after() {
         "the created container's shim is left"
     );
     assert!(!mounted(&never), "the created container's rootfs is left mounted");
+    // Each container's shim reads as the one started for it, whether molded
+    // started it or handed the container to a spare (a held container's
+    // init, not yet exec'd, reads as its shim too); and a spare waits.
+    for id in [&c, &later] {
+        let shims = shims_of(id);
+        assert!(
+            !shims.is_empty()
+                && shims
+                    .iter()
+                    .all(|s| s.contains(&format!("molde-shim start --id k8s.io-{id}"))),
+            "the shim of {id}: {shims:?}"
+        );
+    }
+    let state = n.daemon.state.display().to_string();
+    let spares = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .filter(|cmd| cmd.contains("molde-shim spare") && cmd.contains(&state))
+            .count()
+    };
+    molde_tests::eventually(30, "a spare shim", || spares() == 1);
 
     n.daemon.kill9();
+    // The spare of the killed molded ends with it; the containers' shims run on.
+    molde_tests::eventually(30, "the spare to end", || spares() == 0);
+    assert!(!shims_of(&c).is_empty(), "the running container's shim is gone");
     n.daemon.restart();
     assert_eq!(
         n.pod_status(&pod).state,

@@ -163,6 +163,7 @@ pub async fn ps(d: &Daemon, a: PsArgs) -> Result<()> {
     let mut list = client(d)
         .list(d.request(api::ListRequest {
             all: a.all || last.is_some() || filters.iter().any(|(k, _)| k == "status" || k == "exited"),
+            ids: Vec::new(),
         }))
         .await
         .map_err(status("listing containers"))?
@@ -395,7 +396,10 @@ fn binary_size(n: u64) -> String {
 /// The containers `stats` shows: those named, else every running one.
 async fn stats_targets(d: &Daemon, ids: &[String]) -> Result<Vec<(String, String)>> {
     let list = client(d)
-        .list(d.request(api::ListRequest { all: !ids.is_empty() }))
+        .list(d.request(api::ListRequest {
+            all: !ids.is_empty(),
+            ids: Vec::new(),
+        }))
         .await
         .map_err(status("listing containers"))?
         .into_inner()

@@ -75,7 +75,10 @@ async fn image_blobs(d: &Daemon, name: &str) -> HashSet<String> {
 
 async fn containers(d: &Daemon) -> Result<Vec<api::ContainerStatus>> {
     Ok(runtime(d)
-        .list(d.request(api::ListRequest { all: true }))
+        .list(d.request(api::ListRequest {
+            all: true,
+            ids: Vec::new(),
+        }))
         .await
         .map_err(status("listing containers"))?
         .into_inner()

@@ -415,7 +415,7 @@ async fn containers(
         }
     }
     let mut list: Vec<_> = client(d)
-        .list(d.request(api::ListRequest { all }))
+        .list(d.request(api::ListRequest { all, ids: Vec::new() }))
         .await
         .map_err(status("listing containers"))?
         .into_inner()

@@ -5,6 +5,7 @@
 //! it (the image's stop signal, then SIGKILL), reopens its log and removes it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 use molde_api::containerd::services::containers::v1::{
@@ -36,6 +37,8 @@ pub struct Observed {
     pub exit_code: i32,
     pub oom_killed: bool,
     pub finished_at: i64,
+    /// When the runtime started the container (its shim's record); 0 before.
+    pub started_at: i64,
     pub pid: i32,
     pub error: String,
 }
@@ -75,7 +78,10 @@ impl Cri {
     pub async fn observe_all(&self) -> Result<HashMap<String, Observed>, Error> {
         let list = self
             .runtime()
-            .list(request(rt::ListRequest { all: true }))
+            .list(request(rt::ListRequest {
+                all: true,
+                ids: Vec::new(),
+            }))
             .await
             .map_err(Error::upstream("listing containers"))?
             .into_inner()
@@ -84,20 +90,37 @@ impl Cri {
     }
 
     pub async fn observe(&self, id: &str) -> Result<Observed, Error> {
-        Ok(self.observe_all().await?.remove(id).unwrap_or(Observed {
-            state: cri::ContainerState::ContainerUnknown as i32,
-            ..Default::default()
-        }))
+        let list = self
+            .runtime()
+            .list(request(rt::ListRequest {
+                all: true,
+                ids: vec![id.to_string()],
+            }))
+            .await
+            .map_err(Error::upstream(format!("the state of container {id}")))?
+            .into_inner()
+            .containers;
+        Ok(list
+            .iter()
+            .find(|c| c.id == id)
+            .map(observed)
+            .unwrap_or(Observed {
+                state: cri::ContainerState::ContainerUnknown as i32,
+                ..Default::default()
+            }))
     }
 
     pub async fn create_container(
-        &self,
+        self: &Arc<Self>,
         sandbox_id: &str,
         config: cri::ContainerConfig,
     ) -> Result<String, Error> {
         // Held until the container's record is written: a RemovePodSandbox
         // that comes meanwhile waits, then removes this container too.
         let _pod = self.lock_pod(sandbox_id).await;
+        // The task made at the end places a process in a cgroup, which
+        // waits for a grace period: begin it now, while the container is made.
+        molde_bundle::cgroup::prime_migration();
         let sandbox = self.sandbox(sandbox_id)?;
         if !sandbox.ready {
             return Err(Error::FailedPrecondition(format!(
@@ -145,20 +168,48 @@ impl Cri {
             user: None,
         };
         let mut rec = rec;
-        match self.make(&rec, &sandbox, &image, &image_spec).await {
-            Ok(user) => rec.user = Some(user),
+        let rootfs = match self.make(&rec, &sandbox, &image, &image_spec).await {
+            Ok((user, rootfs)) => {
+                rec.user = Some(user);
+                rootfs
+            }
             Err(e) => {
                 self.unmake(&id, &rec.config).await;
                 crate::userns::release_volumes(std::path::Path::new(&sandbox.dir), &id);
                 store::release(&*self.store, "container", &name, &id).or_log("releasing a container's name");
                 return Err(e);
             }
+        };
+        // The task is begun first: the rest of this call overlaps it.
+        self.make_task_early(rec.clone(), rootfs);
+        if let Err(e) = store::put(&*self.store, CONTAINERS, &id, &rec) {
+            self.early.settle(&id).await;
+            self.unmake(&id, &rec.config).await;
+            store::release(&*self.store, "container", &name, &id).or_log("releasing a container's name");
+            return Err(e);
         }
-        store::put(&*self.store, CONTAINERS, &id, &rec)?;
         self.event(&rec.id, cri::ContainerEventType::ContainerCreatedEvent)
             .await;
         tracing::info!(container = %name, id = %id, pod = %sandbox.id, "CRI container created");
         Ok(id)
+    }
+
+    /// Makes the container's task in the background (see `early`), on
+    /// the rootfs the snapshotter prepared.
+    fn make_task_early(
+        self: &Arc<Self>,
+        rec: ContainerRecord,
+        rootfs: Vec<molde_api::containerd::types::Mount>,
+    ) {
+        let maker = self.early.begin(&rec.id);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let outcome = me.create_task(&rec, Some(rootfs)).await.map_err(|e| {
+                tracing::debug!(id = %rec.id, "making the task early: {e}");
+                e.to_string()
+            });
+            maker.done(outcome);
+        });
     }
 
     async fn make(
@@ -167,7 +218,7 @@ impl Cri {
         sandbox: &store::SandboxRecord,
         image: &crate::image::ImageInfo,
         image_name: &str,
-    ) -> Result<(u32, u32, Vec<u32>), Error> {
+    ) -> Result<((u32, u32, Vec<u32>), Vec<molde_api::containerd::types::Mount>), Error> {
         let sc = rec
             .config
             .linux
@@ -199,15 +250,6 @@ impl Cri {
                 (u.uid(), u.gid(), groups)
             })
             .unwrap_or_default();
-        SnapshotsClient::new(self.channels.snapshotter.clone())
-            .prepare(request(PrepareSnapshotRequest {
-                snapshotter: "overlayfs".into(),
-                key: rec.id.clone(),
-                parent: image.top.clone(),
-                labels: Default::default(),
-            }))
-            .await
-            .map_err(Error::upstream("preparing the container's rootfs"))?;
         let mut labels = rec.config.labels.clone();
         labels.insert("io.cri-containerd.kind".into(), "container".into());
         labels.insert("io.kubernetes.cri.sandbox-id".into(), sandbox.id.clone());
@@ -222,45 +264,66 @@ impl Cri {
                 labels.insert(molde_common::labels::SYSTEMD_SLICE.into(), slice);
             }
         }
-        ContainersClient::new(self.channels.runtime.clone())
-            .create(request(CreateContainerRequest {
-                container: Some(ContainerRecordV1 {
-                    id: rec.id.clone(),
-                    labels,
-                    image: image.names.first().cloned().unwrap_or_default(),
-                    runtime: Some(Runtime {
-                        name: RUNTIME_NAME.into(),
-                        options: None,
-                    }),
-                    spec: Some(prost_types::Any {
-                        type_url: SPEC_TYPE.into(),
-                        value: serde_json::to_vec(&spec).map_err(|e| Error::Internal(e.to_string()))?,
-                    }),
-                    snapshotter: "overlayfs".into(),
-                    snapshot_key: rec.id.clone(),
-                    sandbox: sandbox.id.clone(),
-                    ..Default::default()
+        // The rootfs and the runtime's record of the container, made at once.
+        let mut snapshots = SnapshotsClient::new(self.channels.snapshotter.clone());
+        let prepare = snapshots.prepare(request(PrepareSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: rec.id.clone(),
+            parent: image.top.clone(),
+            labels: Default::default(),
+        }));
+        let mut containers = ContainersClient::new(self.channels.runtime.clone());
+        let record = containers.create(request(CreateContainerRequest {
+            container: Some(ContainerRecordV1 {
+                id: rec.id.clone(),
+                labels,
+                image: image.names.first().cloned().unwrap_or_default(),
+                runtime: Some(Runtime {
+                    name: RUNTIME_NAME.into(),
+                    options: None,
                 }),
-            }))
-            .await
-            .map_err(Error::upstream("recording the container"))?;
-        Ok(effective)
+                spec: Some(prost_types::Any {
+                    type_url: SPEC_TYPE.into(),
+                    value: serde_json::to_vec(&spec).map_err(|e| Error::Internal(e.to_string()))?,
+                }),
+                snapshotter: "overlayfs".into(),
+                snapshot_key: rec.id.clone(),
+                sandbox: sandbox.id.clone(),
+                ..Default::default()
+            }),
+        }));
+        let (prepared, recorded) = tokio::join!(prepare, record);
+        let rootfs = prepared
+            .map_err(Error::upstream("preparing the container's rootfs"))?
+            .into_inner()
+            .mounts;
+        recorded.map_err(Error::upstream("recording the container"))?;
+        Ok((effective, rootfs))
     }
 
     /// The container's task, made at StartContainer as containerd's CRI
     /// makes it: CreateContainer only prepares (rootfs, record, spec), so it
     /// answers at once, and the shim creates the container here, held, and
     /// starts it right after.
-    async fn create_task(&self, rec: &ContainerRecord) -> Result<(), Error> {
-        let rootfs = SnapshotsClient::new(self.channels.snapshotter.clone())
-            .mounts(request(MountsRequest {
-                snapshotter: "overlayfs".into(),
-                key: rec.id.clone(),
-            }))
-            .await
-            .map_err(Error::upstream("the container's rootfs"))?
-            .into_inner()
-            .mounts;
+    async fn create_task(
+        &self,
+        rec: &ContainerRecord,
+        rootfs: Option<Vec<molde_api::containerd::types::Mount>>,
+    ) -> Result<(), Error> {
+        let rootfs = match rootfs {
+            Some(m) => m,
+            None => {
+                SnapshotsClient::new(self.channels.snapshotter.clone())
+                    .mounts(request(MountsRequest {
+                        snapshotter: "overlayfs".into(),
+                        key: rec.id.clone(),
+                    }))
+                    .await
+                    .map_err(Error::upstream("the container's rootfs"))?
+                    .into_inner()
+                    .mounts
+            }
+        };
         let stdout = if rec.log_path.is_empty() {
             String::new()
         } else {
@@ -363,7 +426,7 @@ impl Cri {
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), Error> {
-        let mut rec = self.container(id)?;
+        let rec = self.container(id)?;
         let o = self.observe(&rec.id).await?;
         if o.state != cri::ContainerState::ContainerCreated as i32 {
             return Err(Error::FailedPrecondition(format!(
@@ -371,10 +434,17 @@ impl Cri {
                 rec.id
             )));
         }
-        // The container's cgroup placement waits for a grace period: begin
-        // it now, while the task is made.
-        molde_bundle::cgroup::prime_migration();
-        self.create_task(&rec).await?;
+        match self.early.settle(&rec.id).await {
+            Some(Ok(())) => {}
+            // Made again, for an answer that says why it fails.
+            Some(Err(_)) => self.create_task(&rec, None).await?,
+            // Not made here: made now, unless a molded before this one made
+            // it (its shim holds it).
+            None => match self.create_task(&rec, None).await {
+                Err(e) if e.is_already_exists() => {}
+                r => r?,
+            },
+        }
         TasksClient::new(self.channels.runtime.clone())
             .start(request(StartRequest {
                 container_id: rec.id.clone(),
@@ -382,8 +452,6 @@ impl Cri {
             }))
             .await
             .map_err(Error::upstream(format!("starting container {}", rec.id)))?;
-        rec.started_at = crate::now_nanos();
-        store::put(&*self.store, CONTAINERS, &rec.id, &rec)?;
         self.event(&rec.id, cri::ContainerEventType::ContainerStartedEvent)
             .await;
         Ok(())
@@ -429,6 +497,8 @@ impl Cri {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
         };
+        // A task being made is made first, then removed with the rest.
+        self.early.settle(&rec.id).await;
         self.unmake(&rec.id, &rec.config).await;
         store::delete(&*self.store, CONTAINERS, &rec.id)?;
         self.forget_readings(&rec.id);
@@ -547,7 +617,13 @@ impl Cri {
             metadata: rec.config.metadata.clone(),
             state: o.state,
             created_at: rec.created_at,
-            started_at: rec.started_at,
+            // The runtime's record of the start; records of a molded that
+            // wrote its own are read as they are.
+            started_at: if o.started_at != 0 {
+                o.started_at
+            } else {
+                rec.started_at
+            },
             finished_at: o.finished_at,
             exit_code: o.exit_code,
             image: rec.config.image.clone(),
@@ -632,6 +708,7 @@ fn observed(c: &rt::ContainerStatus) -> Observed {
         exit_code: c.exit_code,
         oom_killed: c.oom_killed,
         finished_at: rfc3339_nanos(&c.finished_at),
+        started_at: rfc3339_nanos(&c.started_at),
         pid: c.pid,
         error: c.error.clone(),
     }

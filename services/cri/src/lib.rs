@@ -14,6 +14,7 @@
 
 pub mod authority;
 pub mod container;
+mod early;
 pub mod exec;
 pub mod image;
 pub mod limits;
@@ -93,6 +94,8 @@ pub struct Cri {
     snapshot_root: tokio::sync::OnceCell<String>,
     /// Stopped pods' networks owed a release, and when they get it.
     pub(crate) releases: release::Releases,
+    /// Tasks made as their containers were, until started (see `early`).
+    pub(crate) early: early::EarlyTasks,
 }
 
 impl Cri {
@@ -111,6 +114,7 @@ impl Cri {
             user_files: Default::default(),
             snapshot_root: Default::default(),
             releases: Default::default(),
+            early: Default::default(),
         })
     }
 

@@ -568,7 +568,13 @@ async fn containers(
     for name in names {
         let mut runtime = RuntimeClient::new(channel.clone());
         let Ok(list) = runtime
-            .list(namespaced(name, rt::ListRequest { all: false }))
+            .list(namespaced(
+                name,
+                rt::ListRequest {
+                    all: false,
+                    ids: Vec::new(),
+                },
+            ))
             .await
         else {
             continue;

@@ -5,6 +5,7 @@
 //! store. Tasks and the per-container shims come next.
 
 mod bridge;
+mod bundle_wait;
 pub mod containers;
 mod dns;
 mod image;
@@ -15,6 +16,7 @@ mod ports;
 mod restart;
 pub mod run;
 mod service;
+mod spare;
 mod spec;
 pub mod systemd;
 mod task_metrics;
@@ -75,6 +77,7 @@ pub fn servers(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Servers {
         dns: Arc::new(dns::Dns::new(cfg.state.clone())),
         health: Arc::default(),
         restarting: Arc::default(),
+        spares: spare::Spares::new(cfg.shim.clone(), cfg.state.join(".libcontainer")),
         state: cfg.state,
         shim: cfg.shim,
         volumes: cfg.volumes,

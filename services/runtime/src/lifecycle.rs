@@ -337,9 +337,36 @@ impl RuntimeService {
     }
 
     pub(crate) fn list(&self, ns: &str, all: bool) -> Result<Vec<api::ContainerStatus>, Error> {
+        let records = self.store.range(&molde_meta::keys::containers::prefix(ns))?;
+        self.statuses(ns, all, records.iter().map(|e| e.value.as_slice()))
+    }
+
+    /// `list` of the named containers only (a status of one container
+    /// costs one record, not the namespace's); unknown IDs are left out.
+    pub(crate) fn list_only(
+        &self,
+        ns: &str,
+        all: bool,
+        ids: &[String],
+    ) -> Result<Vec<api::ContainerStatus>, Error> {
+        let mut records = Vec::new();
+        for id in ids {
+            if let Some(e) = self.store.get(&containers::key(ns, id))? {
+                records.push(e);
+            }
+        }
+        self.statuses(ns, all, records.iter().map(|e| e.value.as_slice()))
+    }
+
+    fn statuses<'a>(
+        &self,
+        ns: &str,
+        all: bool,
+        records: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<Vec<api::ContainerStatus>, Error> {
         let mut out = Vec::new();
-        for e in self.store.range(&molde_meta::keys::containers::prefix(ns))? {
-            let Ok(c) = Container::decode(e.value.as_slice()) else {
+        for value in records {
+            let Ok(c) = Container::decode(value) else {
                 continue;
             };
             if c.runtime

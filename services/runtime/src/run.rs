@@ -334,7 +334,11 @@ impl api::runtime_server::Runtime for RuntimeService {
 
     async fn list(&self, req: Request<api::ListRequest>) -> Result<Response<api::ListResponse>, Status> {
         let ns = RequestContext::of(&req).map_err(Status::from)?.namespace;
-        let containers = self.list(&ns, req.get_ref().all)?;
+        let r = req.get_ref();
+        let containers = match r.ids.is_empty() {
+            true => self.list(&ns, r.all)?,
+            false => self.list_only(&ns, r.all, &r.ids)?,
+        };
         Ok(Response::new(api::ListResponse { containers }))
     }
 

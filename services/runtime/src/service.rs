@@ -21,6 +21,8 @@ pub struct RuntimeService {
     /// `<state>/runtime`
     pub(crate) state: PathBuf,
     pub(crate) shim: PathBuf,
+    /// The shim started ahead of the next container.
+    pub(crate) spares: Arc<crate::spare::Spares>,
     pub(crate) volumes: PathBuf,
     pub(crate) cni: Arc<crate::network::Cni>,
     /// Host ports published containers hold.

@@ -106,20 +106,18 @@ impl RuntimeService {
     async fn create_held(&self, ns: &str, id: &str, bundle: &std::path::Path) -> Result<u32, Error> {
         self.spawn_task_shim(ns, id, bundle, true)?;
         let b = Bundle::new(bundle);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(pid) = b.created_pid() {
-                return Ok(pid as u32);
-            }
-            if let Some(msg) = b.error() {
-                return Err(Error::FailedPrecondition(format!("task {id}: {msg}")));
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(Error::DeadlineExceeded(format!(
-                    "task {id}: not created within 60s"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        let outcome = crate::bundle_wait::until(bundle, Duration::from_secs(60), || {
+            b.created_pid()
+                .map(|pid| Ok(pid as u32))
+                .or_else(|| b.error().map(Err))
+        })
+        .await;
+        match outcome {
+            Some(Ok(pid)) => Ok(pid),
+            Some(Err(msg)) => Err(Error::FailedPrecondition(format!("task {id}: {msg}"))),
+            None => Err(Error::DeadlineExceeded(format!(
+                "task {id}: not created within 60s"
+            ))),
         }
     }
 
@@ -307,24 +305,23 @@ impl api::tasks_server::Tasks for RuntimeService {
             // A task created by a molded from before holding shims.
             self.spawn_task_shim(&ns, &r.container_id, &bundle, false)?;
         }
-        let started = tokio::time::Instant::now();
-        loop {
-            if let Some(pid) = b.init_pid() {
-                let pid = pid as u32;
+        let outcome = crate::bundle_wait::until(&bundle, Duration::from_secs(60), || {
+            b.init_pid()
+                .map(|pid| Ok(pid as u32))
+                .or_else(|| b.error().map(Err))
+        })
+        .await;
+        match outcome {
+            Some(Ok(pid)) => {
                 self.started(&ns, &r.container_id, pid);
-                return Ok(Response::new(api::StartResponse { pid }));
+                Ok(Response::new(api::StartResponse { pid }))
             }
-            if let Some(msg) = b.error() {
-                return Err(Error::FailedPrecondition(format!("task {}: {msg}", r.container_id)).into());
+            Some(Err(msg)) => {
+                Err(Error::FailedPrecondition(format!("task {}: {msg}", r.container_id)).into())
             }
-            if started.elapsed() > Duration::from_secs(60) {
-                return Err(Error::DeadlineExceeded(format!(
-                    "task {}: not started within 60s",
-                    r.container_id
-                ))
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            None => Err(
+                Error::DeadlineExceeded(format!("task {}: not started within 60s", r.container_id)).into(),
+            ),
         }
     }
 

@@ -19,6 +19,7 @@ mod devices;
 mod exec;
 mod hold;
 mod seccomp;
+mod spare;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -74,9 +75,9 @@ struct Args {
 fn parse_args() -> Result<Args> {
     let mut it = std::env::args().skip(1);
     let cmd = it.next().unwrap_or_default();
-    if cmd != "start" && cmd != "exec" {
+    if cmd != "start" && cmd != "exec" && cmd != "spare" {
         bail!(
-            "usage: molde-shim start|exec --id ID --bundle DIR --state DIR [--hold] [--process FILE] [--attach SOCK] [--tty]"
+            "usage: molde-shim start|exec --id ID --bundle DIR --state DIR [--hold] [--process FILE] [--attach SOCK] [--tty]\n       molde-shim spare --state DIR [--title PAD]"
         );
     }
     let (mut id, mut bundle, mut state, mut process, mut attach, mut tty, mut hold) =
@@ -94,8 +95,22 @@ fn parse_args() -> Result<Args> {
             "--state" => state = Some(PathBuf::from(v)),
             "--process" => process = Some(PathBuf::from(v)),
             "--attach" => attach = Some(PathBuf::from(v)),
+            "--title" if cmd == "spare" => {}
             other => bail!("unknown argument {other}"),
         }
+    }
+    if cmd == "spare" {
+        // The container comes later, from molded (see `spare`).
+        return Ok(Args {
+            exec: false,
+            id: String::new(),
+            bundle: PathBuf::new(),
+            state: state.context("--state is required")?,
+            process: None,
+            attach: None,
+            tty: false,
+            hold: false,
+        });
     }
     Ok(Args {
         exec: cmd == "exec",
@@ -635,13 +650,47 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let args = match parse_args() {
+    let spare = std::env::args().nth(1).is_some_and(|c| c == "spare");
+    let mut args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("molde-shim: {e:#}");
             std::process::exit(2);
         }
     };
+    if spare {
+        let a = match spare::wait() {
+            Ok(Some(a)) => a,
+            Ok(None) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("molde-shim: {e:#}");
+                std::process::exit(2);
+            }
+        };
+        if let Err(e) = spare::take_stdio(&a) {
+            let _ = Bundle::new(&a.bundle).write_error(&format!("{e:#}"));
+            std::process::exit(125);
+        }
+        let argv0 = std::env::args().next().unwrap_or_else(|| "molde-shim".into());
+        let (bundle, state) = (a.bundle.to_string_lossy(), args.state.to_string_lossy());
+        let mut title = vec![
+            argv0.as_str(),
+            "start",
+            "--id",
+            &a.id,
+            "--bundle",
+            &bundle,
+            "--state",
+            &state,
+        ];
+        if a.hold {
+            title.push("--hold");
+        }
+        spare::retitle(&title);
+        args.id = a.id.clone();
+        args.bundle = a.bundle.clone();
+        args.hold = a.hold;
+    }
     if args.exec {
         match exec::exec(&args) {
             Ok(code) => std::process::exit(code),

@@ -38,7 +38,13 @@ impl BuilderService {
         for ns in namespaces.iter().map(|n| n.name.as_str()) {
             let mut rt = RuntimeClient::new(self.runtime.clone());
             let containers = rt
-                .list(self.plain(ns, ListRequest { all: true }))
+                .list(self.plain(
+                    ns,
+                    ListRequest {
+                        all: true,
+                        ids: Vec::new(),
+                    },
+                ))
                 .await
                 .map(|r| r.into_inner().containers)
                 .unwrap_or_default();

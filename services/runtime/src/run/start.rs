@@ -599,18 +599,21 @@ impl RuntimeService {
         }
         if hold {
             // Until the shim holds the created container (or failed).
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while b.created_pid().is_none() {
-                if let Some(msg) = b.error() {
+            let held = crate::bundle_wait::until(b.dir(), Duration::from_secs(60), || {
+                b.created_pid().map(|_| None).or_else(|| b.error().map(Some))
+            })
+            .await;
+            match held {
+                Some(None) => {}
+                Some(Some(msg)) => {
                     return fail(Error::FailedPrecondition(format!("container {id}: {msg}"))).await;
                 }
-                if tokio::time::Instant::now() > deadline {
+                None => {
                     return fail(Error::DeadlineExceeded(format!(
                         "container {id}: its shim did not create it within 60s"
                     )))
                     .await;
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             self.watch_health(ns, id);
             return Ok(bundle);
@@ -623,43 +626,51 @@ impl RuntimeService {
     /// Waits until the shim started the container (its init runs, or
     /// already ended), or says why it could not.
     pub(crate) async fn await_started(&self, ns: &str, id: &str) -> Result<(), Error> {
-        let started = tokio::time::Instant::now();
         let b = Bundle::new(self.bundle_dir(ns, id));
         let mut gone_since: Option<tokio::time::Instant> = None;
-        loop {
+        let outcome = crate::bundle_wait::until(b.dir(), Duration::from_secs(60), || {
             if let Some(pid) = b.init_pid() {
-                self.started(ns, id, pid as u32);
-                return Ok(());
+                return Some(Ok(Some(pid)));
             }
             if b.exit().is_some() {
-                return Ok(());
+                return Some(Ok(None));
             }
             if let Some(msg) = b.error() {
-                self.release_network(ns, id).await;
-                return Err(Error::FailedPrecondition(format!(
-                    "container {id}: {}",
-                    crate::lifecycle::start_failure_message(&msg)
-                )));
+                return Some(Err(Some(msg)));
             }
             // A shim gone without a word (killed): said after a grace, as a
             // process that is only between two states is no shim gone.
             if b.shim_pid().is_some() && !b.shim_alive() {
                 let since = *gone_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() > Duration::from_secs(2) {
-                    return Err(Error::Internal(format!(
-                        "container {id}: its shim ended without starting it (see {}/shim.log)",
-                        b.dir().display()
-                    )));
+                    return Some(Err(None));
                 }
             } else {
                 gone_since = None;
             }
-            if started.elapsed() > Duration::from_secs(60) {
-                return Err(Error::DeadlineExceeded(format!(
-                    "container {id}: its shim did not start it within 60s"
-                )));
+            None
+        })
+        .await;
+        match outcome {
+            Some(Ok(Some(pid))) => {
+                self.started(ns, id, pid as u32);
+                Ok(())
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            Some(Ok(None)) => Ok(()),
+            Some(Err(Some(msg))) => {
+                self.release_network(ns, id).await;
+                Err(Error::FailedPrecondition(format!(
+                    "container {id}: {}",
+                    crate::lifecycle::start_failure_message(&msg)
+                )))
+            }
+            Some(Err(None)) => Err(Error::Internal(format!(
+                "container {id}: its shim ended without starting it (see {}/shim.log)",
+                b.dir().display()
+            ))),
+            None => Err(Error::DeadlineExceeded(format!(
+                "container {id}: its shim did not start it within 60s"
+            ))),
         }
     }
 
@@ -667,6 +678,9 @@ impl RuntimeService {
         use std::os::unix::process::CommandExt;
         let log =
             std::fs::File::create(bundle.join("shim.log")).map_err(Error::io("creating the shim's log"))?;
+        if self.spares.assign(&format!("{ns}-{id}"), bundle, hold) {
+            return Ok(());
+        }
         let mut child = std::process::Command::new(&self.shim)
             .arg("start")
             .args(["--id", &format!("{ns}-{id}")])
