@@ -336,6 +336,13 @@ impl Drop for Node {
             }
             Ok::<(), tonic::Status>(())
         });
+        // The pods' networks are released in the background: waited for
+        // (bounded, without a panic in a drop), or their namespace pins,
+        // veths and addresses outlive the test.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.netns_pins().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

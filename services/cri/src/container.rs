@@ -427,14 +427,16 @@ impl Cri {
 
     pub async fn start_container(&self, id: &str) -> Result<(), Error> {
         let rec = self.container(id)?;
-        let o = self.observe(&rec.id).await?;
+        // The task being made (see `early`) is waited for meanwhile.
+        let (o, early) = tokio::join!(self.observe(&rec.id), self.early.settle(&rec.id));
+        let o = o?;
         if o.state != cri::ContainerState::ContainerCreated as i32 {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not in the created state",
                 rec.id
             )));
         }
-        match self.early.settle(&rec.id).await {
+        match early {
             Some(Ok(())) => {}
             // Made again, for an answer that says why it fails.
             Some(Err(_)) => self.create_task(&rec, None).await?,

@@ -166,9 +166,8 @@ fn ensure_dir(rootfs: &Path, path: &str, owner: Option<(u32, u32)>) -> Result<()
     Ok(())
 }
 
-fn mount_rootfs(bundle: &Path) -> Result<PathBuf> {
+fn mount_rootfs(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<PathBuf> {
     let mut target = bundle.join("rootfs");
-    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).context("reading config.json")?;
     if let Some(root) = spec.root().as_ref().map(|r| r.path()).filter(|p| p.is_absolute()) {
         // A rootfs placed outside the bundle (a userns pod's container, whose
         // root cannot enter the bundle): `rootfs` in the bundle links to it,
@@ -185,7 +184,7 @@ fn mount_rootfs(bundle: &Path) -> Result<PathBuf> {
     }
     fs::create_dir_all(&target)?;
     let mounts = molde_bundle::mount::read(bundle)?;
-    match pod_userns(&spec)? {
+    match pod_userns(spec)? {
         Some((userns, owner)) => molde_bundle::mount::mount_all_idmapped(&mounts, &target, &userns, owner)
             .context("mounting the rootfs idmapped")?,
         None => molde_bundle::mount::mount_all(&mounts, &target, false).context("mounting the rootfs")?,
@@ -375,7 +374,8 @@ fn run(args: &Args) -> Result<i32> {
     let bundle = Bundle::new(&args.bundle);
     // molded tells "the container is exiting" from "the shim is gone" by this.
     bundle.write_shim_pid(std::process::id())?;
-    let rootfs = mount_rootfs(&args.bundle)?;
+    let mut spec = bundle.spec().context("reading config.json")?;
+    let rootfs = mount_rootfs(&args.bundle, &spec)?;
     // A containerd client (ctr) hands FIFOs to write into; molde's own runs
     // get pipes that this shim copies into log.json.
     let fifos = bundle.stdio()?;
@@ -389,7 +389,6 @@ fn run(args: &Args) -> Result<i32> {
     let fifos = fifos.filter(|io| {
         io.cri_log.is_empty() && !(io.stdin.is_empty() && io.stdout.is_empty() && io.stderr.is_empty())
     });
-    let mut spec = bundle.spec().context("reading config.json")?;
     if seccomp::order_args_for_libcontainer(&mut spec) {
         spec.save(bundle.config())
             .context("writing config.json with libcontainer's seccomp argument order")?;

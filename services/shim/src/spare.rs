@@ -2,8 +2,9 @@
 //! container, so making a container does not wait for a process to be
 //! started, loaded and linked (2–3 ms on a busy 2-core node).
 //!
-//! `molde-shim spare --state DIR --title PAD` reads one line from stdin, the
-//! JSON of an [`Assignment`], then goes on exactly as `molde-shim start`
+//! `molde-shim spare --state DIR --title PAD` reads one line from stdin (to
+//! its end: molded closes it after the line), the JSON of an
+//! [`Assignment`], then goes on exactly as `molde-shim start`
 //! with those arguments. End of input without a line (molded retired it,
 //! or molded is gone) ends it. Its command line is rewritten in place to
 //! the `start` one it stands for, so `ps` and scripts find a container's
@@ -26,18 +27,17 @@ pub(crate) struct Assignment {
 
 /// Waits for the assignment; None when molded closed stdin without one.
 pub(crate) fn wait() -> Result<Option<Assignment>> {
+    // molded writes the line and closes the pipe: read to its end.
     let mut line = Vec::with_capacity(512);
-    let mut byte = [0u8; 1];
-    let mut stdin = std::io::stdin().lock();
-    loop {
-        match stdin.read(&mut byte) {
-            Ok(0) if line.is_empty() => return Ok(None),
-            Ok(0) => bail!("the assignment ended before its newline"),
-            Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) => line.push(byte[0]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).context("reading the assignment"),
-        }
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut line)
+        .context("reading the assignment")?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if !line.ends_with(b"\n") {
+        bail!("the assignment ended before its newline");
     }
     serde_json::from_slice(&line)
         .map(Some)
