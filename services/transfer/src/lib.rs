@@ -12,6 +12,7 @@
 //! `archive.rs` save and load.
 
 pub mod archive;
+pub mod estargz;
 pub mod fetch;
 pub mod media;
 pub mod pull;
