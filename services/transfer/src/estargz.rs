@@ -374,9 +374,9 @@ pub fn convert(input: impl Read, out: impl Write, level: Compression) -> io::Res
     toc.entries.extend(w.content(landmark, &mut &[0xfu8][..], 1)?);
 
     let mut archive = tar::Archive::new(input);
-    let mut entries = archive.entries()?.raw(true);
+    let entries = archive.entries()?.raw(true);
     let mut pending = Pending::default();
-    while let Some(entry) = entries.next() {
+    for entry in entries {
         let mut entry = entry?;
         let header = entry.header().clone();
         let kind = header.entry_type();
