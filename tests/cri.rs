@@ -758,6 +758,15 @@ fn bad_requests_get_the_codes_the_kubelet_expects_and_leave_nothing() {
         .unwrap_err();
     assert_eq!(dup.code(), tonic::Code::AlreadyExists);
     assert!(dup.message().contains(&id), "{dup:?}");
+    // The losing create's container (made before the name was taken) is
+    // gone again: the runtime holds the first one's task only.
+    let tasks: Vec<String> = std::fs::read_dir(n.daemon.state.join("runtime/k8s.io"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|f| !f.starts_with('.'))
+        .collect();
+    assert_eq!(tasks, [id.clone()]);
 
     for (what, code) in [
         (

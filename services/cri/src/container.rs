@@ -141,11 +141,6 @@ impl Cri {
             .ok_or_else(|| Error::NotFound(format!("image {image_spec:?}")))?;
         let id = crate::new_id();
         let name = names::container_name(&meta, &pod_meta);
-        if let Some(holder) = store::reserve(&*self.store, "container", &name, &id)? {
-            return Err(Error::AlreadyExists(format!(
-                "container name {name:?} is reserved for {holder}"
-            )));
-        }
         let log_path = match (sandbox.config.log_directory.as_str(), config.log_path.as_str()) {
             (_, "") => String::new(),
             (dir, p) if !dir.is_empty() => std::path::Path::new(dir).join(p).display().to_string(),
@@ -180,11 +175,21 @@ impl Cri {
                 return Err(e);
             }
         };
-        // The task is begun first: the rest of this call overlaps it.
+        // The task is begun first: the rest of this call overlaps it. The
+        // name is taken after (two creates of one name both make their
+        // container; the one that finds the name taken removes its own).
         self.make_task_early(rec.clone(), rootfs);
-        if let Err(e) = store::put(&*self.store, CONTAINERS, &id, &rec) {
+        let recorded = match store::reserve(&*self.store, "container", &name, &id) {
+            Ok(None) => store::put(&*self.store, CONTAINERS, &id, &rec),
+            Ok(Some(holder)) => Err(Error::AlreadyExists(format!(
+                "container name {name:?} is reserved for {holder}"
+            ))),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
             self.early.settle(&id).await;
             self.unmake(&id, &rec.config).await;
+            crate::userns::release_volumes(std::path::Path::new(&sandbox.dir), &id);
             store::release(&*self.store, "container", &name, &id).or_log("releasing a container's name");
             return Err(e);
         }
