@@ -140,7 +140,7 @@ print()
 print(f"Pod + container (CreatePod + CreateContainer + StartContainer medians): molde {pm:.0f} ms, containerd {pc:.0f} ms.")
 print(f"molded's RSS: {idle_without:.1f} MB idle without the CRI service, {idle_with:.1f} MB idle with it (CRI's own: {idle_with - idle_without:.1f} MB), {after:.1f} MB after the benchmarks (every service's growth over {n} pods and containers, images pulled).")
 print(f"CRI as a process of its own (`molded --service cri`, the other services in another molded), under the same benchmark: {cri_idle:.1f} MB idle, {cri_after:.1f} MB after.")
-print("Goals: CreatePod ≤ 50 ms, StartContainer ≤ 20 ms, pod + container ≤ 120 ms, CRI's overhead on molded's RSS ≤ 10 MB.")
+print("Goals: CreatePod ≤ 50 ms, CreateContainer ≤ 8 ms, StartContainer ≤ 10 ms, StopPod ≤ 40 ms, pod + container ≤ 120 ms, CRI's overhead on molded's RSS ≤ 10 MB.")
 PY
 )
 echo "$table"

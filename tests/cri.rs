@@ -766,7 +766,7 @@ fn bad_requests_get_the_codes_the_kubelet_expects_and_leave_nothing() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|f| !f.starts_with('.'))
         .collect();
-    assert_eq!(tasks, [id.clone()]);
+    assert_eq!(tasks, std::slice::from_ref(&id));
 
     for (what, code) in [
         (
