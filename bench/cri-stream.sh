@@ -28,6 +28,13 @@ cargo build --release -p molde-tests --bin cri-latency --manifest-path "$here/Ca
 bin=${CARGO_TARGET_DIR:-$here/target}/release
 
 cleanup() {
+  # molded releases stopped pods' networks in the background (up to 2 s
+  # after the stop): waited for, or their addresses and NAT rules outlive
+  # the run.
+  for _ in $(seq 300); do
+    [ -z "$(ls -A "$dir/m/state/cri/netns" 2>/dev/null)" ] && break
+    sleep 0.1
+  done
   for p in "$dir"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
   sleep 1
   grep -o " $dir/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true

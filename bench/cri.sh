@@ -86,10 +86,21 @@ run() { # name endpoint
     || { echo "critest against $1 failed: $dir/critest-$1.log" >&2; tail -20 "$dir/critest-$1.log" >&2; exit 1; }
 }
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# molded releases a stopped pod's network in the background (up to 2 s after
+# the stop): waited for before it is stopped, or the addresses and NAT rules
+# of the last pods outlive the run (this script removes molded's state).
+released() { # state dir
+  for _ in $(seq 300); do
+    [ -z "$(ls -A "$1/cri/netns" 2>/dev/null)" ] && return 0
+    sleep 0.1
+  done
+  echo "the pods' networks under $1 were not released within 30 s" >&2
+}
 idle_with=$(rss "$(cat "$dir/molded.pid")")
 run containerd "$dir/c/containerd.sock"
 run molde "$dir/m/cri.sock"
 after=$(rss "$(cat "$dir/molded.pid")")
+released "$dir/m/state"
 # CRI as a process of its own (the other services in the molded above), under
 # the same load: what the CRI service itself holds.
 mkdir -p "$dir/s"
@@ -103,6 +114,7 @@ sleep 1
 cri_idle=$(rss "$(cat "$dir/molded-cri.pid")")
 run molde-split "$dir/s/cri.sock"
 cri_after=$(rss "$(cat "$dir/molded-cri.pid")")
+released "$dir/s/state"
 # The same molded without the CRI service, idle, for what CRI adds.
 "$bin/molded" --root "$dir/n/root" --state "$dir/n/state" --address "$dir/n/molde.sock" \
   --service content --service snapshotter --service transfer --service runtime --service builder \
