@@ -103,10 +103,39 @@ pub fn gunzip_whole(blob: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let mut out = vec![0u8; isize];
-    let mut d = libdeflater::Decompressor::new();
-    match d.gzip_decompress(blob, &mut out) {
-        Ok(n) if n == isize => Some(out),
+    // The first member only, and how much of the blob it took: a blob of
+    // several members (eStargz, concatenated gzips) must not pass for its
+    // first one when that one's size happens to match the last's trailer.
+    match gunzip_member(blob, &mut out) {
+        Some((taken, n)) if taken == blob.len() && n == isize => Some(out),
         _ => None,
+    }
+}
+
+/// libdeflate's gzip decompression of `blob`'s first member into `out`:
+/// the input bytes it took and the bytes it wrote (libdeflater's wrapper
+/// does not say how much input a member took).
+fn gunzip_member(blob: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
+    // SAFETY: the decompressor is allocated and freed here, used once in
+    // between; the input and output pointers and lengths come from live
+    // slices, and libdeflate writes at most `out.len()` bytes.
+    unsafe {
+        let d = libdeflate_sys::libdeflate_alloc_decompressor();
+        if d.is_null() {
+            return None;
+        }
+        let (mut taken, mut written) = (0usize, 0usize);
+        let r = libdeflate_sys::libdeflate_gzip_decompress_ex(
+            d,
+            blob.as_ptr().cast(),
+            blob.len(),
+            out.as_mut_ptr().cast(),
+            out.len(),
+            &mut taken,
+            &mut written,
+        );
+        libdeflate_sys::libdeflate_free_decompressor(d);
+        (r == libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS).then_some((taken, written))
     }
 }
 
@@ -202,3 +231,30 @@ pub fn apply_plain(target: &Target, plain: &[u8]) -> Result<Applied, ApplyError>
 mod extract;
 
 use extract::Extractor;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn one_member_is_read_whole_and_several_are_left_to_the_stream() {
+        let a: Vec<u8> = (0..512u32).map(|i| i as u8).collect();
+        assert_eq!(gunzip_whole(&gzip(&a)), Some(a.clone()));
+        // Two members of the same size: the trailer's size fits the first,
+        // which must not pass for the whole.
+        let b = vec![7u8; 512];
+        let mut two = gzip(&a);
+        two.extend(gzip(&b));
+        assert_eq!(gunzip_whole(&two), None);
+        let mut all = Vec::new();
+        decompress(&two[..]).unwrap().read_to_end(&mut all).unwrap();
+        assert_eq!(all, [a, b].concat());
+    }
+}
