@@ -169,9 +169,7 @@ impl Cri {
                 rootfs
             }
             Err(e) => {
-                self.unmake(&id, &rec.config).await;
-                crate::userns::release_volumes(std::path::Path::new(&sandbox.dir), &id);
-                store::release(&*self.store, "container", &name, &id).or_log("releasing a container's name");
+                self.undo_create(&rec, &sandbox, &name).await;
                 return Err(e);
             }
         };
@@ -187,16 +185,22 @@ impl Cri {
             Err(e) => Err(e),
         };
         if let Err(e) = recorded {
-            self.early.settle(&id).await;
-            self.unmake(&id, &rec.config).await;
-            crate::userns::release_volumes(std::path::Path::new(&sandbox.dir), &id);
-            store::release(&*self.store, "container", &name, &id).or_log("releasing a container's name");
+            self.undo_create(&rec, &sandbox, &name).await;
             return Err(e);
         }
         self.event(&rec.id, cri::ContainerEventType::ContainerCreatedEvent)
             .await;
         tracing::info!(container = %name, id = %id, pod = %sandbox.id, "CRI container created");
         Ok(id)
+    }
+
+    /// Removes what a failed CreateContainer made: its task (once made, if it
+    /// was begun), runtime record, rootfs, idmapped volumes and name.
+    async fn undo_create(&self, rec: &ContainerRecord, sandbox: &store::SandboxRecord, name: &str) {
+        self.early.settle(&rec.id).await;
+        self.unmake(&rec.id, &rec.config).await;
+        crate::userns::release_volumes(std::path::Path::new(&sandbox.dir), &rec.id);
+        store::release(&*self.store, "container", name, &rec.id).or_log("releasing a container's name");
     }
 
     /// Makes the container's task in the background (see `early`), on
@@ -306,10 +310,11 @@ impl Cri {
         Ok((effective, rootfs))
     }
 
-    /// The container's task, made at StartContainer as containerd's CRI
-    /// makes it: CreateContainer only prepares (rootfs, record, spec), so it
-    /// answers at once, and the shim creates the container here, held, and
-    /// starts it right after.
+    /// The container's task: the shim creates the container, held until
+    /// StartContainer orders its start. Begun by CreateContainer in the
+    /// background (see `early`), on the rootfs it prepared; made again by
+    /// StartContainer (the rootfs asked of the snapshotter) when that failed
+    /// or was not begun by this molded.
     async fn create_task(
         &self,
         rec: &ContainerRecord,

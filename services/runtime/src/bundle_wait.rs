@@ -64,6 +64,20 @@ impl Drop for Watch {
     }
 }
 
+/// Waits for the pid `record` reads from the bundle (`created.pid`,
+/// `init.pid`), or the shim's `error`: Ok(pid), Err(its message), or None
+/// once `limit` has passed.
+pub(crate) async fn pid_or_error(
+    b: &molde_bundle::Bundle,
+    limit: Duration,
+    record: impl Fn(&molde_bundle::Bundle) -> Option<i32>,
+) -> Option<Result<i32, String>> {
+    until(b.dir(), limit, || {
+        record(b).map(Ok).or_else(|| b.error().map(Err))
+    })
+    .await
+}
+
 /// Calls `check` until it gives a value, waking on every file that lands in
 /// `dir`; None once `limit` has passed.
 pub(crate) async fn until<T>(dir: &Path, limit: Duration, check: impl FnMut() -> Option<T>) -> Option<T> {

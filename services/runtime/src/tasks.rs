@@ -106,14 +106,8 @@ impl RuntimeService {
     async fn create_held(&self, ns: &str, id: &str, bundle: &std::path::Path) -> Result<u32, Error> {
         self.spawn_task_shim(ns, id, bundle, true)?;
         let b = Bundle::new(bundle);
-        let outcome = crate::bundle_wait::until(bundle, Duration::from_secs(60), || {
-            b.created_pid()
-                .map(|pid| Ok(pid as u32))
-                .or_else(|| b.error().map(Err))
-        })
-        .await;
-        match outcome {
-            Some(Ok(pid)) => Ok(pid),
+        match crate::bundle_wait::pid_or_error(&b, Duration::from_secs(60), Bundle::created_pid).await {
+            Some(Ok(pid)) => Ok(pid as u32),
             Some(Err(msg)) => Err(Error::FailedPrecondition(format!("task {id}: {msg}"))),
             None => Err(Error::DeadlineExceeded(format!(
                 "task {id}: not created within 60s"
@@ -305,14 +299,9 @@ impl api::tasks_server::Tasks for RuntimeService {
             // A task created by a molded from before holding shims.
             self.spawn_task_shim(&ns, &r.container_id, &bundle, false)?;
         }
-        let outcome = crate::bundle_wait::until(&bundle, Duration::from_secs(60), || {
-            b.init_pid()
-                .map(|pid| Ok(pid as u32))
-                .or_else(|| b.error().map(Err))
-        })
-        .await;
-        match outcome {
+        match crate::bundle_wait::pid_or_error(&b, Duration::from_secs(60), Bundle::init_pid).await {
             Some(Ok(pid)) => {
+                let pid = pid as u32;
                 self.started(&ns, &r.container_id, pid);
                 Ok(Response::new(api::StartResponse { pid }))
             }

@@ -58,6 +58,8 @@ fn kill_leftovers(cgroups_path: &str) {
 
 struct Args {
     exec: bool,
+    /// `spare`: the container (id, bundle, hold) comes later, from molded.
+    spare: bool,
     id: String,
     bundle: PathBuf,
     state: PathBuf,
@@ -103,6 +105,7 @@ fn parse_args() -> Result<Args> {
         // The container comes later, from molded (see `spare`).
         return Ok(Args {
             exec: false,
+            spare: true,
             id: String::new(),
             bundle: PathBuf::new(),
             state: state.context("--state is required")?,
@@ -114,6 +117,7 @@ fn parse_args() -> Result<Args> {
     }
     Ok(Args {
         exec: cmd == "exec",
+        spare: false,
         id: id.context("--id is required")?,
         bundle: bundle.context("--bundle is required")?,
         state: state.context("--state is required")?,
@@ -649,7 +653,6 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let spare = std::env::args().nth(1).is_some_and(|c| c == "spare");
     let mut args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -657,7 +660,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if spare {
+    if args.spare {
         let a = match spare::wait() {
             Ok(Some(a)) => a,
             Ok(None) => std::process::exit(0),

@@ -599,13 +599,9 @@ impl RuntimeService {
         }
         if hold {
             // Until the shim holds the created container (or failed).
-            let held = crate::bundle_wait::until(b.dir(), Duration::from_secs(60), || {
-                b.created_pid().map(|_| None).or_else(|| b.error().map(Some))
-            })
-            .await;
-            match held {
-                Some(None) => {}
-                Some(Some(msg)) => {
+            match crate::bundle_wait::pid_or_error(&b, Duration::from_secs(60), Bundle::created_pid).await {
+                Some(Ok(_)) => {}
+                Some(Err(msg)) => {
                     return fail(Error::FailedPrecondition(format!("container {id}: {msg}"))).await;
                 }
                 None => {
